@@ -1,0 +1,1 @@
+"""kokpit: final-state fleet management for Kubernetes (Kube on Kube)."""

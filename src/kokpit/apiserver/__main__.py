@@ -1,0 +1,5 @@
+"""`python -m kokpit.apiserver` runs the server like `kokpit apiserver`."""
+
+from kokpit.cli.main import app
+
+app(["apiserver", *__import__("sys").argv[1:]])

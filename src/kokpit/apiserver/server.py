@@ -1,0 +1,235 @@
+"""Assembles and runs one embedded API server: data dir, PKI, tokens, store, registry, controllers, HTTP.
+
+One process per data directory (an exclusive lock says so at start), because two servers on one SQLite
+log would hand out the same resourceVersion twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from kokpit.apiserver import builtins, schema
+from kokpit.apiserver.app import App, AppConfig
+from kokpit.apiserver.auth import Authenticator
+from kokpit.apiserver.controllers import Controllers
+from kokpit.apiserver.errors import APIError
+from kokpit.apiserver.pki import ensure_pki, ensure_tokens, write_kubeconfig
+from kokpit.apiserver.registry import Registry
+from kokpit.apiserver.resources import ResourceType
+from kokpit.apiserver.rest import NAMESPACE_FINALIZER, Rest, WriteOptions
+from kokpit.apiserver.storage.store import Store
+
+__all__ = ["DataDirInUse", "ServerOptions", "build", "run"]
+
+log = logging.getLogger(__name__)
+
+DATA_FORMAT = "1"
+_DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class DataDirInUse(RuntimeError):
+    """Another server holds the data directory."""
+
+
+@dataclass
+class ServerOptions:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 6443
+    kubeconfig: Path | None = None
+    version_label: str = "v1.37.0"
+    tls: bool = True
+    compaction_window: int = 50_000
+    compaction_interval: float = 60.0
+    event_ttl: float = 3600.0
+    bookmark_interval: float = 60.0
+    extra_sans: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Built:
+    store: Store
+    registry: Registry
+    rest: Rest
+    app: App
+    controllers: Controllers
+    lock: IO[str]
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fmt = data_dir / "FORMAT"
+    if fmt.exists():
+        found = fmt.read_text().strip()
+        if found != DATA_FORMAT:
+            raise RuntimeError(f"{data_dir} holds data format {found!r}; this kokpit reads format "
+                               f"{DATA_FORMAT!r}. Use another --data-dir or a matching kokpit version.")
+    else:
+        fmt.write_text(DATA_FORMAT + "\n")
+    f = open(data_dir / "apiserver.lock", "a+")  # noqa: SIM115 - held for the server's lifetime
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise DataDirInUse(f"{data_dir} is in use by another kokpit apiserver") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _wire_builtins(registry: Registry) -> None:
+    types = builtins.builtin_resource_types()
+    if not any(rt.group == "policy" for rt in types):
+        # kubectl drain looks for policy/v1 (pods/eviction lives there); serve PDBs as stored objects
+        types.append(ResourceType(group="policy", version="v1", kind="PodDisruptionBudget",
+                                  plural="poddisruptionbudgets", singular="poddisruptionbudget", namespaced=True,
+                                  short_names=("pdb",), subresources=("status",), has_status=True,
+                                  schema={"$ref": "#/$defs/io.k8s.api.policy.v1.PodDisruptionBudget"}))
+    for rt in types:
+        if rt.kind == "CustomResourceDefinition":
+            rt.validate_hook = lambda obj, old: list(schema.validate_crd(obj))
+        if rt.kind == "Namespace" and rt.group == "":
+            inner = rt.default_hook
+
+            def ns_default(obj: dict[str, Any], inner: Any = inner) -> None:
+                if inner is not None:
+                    inner(obj)
+                spec = obj.setdefault("spec", {})
+                if not (obj.get("metadata") or {}).get("deletionTimestamp"):
+                    fins = spec.setdefault("finalizers", [])
+                    if not fins and "resourceVersion" not in (obj.get("metadata") or {}):
+                        fins.append(NAMESPACE_FINALIZER)
+                obj.setdefault("status", {}).setdefault("phase", "Active")
+
+            rt.default_hook = ns_default
+        registry.add(rt)
+
+
+async def build(opts: ServerOptions, auth: Authenticator | None) -> Built:
+    lock = _lock_data_dir(opts.data_dir)
+    store = Store(opts.data_dir / "state.db", compaction_window=opts.compaction_window)
+    await store.open()
+    registry = Registry()
+    _wire_builtins(registry)
+    rest = Rest(store, registry)
+    controllers = Controllers(store, registry, rest, event_ttl=opts.event_ttl,
+                              compaction_interval=opts.compaction_interval)
+    controllers.load_crds()
+    address = f"{opts.host}:{opts.port}" if ":" not in opts.host else f"[{opts.host}]:{opts.port}"
+    app = App(store, registry, rest, auth, AppConfig(version_label=opts.version_label, server_address=address,
+                                                       bookmark_interval=opts.bookmark_interval))
+    ns_rt = registry.get("", "v1", "namespaces")
+    assert ns_rt is not None
+    for ns in _DEFAULT_NAMESPACES:
+        if store.get(ns_rt.key(None, ns)) is None:
+            with contextlib.suppress(APIError):
+                await rest.create(ns_rt, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": ns}},
+                                  WriteOptions(field_manager="kokpit-apiserver"))
+    await controllers.start()
+    return Built(store, registry, rest, app, controllers, lock)
+
+
+def _hosts(opts: ServerOptions) -> list[str]:
+    hosts = [opts.host, *opts.extra_sans]
+    with contextlib.suppress(OSError):
+        hosts.append(socket.gethostname())
+    out = []
+    for h in hosts:
+        if h in ("0.0.0.0", "::", ""):
+            continue
+        out.append(h)
+    return out
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            return f"[{host}]"
+    return host
+
+
+async def serve(opts: ServerOptions) -> None:
+    """Run until SIGTERM/SIGINT. Writes the admin kubeconfig once the port is bound."""
+    data_dir = opts.data_dir
+    tokens = ensure_tokens(data_dir)
+    auth = Authenticator(tokens)
+    built = await build(opts, auth)
+    ssl_kwargs: dict[str, Any] = {}
+    ca_pem: bytes | None = None
+    if opts.tls:
+        pki = ensure_pki(data_dir, _hosts(opts))
+        ssl_kwargs = {"ssl_certfile": str(pki.server_cert), "ssl_keyfile": str(pki.server_key)}
+        ca_pem = pki.ca_pem
+    sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((opts.host, opts.port))
+    except OSError as e:
+        sock.close()
+        await _shutdown(built)
+        raise RuntimeError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}. Choose another --port.") \
+            from None
+    sock.listen(2048)
+    port = sock.getsockname()[1]
+    scheme = "https" if opts.tls else "http"
+    url = f"{scheme}://{_url_host(opts.host)}:{port}"
+    config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off",
+                            http="httptools", loop="none", timeout_keep_alive=120, backlog=2048,
+                            timeout_graceful_shutdown=3, **ssl_kwargs)
+    server = uvicorn.Server(config)
+    kubeconfig = opts.kubeconfig or (data_dir / "kubeconfig")
+    write_kubeconfig(kubeconfig, server=url, ca_pem=ca_pem, token=tokens.admin)
+    write_kubeconfig(data_dir / "viewer.kubeconfig", server=url, ca_pem=ca_pem, token=tokens.readonly,
+                     user="kokpit-viewer")
+    (data_dir / "endpoint").write_text(url + "\n")
+    log.info("kokpit apiserver listening on %s (kubeconfig %s)", url, kubeconfig)
+    print(f"kokpit apiserver listening on {url}; kubeconfig: {kubeconfig}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server.config.install_signal_handlers = False  # type: ignore[attr-defined]
+    serve_task = asyncio.create_task(server.serve(sockets=[sock]))
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(serve_task, timeout=5)
+    stop_task.cancel()
+    await _shutdown(built)
+
+
+async def _shutdown(built: Built) -> None:
+    await built.controllers.stop()
+    await built.store.close()
+    built.lock.close()
+
+
+def run(opts: ServerOptions) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but the server works without it
+        pass
+    asyncio.run(serve(opts))

@@ -1,0 +1,94 @@
+"""The `kokpit` command: one entry point for every process kokpit runs (servers, operators, tools).
+
+Each subcommand is a thin shell over a library entry point so the same code runs under `kokpit up`, in a
+Pod, or in a test.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="kokpit: final-state fleet management for Kubernetes (Kube on Kube).")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def apiserver(
+    data_dir: Path = typer.Option(..., "--data-dir", help="Where state, PKI and tokens live."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(6443, "--port", help="Port to listen on (0 picks a free one)."),
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Admin kubeconfig path "
+                                           "(default DATA_DIR/kubeconfig)."),
+    version_label: str = typer.Option("v1.37.0", "--version-label", help="gitVersion reported by /version."),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve plain HTTP (tests only)."),
+    compaction_window: int = typer.Option(50_000, "--compaction-window", min=0,
+                                          help="Revisions of history kept for watches and continue tokens."),
+    compaction_interval: float = typer.Option(60.0, "--compaction-interval", min=0.1,
+                                              help="Seconds between compactions."),
+    event_ttl: float = typer.Option(3600.0, "--event-ttl", min=1, help="Seconds an Event lives."),
+    bookmark_interval: float = typer.Option(60.0, "--bookmark-interval", min=0.05,
+                                            help="Seconds between watch bookmarks."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the embedded Kubernetes-compatible API server."""
+    from kokpit.apiserver.server import DataDirInUse, ServerOptions, run
+
+    _logging(verbose)
+    if not (0 <= port <= 65535):
+        _fail(f"--port must be between 0 and 65535 (got {port})")
+    try:
+        run(ServerOptions(data_dir=data_dir, host=host, port=port, kubeconfig=kubeconfig,
+                          version_label=version_label, tls=not insecure_http,
+                          compaction_window=compaction_window, compaction_interval=compaction_interval,
+                          event_ttl=event_ttl, bookmark_interval=bookmark_interval))
+    except DataDirInUse as e:
+        _fail(f"{e}; stop it first or pass another --data-dir")
+    except (RuntimeError, PermissionError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def up(
+    data_dir: Path = typer.Option(Path(".kokpit"), "--data-dir", help="Where the fleet's state lives."),
+    port: int = typer.Option(6443, "--port", help="Port of the meta cluster's API server."),
+) -> None:
+    """Start kokpit on this machine (today: the meta cluster's embedded API server)."""
+    from kokpit.apiserver.server import DataDirInUse, ServerOptions, run
+
+    _logging(False)
+    typer.echo(f"kokpit up: meta cluster API server on port {port}, data in {data_dir}")
+    typer.echo(f"  try: kubectl --kubeconfig {data_dir}/kubeconfig get namespaces")
+    try:
+        run(ServerOptions(data_dir=data_dir, port=port))
+    except DataDirInUse:
+        _fail(f"{data_dir} is already used by a running kokpit; stop it or pass another --data-dir")
+    except (RuntimeError, PermissionError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
