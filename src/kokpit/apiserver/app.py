@@ -478,7 +478,7 @@ class App:
                 if at > self.store.revision:
                     raise errors.APIError(504, "Timeout", f"Too large resource version: {at}, current: "
                                           f"{self.store.revision}", retry_after=1)
-        list_rv, items = self.rest.list(rt, ns, start_after=start_after, at_revision=at)
+        list_rv, items = self.rest.list_entries(rt, ns, start_after=start_after, at_revision=at)
         picked: list[Entry] = []
         picked_key = ""
         next_key = ""

@@ -107,7 +107,7 @@ class Controllers:
     # ------------------------------------------------------------------ lifecycle
     def load_crds(self) -> None:
         """Serve every stored CRD before the server accepts requests."""
-        _rv, items = self.store.list(CRD_BUCKET)
+        _rv, items = self.store.range(CRD_BUCKET)
         for _k, e in items:
             self._crd_changed(e.obj)
 
@@ -202,7 +202,7 @@ class Controllers:
 
     def _terminating_crds(self) -> list[tuple[str, str]]:
         out = []
-        _rv, items = self.store.list(CRD_BUCKET)
+        _rv, items = self.store.range(CRD_BUCKET)
         for k, e in items:
             if (e.obj.get("metadata") or {}).get("deletionTimestamp"):
                 spec = e.obj.get("spec") or {}
@@ -252,7 +252,7 @@ class Controllers:
             rts = self.registry.crd_types(meta.get("name", ""))
             if self.store.count(bucket) and rts:
                 rt = rts[0]
-                _rv, items = self.store.list(bucket)
+                _rv, items = self.store.range(bucket)
                 for _k, ce in list(items):
                     m = ce.obj.get("metadata") or {}
                     if m.get("deletionTimestamp"):
@@ -281,11 +281,11 @@ class Controllers:
             "acceptedNames": spec.get("names") or {},
             "storedVersions": stored,
         }
-        rt = self.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-        if rt is None:
+        crd_rt = self.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        if crd_rt is None:
             return
         with contextlib.suppress(APIError):
-            await self.rest.patch(rt, None, meta.get("name", ""), "merge", {"status": new_status},
+            await self.rest.patch(crd_rt, None, meta.get("name", ""), "merge", {"status": new_status},
                                   WriteOptions(field_manager="kokpit-apiextensions", field_validation="Ignore",
                                                subresource="status"))
 
@@ -324,7 +324,7 @@ class Controllers:
         for bucket, rt in self.registry.storage_types().items():
             if not rt.namespaced:
                 continue
-            _rv, items = self.store.list(bucket, f"{ns}/")
+            _rv, items = self.store.range(bucket, f"{ns}/")
             for _k, oe in list(items):
                 remaining += 1
                 om = oe.obj.get("metadata") or {}
@@ -453,11 +453,6 @@ class Controllers:
                     await self.store.compact()
                 except Exception:
                     log.exception("compaction failed")
-
-    async def wait_idle(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._queue.qsize() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
 
 
 def _version_priority(versions: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import jsonpatch
 import jsonpointer
+import orjson
 
 from kokpit.apiserver.errors import APIError, Cause, bad_request
 
@@ -59,7 +60,11 @@ _KEY_DEFAULTS: dict[str, Any] = {"protocol": "TCP"}
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    """Compact JSON with sorted keys, as FieldsV1 path elements spell values."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # e.g. integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def _copy(value: Any) -> Any:
@@ -99,23 +104,32 @@ class _Info:
 _UNKNOWN = _Info()
 
 
-class _Schema:
-    """Memoises `_Info` per schema node for the duration of one call."""
+# Schema nodes are long-lived and never mutated (a changed CRD brings new dicts), so what they mean is
+# cached across calls.  Each entry keeps its node and resolver alive, so their ids cannot be reused while
+# cached; the cache is dropped wholesale when it grows past a bound.
+_INFO_CACHE: dict[tuple[int, int], tuple[dict[str, Any], Any, _Info]] = {}
+_INFO_CACHE_MAX = 50_000
 
-    __slots__ = ("memo", "resolve")
+
+class _Schema:
+    """Turns schema nodes into `_Info`, memoised per (node, resolver)."""
+
+    __slots__ = ("resolve",)
 
     def __init__(self, resolve: Resolver | None) -> None:
         self.resolve = resolve
-        self.memo: dict[int, tuple[dict[str, Any], _Info]] = {}
 
     def info(self, raw: dict[str, Any] | None) -> _Info:
         if raw is None or not isinstance(raw, dict):
             return _UNKNOWN
-        hit = self.memo.get(id(raw))
-        if hit is not None and hit[0] is raw:
-            return hit[1]
+        key = (id(raw), id(self.resolve))
+        hit = _INFO_CACHE.get(key)
+        if hit is not None and hit[0] is raw and hit[1] is self.resolve:
+            return hit[2]
         info = self._build(raw)
-        self.memo[id(raw)] = (raw, info)
+        if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = (raw, self.resolve, info)
         return info
 
     def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
@@ -283,18 +297,15 @@ def _smp_map(orig: dict[str, Any], patch: dict[str, Any], info: _Info, sch: _Sch
             del orig[key]
     orders: dict[str, list[Any]] = {}
     deletes: dict[str, list[Any]] = {}
-    for key in [k for k in patch if k.startswith("$")]:
+    # other keys that start with "$" are ordinary fields (a CRD's JSONSchemaProps has `$ref`, `$schema`)
+    for key in [k for k in patch if k.startswith((_SET_ORDER, _DELETE_PRIMITIVE))]:
         value = patch.pop(key)
-        if key.startswith(_SET_ORDER) and len(key) > len(_SET_ORDER):
-            if not isinstance(value, list):
-                raise bad_request(f"invalid strategic merge patch: {key} must be a list")
+        if not isinstance(value, list):
+            raise bad_request(f"invalid strategic merge patch: {key} must be a list")
+        if key.startswith(_SET_ORDER):
             orders[key[len(_SET_ORDER):]] = value
-        elif key.startswith(_DELETE_PRIMITIVE) and len(key) > len(_DELETE_PRIMITIVE):
-            if not isinstance(value, list):
-                raise bad_request(f"invalid strategic merge patch: {key} must be a list")
-            deletes[key[len(_DELETE_PRIMITIVE):]] = value
         else:
-            raise bad_request(f"invalid strategic merge patch: unknown directive {key!r}")
+            deletes[key[len(_DELETE_PRIMITIVE):]] = value
 
     for key, value in patch.items():
         if value is None:
@@ -463,8 +474,22 @@ def _tracked_root(obj: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in obj.items() if k not in _ROOT_UNTRACKED}
     meta = out.get("metadata")
     if isinstance(meta, dict):
-        out["metadata"] = {k: v for k, v in meta.items() if k not in _META_UNTRACKED}
+        tracked = {k: v for k, v in meta.items() if k not in _META_UNTRACKED}
+        if tracked:
+            out["metadata"] = tracked
+        else:
+            del out["metadata"]
     return out
+
+
+def _is_key_field(path: Path) -> bool:
+    """`f:name` right under `k:{"name":...}`: the item's identity, which stays while the item stays."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    try:
+        return path[-1][2:] in json.loads(path[-2][2:])
+    except ValueError:
+        return False
 
 
 def _applied_set(value: Any, info: _Info, sch: _Schema, path: Path, out: set[Path]) -> None:
@@ -782,8 +807,8 @@ def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], manag
     if changed or removed:
         if mine is None:
             if changed:
-                mine = _Entry(manager, operation, api_version, now, subresource, {}, set())
-                mine.dirty = True
+                mine = _Entry(manager, operation, api_version, now, subresource, {})
+                mine.set_paths(changed - removed)
                 entries.append(mine)
         else:
             mine.set_paths((mine.paths | changed) - removed)
@@ -1010,7 +1035,7 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], mana
         doomed = mine.paths - owned
         if doomed:
             prefixes = {p[:i] for p in owned for i in range(1, len(p) + 1)}
-            _remove_paths(merged, [p for p in doomed if p not in prefixes], prefixes)
+            _remove_paths(merged, [p for p in doomed if p not in prefixes and not _is_key_field(p)], prefixes)
 
     changed: set[Path] = set()
     removed: set[Path] = set()

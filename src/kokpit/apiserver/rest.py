@@ -218,11 +218,11 @@ class Rest:
             raise errors.not_found(rt.plural, name, rt.group)
         return e
 
-    def list(self, rt: ResourceType, namespace: str | None, *, start_after: str = "",
+    def list_entries(self, rt: ResourceType, namespace: str | None, *, start_after: str = "",
              at_revision: int | None = None) -> tuple[int, Iterable[tuple[str, Entry]]]:
         prefix = rt.store_prefix
         sub = f"{namespace}/" if (rt.namespaced and namespace) else ""
-        return self.store.list(prefix, sub, start_after=start_after, at_revision=at_revision)
+        return self.store.range(prefix, sub, start_after=start_after, at_revision=at_revision)
 
     # ------------------------------------------------------------------ create
     async def create(self, rt: ResourceType, namespace: str | None, body: Any,
@@ -538,7 +538,7 @@ class Rest:
 
     async def delete_collection(self, rt: ResourceType, namespace: str | None,
                                 match: Callable[[dict[str, Any]], bool], opts: DeleteOptions) -> list[Entry]:
-        _rv, items = self.list(rt, namespace)
+        _rv, items = self.list_entries(rt, namespace)
         targets = [(k, e) for k, e in items if match(e.obj)]
         out = []
         for _k, e in targets:

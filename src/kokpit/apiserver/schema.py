@@ -536,6 +536,9 @@ class _Node:
         return any(k.rules_anywhere(seen) for k in kids)
 
 
+_BUILTIN_REQUIRED = frozenset({"name", "containers", "image", "uid"})
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -604,6 +607,11 @@ def _compile(schema: dict[str, Any], builtin: bool, root: bool, junction: bool =
     if schema.get("x-kubernetes-embedded-resource") and n.props is not None:
         _add_root_fields(n, schema)
     req = schema.get("required")
+    if req and builtin:
+        # kube-apiserver enforces built-in "required" markers only through its handwritten validation,
+        # which is far looser than the OpenAPI (a Node without nodeInfo.machineID is fine); keep the
+        # handful that it really checks.
+        req = [r for r in req if r in _BUILTIN_REQUIRED]
     if req:
         n.required = tuple(req)
     items = schema.get("items")

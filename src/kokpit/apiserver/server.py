@@ -78,7 +78,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
                                f"{DATA_FORMAT!r}. Use another --data-dir or a matching kokpit version.")
     else:
         fmt.write_text(DATA_FORMAT + "\n")
-    f = open(data_dir / "apiserver.lock", "a+")  # noqa: SIM115 - held for the server's lifetime
+    f = open(data_dir / "apiserver.lock", "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -46,7 +46,7 @@ class ApiServerProcess:
     # ------------------------------------------------------------------ process control
     def start(self, timeout: float = 30.0) -> ApiServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "kokpit.apiserver", "--data-dir", str(self.data_dir),
                "--port", str(self.port), *self.extra_args]
         env = dict(os.environ)

@@ -238,11 +238,7 @@ class Store:
             for w in list(ws):
                 w.close()
         if self._flusher is not None:
-            self._wake.set()
-            # let queued writes finish
-            while self._queue:
-                await asyncio.sleep(0.005)
-            self._flusher.cancel()
+            self._wake.set()  # the flusher writes what is queued, sees _closed and returns
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         loop = asyncio.get_running_loop()
@@ -281,7 +277,7 @@ class Store:
         b = self._buckets.get(bucket)
         return len(b.items) if b else 0
 
-    def list(self, bucket: str, sub_prefix: str = "", *, start_after: str = "",
+    def range(self, bucket: str, sub_prefix: str = "", *, start_after: str = "",
              at_revision: int | None = None) -> tuple[int, Iterable[tuple[str, Entry]]]:
         """Objects of a bucket in key order, optionally under a namespace (`sub_prefix` = `ns/`) and after a
         key (pagination). With `at_revision`, the snapshot as of that revision (410 if compacted)."""
@@ -296,17 +292,15 @@ class Store:
         if start_after:
             lo = max(lo, bisect.bisect_right(keys, start_after))
         items = b.items
-
-        def gen() -> Iterable[tuple[str, Entry]]:
-            for i in range(lo, len(keys)):
-                k = keys[i]
-                if sub_prefix and not k.startswith(sub_prefix):
-                    return
-                e = items.get(k)
-                if e is not None:
-                    yield k, e
-
-        return rev, gen()
+        out: list[tuple[str, Entry]] = []
+        for i in range(lo, len(keys)):
+            k = keys[i]
+            if sub_prefix and not k.startswith(sub_prefix):
+                break
+            e = items.get(k)
+            if e is not None:
+                out.append((k, e))
+        return rev, out
 
     def _list_at(self, bucket: str, sub_prefix: str, start_after: str, rv: int) -> list[tuple[str, Entry]]:
         if rv < self.compact_revision:
@@ -393,7 +387,7 @@ class Store:
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed or self._queue:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -469,7 +463,7 @@ class Store:
         event falls between them."""
         backlog: list[Event] = []
         if from_revision is None:
-            _, items = self.list(bucket, sub_prefix)
+            _, items = self.range(bucket, sub_prefix)
             for _k, e in items:
                 if initial is None or initial(e):
                     backlog.append(Event(e.rv, ADDED, bucket + _k, e, None))

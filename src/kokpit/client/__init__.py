@@ -1,0 +1,42 @@
+"""kokpit.client: the only package that talks to a Kubernetes API server (lightkube underneath).
+
+Everything else — the runtime, operators, the portal — goes through :class:`Client`, so retries, rate
+limits, metrics and watch semantics (bookmarks, resume, 410) are decided once, here.
+"""
+
+from kokpit.client._client import Client, ObjectList, PatchType, WatchEvent, load_config, to_typed
+from kokpit.client._errors import (
+    AlreadyExistsError,
+    ApiError,
+    ConflictError,
+    NotFoundError,
+    ResourceExpiredError,
+    TransportError,
+)
+from kokpit.client._kinds import CONFIGMAP, CRD, EVENT, LEASE, NAMESPACE, NODE, POD, SECRET, Kind
+from kokpit.client._metrics import ClientMetrics
+
+__all__ = [
+    "CONFIGMAP",
+    "CRD",
+    "EVENT",
+    "LEASE",
+    "NAMESPACE",
+    "NODE",
+    "POD",
+    "SECRET",
+    "AlreadyExistsError",
+    "ApiError",
+    "Client",
+    "ClientMetrics",
+    "ConflictError",
+    "Kind",
+    "NotFoundError",
+    "ObjectList",
+    "PatchType",
+    "ResourceExpiredError",
+    "TransportError",
+    "WatchEvent",
+    "load_config",
+    "to_typed",
+]
