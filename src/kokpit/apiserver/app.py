@@ -24,7 +24,7 @@ import orjson
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kokpit.apiserver import errors, openapi, selectors, tables
+from kokpit.apiserver import errors, openapi, protobuf, selectors, tables
 from kokpit.apiserver.auth import Authenticator, User, authorize, forbidden_error
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.registry import Registry
@@ -361,6 +361,8 @@ class App:
         if not body.strip():
             raise errors.bad_request("the request body is empty; send a JSON or YAML object")
         ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return protobuf.decode(body)
         if "protobuf" in ctype or "cbor" in ctype:
             raise errors.unsupported_media_type(ctype)
         try:
@@ -426,7 +428,9 @@ class App:
 
     def _written(self, rt: ResourceType, obj: Entry | dict[str, Any], status: int, opts: WriteOptions,
                  accept: str) -> _Response:
-        hdrs = [(b"warning", f'299 - "{w}"'.encode()) for w in opts.warnings[:50]]
+        # RFC 7234 quoted-string, as kube's NewWarningHeader writes it: clients unquote `\"` back
+        hdrs = [(b"warning", ('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"').encode())
+                for w in opts.warnings[:50]]
         if isinstance(obj, Entry):
             resp = self._object(rt, obj, accept, status)
         else:
@@ -767,8 +771,10 @@ class App:
         if parts == ["openapi", "v2"]:
             accept = headers.get("accept", "")
             if "protobuf" in accept:
+                # kube-openapi answers the "@v1.0" Accept with a ".v1.0" Content-Type: Go's
+                # mime.ParseMediaType (client-go) rejects "@", failing kubectl's v2 validation fallback.
                 return _Response(200, openapi.openapi_v2_protobuf(),
-                                 b"application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+                                 b"application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
             key = (gen, "v2")
             if key not in self._openapi_cache:
                 self._openapi_cache[key] = orjson.dumps(openapi.openapi_v2_json(self.registry.types()))

@@ -157,7 +157,7 @@ class Rest:
             raise errors.bad_request(f"{rt.plural} must be created in a namespace")
         meta["namespace"] = namespace
 
-    def _admit_namespace(self, rt: ResourceType, namespace: str | None) -> None:
+    def _admit_namespace(self, rt: ResourceType, namespace: str | None, name: str = "") -> None:
         if not rt.namespaced or namespace is None:
             return
         ns = self.store.get_latest(f"/core/namespaces/{namespace}")
@@ -165,9 +165,9 @@ class Rest:
             raise errors.not_found("namespaces", namespace)
         if ns.obj.get("metadata", {}).get("deletionTimestamp"):
             raise errors.APIError(403, "Forbidden",
-                                  f'{rt.plural} "{_meta(ns.obj).get("name", "")}" is forbidden: unable to create '
+                                  f'{rt.plural} "{name}" is forbidden: unable to create '
                                   f"new content in namespace {namespace} because it is being terminated",
-                                  kind=rt.plural, group=rt.group)
+                                  name=name or None, kind=rt.plural, group=rt.group)
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
                   opts: WriteOptions) -> None:
@@ -189,8 +189,15 @@ class Rest:
                         opts.warnings.extend(msgs)
                 schema.apply_defaults(obj, sch)
                 errs, warns = schema.validate(obj, sch, field_validation="Ignore", old=old)
+            elif opts.field_validation == "Strict":
+                errs, warns = schema.validate(obj, sch, field_validation="Strict", old=old)
             else:
-                errs, warns = schema.validate(obj, sch, field_validation=opts.field_validation, old=old)
+                # kube's decoder drops unknown fields of built-in kinds under Warn and Ignore: never store them
+                errs, warns = schema.validate(obj, sch, field_validation="Warn", old=old)
+                if warns:
+                    schema.prune(obj, sch)
+                if opts.field_validation == "Ignore":
+                    warns = []
             causes.extend(errs)
             opts.warnings.extend(warns)
         if rt.validate_hook is not None:
@@ -238,7 +245,7 @@ class Rest:
             gen = meta.get("generateName")
             if gen and isinstance(gen, str):
                 meta["name"] = gen + "".join(secrets.choice(_GEN_CHARS) for _ in range(5))
-        self._admit_namespace(rt, namespace)
+        self._admit_namespace(rt, namespace, str(meta.get("name") or ""))
         if ((rt.group, rt.kind) in _RESET_STATUS_ON_CREATE
                 or (rt.crd_name is not None and rt.has_status)):
             obj.pop("status", None)

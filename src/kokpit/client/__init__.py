@@ -15,6 +15,7 @@ from kokpit.client._errors import (
 )
 from kokpit.client._kinds import CONFIGMAP, CRD, EVENT, LEASE, NAMESPACE, NODE, POD, SECRET, Kind
 from kokpit.client._metrics import ClientMetrics
+from kokpit.client.http import HttpTimeoutError, JsonHttpClient, JsonResponse
 
 __all__ = [
     "CONFIGMAP",
@@ -30,6 +31,9 @@ __all__ = [
     "Client",
     "ClientMetrics",
     "ConflictError",
+    "HttpTimeoutError",
+    "JsonHttpClient",
+    "JsonResponse",
     "Kind",
     "NotFoundError",
     "ObjectList",

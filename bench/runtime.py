@@ -1,0 +1,511 @@
+"""Benchmark of the controller runtime (issue 3): kokpit.runtime against kopf on the same trivial operator.
+
+Why: kokpit's operators must hold tens of thousands of objects with few API calls; the issue sets targets
+relative to kopf (≤ 0.5× its time to converge and ≤ 0.5× its memory) and absolute ones for API calls (≤ 1
+write and 0 reads per object). One run measures both operators against the same embedded API server on
+the same machine, so the ratios compare like with like.
+
+What happens, all on 127.0.0.1 in a temporary directory (the server is stopped at the end, even on error):
+1. start ``kokpit apiserver``; create the CRD ``things.bench.kokpit.io`` (namespaced, status subresource,
+   ``spec.value`` and ``status.value`` strings);
+2. for each operator in turn, in a namespace of its own: create N Things concurrently (status empty), start
+   the operator as a subprocess (bench/runtime_kokpit_operator.py, or ``kopf run --standalone`` on
+   bench/runtime_kopf_operator.py), and watch the Things from this process until every
+   ``status.value == spec.value``. Measured: wall time from the operator's start to the last object
+   converged (imports, list and watch included), reconciles/s (N / that time), the operator's peak RSS
+   (``VmHWM``) and CPU time, and its API requests by verb — the difference of the server's
+   ``apiserver_request_total`` before and after (this process's own list/watch are not in it: the server
+   counts no watch requests and the list happens before the first snapshot). The objects are then
+   deleted, so each operator runs against a server holding the same data.
+
+    .venv/bin/python bench/runtime.py            # N=10,000, figures into docs/benchmarks.md
+    .venv/bin/python bench/runtime.py --quick    # N=1,000, docs untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from kokpit.apiserver.testing import ApiServerProcess
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "## Controller runtime (bench/runtime.py)"
+GROUP = "bench.kokpit.io"
+PLURAL = "things"
+KOKPIT_OPERATOR = ROOT / "bench" / "runtime_kokpit_operator.py"
+KOPF_OPERATOR = ROOT / "bench" / "runtime_kopf_operator.py"
+TARGET_TIME_RATIO = 0.5
+TARGET_MEM_RATIO = 0.5
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = ("get",)
+
+CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"{PLURAL}.{GROUP}"},
+    "spec": {
+        "group": GROUP,
+        "scope": "Namespaced",
+        "names": {"plural": PLURAL, "singular": "thing", "kind": "Thing", "listKind": "ThingList"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"value": {"type": "string"}}},
+                            "status": {
+                                "type": "object",
+                                "properties": {"value": {"type": "string"}},
+                                # kopf keeps its progress under status.kopf; let it, as on a real cluster
+                                # where kopf users add this to their CRDs
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def proc_status(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/<pid>/status (VmHWM = peak RSS) in bytes; 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class Api:
+    """Raw HTTPS access to the embedded server with the admin token (no client library in the way)."""
+
+    def __init__(self, srv: ApiServerProcess) -> None:
+        self.srv = srv
+        self.headers = {"Authorization": f"Bearer {srv.admin_token}"}
+
+    def client(self, connections: int = 64, timeout: float | None = 120.0) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.srv.url,
+            verify=str(self.srv.ca_file),
+            headers=self.headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    @staticmethod
+    def things(ns: str) -> str:
+        return f"/apis/{GROUP}/v1/namespaces/{ns}/{PLURAL}"
+
+
+async def request_counts(c: httpx.AsyncClient) -> Counter[tuple[str, str, str, str]]:
+    """``apiserver_request_total`` by (verb, group, resource, code), resource requests only."""
+    r = await c.get("/metrics")
+    r.raise_for_status()
+    out: Counter[tuple[str, str, str, str]] = Counter()
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            if s.name == "apiserver_request_total" and s.labels.get("resource"):
+                lb = s.labels
+                out[(lb["verb"], lb["group"], lb["resource"], lb["code"])] = int(s.value)
+    return out
+
+
+async def setup_crd(api: Api) -> None:
+    async with api.client() as c:
+        r = await c.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", content=orjson.dumps(CRD))
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"CRD create: {r.status_code} {r.text}")
+        deadline = time.monotonic() + 30
+        while (await c.get(Api.things("default"))).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("CRD not served after 30 s")
+            await asyncio.sleep(0.05)
+
+
+async def create_things(api: Api, ns: str, n: int, concurrency: int) -> float:
+    """Namespace ``ns`` and N Things in it (spec.value set, no status); returns creates/s."""
+    async with api.client(connections=concurrency) as c:
+        r = await c.post("/api/v1/namespaces", content=orjson.dumps({"metadata": {"name": ns}}))
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"namespace create: {r.status_code} {r.text}")
+        path = Api.things(ns)
+        names = iter(range(n))
+
+        async def worker() -> None:
+            for i in names:
+                body = {
+                    "apiVersion": f"{GROUP}/v1",
+                    "kind": "Thing",
+                    "metadata": {"name": f"thing-{i:05d}", "namespace": ns},
+                    "spec": {"value": f"value-{i}"},
+                }
+                r = await c.post(path, content=orjson.dumps(body))
+                if r.status_code != 201:
+                    raise RuntimeError(f"create thing-{i}: {r.status_code} {r.text}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - t0)
+
+
+async def delete_things(api: Api, ns: str) -> None:
+    """Delete every Thing of ``ns`` (one deletecollection) and wait until the list is empty."""
+    async with api.client() as c:
+        r = await c.delete(Api.things(ns))
+        if r.status_code != 200:
+            raise RuntimeError(f"deletecollection: {r.status_code} {r.text}")
+        deadline = time.monotonic() + 120
+        while True:
+            r = await c.get(Api.things(ns), params={"limit": "1"})
+            if r.status_code == 200 and not r.json()["items"]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"things in {ns} not deleted after 120 s")
+            await asyncio.sleep(0.2)
+
+
+class Convergence:
+    """Watches the Things of a namespace and notes when every one has ``status.value == spec.value``."""
+
+    def __init__(self, api: Api, ns: str, n: int) -> None:
+        self.api, self.ns, self.n = api, ns, n
+        self.done: set[str] = set()
+        self.converged = asyncio.Event()
+        self.at = 0.0  # perf_counter when the last object converged
+        self.events = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _see(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name in self.done:
+            return
+        want = (obj.get("spec") or {}).get("value")
+        if want is not None and (obj.get("status") or {}).get("value") == want:
+            self.done.add(name)
+            if len(self.done) >= self.n and not self.converged.is_set():
+                self.at = time.perf_counter()
+                self.converged.set()
+
+    async def start(self) -> None:
+        """List once (paginated), then watch from that list's resourceVersion in the background."""
+        c = self.api.client(connections=2, timeout=None)
+        path = Api.things(self.ns)
+        params: dict[str, str] = {"limit": "1000"}
+        rv = ""
+        count = 0
+        while True:
+            r = await c.get(path, params=params)
+            r.raise_for_status()
+            data = orjson.loads(r.content)
+            rv = rv or data["metadata"]["resourceVersion"]
+            for o in data["items"]:
+                count += 1
+                self._see(o)
+            cont = data["metadata"].get("continue")
+            if not cont:
+                break
+            params = {"limit": "1000", "continue": cont}
+        if count != self.n:
+            raise RuntimeError(f"expected {self.n} things in {self.ns}, listed {count}")
+        self._task = asyncio.get_running_loop().create_task(self._watch(c, path, rv))
+
+    async def _watch(self, c: httpx.AsyncClient, path: str, rv: str) -> None:
+        try:
+            while not self.converged.is_set():
+                params = {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                          "timeoutSeconds": "600"}
+                async with c.stream("GET", path, params=params) as r:
+                    r.raise_for_status()
+                    async for line in r.aiter_lines():
+                        if not line:
+                            continue
+                        ev = orjson.loads(line)
+                        obj = ev["object"]
+                        if ev["type"] == "ERROR":
+                            raise RuntimeError(f"watch error: {obj}")
+                        rv = obj["metadata"]["resourceVersion"]
+                        self.events += 1
+                        if ev["type"] in ("ADDED", "MODIFIED"):
+                            self._see(obj)
+                            if self.converged.is_set():
+                                return
+        finally:
+            await c.aclose()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+# ---------------------------------------------------------------------------------------------- one run
+@dataclass
+class RunResult:
+    name: str
+    n: int
+    converged: int = 0
+    seconds: float = float("nan")
+    peak_rss: int = 0
+    cpu: float = float("nan")
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (verb, resource) -> count
+    errors: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # non-2xx (verb, resource, code)
+    other: Counter[tuple[str, str]] = field(default_factory=Counter)  # requests on other resources
+    reconciles: float | None = None
+    exit_code: int | None = None
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.converged == self.n
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds if self.ok else float("nan")
+
+    def things(self, verbs: tuple[str, ...]) -> int:
+        return sum(v for (verb, _res), v in self.requests.items() if verb in verbs)
+
+
+def operator_cmd(name: str, kubeconfig: Path, ns: str, workers: int, report: Path) -> list[str]:
+    if name == "kokpit":
+        return [sys.executable, str(KOKPIT_OPERATOR), str(kubeconfig), ns, "--workers", str(workers),
+                "--report", str(report)]
+    return [sys.executable, "-m", "kopf", "run", "--standalone", "--quiet", "--namespace", ns,
+            str(KOPF_OPERATOR)]
+
+
+async def run_operator(api: Api, name: str, n: int, args: argparse.Namespace, tmp: Path) -> RunResult:
+    ns = f"bench-{name}"
+    res = RunResult(name, n, log=tmp / f"{name}-operator.log")
+    rate = await create_things(api, ns, n, args.create_concurrency)
+    print(f"[{name}] created {n:,} things in {ns} ({rate:,.0f}/s)", flush=True)
+    conv = Convergence(api, ns, n)
+    await conv.start()
+    report = tmp / f"{name}-report.json"
+    env = dict(os.environ, KUBECONFIG=str(api.srv.kubeconfig), PYTHONUNBUFFERED="1")
+    async with api.client(connections=2) as c:
+        before = await request_counts(c)
+        cmd = operator_cmd(name, api.srv.kubeconfig, ns, args.workers, report)
+        with open(res.log, "wb") as logf:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            deadline = t0 + args.timeout
+            while not conv.converged.is_set():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} operator exited with {proc.returncode}; see {res.log}")
+                if time.perf_counter() > deadline:
+                    print(f"[{name}] TIMEOUT after {args.timeout:.0f} s: {len(conv.done):,}/{n:,} converged",
+                          flush=True)
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conv.converged.wait(), 0.5)
+            res.converged = len(conv.done)
+            if conv.converged.is_set():
+                res.seconds = conv.at - t0
+            res.peak_rss = proc_status(proc.pid, "VmHWM")
+            res.cpu = proc_cpu(proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(proc.wait, 30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    await asyncio.to_thread(proc.wait)
+            res.exit_code = proc.returncode
+            await conv.stop()
+        await asyncio.sleep(0.5)  # let the server finish accounting the operator's last requests
+        after = await request_counts(c)
+    for key, v in (after - before).items():
+        verb, group, resource, code = key
+        if group == GROUP and resource.startswith(PLURAL):
+            res.requests[(verb, resource)] += v
+            if not code.startswith("2"):
+                res.errors[(verb, resource, code)] += v
+        else:
+            res.other[(verb, f"{group}/{resource}" if group else resource)] += v
+    if report.exists():
+        res.reconciles = orjson.loads(report.read_bytes()).get("reconciles")
+    print(f"[{name}] {res.converged:,}/{n:,} converged in {res.seconds:.2f} s, peak RSS "
+          f"{res.peak_rss / 2**20:.1f} MiB, CPU {res.cpu:.1f} s, requests {dict(res.requests)}", flush=True)
+    await delete_things(api, ns)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- report
+def ok(flag: bool) -> str:
+    return "met" if flag else "**missed**"
+
+
+def verbs_text(c: Counter[tuple[str, str]]) -> str:
+    return ", ".join(f"{verb} {res}: {v:,}" for (verb, res), v in sorted(c.items())) or "none"
+
+
+def report_lines(args: argparse.Namespace, results: list[RunResult]) -> list[str]:
+    out = [
+        f"Trivial operator (copy `spec.value` → `status.value`) over N = {args.n:,} Things "
+        f"(CRD with status subresource), each operator a subprocess started against objects whose status "
+        f"is empty; time = operator start (process launch, imports, list, watch) → last object observed "
+        f"converged by a watch from the bench process. Requests = the server's `apiserver_request_total` "
+        f"difference over the run (the server does not count watch requests).",
+        "",
+        "| operator | converged | time to converge | reconciles/s (N/time) | peak RSS (VmHWM) | CPU | "
+        "writes/object | GETs/object | requests on Things (by verb) | other requests |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        writes = r.things(WRITE_VERBS) / r.n
+        gets = r.things(READ_VERBS) / r.n
+        secs = f"{r.seconds:.2f} s" if r.ok else "did not converge"
+        out.append(
+            f"| {r.name} | {r.converged:,}/{r.n:,} | {secs} | {r.rate:,.0f} | {r.peak_rss / 2**20:.1f} MiB | "
+            f"{r.cpu:.1f} s | {writes:.2f} | {gets:.2f} | {verbs_text(r.requests)} | {verbs_text(r.other)} |"
+        )
+    out.append("")
+    by = {r.name: r for r in results}
+    k, f = by.get("kokpit"), by.get("kopf")
+    if k is not None:
+        if k.reconciles is not None:
+            out.append(f"- kokpit reconciles: {k.reconciles:,.0f} (each status write brings the object back "
+                       f"once through the watch; that second reconcile reads the cache and writes nothing)")
+        writes, gets = k.things(WRITE_VERBS) / k.n, k.things(READ_VERBS) / k.n
+        out.append(f"- kokpit API calls per object: {writes:.2f} writes (target ≤ 1: {ok(writes <= 1.0)}), "
+                   f"{gets:.2f} GETs (target 0: {ok(gets == 0)})")
+    for r in results:
+        if r.errors:
+            out.append(f"- {r.name} non-2xx answers: "
+                       + ", ".join(f"{v} {res} → {code}: {c}" for (v, res, code), c in sorted(r.errors.items())))
+    if k is not None and f is not None and k.ok and f.ok:
+        tr, mr = k.seconds / f.seconds, k.peak_rss / f.peak_rss
+        out.append(f"- kokpit/kopf time: {tr:.2f}× (target ≤ {TARGET_TIME_RATIO}×: {ok(tr <= TARGET_TIME_RATIO)}); "
+                   f"kokpit/kopf peak memory: {mr:.2f}× (target ≤ {TARGET_MEM_RATIO}×: "
+                   f"{ok(mr <= TARGET_MEM_RATIO)})")
+    elif f is not None and not f.ok:
+        out.append(f"- kopf did not converge ({f.converged:,}/{f.n:,}); no ratio")
+    return out
+
+
+def write_docs(path: Path, command: str, lines: list[str]) -> None:
+    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
+               f"{platform.python_version()}; API server, operator and bench on the same machine")
+    section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
+                         *lines]).rstrip() + "\n"
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = ("# Benchmarks\n\nFigures measured by the scripts under `bench/`, each section with the command "
+                "that produced it and when. Re-run the command to refresh a section.\n")
+    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
+    if m:
+        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
+        end = m.end() + nxt.start() if nxt else len(text)
+        text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="N=1,000 and docs untouched")
+    p.add_argument("-n", "--objects", dest="n", type=int, help="custom objects (default 10,000)")
+    p.add_argument("--workers", type=int, default=32, help="kokpit controller workers (default 32)")
+    p.add_argument("--create-concurrency", type=int, default=32, help="concurrent creates (default 32)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up on an operator after S seconds")
+    p.add_argument("--only", choices=("kokpit", "kopf"), help="run one operator only")
+    p.add_argument("--docs", type=Path, help="markdown file for the section (default docs/benchmarks.md "
+                                             "for full runs)")
+    p.add_argument("--no-docs", action="store_true", help="do not write the docs section")
+    args = p.parse_args(argv)
+    if args.n is None:
+        args.n = 1000 if args.quick else 10_000
+    if args.docs is None and not args.quick and not args.no_docs:
+        args.docs = ROOT / "docs" / "benchmarks.md"
+    return args
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> list[RunResult]:
+    srv = ApiServerProcess(tmp / "apiserver")
+    srv.start()
+    try:
+        api = Api(srv)
+        await setup_crd(api)
+        names = [args.only] if args.only else ["kokpit", "kopf"]
+        return [await run_operator(api, name, args.n, args, tmp) for name in names]
+    except BaseException:
+        print(srv.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([".venv/bin/python", "bench/runtime.py", *(sys.argv[1:] if argv is None else argv)])
+    with tempfile.TemporaryDirectory(prefix="kokpit-bench-runtime-") as d:
+        tmp = Path(d)
+        try:
+            results = asyncio.run(run(args, tmp))
+        finally:
+            for name in ("kokpit", "kopf"):
+                log = tmp / f"{name}-operator.log"
+                if log.exists() and log.stat().st_size:
+                    print(f"--- {name} operator log (tail) ---\n{log.read_bytes()[-2000:].decode(errors='replace')}")
+    lines = report_lines(args, results)
+    print()
+    print("\n".join(lines))
+    if args.docs is not None:
+        write_docs(args.docs, command, lines)
+        print(f"\nwritten to {args.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
