@@ -549,9 +549,7 @@ async def _watch_job(job: WatchJob, barrier: Any, done: Any, expected: Any) -> d
                 raise TimeoutError(f"only {opened[0]} of {n} watches opened in 60 s")
             await asyncio.sleep(0.01)
         await asyncio.to_thread(barrier.wait, 120)  # every watch is open: the parent starts writing
-        deadline = time.monotonic() + 1800
-        while not done.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(done.wait, 1800)
         drain_deadline = time.monotonic() + job.drain_timeout
         while time.monotonic() < drain_deadline:
             if all(t.done() for t in tasks) or all(len(m) >= expected.value for m in seen):
@@ -841,7 +839,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[str]:
                         rate = e.creates_per_s
                         etcd_rates[n] = rate
                         w = next(x for x in writes if x.clients == n)
-                        print(f"  {n:>3} clients: puts {fmt_rate(rate)}; kokpit creates ÷ etcd puts "
+                        print(f"  {n:>3} clients: puts {fmt_rate(rate)} ({e.cpu_create}); kokpit creates ÷ etcd puts "
                               f"{w.creates_per_s / rate:.2f}", flush=True)
                 except Exception as e:  # etcd trouble must not sink the kokpit figures
                     etcd_rates.clear()

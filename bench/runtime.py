@@ -166,7 +166,8 @@ async def setup_crd(api: Api) -> None:
 async def create_things(api: Api, ns: str, n: int, concurrency: int) -> float:
     """Namespace ``ns`` and N Things in it (spec.value set, no status); returns creates/s."""
     async with api.client(connections=concurrency) as c:
-        r = await c.post("/api/v1/namespaces", content=orjson.dumps({"metadata": {"name": ns}}))
+        r = await c.post("/api/v1/namespaces", content=orjson.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                                                  "metadata": {"name": ns}}))
         if r.status_code not in (200, 201):
             raise RuntimeError(f"namespace create: {r.status_code} {r.text}")
         path = Api.things(ns)

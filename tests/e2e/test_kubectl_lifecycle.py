@@ -173,21 +173,23 @@ def test_cordon_and_drain(kubectl: Kubectl, ns: str) -> None:
             meta["ownerReferences"] = [extra["owner"]]
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
-    rs_owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "0b0c5f44-0000-4000-8000-"
-                "000000000001", "controller": True}
-    kubectl.create(pod("web-1", owner=rs_owner), pod("web-2", owner=rs_owner),
-                   pod("scratch", owner=rs_owner, volumes=[{"name": "tmp", "emptyDir": {}}]),
+    # (no owner for the plain pods: an ownerReference to a missing owner would be garbage collected at once)
+    kubectl.create(pod("web-1"), pod("web-2"), pod("scratch", volumes=[{"name": "tmp", "emptyDir": {}}]),
                    pod("agent-x", owner={"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
                                          "uid": ds_uid, "controller": True}))
     other = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere", "namespace": ns},
              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
     kubectl.create(other)
-    # without the flags kubectl refuses (DaemonSet pod, emptyDir) and evicts nothing
+    # without the flags kubectl refuses (DaemonSet pod, emptyDir, unmanaged pods) and evicts nothing
     err = kubectl.fail("drain", node, "--timeout=10s")
     assert "cannot delete DaemonSet-managed Pods" in err and f"{ns}/agent-x" in err
     assert kubectl.json("get", "node", node)["spec"]["unschedulable"] is True
-    res = kubectl.run("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=30s", "-v=6")
+    assert sorted(kubectl.out("get", "pods", "-n", ns, "-o", "name").split()) == [
+        "pod/agent-x", "pod/elsewhere", "pod/scratch", "pod/web-1", "pod/web-2"]
+    res = kubectl.run("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=30s",
+                      "-v=6")
     assert f"node/{node} drained" in res.stdout
+    assert f"ignoring DaemonSet-managed Pods: {ns}/agent-x" in res.stderr
     evictions = [ln for ln in res.stderr.splitlines() if "POST" in ln and "/eviction" in ln]
     assert sorted(ln.split("/pods/")[1].split("/")[0] for ln in evictions) == ["scratch", "web-1", "web-2"]
     assert all('status="201' in ln for ln in evictions), evictions

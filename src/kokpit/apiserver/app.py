@@ -132,7 +132,8 @@ class App:
         g.set_function(lambda: float(store.commits))
         g = Gauge("kokpit_storage_rows_written", "Log rows written so far", registry=self.metrics)
         g.set_function(lambda: float(store.rows_written))
-        self._openapi_cache: dict[tuple[int, str], bytes] = {}
+        self._openapi_docs = openapi.OpenAPICache()
+        self._openapi_generation = -1
         self.ready = True
 
     # ------------------------------------------------------------------ ASGI entry
@@ -767,38 +768,24 @@ class App:
                 "emulationMinor": minor, "minCompatibilityMajor": major, "minCompatibilityMinor": minor}
 
     def _openapi(self, parts: list[str], headers: dict[str, str]) -> _Response:
-        gen = self.registry.generation
+        """OpenAPI documents, rebuilt only when the served types change. v3 document URLs carry a content
+        hash, which kubectl uses as its cache key, so a changed CRD schema is never served stale."""
+        if self._openapi_generation != self.registry.generation:
+            self._openapi_docs.update(self.registry.types())
+            self._openapi_generation = self.registry.generation
+        not_found = errors.APIError(404, "NotFound", "the server could not find the requested resource")
         if parts == ["openapi", "v2"]:
-            accept = headers.get("accept", "")
-            if "protobuf" in accept:
-                # kube-openapi answers the "@v1.0" Accept with a ".v1.0" Content-Type: Go's
-                # mime.ParseMediaType (client-go) rejects "@", failing kubectl's v2 validation fallback.
-                return _Response(200, openapi.openapi_v2_protobuf(),
-                                 b"application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
-            key = (gen, "v2")
-            if key not in self._openapi_cache:
-                self._openapi_cache[key] = orjson.dumps(openapi.openapi_v2_json(self.registry.types()))
-            return _Response(200, self._openapi_cache[key])
+            if "protobuf" in headers.get("accept", ""):
+                return _Response(200, openapi.openapi_v2_protobuf(), openapi.V2_PROTOBUF_CONTENT_TYPE.encode())
+            return _Response(200, self._openapi_docs.v2_json()[0])
         if parts == ["openapi", "v3"]:
-            return self._json(openapi.openapi_v3_index(self.registry.group_versions()))
+            return _Response(200, self._openapi_docs.index()[0])
         if len(parts) >= 4 and parts[:2] == ["openapi", "v3"]:
-            gv_path = "/".join(parts[2:])
-            if gv_path.startswith("api/"):
-                group, version = "", gv_path[4:]
-            elif gv_path.startswith("apis/") and gv_path.count("/") == 2:
-                _a, group, version = gv_path.split("/")
-            else:
-                raise errors.APIError(404, "NotFound", "the server could not find the requested resource")
-            if not self.registry.has_group_version(group, version):
-                raise errors.APIError(404, "NotFound", "the server could not find the requested resource")
-            key = (gen, gv_path)
-            if key not in self._openapi_cache:
-                types = [rt for rt in self.registry.types() if rt.group == group and rt.version == version]
-                gv = f"{group}/{version}" if group else version
-                self._openapi_cache[key] = orjson.dumps(openapi.openapi_v3_document(gv, types))
-            return _Response(200, self._openapi_cache[key],
-                             headers=[(b"cache-control", b"public, immutable")])
-        raise errors.APIError(404, "NotFound", "the server could not find the requested resource")
+            doc = self._openapi_docs.document_for_path("/".join(parts[2:]))
+            if doc is None:
+                raise not_found
+            return _Response(200, doc[0], headers=[(b"etag", f'"{doc[1]}"'.encode())])
+        raise not_found
 
 
 def _matches(obj: dict[str, Any], lsel: selectors.LabelSelector | None,

@@ -124,9 +124,14 @@ class Rest:
             obj["apiVersion"] = f"{rt.group}/{rt.storage_version}"
         return obj
 
-    def _check_type(self, rt: ResourceType, obj: Any) -> dict[str, Any]:
+    def _check_type(self, rt: ResourceType, obj: Any, fill_gvk: bool = False) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise errors.bad_request("the request body must be a JSON or YAML object")
+        if fill_gvk:
+            # kube's decoder takes a missing apiVersion/kind from the URL (the official client omits them)
+            for k, v in (("apiVersion", rt.api_version), ("kind", rt.kind)):
+                if obj.get(k) in (None, ""):
+                    obj[k] = v
         av, kind = obj.get("apiVersion"), obj.get("kind")
         if av and av != rt.api_version:
             raise errors.bad_request(f"the API version in the data ({av}) does not match the expected API "
@@ -234,7 +239,7 @@ class Rest:
     # ------------------------------------------------------------------ create
     async def create(self, rt: ResourceType, namespace: str | None, body: Any,
                      opts: WriteOptions) -> tuple[Entry | dict[str, Any], bool]:
-        obj = self._check_type(rt, body)
+        obj = self._check_type(rt, body, fill_gvk=True)
         self._check_namespace(rt, namespace, obj)
         meta = _meta(obj)
         if meta.get("resourceVersion"):
@@ -317,7 +322,7 @@ class Rest:
 
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                      opts: WriteOptions) -> Entry | dict[str, Any]:
-        obj = self._check_type(rt, body)
+        obj = self._check_type(rt, body, fill_gvk=True)
         meta = _meta(obj)
         if meta.get("name") != name:
             raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name "
