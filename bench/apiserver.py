@@ -422,7 +422,8 @@ def etcd_version(binary: str) -> str:
 class ListResult:
     objects: int
     load_s: float
-    times: list[float]
+    times: list[float]   # request sent → whole body received
+    ttfb: list[float]    # request sent → response headers received (the server's own work, mostly)
     body_bytes: int
 
     @property
@@ -434,21 +435,13 @@ class ListResult:
         return pct(self.times, 99)
 
 
-async def bench_list(api: Api, ns: str, objects: int, runs: int, loaders: int = 64) -> ListResult:
+async def bench_list(api: Api, conn: Conn, ns: str, objects: int, runs: int, procs: int,
+                     loaders: int = 64) -> ListResult:
     await api.namespace(ns)
     base = f"/api/v1/namespaces/{ns}/configmaps"
-
-    async def warm(c: httpx.AsyncClient) -> None:
-        (await c.get(f"/api/v1/namespaces/{ns}")).raise_for_status()
-
-    async def load(c: httpx.AsyncClient, w: int) -> None:
-        for i in split(objects, loaders, w):
-            r = await c.post(base, content=orjson.dumps(cm(f"cm-{i:07d}")))
-            if r.status_code != 201:
-                raise RuntimeError(f"load: {r.status_code} {r.text[:300]}")
-
-    load_s = await run_workers(loaders, api.client, load, warm)
+    loaded = await asyncio.to_thread(bench_writes, conn, "kube", ns, objects, 0, loaders, procs)
     times: list[float] = []
+    ttfb: list[float] = []
     size = 0
     async with api.client() as c:
         r = await c.get(base)  # warm-up, and the correctness check
@@ -458,12 +451,14 @@ async def bench_list(api: Api, ns: str, objects: int, runs: int, loaders: int = 
         size = len(r.content)
         for _ in range(runs):
             t0 = time.monotonic()
-            r = await c.get(base)
-            body = r.content  # the whole body is read
+            async with c.stream("GET", base) as resp:
+                t1 = time.monotonic()
+                body = await resp.aread()
             times.append(time.monotonic() - t0)
-            if r.status_code != 200 or len(body) != size:
-                raise RuntimeError(f"list: {r.status_code}, {len(body)} bytes (expected {size})")
-    return ListResult(objects, load_s, times, size)
+            ttfb.append(t1 - t0)
+            if resp.status_code != 200 or len(body) != size:
+                raise RuntimeError(f"list: {resp.status_code}, {len(body)} bytes (expected {size})")
+    return ListResult(objects, loaded.create_s, times, ttfb, size)
 
 
 # ---------------------------------------------------------------------------------------------- watches
@@ -629,8 +624,8 @@ def bench_watch(conn: Conn, ns: str, n_watchers: int, n_events: int, writers: in
     counts = [x for r in rs for x in r["counts"]]
     last_ack = max(ack.values())
     last_recv = max((max(m.values()) for m in seen if m), default=last_ack)
-    res = WatchResult(n_watchers, len(ack), span[0], last_recv - last_ack, received=counts, cpu=cpu.text(),
-                      send_lat=sent, procs=n)
+    res = WatchResult(n_watchers, len(ack), span[0], max(0.0, last_recv - last_ack), received=counts,
+                      cpu=cpu.text(), send_lat=sent, procs=n)
     expected_rvs = set(ack)
     for k, m in enumerate(seen):
         got = set(m)
@@ -684,14 +679,17 @@ def report_lines(args: argparse.Namespace, writes: list[WriteResult], sqlite_rps
     else:
         out.append(f"- etcd unavailable: {etcd_note}")
     out.append("")
-    out.append("| LIST (one namespace, no limit) | load (64 concurrent creates) | response | p50 | p99 |")
-    out.append("|---:|---:|---:|---:|---:|")
+    out.append("| LIST (one namespace, no limit) | load (64 concurrent creates) | response | p50 | p99 "
+               "| headers received p50 / p99 |")
+    out.append("|---:|---:|---:|---:|---:|---:|")
     for li in lists:
         out.append(f"| {li.objects:,} ConfigMaps | {li.load_s:.1f} s ({fmt_rate(li.objects / li.load_s)}) "
-                   f"| {li.body_bytes / 1e6:.1f} MB | {ms(li.p50)} | {ms(li.p99)} |")
+                   f"| {li.body_bytes / 1e6:.1f} MB | {ms(li.p50)} | **{ms(li.p99)}** "
+                   f"| {ms(pct(li.ttfb, 50))} / {ms(pct(li.ttfb, 99))} |")
     out.append("")
-    out.append(f"- {args.list_runs} full lists each after one warm-up; time = request sent → whole body "
-               f"received (JSON decoding on the client not included).")
+    out.append(f"- {args.list_runs} full lists each after one warm-up, one client (httpx); p50/p99 = request sent → "
+               f"whole body received (JSON decoding on the client not included); headers received ≈ the server's "
+               f"own work before the body streams (TLS transfer and client reading make up the rest).")
     if watch is not None:
         lo, hi = min(watch.received), max(watch.received)
         out.append("")
@@ -720,11 +718,11 @@ def report_lines(args: argparse.Namespace, writes: list[WriteResult], sqlite_rps
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str]) -> None:
+def write_docs(path: Path, command: str, lines: list[str], load: str) -> None:
     """Replace (or append) only this benchmark's section of docs/benchmarks.md."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
-               f"{platform.python_version()}; client and server on the same machine")
+               f"{platform.python_version()}; client and server on the same machine; {load}")
     section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
                          *lines]).rstrip() + "\n"
     if path.exists():
@@ -855,12 +853,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[str]:
               flush=True)
         lsrv = server("lists")
         lapi = Api(lsrv)
+        lconn = Conn(lsrv.url, str(lsrv.ca_file), lsrv.admin_token, lsrv.proc.pid if lsrv.proc else 0)
         lists: list[ListResult] = []
         for n in args.list_sizes:
-            li = await bench_list(lapi, f"list-{n}", n, args.list_runs)
+            li = await bench_list(lapi, lconn, f"list-{n}", n, args.list_runs, args.client_procs)
             lists.append(li)
             print(f"  {n:>7,}: load {li.load_s:.1f} s ({fmt_rate(n / li.load_s)}), {li.body_bytes / 1e6:.1f} MB, "
-                  f"p50 {ms(li.p50)}, p99 {ms(li.p99)}", flush=True)
+                  f"p50 {ms(li.p50)}, p99 {ms(li.p99)} (headers p50 {ms(pct(li.ttfb, 50))}, "
+                  f"p99 {ms(pct(li.ttfb, 99))})", flush=True)
         lsrv.stop()
 
         # watch fan-out
@@ -884,6 +884,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="kokpit-bench-", dir=args.tmp))
+    load0 = os.getloadavg()[0]
     try:
         lines = asyncio.run(run(args, base))
     except BaseException:
@@ -892,12 +893,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
+    load = (f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other work on the machine "
+            f"shows here and makes the figures noisier)")
     print()
     print("\n".join(lines))
+    print(f"\n{load}")
     if args.docs is not None:
         exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
         command = shlex.join([exe, os.path.relpath(Path(sys.argv[0]).resolve(), ROOT), *sys.argv[1:]])
-        write_docs(args.docs, command, lines)
+        write_docs(args.docs, command, lines, load)
         print(f"\nwrote the section {SECTION!r} of {args.docs}")
     return 0
 

@@ -295,7 +295,7 @@ class RunResult:
     other: Counter[tuple[str, str]] = field(default_factory=Counter)  # requests on other resources
     reconciles: float | None = None
     exit_code: int | None = None
-    log: Path | None = None
+    log: Path = Path()
 
     @property
     def ok(self) -> bool:
@@ -317,6 +317,11 @@ def operator_cmd(name: str, kubeconfig: Path, ns: str, workers: int, report: Pat
             str(KOPF_OPERATOR)]
 
 
+def launch(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as logf:
+        return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
 async def run_operator(api: Api, name: str, n: int, args: argparse.Namespace, tmp: Path) -> RunResult:
     ns = f"bench-{name}"
     res = RunResult(name, n, log=tmp / f"{name}-operator.log")
@@ -329,9 +334,8 @@ async def run_operator(api: Api, name: str, n: int, args: argparse.Namespace, tm
     async with api.client(connections=2) as c:
         before = await request_counts(c)
         cmd = operator_cmd(name, api.srv.kubeconfig, ns, args.workers, report)
-        with open(res.log, "wb") as logf:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        t0 = time.perf_counter()
+        proc = launch(cmd, res.log, env)
         try:
             deadline = t0 + args.timeout
             while not conv.converged.is_set():
@@ -351,9 +355,12 @@ async def run_operator(api: Api, name: str, n: int, args: argparse.Namespace, tm
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+                t_term = time.perf_counter()
                 try:
                     await asyncio.to_thread(proc.wait, 30)
                 except subprocess.TimeoutExpired:
+                    print(f"[{name}] operator ignored SIGTERM for {time.perf_counter() - t_term:.1f} s; killed",
+                          flush=True)
                     proc.kill()
                     await asyncio.to_thread(proc.wait)
             res.exit_code = proc.returncode
@@ -371,7 +378,8 @@ async def run_operator(api: Api, name: str, n: int, args: argparse.Namespace, tm
     if report.exists():
         res.reconciles = orjson.loads(report.read_bytes()).get("reconciles")
     print(f"[{name}] {res.converged:,}/{n:,} converged in {res.seconds:.2f} s, peak RSS "
-          f"{res.peak_rss / 2**20:.1f} MiB, CPU {res.cpu:.1f} s, requests {dict(res.requests)}", flush=True)
+          f"{res.peak_rss / 2**20:.1f} MiB, CPU {res.cpu:.1f} s, exit code {res.exit_code}, "
+          f"requests {dict(res.requests)}", flush=True)
     await delete_things(api, ns)
     return res
 

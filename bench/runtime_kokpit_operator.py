@@ -63,7 +63,7 @@ async def run(kubeconfig: str, namespace: str, workers: int, report: Path | None
                 },
                 "lists": things.lists,
             }
-            report.write_text(json.dumps(out))
+            await asyncio.to_thread(report.write_text, json.dumps(out))
         await client.close()
 
 

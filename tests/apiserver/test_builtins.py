@@ -48,6 +48,9 @@ EXPECTED = [
     ("apps", "daemonsets", "DaemonSet", True, ("ds",), ("all",), ALL_VERBS, ("status",)),
     ("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", False,
      ("crd", "crds"), ("api-extensions",), ALL_VERBS, ("status",)),
+    ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, (), (),
+     ("create",), ()),
+    ("policy", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), (), ALL_VERBS, ("status",)),
 ]
 
 

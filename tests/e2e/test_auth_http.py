@@ -164,7 +164,7 @@ def test_metrics(srv: ApiServerProcess) -> None:
     code, raw = srv.request("GET", "/metrics")
     assert code == 200
     text = raw.decode()
-    series = {}
+    series: dict[str, list[tuple[dict[str, str], float]]] = {}
     for line in text.splitlines():
         m = re.fullmatch(r'(\w+)\{(.*)\} (\S+)', line)
         if m:

@@ -17,7 +17,7 @@ import yaml
 
 from kokpit.apiserver.testing import ApiServerProcess
 
-from .conftest import Kubectl, table, unique, wait_until
+from .conftest import Kubectl, table, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -435,3 +435,44 @@ def test_api_resources_and_explain(kubectl: Kubectl) -> None:
     assert "image\t<string>" in out and "List of containers belonging to the pod" in out
     out = kubectl.out("explain", "deploy.spec.replicas")
     assert "FIELD: replicas <integer>" in out
+
+
+def test_scale_deployment(kubectl: Kubectl, ns: str) -> None:
+    kubectl.create(deployment("sc", ns, [{"name": "a", "image": "a:1"}]))
+    res = kubectl.run("scale", "deployment", "sc", "-n", ns, "--replicas=4", "-v=6")
+    assert "deployment.apps/sc scaled" in res.stdout
+    assert "PATCH" in res.stderr and f"/namespaces/{ns}/deployments/sc/scale" in res.stderr
+    assert kubectl.json("get", "deploy", "sc", "-n", ns)["spec"]["replicas"] == 4
+    err = kubectl.fail("scale", "deployment", "sc", "-n", ns, "--current-replicas=3", "--replicas=5")
+    assert "Expected replicas to be 3, was 4" in err
+    kubectl.out("scale", "deployment", "sc", "-n", ns, "--current-replicas=4", "--replicas=0")
+    scale = kubectl.json("get", "deploy", "sc", "-n", ns, "--subresource=scale")
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 0
+    assert scale["status"]["selector"] == "app=sc"
+
+
+def test_replace_wait_and_misc_output(kubectl: Kubectl, ns: str, tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    kubectl.out("create", "-f", write(f, cm("r1", ns, {"a": "1"}, {"grp": "g"})))
+    kubectl.create(cm("r2", ns, {"b": "1"}, {"grp": "g"}), cm("r3", ns, {}, {"grp": "h"}))
+    uid = kubectl.json("get", "cm", "r1", "-n", ns)["metadata"]["uid"]
+    assert "configmap/r1 replaced" in kubectl.out("replace", "-f", write(f, cm("r1", ns, {"a": "2"}, {"grp": "g"})))
+    out = kubectl.out("wait", "--for=jsonpath={.data.a}=2", "cm/r1", "-n", ns, "--timeout=10s")
+    assert "configmap/r1 condition met" in out
+    rows = table(kubectl.out("get", "cm", "r1", "-n", ns, "-o", "custom-columns=NAME:.metadata.name,A:.data.a"))
+    assert rows == [{"NAME": "r1", "A": "2"}]
+    rows = table(kubectl.out("get", "cm", "-n", ns, "--show-labels", "--sort-by=.metadata.name"))
+    assert [(r["NAME"], r["LABELS"]) for r in rows] == [("r1", "grp=g"), ("r2", "grp=g"), ("r3", "grp=h")]
+    # replace --force deletes and recreates: a new uid
+    kubectl.out("replace", "--force", "-f", str(f))
+    assert kubectl.json("get", "cm", "r1", "-n", ns)["metadata"]["uid"] != uid
+    out = kubectl.out("delete", "cm", "-n", ns, "-l", "grp=g")
+    assert 'configmap "r1" deleted' in out and 'configmap "r2" deleted' in out
+    assert kubectl.out("get", "cm", "-n", ns, "-o", "name").split() == ["configmap/r3"]
+    # dry runs change nothing; diff shows the change and exits 1
+    res = kubectl.run("apply", "-f", write(f, cm("r3", ns, {"z": "1"}, {"grp": "h"})), "--dry-run=server",
+                      "-o", "json")
+    assert json.loads(res.stdout)["data"] == {"z": "1"}
+    assert kubectl.json("get", "cm", "r3", "-n", ns).get("data", {}) == {}
+    res = kubectl.run("diff", "-f", str(f), check=False)
+    assert res.returncode == 1 and "+  z: \"1\"" in res.stdout, res.stdout + res.stderr

@@ -79,3 +79,17 @@ def test_unsupported_protobuf_kind_is_refused_clearly(kube: tuple[str, dict[str,
     err = res.stderr.decode()
     assert "protobuf request bodies are decoded only for" in err and "kubectl create -f" in err
     assert _run(kube, "get", "pdb", "p1", "-n", "gen-pdb").returncode != 0, "nothing half-stored"
+
+
+def test_auth_can_i_answers_per_token(kube: tuple[str, dict[str, str]],
+                                       shared_apiserver: ApiServerProcess) -> None:
+    binary, env = kube
+    admin = _run(kube, "auth", "can-i", "create", "pods")
+    assert admin.stdout.decode().strip() == "yes"
+    viewer_env = {**env, "KUBECONFIG": str(shared_apiserver.data_dir / "viewer.kubeconfig")}
+    no = subprocess.run([binary, "auth", "can-i", "create", "pods"], env=viewer_env, capture_output=True,
+                        timeout=30)
+    assert no.stdout.decode().startswith("no") and no.returncode == 1
+    yes = subprocess.run([binary, "auth", "can-i", "list", "pods"], env=viewer_env, capture_output=True,
+                         timeout=30)
+    assert yes.stdout.decode().strip() == "yes"

@@ -150,6 +150,17 @@ def test_garbage_collection_and_orphan(kubectl: Kubectl, ns: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- drain
+def evictions_counted(kubectl: Kubectl) -> float:
+    status, body = kubectl.server.request("GET", "/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="pods/eviction"' in line \
+                and 'code="201"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def test_cordon_and_drain(kubectl: Kubectl, ns: str) -> None:
     node = unique("drain")
     kubectl.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
@@ -186,6 +197,7 @@ def test_cordon_and_drain(kubectl: Kubectl, ns: str) -> None:
     assert kubectl.json("get", "node", node)["spec"]["unschedulable"] is True
     assert sorted(kubectl.out("get", "pods", "-n", ns, "-o", "name").split()) == [
         "pod/agent-x", "pod/elsewhere", "pod/scratch", "pod/web-1", "pod/web-2"]
+    evicted_before = evictions_counted(kubectl)
     res = kubectl.run("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=30s",
                       "-v=6")
     assert f"node/{node} drained" in res.stdout
@@ -197,11 +209,7 @@ def test_cordon_and_drain(kubectl: Kubectl, ns: str) -> None:
     left = kubectl.out("get", "pods", "-n", ns, "-o", "name").split()
     assert sorted(left) == ["pod/agent-x", "pod/elsewhere"]
     assert kubectl.out("get", "node", node, "--no-headers").split()[1] == "NotReady,SchedulingDisabled"
-    # the server's metrics counted the evictions
-    status, body = kubectl.server.request("GET", "/metrics")
-    assert status == 200
-    text = body.decode()
-    assert any(ln.startswith("apiserver_request_total{") and 'resource="pods"' in ln and "create" in ln
-               for ln in text.splitlines())
+    # the server's metrics counted exactly these evictions
+    assert evictions_counted(kubectl) - evicted_before == 3
     kubectl.out("uncordon", node)
     assert "unschedulable" not in kubectl.json("get", "node", node)["spec"]

@@ -13,7 +13,7 @@ and free-form objects with :data:`PRESERVE_UNKNOWN`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel

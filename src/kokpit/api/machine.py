@@ -177,6 +177,7 @@ class MachineReason:
     DUPLICATE_COMPONENT: Final = "DuplicateComponent"
     MISSING_DEPENDENCY: Final = "MissingDependency"
     DEPENDENCY_CYCLE: Final = "DependencyCycle"
+    INVALID_PACKAGE_VERSION: Final = "InvalidPackageVersion"
     INSTALLING: Final = "Installing"
     UPGRADING: Final = "Upgrading"
     UNINSTALLING: Final = "Uninstalling"
@@ -225,6 +226,8 @@ class ComponentStatus(StatusModel):
     message: str = ""
     last_transition_time: str | None = None
     package_version: str | None = Field(default=None, description="The MachinePackageVersion it comes from.")
+    health_checked_version: str | None = Field(
+        default=None, description="The installed version that passed its post-change health check.")
 
 
 class MachineCondition(Condition):

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ _PATCH_TYPES = {
     "application/apply-patch+cbor": "apply-cbor",
 }
 _JSON = b"application/json"
+# every authenticated user may ask what it may do (`kubectl auth can-i`)
+_ALWAYS_ALLOWED = {"selfsubjectaccessreviews"}
+_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def parse_bool(value: str | None, name: str) -> bool:
@@ -158,7 +162,7 @@ class App:
             path = scope["path"]
             user = self._authenticate(path, headers)
             info = self._request_info(scope["method"], path, query)
-            if user is not None and not authorize(user, info.verb):
+            if user is not None and not authorize(user, info.verb) and info.resource not in _ALWAYS_ALLOWED:
                 raise forbidden_error(user, info.verb, info.resource, info.group, info.namespace or "",
                                       info.name, subresource=info.subresource or None,
                                       path=None if info.resource_request else path)
@@ -167,7 +171,7 @@ class App:
                 await self._watch(info, query, headers, receive, send)
                 return
             body = await self._read_body(receive, headers)
-            resp = await self._dispatch(info, query, headers, body)
+            resp = await self._dispatch(info, query, headers, body, user)
         except APIError as e:
             resp = self._error(e)
         except Exception:
@@ -287,7 +291,7 @@ class App:
         return rt
 
     async def _dispatch(self, info: RequestInfo, query: dict[str, str], headers: dict[str, str],
-                        body: bytes) -> _Response:
+                        body: bytes, user: User | None = None) -> _Response:
         if not info.resource_request:
             if info.path.rstrip("/") == "/kokpit/compact" and info.verb == "create":
                 rev = await self.store.compact(self.store.revision)
@@ -310,12 +314,17 @@ class App:
             return self._list(rt, ns, query, accept)
         opts = self._write_options(info, query, headers)
         if v == "create":
+            if rt.kind == "SelfSubjectAccessReview":
+                return self._access_review(self._decode(body, headers), user)
             if info.subresource == "eviction":
                 return await self._evict(rt, ns, info.name, self._decode(body, headers))
             if info.subresource == "binding":
                 return await self._bind(rt, ns, info.name, self._decode(body, headers), opts)
             if info.name and not info.subresource:
                 raise errors.method_not_allowed("POST to a named resource is not allowed; use PUT or PATCH")
+            if info.subresource:  # status, scale, ...: kube serves only get/update/patch on these
+                raise errors.method_not_allowed(f"the server does not allow this method on the requested "
+                                                f"resource ({info.resource}/{info.subresource})")
             obj, _ = await self.rest.create(rt, ns, self._decode(body, headers), opts)
             return self._written(rt, obj, 201, opts, accept)
         if v == "update":
@@ -333,8 +342,14 @@ class App:
             if ptype == "apply":
                 opts.force = parse_bool(query.get("force"), "force")
             if info.subresource == "scale":
-                raise errors.method_not_allowed("patching the scale subresource is not supported; use "
-                                                "`kubectl scale` (PUT) or patch spec.replicas")
+                # kubectl scale (1.37) sends a merge patch {"spec":{"replicas":N}} to /scale: apply it to the
+                # current Scale view and write it like a PUT (a Scale has no lists, so strategic == merge).
+                if ptype == "apply":
+                    raise errors.method_not_allowed("server-side apply to the scale subresource is not supported")
+                from kokpit.apiserver.patch import json_merge_patch, json_patch
+                scale = self._scale_of(rt, self.rest.get(rt, ns, info.name))
+                scale = json_patch(scale, data) if ptype == "json" else json_merge_patch(scale, data)
+                return await self._update_scale(rt, ns, info.name, scale, opts)
             obj3, created = await self.rest.patch(rt, ns, info.name, ptype, data, opts)
             return self._written(rt, obj3, 201 if created else 200, opts, accept)
         if v == "delete":
@@ -429,9 +444,10 @@ class App:
 
     def _written(self, rt: ResourceType, obj: Entry | dict[str, Any], status: int, opts: WriteOptions,
                  accept: str) -> _Response:
-        # RFC 7234 quoted-string, as kube's NewWarningHeader writes it: clients unquote `\"` back
-        hdrs = [(b"warning", ('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"').encode())
-                for w in opts.warnings[:50]]
+        # RFC 7234 quoted-string, as kube's NewWarningHeader writes it: clients unquote `\"` back; control
+        # characters (an unknown field named "\x1f") would make the header invalid and drop the connection
+        hdrs = [(b"warning", ('299 - "' + _CTRL.sub(lambda m: f"\\x{ord(m.group()):02x}", w.replace(
+            "\\", "\\\\").replace('"', '\\"')) + '"').encode()) for w in opts.warnings[:50]]
         if isinstance(obj, Entry):
             resp = self._object(rt, obj, accept, status)
         else:
@@ -488,7 +504,10 @@ class App:
         picked_key = ""
         next_key = ""
         remaining = 0
-        for k, e in items:
+        plain = lsel is None and fsel is None and not limit
+        if plain:  # a full list without selectors: no per-item checks
+            picked = [e for _k, e in items]
+        for k, e in () if plain else items:
             if (lsel is not None or fsel is not None) and not _matches(e.obj, lsel, fsel):
                 continue
             if limit and len(picked) >= limit:
@@ -696,6 +715,21 @@ class App:
         await self.rest._write_update(rt, rt.key(ns, name), cur, pod, opts)
         return self._json(_status_ok(), 201)
 
+    def _access_review(self, body: Any, user: User | None) -> _Response:
+        """`kubectl auth can-i`: answered from the same authorizer every request goes through."""
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise errors.invalid("SelfSubjectAccessReview", "", [errors.Cause(
+                "spec", "Required value: resourceAttributes or nonResourceAttributes", "FieldValueRequired")],
+                "authorization.k8s.io")
+        attrs = body["spec"].get("resourceAttributes") or body["spec"].get("nonResourceAttributes") or {}
+        verb = str(attrs.get("verb") or "")
+        allowed = user is None or authorize(user, verb)
+        who = user.name if user is not None else "anonymous"
+        body["status"] = {"allowed": allowed, "reason": f'user "{who}" is {"" if allowed else "not "}allowed to '
+                                                        f"{verb or 'do that'}"}
+        body.setdefault("metadata", {})["creationTimestamp"] = None
+        return self._json(body, 201)
+
     def _scale_of(self, rt: ResourceType, e: Entry) -> dict[str, Any]:
         obj = e.obj
         meta = obj.get("metadata", {})
@@ -710,8 +744,9 @@ class App:
     async def _update_scale(self, rt: ResourceType, ns: str | None, name: str, body: Any,
                             opts: WriteOptions) -> _Response:
         try:
-            replicas = int(body["spec"]["replicas"])
-        except (KeyError, TypeError, ValueError):
+            # Go clients omit `replicas: 0` (omitempty): kubectl scale --replicas=0 PUTs {"spec":{}}
+            replicas = int((body.get("spec") or {}).get("replicas", 0))
+        except (AttributeError, TypeError, ValueError):
             raise errors.invalid("Scale", name, [errors.Cause("spec.replicas", "Required value: an integer",
                                                               "FieldValueRequired")], "autoscaling") from None
         opts.subresource = ""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from kokpit.apiserver import semantics
 from kokpit.apiserver.resources import ALL_VERBS, ResourceType
 
 __all__ = [
@@ -393,6 +394,13 @@ def _schema(definition: str) -> dict[str, Any]:
 
 def builtin_resource_types() -> list[ResourceType]:
     """A fresh list of every built-in resource (fresh so callers may mutate their copies)."""
+    types = _builtin_types()
+    for rt in types:
+        rt.validate_hook = semantics.HOOKS.get((rt.group, rt.kind))
+    return types
+
+
+def _builtin_types() -> list[ResourceType]:
     core = "io.k8s.api.core.v1."
     return [
         ResourceType("", "v1", "Namespace", "namespaces", "namespace", False, short_names=("ns",),
@@ -405,7 +413,7 @@ def builtin_resource_types() -> list[ResourceType]:
                      field_selectors={"spec.unschedulable": _bool_getter("spec", "unschedulable")},
                      default_hook=default_node),
         ResourceType("", "v1", "Pod", "pods", "pod", True, short_names=("po",), categories=("all",),
-                     subresources=("status", "eviction", "binding"), has_status=True,
+                     subresources=("status", "eviction", "binding"), has_status=True, has_generation=True,
                      schema=_schema(core + "Pod"), field_selectors=dict(_POD_FIELDS), default_hook=default_pod),
         ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, short_names=("cm",),
                      schema=_schema(core + "ConfigMap")),
@@ -426,20 +434,28 @@ def builtin_resource_types() -> list[ResourceType]:
         ResourceType("coordination.k8s.io", "v1", "Lease", "leases", "lease", True,
                      schema=_schema("io.k8s.api.coordination.v1.Lease")),
         ResourceType("apps", "v1", "Deployment", "deployments", "deployment", True, short_names=("deploy",),
-                     categories=("all",), subresources=("status", "scale"), has_status=True,
+                     categories=("all",), subresources=("status", "scale"), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.apps.v1.Deployment"), default_hook=default_deployment),
         ResourceType("apps", "v1", "StatefulSet", "statefulsets", "statefulset", True, short_names=("sts",),
-                     categories=("all",), subresources=("status", "scale"), has_status=True,
+                     categories=("all",), subresources=("status", "scale"), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.apps.v1.StatefulSet"), default_hook=default_statefulset),
         ResourceType("apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, short_names=("ds",),
-                     categories=("all",), subresources=("status",), has_status=True,
+                     categories=("all",), subresources=("status",), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.apps.v1.DaemonSet"), default_hook=default_daemonset),
         ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
                      "customresourcedefinition", False, short_names=("crd", "crds"),
-                     categories=("api-extensions",), subresources=("status",), has_status=True,
+                     categories=("api-extensions",), subresources=("status",), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."
                                     "CustomResourceDefinition"),
                      default_hook=_default_crd),
+        # answered, never stored (`kubectl auth can-i`)
+        ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+                     "selfsubjectaccessreview", False, verbs=("create",),
+                     schema=_schema("io.k8s.api.authorization.v1.SelfSubjectAccessReview")),
+        # stored without a controller: served because kubectl drain looks for policy/v1 (pods/eviction)
+        ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", True,
+                     short_names=("pdb",), subresources=("status",), has_status=True, has_generation=True,
+                     schema=_schema("io.k8s.api.policy.v1.PodDisruptionBudget")),
     ]
 
 

@@ -83,7 +83,7 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             subresources=tuple(sub_names), schema=sch, printer_columns=cols, strategic_merge=False,
             crd_name=(crd.get("metadata") or {}).get("name"), storage_version=storage,
-            has_status="status" in subs))
+            has_status="status" in subs, has_generation=True))
     return out
 
 

@@ -37,7 +37,9 @@ __all__ = [
     "openapi_v3_index",
 ]
 
-V2_PROTOBUF_CONTENT_TYPE = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# kube-openapi answers the "...spec.v2@v1.0+protobuf" Accept with this ".v1.0" Content-Type: client-go parses
+# it with Go's mime.ParseMediaType, which rejects "@" and fails kubectl's v2 validation fallback (e.g. for Lists).
+V2_PROTOBUF_CONTENT_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 KUBE_VERSION = "v1.37.0"
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 OBJECT_META = META + "ObjectMeta"

@@ -1,6 +1,7 @@
 """Decoding of Kubernetes protobuf request bodies for the few kinds kubectl's generators send that way.
 
-kubectl ≥ 1.33 builds `kubectl create namespace|configmap|secret|serviceaccount` objects with client-go's
+kubectl ≥ 1.33 builds `kubectl create namespace|configmap|secret|serviceaccount|deployment|service` objects
+(and `kubectl auth can-i` reviews) with client-go's
 typed clients, which send `application/vnd.kubernetes.protobuf` bodies and do not fall back to JSON on a
 415. Rather than carry the whole generated proto schema of Kubernetes, this module knows the field numbers
 of exactly those messages (they are frozen API: field numbers never change) and turns them into the JSON
@@ -87,11 +88,20 @@ _MESSAGES: dict[str, _Table] = {
     "ServicePort": {1: ("name", "s"), 2: ("protocol", "s"), 3: ("port", "i"), 4: ("targetPort", "ios"),
                     5: ("nodePort", "i")},
     "Ignored": {},
+    # kubectl auth can-i
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec"),
+                                3: ("status", "Ignored")},
+    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes"),
+                                    2: ("nonResourceAttributes", "NonResourceAttributes")},
+    "ResourceAttributes": {1: ("namespace", "s"), 2: ("verb", "s"), 3: ("group", "s"), 4: ("version", "s"),
+                           5: ("resource", "s"), 6: ("subresource", "s"), 7: ("name", "s")},
+    "NonResourceAttributes": {1: ("path", "s"), 2: ("verb", "s")},
     "IntOrString": {1: ("type", "i"), 2: ("intVal", "i"), 3: ("strVal", "s")},
     "Quantity": {1: ("string", "s")},
 }
 _KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"), ("v1", "ServiceAccount"),
-          ("policy/v1", "Eviction"), ("apps/v1", "Deployment"), ("v1", "Service")}
+          ("policy/v1", "Eviction"), ("apps/v1", "Deployment"), ("v1", "Service"),
+          ("authorization.k8s.io/v1", "SelfSubjectAccessReview")}
 
 
 class _Malformed(Exception):

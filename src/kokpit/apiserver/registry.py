@@ -8,38 +8,15 @@ every kubectl invocation and every client start reads them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from kokpit.apiserver.builtins import subresource_info
 from kokpit.apiserver.resources import ResourceType
 
-__all__ = ["Registry", "SubresourceInfo"]
+__all__ = ["Registry"]
 
-# Groups that kubectl looks for even though we serve no resources of their own (drain checks "policy").
-_EXTRA_GROUPS: dict[str, list[str]] = {}
-
-
-@dataclass(frozen=True)
-class SubresourceInfo:
-    group: str
-    version: str
-    kind: str
-    verbs: tuple[str, ...]
-
-
-_SUBRESOURCES: dict[str, SubresourceInfo] = {
-    "eviction": SubresourceInfo("policy", "v1", "Eviction", ("create",)),
-    "binding": SubresourceInfo("", "v1", "Binding", ("create",)),
-    "scale": SubresourceInfo("autoscaling", "v1", "Scale", ("get", "patch", "update")),
-}
-
-
-def subresource_info(rt: ResourceType, sub: str) -> SubresourceInfo:
-    if sub == "status":
-        return SubresourceInfo(rt.group, rt.version, rt.kind, ("get", "patch", "update"))
-    return _SUBRESOURCES[sub]
 
 
 class Registry:
@@ -98,9 +75,7 @@ class Registry:
         return out
 
     def has_group_version(self, group: str, version: str) -> bool:
-        if version in self._version_order.get(group, []):
-            return True
-        return version in _EXTRA_GROUPS.get(group, [])
+        return version in self._version_order.get(group, [])
 
     def by_kind(self, group: str, kind: str) -> ResourceType | None:
         """The preferred-version type of a kind, e.g. for ownerReferences and event objects."""
@@ -135,14 +110,12 @@ class Registry:
         })
 
     def _group(self, group: str) -> dict[str, Any]:
-        versions = self._version_order.get(group) or _EXTRA_GROUPS.get(group, [])
+        versions = self._version_order.get(group, [])
         vs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
         return {"name": group, "versions": vs, "preferredVersion": vs[0]}
 
     def _groups(self) -> list[str]:
-        names = [g for g in self._version_order if g]
-        names += [g for g in _EXTRA_GROUPS if g not in self._version_order]
-        return names
+        return [g for g in self._version_order if g]
 
     def api_groups(self) -> bytes:
         return self._cached("/apis", lambda: {
@@ -151,7 +124,7 @@ class Registry:
         })
 
     def api_group(self, group: str) -> bytes | None:
-        if group not in self._version_order and group not in _EXTRA_GROUPS:
+        if group not in self._version_order:
             return None
         return self._cached(f"/apis/{group}", lambda: {"kind": "APIGroup", "apiVersion": "v1",
                                                        **self._group(group)})
@@ -177,12 +150,12 @@ class Registry:
                 entry["categories"] = list(rt.categories)
             resources.append(entry)
             for sub in rt.subresources:
-                info = subresource_info(rt, sub)
+                group_, version_, kind_, verbs_ = subresource_info(rt, sub)
                 s: dict[str, Any] = {"name": f"{rt.plural}/{sub}", "singularName": "",
-                                     "namespaced": rt.namespaced, "kind": info.kind, "verbs": list(info.verbs)}
-                if info.group != rt.group or info.version != rt.version:
-                    s["group"] = info.group
-                    s["version"] = info.version
+                                     "namespaced": rt.namespaced, "kind": kind_, "verbs": list(verbs_)}
+                if group_ != rt.group or version_ != rt.version:
+                    s["group"] = group_
+                    s["version"] = version_
                 resources.append(s)
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}

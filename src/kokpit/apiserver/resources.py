@@ -59,8 +59,11 @@ class ResourceType:
     # custom resources: set when served by a CRD
     crd_name: str | None = None
     storage_version: str | None = None
-    # spec-changing operations bump metadata.generation; "status" subresource exists → main ignores status
+    # "status" subresource exists → the main endpoint ignores status
     has_status: bool = False
+    # metadata.generation is kept (and bumped by spec changes) only for kinds whose strategy does so in
+    # kube: workloads, pods, CRDs and every custom resource — not ConfigMaps, Nodes, Leases...
+    has_generation: bool = False
     storage_group: str | None = None
     storage_resource: str | None = None
     to_storage: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -141,7 +141,7 @@ class Rest:
                                      f"({rt.kind})")
         if not av or not kind:
             missing = "apiVersion" if not av else "kind"
-            raise errors.bad_request(f"Object '{missing}' is missing in '{orjson.dumps(obj)[:200].decode()}'",
+            raise errors.bad_request(f"Object '{missing}' is missing in '{orjson.dumps(obj).decode()[:200]}'",
                                      [Cause(missing, "Required value", "FieldValueRequired")])
         meta = obj.get("metadata")
         if meta is not None and not isinstance(meta, dict):
@@ -205,10 +205,30 @@ class Rest:
                     warns = []
             causes.extend(errs)
             opts.warnings.extend(warns)
+        unknown = [c for c in causes if c.reason == "FieldValueUnknown"]
+        if unknown:
+            # kube rejects unknown fields while decoding, before validation: a 400, not a 422
+            raise errors.bad_request("strict decoding error: " + ", ".join(
+                f'unknown field "{c.field}"' for c in unknown), unknown)
         if rt.validate_hook is not None:
             causes.extend(rt.validate_hook(obj, old))
         if causes:
             raise errors.invalid(rt.kind, name, causes, rt.group)
+
+    def _default(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
+                 opts: WriteOptions) -> None:
+        if rt.default_hook is None:
+            return
+        if rt.crd_name is None:  # Go decodes `"spec": null` of a built-in as an absent spec
+            for k in ("spec", "status"):
+                if k in obj and obj[k] is None:
+                    del obj[k]
+        try:
+            rt.default_hook(obj)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            # defaulting trusts the object's shape (a Pod whose spec is a list): validation says what is wrong
+            self._validate(rt, obj, old, opts)
+            raise
 
     def _manager(self, opts: WriteOptions) -> str:
         return opts.field_manager or opts.default_manager
@@ -254,12 +274,12 @@ class Rest:
         if ((rt.group, rt.kind) in _RESET_STATUS_ON_CREATE
                 or (rt.crd_name is not None and rt.has_status)):
             obj.pop("status", None)
-        if rt.default_hook is not None:
-            rt.default_hook(obj)
+        self._default(rt, obj, None, opts)
         self._validate(rt, obj, None, opts)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self.now()
-        meta["generation"] = 1
+        if rt.has_generation:
+            meta["generation"] = 1
         self._track_fields(rt, None, obj, opts)
         obj = self._to_storage(rt, obj)
         key = rt.key(namespace, meta["name"])
@@ -348,10 +368,9 @@ class Rest:
         old = self.to_view(rt, cur)
         new = self._merge_for_subresource(rt, old, new, opts.subresource)
         self._carry_server_meta(rt, old, new)
-        if rt.default_hook is not None:
-            rt.default_hook(new)
+        self._default(rt, new, old, opts)
         self._validate(rt, new, old, opts)
-        if _spec_part(old, rt.has_status) != _spec_part(new, rt.has_status):
+        if rt.has_generation and _spec_part(old, rt.has_status) != _spec_part(new, rt.has_status):
             _meta(new)["generation"] = int(_meta(old).get("generation") or 0) + 1
         self._track_fields(rt, old, new, opts)
         nm = _meta(new)

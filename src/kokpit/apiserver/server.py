@@ -27,7 +27,6 @@ from kokpit.apiserver.controllers import Controllers
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.pki import ensure_pki, ensure_tokens, write_kubeconfig
 from kokpit.apiserver.registry import Registry
-from kokpit.apiserver.resources import ResourceType
 from kokpit.apiserver.rest import NAMESPACE_FINALIZER, Rest, WriteOptions
 from kokpit.apiserver.storage.store import Store
 
@@ -92,14 +91,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 def _wire_builtins(registry: Registry) -> None:
-    types = builtins.builtin_resource_types()
-    if not any(rt.group == "policy" for rt in types):
-        # kubectl drain looks for policy/v1 (pods/eviction lives there); serve PDBs as stored objects
-        types.append(ResourceType(group="policy", version="v1", kind="PodDisruptionBudget",
-                                  plural="poddisruptionbudgets", singular="poddisruptionbudget", namespaced=True,
-                                  short_names=("pdb",), subresources=("status",), has_status=True,
-                                  schema={"$ref": "#/$defs/io.k8s.api.policy.v1.PodDisruptionBudget"}))
-    for rt in types:
+    for rt in builtins.builtin_resource_types():
         if rt.kind == "CustomResourceDefinition":
             rt.validate_hook = lambda obj, old: list(schema.validate_crd(obj))
         if rt.kind == "Namespace" and rt.group == "":

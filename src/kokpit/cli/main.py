@@ -86,6 +86,54 @@ def up(
         pass
 
 
+@app.command()
+def crds() -> None:
+    """Print the CustomResourceDefinitions of every kokpit kind as YAML (pipe into kubectl apply -f -)."""
+    import yaml
+
+    from kokpit.api import crds as all_crds
+
+    typer.echo(yaml.safe_dump_all(all_crds(), sort_keys=False), nl=False)
+
+
+@app.command("machine-operator")
+def machine_operator(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the cluster to manage."),
+    driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (the simulator's URL)."),
+    create_machines_for_nodes: bool = typer.Option(False, "--create-machines-for-nodes",
+                                                   help="Create a Machine for every Node that has none."),
+    workers: int = typer.Option(4, "--workers", min=1, help="Concurrent reconciles."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port",
+                                            help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    fast_poll: float = typer.Option(0.5, "--fast-poll", min=0.01, help="Seconds between polls of busy nodes."),
+    slow_poll: float = typer.Option(10.0, "--slow-poll", min=0.1, help="Seconds between polls of all nodes."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the machine operator: hold every node at the final state its Machine declares."""
+    import asyncio
+
+    from kokpit.nodes.simulator import SimulatorDriver
+    from kokpit.operators.machine import OperatorOptions, run_operator
+
+    _logging(verbose)
+    opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
+                           fast_poll=fast_poll, slow_poll=slow_poll)
+    try:
+        asyncio.run(run_operator(kubeconfig, SimulatorDriver(driver_url), opts, http_port=metrics_port))
+    except KeyboardInterrupt:
+        pass
+
+
+def _add_simulator() -> None:
+    """`kokpit simulator ...` lives in its own module (a group: run, fault, state)."""
+    from kokpit.cli._simulator import simulator_app
+
+    app.add_typer(simulator_app, name="simulator")
+
+
+_add_simulator()
+
+
 def main() -> None:
     app()
 

@@ -423,6 +423,16 @@ class Client:
         )
         return out
 
+    async def create_subresource(
+        self, kind: Kind, name: str, subresource: str, obj: Obj, namespace: str | None = None
+    ) -> Obj:
+        """POST to an object's subresource (``pods/binding``, ``pods/eviction``); returns the answer."""
+        path = kind.object_path(name, self._ns(kind, namespace, obj), subresource)
+        out: Obj = await self._request(
+            "create", "POST", path, params={"fieldManager": self.field_manager}, body=orjson.dumps(obj)
+        ) or {}
+        return out
+
     async def update(self, kind: Kind, obj: Obj, *, subresource: str | None = None) -> Obj:
         """PUT: optimistic concurrency through ``metadata.resourceVersion`` (409 ConflictError when stale)."""
         name = obj["metadata"]["name"]

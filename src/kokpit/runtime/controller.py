@@ -178,14 +178,18 @@ class Controller:
         ]
         self.started.set()
         try:
-            await asyncio.gather(*self._tasks)
+            # wait, not gather: a cancelled gather waits for every worker, so one worker that swallowed its
+            # cancellation (a reconcile catching CancelledError) would hang shutdown forever
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()  # re-raise a worker's crash
         finally:
+            await self.queue.shutdown()  # first: idle workers leave get() even if they missed a cancel
             for t in self._tasks:
                 t.cancel()
             for t in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            await self.queue.shutdown()
             self.started.clear()
 
     async def _worker(self) -> None:
@@ -204,7 +208,11 @@ class Controller:
         m = self.metrics
         try:
             if self.reconcile_timeout is not None:
-                result = await asyncio.wait_for(self.reconcile(req), self.reconcile_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+                # arrives as the reconcile finishes, so a worker survived shutdown and hung the manager;
+                # it also spares a task per reconcile
+                async with asyncio.timeout(self.reconcile_timeout):
+                    result = await self.reconcile(req)
             else:
                 result = await self.reconcile(req)
         except TerminalError as e:

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +132,24 @@ class Watcher:
     async def next(self) -> Event | None:
         """The next event, or None once the watch is closed."""
         return await self.queue.get()
+
+
+class _Range:
+    """A range's keys and entries as two lists, iterated as pairs: a 50k-object list then allocates no
+    per-object tuples, which would otherwise survive into the oldest GC generation and trigger a full
+    collection (hundreds of ms with a large store) every few lists."""
+
+    __slots__ = ("entries", "keys")
+
+    def __init__(self, keys: list[str], entries: list[Entry]) -> None:
+        self.keys = keys
+        self.entries = entries
+
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
+        return zip(self.keys, self.entries, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclass
@@ -291,16 +309,11 @@ class Store:
         lo = bisect.bisect_left(keys, sub_prefix) if sub_prefix else 0
         if start_after:
             lo = max(lo, bisect.bisect_right(keys, start_after))
-        items = b.items
-        out: list[tuple[str, Entry]] = []
-        for i in range(lo, len(keys)):
-            k = keys[i]
-            if sub_prefix and not k.startswith(sub_prefix):
-                break
-            e = items.get(k)
-            if e is not None:
-                out.append((k, e))
-        return rev, out
+        # keys under the prefix sort in [prefix, prefix with its last character bumped): slice, no per-key test
+        hi = bisect.bisect_left(keys, sub_prefix[:-1] + chr(ord(sub_prefix[-1]) + 1), lo) if sub_prefix \
+            else len(keys)
+        ks = keys[lo:hi]  # sorted keys are exactly the bucket's keys (rebuilt after any add or remove)
+        return rev, _Range(ks, list(map(b.items.__getitem__, ks)))
 
     def _list_at(self, bucket: str, sub_prefix: str, start_after: str, rv: int) -> list[tuple[str, Entry]]:
         if rv < self.compact_revision:

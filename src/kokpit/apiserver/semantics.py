@@ -1,0 +1,90 @@
+"""Hand-written validation of built-in kinds beyond their schemas — the checks kube-apiserver's own
+validation makes that clients rely on (a negative replica count is an error, not a value to store).
+
+Only rules a user can trip by hand are here; each names the field and says what is allowed, in kube's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kokpit.apiserver.errors import Cause
+
+__all__ = ["HOOKS"]
+
+Obj = dict[str, Any]
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _invalid(path: str, value: Any, detail: str) -> Cause:
+    shown = f'"{value}"' if isinstance(value, str) else (
+        "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in value.items()) + "}"
+        if isinstance(value, dict) else value)
+    return Cause(path, f"Invalid value: {shown}: {detail}", "FieldValueInvalid")
+
+
+def _non_negative(value: Any, path: str, out: list[Cause]) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        out.append(_invalid(path, value, "must be greater than or equal to 0"))
+
+
+def _port(path: str, value: Any, out: list[Cause]) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
+        out.append(_invalid(path, value, "must be between 1 and 65535, inclusive"))
+
+
+def _pod_spec(spec: Any, path: str, out: list[Cause]) -> None:
+    if not isinstance(spec, dict):
+        return
+    for field in ("containers", "initContainers"):
+        for i, c in enumerate(spec.get(field) or []):
+            if not isinstance(c, dict):
+                continue
+            for j, p in enumerate(c.get("ports") or []):
+                if isinstance(p, dict):
+                    _port(f"{path}.{field}[{i}].ports[{j}].containerPort", p.get("containerPort"), out)
+    _non_negative(spec.get("terminationGracePeriodSeconds"), f"{path}.terminationGracePeriodSeconds", out)
+
+
+def _pod(obj: Obj, old: Obj | None) -> list[Cause]:
+    out: list[Cause] = []
+    _pod_spec(obj.get("spec"), "spec", out)
+    return out
+
+
+def _workload(obj: Obj, old: Obj | None) -> list[Cause]:
+    out: list[Cause] = []
+    spec = _dict(obj.get("spec"))
+    _non_negative(spec.get("replicas"), "spec.replicas", out)
+    template = _dict(spec.get("template"))
+    _pod_spec(template.get("spec"), "spec.template.spec", out)
+    selector = spec.get("selector")
+    labels = _dict(template.get("metadata")).get("labels") or {}
+    if isinstance(selector, dict) and isinstance(labels, dict):
+        match = selector.get("matchLabels") or {}
+        if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
+            out.append(_invalid("spec.template.metadata.labels", labels,
+                                "`selector` does not match template `labels`"))
+    return out
+
+
+def _service(obj: Obj, old: Obj | None) -> list[Cause]:
+    out: list[Cause] = []
+    spec = _dict(obj.get("spec"))
+    for i, p in enumerate(spec.get("ports") or []):
+        if isinstance(p, dict):
+            _port(f"spec.ports[{i}].port", p.get("port"), out)
+    return out
+
+
+HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
+    ("", "Pod"): _pod,
+    ("apps", "Deployment"): _workload,
+    ("apps", "StatefulSet"): _workload,
+    ("apps", "DaemonSet"): _workload,
+    ("", "Service"): _service,
+}

@@ -1,0 +1,128 @@
+"""Condition ConfigMaps: how other operators report conditions about a node, and how gates read them.
+
+Any component may put a ConfigMap labelled ``kokpit.io/node=<node>`` and
+``kokpit.io/condition-source=<reporter>`` in any namespace; each data key is a condition type and its value
+JSON ``{"status": "True|False|Unknown", "reason": ..., "message": ...}`` or a bare ``True``/``False``.
+Parsing is strict about what it accepts and explicit about what it rejects: a malformed value becomes an
+``Unknown`` condition whose message names the ConfigMap and key, so the reporter can fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kokpit.api import MachineConditionType, MachineReason
+
+__all__ = [
+    "NODE_LABEL",
+    "SOURCE_LABEL",
+    "GateResult",
+    "Report",
+    "evaluate_gates",
+    "merge_reports",
+    "parse_configmap",
+]
+
+NODE_LABEL = "kokpit.io/node"
+SOURCE_LABEL = "kokpit.io/condition-source"
+OWN_TYPES = frozenset(str(t) for t in MachineConditionType)
+_STATUSES = {"true": "True", "false": "False", "unknown": "Unknown"}
+_RANK = {"False": 0, "Unknown": 1, "True": 2}
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Report:
+    """One reported condition: type, status, reason, message and who reported it."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    source: str
+
+
+def _source(cm: Obj) -> str:
+    meta = cm.get("metadata") or {}
+    src = (meta.get("labels") or {}).get(SOURCE_LABEL)
+    return str(src) if src else f"configmap/{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _parse_value(raw: str) -> tuple[str, str, str] | str:
+    """(status, reason, message), or an error string."""
+    text = raw.strip()
+    bare = _STATUSES.get(text.lower())
+    if bare is not None:
+        return bare, MachineReason.REPORTED, ""
+    try:
+        val = json.loads(text)
+    except ValueError:
+        return 'is neither JSON nor a bare True/False'
+    if not isinstance(val, dict):
+        return "must be a JSON object or a bare True/False"
+    status = _STATUSES.get(str(val.get("status", "")).lower()) if isinstance(val.get("status"), str) else None
+    if status is None:
+        return f'has status {val.get("status")!r}; want "True", "False" or "Unknown"'
+    reason = val.get("reason") or MachineReason.REPORTED
+    message = val.get("message") or ""
+    return status, str(reason), str(message)
+
+
+def parse_configmap(cm: Obj) -> list[Report]:
+    """Every condition a Condition ConfigMap reports (invalid values become Unknown + InvalidReport)."""
+    meta = cm.get("metadata") or {}
+    where = f"ConfigMap {meta.get('namespace', '')}/{meta.get('name', '')}"
+    src = _source(cm)
+    out: list[Report] = []
+    for key, raw in sorted((cm.get("data") or {}).items()):
+        if key in OWN_TYPES:
+            continue  # the operator's own conditions cannot be overridden by a report
+        parsed = _parse_value(str(raw))
+        if isinstance(parsed, str):
+            out.append(Report(key, "Unknown", MachineReason.INVALID_REPORT,
+                              f"{where} key {key} {parsed}", src))
+        else:
+            out.append(Report(key, parsed[0], parsed[1], parsed[2], src))
+    return out
+
+
+def merge_reports(configmaps: list[Obj]) -> dict[str, Report]:
+    """One report per condition type; when reporters disagree the most pessimistic one wins
+    (False over Unknown over True), ties broken by source name, so the answer is deterministic."""
+    best: dict[str, Report] = {}
+    for cm in configmaps:
+        for r in parse_configmap(cm):
+            cur = best.get(r.type)
+            if cur is None or (_RANK[r.status], r.source) < (_RANK[cur.status], cur.source):
+                best[r.type] = r
+    return best
+
+
+@dataclass(frozen=True)
+class GateResult:
+    met: bool
+    reason: str
+    message: str
+
+
+def evaluate_gates(gates: list[str], reports: dict[str, Report]) -> GateResult:
+    """Every readiness gate must have a True report; a missing report counts as not met."""
+    if not gates:
+        return GateResult(True, MachineReason.NO_GATES, "no readiness gates")
+    missing = [g for g in gates if g not in reports]
+    not_true = [g for g in gates if g in reports and reports[g].status != "True"]
+    if not missing and not not_true:
+        return GateResult(True, MachineReason.ALL_GATES_TRUE, f"all {len(gates)} readiness gates are True")
+    parts: list[str] = []
+    if not_true:
+        parts.append("; ".join(f"{g} is {reports[g].status} ({reports[g].source}: "
+                               f"{reports[g].reason}{': ' + reports[g].message if reports[g].message else ''})"
+                               for g in not_true))
+    if missing:
+        parts.append(f"no report yet for {', '.join(missing)} (a ConfigMap labelled {NODE_LABEL}=<node> "
+                     f"with key {missing[0]})")
+    reason = MachineReason.GATE_NOT_TRUE if not_true else MachineReason.GATE_NOT_REPORTED
+    return GateResult(False, reason, "; ".join(parts))

@@ -1,0 +1,723 @@
+"""The machine operator: holds every worker node at the final state its Machine declares.
+
+One level-triggered reconcile per Machine reads only informer caches (Machine, MachinePackageVersion, Node,
+Condition ConfigMaps) and the poller's cached node report, takes at most one step on the node through the
+node driver, and writes the Machine's status once (only what changed) plus the Node's cordon when it must
+flip.  Decisions are on conditions; ``phase`` is derived last, for people.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from kokpit._lib.backoff import ExponentialBackoff
+from kokpit._lib.clock import Clock, RealClock
+from kokpit.api import MachineConditionType, MachineReason, MachineSpec
+from kokpit.api.machine import GROUP, VERSION, ComponentStatus
+from kokpit.api.machine import InstallState as ApiInstallState
+from kokpit.api.machine import RunState as ApiRunState
+from kokpit.client import CONFIGMAP, NODE, AlreadyExistsError, ApiError, Kind, TransportError
+from kokpit.nodes import (
+    ComponentAction,
+    ComponentSpec,
+    ComponentState,
+    DriverError,
+    InstallState,
+    NodeDriver,
+    NodeState,
+    RunState,
+)
+from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind, next_step
+from kokpit.operators.machine._poller import NodeStatePoller
+from kokpit.operators.machine._reports import NODE_LABEL, OWN_TYPES, evaluate_gates, merge_reports
+from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
+from kokpit.runtime import (
+    Controller,
+    EventRecorder,
+    Handlers,
+    Manager,
+    PatchHelper,
+    Request,
+    Result,
+    Store,
+    field_indexer,
+    find_condition,
+    remove_condition,
+    set_condition,
+    set_object_condition,
+)
+
+__all__ = [
+    "CORDON_ANNOTATION",
+    "MACHINE",
+    "MPV",
+    "MachineOperator",
+    "MachineReconciler",
+    "OperatorOptions",
+]
+
+log = logging.getLogger("kokpit.operators.machine")
+
+Obj = dict[str, Any]
+
+MACHINE = Kind(GROUP, VERSION, "Machine", "machines", namespaced=False)
+MPV = Kind(GROUP, VERSION, "MachinePackageVersion", "machinepackageversions", namespaced=False)
+CORDON_ANNOTATION = "kokpit.io/cordoned-by"
+CORDON_OWNER = "machine-operator"
+CREATED_BY_LABEL = "kokpit.io/created-by"
+CT = MachineConditionType
+R = MachineReason
+
+
+@dataclass
+class OperatorOptions:
+    """Tunables; the defaults suit a real fleet, tests shorten the intervals."""
+
+    create_machines_for_nodes: bool = False
+    workers: int = 4
+    fast_poll: float = 0.5  # nodes with work in flight
+    slow_poll: float = 10.0  # every node
+    batch_size: int = 1000  # nodes per driver.states call
+    retry_base: float = 2.0  # first retry after a failure
+    retry_cap: float = 300.0
+    health_ttl: float = 30.0  # a dependency's health check is re-run before a change when older than this
+    progress_requeue: float = 30.0  # safety net while an action is in flight (the poller wakes us first)
+
+
+class OperatorClient(Protocol):
+    """What the operator needs from :class:`kokpit.client.Client` (a fake in unit tests)."""
+
+    async def get(self, kind: Kind, name: str, namespace: str | None = None, *,
+                  subresource: str | None = None) -> Obj: ...
+
+    async def create(self, kind: Kind, obj: Obj, namespace: str | None = None, *,
+                     dry_run: bool = False) -> Obj: ...
+
+    async def patch(self, kind: Kind, name: str, body: Any, namespace: str | None = None, *,
+                    patch_type: Any = "merge", subresource: str | None = None,
+                    field_manager: str | None = None, force: bool = False) -> Obj: ...
+
+
+# ------------------------------------------------------------------------------------------ indexes
+def _machine_node(obj: Obj) -> list[str]:
+    n = (obj.get("spec") or {}).get("nodeName")
+    return [str(n)] if n else []
+
+
+def _cm_node(obj: Obj) -> list[str]:
+    n = ((obj.get("metadata") or {}).get("labels") or {}).get(NODE_LABEL)
+    return [str(n)] if n else []
+
+
+INDEXERS_MACHINE = {"node": _machine_node, "mpv": field_indexer("spec.packages")}
+INDEXERS_MPV = {"component": field_indexer("spec.component")}
+INDEXERS_CM = {"node": _cm_node}
+
+
+@dataclass
+class _Health:
+    version: str
+    healthy: bool
+    message: str
+    checked: float
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
+class _Failure:
+    signature: tuple[str, ...]
+    count: int
+    next_retry: float
+    message: str
+
+
+@dataclass
+class _Progress:
+    """What the planning part of a reconcile found and did."""
+
+    step: Step | None = None
+    requeue: float | None = None
+    blocked: str = ""  # a pre-change health check failed
+    started: bool = False
+    driver_error: str = ""
+    failures: dict[str, _Failure] = field(default_factory=dict)
+
+
+def _node_ready(node: Obj | None) -> tuple[bool, str, str]:
+    if node is None:
+        return False, R.NODE_NOT_FOUND, "the Node does not exist"
+    c = find_condition((node.get("status") or {}).get("conditions"), "Ready")
+    if c is None:
+        return False, R.NODE_NOT_READY, "the Node has no Ready condition yet"
+    if c.get("status") != "True":
+        return False, R.NODE_NOT_READY, f"Node Ready is {c.get('status')}: {c.get('reason', '')} " \
+                                        f"{c.get('message', '')}".strip()
+    return True, R.READY, ""
+
+
+def _view(machine: Obj) -> Obj:
+    """The parts of a cached Machine a reconcile reads or writes (no managedFields: cheaper to copy)."""
+    meta = machine.get("metadata") or {}
+    out: Obj = {k: machine[k] for k in ("spec", "status") if k in machine}
+    out["apiVersion"] = machine.get("apiVersion") or MACHINE.api_version
+    out["kind"] = machine.get("kind") or MACHINE.kind
+    out["metadata"] = {k: meta[k] for k in ("name", "uid", "generation", "resourceVersion", "labels",
+                                            "annotations") if k in meta}
+    return out
+
+
+def _is_converged(cur: ComponentState | None, want: ComponentSpec) -> bool:
+    return (cur is not None and cur.install_state == InstallState.INSTALLED and cur.version == want.version
+            and (not cur.target_version or cur.target_version == want.version))
+
+
+class MachineReconciler:
+    """The reconcile of one Machine; stores are informer caches (plain :class:`Store` in unit tests)."""
+
+    def __init__(
+        self,
+        client: OperatorClient,
+        driver: NodeDriver,
+        *,
+        machines: Store,
+        mpvs: Store,
+        nodes: Store,
+        configmaps: Store,
+        poller: NodeStatePoller,
+        recorder: EventRecorder,
+        options: OperatorOptions | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.driver = driver
+        self.machines = machines
+        self.mpvs = mpvs
+        self.nodes = nodes
+        self.configmaps = configmaps
+        self.poller = poller
+        self.recorder = recorder
+        self.opts = options or OperatorOptions()
+        self.clock: Clock = clock or RealClock()
+        self._backoff = ExponentialBackoff(base=self.opts.retry_base, cap=self.opts.retry_cap)
+        self._health: dict[tuple[str, str], _Health] = {}
+        self._failures: dict[tuple[str, str], _Failure] = {}
+        self._resolved: dict[tuple[tuple[str, str], ...], Resolution] = {}
+        self._node_of: dict[str, str] = {}  # machine name -> node name, to untrack deleted Machines
+        self.actions: list[tuple[str, str, str, str]] = []  # (node, action, component, version) started
+
+    # ------------------------------------------------------------------------------ reconcile
+    async def reconcile(self, req: Request) -> Result | None:
+        raw = self.machines.get_by_name(req.name)
+        if raw is None:
+            node = self._node_of.pop(req.name, None)
+            if node is not None and not self.machines.by_index("node", node):
+                self.poller.untrack(node)
+            return None
+        helper = PatchHelper(self.client, MACHINE, _view(raw))
+        obj = helper.obj
+        now = self.clock.now()
+        try:
+            spec = MachineSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = "spec." + ".".join(str(x) for x in first["loc"])
+            set_object_condition(obj, CT.COMPONENTS_READY, False, "InvalidSpec", f"{where}: {first['msg']}",
+                                 now=now)
+            self._finish_status(obj, ready=False)
+            await helper.patch()
+            return None
+        node_name = spec.node_name
+        self._node_of[req.name] = node_name
+        res = self._resolve(spec.packages)
+        prog = _Progress()
+        state: NodeState | None = None
+        try:
+            state = await self.poller.get(node_name)
+        except DriverError as e:
+            prog.driver_error = str(e)
+            prog.requeue = self._backoff.delay(0)
+        if state is not None and res.ok:
+            try:
+                prog = await self._advance(obj, node_name, res, state)
+            except DriverError as e:
+                prog.driver_error = str(e)
+                prog.requeue = self._backoff.delay(1) if e.retryable else self.opts.slow_poll
+            state = self.poller.states.get(node_name, state)
+
+        conds_ok = self._components_conditions(obj, res, state, prog, node_name, now)
+        healthy = self._node_healthy_condition(obj, res, state, prog, node_name, now)
+        gates_ok = self._sync_gates(obj, spec, node_name, now)
+        node_obj = self.nodes.get_by_name(node_name)
+        node_ok, node_reason, node_msg = _node_ready(node_obj)
+        if not node_ok:
+            ready = (False, node_reason, node_msg)
+        elif not conds_ok:
+            ready = (False, R.COMPONENTS_NOT_READY, "ComponentsReady is not True")
+        elif not healthy:
+            ready = (False, R.NODE_NOT_HEALTHY, "NodeHealthy is not True")
+        elif not gates_ok:
+            ready = (False, R.GATES_NOT_MET, "ReadinessGatesMet is not True")
+        else:
+            ready = (True, R.READY, "node Ready, components ready, readiness gates True")
+        set_object_condition(obj, CT.READY, ready[0], ready[1], ready[2], now=now)
+        self._finish_status(obj, ready=ready[0], res=res, state=state, prog=prog, cordoned=spec.unschedulable)
+        await helper.patch()
+        await self._sync_cordon(obj, node_obj, want_cordon=spec.unschedulable or not ready[0],
+                                person=spec.unschedulable, reason=ready[1])
+        converged = conds_ok and healthy
+        self.poller.track(node_name, active=not converged)
+        if prog.requeue is not None:
+            return Result(requeue_after=prog.requeue)
+        return None
+
+    def _resolve(self, packages: list[str]) -> Resolution:
+        """:func:`resolve`, memoised on the packages' resourceVersions (machines of a fleet share specs)."""
+        key = tuple((p, str(((self.mpvs.get_by_name(p) or {}).get("metadata") or {}).get("resourceVersion")))
+                    for p in packages)
+        res = self._resolved.get(key)
+        if res is None:
+            if len(self._resolved) > 4096:
+                self._resolved.clear()
+            res = self._resolved[key] = resolve(packages, self.mpvs.get_by_name)
+        return res
+
+    # ------------------------------------------------------------------------------ planning
+    def _removal(self, res: Resolution, state: NodeState) -> list[str]:
+        wanted = {c.name for c in res.components}
+        removed = sorted(n for n in state.components if n not in wanted)
+        deps: dict[str, tuple[str, ...]] = {}
+        for n in removed:
+            ver = state.components[n].version
+            for m in self.mpvs.by_index("component", n):
+                s = m.get("spec") or {}
+                if s.get("version") == ver:
+                    deps[n] = tuple(s.get("dependsOn") or ())
+                    break
+        return removal_order(removed, deps)
+
+    async def _advance(self, obj: Obj, node: str, res: Resolution, state: NodeState) -> _Progress:
+        prog = _Progress()
+        mono = self.clock.monotonic()
+        # a version that passed its post-change check before a restart is not checked again (10,000 nodes
+        # would mean 10,000s of health calls); the status remembers it, and pre-change checks still run
+        for row in (obj.get("status") or {}).get("components") or []:
+            hv = row.get("healthCheckedVersion")
+            if hv and (node, row["name"]) not in self._health:
+                self._health[(node, row["name"])] = _Health(str(hv), True, "", float("-inf"))
+        # after a change: every converged component passes its health check once per version
+        for want in res.components:
+            cur = state.components.get(want.name)
+            if cur is not None and _is_converged(cur, want):
+                await self._post_check(obj, node, want.name, cur.version, mono)
+        # remember failures the node reports (each new one counted once, with a Warning Event)
+        for name, cur in state.components.items():
+            if cur.install_state == InstallState.FAILED:
+                prog.failures[name] = await self._note_failure(obj, node, cur, mono)
+            else:
+                self._failures.pop((node, name), None)
+        step = next_step(res.components, state, self._removal(res, state))
+        prog.step = step
+        if step.kind == StepKind.DONE:
+            retries = [h.retry_at - mono for (n, _), h in self._health.items() if n == node and not h.healthy]
+            if retries:
+                prog.requeue = max(0.01, min(retries))
+            return prog
+        if step.kind == StepKind.BLOCKED:
+            prog.requeue = self.opts.slow_poll
+            return prog
+        if step.kind == StepKind.WAIT:
+            prog.requeue = self.opts.progress_requeue
+            return prog
+        if step.retry:
+            f = prog.failures.get(step.component)
+            if f is not None and f.next_retry > mono:
+                prog.requeue = f.next_retry - mono
+                return prog
+        if step.kind in (StepKind.INSTALL, StepKind.UPGRADE):
+            assert step.spec is not None
+            bad = await self._pre_check(obj, node, res.depends_on.get(step.component, ()), state, mono)
+            if bad:
+                prog.blocked = f"not {step.kind.lower()}ing {step.component} {step.spec.version}: {bad}"
+                h = [self._health[(node, d)] for d in res.depends_on.get(step.component, ())
+                     if (node, d) in self._health and not self._health[(node, d)].healthy]
+                prog.requeue = max(0.01, min((x.retry_at - mono for x in h), default=self.opts.retry_base))
+                return prog
+            comp = await self.driver.start(node, ComponentAction.INSTALL, step.spec)
+            version = step.spec.version
+            verb = "Upgrading" if step.kind == StepKind.UPGRADE else "Installing"
+            frm = f" from {step.current.version}" if step.current and step.current.version else ""
+            msg = f"{verb.lower()} {step.component} {version}{frm} ({step.spec.source})"
+        else:
+            cur = step.current
+            assert cur is not None
+            spec = ComponentSpec(name=step.component, version=cur.version)
+            comp = await self.driver.start(node, ComponentAction.UNINSTALL, spec)
+            version, verb, msg = cur.version, "Uninstalling", f"uninstalling {step.component} {cur.version}"
+        self.actions.append((node, str(step.kind), step.component, version))
+        self._health.pop((node, step.component), None)
+        self.poller.put_component(node, comp)
+        prog.started = True
+        prog.requeue = self.opts.progress_requeue
+        await self.recorder.normal(obj, verb, msg)
+        return prog
+
+    async def _note_failure(self, obj: Obj, node: str, cur: ComponentState, mono: float) -> _Failure:
+        sig = (cur.target_version or cur.version, cur.last_transition, cur.message)
+        key = (node, cur.name)
+        f = self._failures.get(key)
+        if f is None or f.signature != sig:
+            count = (f.count if f else 0) + 1
+            f = _Failure(sig, count, mono + self._backoff.delay(count - 1), cur.message)
+            self._failures[key] = f
+            target = cur.target_version or cur.version
+            await self.recorder.warning(obj, "InstallFailed",
+                                        f"{cur.name} {target} failed on node {node}: {cur.message or 'no message'}"
+                                        f" (attempt {count}; retrying with backoff)")
+        return f
+
+    async def _run_health(self, obj: Obj, node: str, comp: str, version: str, mono: float) -> _Health:
+        prev = self._health.get((node, comp))
+        res = await self.driver.health(node, comp)
+        if res.healthy:
+            h = _Health(version, True, res.message, mono)
+        else:
+            fails = (prev.failures if prev and prev.version == version and not prev.healthy else 0) + 1
+            h = _Health(version, False, res.message or "unhealthy", mono, fails,
+                        mono + self._backoff.delay(fails - 1))
+            await self.recorder.warning(obj, "HealthCheckFailed",
+                                        f"{comp} {version} on node {node}: {h.message}")
+        self._health[(node, comp)] = h
+        return h
+
+    async def _post_check(self, obj: Obj, node: str, comp: str, version: str, mono: float) -> None:
+        h = self._health.get((node, comp))
+        if h is not None and h.version == version and (h.healthy or mono < h.retry_at):
+            return
+        await self._run_health(obj, node, comp, version, mono)
+
+    async def _pre_check(self, obj: Obj, node: str, deps: tuple[str, ...], state: NodeState,
+                         mono: float) -> str:
+        """Dependencies must be healthy right before a change (re-checked when the last check is stale)."""
+        problems: list[str] = []
+        for d in deps:
+            cur = state.components.get(d)
+            if cur is None:
+                problems.append(f"dependency {d} is not installed")
+                continue
+            if cur.run_state != RunState.RUNNING:
+                problems.append(f"dependency {d} is {cur.run_state}")
+                continue
+            h = self._health.get((node, d))
+            if h is None or h.version != cur.version or (h.healthy and mono - h.checked > self.opts.health_ttl) \
+                    or (not h.healthy and mono >= h.retry_at):
+                h = await self._run_health(obj, node, d, cur.version, mono)
+            if not h.healthy:
+                problems.append(f"dependency {d} failed its health check: {h.message}")
+        return "; ".join(problems)
+
+    # ------------------------------------------------------------------------------ conditions
+    def _components_conditions(self, obj: Obj, res: Resolution, state: NodeState | None, prog: _Progress,
+                               node: str, now: Any) -> bool:
+        def setc(ok: bool | str, reason: str, msg: str) -> bool:
+            set_object_condition(obj, CT.COMPONENTS_READY, ok, reason, msg, now=now)
+            return ok is True
+
+        if not res.ok:
+            return setc(False, res.reason, res.message)
+        if state is None:
+            return setc("Unknown", R.DRIVER_ERROR, f"cannot read node {node} through the driver: "
+                                                   f"{prog.driver_error}")
+        if not state.reachable:
+            return setc("Unknown", R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
+        comps = state.components
+        failed = [c for c in comps.values() if c.install_state == InstallState.FAILED]
+        if failed:
+            c = sorted(failed, key=lambda x: x.name)[0]
+            f = prog.failures.get(c.name)
+            extra = ""
+            if f is not None:
+                wait = max(0.0, f.next_retry - self.clock.monotonic())
+                extra = f" (attempt {f.count}; next retry in {wait:.0f}s)"
+            return setc(False, R.INSTALL_FAILED,
+                        f"{c.name} {c.target_version or c.version} failed: {c.message or 'no message'}{extra}")
+        flying = sorted((c for c in comps.values() if c.install_state in IN_FLIGHT), key=lambda x: x.name)
+        if flying:
+            c = flying[0]
+            reason = {InstallState.INSTALLING: R.INSTALLING, InstallState.UPGRADING: R.UPGRADING,
+                      InstallState.UNINSTALLING: R.UNINSTALLING}[c.install_state]
+            target = c.target_version or c.version
+            if c.install_state == InstallState.UPGRADING and c.version and c.version != target:
+                what = f"{c.version} → {target}"
+            else:
+                what = target
+            return setc(False, reason, f"{c.install_state.lower()} {c.name} {what}")
+        if prog.blocked:
+            return setc(False, R.HEALTH_CHECK_FAILED, prog.blocked)
+        pending: list[str] = []
+        for want in res.components:
+            cur = comps.get(want.name)
+            if not _is_converged(cur, want):
+                pending.append(f"{want.name} {want.version}")
+                continue
+            assert cur is not None
+            h = self._health.get((node, want.name))
+            if h is not None and not h.healthy:
+                return setc(False, R.HEALTH_CHECK_FAILED,
+                            f"{want.name} {want.version} failed its health check: {h.message}")
+            if cur.run_state != RunState.RUNNING:
+                return setc(False, R.COMPONENT_NOT_RUNNING, f"{want.name} {want.version} is installed but "
+                                                            f"{cur.run_state}: {cur.message}".rstrip(": "))
+        if pending:
+            verb = R.UPGRADING if any(comps.get(p.split()[0]) for p in pending) else R.INSTALLING
+            return setc(False, verb, f"{len(pending)} of {len(res.components)} components to do: "
+                                     f"{', '.join(pending)}")
+        extra_installed = sorted(set(comps) - {c.name for c in res.components})
+        if extra_installed:
+            return setc(False, R.UNINSTALLING, f"to uninstall: {', '.join(extra_installed)}")
+        return setc(True, R.ALL_COMPONENTS_READY,
+                    f"{len(res.components)} components installed, running and healthy")
+
+    def _node_healthy_condition(self, obj: Obj, res: Resolution, state: NodeState | None, prog: _Progress,
+                                node: str, now: Any) -> bool:
+        def setc(ok: bool | str, reason: str, msg: str) -> bool:
+            set_object_condition(obj, CT.NODE_HEALTHY, ok, reason, msg, now=now)
+            return ok is True
+
+        if state is None or prog.driver_error:
+            return setc("Unknown", R.DRIVER_ERROR, f"node driver: {prog.driver_error}")
+        if not state.reachable:
+            return setc(False, R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
+        wanted = {c.name: c for c in res.components}
+        for name, cur in sorted(state.components.items()):
+            want = wanted.get(name)
+            if want is None or not _is_converged(cur, want):
+                continue
+            if cur.run_state != RunState.RUNNING:
+                return setc(False, R.COMPONENT_NOT_RUNNING, f"{name} is {cur.run_state}")
+            h = self._health.get((node, name))
+            if h is not None and not h.healthy:
+                return setc(False, R.HEALTH_CHECK_FAILED, f"{name} failed its health check: {h.message}")
+        if prog.blocked:
+            return setc(False, R.HEALTH_CHECK_FAILED, prog.blocked)
+        return setc(True, R.NODE_HEALTHY, "node reachable and its installed components healthy")
+
+    def _sync_gates(self, obj: Obj, spec: MachineSpec, node: str, now: Any) -> bool:
+        reports = merge_reports(self.configmaps.by_index("node", node))
+        status = obj.setdefault("status", {})
+        conds: list[Obj] = status.setdefault("conditions", [])
+        for c in list(conds):
+            t = str(c.get("type"))
+            if t not in OWN_TYPES and t not in reports:
+                remove_condition(conds, t)
+        gen = (obj.get("metadata") or {}).get("generation")
+        for t, r in sorted(reports.items()):
+            set_condition(conds, t, r.status, r.reason, r.message,
+                          observed_generation=int(gen) if gen is not None else None, now=now)
+            synced = find_condition(conds, t)
+            assert synced is not None
+            synced["source"] = r.source
+        g = evaluate_gates([rg.condition_type for rg in spec.readiness_gates], reports)
+        set_object_condition(obj, CT.READINESS_GATES_MET, g.met, g.reason, g.message, now=now)
+        return g.met
+
+    def _component_rows(self, res: Resolution | None, state: NodeState | None, node: str) -> list[Obj]:
+        rows: list[Obj] = []
+        comps = state.components if state is not None else {}
+        seen: set[str] = set()
+        for want in res.components if res is not None else []:
+            seen.add(want.name)
+            cur = comps.get(want.name)
+            if cur is None:
+                row = ComponentStatus(name=want.name, version=want.version, package_version=want.source,
+                                      message="waiting to be installed")
+            else:
+                msg = cur.message
+                h = self._health.get((node, want.name))
+                if h is not None and not h.healthy and h.version == cur.version:
+                    msg = f"health check failed: {h.message}"
+                elif cur.version != want.version and cur.install_state not in IN_FLIGHT:
+                    msg = msg or f"to be upgraded to {want.version}"
+                row = ComponentStatus(name=cur.name, version=cur.version or want.version,
+                                      install_state=ApiInstallState(cur.install_state.value),
+                                      run_state=ApiRunState(cur.run_state.value),
+                                      message=msg, last_transition_time=cur.last_transition or None,
+                                      package_version=want.source,
+                                      health_checked_version=h.version if h is not None and h.healthy
+                                      and h.version == cur.version else None)
+            rows.append(row.to_wire())
+        for name, cur in sorted(comps.items()):
+            if name in seen:
+                continue
+            rows.append(ComponentStatus(name=cur.name, version=cur.version,
+                                        install_state=ApiInstallState(cur.install_state.value),
+                                      run_state=ApiRunState(cur.run_state.value),
+                                        message=cur.message or "no longer listed; to be uninstalled",
+                                        last_transition_time=cur.last_transition or None).to_wire())
+        return rows
+
+    def _finish_status(self, obj: Obj, *, ready: bool, res: Resolution | None = None,
+                       state: NodeState | None = None, prog: _Progress | None = None,
+                       cordoned: bool = False) -> None:
+        status = obj.setdefault("status", {})
+        node = str((obj.get("spec") or {}).get("nodeName") or "")
+        if res is not None:
+            status["components"] = self._component_rows(res if res.ok else None, state, node)
+            ok = sum(1 for r in status["components"]
+                     if r.get("installState") == "Installed" and r.get("runState") == "Running"
+                     and not str(r.get("message", "")).startswith("health check failed")
+                     and any(c.name == r["name"] and c.version == r.get("version") for c in res.components))
+            status["componentsReady"] = f"{ok}/{len(res.components)}"
+        conds = status.get("conditions") or []
+        gen = (obj.get("metadata") or {}).get("generation")
+        if gen is not None:
+            status["observedGeneration"] = int(gen)
+        # phase: for people only, derived last from the conditions
+        if ready:
+            phase = "Cordoned" if cordoned else "Ready"
+        elif find_condition(conds, CT.COMPONENTS_READY) is None:
+            phase = "Pending"
+        else:
+            reason = (find_condition(conds, CT.COMPONENTS_READY) or {}).get("reason")
+            phase = {R.INSTALL_FAILED: "Failed", R.INSTALLING: "Installing", R.UPGRADING: "Upgrading",
+                     R.UNINSTALLING: "Uninstalling", R.MISSING_PACKAGE_VERSION: "Invalid",
+                     R.DUPLICATE_COMPONENT: "Invalid", R.DEPENDENCY_CYCLE: "Invalid",
+                     R.MISSING_DEPENDENCY: "Invalid", R.INVALID_PACKAGE_VERSION: "Invalid",
+                     "InvalidSpec": "Invalid"}.get(str(reason), "NotReady")
+        status["phase"] = phase
+
+    # ------------------------------------------------------------------------------ scheduling
+    async def _sync_cordon(self, machine: Obj, node: Obj | None, *, want_cordon: bool, person: bool,
+                           reason: str) -> None:
+        if node is None:
+            return
+        name = node["metadata"]["name"]
+        unsched = bool((node.get("spec") or {}).get("unschedulable"))
+        ours = ((node["metadata"].get("annotations") or {}).get(CORDON_ANNOTATION)) == CORDON_OWNER
+        if want_cordon and not unsched:
+            why = "Machine spec.unschedulable is true" if person else f"Machine not ready ({reason})"
+            await self.client.patch(NODE, name, {"spec": {"unschedulable": True},
+                                                 "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}}})
+            await self.recorder.normal(machine, "Cordoned", f"cordoned node {name}: {why}")
+        elif not want_cordon and unsched and ours:
+            await self.client.patch(NODE, name, {"spec": {"unschedulable": None},
+                                                 "metadata": {"annotations": {CORDON_ANNOTATION: None}}})
+            await self.recorder.normal(machine, "Uncordoned", f"node {name} is ready; made it schedulable")
+
+    # ------------------------------------------------------------------------------ machines for nodes
+    async def reconcile_node(self, req: Request) -> Result | None:
+        """With --create-machines-for-nodes: a Machine for a Node that has none, adopting what it runs."""
+        if not self.opts.create_machines_for_nodes:
+            return None
+        node = self.nodes.get_by_name(req.name)
+        if node is None or self.machines.by_index("node", req.name) or self.machines.get_by_name(req.name):
+            return None
+        state = await self.driver.state(req.name)
+        packages: list[str] = []
+        for comp in sorted(state.components.values(), key=lambda c: c.name):
+            match = [m for m in self.mpvs.by_index("component", comp.name)
+                     if (m.get("spec") or {}).get("version") == comp.version]
+            if not match:
+                log.warning("not creating a Machine for node %s: it runs %s %s and no MachinePackageVersion "
+                            "matches (a Machine without it would uninstall it)", req.name, comp.name,
+                            comp.version)
+                return Result(requeue_after=self.opts.slow_poll)
+            packages.append(match[0]["metadata"]["name"])
+        body = {"apiVersion": MACHINE.api_version, "kind": MACHINE.kind,
+                "metadata": {"name": req.name, "labels": {CREATED_BY_LABEL: CORDON_OWNER}},
+                "spec": {"nodeName": req.name, "packages": packages}}
+        try:
+            await self.client.create(MACHINE, body)
+            log.info("created Machine %s for node %s (packages: %s)", req.name, req.name, packages)
+        except AlreadyExistsError:
+            pass
+        return None
+
+
+def _node_significant(node: Obj) -> tuple[Any, ...]:
+    meta = node.get("metadata") or {}
+    ready = find_condition((node.get("status") or {}).get("conditions"), "Ready") or {}
+    return (ready.get("status"), bool((node.get("spec") or {}).get("unschedulable")),
+            (meta.get("annotations") or {}).get(CORDON_ANNOTATION), meta.get("deletionTimestamp"))
+
+
+class MachineOperator:
+    """Wires informers, controllers and the poller onto a :class:`Manager`; ``await op.run()``."""
+
+    def __init__(self, manager: Manager, driver: NodeDriver, options: OperatorOptions | None = None,
+                 *, clock: Clock | None = None) -> None:
+        self.manager = manager
+        self.driver = driver
+        self.options = options or OperatorOptions()
+        inf = manager.informers
+        self.machine_informer = inf.informer(MACHINE)
+        self.mpv_informer = inf.informer(MPV)
+        self.node_informer = inf.informer(NODE)
+        self.cm_informer = inf.informer(CONFIGMAP, label_selector=NODE_LABEL)
+        for informer, indexers in ((self.machine_informer, INDEXERS_MACHINE), (self.mpv_informer, INDEXERS_MPV),
+                                   (self.cm_informer, INDEXERS_CM)):
+            for name, fn in indexers.items():
+                with contextlib.suppress(ValueError):  # already added by another user of the informer
+                    informer.add_indexer(name, fn)
+        self.controller: Controller = manager.controller("machine", self._reconcile,
+                                                         workers=self.options.workers,
+                                                         needs_leader_election=False)
+        self.poller = NodeStatePoller(driver, self._wake_node, fast_interval=self.options.fast_poll,
+                                      slow_interval=self.options.slow_poll,
+                                      batch_size=self.options.batch_size, clock=clock)
+        self.recorder = EventRecorder(manager.client, "machine-operator", clock=clock)
+        self.reconciler = MachineReconciler(
+            manager.client, driver, machines=self.machine_informer.store, mpvs=self.mpv_informer.store,
+            nodes=self.node_informer.store, configmaps=self.cm_informer.store, poller=self.poller,
+            recorder=self.recorder, options=self.options, clock=clock)
+        machines = self.machine_informer.store
+        self.controller.for_(self.machine_informer)
+        # every Machine's node is polled from the start, so first reconciles find reports fetched in batches
+        self.machine_informer.add_event_handler(Handlers(add=self._track_new))
+        self.controller.watches(self.mpv_informer, lambda o: [
+            Request.for_object(m) for m in machines.by_index("mpv", str(o["metadata"]["name"]))])
+        self.controller.watches(self.cm_informer, lambda o: [
+            Request.for_object(m) for n in _cm_node(o) for m in machines.by_index("node", n)])
+        self.node_informer.add_event_handler(Handlers(
+            add=lambda o: self._wake_node(o["metadata"]["name"]),
+            update=lambda old, new: self._wake_node(new["metadata"]["name"])
+            if _node_significant(old) != _node_significant(new) else None,
+            delete=lambda o: self._wake_node(o["metadata"]["name"])))
+        manager.add_runnable(self.poller.run)
+        if self.options.create_machines_for_nodes:
+            self.creator = manager.controller("machine-creator", self._reconcile_node, workers=1,
+                                              needs_leader_election=False)
+            self.creator.for_(self.node_informer)
+            self.creator.watches(self.machine_informer,
+                                 lambda o: [Request("", n) for n in _machine_node(o)])
+
+    async def _reconcile(self, req: Request) -> Result | None:
+        return await self.reconciler.reconcile(req)
+
+    async def _reconcile_node(self, req: Request) -> Result | None:
+        try:
+            return await self.reconciler.reconcile_node(req)
+        except (ApiError, TransportError, DriverError) as e:
+            log.warning("machine for node %s: %s", req.name, e)
+            return Result(requeue=True)
+
+    def _track_new(self, machine: Obj) -> None:
+        for node in _machine_node(machine):
+            if node not in self.poller.tracked:
+                self.poller.track(node, active=True)
+
+    def _wake_node(self, node: str) -> None:
+        for m in self.machine_informer.store.by_index("node", node):
+            self.controller.queue.add(Request.for_object(m))
+
+    async def run(self) -> None:
+        await self.manager.run()
+
+    def stop(self) -> None:
+        self.manager.stop()
+

@@ -1,0 +1,212 @@
+"""One simulator process: N simulated hosts behind the driver API, registered as Nodes, running pods.
+
+Assembles the parts — host state (``_hosts``), the driver/fault HTTP server (``_http``), kubelet heartbeats
+(``_kubelet``) and pods (``_pods``) — so the CLI, tests and ``kokpit up`` start the same thing in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from kokpit.client import NODE, POD, Client
+from kokpit.runtime import InformerFactory
+from kokpit.simulator._hosts import FailRule, HostBook, HostDB
+from kokpit.simulator._http import DriverApp
+from kokpit.simulator._kubelet import SIMULATED_LABEL, Kubelets
+from kokpit.simulator._pods import Binder, PodRunner
+
+__all__ = ["Simulator", "SimulatorOptions", "node_names", "run"]
+
+log = logging.getLogger("kokpit.simulator")
+
+
+def node_names(prefix: str, count: int) -> list[str]:
+    """``<prefix>00001`` … (five digits, more when needed)."""
+    width = max(5, len(str(count)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
+
+
+@dataclass
+class SimulatorOptions:
+    """Everything ``kokpit simulator`` takes on its command line."""
+
+    kubeconfig: Path | None = None
+    nodes: int = 10
+    seed: int = 0
+    lease_period: float = 10.0
+    lease_jitter: float = 0.04
+    status_report_period: float = 300.0
+    data_dir: Path | None = None  # None: host state lives in memory only
+    driver_host: str = "127.0.0.1"
+    driver_port: int = 9740  # 0 picks a free port
+    name_prefix: str = "sim-"
+    install_seconds: float = 0.0
+    fail_probability: float = 0.0
+    fail_rules: list[FailRule] = field(default_factory=list)
+    binder: bool = True
+    hang_seconds: float = 300.0
+    heartbeat_workers: int = 32
+    pod_workers: int = 8
+    qps: float | None = None
+
+
+class Simulator:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``driver_url`` is where the node driver answers."""
+
+    def __init__(self, opts: SimulatorOptions, client: Client | None = None) -> None:
+        self.opts = opts
+        self._own_client = client is None
+        if client is None:
+            try:
+                client = Client.from_kubeconfig(opts.kubeconfig, field_manager="kokpit-simulator",
+                                                qps=opts.qps, burst=max(10, int(opts.qps or 10)))
+            except Exception as e:  # lightkube's ConfigError and file errors: say what to fix
+                raise RuntimeError(f"cannot load kubeconfig {opts.kubeconfig or '(default)'}: {e}") from e
+        self.client = client
+        self.book: HostBook | None = None
+        self.kubelets: Kubelets | None = None
+        self.runner: PodRunner | None = None
+        self.binder: Binder | None = None
+        self.factory = InformerFactory(self.client)
+        self.driver_url = ""
+        self._server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lock: IO[bytes] | None = None
+
+    def _lock_data_dir(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        f = open(data_dir / "simulator.lock", "wb")  # held for the process lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RuntimeError(f"{data_dir} is used by another running simulator") from None
+        self._lock = f
+
+    async def start(self) -> None:
+        o = self.opts
+        db = None
+        if o.data_dir is not None:
+            self._lock_data_dir(o.data_dir)
+            db = HostDB(o.data_dir / "hosts.sqlite")
+        self.book = book = HostBook(node_names(o.name_prefix, o.nodes), seed=o.seed,
+                                    install_seconds=o.install_seconds, fail_probability=o.fail_probability,
+                                    fail_rules=o.fail_rules, db=db)
+        await book.start()
+        await self._serve_driver(DriverApp(book, hang_seconds=o.hang_seconds))
+        self.kubelets = Kubelets(self.client, book, seed=o.seed, lease_period=o.lease_period,
+                                 lease_jitter=o.lease_jitter, status_report_period=o.status_report_period,
+                                 driver_url=self.driver_url, workers=o.heartbeat_workers)
+        pods = self.factory.informer(POD)
+        nodes = self.factory.informer(NODE, label_selector=f"{SIMULATED_LABEL}=true")
+        self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
+        book.listeners.append(self.kubelets.host_changed)
+        book.listeners.append(self.runner.host_changed)
+        if o.binder:
+            self.binder = Binder(self.client, book, pods, nodes)
+            book.listeners.append(self.binder.host_changed)
+        secs = await self.kubelets.register()
+        log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
+        self.kubelets.start()
+        self.factory.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.runner.controller.run(), name="sim-pods"))
+        if self.binder is not None:
+            self._tasks.append(loop.create_task(self.binder.controller.run(), name="sim-binder"))
+
+    async def _serve_driver(self, app: DriverApp) -> None:
+        o = self.opts
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((o.driver_host, o.driver_port))
+        except OSError as e:
+            sock.close()
+            raise RuntimeError(f"cannot listen on {o.driver_host}:{o.driver_port}: {e.strerror}; "
+                               "choose another --driver-port") from None
+        sock.listen(1024)
+        port = sock.getsockname()[1]
+        self.driver_url = f"http://{o.driver_host}:{port}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="httptools",
+                                loop="none", timeout_keep_alive=120, timeout_graceful_shutdown=1)
+        server = uvicorn.Server(config)
+        server.config.install_signal_handlers = False  # type: ignore[attr-defined]
+        self._server = server
+        self._tasks.append(asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="sim-driver"))
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        if o.data_dir is not None:
+            (o.data_dir / "driver-url").write_text(self.driver_url + "\n")
+
+    def stats(self) -> dict[str, Any]:
+        k, r, b = self.kubelets, self.runner, self.binder
+        return {
+            "nodes": len(self.book.hosts) if self.book else 0,
+            "registrationSeconds": round(k.registration_seconds, 3) if k else None,
+            "leaseRenewals": k.lease_renewals if k else 0,
+            "statusPosts": k.status_posts if k else 0,
+            "errors": k.errors if k else 0,
+            "podsStarted": r.started if r else 0,
+            "podsFailed": r.failed if r else 0,
+            "podsDeleted": r.deleted if r else 0,
+            "podsBound": b.bound if b else 0,
+        }
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.kubelets is not None:
+            await self.kubelets.stop()
+        await self.factory.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.book is not None:
+            await self.book.stop()
+        if self._own_client:
+            await self.client.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+async def serve(opts: SimulatorOptions) -> None:
+    """Run until SIGTERM/SIGINT."""
+    sim = Simulator(opts)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await sim.start()
+        print(f"kokpit simulator: {opts.nodes} nodes registered in "
+              f"{sim.kubelets.registration_seconds if sim.kubelets else 0:.2f}s; driver at {sim.driver_url}",
+              flush=True)
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def run(opts: SimulatorOptions) -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(serve(opts))

@@ -1,0 +1,311 @@
+"""The machine reconcile with a fake driver and a fake clock: planning, failures, bad specs, gates, cordons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kokpit.operators.machine import CORDON_ANNOTATION
+
+H = Any  # the Harness from conftest
+
+
+def _stack(h: H) -> None:
+    h.mpv("containerd-1.7", "containerd", "1.7.0")
+    h.mpv("kubelet-1.30", "kubelet", "1.30.0", ("containerd",))
+    h.mpv("kubelet-1.31", "kubelet", "1.31.0", ("containerd",))
+    h.mpv("sysctl-v1", "sysctl", "v1")
+    h.mpv("kernel-patch-5", "kernel-patch", "5", ("sysctl",))
+
+
+async def test_installs_in_dependency_order_and_uncordons(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["kubelet-1.30", "kernel-patch-5", "sysctl-v1", "containerd-1.7"])
+    await h.run()
+    assert h.cordoned(), "a node whose machine is not ready is cordoned"
+    assert h.cond("ComponentsReady")["status"] == "False"
+    await h.converge()
+    order = [c for _, _, c, _ in h.driver.log]
+    assert order.index("containerd") < order.index("kubelet")
+    assert order.index("sysctl") < order.index("kernel-patch")
+    assert len(order) == 4 and all(a == "install" for _, a, _, _ in h.driver.log)
+    comps = h.components()
+    assert {c["installState"] for c in comps.values()} == {"Installed"}
+    assert {c["runState"] for c in comps.values()} == {"Running"}
+    assert comps["kubelet"]["packageVersion"] == "kubelet-1.30"
+    for t in ("ComponentsReady", "NodeHealthy", "ReadinessGatesMet", "Ready"):
+        assert h.cond(t)["status"] == "True", h.cond(t)
+    assert h.status()["componentsReady"] == "4/4"
+    assert h.status()["phase"] == "Ready"
+    assert h.status()["observedGeneration"] == 1
+    assert not h.cordoned()
+    node = h.nodes.get_by_name("n1")
+    assert CORDON_ANNOTATION not in (node["metadata"].get("annotations") or {})
+    # each installed component had its post-change health check, dependencies re-checked before a change
+    assert ("n1", "kubelet") in h.driver.health_calls and ("n1", "containerd") in h.driver.health_calls
+
+
+async def test_idle_reconcile_writes_nothing_and_reads_nothing(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    h.client.calls.clear()
+    log = list(h.driver.log)
+    for _ in range(3):
+        assert await h.run() is None
+    assert h.client.calls == [], "idle reconciles write nothing and read only caches"
+    assert h.driver.log == log
+
+
+async def test_upgrade_swaps_version_in_place(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    h.driver.log.clear()
+    h.machine(packages=["containerd-1.7", "kubelet-1.31"])
+    await h.run()
+    assert h.driver.log == [("n1", "install", "kubelet", "1.31.0")]
+    assert h.cond("ComponentsReady")["reason"] == "Upgrading"
+    assert "1.30.0 → 1.31.0" in h.cond("ComponentsReady")["message"]
+    assert h.cordoned(), "upgrading cordons the node"
+    await h.converge()
+    assert h.components()["kubelet"]["version"] == "1.31.0"
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    assert h.status()["observedGeneration"] == 2
+    assert [e["reason"] for e in h.events() if e["reason"] in ("Upgrading", "Installing")] == [
+        "Installing", "Installing", "Upgrading"]
+
+
+async def test_uninstall_in_reverse_dependency_order(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30", "sysctl-v1"])
+    await h.converge()
+    h.driver.log.clear()
+    h.machine(packages=["sysctl-v1"])
+    await h.run()
+    assert h.cond("ComponentsReady")["reason"] == "Uninstalling"
+    assert h.components()["kubelet"]["installState"] == "Uninstalling"
+    await h.converge()
+    assert h.driver.log == [("n1", "uninstall", "kubelet", "1.30.0"), ("n1", "uninstall", "containerd", "1.7.0")]
+    assert set(h.components()) == {"sysctl"}
+    assert h.cond("ComponentsReady")["status"] == "True"
+
+
+async def test_failure_is_recorded_and_retried_with_growing_backoff(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.driver.fail[("kubelet", "1.30.0")] = "package kubelet-1.30.0 not found in repo"
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    comp = h.components()["kubelet"]
+    assert comp["installState"] == "Failed"
+    assert "not found in repo" in comp["message"]
+    c = h.cond("ComponentsReady")
+    assert c["status"] == "False" and c["reason"] == "InstallFailed" and "not found in repo" in c["message"]
+    assert h.status()["phase"] == "Failed"
+    warnings = h.events("InstallFailed")
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    attempts = len([x for x in h.driver.log if x[2] == "kubelet"])
+    # before the backoff expires nothing is retried; the reconcile asks to come back when it does
+    r1 = await h.run()
+    assert r1 is not None and r1.requeue_after is not None and 0 < r1.requeue_after <= 1.0
+    assert len([x for x in h.driver.log if x[2] == "kubelet"]) == attempts
+    await h.clock.advance(1.01)
+    await h.run()  # retry 1 starts
+    assert len([x for x in h.driver.log if x[2] == "kubelet"]) == attempts + 1
+    h.driver.complete()
+    r2 = await h.run()  # fails again: the second backoff is longer
+    assert r2 is not None and r2.requeue_after is not None and r2.requeue_after > r1.requeue_after
+    assert "attempt 2" in h.cond("ComponentsReady")["message"]
+    # lift the failure: the next retry succeeds and the machine recovers
+    del h.driver.fail[("kubelet", "1.30.0")]
+    await h.clock.advance(r2.requeue_after + 0.01)
+    await h.converge()
+    assert h.components()["kubelet"]["installState"] == "Installed"
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_restart_mid_plan_neither_repeats_nor_loses_a_step(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.run()  # containerd install started
+    assert h.driver.log == [("n1", "install", "containerd", "1.7.0")]
+    h.new_reconciler()  # the operator died and came back: no memory
+    await h.run()
+    assert h.driver.log == [("n1", "install", "containerd", "1.7.0")], "in-flight step not redone"
+    h.driver.complete()
+    h.new_reconciler()
+    await h.converge()
+    assert h.driver.log == [("n1", "install", "containerd", "1.7.0"), ("n1", "install", "kubelet", "1.30.0")]
+
+
+async def test_bad_specs_give_clear_conditions_and_touch_nothing(make_harness: Any) -> None:
+    cases = {
+        "missing": (["containerd-1.7", "kubelet-9"], "MissingPackageVersion", "kubelet-9 not found"),
+        "duplicate": (["containerd-1.7", "kubelet-1.30", "kubelet-1.31"], "DuplicateComponent",
+                      "component kubelet comes from 2 packages (kubelet-1.30, kubelet-1.31)"),
+        "missing-dep": (["kubelet-1.30"], "MissingDependency", "kubelet (kubelet-1.30) depends on containerd"),
+        "cycle": (["a-1", "b-1"], "DependencyCycle", "dependency cycle a → b → a"),
+    }
+    for name, (packages, reason, text) in cases.items():
+        h = make_harness()
+        _stack(h)
+        h.mpv("a-1", "a", "1", ("b",))
+        h.mpv("b-1", "b", "1", ("a",))
+        h.machine(packages=packages)
+        await h.run()
+        c = h.cond("ComponentsReady")
+        assert (c["status"], c["reason"]) == ("False", reason), name
+        assert text in c["message"], (name, c["message"])
+        assert h.driver.log == [], name
+        assert h.status()["phase"] == "Invalid"
+        assert h.cond("Ready")["status"] == "False" and h.cordoned()
+
+
+async def test_readiness_gates_and_cordon_rules(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7"], gates=["NetworkReady"])
+    await h.converge()
+    g = h.cond("ReadinessGatesMet")
+    assert (g["status"], g["reason"]) == ("False", "GateNotReported") and "NetworkReady" in g["message"]
+    assert h.cordoned()
+    h.report("n1", "cni-operator", {"NetworkReady": '{"status":"True","reason":"CNIUp","message":"ok"}'})
+    await h.run()
+    assert h.cond("NetworkReady")["source"] == "cni-operator"
+    assert h.cond("NetworkReady")["reason"] == "CNIUp"
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    h.report("n1", "cni-operator", {"NetworkReady": "False"})
+    await h.run()
+    assert h.cond("ReadinessGatesMet")["reason"] == "GateNotTrue" and h.cordoned()
+    h.report("n1", "cni-operator", {"NetworkReady": "true"})
+    await h.run()
+    assert not h.cordoned()
+    # a person's cordon always wins
+    h.machine(packages=["containerd-1.7"], gates=["NetworkReady"], unschedulable=True)
+    await h.run()
+    assert h.cordoned() and h.cond("Ready")["status"] == "True" and h.status()["phase"] == "Cordoned"
+    h.machine(packages=["containerd-1.7"], gates=["NetworkReady"], unschedulable=False)
+    await h.run()
+    assert not h.cordoned()
+    # a Node cordoned by someone else (kubectl cordon) is left alone even when kokpit finds it ready
+    h.node("n1", unschedulable=True)
+    await h.run()
+    assert h.cordoned()
+    # node NotReady → cordoned by kokpit, and uncordoned when Ready again
+    h.node("n1", ready="False")
+    await h.run()
+    assert h.cond("Ready")["reason"] == "NodeNotReady" and h.cordoned()
+    # report removed → its condition disappears and the gate is unmet again
+    h.configmaps.delete("default/cni-operator-n1")
+    h.node("n1")
+    await h.run()
+    assert all(c["type"] != "NetworkReady" for c in h.status()["conditions"])
+    assert h.cond("ReadinessGatesMet")["reason"] == "GateNotReported"
+
+
+async def test_unhealthy_dependency_blocks_the_next_change(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.driver.unhealthy[("n1", "containerd")] = "socket not answering"
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    assert [c for _, _, c, _ in h.driver.log] == ["containerd"], "kubelet waits for a healthy containerd"
+    assert h.cond("NodeHealthy")["reason"] == "HealthCheckFailed"
+    assert "socket not answering" in h.cond("ComponentsReady")["message"]
+    assert h.events("HealthCheckFailed")
+    del h.driver.unhealthy[("n1", "containerd")]
+    await h.clock.advance(120)
+    await h.converge()
+    assert [c for _, _, c, _ in h.driver.log] == ["containerd", "kubelet"]
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_unreachable_node_is_not_touched(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7"])
+    h.driver.unreachable.add("n1")
+    r = await h.run()
+    assert h.driver.log == []
+    assert h.cond("NodeHealthy")["reason"] == "NodeUnreachable"
+    assert r is not None and r.requeue_after is not None
+
+
+async def test_machine_for_node_only_with_flag(make_harness: Any) -> None:
+    from kokpit.runtime import Request
+
+    off = make_harness()
+    off.node("n9")
+    off.driver.add_node("n9")
+    await off.rec.reconcile_node(Request("", "n9"))
+    assert off.machines.get_by_name("n9") is None
+    on = make_harness(create_machines_for_nodes=True)
+    _stack(on)
+    on.node("n9")
+    on.driver.add_node("n9")
+    await on.driver.start("n9", __import__("kokpit.nodes").nodes.ComponentAction.INSTALL,
+                          __import__("kokpit.nodes").nodes.ComponentSpec("containerd", "1.7.0"))
+    on.driver.complete()
+    await on.rec.reconcile_node(Request("", "n9"))
+    m = on.machines.get_by_name("n9")
+    assert m is not None and m["spec"] == {"nodeName": "n9", "packages": ["containerd-1.7"]}, m
+
+
+async def test_poller_batches_and_wakes_only_changed_nodes(harness: H) -> None:
+    from kokpit.operators.machine import NodeStatePoller
+
+    h = harness
+    for i in range(2500):
+        h.driver.add_node(f"n{i}")
+    woken: list[str] = []
+    p = NodeStatePoller(h.driver, woken.append, batch_size=1000, clock=h.clock)
+    for i in range(2500):
+        p.track(f"n{i}", active=False)
+    assert len(await p.poll_once(full=True)) == 2500
+    assert h.driver.batch_calls == [1000, 1000, 500]
+    woken.clear()
+    await h.driver.start("n7", __import__("kokpit.nodes").nodes.ComponentAction.INSTALL,
+                         __import__("kokpit.nodes").nodes.ComponentSpec("containerd", "1.7.0"))
+    p.track("n7", active=True)
+    h.driver.batch_calls.clear()
+    assert await p.poll_once() == ["n7"]  # fast tick: only the active node is asked
+    assert h.driver.batch_calls == [1] and woken == ["n7"]
+
+
+async def test_restart_does_not_rerun_post_checks_but_editing_an_mpv_is_seen(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    assert h.components()["kubelet"]["healthCheckedVersion"] == "1.30.0"
+    h.new_reconciler()
+    h.driver.health_calls.clear()
+    h.client.calls.clear()
+    await h.run()
+    assert h.driver.health_calls == [] and h.client.writes() == []
+    # an MPV edited in place (new resourceVersion) is resolved again: now kubelet needs something missing
+    m = h.mpvs.get_by_name("kubelet-1.30")
+    m = {**m, "metadata": {**m["metadata"], "resourceVersion": "2"},
+         "spec": {**m["spec"], "dependsOn": ["containerd", "cni"]}}
+    h.mpvs.put(m)
+    await h.run()
+    assert h.cond("ComponentsReady")["reason"] == "MissingDependency"
+    assert "depends on cni" in h.cond("ComponentsReady")["message"]
+
+
+async def test_first_reports_are_fetched_in_one_batch(harness: H) -> None:
+    h = harness
+    _stack(h)
+    for i in range(5):
+        h.machine(f"m{i}", packages=["containerd-1.7"])
+        h.poller.track(f"m{i}", active=True)
+    from kokpit.runtime import Request
+
+    await h.rec.reconcile(Request("", "m0"))
+    await h.rec.reconcile(Request("", "m3"))
+    assert h.driver.batch_calls == [5], "one states() call for every tracked node not yet polled"
