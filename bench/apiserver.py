@@ -69,6 +69,15 @@ def proc_cpu(pid: int) -> float:
         return math.nan
 
 
+def cpu_pressure() -> str:
+    """Linux PSI: the share of the last 5 minutes in which some runnable task waited for a CPU."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n")[0]
+        return f", CPU pressure (PSI some avg300) {float(some.split('avg300=')[1].split()[0]):.0f}%"
+    except (OSError, IndexError, ValueError):
+        return ""
+
+
 @dataclass
 class Cpu:
     """CPU used by this (client) process and by a server process over one phase, as % of wall time."""
@@ -702,7 +711,9 @@ def report_lines(args: argparse.Namespace, writes: list[WriteResult], sqlite_rps
                    f"resourceVersion sets).")
         out.append(f"- Delivery latency, write acknowledged → received: p50 {ms(pct(watch.ack_lat, 50))}, "
                    f"p99 **{ms(pct(watch.ack_lat, 99))}**; write sent (client timestamp in the object) → "
-                   f"received: p50 {ms(pct(watch.send_lat, 50))}, p99 {ms(pct(watch.send_lat, 99))}.")
+                   f"received: p50 {ms(pct(watch.send_lat, 50))}, p99 {ms(pct(watch.send_lat, 99))}. A negative "
+                   f"ack → received means the watchers got the event before the writing client had processed "
+                   f"its own HTTP response; sent → received includes the write itself.")
     out.append("")
     w32 = next((w for w in writes if w.clients >= 32), None)
     big = max(lists, key=lambda li: li.objects) if lists else None
@@ -893,8 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    load = (f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other work on the machine "
-            f"shows here and makes the figures noisier)")
+    load = (f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end{cpu_pressure()} (other work "
+            f"on the machine shows here and makes the figures noisier)")
     print()
     print("\n".join(lines))
     print(f"\n{load}")

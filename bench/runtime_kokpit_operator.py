@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from kokpit.client import Client, Kind
-from kokpit.runtime import Manager, Request, Result
+from kokpit.runtime import Manager, Request, Result, strip_managed_fields
 
 __all__ = ["THING", "main"]
 
@@ -26,7 +26,8 @@ THING = Kind("bench.kokpit.io", "v1", "Thing", "things")
 
 async def run(kubeconfig: str, namespace: str, workers: int, report: Path | None) -> None:
     client = Client.from_kubeconfig(kubeconfig, field_manager="bench-kokpit")
-    mgr = Manager(client, http_port=None)
+    # reconciles never read managedFields: keeping them out of the cache saves ~2.5 KB per object
+    mgr = Manager(client, http_port=None, cache_transform=strip_managed_fields)
     things = mgr.informers.informer(THING, namespace)
 
     async def reconcile(req: Request) -> Result | None:

@@ -501,3 +501,77 @@ def test_fuzz_post_configmaps(srv: ApiServerProcess, body: bytes, yaml_ct: bool)
         assert 400 <= code < 500
         assert doc["kind"] == "Status" and doc["status"] == "Failure" and doc["code"] == code, doc
         assert isinstance(doc["message"], str) and doc["message"] and doc["reason"]
+
+
+_ops = st.fixed_dictionaries(
+    {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "bogus"]),
+     "path": st.sampled_from(["/data", "/data/k", "/data/x", "/metadata/labels", "/metadata/name", "", "/",
+                              "/metadata/resourceVersion", "/kind", "/data/~2", "/metadata/annotations/a~1b"])},
+    optional={"value": _json, "from": st.sampled_from(["/data/k", "/metadata", "/nope"])})
+_patch_keys = st.sampled_from(["data", "metadata", "labels", "name", "k", "$patch", "$retainKeys",
+                               "$setElementOrder/data", "finalizers", "apiVersion", "kind", "resourceVersion"])
+_patch_json = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(_patch_keys | st.text(max_size=4), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(derandomize=True, max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(st.lists(_ops, max_size=3), _patch_json),
+       ctype=st.sampled_from(["application/merge-patch+json", "application/json-patch+json",
+                              "application/strategic-merge-patch+json", "application/apply-patch+yaml"]))
+def test_fuzz_patch_configmap(srv: ApiServerProcess, body: Any, ctype: str) -> None:
+    path = f"{CM}/fuzz-patch-target"
+    if srv.request("GET", path)[0] == 404:
+        assert call(srv, "POST", CM, cm("fuzz-patch-target", data={"k": "v"}))[0] == 201
+    query = "?fieldManager=fuzz" if "apply" in ctype else ""
+    code, data = srv.request("PATCH", path + query, json.dumps(body).encode(), content_type=ctype)
+    assert code < 500, (code, data)
+    doc = json.loads(data)
+    if code >= 400:
+        assert doc["kind"] == "Status" and doc["status"] == "Failure" and doc["code"] == code, doc
+    else:
+        assert doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "fuzz-patch-target"
+
+
+# ------------------------------------------------------------------------------------------ regressions
+# Each of these once answered 500 or dropped the connection (found by fuzzing this server).
+def test_post_to_status_subresource_is_405(srv: ApiServerProcess) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "via-status"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    code, body = call(srv, "POST", f"/api/v1/namespaces/{NS}/pods/via-status/status", pod)
+    assert_status(code, body, 405, "MethodNotAllowed", "pods/status")
+    assert_absent(srv, f"/api/v1/namespaces/{NS}/pods/via-status")
+
+
+def test_unknown_field_with_control_character(srv: ApiServerProcess) -> None:
+    code, body = call(srv, "POST", f"{CM}?fieldValidation=Warn", cm("ctrl-field", **{"\x1fodd\nname": 1}))
+    assert code == 201, body
+    assert "\x1fodd\nname" not in body
+    code, body = call(srv, "POST", f"{CM}?fieldValidation=Strict", cm("ctrl-field-2", **{"\x1f": 1}))
+    assert code in (400, 422), body
+
+
+def test_pod_spec_of_wrong_type_is_422(srv: ApiServerProcess) -> None:
+    for spec in ([1, 2], "text", 5):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "spec-type"}, "spec": spec}
+        code, body = call(srv, "POST", f"/api/v1/namespaces/{NS}/pods", pod)
+        assert_status(code, body, 422, "Invalid", "spec")
+    assert_absent(srv, f"/api/v1/namespaces/{NS}/pods/spec-type")
+
+
+def test_null_spec_is_an_absent_spec(srv: ApiServerProcess) -> None:
+    code, body = call(srv, "POST", "/api/v1/namespaces",
+                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "null-spec"}, "spec": None,
+                       "status": None})
+    assert code == 201, body
+    assert body["status"]["phase"] == "Active"
+
+
+def test_missing_kind_message_with_multibyte_text(srv: ApiServerProcess) -> None:
+    """The error quotes the start of the body: cutting it must not split a UTF-8 character."""
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mb"}, "data": {"k": "é" * 300}}
+    code, out = call(srv, "PATCH", f"{CM}/mb?fieldManager=t", {k: v for k, v in body.items() if k != "kind"},
+                     content_type="application/apply-patch+yaml")
+    assert 400 <= code < 500, out
+    assert_status(code, out, code, out["reason"], "kind")

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -187,7 +188,7 @@ async def serve(opts: ServerOptions) -> None:
     config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off",
                             http="httptools", loop="none", timeout_keep_alive=120, backlog=2048,
                             timeout_graceful_shutdown=3, **ssl_kwargs)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     kubeconfig = opts.kubeconfig or (data_dir / "kubeconfig")
     write_kubeconfig(kubeconfig, server=url, ca_pem=ca_pem, token=tokens.admin)
     write_kubeconfig(data_dir / "viewer.kubeconfig", server=url, ca_pem=ca_pem, token=tokens.readonly,
@@ -200,15 +201,24 @@ async def serve(opts: ServerOptions) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server.config.install_signal_handlers = False  # type: ignore[attr-defined]
     serve_task = asyncio.create_task(server.serve(sockets=[sock]))
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    built.store.close_watchers()  # open watches would otherwise hold the graceful shutdown to its timeout
     server.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(serve_task, timeout=5)
     stop_task.cancel()
     await _shutdown(built)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: `serve` handles SIGTERM/SIGINT so it can end open watches
+    first (they would otherwise hold the graceful shutdown until its timeout)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def _shutdown(built: Built) -> None:

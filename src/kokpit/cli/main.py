@@ -102,7 +102,7 @@ def machine_operator(
     driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (the simulator's URL)."),
     create_machines_for_nodes: bool = typer.Option(False, "--create-machines-for-nodes",
                                                    help="Create a Machine for every Node that has none."),
-    workers: int = typer.Option(4, "--workers", min=1, help="Concurrent reconciles."),
+    workers: int = typer.Option(32, "--workers", min=1, help="Concurrent reconciles."),
     metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve /metrics, /healthz, /readyz here (default: off)."),
     fast_poll: float = typer.Option(0.5, "--fast-poll", min=0.01, help="Seconds between polls of busy nodes."),
@@ -116,6 +116,9 @@ def machine_operator(
     from kokpit.operators.machine import OperatorOptions, run_operator
 
     _logging(verbose)
+    if not verbose:  # one line per HTTP request would cost more than the work at fleet scale
+        for noisy in ("httpx", "httpx2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
                            fast_poll=fast_poll, slow_poll=slow_poll)
     try:

@@ -14,6 +14,7 @@ from kokpit.client._errors import (
     TransportError,
 )
 from kokpit.client._kinds import CONFIGMAP, CRD, EVENT, LEASE, NAMESPACE, NODE, POD, SECRET, Kind
+from kokpit.client._lean import LeanPool
 from kokpit.client._metrics import ClientMetrics
 from kokpit.client.http import HttpTimeoutError, JsonHttpClient, JsonResponse
 
@@ -35,6 +36,7 @@ __all__ = [
     "JsonHttpClient",
     "JsonResponse",
     "Kind",
+    "LeanPool",
     "NotFoundError",
     "ObjectList",
     "PatchType",

@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx2
 import orjson
@@ -146,6 +147,7 @@ class Client:
         )
         # lightkube's own authenticated HTTP client (base URL, TLS context, bearer auth from the kubeconfig).
         self._http: httpx2.AsyncClient = self._lk._client._client
+        self._base_url = str(self._http.base_url).rstrip("/")
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
@@ -194,6 +196,9 @@ class Client:
         content_type: str = "application/json",
     ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        # one absolute URL, parsed once: handing httpx2 a relative path plus params costs three URL parses
+        # per request (base merge, params merge), a fifth of an operator's CPU at thousands of writes/s
+        url = httpx2.URL(self._base_url + path + ("?" + urlencode(clean, quote_via=quote) if clean else ""))
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -204,7 +209,7 @@ class Client:
                 await self._limiter.wait()
             t0 = self._clock.monotonic()
             try:
-                resp = await self._http.request(method, path, params=clean, content=body, headers=headers)
+                resp = await self._http.request(method, url, content=body, headers=headers)
             except httpx2.TransportError as e:
                 self.metrics.requests.labels(verb, "<error>").inc()
                 never_sent = isinstance(e, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)

@@ -27,6 +27,7 @@ from kokpit.runtime.informer import (
     Store,
     field_indexer,
     object_key,
+    strip_managed_fields,
 )
 from kokpit.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from kokpit.runtime.manager import Manager
@@ -70,4 +71,5 @@ __all__ = [
     "remove_finalizer",
     "set_condition",
     "set_object_condition",
+    "strip_managed_fields",
 ]

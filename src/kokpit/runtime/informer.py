@@ -29,14 +29,17 @@ __all__ = [
     "InformerFactory",
     "Source",
     "Store",
+    "Transform",
     "field_indexer",
     "object_key",
+    "strip_managed_fields",
 ]
 
 log = logging.getLogger("kokpit.runtime.informer")
 
 Obj = dict[str, Any]
 IndexFunc = Callable[[Obj], Iterable[str]]
+Transform = Callable[[Obj], Obj]
 
 
 def object_key(obj: Mapping[str, Any]) -> str:
@@ -44,6 +47,16 @@ def object_key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+def strip_managed_fields(obj: Obj) -> Obj:
+    """A cache transform dropping ``metadata.managedFields``: reconciles never read them, and on a cache of
+    tens of thousands of objects they are a large share of the memory (client-go's
+    TransformStripManagedFields)."""
+    meta = obj.get("metadata")
+    if meta is not None:
+        meta.pop("managedFields", None)
+    return obj
 
 
 def _namespace_index(obj: Obj) -> list[str]:
@@ -220,9 +233,11 @@ class Informer:
         watch_timeout: int = 300,
         clock: Clock | None = None,
         backoff: ExponentialBackoff | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.client = client
         self.kind = kind
+        self.transform = transform  # applied to every object before it enters the cache
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -332,6 +347,8 @@ class Informer:
         """Make the cache equal to a fresh list, telling handlers only about real differences."""
         seen: set[str] = set()
         for obj in items:
+            if self.transform is not None:
+                obj = self.transform(obj)
             key = object_key(obj)
             seen.add(key)
             old = self.store.put(obj)
@@ -349,7 +366,7 @@ class Informer:
             self.last_resource_version = ev.resource_version
         if ev.type == "BOOKMARK":
             return
-        obj = ev.object
+        obj = ev.object if self.transform is None else self.transform(ev.object)
         if ev.type in ("ADDED", "MODIFIED"):
             old = self.store.get(object_key(obj))
             if old is not None and _rv(old) == _rv(obj):
@@ -396,11 +413,17 @@ class InformerFactory:
     """One informer per (kind, namespace, selectors) per process, however many controllers ask for it."""
 
     def __init__(
-        self, client: Client, *, resync_period: float | None = None, clock: Clock | None = None
+        self,
+        client: Client,
+        *,
+        resync_period: float | None = None,
+        clock: Clock | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.client = client
         self.resync_period = resync_period
         self._clock = clock
+        self.transform = transform
         self._informers: dict[tuple[Kind, str | None, str | None, str | None], Informer] = {}
         self._running = False
 
@@ -423,6 +446,7 @@ class InformerFactory:
                 field_selector=field_selector,
                 resync_period=self.resync_period,
                 clock=self._clock,
+                transform=self.transform,
             )
             self._informers[key] = inf
             if self._running:

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kokpit._lib.clock import Clock, RealClock
 from kokpit.client import Client
 from kokpit.runtime.controller import Controller, Reconciler
-from kokpit.runtime.informer import InformerFactory
+from kokpit.runtime.informer import InformerFactory, Transform
 from kokpit.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from kokpit.runtime.metrics import RuntimeMetrics
 
@@ -44,12 +44,15 @@ class Manager:
         resync_period: float | None = None,
         handle_signals: bool = True,
         clock: Clock | None = None,
+        cache_transform: Transform | None = None,
     ) -> None:
         self.client = client
         self.registry = client.metrics.registry
         self.metrics = RuntimeMetrics(self.registry)
         self._clock: Clock = clock or RealClock()
-        self.informers = InformerFactory(client, resync_period=resync_period, clock=self._clock)
+        self.informers = InformerFactory(
+            client, resync_period=resync_period, clock=self._clock, transform=cache_transform
+        )
         self.elector = LeaderElector(client, leader_election, self._clock) if leader_election else None
         self.controllers: list[Controller] = []
         self._runnables: list[tuple[Runnable, bool]] = []

@@ -19,8 +19,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
-from kokpit.client import LEASE, NODE, AlreadyExistsError, ApiError, Client, NotFoundError, TransportError
+from kokpit.client import (
+    LEASE,
+    NODE,
+    AlreadyExistsError,
+    ApiError,
+    Client,
+    LeanPool,
+    NotFoundError,
+    TransportError,
+)
 from kokpit.runtime import ShutDownError, WorkQueue
 from kokpit.simulator._hosts import Host, HostBook
 
@@ -69,6 +80,7 @@ class Kubelets:
         status_report_period: float = 300.0,
         driver_url: str = "",
         workers: int = 32,
+        lean: LeanPool | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.client = client
@@ -80,6 +92,7 @@ class Kubelets:
         self.lease_duration = max(1, round(lease_period * 4))  # kubelet: renew every 1/4 of the duration
         self.driver_url = driver_url
         self.workers = workers
+        self.lean = lean
         self._clock: Clock = clock or RealClock()
         self._rng = random.Random(seed)
         self.uids: dict[str, str] = {}
@@ -244,10 +257,23 @@ class Kubelets:
 
     async def _renew(self, name: str) -> None:
         now = format_micro_time(self._clock.now())
+        body = {"spec": {"renewTime": now, "holderIdentity": name, "leaseDurationSeconds": self.lease_duration}}
+        if self.lean is not None:  # the hot path: ~10x cheaper than the full client (see kokpit.client.LeanPool)
+            path = f"{LEASE.object_path(name, LEASE_NAMESPACE)}?fieldManager={self.client.field_manager}"
+            try:
+                code, data = await self.lean.request("PATCH", path, orjson.dumps(body),
+                                                     "application/merge-patch+json")
+            except TransportError as e:
+                log.debug("lean renewal of %s failed (%s); using the full client", name, e)
+            else:
+                if code < 300:
+                    self.lease_renewals += 1
+                    return
+                if code != 404:
+                    status = orjson.loads(data) if data.startswith(b"{") else None
+                    raise ApiError.from_status(code, status)
         try:
-            await self.client.patch(LEASE, name, {"spec": {"renewTime": now, "holderIdentity": name,
-                                                           "leaseDurationSeconds": self.lease_duration}},
-                                    LEASE_NAMESPACE)
+            await self.client.patch(LEASE, name, body, LEASE_NAMESPACE)
         except NotFoundError:
             with contextlib.suppress(AlreadyExistsError):
                 await self.client.create(LEASE, self._lease(name), LEASE_NAMESPACE)

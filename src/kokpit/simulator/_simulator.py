@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import uvicorn
 
-from kokpit.client import NODE, POD, Client
+from kokpit.client import NODE, POD, Client, LeanPool
 from kokpit.runtime import InformerFactory
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
@@ -59,6 +59,7 @@ class SimulatorOptions:
     heartbeat_workers: int = 32
     pod_workers: int = 8
     qps: float | None = None
+    lean_heartbeats: bool = True  # Lease renewals over kokpit.client.LeanPool (falls back to Client)
 
 
 class Simulator:
@@ -83,6 +84,7 @@ class Simulator:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: IO[bytes] | None = None
+        self._lean: LeanPool | None = None
 
     def _lock_data_dir(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +106,12 @@ class Simulator:
                                     install_seconds=o.install_seconds, fail_probability=o.fail_probability,
                                     fail_rules=o.fail_rules, db=db)
         await book.start()
+        if o.lean_heartbeats:
+            self._lean = LeanPool.for_config(self.client.config, size=8, metrics=self.client.metrics)
         await self._serve_driver(DriverApp(book, hang_seconds=o.hang_seconds))
         self.kubelets = Kubelets(self.client, book, seed=o.seed, lease_period=o.lease_period,
                                  lease_jitter=o.lease_jitter, status_report_period=o.status_report_period,
-                                 driver_url=self.driver_url, workers=o.heartbeat_workers)
+                                 driver_url=self.driver_url, workers=o.heartbeat_workers, lean=self._lean)
         pods = self.factory.informer(POD)
         nodes = self.factory.informer(NODE, label_selector=f"{SIMULATED_LABEL}=true")
         self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
@@ -179,6 +183,8 @@ class Simulator:
         self._tasks = []
         if self.book is not None:
             await self.book.stop()
+        if self._lean is not None:
+            await self._lean.close()
         if self._own_client:
             await self.client.close()
         if self._lock is not None:

@@ -214,7 +214,8 @@ class Harness:
                                    "nodes": self.nodes, "configmaps": self.configmaps})
         self.driver = FakeDriver(auto=auto)
         self.woken: list[str] = []
-        self.options = OperatorOptions(**{"retry_base": 1.0, "retry_cap": 60.0, **opts})
+        self.options = OperatorOptions(**{"retry_base": 1.0, "retry_cap": 60.0, "background_events": False,
+                                          **opts})
         self.new_reconciler()
 
     def new_reconciler(self) -> MachineReconciler:

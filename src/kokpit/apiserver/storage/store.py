@@ -252,9 +252,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        for ws in list(self._watchers.values()):
-            for w in list(ws):
-                w.close()
+        self.close_watchers()
         if self._flusher is not None:
             self._wake.set()  # the flusher writes what is queued, sees _closed and returns
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,6 +260,12 @@ class Store:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._exec, self._close_db)
         self._exec.shutdown(wait=True)
+
+    def close_watchers(self) -> None:
+        """End every watch (shutdown): clients re-watch from their last revision elsewhere or later."""
+        for ws in list(self._watchers.values()):
+            for w in list(ws):
+                w.close()
 
     def _close_db(self) -> None:
         if self._db is not None:

@@ -8,6 +8,7 @@ flip.  Decisions are on conditions; ``phase`` is derived last, for people.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
@@ -79,13 +80,14 @@ class OperatorOptions:
     """Tunables; the defaults suit a real fleet, tests shorten the intervals."""
 
     create_machines_for_nodes: bool = False
-    workers: int = 4
+    workers: int = 32  # reconciles wait on the network, not the CPU: many run at once
     fast_poll: float = 0.5  # nodes with work in flight
     slow_poll: float = 10.0  # every node
     batch_size: int = 1000  # nodes per driver.states call
     retry_base: float = 2.0  # first retry after a failure
     retry_cap: float = 300.0
     health_ttl: float = 30.0  # a dependency's health check is re-run before a change when older than this
+    background_events: bool = True  # record Events off the reconcile path (tests turn it off)
     progress_requeue: float = 30.0  # safety net while an action is in flight (the poller wakes us first)
 
 
@@ -207,6 +209,7 @@ class MachineReconciler:
         self._backoff = ExponentialBackoff(base=self.opts.retry_base, cap=self.opts.retry_cap)
         self._health: dict[tuple[str, str], _Health] = {}
         self._failures: dict[tuple[str, str], _Failure] = {}
+        self._event_tasks: set[asyncio.Task[Obj | None]] = set()
         self._resolved: dict[tuple[tuple[str, str], ...], Resolution] = {}
         self._node_of: dict[str, str] = {}  # machine name -> node name, to untrack deleted Machines
         self.actions: list[tuple[str, str, str, str]] = []  # (node, action, component, version) started
@@ -287,6 +290,18 @@ class MachineReconciler:
             res = self._resolved[key] = resolve(packages, self.mpvs.get_by_name)
         return res
 
+    async def _event(self, type_: str, obj: Obj, reason: str, message: str) -> None:
+        """Record an Event; in the background by default, so a reconcile never waits for one."""
+        if not self.opts.background_events:
+            await self.recorder.event(obj, type_, reason, message)
+            return
+        if len(self._event_tasks) >= 2000:  # a storm: drop rather than queue without bound (best effort)
+            log.warning("dropping event %s on %s: too many pending", reason, obj["metadata"]["name"])
+            return
+        task = asyncio.get_running_loop().create_task(self.recorder.event(obj, type_, reason, message))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
     # ------------------------------------------------------------------------------ planning
     def _removal(self, res: Resolution, state: NodeState) -> list[str]:
         wanted = {c.name for c in res.components}
@@ -364,7 +379,7 @@ class MachineReconciler:
         self.poller.put_component(node, comp)
         prog.started = True
         prog.requeue = self.opts.progress_requeue
-        await self.recorder.normal(obj, verb, msg)
+        await self._event("Normal", obj, verb, msg)
         return prog
 
     async def _note_failure(self, obj: Obj, node: str, cur: ComponentState, mono: float) -> _Failure:
@@ -376,7 +391,7 @@ class MachineReconciler:
             f = _Failure(sig, count, mono + self._backoff.delay(count - 1), cur.message)
             self._failures[key] = f
             target = cur.target_version or cur.version
-            await self.recorder.warning(obj, "InstallFailed",
+            await self._event("Warning", obj, "InstallFailed",
                                         f"{cur.name} {target} failed on node {node}: {cur.message or 'no message'}"
                                         f" (attempt {count}; retrying with backoff)")
         return f
@@ -390,7 +405,7 @@ class MachineReconciler:
             fails = (prev.failures if prev and prev.version == version and not prev.healthy else 0) + 1
             h = _Health(version, False, res.message or "unhealthy", mono, fails,
                         mono + self._backoff.delay(fails - 1))
-            await self.recorder.warning(obj, "HealthCheckFailed",
+            await self._event("Warning", obj, "HealthCheckFailed",
                                         f"{comp} {version} on node {node}: {h.message}")
         self._health[(node, comp)] = h
         return h
@@ -603,11 +618,11 @@ class MachineReconciler:
             why = "Machine spec.unschedulable is true" if person else f"Machine not ready ({reason})"
             await self.client.patch(NODE, name, {"spec": {"unschedulable": True},
                                                  "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}}})
-            await self.recorder.normal(machine, "Cordoned", f"cordoned node {name}: {why}")
+            await self._event("Normal", machine, "Cordoned", f"cordoned node {name}: {why}")
         elif not want_cordon and unsched and ours:
             await self.client.patch(NODE, name, {"spec": {"unschedulable": None},
                                                  "metadata": {"annotations": {CORDON_ANNOTATION: None}}})
-            await self.recorder.normal(machine, "Uncordoned", f"node {name} is ready; made it schedulable")
+            await self._event("Normal", machine, "Uncordoned", f"node {name} is ready; made it schedulable")
 
     # ------------------------------------------------------------------------------ machines for nodes
     async def reconcile_node(self, req: Request) -> Result | None:
