@@ -1,0 +1,103 @@
+"""Server behaviours that need a running server with non-default settings: Event TTL, periodic compaction,
+several served CRD versions, and CEL transition rules enforced on update."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from kokpit.apiserver.testing import ApiServerProcess
+
+
+def wait_until(fn: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def post(srv: ApiServerProcess, path: str, obj: dict) -> tuple[int, dict]:
+    code, body = srv.request("POST", path, orjson.dumps(obj))
+    return code, orjson.loads(body)
+
+
+def test_events_expire_after_ttl_and_compaction_runs_on_its_own(tmp_path: Path) -> None:
+    srv = ApiServerProcess(tmp_path / "d", extra_args=["--event-ttl", "1", "--compaction-interval", "0.5",
+                                                       "--compaction-window", "2"]).start()
+    try:
+        code, ev = post(srv, "/api/v1/namespaces/default/events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Test", "message": "hello", "type": "Normal"})
+        assert code == 201, ev
+        code, cm = post(srv, "/api/v1/namespaces/default/configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"a": "1"}})
+        assert code == 201
+        first_rv = int(cm["metadata"]["resourceVersion"])
+        wait_until(lambda: srv.request("GET", "/api/v1/namespaces/default/events/e1")[0] == 404, 10,
+                   "the event to expire")
+        # the ConfigMap is not an event: it stays
+        assert srv.request("GET", "/api/v1/namespaces/default/configmaps/keep")[0] == 200
+        for i in range(5):
+            post(srv, "/api/v1/namespaces/default/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}"}})
+
+        def expired() -> bool:
+            code, body = srv.request("GET", f"/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"
+                                            f"&resourceVersion={first_rv - 1}")
+            return code == 200 and b'"code":410' in body
+
+        wait_until(expired, 10, "periodic compaction to expire old revisions")
+    finally:
+        srv.stop()
+
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.test.kokpit.io"},
+    "spec": {
+        "group": "test.kokpit.io", "scope": "Cluster",
+        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+        "versions": [
+            {"name": "v1beta1", "served": True, "storage": False,
+             "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                 "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}},
+            {"name": "v1", "served": True, "storage": True,
+             "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                 "spec": {"type": "object", "properties": {"size": {"type": "integer"}},
+                          "x-kubernetes-validations": [
+                              {"rule": "self == oldSelf", "message": "spec is immutable"}]}}}}},
+        ],
+    },
+}
+
+
+def test_crd_versions_share_storage_and_cel_transition_rule_holds(apiserver: ApiServerProcess) -> None:
+    code, body = post(apiserver, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
+    assert code == 201, body
+    wait_until(lambda: apiserver.request("GET", "/apis/test.kokpit.io/v1/gadgets")[0] == 200, 10,
+               "the CRD to be served")
+    code, g = post(apiserver, "/apis/test.kokpit.io/v1beta1/gadgets", {
+        "apiVersion": "test.kokpit.io/v1beta1", "kind": "Gadget", "metadata": {"name": "g1"},
+        "spec": {"size": 3}})
+    assert code == 201, g
+    code, raw = apiserver.request("GET", "/apis/test.kokpit.io/v1/gadgets/g1")
+    as_v1 = orjson.loads(raw)
+    assert code == 200 and as_v1["apiVersion"] == "test.kokpit.io/v1" and as_v1["spec"] == {"size": 3}
+    # the v1 schema's transition rule refuses a spec change, and says why
+    as_v1["spec"]["size"] = 4
+    code, raw = apiserver.request("PUT", "/apis/test.kokpit.io/v1/gadgets/g1", orjson.dumps(as_v1))
+    err = orjson.loads(raw)
+    assert code == 422 and "spec is immutable" in err["message"], err
+    code, raw = apiserver.request("GET", "/apis/test.kokpit.io/v1beta1/gadgets/g1")
+    assert orjson.loads(raw)["spec"] == {"size": 3}, "nothing stored by the refused update"
+    # metadata changes pass the rule
+    as_v1["spec"]["size"] = 3
+    as_v1["metadata"]["labels"] = {"x": "y"}
+    code, raw = apiserver.request("PUT", "/apis/test.kokpit.io/v1/gadgets/g1", orjson.dumps(as_v1))
+    assert code == 200, raw
