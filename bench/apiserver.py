@@ -553,6 +553,7 @@ async def _watch_job(job: WatchJob, barrier: Any, done: Any, expected: Any) -> d
                 raise TimeoutError(f"only {opened[0]} of {n} watches opened in 60 s")
             await asyncio.sleep(0.01)
         await asyncio.to_thread(barrier.wait, 120)  # every watch is open: the parent starts writing
+        cpu0 = time.process_time()
         await asyncio.to_thread(done.wait, 1800)
         drain_deadline = time.monotonic() + job.drain_timeout
         while time.monotonic() < drain_deadline:
@@ -565,7 +566,7 @@ async def _watch_job(job: WatchJob, barrier: Any, done: Any, expected: Any) -> d
         rs = await asyncio.gather(*tasks, return_exceptions=True)
     errors += [f"{type(r).__name__}: {r}" for r in rs if isinstance(r, BaseException)
                and not isinstance(r, asyncio.CancelledError)]
-    return {"seen": seen, "sent": sent, "counts": counts, "errors": errors}
+    return {"seen": seen, "sent": sent, "counts": counts, "errors": errors, "cpu": time.process_time() - cpu0}
 
 
 def bench_watch(conn: Conn, ns: str, n_watchers: int, n_events: int, writers: int, procs: int,
@@ -633,8 +634,9 @@ def bench_watch(conn: Conn, ns: str, n_watchers: int, n_events: int, writers: in
     counts = [x for r in rs for x in r["counts"]]
     last_ack = max(ack.values())
     last_recv = max((max(m.values()) for m in seen if m), default=last_ack)
+    watch_cpu = sum(r["cpu"] for r in rs) / max(cpu.wall, 1e-9)
     res = WatchResult(n_watchers, len(ack), span[0], max(0.0, last_recv - last_ack), received=counts,
-                      cpu=cpu.text(), send_lat=sent, procs=n)
+                      cpu=f"writer process {cpu.text()}; {n} watcher processes {100 * watch_cpu:.0f}%", send_lat=sent, procs=n)
     expected_rvs = set(ack)
     for k, m in enumerate(seen):
         got = set(m)

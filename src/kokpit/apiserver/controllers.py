@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -451,6 +452,7 @@ class Controllers:
                 last_compact = time.monotonic()
                 try:
                     await self.store.compact()
+                    gc.freeze()  # objects that survived a compaction interval are long-lived: stop scanning them
                 except Exception:
                     log.exception("compaction failed")
 

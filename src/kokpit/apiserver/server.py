@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import ipaddress
 import logging
 import os
@@ -112,10 +113,19 @@ def _wire_builtins(registry: Registry) -> None:
         registry.add(rt)
 
 
+def _freeze_heap() -> None:
+    """Move everything alive now out of the cyclic GC's reach. The store holds tens of thousands of
+    long-lived, cycle-free objects; scanning them in every full collection cost ~400 ms pauses at 50k
+    objects (measured with bench/apiserver.py). Freed objects are still released by reference counting."""
+    gc.collect()
+    gc.freeze()
+
+
 async def build(opts: ServerOptions, auth: Authenticator | None) -> Built:
     lock = _lock_data_dir(opts.data_dir)
     store = Store(opts.data_dir / "state.db", compaction_window=opts.compaction_window)
     await store.open()
+    _freeze_heap()
     registry = Registry()
     _wire_builtins(registry)
     rest = Rest(store, registry)
