@@ -355,8 +355,10 @@ class App:
         if v == "delete":
             dopts = self._delete_options(query, body, headers)
             obj4, removed = await self.rest.delete(rt, ns, info.name, dopts)
+            # like kube: 200 with the object while it is still terminating, and for kinds whose storage
+            # returns the deleted object (pods, custom resources); a Success Status otherwise
             if isinstance(obj4, Entry) and (not removed or rt.kind == "Pod" or rt.crd_name is not None):
-                return self._object(rt, obj4, accept, 200 if removed else 202 if rt.kind != "Pod" else 200)
+                return self._object(rt, obj4, accept)
             if isinstance(obj4, dict):
                 return self._json(self.rest.view_of(rt, obj4))
             meta = obj4.obj.get("metadata", {})

@@ -8,7 +8,6 @@ in-server controllers (namespaces, garbage collection, CRDs) reuse the same path
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
 import uuid
@@ -93,12 +92,6 @@ class Rest:
     def now(self) -> str:
         return now_rfc3339(self.clock)
 
-    def _schema(self, rt: ResourceType) -> dict[str, Any] | None:
-        return rt.schema
-
-    def key(self, rt: ResourceType, namespace: str | None, name: str) -> str:
-        return rt.key(namespace, name)
-
     def to_view(self, rt: ResourceType, entry: Entry) -> dict[str, Any]:
         """A private copy of a stored object as `rt` serves it (apiVersion of the requested version)."""
         obj = entry.copy()
@@ -181,7 +174,7 @@ class Rest:
         causes: list[Cause] = list(schema.validate_object_meta(
             meta, namespaced=rt.namespaced,
             name_rule="dns1123label" if rt.kind == "Namespace" else "dns1123subdomain"))
-        sch = self._schema(rt)
+        sch = rt.schema
         if sch is not None:
             if rt.crd_name is not None:
                 removed = schema.prune(obj, sch)
@@ -237,11 +230,8 @@ class Rest:
                       opts: WriteOptions) -> None:
         if opts.applying:
             return
-        patch.update_managed_fields(old, new, self._manager(opts), "Update", self._schema(rt),
+        patch.update_managed_fields(old, new, self._manager(opts), "Update", rt.schema,
                                     schema.resolve, self.now(), opts.subresource)
-
-    async def _commit(self, fut: asyncio.Future[Entry]) -> Entry:
-        return await fut
 
     # ------------------------------------------------------------------ get / list
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> Entry:
@@ -424,7 +414,7 @@ class Rest:
                 else:
                     live = self.to_view(rt, cur)
                 merged = patch.server_side_apply(live, applied, opts.field_manager, opts.force,
-                                                 self._schema(rt), schema.resolve, self.now(),
+                                                 rt.schema, schema.resolve, self.now(),
                                                  opts.subresource)
                 if cur is None:
                     return await self.create(rt, namespace, merged, WriteOptions(
@@ -449,7 +439,7 @@ class Rest:
                                                             "custom resources; use --type=merge)")
                     if not isinstance(body, dict):
                         raise errors.bad_request("a strategic merge patch must be a JSON object")
-                    new = patch.strategic_merge_patch(old, body, self._schema(rt), schema.resolve)
+                    new = patch.strategic_merge_patch(old, body, rt.schema, schema.resolve)
                 else:
                     raise errors.unsupported_media_type(patch_type)
                 if not isinstance(new, dict):
