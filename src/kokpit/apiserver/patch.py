@@ -192,11 +192,17 @@ class _Schema:
 # ----------------------------------------------------------------------------------- JSON merge patch
 
 
-def json_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: `null` deletes a key, objects merge recursively, anything else replaces."""
+def json_merge_patch(target: Any, patch: Any, *, copy: bool = True) -> Any:
+    """RFC 7386: `null` deletes a key, objects merge recursively, anything else replaces.
+
+    With `copy=False` the target is merged into in place: for callers that already own a private copy
+    (the server's patch path), saving a deep copy of the whole object on every write."""
     if not isinstance(patch, dict):
         return _copy(patch)
-    base = _copy(target) if isinstance(target, dict) else {}
+    if isinstance(target, dict):
+        base = _copy(target) if copy else target
+    else:
+        base = {}
     return _merge_into(base, patch)
 
 

@@ -431,7 +431,7 @@ class Rest:
                 elif patch_type == "merge":
                     if not isinstance(body, dict):
                         raise errors.bad_request("a merge patch must be a JSON object")
-                    new = patch.json_merge_patch(old, body)
+                    new = patch.json_merge_patch(old, body, copy=False)  # `old` is our private copy
                 elif patch_type == "strategic":
                     if not rt.strategic_merge:
                         raise errors.unsupported_media_type("application/strategic-merge-patch+json "
