@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import typer
 
 from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.cli._simulator import parse_duration
 from kokpit.client import LEASE, NAMESPACE, NODE, POD, Client, NotFoundError
 from kokpit.nodes import ComponentAction, ComponentSpec, DriverError, InstallState, RunState
 from kokpit.nodes.simulator import SimulatorDriver
@@ -202,13 +206,27 @@ async def test_hang_stops_lease_and_times_out(client: Client, start_sim: Starter
         await asyncio.sleep(1.0)  # over three lease periods of 0.3 s
         assert (await client.get(LEASE, name, LEASE_NAMESPACE))["spec"]["renewTime"] == frozen
         assert ready_status(await client.get(NODE, name)) == "True"  # silent: nothing reported
+        # a node lifecycle controller would now mark it Unknown; the frozen kubelet does not answer back
+        await client.patch_status(NODE, name, {"status": {"conditions": [
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+             "message": "Kubelet stopped posting node status."}]}}, patch_type="strategic")
         st = await driver.state(name)
         assert st.reachable is False and "did not answer" in st.message
         with pytest.raises(DriverError, match="did not answer"):
             await driver.start(name, ComponentAction.INSTALL, kubelet("1.37.0"))
+        await asyncio.sleep(0.3)
+        assert ready_status(await client.get(NODE, name)) == "Unknown"
         await driver.fault(name, "recover")
         await eventually(lambda: client.get(LEASE, name, LEASE_NAMESPACE),
                          lambda lz: lz["spec"]["renewTime"] > frozen, what="renewals resume")
+        await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "True",
+                         what="kubelet reports Ready again")
+        # and a foreign write to a live node's Ready condition is corrected, as kubelet would
+        await client.patch_status(NODE, name, {"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "Manual", "message": "set by hand"}]}},
+                                  patch_type="strategic")
+        await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "True",
+                         what="foreign Ready corrected")
     finally:
         await driver.close()
 
@@ -299,3 +317,40 @@ async def test_host_state_survives_restart(client: Client, start_sim: Starter, t
                          lambda n: n["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.2")
     finally:
         await driver.close()
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kokpit.cli.main", "simulator", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
+async def test_fault_and_state_cli(client: Client, start_sim: Starter) -> None:
+    sim = await start_sim(nodes=1)
+    name = next(iter(sim.book.hosts)) if sim.book else ""
+    code, out, _ = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "hardware")
+    assert code == 0 and json.loads(out) == {"node": name, "hardware": "simulated hardware fault", "hung": False,
+                                             "stoppedComponents": [], "installFailures": []}
+    await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "False")
+    code, out, _ = await run_cli("state", "--url", sim.driver_url, "--node", name)
+    assert code == 0 and json.loads(out)["reachable"] is False
+    code, _, err = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "component-stop",
+                                 "--component", "kubelet")
+    assert code == 1 and "needs an installed component" in err
+    code, _, err = await run_cli("fault", "--url", sim.driver_url, "--type", "meteor")
+    assert code == 1 and "--type must be one of" in err
+    code, _, _ = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "recover")
+    assert code == 0
+    await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "True")
+
+
+def test_parse_duration() -> None:
+    assert [parse_duration(t) for t in ("10s", "500ms", "1m", "2.5", "1h")] == [10.0, 0.5, 60.0, 2.5, 3600.0]
+    with pytest.raises(typer.BadParameter):
+        parse_duration("soon")

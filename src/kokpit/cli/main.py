@@ -102,7 +102,7 @@ def machine_operator(
     driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (the simulator's URL)."),
     create_machines_for_nodes: bool = typer.Option(False, "--create-machines-for-nodes",
                                                    help="Create a Machine for every Node that has none."),
-    workers: int = typer.Option(32, "--workers", min=1, help="Concurrent reconciles."),
+    workers: int = typer.Option(64, "--workers", min=1, help="Concurrent reconciles."),
     metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve /metrics, /healthz, /readyz here (default: off)."),
     fast_poll: float = typer.Option(0.5, "--fast-poll", min=0.01, help="Seconds between polls of busy nodes."),
@@ -115,6 +115,8 @@ def machine_operator(
     from kokpit.nodes.simulator import SimulatorDriver
     from kokpit.operators.machine import OperatorOptions, run_operator
 
+    if kubeconfig is not None and not kubeconfig.is_file():
+        _fail(f"kubeconfig {kubeconfig} not found")
     _logging(verbose)
     if not verbose:  # one line per HTTP request would cost more than the work at fleet scale
         for noisy in ("httpx", "httpx2"):

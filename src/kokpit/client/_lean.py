@@ -71,25 +71,39 @@ class LeanPool:
         )
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        *,
+        timeout: float | None = None,
     ) -> tuple[int, bytes]:
-        """One request on a pooled connection; any I/O failure closes it and raises TransportError."""
+        """One request on a pooled connection; any I/O failure closes it and raises TransportError
+        (caused by ``TimeoutError`` when ``timeout``, default the pool's, ran out)."""
         verb = method.lower()
         async with self._slots:
-            conn = self._idle.popleft() if self._idle else None
-            try:
-                if conn is None:
-                    conn = await asyncio.wait_for(self._open(), self.timeout)
-                status, data, keep = await asyncio.wait_for(
-                    self._exchange(conn, method, path, body, content_type), self.timeout
-                )
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                    TimeoutError) as e:
-                if conn is not None:
-                    self._discard(conn)
-                if self.metrics is not None:
-                    self.metrics.requests.labels(verb, "<error>").inc()
-                raise TransportError(f"{method} {path}: {type(e).__name__}: {e}") from e
+            while True:
+                conn = self._idle.popleft() if self._idle else None
+                reused = conn is not None
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                        if conn is None:
+                            conn = await self._open()
+                        status, data, keep = await self._exchange(conn, method, path, body, content_type)
+                    break
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                        TimeoutError) as e:
+                    if conn is not None:
+                        self._discard(conn)
+                    stale = reused and (isinstance(e, ConnectionError) or (
+                        isinstance(e, asyncio.IncompleteReadError) and not e.partial))
+                    if stale:  # the server closed an idle keep-alive connection before reading: retry fresh
+                        continue
+                    if self.metrics is not None:
+                        self.metrics.requests.labels(verb, "<error>").inc()
+                    raise TransportError(f"{method} {path}: {type(e).__name__}: {e}") from e
             if keep:
                 self._idle.append(conn)
             else:

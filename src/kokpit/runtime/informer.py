@@ -336,7 +336,8 @@ class Informer:
             field_selector=self.field_selector,
             limit=self.page_size,
         ):
-            items.extend(page.items)
+            # transform page by page: the whole list untransformed would set the process's peak memory
+            items.extend(page.items if self.transform is None else map(self.transform, page.items))
             rv = rv or page.resource_version
         self.lists += 1
         self._replace(items)
@@ -347,8 +348,6 @@ class Informer:
         """Make the cache equal to a fresh list, telling handlers only about real differences."""
         seen: set[str] = set()
         for obj in items:
-            if self.transform is not None:
-                obj = self.transform(obj)
             key = object_key(obj)
             seen.add(key)
             old = self.store.put(obj)

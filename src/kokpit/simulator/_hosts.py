@@ -36,6 +36,7 @@ from kokpit.nodes.driver import (
     NodeState,
     RunState,
 )
+from kokpit.simulator._aio import cancel_and_wait
 
 __all__ = [
     "CRITICAL_COMPONENTS",
@@ -265,6 +266,7 @@ class HostBook:
         self._meta_dirty = False
         self._waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
+        self._flush_now: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         records, meta = db.load() if db is not None else ({}, {})
         now = _wall_iso(self._wall())
@@ -287,6 +289,7 @@ class HostBook:
     async def start(self) -> None:
         """Start the action timer and the group-commit flusher; completes actions due while we were down."""
         self._wake = asyncio.Event()
+        self._flush_now = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._timer(), name="sim-actions"),
                        loop.create_task(self._flusher(), name="sim-flush")]
@@ -294,11 +297,7 @@ class HostBook:
         await self.flush()
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._flush_once()
         if self.db is not None:
@@ -424,7 +423,8 @@ class HostBook:
             self._wake.clear()
             timeout = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self._wall()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow cancellation on 3.11
+                    await self._wake.wait()
 
     def health(self, node: str, component: str) -> HealthResult:
         c = self.host(node).components.get(component)
@@ -522,14 +522,20 @@ class HostBook:
         self._waiters.append(fut)
         if not self._tasks:  # not started (tests, shutdown): write now
             await self._flush_once()
+        elif self._flush_now is not None:
+            self._flush_now.set()  # someone waits: commit now (callers arriving meanwhile share the next one)
         await fut
 
     async def flush(self) -> None:
         await self._flush_once()
 
     async def _flusher(self) -> None:
+        assert self._flush_now is not None
         while True:
-            await asyncio.sleep(self.flush_interval)
+            with contextlib.suppress(TimeoutError):  # background changes wait up to flush_interval
+                async with asyncio.timeout(self.flush_interval):
+                    await self._flush_now.wait()
+            self._flush_now.clear()
             if self._dirty or self._meta_dirty or self._waiters:
                 try:
                     await self._flush_once()

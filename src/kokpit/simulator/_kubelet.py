@@ -16,10 +16,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
 from kokpit.client import (
@@ -28,11 +25,11 @@ from kokpit.client import (
     AlreadyExistsError,
     ApiError,
     Client,
-    LeanPool,
     NotFoundError,
     TransportError,
 )
 from kokpit.runtime import ShutDownError, WorkQueue
+from kokpit.simulator._aio import cancel_and_wait
 from kokpit.simulator._hosts import Host, HostBook
 
 __all__ = ["LEASE_NAMESPACE", "SIMULATED_LABEL", "Kubelets", "node_ip", "pod_cidr"]
@@ -80,7 +77,6 @@ class Kubelets:
         status_report_period: float = 300.0,
         driver_url: str = "",
         workers: int = 32,
-        lean: LeanPool | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.client = client
@@ -92,7 +88,6 @@ class Kubelets:
         self.lease_duration = max(1, round(lease_period * 4))  # kubelet: renew every 1/4 of the duration
         self.driver_url = driver_url
         self.workers = workers
-        self.lean = lean
         self._clock: Clock = clock or RealClock()
         self._rng = random.Random(seed)
         self.uids: dict[str, str] = {}
@@ -103,13 +98,13 @@ class Kubelets:
         self._jobs: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._status_q: WorkQueue[str] = WorkQueue("simulator-node-status")
         self._force: set[str] = set()
+        self._frozen: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.registered = asyncio.Event()
         self.registration_seconds = 0.0
         self.lease_renewals = 0
         self.status_posts = 0
         self.errors = 0
-        self.on_ready_change: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ objects
     def _shape(self, host: Host) -> tuple[str, int, int, str]:
@@ -258,20 +253,6 @@ class Kubelets:
     async def _renew(self, name: str) -> None:
         now = format_micro_time(self._clock.now())
         body = {"spec": {"renewTime": now, "holderIdentity": name, "leaseDurationSeconds": self.lease_duration}}
-        if self.lean is not None:  # the hot path: ~10x cheaper than the full client (see kokpit.client.LeanPool)
-            path = f"{LEASE.object_path(name, LEASE_NAMESPACE)}?fieldManager={self.client.field_manager}"
-            try:
-                code, data = await self.lean.request("PATCH", path, orjson.dumps(body),
-                                                     "application/merge-patch+json")
-            except TransportError as e:
-                log.debug("lean renewal of %s failed (%s); using the full client", name, e)
-            else:
-                if code < 300:
-                    self.lease_renewals += 1
-                    return
-                if code != 404:
-                    status = orjson.loads(data) if data.startswith(b"{") else None
-                    raise ApiError.from_status(code, status)
         try:
             await self.client.patch(LEASE, name, body, LEASE_NAMESPACE)
         except NotFoundError:
@@ -283,7 +264,25 @@ class Kubelets:
     def host_changed(self, name: str) -> None:
         """HostBook listener: something the Node reports may have changed (queued even during
         registration: the status workers start right after it, so no change is lost)."""
+        host = self.book.hosts.get(name)
+        if host is not None and host.hung:
+            self._frozen.add(name)
+        elif name in self._frozen:  # back from a silent hang: report fresh status whatever we posted before
+            self._frozen.discard(name)
+            self._force.add(name)
         self._status_q.add(name)
+
+    def node_seen(self, node: dict[str, Any]) -> None:
+        """Node informer handler: if someone else changed our Ready condition (a node lifecycle controller
+        marking a silent node Unknown), post ours again — as kubelet does on its next status update."""
+        name = str((node.get("metadata") or {}).get("name") or "")
+        host = self.book.hosts.get(name)
+        if host is None or host.hung or name not in self._posted:
+            return
+        for c in (node.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "Ready" and (c.get("status") == "True") != host.readiness()[0]:
+                self._force.add(name)
+                self._status_q.add(name)
 
     async def _post_status(self, name: str) -> None:
         host = self.book.hosts.get(name)
@@ -294,7 +293,6 @@ class Kubelets:
         fp = self._fingerprint(host)
         if not force and self._posted.get(name) == fp:
             return
-        was_ready = self._ready.get(name, (None,))[0]
         status = self._status(host, format_time(self._clock.now()))
         try:
             await self.client.patch_status(NODE, name, {"status": status}, patch_type="strategic")
@@ -302,9 +300,6 @@ class Kubelets:
             await self._register_one(host)
         self._posted[name] = fp
         self.status_posts += 1
-        if was_ready is not None and was_ready != self._ready[name][0]:
-            for fn in self.on_ready_change:
-                fn(name)
 
     async def _status_worker(self) -> None:
         while True:
@@ -378,10 +373,6 @@ class Kubelets:
             self._status_q.add(name)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._status_q.shutdown()

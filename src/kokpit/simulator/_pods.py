@@ -68,7 +68,7 @@ class PodRunner:
         self._clock: Clock = clock or RealClock()
         _ensure_index(pods, "node", _node_index)
         self.controller = Controller("simulator-pods", self.reconcile, workers=workers,
-                                     needs_leader_election=False, reconcile_timeout=30.0)
+                                     needs_leader_election=False, reconcile_timeout=None)
         self.controller.watches(pods, lambda o: [Request.for_object(o)], self._ours)
         self.started = 0
         self.failed = 0
@@ -210,7 +210,7 @@ class Binder:
         _ensure_index(pods, "node", _node_index)
         _ensure_index(pods, "unbound", _unbound_index)
         self.controller = Controller("simulator-binder", self.reconcile, workers=workers,
-                                     needs_leader_election=False, reconcile_timeout=30.0)
+                                     needs_leader_election=False, reconcile_timeout=None)
         self.controller.watches(pods, lambda o: [Request.for_object(o)], lambda o: bool(_unbound_index(o)))
         pods.add_event_handler(Handlers(update=lambda _o, n: self._settle(n), delete=self._forget))
         nodes.add_event_handler(Handlers(add=self._node_event, update=lambda _o, n: self._node_event(n)))
@@ -239,15 +239,11 @@ class Binder:
         for key in self.pods.store.index_keys("unbound", "pending"):
             self.controller.queue.add(_key_request(key))
 
-    def host_changed(self, name: str) -> None:
-        host = self.book.hosts.get(name)
-        if host is not None and host.healthy:
-            self.wake()
 
     def _eligible_node(self, name: str, node: Obj) -> bool:
-        host = self.book.hosts.get(name)
-        return (host is not None and host.healthy and not (node.get("spec") or {}).get("unschedulable")
-                and _is_ready(node))
+        """What a scheduler can know — the API's view, not the simulator's: a silently hung node still
+        looks Ready and gets pods (which then never start), exactly the signal fault detection needs."""
+        return name in self.book.hosts and not (node.get("spec") or {}).get("unschedulable") and _is_ready(node)
 
     def pick(self, pod: Obj) -> str | None:
         spec = pod.get("spec") or {}

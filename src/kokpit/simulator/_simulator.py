@@ -19,8 +19,9 @@ from typing import IO, Any
 
 import uvicorn
 
-from kokpit.client import NODE, POD, Client, LeanPool
-from kokpit.runtime import InformerFactory
+from kokpit.client import NODE, POD, Client
+from kokpit.runtime import Handlers, InformerFactory
+from kokpit.simulator._aio import cancel_and_wait
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
 from kokpit.simulator._kubelet import SIMULATED_LABEL, Kubelets
@@ -56,10 +57,9 @@ class SimulatorOptions:
     fail_rules: list[FailRule] = field(default_factory=list)
     binder: bool = True
     hang_seconds: float = 300.0
-    heartbeat_workers: int = 32
+    heartbeat_workers: int = 0  # concurrent Lease renewals; 0: scale with --nodes (8..64)
     pod_workers: int = 8
     qps: float | None = None
-    lean_heartbeats: bool = True  # Lease renewals over kokpit.client.LeanPool (falls back to Client)
 
 
 class Simulator:
@@ -84,7 +84,7 @@ class Simulator:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: IO[bytes] | None = None
-        self._lean: LeanPool | None = None
+        self._stopped = False
 
     def _lock_data_dir(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,20 +106,21 @@ class Simulator:
                                     install_seconds=o.install_seconds, fail_probability=o.fail_probability,
                                     fail_rules=o.fail_rules, db=db)
         await book.start()
-        if o.lean_heartbeats:
-            self._lean = LeanPool.for_config(self.client.config, size=8, metrics=self.client.metrics)
+        # renewals are latency-bound (the server's group commit), so concurrency grows with the fleet
+        workers = o.heartbeat_workers or min(64, max(8, o.nodes // 150))
         await self._serve_driver(DriverApp(book, hang_seconds=o.hang_seconds))
         self.kubelets = Kubelets(self.client, book, seed=o.seed, lease_period=o.lease_period,
                                  lease_jitter=o.lease_jitter, status_report_period=o.status_report_period,
-                                 driver_url=self.driver_url, workers=o.heartbeat_workers, lean=self._lean)
+                                 driver_url=self.driver_url, workers=workers)
         pods = self.factory.informer(POD)
         nodes = self.factory.informer(NODE, label_selector=f"{SIMULATED_LABEL}=true")
         self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
         book.listeners.append(self.kubelets.host_changed)
         book.listeners.append(self.runner.host_changed)
+        kubelets = self.kubelets
+        nodes.add_event_handler(Handlers(add=kubelets.node_seen, update=lambda _old, new: kubelets.node_seen(new)))
         if o.binder:
             self.binder = Binder(self.client, book, pods, nodes)
-            book.listeners.append(self.binder.host_changed)
         secs = await self.kubelets.register()
         log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
         self.kubelets.start()
@@ -170,21 +171,19 @@ class Simulator:
         }
 
     async def stop(self) -> None:
+        """Idempotent; flushes host state and releases the data directory."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._server is not None:
             self._server.should_exit = True
         if self.kubelets is not None:
             await self.kubelets.stop()
         await self.factory.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.book is not None:
             await self.book.stop()
-        if self._lean is not None:
-            await self._lean.close()
         if self._own_client:
             await self.client.close()
         if self._lock is not None:

@@ -229,10 +229,13 @@ class Harness:
         return self.rec
 
     # ---------------------------------------------------------------- objects
-    def mpv(self, name: str, component: str, version: str, depends_on: tuple[str, ...] = ()) -> None:
+    def mpv(self, name: str, component: str, version: str, depends_on: tuple[str, ...] = (),
+            health: bool = True) -> None:
+        spec: Obj = {"component": component, "version": version, "dependsOn": list(depends_on)}
+        if health:
+            spec["healthCheck"] = {"type": "systemd", "unit": component}
         self.mpvs.put({"apiVersion": "kokpit.io/v1alpha1", "kind": "MachinePackageVersion",
-                       "metadata": {"name": name, "resourceVersion": "1"},
-                       "spec": {"component": component, "version": version, "dependsOn": list(depends_on)}})
+                       "metadata": {"name": name, "resourceVersion": "1"}, "spec": spec})
 
     def machine(self, name: str = "n1", packages: list[str] | None = None, gates: list[str] | None = None,
                 unschedulable: bool = False, node: bool = True) -> None:

@@ -232,8 +232,28 @@ async def test_unreachable_node_is_not_touched(harness: H) -> None:
     h.driver.unreachable.add("n1")
     r = await h.run()
     assert h.driver.log == []
-    assert h.cond("NodeHealthy")["reason"] == "NodeUnreachable"
+    assert (h.cond("NodeHealthy")["status"], h.cond("NodeHealthy")["reason"]) == ("Unknown", "NodeUnreachable")
+    assert h.cond("ComponentsReady")["status"] == "Unknown"
     assert r is not None and r.requeue_after is not None
+    assert h.cordoned()
+
+
+async def test_losing_the_driver_does_not_cordon_a_ready_node(harness: H) -> None:
+    """No report is not a bad report: a driver outage must not cordon the fleet (the Node's own Ready
+    condition still cordons a host that is really down)."""
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7"])
+    await h.converge()
+    assert not h.cordoned()
+    h.driver.unreachable.add("n1")
+    await h.run()
+    assert h.cond("NodeHealthy")["status"] == "Unknown"
+    assert h.cond("ComponentsReady")["status"] == "True"
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    h.node("n1", ready="False")
+    await h.run()
+    assert h.cordoned()
 
 
 async def test_machine_for_node_only_with_flag(make_harness: Any) -> None:
@@ -309,3 +329,42 @@ async def test_first_reports_are_fetched_in_one_batch(harness: H) -> None:
     await h.rec.reconcile(Request("", "m0"))
     await h.rec.reconcile(Request("", "m3"))
     assert h.driver.batch_calls == [5], "one states() call for every tracked node not yet polled"
+
+
+async def test_without_a_health_check_the_report_is_the_check(harness: H) -> None:
+    h = harness
+    h.mpv("containerd-1.7", "containerd", "1.7.0", health=False)
+    h.mpv("kubelet-1.30", "kubelet", "1.30.0", ("containerd",), health=False)
+    h.driver.stopped.add(("n1", "containerd"))  # installs fine but does not run
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    assert h.driver.health_calls == [], "no healthCheck configured: no driver health calls"
+    assert [c for _, _, c, _ in h.driver.log] == ["containerd"], "kubelet waits for a running containerd"
+    assert h.cond("NodeHealthy")["status"] == "False"
+    assert h.cond("ComponentsReady")["status"] == "False"
+
+
+async def test_zero_latency_plan_runs_in_one_reconcile_with_one_write(make_harness: Any) -> None:
+    h = make_harness(auto=True)
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30", "sysctl-v1"])
+
+    class Instant:  # the driver completes every action before answering, like the simulator at latency 0
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def start(self, *a: Any) -> Any:
+            await self.inner.start(*a)
+            self.inner.complete()
+            return (await self.inner.state(a[0])).components.get(a[2].name) or await self.inner.start(*a)
+
+    h.driver = Instant(h.driver)
+    h.new_reconciler()
+    await h.run()
+    assert [c for _, _, c, _ in h.driver.log] == ["containerd", "kubelet", "sysctl"]
+    assert h.cond("Ready")["status"] == "True"
+    assert h.client.writes("machines") == [("patch/status", "machines", "n1")]
+    assert h.client.writes("nodes") == [], "never cordoned: the machine was ready at its first write"

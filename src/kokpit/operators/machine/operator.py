@@ -52,6 +52,7 @@ from kokpit.runtime import (
     set_condition,
     set_object_condition,
 )
+from kokpit.runtime.informer import strip_managed_fields
 
 __all__ = [
     "CORDON_ANNOTATION",
@@ -80,14 +81,16 @@ class OperatorOptions:
     """Tunables; the defaults suit a real fleet, tests shorten the intervals."""
 
     create_machines_for_nodes: bool = False
-    workers: int = 32  # reconciles wait on the network, not the CPU: many run at once
+    workers: int = 64  # reconciles wait on the network, not the CPU: many run at once
     fast_poll: float = 0.5  # nodes with work in flight
     slow_poll: float = 10.0  # every node
     batch_size: int = 1000  # nodes per driver.states call
     retry_base: float = 2.0  # first retry after a failure
     retry_cap: float = 300.0
     health_ttl: float = 30.0  # a dependency's health check is re-run before a change when older than this
+    max_steps_per_reconcile: int = 16  # steps that complete at once are chained within one reconcile
     background_events: bool = True  # record Events off the reconcile path (tests turn it off)
+    event_concurrency: int = 4  # Event writes in flight at once
     progress_requeue: float = 30.0  # safety net while an action is in flight (the poller wakes us first)
 
 
@@ -149,6 +152,7 @@ class _Progress:
     started: bool = False
     driver_error: str = ""
     failures: dict[str, _Failure] = field(default_factory=dict)
+    actions: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) of steps started
 
 
 def _node_ready(node: Obj | None) -> tuple[bool, str, str]:
@@ -172,6 +176,10 @@ def _view(machine: Obj) -> Obj:
     out["metadata"] = {k: meta[k] for k in ("name", "uid", "generation", "resourceVersion", "labels",
                                             "annotations") if k in meta}
     return out
+
+
+def _has_health_check(spec: ComponentSpec) -> bool:
+    return str(spec.health_check.get("type") or "none") != "none"
 
 
 def _is_converged(cur: ComponentState | None, want: ComponentSpec) -> bool:
@@ -210,6 +218,7 @@ class MachineReconciler:
         self._health: dict[tuple[str, str], _Health] = {}
         self._failures: dict[tuple[str, str], _Failure] = {}
         self._event_tasks: set[asyncio.Task[Obj | None]] = set()
+        self._event_slots: asyncio.Semaphore | None = None
         self._resolved: dict[tuple[tuple[str, str], ...], Resolution] = {}
         self._node_of: dict[str, str] = {}  # machine name -> node name, to untrack deleted Machines
         self.actions: list[tuple[str, str, str, str]] = []  # (node, action, component, version) started
@@ -262,8 +271,8 @@ class MachineReconciler:
             ready = (False, node_reason, node_msg)
         elif not conds_ok:
             ready = (False, R.COMPONENTS_NOT_READY, "ComponentsReady is not True")
-        elif not healthy:
-            ready = (False, R.NODE_NOT_HEALTHY, "NodeHealthy is not True")
+        elif healthy is False:
+            ready = (False, R.NODE_NOT_HEALTHY, "NodeHealthy is False")
         elif not gates_ok:
             ready = (False, R.GATES_NOT_MET, "ReadinessGatesMet is not True")
         else:
@@ -273,7 +282,7 @@ class MachineReconciler:
         await helper.patch()
         await self._sync_cordon(obj, node_obj, want_cordon=spec.unschedulable or not ready[0],
                                 person=spec.unschedulable, reason=ready[1])
-        converged = conds_ok and healthy
+        converged = conds_ok and healthy is True
         self.poller.track(node_name, active=not converged)
         if prog.requeue is not None:
             return Result(requeue_after=prog.requeue)
@@ -295,12 +304,18 @@ class MachineReconciler:
         if not self.opts.background_events:
             await self.recorder.event(obj, type_, reason, message)
             return
-        if len(self._event_tasks) >= 2000:  # a storm: drop rather than queue without bound (best effort)
+        if len(self._event_tasks) >= 10000:  # a storm: drop rather than queue without bound (best effort)
             log.warning("dropping event %s on %s: too many pending", reason, obj["metadata"]["name"])
             return
-        task = asyncio.get_running_loop().create_task(self.recorder.event(obj, type_, reason, message))
+        task = asyncio.get_running_loop().create_task(self._event_bg(obj, type_, reason, message))
         self._event_tasks.add(task)
         task.add_done_callback(self._event_tasks.discard)
+
+    async def _event_bg(self, obj: Obj, type_: str, reason: str, message: str) -> Obj | None:
+        if self._event_slots is None:
+            self._event_slots = asyncio.Semaphore(self.opts.event_concurrency)
+        async with self._event_slots:  # events never crowd out the reconciles' own writes
+            return await self.recorder.event(obj, type_, reason, message)
 
     # ------------------------------------------------------------------------------ planning
     def _removal(self, res: Resolution, state: NodeState) -> list[str]:
@@ -317,6 +332,25 @@ class MachineReconciler:
         return removal_order(removed, deps)
 
     async def _advance(self, obj: Obj, node: str, res: Resolution, state: NodeState) -> _Progress:
+        """Take steps while they finish at once (zero install latency: a whole plan in one reconcile and
+        one status write); stop at the first step that is in flight, waiting, blocked or done."""
+        prog = _Progress()
+        actions: list[tuple[str, str]] = []
+        try:
+            for _ in range(max(1, self.opts.max_steps_per_reconcile)):
+                prog = await self._advance_once(obj, node, res, state)
+                actions += prog.actions
+                if not prog.started or prog.requeue is not None:
+                    break
+                state = self.poller.states.get(node, state)
+        finally:
+            if actions:  # one Event per reconcile, however many steps it chained
+                reasons = {r for r, _ in actions}
+                reason = reasons.pop() if len(reasons) == 1 else "Updating"
+                await self._event("Normal", obj, reason, "; ".join(m for _, m in actions))
+        return prog
+
+    async def _advance_once(self, obj: Obj, node: str, res: Resolution, state: NodeState) -> _Progress:
         prog = _Progress()
         mono = self.clock.monotonic()
         # a version that passed its post-change check before a restart is not checked again (10,000 nodes
@@ -329,7 +363,7 @@ class MachineReconciler:
         for want in res.components:
             cur = state.components.get(want.name)
             if cur is not None and _is_converged(cur, want):
-                await self._post_check(obj, node, want.name, cur.version, mono)
+                await self._post_check(obj, node, want, cur, mono)
         # remember failures the node reports (each new one counted once, with a Warning Event)
         for name, cur in state.components.items():
             if cur.install_state == InstallState.FAILED:
@@ -339,7 +373,8 @@ class MachineReconciler:
         step = next_step(res.components, state, self._removal(res, state))
         prog.step = step
         if step.kind == StepKind.DONE:
-            retries = [h.retry_at - mono for (n, _), h in self._health.items() if n == node and not h.healthy]
+            retries = [h.retry_at - mono for c in res.components
+                       if (h := self._health.get((node, c.name))) is not None and not h.healthy]
             if retries:
                 prog.requeue = max(0.01, min(retries))
             return prog
@@ -356,12 +391,12 @@ class MachineReconciler:
                 return prog
         if step.kind in (StepKind.INSTALL, StepKind.UPGRADE):
             assert step.spec is not None
-            bad = await self._pre_check(obj, node, res.depends_on.get(step.component, ()), state, mono)
+            bad = await self._pre_check(obj, node, res, res.depends_on.get(step.component, ()), state, mono)
             if bad:
                 prog.blocked = f"not {step.kind.lower()}ing {step.component} {step.spec.version}: {bad}"
-                h = [self._health[(node, d)] for d in res.depends_on.get(step.component, ())
-                     if (node, d) in self._health and not self._health[(node, d)].healthy]
-                prog.requeue = max(0.01, min((x.retry_at - mono for x in h), default=self.opts.retry_base))
+                sick = [self._health[(node, d)] for d in res.depends_on.get(step.component, ())
+                        if (node, d) in self._health and not self._health[(node, d)].healthy]
+                prog.requeue = max(0.01, min((x.retry_at - mono for x in sick), default=self.opts.retry_base))
                 return prog
             comp = await self.driver.start(node, ComponentAction.INSTALL, step.spec)
             version = step.spec.version
@@ -378,8 +413,9 @@ class MachineReconciler:
         self._health.pop((node, step.component), None)
         self.poller.put_component(node, comp)
         prog.started = True
-        prog.requeue = self.opts.progress_requeue
-        await self._event("Normal", obj, verb, msg)
+        # done at once (the status write wakes us) or in flight (the poller wakes us; this is a safety net)
+        prog.requeue = self.opts.progress_requeue if comp.install_state in IN_FLIGHT else None
+        prog.actions.append((verb, msg))
         return prog
 
     async def _note_failure(self, obj: Obj, node: str, cur: ComponentState, mono: float) -> _Failure:
@@ -396,27 +432,36 @@ class MachineReconciler:
                                         f" (attempt {count}; retrying with backoff)")
         return f
 
-    async def _run_health(self, obj: Obj, node: str, comp: str, version: str, mono: float) -> _Health:
+    async def _run_health(self, obj: Obj, node: str, spec: ComponentSpec | None, cur: ComponentState,
+                          mono: float) -> _Health:
+        """The component's health check through the driver; without one configured (healthCheck.type
+        none) the node's report is the check — installed and running — and no call is made."""
+        comp, version = cur.name, cur.version
         prev = self._health.get((node, comp))
-        res = await self.driver.health(node, comp)
-        if res.healthy:
-            h = _Health(version, True, res.message, mono)
+        if spec is not None and _has_health_check(spec):
+            res = await self.driver.health(node, comp)
+            healthy, message = res.healthy, res.message
+        else:
+            healthy = cur.run_state == RunState.RUNNING
+            message = "running (no health check configured)" if healthy else f"{comp} is {cur.run_state}"
+        if healthy:
+            h = _Health(version, True, message, mono)
         else:
             fails = (prev.failures if prev and prev.version == version and not prev.healthy else 0) + 1
-            h = _Health(version, False, res.message or "unhealthy", mono, fails,
+            h = _Health(version, False, message or "unhealthy", mono, fails,
                         mono + self._backoff.delay(fails - 1))
-            await self._event("Warning", obj, "HealthCheckFailed",
-                                        f"{comp} {version} on node {node}: {h.message}")
+            await self._event("Warning", obj, "HealthCheckFailed", f"{comp} {version} on node {node}: {h.message}")
         self._health[(node, comp)] = h
         return h
 
-    async def _post_check(self, obj: Obj, node: str, comp: str, version: str, mono: float) -> None:
-        h = self._health.get((node, comp))
-        if h is not None and h.version == version and (h.healthy or mono < h.retry_at):
+    async def _post_check(self, obj: Obj, node: str, spec: ComponentSpec, cur: ComponentState,
+                          mono: float) -> None:
+        h = self._health.get((node, cur.name))
+        if h is not None and h.version == cur.version and (h.healthy or mono < h.retry_at):
             return
-        await self._run_health(obj, node, comp, version, mono)
+        await self._run_health(obj, node, spec, cur, mono)
 
-    async def _pre_check(self, obj: Obj, node: str, deps: tuple[str, ...], state: NodeState,
+    async def _pre_check(self, obj: Obj, node: str, res: Resolution, deps: tuple[str, ...], state: NodeState,
                          mono: float) -> str:
         """Dependencies must be healthy right before a change (re-checked when the last check is stale)."""
         problems: list[str] = []
@@ -431,7 +476,7 @@ class MachineReconciler:
             h = self._health.get((node, d))
             if h is None or h.version != cur.version or (h.healthy and mono - h.checked > self.opts.health_ttl) \
                     or (not h.healthy and mono >= h.retry_at):
-                h = await self._run_health(obj, node, d, cur.version, mono)
+                h = await self._run_health(obj, node, res.spec(d), cur, mono)
             if not h.healthy:
                 problems.append(f"dependency {d} failed its health check: {h.message}")
         return "; ".join(problems)
@@ -445,10 +490,15 @@ class MachineReconciler:
 
         if not res.ok:
             return setc(False, res.reason, res.message)
-        if state is None:
-            return setc("Unknown", R.DRIVER_ERROR, f"cannot read node {node} through the driver: "
-                                                   f"{prog.driver_error}")
-        if not state.reachable:
+        if state is None or not state.reachable:
+            # no report: keep the last known answer rather than cordon a fleet because the driver blinked
+            # (a host that is really down shows in its Node's Ready condition, which Ready checks too)
+            last = find_condition((obj.get("status") or {}).get("conditions"), CT.COMPONENTS_READY)
+            if last is not None and last.get("reason") not in (R.DRIVER_ERROR, R.NODE_UNREACHABLE):
+                return last.get("status") == "True"
+            if state is None:
+                return setc("Unknown", R.DRIVER_ERROR, f"cannot read node {node} through the driver: "
+                                                       f"{prog.driver_error}")
             return setc("Unknown", R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
         comps = state.components
         failed = [c for c in comps.values() if c.install_state == InstallState.FAILED]
@@ -499,15 +549,18 @@ class MachineReconciler:
                     f"{len(res.components)} components installed, running and healthy")
 
     def _node_healthy_condition(self, obj: Obj, res: Resolution, state: NodeState | None, prog: _Progress,
-                                node: str, now: Any) -> bool:
+                                node: str, now: Any) -> bool | None:
+        """True/False, or None (Unknown) when the driver has no report: that alone does not cordon."""
         def setc(ok: bool | str, reason: str, msg: str) -> bool:
             set_object_condition(obj, CT.NODE_HEALTHY, ok, reason, msg, now=now)
             return ok is True
 
         if state is None or prog.driver_error:
-            return setc("Unknown", R.DRIVER_ERROR, f"node driver: {prog.driver_error}")
+            setc("Unknown", R.DRIVER_ERROR, f"node driver: {prog.driver_error}")
+            return None
         if not state.reachable:
-            return setc(False, R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
+            setc("Unknown", R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
+            return None
         wanted = {c.name: c for c in res.components}
         for name, cur in sorted(state.components.items()):
             want = wanted.get(name)
@@ -654,6 +707,18 @@ class MachineReconciler:
         return None
 
 
+def slim_node(node: Obj) -> Obj:
+    """A cache transform keeping what the operator reads of a Node: metadata (no managedFields), spec,
+    conditions and nodeInfo; images, capacity and addresses are dropped."""
+    meta = dict(node.get("metadata") or {})
+    meta.pop("managedFields", None)
+    status = node.get("status") or {}
+    out: Obj = {"apiVersion": node.get("apiVersion", "v1"), "kind": node.get("kind", "Node"), "metadata": meta,
+                "spec": node.get("spec") or {},
+                "status": {k: status[k] for k in ("conditions", "nodeInfo") if k in status}}
+    return out
+
+
 def _node_significant(node: Obj) -> tuple[Any, ...]:
     meta = node.get("metadata") or {}
     ready = find_condition((node.get("status") or {}).get("conditions"), "Ready") or {}
@@ -673,6 +738,8 @@ class MachineOperator:
         self.machine_informer = inf.informer(MACHINE)
         self.mpv_informer = inf.informer(MPV)
         self.node_informer = inf.informer(NODE)
+        if self.node_informer.transform in (None, strip_managed_fields):
+            self.node_informer.transform = slim_node  # 10,000 full Nodes would dominate the memory
         self.cm_informer = inf.informer(CONFIGMAP, label_selector=NODE_LABEL)
         for informer, indexers in ((self.machine_informer, INDEXERS_MACHINE), (self.mpv_informer, INDEXERS_MPV),
                                    (self.cm_informer, INDEXERS_CM)):

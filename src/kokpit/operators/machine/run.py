@@ -14,6 +14,7 @@ from kokpit.client import Client
 from kokpit.nodes import NodeDriver
 from kokpit.operators.machine.operator import MachineOperator, OperatorOptions
 from kokpit.runtime import Manager
+from kokpit.runtime.informer import strip_managed_fields
 
 __all__ = ["run_operator"]
 
@@ -31,7 +32,8 @@ async def run_operator(
     """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-machine-operator")
     try:
-        manager = Manager(client, http_port=http_port, handle_signals=handle_signals)
+        manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
+                          cache_transform=strip_managed_fields)
         MachineOperator(manager, driver, options)
         log.info("machine operator starting against %s", client.server)
         await manager.run()
