@@ -161,6 +161,7 @@ def test_metrics(srv: ApiServerProcess) -> None:
     # make sure a few labelled series exist
     assert srv.request("GET", f"{CM}/seed")[0] == 200
     assert srv.request("GET", f"{CM}/does-not-exist")[0] == 404
+    assert srv.request("GET", f"{CM}?watch=true&timeoutSeconds=1")[0] == 200  # watches are counted too
     rv_before = int(json.loads(srv.request("GET", CM)[1])["metadata"]["resourceVersion"])
     code, raw = srv.request("GET", "/metrics")
     assert code == 200
@@ -177,6 +178,8 @@ def test_metrics(srv: ApiServerProcess) -> None:
     assert any(lb["verb"] == "get" and lb["resource"] == "configmaps" and lb["code"] == "404" and v >= 1
                for lb, v in reqs), reqs
     assert any(lb["verb"] == "create" and lb["resource"] == "configmaps" and lb["code"] == "201" for lb, v in reqs)
+    assert any(lb["verb"] == "watch" and lb["resource"] == "configmaps" and lb["code"] == "200" and v >= 1
+               for lb, v in reqs), reqs
     rev = re.search(r"^kokpit_storage_revision (\S+)$", text, re.M)
     assert rev is not None
     rv_after = int(json.loads(srv.request("GET", CM)[1])["metadata"]["resourceVersion"])

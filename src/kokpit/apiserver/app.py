@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 import orjson
 import yaml
@@ -167,8 +167,12 @@ class App:
                                       info.name, subresource=info.subresource or None,
                                       path=None if info.resource_request else path)
             if info.verb == "watch":
-                code = 200
                 await self._watch(info, query, headers, receive, send)
+                self._observe(info, 200, None)  # counted, but a watch's lifetime is no latency
+                return
+            if info.verb == "get" and info.subresource == "log":
+                code = 200
+                await self._pod_log(info, query, receive, send)
                 return
             body = await self._read_body(receive, headers)
             resp = await self._dispatch(info, query, headers, body, user)
@@ -183,9 +187,13 @@ class App:
         await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": resp.body if scope["method"] != "HEAD" else b""})
         if info is not None:
-            res = info.resource + (f"/{info.subresource}" if info.subresource else "")
-            self._requests.labels(info.verb, info.group, res, str(code)).inc()
-            self._latency.labels(info.verb, info.group, res).observe(time.perf_counter() - start)
+            self._observe(info, code, time.perf_counter() - start)
+
+    def _observe(self, info: RequestInfo, code: int, seconds: float | None) -> None:
+        res = info.resource + (f"/{info.subresource}" if info.subresource else "")
+        self._requests.labels(info.verb, info.group, res, str(code)).inc()
+        if seconds is not None:
+            self._latency.labels(info.verb, info.group, res).observe(seconds)
 
     def _error(self, e: APIError) -> _Response:
         hdrs = []
@@ -716,6 +724,83 @@ class App:
         opts.subresource = ""
         await self.rest._write_update(rt, rt.key(ns, name), cur, pod, opts)
         return self._json(_status_ok(), 201)
+
+    async def _pod_log(self, info: RequestInfo, query: dict[str, str], receive: Receive, send: Send) -> None:
+        """pods/log, proxied from the Pod's kubelet.  The contract (the server imports no kubelet code): the
+        kubelet publishes its port as the Node's status.daemonEndpoints.kubeletEndpoint.Port and serves
+        plain-HTTP ``GET /containerLogs/<ns>/<pod>/<container>?tailLines=&follow=&previous=&limitBytes=`` on
+        the Node's InternalIP; a non-200 answer's text becomes a 400 (as kube relays kubelet errors)."""
+        rt = self._resource_type(info)
+        if rt.kind != "Pod" or rt.group != "":
+            raise errors.not_found(rt.plural, info.name, rt.group)
+        pod = self.rest.get(rt, info.namespace, info.name).obj
+        spec = pod.get("spec") or {}
+        mains = [str(c.get("name")) for c in spec.get("containers") or []]
+        container = query.get("container") or ""
+        if not container:
+            if len(mains) != 1:
+                raise errors.bad_request(f"a container name must be specified for pod {info.name}, "
+                                         f"choose one of: [{' '.join(mains)}]")
+            container = mains[0]
+        elif container not in mains + [str(c.get("name")) for c in spec.get("initContainers") or []]:
+            raise errors.bad_request(f"container {container} is not valid for pod {info.name}")
+        node_name = spec.get("nodeName")
+        if not node_name:
+            raise errors.bad_request(f"pod {info.name} does not have a host assigned")
+        node = self.store.get(f"/core/nodes/{node_name}")
+        nstatus = (node.obj.get("status") or {}) if node is not None else {}
+        port = ((nstatus.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        host = next((a.get("address") for a in nstatus.get("addresses") or []
+                     if a.get("type") == "InternalIP"), "127.0.0.1")
+        if not port:
+            raise errors.bad_request(f"node {node_name} publishes no kubelet endpoint for logs")
+        params = {k: query[k] for k in ("follow", "previous", "tailLines", "limitBytes") if query.get(k)}
+        target = "/containerLogs/" + "/".join(quote(str(x), safe="") for x in (info.namespace, info.name,
+                                                                            container))
+        if params:
+            target += "?" + urlencode(params)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+        except (OSError, TimeoutError) as e:
+            raise errors.bad_request(f"cannot reach the kubelet of node {node_name} at {host}:{port}: {e}") \
+                from None
+        try:
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+            status_line = (await asyncio.wait_for(reader.readline(), 10.0)).split()
+            while (await asyncio.wait_for(reader.readline(), 10.0)) not in (b"\r\n", b"\n", b""):
+                pass
+            if len(status_line) < 2 or status_line[1] != b"200":
+                text = (await asyncio.wait_for(reader.read(65536), 10.0)).decode(errors="replace").strip()
+                raise errors.bad_request(text or f"the kubelet answered {b' '.join(status_line[1:]).decode()}")
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain"), (b"cache-control", b"no-cache, private")]})
+
+            async def disconnected() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            dtask = asyncio.ensure_future(disconnected())
+            try:
+                while True:
+                    rtask = asyncio.ensure_future(reader.read(65536))
+                    done, _ = await asyncio.wait({rtask, dtask}, return_when=asyncio.FIRST_COMPLETED)
+                    if rtask not in done:
+                        rtask.cancel()
+                        break
+                    chunk = rtask.result()
+                    if not chunk:
+                        break
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except OSError:
+                pass
+            finally:
+                dtask.cancel()
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (OSError, TimeoutError) as e:
+            raise errors.bad_request(f"reading logs from the kubelet of node {node_name} failed: {e}") from None
+        finally:
+            writer.close()
 
     def _access_review(self, body: Any, user: User | None) -> _Response:
         """`kubectl auth can-i`: answered from the same authorizer every request goes through."""
