@@ -35,7 +35,7 @@ NO_DELETECOLLECTION = ("create", "delete", "get", "list", "patch", "update", "wa
 EXPECTED = [
     ("", "namespaces", "Namespace", False, ("ns",), (), NO_DELETECOLLECTION, ("status",)),
     ("", "nodes", "Node", False, ("no",), (), ALL_VERBS, ("status",)),
-    ("", "pods", "Pod", True, ("po",), ("all",), ALL_VERBS, ("status", "eviction", "binding")),
+    ("", "pods", "Pod", True, ("po",), ("all",), ALL_VERBS, ("status", "eviction", "binding", "log")),
     ("", "configmaps", "ConfigMap", True, ("cm",), (), ALL_VERBS, ()),
     ("", "secrets", "Secret", True, (), (), ALL_VERBS, ()),
     ("", "services", "Service", True, ("svc",), ("all",), ALL_VERBS, ("status",)),

@@ -10,6 +10,18 @@ import asyncio
 import time
 from typing import Any, Protocol
 
+from kokpit.api.cluster import (
+    Cluster,
+    ClusterComponentStatus,
+    ClusterConditionType,
+    ClusterPackageVersion,
+    ClusterPackageVersionSpec,
+    ClusterReason,
+    ClusterSpec,
+    ClusterStatus,
+    ComponentTemplate,
+    DeletionPolicy,
+)
 from kokpit.api.crdgen import KindInfo, PrinterColumn, crd_for, list_map, list_set, structural_schema
 from kokpit.api.machine import (
     ComponentStatus,
@@ -29,9 +41,19 @@ from kokpit.api.meta import Condition, ConditionStatus, KokpitModel, ObjectMeta,
 
 __all__ = [
     "KINDS",
+    "Cluster",
+    "ClusterComponentStatus",
+    "ClusterConditionType",
+    "ClusterPackageVersion",
+    "ClusterPackageVersionSpec",
+    "ClusterReason",
+    "ClusterSpec",
+    "ClusterStatus",
     "ComponentStatus",
+    "ComponentTemplate",
     "Condition",
     "ConditionStatus",
+    "DeletionPolicy",
     "InstallState",
     "KindInfo",
     "KokpitModel",
@@ -56,7 +78,7 @@ __all__ = [
     "structural_schema",
 ]
 
-KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine]
+KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 

@@ -171,8 +171,8 @@ class App:
                 self._observe(info, 200, None)  # counted, but a watch's lifetime is no latency
                 return
             if info.verb == "get" and info.subresource == "log":
-                code = 200
                 await self._pod_log(info, query, receive, send)
+                self._observe(info, 200, None)  # a followed log's lifetime is no latency either
                 return
             body = await self._read_body(receive, headers)
             resp = await self._dispatch(info, query, headers, body, user)
@@ -311,6 +311,10 @@ class App:
             ns = None
         accept = headers.get("accept", "")
         v = info.verb
+        only = {"eviction": "create", "binding": "create", "log": "get"}.get(info.subresource)
+        if only is not None and v != only:  # else e.g. DELETE pods/x/binding would delete the pod itself
+            raise errors.method_not_allowed(f"the server does not allow this method on the requested "
+                                            f"resource ({info.resource}/{info.subresource})")
         if v == "get":
             if info.subresource == "scale":
                 return self._json(self._scale_of(rt, self.rest.get(rt, ns, info.name)))

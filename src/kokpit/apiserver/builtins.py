@@ -413,7 +413,7 @@ def _builtin_types() -> list[ResourceType]:
                      field_selectors={"spec.unschedulable": _bool_getter("spec", "unschedulable")},
                      default_hook=default_node),
         ResourceType("", "v1", "Pod", "pods", "pod", True, short_names=("po",), categories=("all",),
-                     subresources=("status", "eviction", "binding"), has_status=True, has_generation=True,
+                     subresources=("status", "eviction", "binding", "log"), has_status=True, has_generation=True,
                      schema=_schema(core + "Pod"), field_selectors=dict(_POD_FIELDS), default_hook=default_pod),
         ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, short_names=("cm",),
                      schema=_schema(core + "ConfigMap")),
@@ -472,4 +472,6 @@ def subresource_info(rt: ResourceType, sub: str) -> tuple[str, str, str, tuple[s
         return "policy", "v1", "Eviction", ("create",)
     if sub == "binding":
         return "", "v1", "Binding", ("create",)
+    if sub == "log":
+        return "", "v1", "Pod", ("get",)
     raise KeyError(f"{rt.plural}/{sub} is not a known subresource")

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import gc
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from kokpit.apiserver.app import App, AppConfig
 from kokpit.apiserver.auth import Authenticator
 from kokpit.apiserver.controllers import Controllers
 from kokpit.apiserver.errors import APIError
-from kokpit.apiserver.pki import ensure_pki, ensure_tokens, write_kubeconfig
+from kokpit.apiserver.pki import Tokens, ensure_pki, ensure_tokens, write_kubeconfig
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.rest import NAMESPACE_FINALIZER, Rest, WriteOptions
 from kokpit.apiserver.storage.store import Store
@@ -57,6 +58,12 @@ class ServerOptions:
     event_ttl: float = 3600.0
     bookmark_interval: float = 60.0
     extra_sans: list[str] = field(default_factory=list)
+    # PKI and tokens minted by whoever starts the server (the cluster operator, through a mounted Secret);
+    # unset, the server keeps its own under the data dir.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    ca_file: Path | None = None  # the CA that signed tls_cert_file, written into the kubeconfigs
+    token_file: Path | None = None  # JSON {"admin": ..., "readonly": ...}
 
 
 @dataclass
@@ -173,12 +180,15 @@ def _url_host(host: str) -> str:
 async def serve(opts: ServerOptions) -> None:
     """Run until SIGTERM/SIGINT. Writes the admin kubeconfig once the port is bound."""
     data_dir = opts.data_dir
-    tokens = ensure_tokens(data_dir)
+    tokens = _load_tokens(opts.token_file) if opts.token_file else ensure_tokens(data_dir)
     auth = Authenticator(tokens)
     built = await build(opts, auth)
     ssl_kwargs: dict[str, Any] = {}
     ca_pem: bytes | None = None
-    if opts.tls:
+    if opts.tls and opts.tls_cert_file and opts.tls_key_file:
+        ssl_kwargs = {"ssl_certfile": str(opts.tls_cert_file), "ssl_keyfile": str(opts.tls_key_file)}
+        ca_pem = opts.ca_file.read_bytes() if opts.ca_file else None
+    elif opts.tls:
         pki = ensure_pki(data_dir, _hosts(opts))
         ssl_kwargs = {"ssl_certfile": str(pki.server_cert), "ssl_keyfile": str(pki.server_key)}
         ca_pem = pki.ca_pem
@@ -220,6 +230,14 @@ async def serve(opts: ServerOptions) -> None:
         await asyncio.wait_for(serve_task, timeout=5)
     stop_task.cancel()
     await _shutdown(built)
+
+
+def _load_tokens(path: Path) -> Tokens:
+    try:
+        raw = json.loads(path.read_bytes())
+        return Tokens(admin=str(raw["admin"]), readonly=str(raw["readonly"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"--token-file {path}: expected JSON with admin and readonly tokens ({e})") from None
 
 
 class _Server(uvicorn.Server):

@@ -44,6 +44,12 @@ def apiserver(
     event_ttl: float = typer.Option(3600.0, "--event-ttl", min=1, help="Seconds an Event lives."),
     bookmark_interval: float = typer.Option(60.0, "--bookmark-interval", min=0.05,
                                             help="Seconds between watch bookmarks."),
+    tls_cert_file: Path | None = typer.Option(None, "--tls-cert-file", help="Serving certificate (PEM); "
+                                              "default: the server's own PKI under the data dir."),
+    tls_private_key_file: Path | None = typer.Option(None, "--tls-private-key-file", help="Its key (PEM)."),
+    ca_file: Path | None = typer.Option(None, "--ca-file", help="CA of --tls-cert-file, for the kubeconfigs."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="JSON {admin, readonly} bearer tokens; "
+                                           "default: generated under the data dir."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the embedded Kubernetes-compatible API server."""
@@ -56,7 +62,9 @@ def apiserver(
         run(ServerOptions(data_dir=data_dir, host=host, port=port, kubeconfig=kubeconfig,
                           version_label=version_label, tls=not insecure_http,
                           compaction_window=compaction_window, compaction_interval=compaction_interval,
-                          event_ttl=event_ttl, bookmark_interval=bookmark_interval))
+                          event_ttl=event_ttl, bookmark_interval=bookmark_interval,
+                          tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
+                          token_file=token_file))
     except DataDirInUse as e:
         _fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:
@@ -125,6 +133,84 @@ def machine_operator(
                            fast_poll=fast_poll, slow_poll=slow_poll)
     try:
         asyncio.run(run_operator(kubeconfig, SimulatorDriver(driver_url), opts, http_port=metrics_port))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("kubelet")
+def kubelet_cmd(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the meta cluster."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="Where Pods' folders, logs and volumes live."),
+    node_name: str = typer.Option("local", "--node-name", help="Name of the Node to register."),
+    simulate: bool = typer.Option(False, "--simulate",
+                                  help="Start no processes: report Pods Running/Ready (scale benchmarks)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Log endpoint port (0 picks a free one)."),
+    bind_pending: bool = typer.Option(True, "--bind-pending/--no-bind-pending",
+                                      help="Bind unscheduled Pods (default scheduler) to this Node."),
+    backoff_base: float = typer.Option(10.0, "--backoff-base", min=0.01, help="First CrashLoopBackOff delay (s)."),
+    backoff_cap: float = typer.Option(300.0, "--backoff-cap", min=0.01, help="Longest CrashLoopBackOff delay (s)."),
+    stop_pods_on_exit: bool = typer.Option(False, "--stop-pods-on-exit",
+                                           help="End the Pods' processes on exit (default: leave them running "
+                                                "for the next kubelet to adopt, like kubelet)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the local kubelet (embedded mode): register a Node and run its kokpit Pods as processes."""
+    import asyncio
+
+    from kokpit.kubelet import KubeletOptions, run_kubelet
+
+    if kubeconfig is not None and not kubeconfig.is_file():
+        _fail(f"kubeconfig {kubeconfig} not found")
+    _logging(verbose)
+    if not verbose:
+        for noisy in ("httpx", "httpx2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    opts = KubeletOptions(data_dir=data_dir, node_name=node_name, simulate=simulate, log_port=port,
+                          bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap)
+    try:
+        asyncio.run(run_kubelet(kubeconfig, opts, stop_pods_on_exit=stop_pods_on_exit))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("cluster-operator")
+def cluster_operator(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the meta cluster."),
+    workers: int = typer.Option(16, "--workers", min=1, help="Concurrent reconciles."),
+    data_root: str = typer.Option("/var/lib/kokpit/clusters", "--data-root",
+                                  help="Host folder of the business clusters' data (hostPath volumes)."),
+    port_range: str = typer.Option("30000-32767", "--port-range",
+                                   help="NodePorts for business API servers and node drivers (LO-HI)."),
+    apiserver_san: list[str] | None = typer.Option(None, "--apiserver-san",
+                                                   help="Extra name/IP in every business API server's "
+                                                   "certificate (repeatable; e.g. node addresses)."),
+    unhealthy_timeout: float = typer.Option(30.0, "--unhealthy-timeout", min=0.1,
+                                            help="Seconds a component may be unready before it is replaced."),
+    release_timeout: float = typer.Option(60.0, "--release-timeout", min=0.1,
+                                          help="Seconds a release step may take before it is rolled back."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port",
+                                            help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the cluster operator: business cluster control planes as Pods of the meta cluster."""
+    import asyncio
+
+    from kokpit.operators.cluster import OperatorOptions, run_operator
+
+    if kubeconfig is not None and not kubeconfig.is_file():
+        _fail(f"kubeconfig {kubeconfig} not found")
+    lo, _, hi = port_range.partition("-")
+    if not (lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
+        _fail(f"--port-range must look like 30000-32767 (got {port_range})")
+    _logging(verbose)
+    if not verbose:
+        for noisy in ("httpx", "httpx2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    opts = OperatorOptions(workers=workers, data_root=data_root, port_range=(int(lo), int(hi)),
+                           extra_sans=tuple(apiserver_san or ()), unhealthy_timeout=unhealthy_timeout,
+                           release_timeout=release_timeout)
+    try:
+        asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port))
     except KeyboardInterrupt:
         pass
 

@@ -77,6 +77,7 @@ class Kubelets:
         status_report_period: float = 300.0,
         driver_url: str = "",
         workers: int = 32,
+        status_coalesce: float = 0.25,
         clock: Clock | None = None,
     ) -> None:
         self.client = client
@@ -88,6 +89,9 @@ class Kubelets:
         self.lease_duration = max(1, round(lease_period * 4))  # kubelet: renew every 1/4 of the duration
         self.driver_url = driver_url
         self.workers = workers
+        # changes within this many seconds share one status post (an operator installing four components
+        # back to back: one write, not four — the server's write budget is the fleet's bottleneck)
+        self.status_coalesce = status_coalesce
         self._clock: Clock = clock or RealClock()
         self._rng = random.Random(seed)
         self.uids: dict[str, str] = {}
@@ -270,7 +274,10 @@ class Kubelets:
         elif name in self._frozen:  # back from a silent hang: report fresh status whatever we posted before
             self._frozen.discard(name)
             self._force.add(name)
-        self._status_q.add(name)
+        if self.status_coalesce > 0:
+            self._status_q.add_after(name, self.status_coalesce)
+        else:
+            self._status_q.add(name)
 
     def node_seen(self, node: dict[str, Any]) -> None:
         """Node informer handler: if someone else changed our Ready condition (a node lifecycle controller
@@ -368,7 +375,10 @@ class Kubelets:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._scheduler(), name="sim-heartbeats")]
         self._tasks += [loop.create_task(self._worker(), name=f"sim-heartbeat-{i}") for i in range(self.workers)]
-        self._tasks += [loop.create_task(self._status_worker(), name=f"sim-status-{i}") for i in range(8)]
+        # status posts are latency-bound like renewals: with a fixed 8 they fell behind a busy server (a fleet-wide
+        # kubelet swap waited on them, bench/fleet.py), so they scale with the heartbeat workers
+        self._tasks += [loop.create_task(self._status_worker(), name=f"sim-status-{i}")
+                        for i in range(max(8, self.workers))]
         for name in hosts:  # anything that changed while registering
             self._status_q.add(name)
 

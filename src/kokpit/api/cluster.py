@@ -1,0 +1,181 @@
+"""Cluster and ClusterPackageVersion: a business cluster's declared control plane, and its versioned recipe.
+
+A ClusterPackageVersion (CPV) names the component images and default start arguments of one release of a
+control plane; it is immutable (a CEL transition rule on ``spec``), so "the cluster runs CPV x" always means
+the same thing.  A Cluster points at exactly one CPV: changing the pointer releases, pointing back rolls back.
+The cluster operator reads these models; the condition types and reasons live here, beside the kinds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Final
+
+from pydantic import Field, JsonValue
+
+from kokpit.api.crdgen import KindInfo, PrinterColumn, list_map
+from kokpit.api.machine import COMPONENT_PATTERN, GROUP, VERSION
+from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
+
+__all__ = [
+    "APISERVER_COMPONENT",
+    "MACHINE_OPERATOR_COMPONENT",
+    "SIMULATOR_COMPONENT",
+    "Cluster",
+    "ClusterComponentStatus",
+    "ClusterConditionType",
+    "ClusterPackageVersion",
+    "ClusterPackageVersionSpec",
+    "ClusterReason",
+    "ClusterSpec",
+    "ClusterStatus",
+    "ComponentTemplate",
+    "ControlPlane",
+    "DeletionPolicy",
+    "Simulation",
+]
+
+APISERVER_COMPONENT: Final = "kube-apiserver"
+"""The one component every ClusterPackageVersion must carry (started first, upgraded first)."""
+MACHINE_OPERATOR_COMPONENT: Final = "machine-operator"
+SIMULATOR_COMPONENT: Final = "simulator"
+
+IMMUTABLE_SPEC: Final[list[JsonValue]] = [{"rule": "self == oldSelf", "message": "spec is immutable: create a new "
+                          "ClusterPackageVersion and point Clusters at it", "reason": "FieldValueForbidden"}]
+
+
+# ------------------------------------------------------------------------------------------------ CPV
+class ComponentTemplate(SpecModel):
+    """One control-plane component of a release: which image, its default arguments, how many replicas."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=COMPONENT_PATTERN,
+                      description="kube-apiserver, etcd, kube-controller-manager, kube-scheduler, "
+                                  "machine-operator, simulator, ...")
+    image: str = Field(min_length=1, max_length=512)
+    args: list[str] = Field(default_factory=list, description="Default start arguments (the operator appends "
+                                                              "the wiring: ports, data dir, certificates).")
+    replicas: int = Field(default=1, ge=0, le=5, description="Replicas (kube-apiserver: "
+                                                             "Cluster spec.controlPlane.replicas wins).")
+
+
+class ClusterPackageVersionSpec(SpecModel):
+    kubernetes_version: str = Field(min_length=2, max_length=64, pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+.*$",
+                                    description="Reported by the business API server's /version.")
+    components: list[ComponentTemplate] = Field(min_length=1, json_schema_extra=list_map("name"))
+
+
+class ClusterPackageVersion(ResourceModel):
+    """One release of a business cluster's control plane (cluster-scoped; the spec never changes)."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        group=GROUP, version=VERSION, kind="ClusterPackageVersion", plural="clusterpackageversions",
+        scope="Cluster", singular="clusterpackageversion", short_names=("cpv",), status_subresource=False,
+        printer_columns=(
+            PrinterColumn("Kubernetes", ".spec.kubernetesVersion"),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    spec: ClusterPackageVersionSpec = Field(json_schema_extra={"x-kubernetes-validations": IMMUTABLE_SPEC})
+
+
+# ------------------------------------------------------------------------------------------------ Cluster
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"  # deleting the Cluster deletes its data (PKI Secrets, API server data dir)
+    RETAIN = "Retain"  # the PKI Secrets and the data dir outlive the Cluster; a new one of that name reuses them
+
+
+class ControlPlane(SpecModel):
+    replicas: int = Field(default=1, ge=1, le=5, description="API server replicas.")
+
+
+class Simulation(SpecModel):
+    nodes: int = Field(default=0, ge=0, le=100000, description="Simulated nodes (embedded fleets).")
+
+
+class ClusterSpec(SpecModel):
+    package_version: str = Field(min_length=1, max_length=253, description="The ClusterPackageVersion to run.")
+    control_plane: ControlPlane = Field(default_factory=ControlPlane, json_schema_extra={"default": {}})
+    simulation: Simulation = Field(default_factory=Simulation, json_schema_extra={"default": {}})
+    paused: bool = Field(default=False, description="Stop acting on this Cluster (status is still written).")
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+
+
+class ClusterConditionType(StrEnum):
+    CONTROL_PLANE_READY = "ControlPlaneReady"
+    UPGRADING = "Upgrading"
+    DEGRADED = "Degraded"
+    READY = "Ready"
+
+
+class ClusterReason:
+    """Reasons of the cluster operator's conditions (CamelCase, stable: tools may match on them)."""
+
+    # bad input
+    PACKAGE_VERSION_NOT_FOUND: Final = "PackageVersionNotFound"
+    INVALID_PACKAGE_VERSION: Final = "InvalidPackageVersion"
+    INVALID_SPEC: Final = "InvalidSpec"
+    # ControlPlaneReady
+    COMPONENTS_READY: Final = "ComponentsReady"
+    API_SERVER_NOT_READY: Final = "APIServerNotReady"
+    COMPONENTS_NOT_READY: Final = "ComponentsNotReady"
+    PROVISIONING: Final = "Provisioning"
+    # Upgrading
+    UPGRADE_IN_PROGRESS: Final = "UpgradeInProgress"
+    ROLLING_BACK: Final = "RollingBack"
+    ROLLED_BACK: Final = "RolledBack"
+    UP_TO_DATE: Final = "UpToDate"
+    # Degraded
+    AS_EXPECTED: Final = "AsExpected"
+    COMPONENT_FAILING: Final = "ComponentFailing"
+    COMPONENT_REPLACED: Final = "ComponentReplaced"
+    # Ready
+    READY: Final = "Ready"
+    NOT_READY: Final = "NotReady"
+    PAUSED: Final = "Paused"
+    DELETING: Final = "Deleting"
+
+
+class ClusterComponentStatus(StatusModel):
+    name: str
+    version: str = Field(default="", description="The ClusterPackageVersion its Pods run.")
+    replicas: int = 0
+    ready_replicas: int = 0
+    restarts: int = 0
+    healthy: bool = False
+    message: str = ""
+
+
+class ClusterStatus(StatusModel):
+    observed_generation: int | None = None
+    phase: str | None = Field(default=None, description="For people only; code decides on conditions.")
+    endpoint: str | None = Field(default=None, description="https URL of the business API server.")
+    package_version: str | None = Field(default=None, description="The ClusterPackageVersion every "
+                                                                  "component runs (observed).")
+    last_good_package_version: str | None = Field(default=None, description="The last ClusterPackageVersion "
+                                                                            "the whole control plane was "
+                                                                            "healthy on (rollback target).")
+    failed_package_version: str | None = Field(default=None, description="A release that failed its "
+                                                                         "post-check and was rolled back; "
+                                                                         "not retried until spec changes.")
+    components: list[ClusterComponentStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
+
+
+class Cluster(ResourceModel):
+    """One business cluster whose control plane runs as Pods of the meta cluster (Kube on Kube)."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        group=GROUP, version=VERSION, kind="Cluster", plural="clusters", scope="Namespaced",
+        singular="cluster", short_names=("kc",),
+        printer_columns=(
+            PrinterColumn("Version", ".status.packageVersion"),
+            PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+            PrinterColumn("Endpoint", ".status.endpoint"),
+            PrinterColumn("Phase", ".status.phase", priority=1),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    spec: ClusterSpec
+    status: ClusterStatus = Field(default_factory=ClusterStatus)

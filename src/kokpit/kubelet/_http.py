@@ -1,0 +1,209 @@
+"""The kubelet's two small HTTP needs, on plain asyncio streams: probing containers, and serving their logs.
+
+Probes are one GET each (HTTP/1.0, connection closed after), like kubelet's: any status 200–399 passes, an
+https endpoint is probed without verifying its certificate.  The log endpoint is the contract with the API
+server's ``pods/log`` handler (which may not import kubelet code): the kubelet serves
+``GET /containerLogs/<namespace>/<pod>/<container>?tailLines=N&follow=true&previous=true&limitBytes=N`` in
+plain HTTP on 127.0.0.1 and publishes the port as the Node's ``status.daemonEndpoints.kubeletEndpoint.Port``.
+Errors are a non-2xx status with a one-line text explanation the API server passes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["LogRequest", "LogServer", "LogSource", "http_probe", "tail_bytes", "tcp_probe"]
+
+log = logging.getLogger("kokpit.kubelet.http")
+
+
+def _insecure_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def http_probe(host: str, port: int, path: str, *, https: bool = False, timeout: float = 1.0,
+                     headers: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """(passed, why) for one GET; only the status line is read."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port,
+                                                           ssl=_insecure_context() if https else None)
+            lines = [f"GET {path or '/'} HTTP/1.0", f"Host: {host}:{port}", "User-Agent: kube-probe/1.37",
+                     "Accept: */*", *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+            writer.write("\r\n".join(lines).encode("latin-1"))
+            await writer.drain()
+            status_line = (await reader.readline()).decode("latin-1").strip()
+    except TimeoutError:
+        return False, f"Get {path}: timed out after {timeout}s"
+    except (OSError, ssl.SSLError) as e:
+        return False, f"Get {path}: {e}"
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return False, f"Get {path}: malformed answer {status_line!r}"
+    code = int(parts[1])
+    return 200 <= code < 400, f"HTTP probe answered {code}"
+
+
+async def tcp_probe(host: str, port: int, *, timeout: float = 1.0) -> tuple[bool, str]:
+    try:
+        async with asyncio.timeout(timeout):
+            _r, w = await asyncio.open_connection(host, port)
+    except (TimeoutError, OSError) as e:
+        return False, f"dial tcp {host}:{port}: {e or 'timeout'}"
+    w.close()
+    with contextlib.suppress(Exception):
+        await w.wait_closed()
+    return True, "connected"
+
+
+def tail_bytes(data: bytes, lines: int | None) -> bytes:
+    """The last ``lines`` lines of ``data`` (all of it when None)."""
+    if lines is None:
+        return data
+    if lines <= 0:
+        return b""
+    parts = data.splitlines(keepends=True)
+    return b"".join(parts[-lines:])
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    namespace: str
+    pod: str
+    container: str
+    follow: bool = False
+    previous: bool = False
+    tail_lines: int | None = None
+    limit_bytes: int | None = None
+
+
+@dataclass
+class LogSource:
+    """Where a container's log is, and whether more may still be written to it."""
+
+    path: Path
+    still_running: Callable[[], bool]
+
+
+class LogServer:
+    """``GET /containerLogs/...`` on 127.0.0.1; ``lookup`` maps a request to a :class:`LogSource` or raises
+    ``LookupError`` with the message to send back (404)."""
+
+    def __init__(self, lookup: Callable[[LogRequest], LogSource], *, host: str = "127.0.0.1", port: int = 0,
+                 follow_poll: float = 0.2) -> None:
+        self.lookup = lookup
+        self.host = host
+        self.port = port
+        self.follow_poll = follow_poll
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except Exception:
+            log.exception("log request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(10):
+            request_line = (await reader.readline()).decode("latin-1").split()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+        if len(request_line) < 2 or request_line[0] != "GET":
+            await _send(writer, 405, b"only GET is served\n")
+            return
+        url = urlsplit(request_line[1])
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            await _send(writer, 404, b"not found: use /containerLogs/<namespace>/<pod>/<container>\n")
+            return
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            req = LogRequest(parts[1], parts[2], parts[3], follow=q.get("follow") in ("true", "1"),
+                             previous=q.get("previous") in ("true", "1"),
+                             tail_lines=int(q["tailLines"]) if q.get("tailLines") else None,
+                             limit_bytes=int(q["limitBytes"]) if q.get("limitBytes") else None)
+        except ValueError:
+            await _send(writer, 400, b"tailLines and limitBytes must be integers\n")
+            return
+        try:
+            src = self.lookup(req)
+        except LookupError as e:
+            await _send(writer, 404, (str(e.args[0] if e.args else e) + "\n").encode())
+            return
+        try:
+            data = src.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        body = tail_bytes(data, req.tail_lines)
+        if req.limit_bytes is not None:
+            body = body[: max(0, req.limit_bytes)]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n")
+        if not req.follow:
+            writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+            return
+        writer.write(b"\r\n" + body)
+        await writer.drain()
+        offset = len(data)
+        while True:
+            await asyncio.sleep(self.follow_poll)
+            try:
+                more = _read_from(src.path, offset)
+            except FileNotFoundError:
+                return
+            if more:
+                offset += len(more)
+                writer.write(more)
+                await writer.drain()
+            elif not src.still_running():
+                return
+            if reader.at_eof():
+                return
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+async def _send(writer: asyncio.StreamWriter, code: int, body: bytes) -> None:
+    reason = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}.get(code, "Error")
+    writer.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await writer.drain()
+

@@ -1,0 +1,248 @@
+"""Pure pieces of the cluster operator: names, the Pods a release wants, and how healthy a Pod is.
+
+Everything here is a function of its arguments (objects as plain dicts, ``now`` passed in), so the decisions
+that matter — which Pod is outdated, which is broken, which release to run — are unit-tested without a
+server.  The operator module does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kokpit._lib.clock import parse_time
+from kokpit.api.cluster import APISERVER_COMPONENT, MACHINE_OPERATOR_COMPONENT, SIMULATOR_COMPONENT
+from kokpit.runtime import find_condition
+
+__all__ = [
+    "APISERVER_DATA_MOUNT",
+    "CLUSTER_LABEL",
+    "COMPONENT_LABEL",
+    "HASH_ANNOTATION",
+    "KUBECONFIG_KEY",
+    "KUBECONFIG_MOUNT",
+    "PKI_MOUNT",
+    "VERSION_LABEL",
+    "Names",
+    "PodHealth",
+    "Wiring",
+    "component_order",
+    "desired_pod",
+    "pod_health",
+    "pod_ready",
+    "validate_cpv",
+]
+
+Obj = dict[str, Any]
+
+CLUSTER_LABEL = "kokpit.io/cluster"
+COMPONENT_LABEL = "kokpit.io/component"
+VERSION_LABEL = "kokpit.io/package-version"
+HASH_ANNOTATION = "kokpit.io/pod-spec-hash"
+KUBECONFIG_KEY = "value"  # the key Cluster API uses in <cluster>-kubeconfig Secrets
+PKI_MOUNT = "/etc/kokpit/pki"
+KUBECONFIG_MOUNT = "/etc/kokpit/kubeconfig"
+APISERVER_DATA_MOUNT = "/var/lib/kokpit/apiserver"
+SIMULATOR_DATA_MOUNT = "/var/lib/kokpit/simulator"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every object name of one Cluster (all in the Cluster's own namespace: ownerReferences cannot cross
+    namespaces, and the garbage collector deletes dependents whose owner it cannot find there)."""
+
+    namespace: str
+    cluster: str
+
+    @property
+    def service(self) -> str:
+        return f"{self.cluster}-apiserver"
+
+    @property
+    def pki_secret(self) -> str:
+        return f"{self.cluster}-pki"
+
+    @property
+    def kubeconfig_secret(self) -> str:
+        return f"{self.cluster}-kubeconfig"
+
+    def pod(self, component: str, index: int) -> str:
+        return f"{self.cluster}-{component}-{index}"
+
+    def host_dir(self, root: str, what: str) -> str:
+        """Where a component's data lives on the host: outlives every Pod (and, with Retain, the Cluster)."""
+        return f"{root.rstrip('/')}/{self.namespace}/{self.cluster}/{what}"
+
+    def service_hosts(self) -> list[str]:
+        s = self.service
+        return [s, f"{s}.{self.namespace}", f"{s}.{self.namespace}.svc", f"{s}.{self.namespace}.svc.cluster.local"]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the operator adds to a component's default arguments to connect it to its cluster."""
+
+    kubernetes_version: str
+    apiserver_port: int
+    driver_port: int | None  # the simulator's node-driver port (None without simulation)
+    endpoint_host: str | None  # where the other components reach the API server / the driver
+    nodes: int
+    data_root: str
+    pki_hash: str
+
+
+def validate_cpv(cpv: Obj | None) -> tuple[str, str] | None:
+    """``(reason, message)`` when a ClusterPackageVersion cannot be run, else None."""
+    if cpv is None:
+        return "PackageVersionNotFound", "the ClusterPackageVersion does not exist"
+    spec = cpv.get("spec") or {}
+    names = [str(c.get("name")) for c in spec.get("components") or []]
+    if APISERVER_COMPONENT not in names:
+        return "InvalidPackageVersion", f"the ClusterPackageVersion has no {APISERVER_COMPONENT} component"
+    if not spec.get("kubernetesVersion"):
+        return "InvalidPackageVersion", "the ClusterPackageVersion has no kubernetesVersion"
+    return None
+
+
+def component_order(cpv: Obj) -> list[Obj]:
+    """The API server first (every other component talks to it), then the rest in their listed order;
+    the machine operator after the simulator whose driver it uses."""
+    comps = list((cpv.get("spec") or {}).get("components") or [])
+    rank = {APISERVER_COMPONENT: 0, SIMULATOR_COMPONENT: 2, MACHINE_OPERATOR_COMPONENT: 3}
+    return sorted(comps, key=lambda c: rank.get(str(c.get("name")), 1))
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _wired_args(name: str, args: list[str], w: Wiring) -> list[str] | None:
+    """The component's arguments plus its wiring; None when it cannot run yet (a dependency is missing)."""
+    kc = f"{KUBECONFIG_MOUNT}/{KUBECONFIG_KEY}"
+    if name == APISERVER_COMPONENT:
+        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--host", "0.0.0.0",
+                "--port", str(w.apiserver_port), "--version-label", w.kubernetes_version,
+                "--tls-cert-file", f"{PKI_MOUNT}/tls.crt", "--tls-private-key-file", f"{PKI_MOUNT}/tls.key",
+                "--ca-file", f"{PKI_MOUNT}/ca.crt", "--token-file", f"{PKI_MOUNT}/tokens.json"]
+    if name == SIMULATOR_COMPONENT:
+        if w.driver_port is None:
+            return None
+        return [*args, "--kubeconfig", kc, "--nodes", str(w.nodes), "--data-dir", SIMULATOR_DATA_MOUNT,
+                "--driver-host", "0.0.0.0", "--driver-port", str(w.driver_port)]
+    if name == MACHINE_OPERATOR_COMPONENT:
+        if w.driver_port is None or not w.endpoint_host:
+            return None  # no node driver to reach (today only the simulator is one)
+        return [*args, "--kubeconfig", kc, "--driver-url", f"http://{w.endpoint_host}:{w.driver_port}"]
+    return list(args)
+
+
+def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiring,
+                owner: Obj) -> Obj | None:
+    """The Pod one replica of ``component`` of release ``cpv`` should be; None when it cannot run yet.
+
+    Its spec hash (an annotation) covers everything that shapes the Pod, so "outdated" is one comparison.
+    """
+    name = str(component["name"])
+    args = _wired_args(name, list(component.get("args") or []), wiring)
+    if args is None:
+        return None
+    cpv_name = str(cpv["metadata"]["name"])
+    mounts: list[Obj] = []
+    volumes: list[Obj] = []
+    env: list[Obj] = []
+    ports: list[Obj] = []
+    probe: Obj | None = None
+    if name == APISERVER_COMPONENT:
+        mounts += [{"name": "data", "mountPath": APISERVER_DATA_MOUNT},
+                   {"name": "pki", "mountPath": PKI_MOUNT, "readOnly": True}]
+        volumes += [{"name": "data", "hostPath": {"path": names.host_dir(wiring.data_root, "apiserver"),
+                                                  "type": "DirectoryOrCreate"}},
+                    {"name": "pki", "secret": {"secretName": names.pki_secret, "items": [
+                        {"key": k, "path": k} for k in ("ca.crt", "tls.crt", "tls.key", "tokens.json")]}}]
+        ports.append({"name": "https", "containerPort": wiring.apiserver_port, "protocol": "TCP"})
+        probe = {"httpGet": {"path": "/readyz", "port": wiring.apiserver_port, "scheme": "HTTPS"},
+                 "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3}
+    else:
+        mounts.append({"name": "kubeconfig", "mountPath": KUBECONFIG_MOUNT, "readOnly": True})
+        volumes.append({"name": "kubeconfig", "secret": {"secretName": names.kubeconfig_secret}})
+        env.append({"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/{KUBECONFIG_KEY}"})
+        if name == SIMULATOR_COMPONENT:
+            mounts.append({"name": "data", "mountPath": SIMULATOR_DATA_MOUNT})
+            volumes.append({"name": "data", "hostPath": {"path": names.host_dir(wiring.data_root, "simulator"),
+                                                         "type": "DirectoryOrCreate"}})
+            if wiring.driver_port is not None:
+                ports.append({"name": "driver", "containerPort": wiring.driver_port, "protocol": "TCP"})
+    container: Obj = {"name": name, "image": str(component["image"]), "args": args, "volumeMounts": mounts}
+    if env:
+        container["env"] = env
+    if ports:
+        container["ports"] = ports
+    if probe:
+        container["readinessProbe"] = probe
+    spec: Obj = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
+                 "hostNetwork": True, "terminationGracePeriodSeconds": 10}
+    pod_hash = _hash({"spec": spec, "pki": wiring.pki_hash if name == APISERVER_COMPONENT else ""})
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": names.pod(name, index), "namespace": names.namespace,
+            "labels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name, VERSION_LABEL: cpv_name},
+            "annotations": {HASH_ANNOTATION: pod_hash},
+            "ownerReferences": [{"apiVersion": owner.get("apiVersion", "kokpit.io/v1alpha1"),
+                                 "kind": owner.get("kind", "Cluster"), "name": meta.get("name"),
+                                 "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": spec,
+    }
+
+
+def _time(s: Any) -> dt.datetime | None:
+    if not s:
+        return None
+    try:
+        return parse_time(str(s))
+    except ValueError:
+        return None
+
+
+def pod_ready(pod: Obj) -> bool:
+    st = pod.get("status") or {}
+    return st.get("phase") == "Running" and (find_condition(st.get("conditions"), "Ready") or {}).get(
+        "status") == "True" and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+@dataclass
+class PodHealth:
+    ready: bool
+    broken: bool  # should be replaced now
+    restarts: int
+    message: str = ""
+    since: dt.datetime | None = field(default=None)  # when it last stopped being ready (or was created)
+
+
+def pod_health(pod: Obj, now: dt.datetime, timeout: float) -> PodHealth:
+    """Ready, or broken: ended (Failed/Succeeded) or not ready for longer than ``timeout`` seconds."""
+    meta = pod.get("metadata") or {}
+    st = pod.get("status") or {}
+    restarts = sum(int(c.get("restartCount") or 0) for c in st.get("containerStatuses") or [])
+    if pod_ready(pod):
+        return PodHealth(True, False, restarts)
+    phase = st.get("phase") or "Pending"
+    if phase in ("Failed", "Succeeded"):
+        return PodHealth(False, True, restarts, f"pod {meta.get('name')} ended ({phase}): "
+                                                f"{st.get('reason') or st.get('message') or ''}".rstrip(": "))
+    created = _time(meta.get("creationTimestamp")) or now
+    ready_cond = find_condition(st.get("conditions"), "Ready") or {}
+    since = max(created, _time(ready_cond.get("lastTransitionTime")) or created)
+    waiting = ""
+    for c in st.get("containerStatuses") or []:
+        w = (c.get("state") or {}).get("waiting") or {}
+        if w.get("reason"):
+            waiting = f" ({w['reason']}{': ' + w['message'] if w.get('message') else ''})"
+    broken = (now - since).total_seconds() > timeout
+    msg = f"pod {meta.get('name')} not ready for {int((now - since).total_seconds())}s{waiting}"
+    return PodHealth(False, broken, restarts, msg, since)

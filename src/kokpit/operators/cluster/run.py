@@ -1,0 +1,39 @@
+"""Process entry point of the cluster operator, shared by ``kokpit cluster-operator`` and tests.
+
+Kept apart from the reconcile so the CLI, a Pod and an in-process test start the operator the same way:
+client from kubeconfig, a Manager (probes and metrics), the operator wired onto it, a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kokpit.client import Client
+from kokpit.operators.cluster.operator import ClusterOperator, OperatorOptions, Prober
+from kokpit.runtime import Manager
+from kokpit.runtime.informer import strip_managed_fields
+
+__all__ = ["run_operator"]
+
+log = logging.getLogger("kokpit.operators.cluster")
+
+
+async def run_operator(
+    kubeconfig: str | Path | None,
+    options: OperatorOptions | None = None,
+    *,
+    prober: Prober | None = None,
+    http_port: int | None = 0,
+    handle_signals: bool = True,
+) -> None:
+    """Run the cluster operator against the meta cluster until SIGTERM/SIGINT (or cancellation)."""
+    client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-cluster-operator")
+    try:
+        manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
+                          cache_transform=strip_managed_fields)
+        ClusterOperator(manager, options, prober=prober)
+        log.info("cluster operator starting against %s", client.server)
+        await manager.run()
+    finally:
+        await client.close()

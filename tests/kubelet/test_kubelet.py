@@ -1,0 +1,451 @@
+"""The local kubelet against a real embedded API server: real kokpit processes, real kubectl.
+
+The kubelet runs in-process as an asyncio task (fast backoff and sync for tests); every process it starts is
+ended by the test (Pod deletion, or ``close(stop_pods=True)`` in the fixture), and the tests check the pids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import stat
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kokpit.apiserver.testing import ApiServerProcess, free_port
+from kokpit.client import LEASE, NODE, POD, SECRET, Client, NotFoundError
+from kokpit.kubelet import Kubelet, KubeletOptions
+from kokpit.kubelet._kubelet import _PodWorker
+from kokpit.kubelet._procs import process_start_time
+
+Obj = dict[str, Any]
+NS = "default"
+
+
+class KubeletRunner:
+    """Start/stop an in-process kubelet on one data dir (a restart is stop + start)."""
+
+    def __init__(self, client: Client, data_dir: Path, **opts: Any) -> None:
+        self.client = client
+        self.opts = {"backoff_base": 0.2, "backoff_cap": 1.0, "sync_interval": 0.1, "lease_renew_interval": 1.0,
+                     "orphan_grace": 3.0, **opts}
+        self.data_dir = data_dir
+        self.kubelet: Kubelet | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Kubelet:
+        self.kubelet = Kubelet(self.client, KubeletOptions(data_dir=self.data_dir, **self.opts))
+        self.task = asyncio.create_task(self.kubelet.run())
+        ready = asyncio.create_task(self.kubelet.wait_ready())
+        done, _ = await asyncio.wait({ready, self.task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            if self.task.done():
+                self.task.result()
+            raise AssertionError("kubelet did not become ready")
+        return self.kubelet
+
+    async def stop(self, *, stop_pods: bool) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.kubelet is not None:
+            await self.kubelet.close(stop_pods=stop_pods)
+        self.task = self.kubelet = None
+
+
+@pytest.fixture
+async def env(apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIterator[tuple[Client, KubeletRunner]]:
+    client = Client.from_kubeconfig(apiserver.kubeconfig)
+    runner = KubeletRunner(client, tmp_path / "kubelet")
+    try:
+        await runner.start()
+        yield client, runner
+    finally:
+        await runner.stop(stop_pods=True)
+        # whatever a failed test left: no process recorded by the kubelet may survive the test
+        for pid in _recorded_pids(runner.data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, 9)
+        await client.close()
+
+
+def _recorded_pids(data_dir: Path) -> list[int]:
+    import json
+
+    try:
+        raw = json.loads((data_dir / "kubelet-state.json").read_text())
+    except FileNotFoundError:
+        return []
+    return [c["pid"] for p in raw["pods"].values() for c in p["containers"].values()]
+
+
+async def until(fn: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(NotFoundError):
+            last = await fn()
+            if last:
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def pod(name: str, containers: list[Obj], **spec: Any) -> Obj:
+    return {"metadata": {"name": name, "namespace": NS}, "spec": {"containers": containers, **spec}}
+
+
+def cstatus(p: Obj, name: str | None = None) -> Obj:
+    cs = (p.get("status") or {}).get("containerStatuses") or [{}]
+    return next((c for c in cs if name is None or c.get("name") == name), {})
+
+
+def is_ready(p: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (p.get("status") or {}).get("conditions") or [])
+
+
+def pid_of(p: Obj) -> int:
+    return int(str(cstatus(p)["containerID"]).removeprefix("kokpit://"))
+
+
+def apiserver_pod(name: str, port: int) -> Obj:
+    return pod(name, [{
+        "name": "apiserver", "image": "registry.example/kokpit:v0.1",
+        "command": ["kokpit"], "args": ["apiserver", "--data-dir", "/var/lib/kokpit", "--port", str(port),
+                                        "--version-label", "v1.36.2"],
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/kokpit"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port, "scheme": "HTTPS"},
+                           "periodSeconds": 1, "failureThreshold": 30},
+        "livenessProbe": {"tcpSocket": {"port": port}, "initialDelaySeconds": 5, "periodSeconds": 1,
+                          "failureThreshold": 30},
+    }], volumes=[{"name": "data", "emptyDir": {}}], terminationGracePeriodSeconds=10)
+
+
+async def test_node_registration_and_lease(env: tuple[Client, KubeletRunner]) -> None:
+    client, runner = env
+    node = await client.get(NODE, "local")
+    st = node["status"]
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
+    assert int(st["capacity"]["cpu"]) >= 1 and st["capacity"]["memory"].endswith("Ki")
+    assert st["daemonEndpoints"]["kubeletEndpoint"]["Port"] == runner.kubelet.log_server.port > 0  # type: ignore[union-attr]
+    lease = await client.get(LEASE, "local", "kube-node-lease")
+    first = lease["spec"]["renewTime"]
+    assert lease["spec"]["holderIdentity"] == "local"
+    renewed = await until(lambda: _renewed(client, first), timeout=5, what="a lease renewal")
+    assert renewed
+
+
+async def _renewed(client: Client, first: str) -> bool:
+    lease = await client.get(LEASE, "local", "kube-node-lease")
+    return bool(lease["spec"]["renewTime"] != first)
+
+
+async def test_apiserver_pod_runs_ready_logs_and_deletes(env: tuple[Client, KubeletRunner], kubectl_bin: str,
+                                                         apiserver: ApiServerProcess) -> None:
+    client, runner = env
+    port = free_port()
+    # unscheduled: the kubelet binds it to itself
+    await client.create(POD, apiserver_pod("meta-api", port))
+    p = await until(lambda: _get_if(client, "meta-api", is_ready), what="pod Ready")
+    assert p["spec"]["nodeName"] == "local"
+    assert p["status"]["phase"] == "Running"
+    assert p["status"]["podIP"] == "127.0.0.1" and p["status"]["startTime"]
+    conds = {c["type"]: c["status"] for c in p["status"]["conditions"]}
+    assert conds["PodScheduled"] == conds["Initialized"] == conds["ContainersReady"] == conds["Ready"] == "True"
+    cs = cstatus(p)
+    assert cs["ready"] is True and cs["restartCount"] == 0 and "running" in cs["state"]
+    pid = pid_of(p)
+    assert process_start_time(pid) is not None
+    # the mountPath in the args was rewritten to the emptyDir folder: the business server's data is there
+    uid = p["metadata"]["uid"]
+    data = runner.data_dir / "pods" / f"{NS}_meta-api_{uid}" / "volumes" / "data"
+    assert (data / "kubeconfig").is_file()
+
+    out = await asyncio.to_thread(
+        subprocess.run, [kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig), "logs", "meta-api",
+                          "--tail", "200"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert str(port) in out.stdout  # the business API server's own startup output
+
+    # kubectl logs -f streams until the container ends
+    follow = await asyncio.create_subprocess_exec(
+        kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig), "logs", "-f", "meta-api", "-c", "apiserver",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert follow.stdout is not None
+        first = await asyncio.wait_for(follow.stdout.readline(), 10)
+        assert first.strip()
+        await client.delete(POD, "meta-api", NS)  # graceful: the kubelet ends the process, then confirms
+        await until(lambda: _gone(client, "meta-api"), what="pod deleted")
+        await asyncio.wait_for(follow.communicate(), 10)
+        assert follow.returncode == 0
+    finally:
+        if follow.returncode is None:
+            follow.kill()
+            await follow.wait()
+    assert process_start_time(pid) is None
+    assert not data.exists()  # an emptyDir goes with its Pod
+    assert _recorded_pids(runner.data_dir) == []
+
+
+async def _get_if(client: Client, name: str, pred: Callable[[Obj], bool]) -> Obj | None:
+    p = await client.get(POD, name, NS)
+    return p if pred(p) else None
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _gone(client: Client, name: str) -> bool:
+    try:
+        await client.get(POD, name, NS)
+    except NotFoundError:
+        return True
+    return False
+
+
+async def test_crash_loop_backoff(env: tuple[Client, KubeletRunner], kubectl_bin: str,
+                                  apiserver: ApiServerProcess) -> None:
+    client, _ = env
+    await client.create(POD, pod("crasher", [{"name": "c", "image": "kokpit", "args": ["--no-such-flag"]}],
+                                 nodeName="local"))
+    seen: set[str] = set()
+
+    async def looping() -> Obj | None:
+        p = await client.get(POD, "crasher", NS)
+        cs = cstatus(p)
+        seen.add((cs.get("state") or {}).get("waiting", {}).get("reason", ""))
+        return p if cs.get("restartCount", 0) >= 2 and "CrashLoopBackOff" in seen else None
+
+    p = await until(looping, what="CrashLoopBackOff with restarts")
+    cs = cstatus(p)
+    assert cs["lastState"]["terminated"]["exitCode"] == 2
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+    assert p["status"]["phase"] == "Running"
+    out = await asyncio.to_thread(
+        subprocess.run, [kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig), "logs", "crasher", "-c", "c",
+                          "--previous"], capture_output=True, text=True, timeout=20)
+    assert "No such option: --no-such-flag" in out.stdout, out.stderr
+
+
+async def test_liveness_exec_probe_failure_restarts(env: tuple[Client, KubeletRunner]) -> None:
+    client, _ = env
+    port = free_port()
+    spec = apiserver_pod("sick", port)
+    c = spec["spec"]["containers"][0]
+    c["livenessProbe"] = {"exec": {"command": ["kokpit", "--no-such-flag"]}, "periodSeconds": 1,
+                          "failureThreshold": 1}
+    spec["spec"]["nodeName"] = "local"
+    spec["spec"]["terminationGracePeriodSeconds"] = 5
+    await client.create(POD, spec)
+    p = await until(lambda: _get_if(client, "sick", lambda p: cstatus(p).get("restartCount", 0) >= 1),
+                    what="a restart after the liveness probe failed")
+    last = cstatus(p)["lastState"]["terminated"]
+    assert "Liveness probe failed" in last["message"]
+
+
+async def test_init_containers_then_success(env: tuple[Client, KubeletRunner], kubectl_bin: str,
+                                            apiserver: ApiServerProcess) -> None:
+    client, _ = env
+    await client.create(POD, pod("job", [{"name": "main", "image": "kokpit", "args": ["crds"]}],
+                                 initContainers=[{"name": "first", "image": "kokpit", "args": ["--help"]}],
+                                 restartPolicy="OnFailure", nodeName="local"))
+    p = await until(lambda: _get_if(client, "job", lambda p: p["status"].get("phase") == "Succeeded"),
+                    what="phase Succeeded")
+    conds = {c["type"]: c["status"] for c in p["status"]["conditions"]}
+    assert conds["Initialized"] == "True" and conds["Ready"] == "False"
+    init = p["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 0 and init["state"]["terminated"]["reason"] == "Completed"
+    out = await asyncio.to_thread(
+        subprocess.run, [kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig), "logs", "job"],
+        capture_output=True, text=True, timeout=20)
+    assert "kind: CustomResourceDefinition" in out.stdout, out.stderr
+    status, body = apiserver.request("GET", "/api/v1")
+    subs = {r["name"]: r for r in __import__("json").loads(body)["resources"]}
+    assert status == 200 and subs["pods/log"]["verbs"] == ["get"] and subs["pods/log"]["kind"] == "Pod"
+
+
+async def test_never_policy_fails_once(env: tuple[Client, KubeletRunner]) -> None:
+    client, _ = env
+    await client.create(POD, pod("once", [{"name": "c", "image": "kokpit", "args": ["--bad"]}],
+                                 nodeName="local", restartPolicy="Never"))
+    p = await until(lambda: _get_if(client, "once", lambda p: p["status"].get("phase") == "Failed"),
+                    what="phase Failed")
+    cs = cstatus(p)
+    assert cs["restartCount"] == 0 and cs["state"]["terminated"]["exitCode"] == 2
+
+
+async def test_non_kokpit_image_waits_with_reason(env: tuple[Client, KubeletRunner]) -> None:
+    client, runner = env
+    await client.create(POD, pod("web", [{"name": "nginx", "image": "nginx:1.27"}]))
+    p = await until(lambda: _get_if(client, "web", lambda p: bool(cstatus(p).get("state", {}).get("waiting", {})
+                                                                  .get("reason") == "ImageNotRunnable")),
+                    what="ImageNotRunnable")
+    waiting = cstatus(p)["state"]["waiting"]
+    assert "only kokpit images" in waiting["message"]
+    assert p["status"]["phase"] == "Pending" and p["spec"]["nodeName"] == "local"
+    assert _recorded_pids(runner.data_dir) == []
+
+
+async def test_restart_adopts_running_process(env: tuple[Client, KubeletRunner]) -> None:
+    client, runner = env
+    port = free_port()
+    await client.create(POD, {**apiserver_pod("adoptee", port), "spec": {
+        **apiserver_pod("adoptee", port)["spec"], "nodeName": "local"}})
+    p = await until(lambda: _get_if(client, "adoptee", is_ready), what="pod Ready")
+    pid = pid_of(p)
+    await runner.stop(stop_pods=False)
+    assert process_start_time(pid) is not None  # the process outlives its kubelet
+    kubelet = await runner.start()
+    worker = kubelet.workers[p["metadata"]["uid"]]
+    handle = worker.containers[0].handle
+    assert handle is not None and handle.pid == pid and handle.popen is None  # adopted, not started
+    await until(lambda: _true(worker._written is not None), what="the new kubelet's status write")
+    p = await client.get(POD, "adoptee", NS)
+    assert pid_of(p) == pid and is_ready(p) and p["status"]["phase"] == "Running"
+    assert cstatus(p)["restartCount"] == 0
+    assert _recorded_pids(runner.data_dir) == [pid]
+    await client.delete(POD, "adoptee", NS)
+    await until(lambda: _gone(client, "adoptee"), what="pod deleted")
+    assert process_start_time(pid) is None
+
+
+async def test_restart_ends_processes_of_vanished_pods(env: tuple[Client, KubeletRunner]) -> None:
+    client, runner = env
+    port = free_port()
+    await client.create(POD, {**apiserver_pod("orphan", port), "spec": {
+        **apiserver_pod("orphan", port)["spec"], "nodeName": "local"}})
+    p = await until(lambda: _get_if(client, "orphan", lambda p: "running" in cstatus(p).get("state", {})),
+                    what="running")
+    pid = pid_of(p)
+    await runner.stop(stop_pods=False)
+    await client.delete(POD, "orphan", NS, grace_period_seconds=0)  # removed while no kubelet runs
+    await runner.start()
+    assert process_start_time(pid) is None
+    assert _recorded_pids(runner.data_dir) == []
+
+
+async def test_secret_and_configmap_volumes_env_and_mounts(env: tuple[Client, KubeletRunner]) -> None:
+    client, runner = env
+    await client.create(SECRET, {"metadata": {"name": "pki", "namespace": NS},
+                                 "data": {"token": base64.b64encode(b"s3cret").decode()}})
+    spec = pod("cfg", [{
+        "name": "c", "image": "kokpit", "args": ["apiserver", "--data-dir=/data/x", "--kubeconfig", "/pki/token"],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "pki", "key": "token"}}},
+                {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "GREETING", "value": "hello $(ME)"},
+                {"name": "MISSING", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k",
+                                                                       "optional": True}}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "pki", "mountPath": "/pki"}],
+    }], volumes=[{"name": "data", "hostPath": {"path": "/srv/cluster-a"}},
+                 {"name": "pki", "secret": {"secretName": "pki"}}])
+    created = await client.create(POD, {**spec, "spec": {**spec["spec"], "nodeName": "does-not-exist"}})
+    w = _PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
+    w._prepare_volumes()
+    argv, envv, cwd = await w._command(w.containers[0])
+    data = runner.data_dir.resolve() / "hostpath" / "srv" / "cluster-a"
+    pki = w.dir / "volumes" / "pki"
+    assert argv[1:] == ["-m", "kokpit.cli.main", "apiserver", f"--data-dir={data}/x", "--kubeconfig",
+                        str(pki / "token")]
+    assert envv["TOKEN"] == "s3cret" and envv["GREETING"] == "hello cfg" and "MISSING" not in envv
+    assert envv["KOKPIT_MOUNT_DATA"] == str(data) and envv["KOKPIT_MOUNT_PKI"] == str(pki)
+    assert (pki / "token").read_bytes() == b"s3cret"
+    assert stat.S_IMODE((pki / "token").stat().st_mode) == 0o600
+    assert cwd == w.dir and data.is_dir()
+
+
+async def test_simulate_marks_ready_without_processes(apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    client = Client.from_kubeconfig(apiserver.kubeconfig)
+    runner = KubeletRunner(client, tmp_path / "sim", simulate=True)
+    try:
+        await runner.start()
+        for i in range(5):
+            await client.create(POD, pod(f"sim-{i}", [{"name": "c", "image": "kokpit", "args": ["apiserver"]}]))
+        for i in range(5):
+            p = await until(lambda i=i: _get_if(client, f"sim-{i}", is_ready), what="simulated Ready")
+            assert p["status"]["phase"] == "Running" and cstatus(p)["ready"] is True
+        assert _recorded_pids(runner.data_dir) == []
+        await client.create(POD, pod("elsewhere", [{"name": "c", "image": "kokpit"}], nodeSelector={"disk": "ssd"}))
+        await client.delete(POD, "sim-0", NS)
+        await until(lambda: _gone(client, "sim-0"), what="simulated pod deleted")
+        assert not (await client.get(POD, "elsewhere", NS))["spec"].get("nodeName")  # does not fit: not bound
+    finally:
+        await runner.stop(stop_pods=True)
+        await client.close()
+
+
+async def test_cli_kubelet_process(apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """`kokpit kubelet` as a process: SIGTERM leaves Pods running for the next kubelet, which adopts them."""
+    import signal
+    import sys
+
+    client = Client.from_kubeconfig(apiserver.kubeconfig)
+    data = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "kokpit.cli.main", "kubelet", "--kubeconfig", str(apiserver.kubeconfig),
+           "--data-dir", str(data), "--node-name", "laptop"]
+    procs: list[asyncio.subprocess.Process] = []
+    pid = 0
+
+    async def start() -> None:
+        procs.append(await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.DEVNULL))
+
+    try:
+        await start()
+        port = free_port()
+        spec = apiserver_pod("cli-api", port)
+        spec["spec"]["nodeName"] = "laptop"
+        await client.create(POD, spec)
+        p = await until(lambda: _get_if(client, "cli-api", is_ready), what="pod Ready")
+        pid = pid_of(p)
+        procs[0].send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(procs[0].wait(), 10) == 0
+        assert process_start_time(pid) is not None
+        await start()
+        await client.delete(POD, "cli-api", NS)
+        await until(lambda: _gone(client, "cli-api"), what="pod deleted by the restarted kubelet")
+        assert process_start_time(pid) is None
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        if pid and process_start_time(pid) is not None:
+            os.killpg(pid, signal.SIGKILL)
+        await client.close()
+
+
+def test_pods_log_errors_without_a_kubelet(apiserver: ApiServerProcess) -> None:
+    """The API server's pods/log answers like kube when it cannot ask a kubelet."""
+    import json
+
+    two = pod("two", [{"name": "a", "image": "kokpit"}, {"name": "b", "image": "kokpit"}])
+    status, body = apiserver.request("POST", f"/api/v1/namespaces/{NS}/pods", json.dumps(two).encode())
+    assert status == 201, body
+    status, body = apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/two/log")
+    assert status == 400 and "a container name must be specified for pod two, choose one of: [a b]" in \
+        json.loads(body)["message"]
+    status, body = apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/two/log?container=a")
+    assert status == 400 and "does not have a host assigned" in json.loads(body)["message"]
+    status, body = apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/two/log?container=zzz")
+    assert status == 400 and "container zzz is not valid" in json.loads(body)["message"]
+    status, _ = apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/missing/log")
+    assert status == 404
+    # subresources that only answer one verb never fall through to the Pod itself
+    assert apiserver.request("DELETE", f"/api/v1/namespaces/{NS}/pods/two/binding")[0] == 405
+    assert apiserver.request("PUT", f"/api/v1/namespaces/{NS}/pods/two/log", json.dumps(two).encode())[0] == 405
+    assert apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/two")[0] == 200

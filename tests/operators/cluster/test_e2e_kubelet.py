@@ -1,0 +1,162 @@
+"""End to end on one machine: the embedded meta API server, the local kubelet and the cluster operator.
+
+A Cluster with simulated nodes becomes Ready (its API server, simulator and machine operator run as real
+processes), kubectl works with its kubeconfig and sees the simulated nodes, kill -9 of the business API server
+is repaired with its data intact, and deleting the Cluster ends everything it owned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from kokpit.api import install_crds
+from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.client import POD, SECRET, Client, NotFoundError
+from kokpit.kubelet import Kubelet, KubeletOptions
+from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, ClusterOperator, OperatorOptions
+from kokpit.runtime import Manager
+
+Obj = dict[str, Any]
+
+
+async def until(fn: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(NotFoundError):
+            last = await fn()
+            if last:
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+def cond(obj: Obj, t: str) -> Obj:
+    return next((dict(c) for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == t), {})
+
+
+def _free_range(n: int = 8) -> tuple[int, int]:
+    """``n`` consecutive ports free right now (the operator picks its NodePorts among them)."""
+    for _ in range(50):
+        base = random.randint(43000, 48000)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("0.0.0.0", p))
+            return base, base + n - 1
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _pids(data_dir: Path) -> dict[str, int]:
+    """Pod name -> pid of its container, from the kubelet's state file."""
+    try:
+        raw = json.loads((data_dir / "kubelet-state.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return {p["name"]: c["pid"] for p in raw["pods"].values() for c in p["containers"].values()}
+
+
+@contextlib.asynccontextmanager
+async def stack(apiserver: ApiServerProcess, tmp: Path) -> AsyncIterator[Client]:
+    client = Client.from_kubeconfig(apiserver.kubeconfig, field_manager="cluster-e2e")
+    await install_crds(client)
+    kubelet = Kubelet(client, KubeletOptions(data_dir=tmp / "kubelet", backoff_base=0.2, backoff_cap=1.0,
+                                             sync_interval=0.1, lease_renew_interval=1.0, orphan_grace=3.0))
+    opts = OperatorOptions(workers=2, poll=0.2, resync=1.0, unhealthy_timeout=10.0, release_timeout=15.0,
+                           data_root="/clusters", port_range=_free_range())
+    manager = Manager(client, http_port=None, handle_signals=False)
+    ClusterOperator(manager, opts)
+    ktask = asyncio.create_task(kubelet.run())
+    mtask = asyncio.create_task(manager.run())
+    try:
+        await asyncio.wait_for(kubelet.wait_ready(), 20)
+        await asyncio.wait_for(manager.synced.wait(), 10)
+        yield client
+    finally:
+        manager.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(mtask, 10)
+        ktask.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ktask
+        await kubelet.close(stop_pods=True)
+        for pid in _pids(tmp / "kubelet").values():  # whatever a failed test left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        await client.close()
+
+
+async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_path: Path, kubectl_bin: str) -> None:
+    async with stack(apiserver, tmp_path) as c:
+        await c.create(CPV, {"metadata": {"name": "v1"}, "spec": {"kubernetesVersion": "v1.30.7", "components": [
+            {"name": "kube-apiserver", "image": "kokpit:dev", "args": ["apiserver"]},
+            {"name": "simulator", "image": "kokpit:dev", "args": ["simulator", "--lease-period", "2s"]},
+            {"name": "machine-operator", "image": "kokpit:dev", "args": ["machine-operator"]}]}})
+        await c.create(CLUSTER, {"metadata": {"name": "e2e"},
+                                 "spec": {"packageVersion": "v1", "simulation": {"nodes": 2}}}, "default")
+
+        async def ready() -> Obj | None:
+            cl = await c.get(CLUSTER, "e2e", "default")
+            return cl if cond(cl, "Ready").get("status") == "True" else None
+        cl = await until(ready, "Cluster Ready", 40)
+        assert {x["name"]: x["readyReplicas"] for x in cl["status"]["components"]} == {
+            "kube-apiserver": 1, "simulator": 1, "machine-operator": 1}
+        kc = tmp_path / "e2e.kubeconfig"
+        kc.write_bytes(base64.b64decode((await c.get(SECRET, "e2e-kubeconfig", "default"))["data"]["value"]))
+
+        def kubectl(*args: str) -> str:
+            return subprocess.run([kubectl_bin, "--kubeconfig", str(kc), *args], check=True, capture_output=True,
+                                  text=True, timeout=20, env={**os.environ, "KUBECONFIG": ""}).stdout
+
+        assert "v1.30.7" in await asyncio.to_thread(kubectl, "version", "-o", "yaml")
+
+        async def nodes() -> bool:
+            out = await asyncio.to_thread(kubectl, "get", "nodes", "-o", "name")
+            return len(out.split()) == 2
+        await until(nodes, "2 simulated nodes in the business cluster", 20)
+        cm = tmp_path / "cm.yaml"
+        cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: default}\ndata: {k: v}\n")
+        await asyncio.to_thread(kubectl, "apply", "-f", str(cm))
+
+        # kill -9 of the business API server: repaired (data intact) within 15 s
+        pid = _pids(tmp_path / "kubelet")["e2e-kube-apiserver-0"]
+        os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+
+        async def back() -> bool:
+            try:
+                out = await asyncio.to_thread(kubectl, "get", "configmap", "kept", "-o", "name")
+            except subprocess.CalledProcessError:
+                return False
+            return "kept" in out
+        await until(back, "business API server back after kill -9", 15)
+        assert time.monotonic() - t0 < 15
+
+        await c.delete(CLUSTER, "e2e", "default")
+
+        async def gone() -> bool:
+            with contextlib.suppress(NotFoundError):
+                await c.get(CLUSTER, "e2e", "default")
+                return False
+            pods = (await c.list(POD, "default", label_selector=f"{CLUSTER_LABEL}=e2e")).items
+            return not pods
+        await until(gone, "Cluster and its Pods gone", 30)

@@ -1,0 +1,114 @@
+"""Pure pieces of the cluster operator: the Pods a release wants, Pod health, release validation, and the
+PKI the operator mints for a business API server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+
+from cryptography import x509
+
+from kokpit._lib import pki
+from kokpit.operators.cluster import (
+    HASH_ANNOTATION,
+    Names,
+    Wiring,
+    component_order,
+    desired_pod,
+    pod_health,
+    validate_cpv,
+)
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+CPV = {"metadata": {"name": "v1"},
+       "spec": {"kubernetesVersion": "v1.30.0", "components": [
+           {"name": "machine-operator", "image": "kokpit:1", "args": ["machine-operator"]},
+           {"name": "simulator", "image": "kokpit:1", "args": ["simulator"]},
+           {"name": "etcd", "image": "etcd:3", "args": ["--x"]},
+           {"name": "kube-apiserver", "image": "kokpit:1", "args": ["apiserver"]}]}}
+OWNER = {"apiVersion": "kokpit.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "c", "uid": "u1"}}
+
+
+def _wiring(**kw: object) -> Wiring:
+    base: dict[str, object] = dict(kubernetes_version="v1.30.0", apiserver_port=30001, driver_port=30002,
+                                   endpoint_host="10.0.0.5", nodes=7, data_root="/data", pki_hash="h1")
+    base.update(kw)
+    return Wiring(**base)  # type: ignore[arg-type]
+
+
+def test_component_order_puts_the_api_server_first_and_the_machine_operator_last() -> None:
+    assert [c["name"] for c in component_order(CPV)] == ["kube-apiserver", "etcd", "simulator",
+                                                         "machine-operator"]
+
+
+def test_validate_cpv() -> None:
+    assert validate_cpv(None) == ("PackageVersionNotFound", "the ClusterPackageVersion does not exist")
+    no_api = {"metadata": {"name": "x"}, "spec": {"kubernetesVersion": "v1", "components": [{"name": "etcd"}]}}
+    assert validate_cpv(no_api) is not None and validate_cpv(no_api)[0] == "InvalidPackageVersion"  # type: ignore[index]
+    assert validate_cpv(CPV) is None
+
+
+def test_desired_pods_are_wired_and_hashed() -> None:
+    n = Names("team-a", "c")
+    comps = {c["name"]: c for c in CPV["spec"]["components"]}  # type: ignore[index]
+    api = desired_pod(n, CPV, comps["kube-apiserver"], 0, _wiring(), OWNER)
+    assert api is not None
+    c = api["spec"]["containers"][0]
+    assert c["args"][:1] == ["apiserver"] and "--token-file" in c["args"] and "30001" in c["args"]
+    assert api["metadata"]["name"] == "c-kube-apiserver-0" and api["metadata"]["namespace"] == "team-a"
+    assert api["spec"]["hostNetwork"] is True
+    assert {v["name"] for v in api["spec"]["volumes"]} == {"data", "pki"}
+    items = next(v for v in api["spec"]["volumes"] if v["name"] == "pki")["secret"]["items"]
+    assert "ca.key" not in {i["key"] for i in items}  # the CA key never reaches the Pod
+    # the hash moves with anything that shapes the Pod, and only then
+    same = desired_pod(n, CPV, comps["kube-apiserver"], 0, _wiring(nodes=9), OWNER)
+    other = desired_pod(n, CPV, comps["kube-apiserver"], 0, _wiring(kubernetes_version="v1.31.0"), OWNER)
+    repki = desired_pod(n, CPV, comps["kube-apiserver"], 0, _wiring(pki_hash="h2"), OWNER)
+    h = api["metadata"]["annotations"][HASH_ANNOTATION]
+    assert same is not None and same["metadata"]["annotations"][HASH_ANNOTATION] == h
+    assert other is not None and other["metadata"]["annotations"][HASH_ANNOTATION] != h
+    assert repki is not None and repki["metadata"]["annotations"][HASH_ANNOTATION] != h
+    mo = desired_pod(n, CPV, comps["machine-operator"], 0, _wiring(), OWNER)
+    assert mo is not None
+    args = mo["spec"]["containers"][0]["args"]
+    assert args[args.index("--driver-url") + 1] == "http://10.0.0.5:30002"
+    assert args[args.index("--kubeconfig") + 1] == "/etc/kokpit/kubeconfig/value"
+    assert desired_pod(n, CPV, comps["machine-operator"], 0, _wiring(endpoint_host=None), OWNER) is None
+    sim = desired_pod(n, CPV, comps["simulator"], 0, _wiring(), OWNER)
+    assert sim is not None and "7" in sim["spec"]["containers"][0]["args"]
+    etcd = desired_pod(n, CPV, comps["etcd"], 0, _wiring(), OWNER)
+    assert etcd is not None and etcd["spec"]["containers"][0]["args"] == ["--x"]
+    assert {"name": "KUBECONFIG", "value": "/etc/kokpit/kubeconfig/value"} in etcd["spec"]["containers"][0]["env"]
+
+
+def _pod(phase: str, ready: str, created: str = "2026-01-01T11:59:50Z", ltt: str | None = None) -> dict:  # type: ignore[type-arg]
+    return {"metadata": {"name": "p", "creationTimestamp": created},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready,
+                                                       "lastTransitionTime": ltt or created}],
+                       "containerStatuses": [{"restartCount": 4, "state": {"waiting": {
+                           "reason": "CrashLoopBackOff"}}}]}}
+
+
+def test_pod_health() -> None:
+    ok = pod_health(_pod("Running", "True"), NOW, 30)
+    assert ok.ready and not ok.broken and ok.restarts == 4
+    young = pod_health(_pod("Running", "False"), NOW, 30)
+    assert not young.ready and not young.broken and "CrashLoopBackOff" in young.message
+    old = pod_health(_pod("Running", "False", created="2026-01-01T11:00:00Z",
+                          ltt="2026-01-01T11:59:00Z"), NOW, 30)
+    assert old.broken and "60s" in old.message  # counted from the last transition, not creation
+    assert pod_health(_pod("Failed", "False"), NOW, 30).broken
+
+
+def test_minted_pki_verifies_and_covers_hosts() -> None:
+    ca = pki.new_ca("test-ca")
+    hosts = ["127.0.0.1", "localhost", "c-apiserver.team-a.svc"]
+    srv = pki.new_serving_cert(ca, hosts)
+    cert = x509.load_pem_x509_certificate(srv.cert_pem)
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_pem))
+    assert pki.serving_cert_covers(srv.cert_pem, hosts)
+    assert not pki.serving_cert_covers(srv.cert_pem, [*hosts, "10.9.9.9"])
+    assert not pki.serving_cert_covers(srv.cert_pem, hosts, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=340))
+    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())  # what the prober trusts
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+    assert pki.new_token() != pki.new_token()

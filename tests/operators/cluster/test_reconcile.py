@@ -1,0 +1,270 @@
+"""The cluster reconcile over in-memory stores: provisioning order, release, rollback, repair, bad input,
+deletion.  The kubelet and the business API server's answers are fakes the test drives."""
+
+from __future__ import annotations
+
+import base64
+
+import yaml
+
+from kokpit.operators.cluster import Names
+from kokpit.runtime import Store
+
+from .conftest import Harness
+
+
+def _setup(h: Harness, nodes: int = 3) -> None:
+    h.cpv("v1", "v1.30.0")
+    h.cpv("v2", "v1.31.0")
+    h.cluster(cpv="v1", nodes=nodes)
+
+
+async def test_provisioning_starts_the_api_server_first_then_the_rest(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.run()
+    # first step: PKI, Service, and only the API server Pod
+    assert h.pod_names() == ["c1-kube-apiserver-0"]
+    assert h.secrets.get_by_name("c1-pki", "default") is not None
+    svc = h.services.get_by_name("c1-apiserver", "default")
+    assert svc is not None and svc["spec"]["type"] == "NodePort"
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"https", "driver"}
+    assert h.cond("Ready")["status"] == "False" and h.status()["phase"] == "Provisioning"
+    assert h.clusters.get_by_name("c1", "default")["metadata"]["finalizers"] == ["kokpit.io/cluster-operator"]
+    api = h.pods.get_by_name("c1-kube-apiserver-0", "default")
+    args = api["spec"]["containers"][0]["args"]
+    assert args[0] == "apiserver" and args[args.index("--version-label") + 1] == "v1.30.0"
+    assert args[args.index("--port") + 1] == str(svc["spec"]["ports"][0]["nodePort"])
+    assert api["metadata"]["ownerReferences"][0]["kind"] == "Cluster"
+    assert any(v.get("hostPath", {}).get("path") == "/var/lib/kokpit/clusters/default/c1/apiserver"
+               for v in api["spec"]["volumes"])
+
+    await h.converge()
+    assert h.pod_names() == ["c1-kube-apiserver-0", "c1-machine-operator-0", "c1-simulator-0"]
+    st = h.status()
+    assert h.cond("Ready")["status"] == "True" and h.cond("ControlPlaneReady")["status"] == "True"
+    assert st["packageVersion"] == "v1" and st["lastGoodPackageVersion"] == "v1" and st["phase"] == "Ready"
+    port = svc["spec"]["ports"][0]["nodePort"]
+    assert st["endpoint"] == f"https://127.0.0.1:{port}"
+    assert {c["name"]: (c["readyReplicas"], c["healthy"]) for c in st["components"]} == {
+        "kube-apiserver": (1, True), "machine-operator": (1, True), "simulator": (1, True)}
+    kc = yaml.safe_load(base64.b64decode(h.secrets.get_by_name("c1-kubeconfig", "default")["data"]["value"]))
+    assert kc["clusters"][0]["cluster"]["server"] == st["endpoint"]
+    tokens = base64.b64decode(h.secrets.get_by_name("c1-pki", "default")["data"]["tokens.json"])
+    assert kc["users"][0]["user"]["token"].encode() in tokens
+    mo = h.pods.get_by_name("c1-machine-operator-0", "default")["spec"]["containers"][0]["args"]
+    drv = next(p["nodePort"] for p in svc["spec"]["ports"] if p["name"] == "driver")
+    assert mo[mo.index("--driver-url") + 1] == f"http://127.0.0.1:{drv}"
+    # settled: another reconcile writes nothing
+    before = len(h.client.writes())
+    await h.run()
+    assert len(h.client.writes()) == before
+
+
+async def test_without_simulation_no_simulator_or_machine_operator(harness: Harness) -> None:
+    h = harness
+    _setup(h, nodes=0)
+    await h.converge()
+    assert h.pod_names() == ["c1-kube-apiserver-0"]
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_release_replaces_one_pod_at_a_time_api_server_first(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.converge()
+    h.cluster(cpv="v2", nodes=3)
+    await h.run()
+    # only the API server Pod went; the others still run v1
+    assert h.pod_versions() == {"c1-machine-operator-0": "v1", "c1-simulator-0": "v1"}
+    assert h.cond("Upgrading")["status"] == "True"
+    await h.run()
+    assert h.pod_versions()["c1-kube-apiserver-0"] == "v2"
+    assert h.pod_versions()["c1-simulator-0"] == "v1"  # waits for the API server's post-check
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v2"}
+    st = h.status()
+    assert st["packageVersion"] == "v2" and st["lastGoodPackageVersion"] == "v2"
+    assert h.cond("Upgrading")["reason"] == "UpToDate" and h.cond("Ready")["status"] == "True"
+    # the simulator went before the machine operator (one at a time: never two deleted in one reconcile)
+    deletes = [c[2] for c in h.client.writes("delete", "pods")]
+    assert deletes == ["c1-kube-apiserver-0", "c1-simulator-0", "c1-machine-operator-0"]
+    # rollback is the same path
+    h.cluster(cpv="v1", nodes=3)
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v1"} and h.status()["packageVersion"] == "v1"
+
+
+async def test_failed_release_rolls_back_and_says_why(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    h.cpv("bad", "v1.99.0")
+    h.unready_images.add("kokpit:v1.99.0")
+    await h.converge()
+    h.cluster(cpv="bad", nodes=3)
+    await h.converge()  # the new API server Pod never gets ready: in flight until the deadline
+    assert h.pod_versions()["c1-kube-apiserver-0"] == "bad"
+    assert h.cond("Upgrading")["reason"] == "UpgradeInProgress"
+    await h.clock.advance(25)
+    await h.run()
+    assert h.status()["failedPackageVersion"] == "bad"
+    assert h.cond("Upgrading")["reason"] == "RollingBack"
+    assert "post-check" in h.cond("Upgrading")["message"]
+    assert h.events("ReleaseFailed")
+    await h.converge()
+    st = h.status()
+    assert set(h.pod_versions().values()) == {"v1"}
+    assert st["packageVersion"] == "v1" and st["lastGoodPackageVersion"] == "v1"
+    up = h.cond("Upgrading")
+    assert (up["status"], up["reason"]) == ("False", "RolledBack") and "bad" in up["message"]
+    assert h.cond("Ready")["status"] == "True" and h.clusters.get_by_name("c1", "default")["spec"][
+        "packageVersion"] == "bad"
+    # an operator restart does not retry the failed release
+    h.new_reconciler()
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v1"}
+    # a new pointer clears the failure
+    h.cluster(cpv="v2", nodes=3)
+    await h.converge()
+    assert "failedPackageVersion" not in h.status() and h.status()["packageVersion"] == "v2"
+
+
+async def test_broken_component_is_replaced_with_backoff_then_degraded(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.converge()
+    sim = h.pods.get_by_name("c1-simulator-0", "default")
+    sim["status"]["phase"] = "Failed"
+    h.pods.put(sim)
+    await h.run()
+    assert h.pods.get_by_name("c1-simulator-0", "default") is None  # replaced at once
+    await h.converge()
+    assert h.cond("Degraded")["status"] == "False"
+    # keeps failing: replaced after backoff, Degraded after max_failures
+    for _ in range(3):
+        sim = h.pods.get_by_name("c1-simulator-0", "default")
+        sim["status"]["phase"] = "Failed"
+        h.pods.put(sim)
+        await h.run()
+        if h.pods.get_by_name("c1-simulator-0", "default") is not None:  # backing off: not yet replaced
+            deletes = len(h.client.writes("delete", "pods"))
+            await h.run()
+            assert len(h.client.writes("delete", "pods")) == deletes
+            await h.clock.advance(60)
+            await h.run()
+        assert h.pods.get_by_name("c1-simulator-0", "default") is None
+        await h.converge()
+    # third replacement in a row: Degraded with the reason (it was failing when last seen)
+    sim = h.pods.get_by_name("c1-simulator-0", "default")
+    sim["status"]["phase"] = "Failed"
+    h.pods.put(sim)
+    await h.clock.advance(120)
+    await h.run()
+    deg = h.cond("Degraded")
+    assert deg["status"] == "True" and deg["reason"] == "ComponentFailing" and "c1-simulator-0" in deg["message"]
+    # the replacement runs again: Degraded stays until it has been healthy past its backoff
+    await h.converge()
+    assert h.cond("Degraded")["status"] == "True"
+    await h.clock.advance(200)
+    await h.converge()
+    assert h.cond("Degraded")["status"] == "False" and h.status()["phase"] == "Ready"
+
+
+async def test_unready_api_server_pod_is_replaced_after_the_timeout(harness: Harness) -> None:
+    h = harness
+    _setup(h, nodes=0)
+    await h.converge()
+    api = h.pods.get_by_name("c1-kube-apiserver-0", "default")
+    api["status"]["conditions"][0] = {"type": "Ready", "status": "False", "lastTransitionTime":
+                                      "2026-01-01T00:00:00Z"}
+    h.pods.put(api)
+    h.prober.version = None
+    await h.run()
+    assert h.pods.get_by_name("c1-kube-apiserver-0", "default") is not None
+    assert h.cond("ControlPlaneReady")["status"] == "False"
+    await h.clock.advance(11)
+    await h.run()
+    assert h.pods.get_by_name("c1-kube-apiserver-0", "default") is None
+    await h.converge()
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_bad_input_sets_conditions_and_tears_nothing_down(harness: Harness) -> None:
+    h = harness
+    h.cluster(cpv="missing")
+    await h.run()
+    assert h.cond("Ready")["reason"] == "PackageVersionNotFound" and h.status()["phase"] == "Invalid"
+    assert h.pod_names() == [] and not h.secrets.list()
+    h.cpv("noapi", "v1.30.0", [{"name": "simulator", "image": "kokpit:x", "args": []}])
+    h.cluster(cpv="noapi")
+    await h.run()
+    assert h.cond("Ready")["reason"] == "InvalidPackageVersion" and h.pod_names() == []
+    # a running cluster pointed at a missing release keeps running its last good one
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1")
+    await h.converge()
+    pods = h.pod_versions()
+    h.cluster(cpv="nope")
+    await h.converge()
+    assert h.pod_versions() == pods
+    up = h.cond("Upgrading")
+    assert up["reason"] == "PackageVersionNotFound" and "still running v1" in up["message"]
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_paused_cluster_is_observed_not_acted_on(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.converge()
+    h.cluster(cpv="v2", paused=True)
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v1"}
+    assert h.status()["phase"] == "Paused" and h.cond("Ready")["reason"] == "Paused"
+
+
+async def test_delete_tears_down_and_retain_keeps_the_pki(harness: Harness) -> None:
+    h = harness
+    h.cpv("v1", "v1.30.0")
+    for name, policy in (("c1", "Delete"), ("c2", "Retain")):
+        h.cluster(name, cpv="v1", policy=policy)
+        await h.converge(name)
+    for name in ("c1", "c2"):
+        c = h.clusters.get_by_name(name, "default")
+        c["metadata"]["deletionTimestamp"] = "2026-01-01T00:10:00Z"
+        h.clusters.put(c)
+        await h.run(name)
+        await h.run(name)
+        assert h.clusters.get_by_name(name, "default") is None
+    assert h.pod_names() == [] and h.services.list() == []
+    assert [s["metadata"]["name"] for s in h.secrets.list()] == ["c2-pki"]
+
+
+async def test_operator_restart_mid_release_continues_where_the_pods_say(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.converge()
+    h.cluster(cpv="v2", nodes=3)
+    await h.run()
+    await h.run()
+    h.kubelet()
+    assert h.pod_versions()["c1-kube-apiserver-0"] == "v2"
+    h.new_reconciler()  # kill -9: all memory gone; the Pods' labels and hashes are the truth
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v2"} and h.status()["packageVersion"] == "v2"
+    creates = [c[2] for c in h.client.writes("create", "pods")]
+    assert creates.count("c1-kube-apiserver-0") == 2  # v1, then v2 once: nothing redone after the restart
+
+
+async def test_stale_cache_service_create_reuses_the_existing_ports(harness: Harness) -> None:
+    h = harness
+    _setup(h)
+    await h.run()
+    svc = h.services.get_by_name("c1-apiserver", "default")
+    port = svc["spec"]["ports"][0]["nodePort"]
+    server = Store()  # the server has the Service; the operator's cache does not have it yet
+    server.put(svc)
+    h.client.stores["services"] = server
+    h.services.delete("default/c1-apiserver")
+    api_port, _ = await h.rec._ensure_service(Names("default", "c1"), h.clusters.get_by_name("c1", "default"),
+                                              True)
+    assert api_port == port
