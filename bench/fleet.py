@@ -603,7 +603,7 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
         out.append(f"- run ended early: {res.aborted}")
     conv = next((p for p in res.phases if p.name.startswith("empty")), None)
     swap = next((p for p in res.phases if p.name.startswith("kubelet")), None)
-    if res.nodes >= 10_000:
+    if res.nodes == 10_000:
         out += ["", "Targets (issue 4, N=10,000):"]
         if conv:
             out.append(f"- convergence < 60 s: {conv.seconds and round(conv.seconds, 1)} s — "
@@ -623,22 +623,40 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str], headline: str) -> None:
-    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before."""
+def write_docs(path: Path, command: str, lines: list[str], headline: str, sub: str | None = None) -> None:
+    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before.
+
+    Without ``sub`` the section's head (down to its first ``### `` subsection) is replaced; with ``sub`` only
+    the subsection ``### <sub>`` is, so the 10,000-node headline and a larger push are kept side by side."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
                f"{platform.python_version()}; API server, simulator, operator and bench on the same machine, "
                f"shared with other workloads ({headline})")
-    section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
-                         *lines]).rstrip() + "\n"
+    title = f"### {sub}" if sub else SECTION
+    body = "\n".join([title, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
+                      *lines]).rstrip() + "\n"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m:
-        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
-        end = m.end() + nxt.start() if nxt else len(text)
-        text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
+    if m is None:
+        head = body if not sub else f"{SECTION}\n\n{body}"
+        text = text.rstrip("\n") + "\n\n" + head
+        path.write_text(text)
+        return
+    nxt = re.search(r"^## ", text[m.end():], flags=re.M)
+    end = m.end() + nxt.start() if nxt else len(text)
+    section = text[m.start():end].rstrip("\n") + "\n"
+    if sub:
+        s = re.search(rf"^{re.escape(title)}\s*$", section, flags=re.M)
+        if s:
+            after = re.search(r"^#{2,3} ", section[s.end():], flags=re.M)
+            stop = s.end() + after.start() if after else len(section)
+            section = section[: s.start()] + body + ("\n" if after else "") + section[stop:]
+        else:
+            section = section + "\n" + body
     else:
-        text = text.rstrip("\n") + "\n\n" + section
+        first_sub = re.search(r"^### ", section, flags=re.M)
+        section = body + ("\n" + section[first_sub.start():] if first_sub else "")
+    text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
     path.write_text(text)
 
 
@@ -649,6 +667,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1,000 nodes, 20 s steady window")
     p.add_argument("--docs", action="store_true", help="write the section into docs/benchmarks.md")
     p.add_argument("--docs-file", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--docs-sub", metavar="TITLE", help="write the run as the subsection '### TITLE' of the section "
+                                                       "(e.g. the push beyond 10,000 nodes)")
     p.add_argument("--lease-period", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=64, help="operator --workers")
     p.add_argument("--concurrency", type=int, default=32, help="concurrent Machine creates/patches")
@@ -658,6 +678,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-swap", action="store_true")
     p.add_argument("--no-health-checks", dest="health_checks", action="store_false",
                    help="MPVs without health checks (no driver health calls)")
+    p.add_argument("--note", action="append", help="a line of notes appended to the docs section (repeatable)")
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each process for 20 s per phase")
     p.add_argument("--headline-after", metavar="HH:MM", help="start measuring (after setup) at this UTC time")
     args = p.parse_args(argv)
@@ -700,10 +721,12 @@ def main(argv: list[str] | None = None) -> int:
         if bench.api is not None:
             res.log_issues["apiserver"] = log_issues(bench.api.log_path)
     lines = report_lines(args, res)
+    if args.note:
+        lines += ["", *args.note]
     print()
     print("\n".join(lines))
     if args.docs:
-        write_docs(args.docs_file, command, lines, res.load_headline)
+        write_docs(args.docs_file, command, lines, res.load_headline, args.docs_sub)
         print(f"\nwritten to {args.docs_file}")
     return 0
 

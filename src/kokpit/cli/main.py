@@ -76,22 +76,42 @@ def apiserver(
 @app.command()
 def up(
     data_dir: Path = typer.Option(Path(".kokpit"), "--data-dir", help="Where the fleet's state lives."),
+    clusters: int = typer.Option(2, "--clusters", help="Business clusters to run (created when missing)."),
+    nodes: int = typer.Option(50, "--nodes", help="Simulated nodes per new business cluster."),
     port: int = typer.Option(6443, "--port", help="Port of the meta cluster's API server."),
 ) -> None:
-    """Start kokpit on this machine (today: the meta cluster's embedded API server)."""
-    from kokpit.apiserver.server import DataDirInUse, ServerOptions, run
+    """Start the whole fleet on this machine: meta cluster, business clusters, simulated nodes."""
+    from kokpit.up import UpOptions, run_up
 
-    _logging(False)
-    typer.echo(f"kokpit up: meta cluster API server on port {port}, data in {data_dir}")
-    typer.echo(f"  try: kubectl --kubeconfig {data_dir}/kubeconfig get namespaces")
-    try:
-        run(ServerOptions(data_dir=data_dir, port=port))
-    except DataDirInUse:
-        _fail(f"{data_dir} is already used by a running kokpit; stop it or pass another --data-dir")
-    except (RuntimeError, PermissionError) as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        pass
+    code = run_up(UpOptions(data_dir=data_dir, clusters=clusters, nodes=nodes, port=port))
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+def status(
+    data_dir: Path = typer.Option(Path(".kokpit"), "--data-dir", help="The data dir of a running kokpit up."),
+) -> None:
+    """Print the one-screen summary of the fleet a running `kokpit up` holds."""
+    from kokpit.up import status as fleet_status
+
+    code = fleet_status(data_dir)
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+def kubeconfig(
+    cluster: str = typer.Argument(..., help="Business cluster name (see kokpit status)."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="The Cluster's namespace."),
+    data_dir: Path = typer.Option(Path(".kokpit"), "--data-dir", help="The data dir of a running kokpit up."),
+) -> None:
+    """Print a business cluster's admin kubeconfig (kokpit kubeconfig cluster-1 > c1.kubeconfig)."""
+    from kokpit.up import kubeconfig as print_kubeconfig
+
+    code = print_kubeconfig(cluster, namespace, data_dir)
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command()
@@ -176,7 +196,7 @@ def kubelet_cmd(
 @app.command("cluster-operator")
 def cluster_operator(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the meta cluster."),
-    workers: int = typer.Option(16, "--workers", min=1, help="Concurrent reconciles."),
+    workers: int = typer.Option(64, "--workers", min=1, help="Concurrent reconciles."),
     data_root: str = typer.Option("/var/lib/kokpit/clusters", "--data-root",
                                   help="Host folder of the business clusters' data (hostPath volumes)."),
     port_range: str = typer.Option("30000-32767", "--port-range",
@@ -190,6 +210,10 @@ def cluster_operator(
                                           help="Seconds a release step may take before it is rolled back."),
     metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    trust_pod_readiness: bool = typer.Option(False, "--trust-pod-readiness",
+                                             help="Simulated-kubelet mode (`kokpit kubelet --simulate`, scale "
+                                             "benchmarks): no business API server runs, so judge it by its "
+                                             "Pod's readiness instead of probing /readyz."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the cluster operator: business cluster control planes as Pods of the meta cluster."""
@@ -208,7 +232,7 @@ def cluster_operator(
             logging.getLogger(noisy).setLevel(logging.WARNING)
     opts = OperatorOptions(workers=workers, data_root=data_root, port_range=(int(lo), int(hi)),
                            extra_sans=tuple(apiserver_san or ()), unhealthy_timeout=unhealthy_timeout,
-                           release_timeout=release_timeout)
+                           release_timeout=release_timeout, trust_pod_readiness=trust_pod_readiness)
     try:
         asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port))
     except KeyboardInterrupt:

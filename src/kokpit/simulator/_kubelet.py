@@ -77,7 +77,7 @@ class Kubelets:
         status_report_period: float = 300.0,
         driver_url: str = "",
         workers: int = 32,
-        status_coalesce: float = 0.25,
+        status_coalesce: float = 0.5,
         clock: Clock | None = None,
     ) -> None:
         self.client = client

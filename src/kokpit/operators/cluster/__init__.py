@@ -43,6 +43,7 @@ from kokpit.operators.cluster.operator import (
     ClusterReconciler,
     HttpsProber,
     OperatorOptions,
+    PodReadinessProber,
     Probe,
     Prober,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Names",
     "OperatorOptions",
     "PodHealth",
+    "PodReadinessProber",
     "Probe",
     "Prober",
     "Wiring",

@@ -1,0 +1,100 @@
+"""The objects `kokpit up` ships so a newcomer has something to play with: two control-plane releases,
+a node stack with two kubelet versions, and one Machine per simulated node.
+
+Kept as plain data in one place so the README's tour, the tests and `kokpit up` agree on every name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from kokpit.simulator import node_names
+
+__all__ = [
+    "CLUSTER_NAMESPACE",
+    "CPV_NAMES",
+    "DEFAULT_CPV",
+    "MACHINE_PACKAGES",
+    "NODE_PREFIX",
+    "cluster_body",
+    "cluster_names",
+    "cpvs",
+    "machine_bodies",
+    "mpvs",
+]
+
+Obj = dict[str, Any]
+
+CLUSTER_NAMESPACE: Final = "default"
+CPV_NAMES: Final = ("v1.36.2", "v1.37.0")
+DEFAULT_CPV: Final = CPV_NAMES[0]  # clusters start on the older release, so an upgrade can be tried at once
+NODE_PREFIX: Final = "sim-"
+MACHINE_PACKAGES: Final = ["containerd-1.7", "kubelet-v1.36.2", "kernel-patch-2026-11", "sysctl-default"]
+
+
+def cluster_names(count: int) -> list[str]:
+    return [f"cluster-{i}" for i in range(1, count + 1)]
+
+
+def cpvs() -> list[Obj]:
+    """Two releases of a business control plane: API server, node simulator and machine operator, all
+    ``kokpit`` images (the local kubelet runs them as processes)."""
+    out: list[Obj] = []
+    for name in CPV_NAMES:
+        image = f"kokpit:{name}"
+        out.append({
+            "apiVersion": "kokpit.io/v1alpha1", "kind": "ClusterPackageVersion", "metadata": {"name": name},
+            "spec": {"kubernetesVersion": name, "components": [
+                {"name": "kube-apiserver", "image": image, "args": ["apiserver"]},
+                {"name": "simulator", "image": image, "args": ["simulator", "--lease-period", "10s"]},
+                {"name": "machine-operator", "image": image,
+                 "args": ["machine-operator", "--fast-poll", "0.5", "--slow-poll", "10"]},
+            ]},
+        })
+    return out
+
+
+def cluster_body(name: str, nodes: int) -> Obj:
+    return {"apiVersion": "kokpit.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": name, "namespace": CLUSTER_NAMESPACE},
+            "spec": {"packageVersion": DEFAULT_CPV, "simulation": {"nodes": nodes}}}
+
+
+def mpvs() -> list[Obj]:
+    """A node stack: container runtime, two kubelet versions, a kernel patch and a sysctl profile."""
+    def kubelet(version: str) -> Obj:
+        return {"metadata": {"name": f"kubelet-{version}"}, "spec": {
+            "component": "kubelet", "version": version, "dependsOn": ["containerd"],
+            "package": {"type": "deb", "name": "kubelet", "version": f"{version.lstrip('v')}-1.1"},
+            "install": {"method": "package", "packageManager": "apt"},
+            "config": {"files": [{"path": "/etc/default/kubelet",
+                                  "content": "KUBELET_EXTRA_ARGS=--max-pods=110\n"}]},
+            "healthCheck": {"type": "systemd", "unit": "kubelet.service"}}}
+
+    items: list[Obj] = [
+        {"metadata": {"name": "containerd-1.7"}, "spec": {
+            "component": "containerd", "version": "1.7.22",
+            "package": {"type": "deb", "name": "containerd.io", "version": "1.7.22-1"},
+            "install": {"method": "package", "packageManager": "apt"},
+            "config": {"files": [{"path": "/etc/containerd/config.toml", "content": "version = 2\n"}]},
+            "healthCheck": {"type": "systemd", "unit": "containerd.service"}}},
+        kubelet("v1.36.2"),
+        kubelet("v1.37.0"),
+        {"metadata": {"name": "kernel-patch-2026-11"}, "spec": {
+            "component": "kernel-patch", "version": "2026-11",
+            "package": {"type": "binary", "name": "livepatch-2026-11", "version": "2026-11"},
+            "install": {"method": "script", "script": "kpatch load /var/lib/kpatch/livepatch-2026-11.ko"}}},
+        {"metadata": {"name": "sysctl-default"}, "spec": {
+            "component": "sysctl", "version": "v1", "package": {"type": "none"}, "install": {"method": "config"},
+            "config": {"sysctl": {"net.ipv4.ip_forward": "1", "vm.max_map_count": "262144"}}}},
+    ]
+    for m in items:
+        m.update({"apiVersion": "kokpit.io/v1alpha1", "kind": "MachinePackageVersion"})
+    return items
+
+
+def machine_bodies(nodes: int) -> list[Obj]:
+    """One Machine per simulated node (the simulator names them ``sim-00001``...)."""
+    return [{"apiVersion": "kokpit.io/v1alpha1", "kind": "Machine", "metadata": {"name": n},
+             "spec": {"nodeName": n, "packages": list(MACHINE_PACKAGES)}}
+            for n in node_names(NODE_PREFIX, nodes)]

@@ -1,0 +1,219 @@
+"""`kokpit up` end to end in a subprocess, as a newcomer runs it: the fleet comes up Ready, kubectl sees it
+through the kubeconfigs `kokpit up` and `kokpit kubeconfig` give, a second `kokpit up` on the same data dir
+is refused, SIGINT leaves no process behind, and a restart resumes the very same fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kokpit.apiserver.testing import free_port
+from kokpit.client import ApiError, Client, TransportError
+from kokpit.operators.cluster import CLUSTER
+
+CLUSTERS, NODES = 2, 10
+READY_WITHIN = 90.0
+
+Obj = dict[str, Any]
+
+
+def kokpit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kokpit.cli.main", *args]
+
+
+def procs_mentioning(text: str) -> list[str]:
+    """Command lines of live processes (other than this one) that mention ``text``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(f"{d.name}: {cmd}")
+    return found
+
+
+class Up:
+    """One `kokpit up` child (its own session, so a failed test can still end its whole tree)."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.out = data_dir.parent / f"up-{time.monotonic_ns()}.out"
+        with open(self.out, "wb") as f:
+            self.proc = subprocess.Popen(
+                kokpit("up", "--clusters", str(CLUSTERS), "--nodes", str(NODES), "--data-dir", str(data_dir),
+                       "--port", str(port)), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for line in procs_mentioning(str(self.data_dir)):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "fleet"
+    yield d
+    for line in procs_mentioning(str(d)):  # whatever a failed test left behind
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+            os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+
+
+def ready(obj: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+async def wait_clusters_ready(up: Up, deadline: float) -> dict[str, str]:
+    """Names -> uids of the Clusters once all are Ready (read through the meta admin kubeconfig)."""
+    kc = up.data_dir / "kubeconfig"
+    while not kc.exists():
+        assert up.proc.poll() is None, up.output()
+        assert time.monotonic() < deadline, f"no meta kubeconfig; output:\n{up.output()}"
+        await asyncio.sleep(0.2)
+    async with Client.from_kubeconfig(kc, max_retries=0, timeout=5) as meta:
+        while True:
+            assert up.proc.poll() is None, up.output()
+            with contextlib.suppress(ApiError, TransportError, OSError):
+                items = (await meta.list(CLUSTER, "default")).items
+                if len(items) == CLUSTERS and all(ready(c) for c in items):
+                    return {c["metadata"]["name"]: c["metadata"]["uid"] for c in items}
+            assert time.monotonic() < deadline, f"Clusters not Ready in time; output:\n{up.output()}"
+            await asyncio.sleep(0.5)
+
+
+def kubectl_json(kubectl_bin: str, kc: Path, *args: str) -> Obj:
+    out = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), *args, "-o", "json"], check=True,
+                         capture_output=True, text=True, timeout=20, env={**os.environ, "KUBECONFIG": ""})
+    data: Obj = json.loads(out.stdout)
+    return data
+
+
+def converged(m: Obj) -> bool:
+    return ready(m) and int(m["status"].get("observedGeneration") or 0) >= int(m["metadata"]["generation"])
+
+
+async def wait_business_fleet(kubectl_bin: str, kc: Path, deadline: float) -> None:
+    """NODES Ready nodes and NODES converged Machines, seen by real kubectl through the business kubeconfig."""
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            nodes = kubectl_json(kubectl_bin, kc, "get", "nodes")["items"]
+            machines = kubectl_json(kubectl_bin, kc, "get", "machines")["items"]
+        except subprocess.CalledProcessError as e:
+            last = e.stderr
+        else:
+            n_ready = sum(1 for n in nodes if ready(n))
+            n_conv = sum(1 for m in machines if converged(m))
+            last = f"{n_ready} ready nodes of {len(nodes)}, {n_conv} converged machines of {len(machines)}"
+            if n_ready == NODES == len(nodes) and n_conv == NODES == len(machines):
+                return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"business fleet not ready in time: {last}")
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def get_kubeconfig(data_dir: Path, cluster: str, dest: Path) -> Path:
+    out = subprocess.run(kokpit("kubeconfig", cluster, "--data-dir", str(data_dir)), capture_output=True,
+                         timeout=30, check=True)
+    assert b"certificate-authority-data" in out.stdout
+    dest.write_bytes(out.stdout)
+    return dest
+
+
+def stop_and_check_no_orphans(up: Up) -> None:
+    t0 = time.monotonic()
+    assert up.interrupt(timeout=30) == 0, up.output()
+    assert time.monotonic() - t0 < 30
+    deadline = time.monotonic() + 10
+    left = procs_mentioning(str(up.data_dir))
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = procs_mentioning(str(up.data_dir))
+    assert left == [], left
+
+
+@pytest.mark.timeout(300)
+async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(data_dir: Path, tmp_path: Path,
+                                                              kubectl_bin: str) -> None:
+    port = free_port()
+    up = Up(data_dir, port)
+    try:
+        t0 = time.monotonic()
+        deadline = t0 + READY_WITHIN
+        uids = await wait_clusters_ready(up, deadline)
+        assert sorted(uids) == ["cluster-1", "cluster-2"]
+        kc = get_kubeconfig(data_dir, "cluster-1", tmp_path / "c1.kubeconfig")
+        await wait_business_fleet(kubectl_bin, kc, deadline)
+        kc2 = get_kubeconfig(data_dir, "cluster-2", tmp_path / "c2.kubeconfig")
+        await wait_business_fleet(kubectl_bin, kc2, deadline)
+        clusters = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "clusters", "-n", "default")["items"]
+        assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
+
+        # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
+        second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))
+        assert second.returncode != 0
+        assert second.stderr.strip().count("\n") == 0 and "in use by another kokpit up" in second.stderr
+        assert second.stdout == ""
+
+        status = run(kokpit("status", "--data-dir", str(data_dir)))
+        assert status.returncode == 0, status.stderr
+        assert "default/cluster-1" in status.stdout and "10/10" in status.stdout
+
+        stop_and_check_no_orphans(up)
+    finally:
+        up.kill()
+
+    # a restart resumes the same fleet: same Cluster uids, same Machines
+    again = Up(data_dir, port)
+    try:
+        uids2 = await wait_clusters_ready(again, time.monotonic() + READY_WITHIN)
+        assert uids2 == uids
+        await wait_business_fleet(kubectl_bin, kc, time.monotonic() + READY_WITHIN)
+        assert "resuming 2 Clusters" in again.output()
+        # kill -9 of `kokpit up` alone: its children live on, and the next `kokpit up` ends them first
+        again.proc.kill()
+        again.proc.wait(10)
+        assert procs_mentioning(str(data_dir))
+    finally:
+        again.kill() if again.proc.poll() is None else None
+
+    third = Up(data_dir, port)
+    try:
+        deadline = time.monotonic() + 30
+        while "meta API server ready" not in third.output():  # the old fleet answers until it is ended
+            assert time.monotonic() < deadline and third.proc.poll() is None, third.output()
+            await asyncio.sleep(0.1)
+        assert "a previous kokpit up on" in third.output()
+        uids3 = await wait_clusters_ready(third, time.monotonic() + READY_WITHIN)
+        assert uids3 == uids
+        stop_and_check_no_orphans(third)
+    finally:
+        third.kill()
