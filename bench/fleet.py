@@ -582,7 +582,11 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
         out.append(f"| {p.name} | {t} | {p.done:,}/{p.total:,} | {p.writes_s:,.0f} | {cpu} | {p.extra} |")
     if res.steady_cpu:
         total = sum(res.steady_cpu.get(k, 0.0) for k in roles)
-        out += ["", f"Steady state ({res.steady_window:.0f} s window after convergence, {args.settle:g} s settle):", "",
+        conv_done = all(p.seconds is not None for p in res.phases if p.name.startswith("empty"))
+        title = (f"Steady state ({res.steady_window:.0f} s window after convergence, {args.settle:g} s settle):"
+                 if conv_done else f"{res.steady_window:.0f} s window after the convergence phase timed out (the "
+                 "fleet was still converging: not a steady state):")
+        out += ["", title, "",
                 "| process | CPU (cores) | RSS | peak RSS (VmHWM) |", "|---|---:|---:|---:|"]
         for k in [*roles, "bench"]:
             rss, hwm = res.rss.get(k, (float("nan"), float("nan")))
