@@ -16,7 +16,7 @@ What happens, all on 127.0.0.1 in a temporary directory (the server is stopped a
    converged (imports, list and watch included), reconciles/s (N / that time), the operator's peak RSS
    (``VmHWM``) and CPU time, and its API requests by verb — the difference of the server's
    ``apiserver_request_total`` before and after (this process's own list/watch are not in it: the server
-   counts no watch requests and the list happens before the first snapshot). The objects are then
+   counts a watch when it ends, and the list happens before the first snapshot). The objects are then
    deleted, so each operator runs against a server holding the same data.
 
     .venv/bin/python bench/runtime.py --rounds 3   # N=10,000, 3 rounds, figures into docs/benchmarks.md
@@ -449,8 +449,8 @@ def report_lines(args: argparse.Namespace, results: list[RunResult]) -> list[str
         f"(CRD with status subresource), each operator a subprocess started against objects whose status "
         f"is empty, {args.rounds} round(s) alternating the order; time = operator start (process launch, "
         f"imports, list, watch) → last object observed converged by a watch from the bench process. "
-        f"Requests = the server's `apiserver_request_total` difference over the run (the server does not "
-        f"count watch requests). kokpit: {args.workers} workers, cache without managedFields; kopf: kopf's "
+        f"Requests = the server's `apiserver_request_total` difference over the run (a watch is counted "
+        f"when it ends, so open watches are not in it). kokpit: {args.workers} workers, cache without managedFields; kopf: kopf's "
         f"defaults (diff-base annotation, so a metadata and a status patch per object); kopf-status: kopf's "
         f"diff-base and progress under `status.kopf` (one status patch per object).",
         "",
