@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import bounded, cores, cpu_seconds, fmt_cores, machine_load, ok, status_mb
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import LEASE, NODE, Client, Kind, ResourceExpiredError
@@ -59,7 +60,6 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Fleet (bench/fleet.py)"
 PREFIX = "sim-"
-TICK = os.sysconf("SC_CLK_TCK")
 PROGRESS_EVERY = 5.0
 
 K1, K2 = "1.36.2", "1.37.0"
@@ -105,36 +105,12 @@ def mpvs(health_checks: bool) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- /proc
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
-def status_mb(pid: int, key: str) -> float:
-    try:
-        m = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), flags=re.M)
-    except OSError:
-        return float("nan")
-    return int(m.group(1)) / 1024 if m else float("nan")
 
 
-def pressure() -> str:
-    """``some avg10/avg60/avg300`` of /proc/pressure/cpu (the share of time something waited for a CPU)."""
-    try:
-        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return "n/a"
-    vals = dict(kv.split("=") for kv in line.split()[1:])
-    return f"{vals.get('avg10')}/{vals.get('avg60')}/{vals.get('avg300')}%"
 
 
-def machine_load() -> str:
-    la = os.getloadavg()
-    return f"load average {la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f} (1/5/15 min), CPU pressure some avg10/60/300 " \
-           f"{pressure()}"
 
 
 class Procs:
@@ -150,12 +126,8 @@ class Procs:
         return {k: (status_mb(p, "VmRSS"), status_mb(p, "VmHWM")) for k, p in self.pids.items()}
 
 
-def cores(a: dict[str, float], b: dict[str, float], secs: float) -> dict[str, float]:
-    return {k: (b[k] - a.get(k, 0.0)) / secs if secs > 0 else float("nan") for k in b}
 
 
-def fmt_cores(c: dict[str, float]) -> str:
-    return " ".join(f"{k} {v:.2f}" for k, v in c.items())
 
 
 # ---------------------------------------------------------------------------------------------- tracker
@@ -284,16 +256,6 @@ def log_issues(path: Path) -> Counter[str]:
     return out
 
 
-async def bounded(n: int, concurrency: int, fn: Any) -> float:
-    """Run ``fn(0..n-1)`` with ``concurrency`` at once; returns when the last one finished (monotonic)."""
-    it = iter(range(n))
-
-    async def worker() -> None:
-        for i in it:
-            await fn(i)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.monotonic()
 
 
 class Bench:
@@ -561,8 +523,6 @@ async def fresh_leases(client: Client, period: float) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def ok(flag: bool) -> str:
-    return "met" if flag else "MISSED"
 
 
 def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
