@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,18 @@ async def bounded(n: int, concurrency: int, fn: Any) -> float:
 
 def ok(flag: bool) -> str:
     return "met" if flag else "MISSED"
+
+
+def log_issues(path: Path, fold: str = "") -> Counter[str]:
+    """Warnings/errors in a process log, by message shape: numbers, and names matching `fold`, folded."""
+    out: Counter[str] = Counter()
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if " WARNING " in line or " ERROR " in line or line.startswith("Traceback") or "Error:" in line:
+            msg = line.split(": ", 1)[-1] if " WARNING " in line or " ERROR " in line else line
+            if fold:
+                msg = re.sub(fold, "<name>", msg)
+            msg = re.sub(r"\d+(\.\d+)?", "N", msg)
+            out[msg[:160]] += 1
+    return out

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import bounded, cores, cpu_seconds, fmt_cores, machine_load, ok, status_mb
+from _common import bounded, cores, cpu_seconds, fmt_cores, log_issues, machine_load, ok, status_mb
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import NAMESPACE, NODE, Client, ResourceExpiredError
@@ -170,18 +170,6 @@ def bench_calls(client: Client) -> Counter[str]:
     return out
 
 
-def log_issues(path: Path) -> Counter[str]:
-    """Warnings/errors in a process log, by message shape (numbers and names folded)."""
-    out: Counter[str] = Counter()
-    if not path.exists():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        if " WARNING " in line or " ERROR " in line or line.startswith("Traceback") or "Error:" in line:
-            msg = line.split(": ", 1)[-1] if " WARNING " in line or " ERROR " in line else line
-            msg = re.sub(r"c-?\d+", "<c>", msg)
-            msg = re.sub(r"\d+(\.\d+)?", "N", msg)
-            out[msg[:160]] += 1
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- tracker
@@ -580,9 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             bench.stop_all()
-        res.log_issues = {n: log_issues(tmp / f"{n}.log") for n in ("kubelet", "operator")}
+        res.log_issues = {n: log_issues(tmp / f"{n}.log", r"c-?\d+") for n in ("kubelet", "operator")}
         if bench.api is not None:
-            res.log_issues["apiserver"] = log_issues(bench.api.log_path)
+            res.log_issues["apiserver"] = log_issues(bench.api.log_path, r"c-?\d+")
         if args.profile is not None:
             for n in ("kubelet.log", "operator.log"):
                 if (tmp / n).exists():

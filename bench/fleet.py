@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import bounded, cores, cpu_seconds, fmt_cores, machine_load, ok, status_mb
+from _common import bounded, cores, cpu_seconds, fmt_cores, log_issues, machine_load, ok, status_mb
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import LEASE, NODE, Client, Kind, ResourceExpiredError
@@ -242,18 +242,6 @@ def request_totals(api: ApiServerProcess) -> Counter[tuple[str, str]]:
     return out
 
 
-def log_issues(path: Path) -> Counter[str]:
-    """Warnings/errors in a process log, by message shape (numbers and names folded)."""
-    out: Counter[str] = Counter()
-    if not path.exists():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        if " WARNING " in line or " ERROR " in line or line.startswith("Traceback") or "Error:" in line:
-            msg = line.split(": ", 1)[-1] if " WARNING " in line or " ERROR " in line else line
-            msg = re.sub(rf"{PREFIX}\d+", "<node>", msg)
-            msg = re.sub(r"\d+(\.\d+)?", "N", msg)
-            out[msg[:160]] += 1
-    return out
 
 
 
@@ -675,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             bench.stop_all()
-        res.log_issues = {n: log_issues(tmp / f"{n}.log") for n in ("simulator", "operator")}
+        res.log_issues = {n: log_issues(tmp / f"{n}.log", rf"{PREFIX}\d+") for n in ("simulator", "operator")}
         if args.profile is not None:  # keep the logs beside the profiles
             for n in ("simulator.log", "operator.log"):
                 if (tmp / n).exists():
@@ -683,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             if bench.api is not None and bench.api.log_path.exists():
                 shutil.copy(bench.api.log_path, args.profile / "apiserver.log")
         if bench.api is not None:
-            res.log_issues["apiserver"] = log_issues(bench.api.log_path)
+            res.log_issues["apiserver"] = log_issues(bench.api.log_path, rf"{PREFIX}\d+")
     lines = report_lines(args, res)
     if args.note:
         lines += ["", *args.note]

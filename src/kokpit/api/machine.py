@@ -50,7 +50,7 @@ _NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 # ------------------------------------------------------------------------------------------------ enums
 class InstallState(StrEnum):
-    """Where a component's installation stands on the node (values shared with kokpit.nodes.driver)."""
+    """Where a component's installation stands on the node (kokpit.nodes.driver reports these too)."""
 
     PENDING = "Pending"
     INSTALLING = "Installing"

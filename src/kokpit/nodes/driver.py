@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+# the states are part of the Machine API (status.components[]); drivers report in the same words
+from kokpit.api.machine import InstallState, RunState
+
 __all__ = [
     "ComponentAction",
     "ComponentSpec",
@@ -23,21 +26,6 @@ __all__ = [
     "NodeState",
     "RunState",
 ]
-
-
-class InstallState(StrEnum):
-    PENDING = "Pending"
-    INSTALLING = "Installing"
-    INSTALLED = "Installed"
-    UPGRADING = "Upgrading"
-    UNINSTALLING = "Uninstalling"
-    FAILED = "Failed"
-
-
-class RunState(StrEnum):
-    RUNNING = "Running"
-    STOPPED = "Stopped"
-    UNKNOWN = "Unknown"
 
 
 class ComponentAction(StrEnum):
