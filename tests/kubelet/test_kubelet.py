@@ -376,6 +376,12 @@ async def test_simulate_marks_ready_without_processes(apiserver: ApiServerProces
             p = await until(lambda i=i: _get_if(client, f"sim-{i}", is_ready), what="simulated Ready")
             assert p["status"]["phase"] == "Running" and cstatus(p)["ready"] is True
         assert _recorded_pids(runner.data_dir) == []
+        # a run-to-completion Pod (the cluster operator's data cleanup) ends Succeeded, exit 0, and stays so
+        await client.create(POD, pod("once", [{"name": "c", "image": "kokpit", "args": ["version"]}],
+                                     restartPolicy="OnFailure"))
+        done = await until(lambda: _get_if(client, "once", lambda p: p["status"].get("phase") == "Succeeded"),
+                           what="simulated completion")
+        assert cstatus(done)["state"]["terminated"]["exitCode"] == 0 and cstatus(done)["ready"] is False
         await client.create(POD, pod("elsewhere", [{"name": "c", "image": "kokpit"}], nodeSelector={"disk": "ssd"}))
         await client.delete(POD, "sim-0", NS)
         await until(lambda: _gone(client, "sim-0"), what="simulated pod deleted")

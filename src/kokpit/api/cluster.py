@@ -134,6 +134,7 @@ class ClusterReason:
     NOT_READY: Final = "NotReady"
     PAUSED: Final = "Paused"
     DELETING: Final = "Deleting"
+    REMOVING_DATA: Final = "RemovingData"
 
 
 class ClusterComponentStatus(StatusModel):
@@ -159,6 +160,8 @@ class ClusterStatus(StatusModel):
                                                                          "post-check and was rolled back; "
                                                                          "not retried until spec changes.")
     components: list[ClusterComponentStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
+    data_nodes: list[str] = Field(default_factory=list, description="Nodes whose host folders hold this "
+                                  "cluster's data (where deletionPolicy Delete must remove it).")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
 
 

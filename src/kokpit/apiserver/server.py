@@ -1,7 +1,9 @@
 """Assembles and runs one embedded API server: data dir, PKI, tokens, store, registry, controllers, HTTP.
 
 One process per data directory (an exclusive lock says so at start), because two servers on one SQLite
-log would hand out the same resourceVersion twice.
+log would hand out the same resourceVersion twice.  With ``standby`` a second process waits for that lock
+instead of failing, and takes over (opens the store, binds the port) the moment the active one ends: how the
+cluster operator runs more than one API server replica of a business cluster on its one data folder.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class ServerOptions:
     tls_key_file: Path | None = None
     ca_file: Path | None = None  # the CA that signed tls_cert_file, written into the kubeconfigs
     token_file: Path | None = None  # JSON {"admin": ..., "readonly": ...}
+    # wait for the data dir's lock (a hot standby) instead of failing when another server holds it
+    standby: bool = False
+    standby_poll: float = 0.2
 
 
 @dataclass
@@ -128,8 +133,27 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-async def build(opts: ServerOptions, auth: Authenticator | None) -> Built:
-    lock = _lock_data_dir(opts.data_dir)
+async def _wait_for_data_dir(opts: ServerOptions, stop: asyncio.Event) -> IO[str] | None:
+    """A standby's wait: poll the lock (flock has no async form) until it is ours or we are told to stop."""
+    said = False
+    while not stop.is_set():
+        try:
+            return _lock_data_dir(opts.data_dir)
+        except DataDirInUse:
+            if not said:
+                holder = ""
+                with contextlib.suppress(OSError):
+                    holder = (opts.data_dir / "apiserver.lock").read_text().strip()
+                print(f"kokpit apiserver standing by: {opts.data_dir} is held by pid {holder or '?'}; "
+                      "taking over when it ends", flush=True)
+                said = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), opts.standby_poll)
+    return None
+
+
+async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] | None = None) -> Built:
+    lock = lock or _lock_data_dir(opts.data_dir)
     store = Store(opts.data_dir / "state.db", compaction_window=opts.compaction_window)
     await store.open()
     _freeze_heap()
@@ -180,9 +204,18 @@ def _url_host(host: str) -> str:
 async def serve(opts: ServerOptions) -> None:
     """Run until SIGTERM/SIGINT. Writes the admin kubeconfig once the port is bound."""
     data_dir = opts.data_dir
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    lock: IO[str] | None = None
+    if opts.standby:
+        lock = await _wait_for_data_dir(opts, stop)
+        if lock is None:
+            return
     tokens = _load_tokens(opts.token_file) if opts.token_file else ensure_tokens(data_dir)
     auth = Authenticator(tokens)
-    built = await build(opts, auth)
+    built = await build(opts, auth, lock)
     ssl_kwargs: dict[str, Any] = {}
     ca_pem: bytes | None = None
     if opts.tls and opts.tls_cert_file and opts.tls_key_file:
@@ -217,10 +250,6 @@ async def serve(opts: ServerOptions) -> None:
     log.info("kokpit apiserver listening on %s (kubeconfig %s)", url, kubeconfig)
     print(f"kokpit apiserver listening on {url}; kubeconfig: {kubeconfig}", flush=True)
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     serve_task = asyncio.create_task(server.serve(sockets=[sock]))
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -50,6 +50,8 @@ def apiserver(
     ca_file: Path | None = typer.Option(None, "--ca-file", help="CA of --tls-cert-file, for the kubeconfigs."),
     token_file: Path | None = typer.Option(None, "--token-file", help="JSON {admin, readonly} bearer tokens; "
                                            "default: generated under the data dir."),
+    standby: bool = typer.Option(False, "--standby", help="When another server holds --data-dir, wait and "
+                                 "take over when it ends (a hot standby replica) instead of failing."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the embedded Kubernetes-compatible API server."""
@@ -64,7 +66,7 @@ def apiserver(
                           compaction_window=compaction_window, compaction_interval=compaction_interval,
                           event_ttl=event_ttl, bookmark_interval=bookmark_interval,
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
-                          token_file=token_file))
+                          token_file=token_file, standby=standby))
     except DataDirInUse as e:
         _fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:
@@ -210,6 +212,9 @@ def cluster_operator(
                                           help="Seconds a release step may take before it is rolled back."),
     metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    tools_image: str | None = typer.Option(None, "--tools-image",
+                                           help="kokpit image of the Pods that remove a deleted cluster's "
+                                           "data on its nodes (default kokpit:<this version>)."),
     trust_pod_readiness: bool = typer.Option(False, "--trust-pod-readiness",
                                              help="Simulated-kubelet mode (`kokpit kubelet --simulate`, scale "
                                              "benchmarks): no business API server runs, so judge it by its "
@@ -233,10 +238,34 @@ def cluster_operator(
     opts = OperatorOptions(workers=workers, data_root=data_root, port_range=(int(lo), int(hi)),
                            extra_sans=tuple(apiserver_san or ()), unhealthy_timeout=unhealthy_timeout,
                            release_timeout=release_timeout, trust_pod_readiness=trust_pod_readiness)
+    if tools_image:
+        opts.tools_image = tools_image
     try:
         asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port))
     except KeyboardInterrupt:
         pass
+
+
+@app.command("remove-cluster-data")
+def remove_cluster_data(
+    root: Path = typer.Option(..., "--root", help="The folder holding the clusters' folders (one namespace's)."),
+    name: str = typer.Option(..., "--name", help="The Cluster whose folder ROOT/NAME goes."),
+) -> None:
+    """Remove a deleted business cluster's data folder (the cluster operator runs this as a Pod on each node
+    holding data of a Cluster with deletionPolicy: Delete)."""
+    import re
+    import shutil
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 253:
+        _fail(f"--name must be a Cluster name (lowercase letters, digits and '-'), got {name!r}")
+    if not root.is_dir():
+        _fail(f"--root {root} is not a folder")
+    target = root / name
+    if not target.exists():
+        print(f"nothing to remove: {target} does not exist")
+        return
+    shutil.rmtree(target)
+    print(f"removed {target}")
 
 
 def _add_simulator() -> None:

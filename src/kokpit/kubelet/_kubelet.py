@@ -956,7 +956,26 @@ class Kubelet:
         if status.get("phase") == "Running" and any(
                 c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
             return
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return
         now = _now()
+        if ((pod.get("spec") or {}).get("restartPolicy") or "Always") != "Always":
+            # a run-to-completion Pod (a data cleanup, a Job's): simulated as having exited 0 at once
+            done = [{"name": c.get("name"), "image": c.get("image", ""), "imageID": "", "ready": False,
+                     "started": False, "restartCount": 0,
+                     "containerID": f"kokpit-simulated://{m.get('uid')}/{c.get('name')}",
+                     "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now,
+                                              "finishedAt": now}}, "lastState": {}}
+                    for c in (pod.get("spec") or {}).get("containers") or []]
+            conds = [{"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": now,
+                      **({"reason": "PodCompleted"} if s == "False" else {})}
+                     for t, s in (("Initialized", "True"), ("Ready", "False"), ("ContainersReady", "False"),
+                                  ("PodScheduled", "True"))]
+            await self.client.patch_status(POD, name, {"status": {
+                "phase": "Succeeded", "conditions": conds, "containerStatuses": done, "hostIP": "127.0.0.1",
+                "startTime": now, "qosClass": "BestEffort"}}, ns)
+            self.simulated_writes += 1
+            return
         conds = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
                  for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
         cs = [{"name": c.get("name"), "image": c.get("image", ""), "imageID": "", "ready": True, "started": True,

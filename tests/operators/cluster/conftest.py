@@ -144,6 +144,7 @@ class Harness:
         self.options = OperatorOptions(**{"unhealthy_timeout": 10.0, "release_timeout": 20.0,
                                           "retry_base": 5.0, "retry_cap": 60.0, "max_failures": 3, **opts})
         self.unready_images: set[str] = set()
+        self.serving: str | None = None  # the API server replica that holds the data dir's lock
         self.new_reconciler()
 
     def new_reconciler(self) -> ClusterReconciler:
@@ -183,6 +184,16 @@ class Harness:
         for p in self.pods.list():
             image = p["spec"]["containers"][0]["image"]
             ready = image not in self.unready_images
+            if not p["spec"].get("nodeName"):
+                p["spec"]["nodeName"] = "node-a"
+                self.pods.put(p)
+            if p["spec"].get("restartPolicy", "Always") != "Always":  # runs to completion (a data cleanup)
+                phase = "Succeeded" if ready else "Pending"
+                if p.get("status", {}).get("phase") != phase:
+                    p["status"] = {"phase": phase, "hostIP": "127.0.0.1"}
+                    self.pods.put(p)
+                    n += 1
+                continue
             want: Obj = {"phase": "Running", "hostIP": "127.0.0.1",
                     "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                     "lastTransitionTime": p["metadata"]["creationTimestamp"]}],
@@ -192,10 +203,14 @@ class Harness:
                 p["status"] = want
                 self.pods.put(p)
                 n += 1
-        api = [p for p in self.pods.list() if p["metadata"]["labels"][COMPONENT_LABEL] == "kube-apiserver"]
-        ready_api = [p for p in api if p["status"]["conditions"][0]["status"] == "True"]
-        self.prober.version = ready_api[0]["spec"]["containers"][0]["image"].split(":", 1)[1] \
-            if ready_api else None
+        # replicas share one data dir: the one holding its lock serves until it goes, then a ready one takes over
+        api = {p["metadata"]["name"]: p for p in self.pods.list()
+               if p["metadata"]["labels"][COMPONENT_LABEL] == "kube-apiserver"}
+        ready_api = sorted(name for name, p in api.items() if p["status"]["conditions"][0]["status"] == "True")
+        if self.serving not in ready_api:
+            self.serving = ready_api[0] if ready_api else None
+        self.prober.version = api[self.serving]["spec"]["containers"][0]["image"].split(":", 1)[1] \
+            if self.serving else None
         return n
 
     def status(self, name: str = "c1") -> Obj:

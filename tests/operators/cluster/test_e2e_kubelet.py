@@ -23,7 +23,7 @@ from typing import Any
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import POD, SECRET, Client, NotFoundError
+from kokpit.client import CONFIGMAP, POD, SECRET, ApiError, Client, NotFoundError, TransportError
 from kokpit.kubelet import Kubelet, KubeletOptions
 from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, ClusterOperator, OperatorOptions
 from kokpit.runtime import Manager
@@ -151,6 +151,11 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
         await until(back, "business API server back after kill -9", 15)
         assert time.monotonic() - t0 < 15
 
+        # the business cluster's data lives in the host folder (the kubelet maps hostPaths under its data dir)
+        folder = tmp_path / "kubelet" / "hostpath" / "clusters" / "default" / "e2e"
+        assert (folder / "apiserver" / "state.db").is_file()
+        assert (await c.get(CLUSTER, "e2e", "default"))["status"]["dataNodes"] == ["local"]
+
         await c.delete(CLUSTER, "e2e", "default")
 
         async def gone() -> bool:
@@ -160,3 +165,77 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
             pods = (await c.list(POD, "default", label_selector=f"{CLUSTER_LABEL}=e2e")).items
             return not pods
         await until(gone, "Cluster and its Pods gone", 30)
+        # deletionPolicy Delete (the default): a cleanup Pod removed the data folder before the finalizer went
+        assert not folder.exists() and folder.parent.is_dir()
+        assert not (await c.list(SECRET, "default", label_selector=f"{CLUSTER_LABEL}=e2e")).items
+
+
+async def test_two_api_server_replicas_share_the_data_and_take_over(apiserver: ApiServerProcess,
+                                                                    tmp_path: Path, kubectl_bin: str) -> None:
+    """controlPlane.replicas 2: one serves, one stands by on the same data folder; kill -9 of the serving one
+    is covered by the standby at once; a release goes through both; Retain keeps the data after deletion."""
+    async with stack(apiserver, tmp_path) as c:
+        for name, kv in (("r1", "v1.30.7"), ("r2", "v1.31.2")):
+            await c.create(CPV, {"metadata": {"name": name}, "spec": {"kubernetesVersion": kv, "components": [
+                {"name": "kube-apiserver", "image": "kokpit:dev", "args": ["apiserver"]}]}})
+        await c.create(CLUSTER, {"metadata": {"name": "ha"}, "spec": {
+            "packageVersion": "r1", "controlPlane": {"replicas": 2}, "deletionPolicy": "Retain"}}, "default")
+
+        async def ready() -> Obj | None:
+            cl = await c.get(CLUSTER, "ha", "default")
+            rows = (cl.get("status") or {}).get("components") or [{}]
+            return cl if cond(cl, "Ready").get("status") == "True" and rows[0].get("readyReplicas") == 2 else None
+        await until(ready, "Cluster Ready with 2 API server replicas", 40)
+        kc = tmp_path / "ha.kubeconfig"
+        kc.write_bytes(base64.b64decode((await c.get(SECRET, "ha-kubeconfig", "default"))["data"]["value"]))
+        biz = Client.from_kubeconfig(kc)
+        folder = tmp_path / "kubelet" / "hostpath" / "clusters" / "default" / "ha"
+        try:
+            await biz.create(CONFIGMAP, {"metadata": {"name": "kept"}, "data": {"k": "v"}}, "default")
+            pids = _pids(tmp_path / "kubelet")
+            serving = int((folder / "apiserver" / "apiserver.lock").read_text())
+            standby = next(pid for name, pid in pids.items() if name.startswith("ha-kube-apiserver-")
+                           and pid != serving)
+            assert serving in pids.values()
+
+            os.kill(serving, signal.SIGKILL)
+            t0 = time.monotonic()
+
+            async def served() -> bool:
+                try:
+                    return bool((await biz.get(CONFIGMAP, "kept", "default"))["data"] == {"k": "v"})
+                except (ApiError, TransportError):
+                    return False
+            await until(served, "the standby serving after kill -9", 15)
+            took = time.monotonic() - t0
+            assert int((folder / "apiserver" / "apiserver.lock").read_text()) == standby  # it took over
+            assert took < 10, took
+
+            await c.patch(CLUSTER, "ha", {"spec": {"packageVersion": "r2"}}, "default")
+
+            async def upgraded() -> Obj | None:
+                cl = await c.get(CLUSTER, "ha", "default")
+                st = cl.get("status") or {}
+                done = st.get("packageVersion") == "r2" and cond(cl, "Upgrading").get("reason") == "UpToDate"
+                return cl if done and cond(cl, "Ready").get("status") == "True" else None
+            cl = await until(upgraded, "release r2 through both replicas", 60)
+            assert "failedPackageVersion" not in cl["status"]
+            out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "--kubeconfig", str(kc), "version", "-o",
+                                                           "json"], check=True, capture_output=True, text=True,
+                                          timeout=20, env={**os.environ, "KUBECONFIG": ""})
+            assert json.loads(out.stdout)["serverVersion"]["gitVersion"] == "v1.31.2"
+            assert (await biz.get(CONFIGMAP, "kept", "default"))["data"] == {"k": "v"}
+        finally:
+            await biz.close()
+
+        await c.delete(CLUSTER, "ha", "default")
+
+        async def gone() -> bool:
+            with contextlib.suppress(NotFoundError):
+                await c.get(CLUSTER, "ha", "default")
+                return False
+            return not (await c.list(POD, "default", label_selector=f"{CLUSTER_LABEL}=ha")).items
+        await until(gone, "Cluster and its Pods gone", 30)
+        # Retain: the data and the PKI (its CA and tokens) stay for a Cluster of the same name to pick up
+        assert (folder / "apiserver" / "state.db").is_file()
+        await c.get(SECRET, "ha-pki", "default")

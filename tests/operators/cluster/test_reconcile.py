@@ -222,21 +222,108 @@ async def test_paused_cluster_is_observed_not_acted_on(harness: Harness) -> None
     assert h.status()["phase"] == "Paused" and h.cond("Ready")["reason"] == "Paused"
 
 
-async def test_delete_tears_down_and_retain_keeps_the_pki(harness: Harness) -> None:
+async def test_delete_tears_down_removes_data_and_retain_keeps_it(harness: Harness) -> None:
     h = harness
     h.cpv("v1", "v1.30.0")
     for name, policy in (("c1", "Delete"), ("c2", "Retain")):
         h.cluster(name, cpv="v1", policy=policy)
         await h.converge(name)
+        assert h.status(name)["dataNodes"] == ["node-a"]  # where its host folders are
     for name in ("c1", "c2"):
         c = h.clusters.get_by_name(name, "default")
         c["metadata"]["deletionTimestamp"] = "2026-01-01T00:10:00Z"
         h.clusters.put(c)
         await h.run(name)
-        await h.run(name)
-        assert h.clusters.get_by_name(name, "default") is None
+    # Retain: gone once its Pods are, no cleanup
+    await h.run("c2")
+    assert h.clusters.get_by_name("c2", "default") is None
+    # Delete: a Pod on the data's node removes the folder; the Cluster waits for it and says so
+    await h.run("c1")
+    cleanup = h.pods.get_by_name("c1-data-cleanup-0", "default")
+    assert cleanup is not None and h.pod_names() == ["c1-data-cleanup-0"]
+    spec = cleanup["spec"]
+    assert spec["nodeName"] == "node-a" and spec["restartPolicy"] == "OnFailure"
+    assert spec["containers"][0]["image"] == h.options.tools_image
+    args = spec["containers"][0]["args"]
+    assert args[0] == "remove-cluster-data" and args[args.index("--name") + 1] == "c1"
+    mount = spec["containers"][0]["volumeMounts"][0]["mountPath"]
+    assert args[args.index("--root") + 1] == mount
+    assert spec["volumes"][0]["hostPath"]["path"] == "/var/lib/kokpit/clusters/default"
+    ready = h.cond("Ready", "c1")
+    assert ready["reason"] == "RemovingData" and "c1-data-cleanup-0 on node-a" in ready["message"]
+    assert h.events("RemovingData")
+    h.unready_images.add(h.options.tools_image)  # the cleanup cannot run yet: the finalizer holds
+    h.kubelet()
+    await h.run("c1")
+    assert h.clusters.get_by_name("c1", "default") is not None
+    h.unready_images.clear()
+    h.kubelet()  # it ran to completion
+    await h.run("c1")
+    assert h.clusters.get_by_name("c1", "default") is None
     assert h.pod_names() == [] and h.services.list() == []
     assert [s["metadata"]["name"] for s in h.secrets.list()] == ["c2-pki"]
+
+
+async def test_two_api_server_replicas_are_released_one_at_a_time(harness: Harness) -> None:
+    """Replicas share one data dir: one serves, the other stands by.  A release replaces one, which stands
+    by (the old one still serves, reporting the old version), then the other, whose going hands over."""
+    h = harness
+    h.cpv("v1", "v1.30.0")
+    h.cpv("v2", "v1.31.0")
+    h.cluster(cpv="v1", nodes=0, replicas=2)
+    await h.run()
+    assert h.pod_names() == ["c1-kube-apiserver-0"]  # one at a time from the start
+    await h.converge()
+    assert h.pod_names() == ["c1-kube-apiserver-0", "c1-kube-apiserver-1"]
+    assert h.status()["components"][0]["readyReplicas"] == 2 and h.cond("Ready")["status"] == "True"
+    api = h.pods.get_by_name("c1-kube-apiserver-1", "default")["spec"]
+    assert "--standby" in api["containers"][0]["args"] and "ports" not in api["containers"][0]
+    assert api["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "topologyKey"] == "kubernetes.io/hostname"
+    h.cluster(cpv="v2", nodes=0, replicas=2)
+    for _ in range(12):
+        await h.run()
+        assert h.pod_names(), "both replicas gone at once"
+        h.kubelet()
+    assert h.pod_versions() == {"c1-kube-apiserver-0": "v2", "c1-kube-apiserver-1": "v2"}
+    assert h.prober.version == "v1.31.0"
+    st = h.status()
+    assert st["packageVersion"] == "v2" and "failedPackageVersion" not in st
+    assert h.cond("Upgrading")["reason"] == "UpToDate" and h.cond("Ready")["status"] == "True"
+    assert [c[2] for c in h.client.writes("delete", "pods")] == ["c1-kube-apiserver-0", "c1-kube-apiserver-1"]
+
+
+async def test_a_broken_new_replica_never_costs_the_serving_one(harness: Harness) -> None:
+    h = harness
+    h.cpv("v1", "v1.30.0")
+    h.cpv("bad", "v1.99.0")
+    h.unready_images.add("kokpit:v1.99.0")
+    h.cluster(cpv="v1", nodes=0, replicas=2)
+    await h.converge()
+    h.cluster(cpv="bad", nodes=0, replicas=2)
+    await h.converge()
+    assert h.pod_versions() == {"c1-kube-apiserver-0": "bad", "c1-kube-apiserver-1": "v1"}
+    await h.clock.advance(25)
+    await h.converge()
+    assert h.status()["failedPackageVersion"] == "bad" and h.cond("Upgrading")["reason"] == "RolledBack"
+    assert set(h.pod_versions().values()) == {"v1"}
+    assert "c1-kube-apiserver-1" not in [c[2] for c in h.client.writes("delete", "pods")]
+
+
+async def test_a_port_something_else_listens_on_is_not_chosen() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+        probe.listen(1)
+        h = Harness(port_range=(port, port))
+        try:
+            h.rec._free_port("default/c1")
+            raise AssertionError("chose a port in use")
+        except RuntimeError as e:
+            assert "no free port" in str(e)
+    assert Harness(port_range=(port, port)).rec._free_port("default/c1") == port  # free again: chosen
 
 
 async def test_operator_restart_mid_release_continues_where_the_pods_say(harness: Harness) -> None:

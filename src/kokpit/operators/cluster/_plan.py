@@ -21,6 +21,8 @@ __all__ = [
     "APISERVER_DATA_MOUNT",
     "CLUSTER_LABEL",
     "COMPONENT_LABEL",
+    "DATA_CLEANUP_COMPONENT",
+    "DATA_COMPONENTS",
     "HASH_ANNOTATION",
     "KUBECONFIG_KEY",
     "KUBECONFIG_MOUNT",
@@ -29,6 +31,7 @@ __all__ = [
     "Names",
     "PodHealth",
     "Wiring",
+    "cleanup_pod",
     "component_order",
     "desired_pod",
     "pod_health",
@@ -47,6 +50,9 @@ PKI_MOUNT = "/etc/kokpit/pki"
 KUBECONFIG_MOUNT = "/etc/kokpit/kubeconfig"
 APISERVER_DATA_MOUNT = "/var/lib/kokpit/apiserver"
 SIMULATOR_DATA_MOUNT = "/var/lib/kokpit/simulator"
+DATA_CLEANUP_COMPONENT = "data-cleanup"  # the Pod that removes a deleted cluster's host folder
+_CLEANUP_MOUNT = "/var/lib/kokpit/clusters"
+DATA_COMPONENTS = (APISERVER_COMPONENT, SIMULATOR_COMPONENT)  # the components with a host folder
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class Names:
 
     def pod(self, component: str, index: int) -> str:
         return f"{self.cluster}-{component}-{index}"
+
+    def cleanup_pod(self, index: int) -> str:
+        return f"{self.cluster}-{DATA_CLEANUP_COMPONENT}-{index}"
 
     def host_dir(self, root: str, what: str) -> str:
         """Where a component's data lives on the host: outlives every Pod (and, with Retain, the Cluster)."""
@@ -123,7 +132,8 @@ def _wired_args(name: str, args: list[str], w: Wiring) -> list[str] | None:
     """The component's arguments plus its wiring; None when it cannot run yet (a dependency is missing)."""
     kc = f"{KUBECONFIG_MOUNT}/{KUBECONFIG_KEY}"
     if name == APISERVER_COMPONENT:
-        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--host", "0.0.0.0",
+        # --standby: replicas share one data folder; one serves, the others wait on its lock and take over
+        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--standby", "--host", "0.0.0.0",
                 "--port", str(w.apiserver_port), "--version-label", w.kubernetes_version,
                 "--tls-cert-file", f"{PKI_MOUNT}/tls.crt", "--tls-private-key-file", f"{PKI_MOUNT}/tls.key",
                 "--ca-file", f"{PKI_MOUNT}/ca.crt", "--token-file", f"{PKI_MOUNT}/tokens.json"]
@@ -162,7 +172,8 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
                                                   "type": "DirectoryOrCreate"}},
                     {"name": "pki", "secret": {"secretName": names.pki_secret, "items": [
                         {"key": k, "path": k} for k in ("ca.crt", "tls.crt", "tls.key", "tokens.json")]}}]
-        ports.append({"name": "https", "containerPort": wiring.apiserver_port, "protocol": "TCP"})
+        # no containerPorts: with hostNetwork they become hostPorts, and the scheduler would refuse to put
+        # two replicas on the one node that holds their shared data folder (affinity below keeps them there)
         probe = {"httpGet": {"path": "/readyz", "port": wiring.apiserver_port, "scheme": "HTTPS"},
                  "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3}
     else:
@@ -184,6 +195,10 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         container["readinessProbe"] = probe
     spec: Obj = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
                  "hostNetwork": True, "terminationGracePeriodSeconds": 10}
+    if name == APISERVER_COMPONENT:
+        spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name}},
+            "topologyKey": "kubernetes.io/hostname"}]}}
     pod_hash = _hash({"spec": spec, "pki": wiring.pki_hash if name == APISERVER_COMPONENT else ""})
     meta = owner.get("metadata") or {}
     return {
@@ -197,6 +212,34 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
                                  "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}],
         },
         "spec": spec,
+    }
+
+
+def cleanup_pod(names: Names, index: int, node: str, image: str, data_root: str, owner: Obj) -> Obj:
+    """The Pod that removes a deleted cluster's folder ``<data_root>/<ns>/<cluster>`` on ``node``.
+
+    Data lives in hostPath folders, which only a process on that node can remove; a Pod pinned there by
+    ``nodeName`` is how an operator that runs elsewhere reaches it (in embedded mode the local kubelet runs
+    it like any kokpit Pod).  It mounts the namespace's folder, so the cluster's own folder goes entirely.
+    """
+    root = f"{data_root.rstrip('/')}/{names.namespace}"
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": names.cleanup_pod(index), "namespace": names.namespace,
+            "labels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: DATA_CLEANUP_COMPONENT},
+            "ownerReferences": [{"apiVersion": owner.get("apiVersion", "kokpit.io/v1alpha1"),
+                                 "kind": owner.get("kind", "Cluster"), "name": meta.get("name"),
+                                 "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": False}],
+        },
+        "spec": {
+            "nodeName": node, "restartPolicy": "OnFailure", "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": DATA_CLEANUP_COMPONENT, "image": image,
+                            "args": ["remove-cluster-data", "--root", _CLEANUP_MOUNT, "--name", names.cluster],
+                            "volumeMounts": [{"name": "data", "mountPath": _CLEANUP_MOUNT}]}],
+            "volumes": [{"name": "data", "hostPath": {"path": root, "type": "DirectoryOrCreate"}}],
+        },
     }
 
 

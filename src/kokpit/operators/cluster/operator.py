@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
+from kokpit import __version__
 from kokpit._lib import pki
 from kokpit._lib.backoff import ExponentialBackoff
 from kokpit._lib.clock import Clock, RealClock
@@ -54,11 +56,14 @@ from kokpit.client import (
 from kokpit.operators.cluster._plan import (
     CLUSTER_LABEL,
     COMPONENT_LABEL,
+    DATA_CLEANUP_COMPONENT,
+    DATA_COMPONENTS,
     HASH_ANNOTATION,
     KUBECONFIG_KEY,
     VERSION_LABEL,
     Names,
     Wiring,
+    cleanup_pod,
     component_order,
     desired_pod,
     pod_health,
@@ -126,6 +131,8 @@ class OperatorOptions:
     # the simulated-kubelet mode (scale benchmarks): no process serves a business endpoint, so the API server
     # component's health is its Pod's readiness alone (PodReadinessProber) instead of /readyz through it
     trust_pod_readiness: bool = False
+    # the kokpit image of the Pods that remove a deleted cluster's data folder on its nodes
+    tools_image: str = f"kokpit:{__version__}"
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,7 @@ class ClusterReconciler:
             walk = await self._converge(obj, names, spec, target, now)
         if walk.endpoint:
             status["endpoint"] = walk.endpoint
+        self._record_data_nodes(names, status)
         self._finish(obj, spec, walk, target_name, desired, problem, walk.probe, now)
         await helper.patch()
         for msg in walk.actions:
@@ -375,7 +383,8 @@ class ClusterReconciler:
         start = int.from_bytes(key.encode()[:8].ljust(8, b"\0"), "big") % span
         for i in range(span):
             port = lo + (start + i) % span
-            if port not in self._reserved_ports and not self.services.index_keys("nodeport", str(port)):
+            if port not in self._reserved_ports and not self.services.index_keys("nodeport", str(port)) \
+                    and _bindable(port):
                 self._reserved_ports.add(port)
                 return port
         raise RuntimeError(f"no free port in {lo}-{hi} for {key}")
@@ -516,11 +525,13 @@ class ClusterReconciler:
             name = str(comp["name"])
             replicas = self._replicas(comp, spec, driver_port is not None and want_driver)
             mine = [p for p in pods.values() if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == name]
+            wants = {names.pod(name, i): desired_pod(names, target, comp, i, wiring, obj) for i in range(replicas)}
+            # Pods of this component that run something else than wanted (an older release, a dropped replica)
+            stale = {str(p["metadata"]["name"]) for p in mine
+                     if _pod_hash(p) != _pod_hash(wants.get(str(p["metadata"]["name"])))}
             ready_n, healthy_n, messages = 0, 0, []
-            for i in range(replicas):
-                pod_name = names.pod(name, i)
+            for pod_name, want in wants.items():
                 wanted_names.add(pod_name)
-                want = desired_pod(names, target, comp, i, wiring, obj)
                 cur = pods.get(pod_name)
                 if cur is not None and pod_ready(cur):
                     ready_n += 1
@@ -535,21 +546,23 @@ class ClusterReconciler:
                             walk.actions.append(f"created {pod_name} ({target_name})")
                         except AlreadyExistsError:
                             pass
-                    messages.append(f"{pod_name} starting" if may_act else f"{pod_name} waits for the "
-                                    "components before it")
+                        messages.append(f"{pod_name} starting")
+                        may_act = False  # one step at a time: the next waits for this one to be healthy
+                    else:
+                        messages.append(f"{pod_name} waits for the Pods before it")
                     walk.busy = True
                     continue
                 if cur["metadata"].get("deletionTimestamp"):
                     messages.append(f"{pod_name} terminating")
                     walk.busy = True
                     continue
-                cur_hash = (cur["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
-                if cur_hash != want["metadata"]["annotations"][HASH_ANNOTATION]:
+                if pod_name in stale:
                     # outdated: replaced one at a time (a broken one at once: it serves nothing anyway)
                     if may_act or not pod_ready(cur):
                         await self._delete_pod(names, pod_name)
                         walk.actions.append(f"replacing {pod_name} with {target_name}")
                         messages.append(f"{pod_name} being replaced")
+                        may_act = False
                     else:
                         messages.append(f"{pod_name} to be replaced")
                     walk.busy = True
@@ -561,7 +574,10 @@ class ClusterReconciler:
                     if not probe.ready:
                         ok, health.message = False, f"API server not ready: {probe.message}"
                     elif probe.version and probe.version != kv:
-                        ok, health.message = False, f"API server reports {probe.version}, want {kv}"
+                        if stale:  # an older replica still holds the data; this one stands by until it goes
+                            messages.append(f"{pod_name} standing by (the serving replica runs {probe.version})")
+                        else:
+                            ok, health.message = False, f"API server reports {probe.version}, want {kv}"
                     if not ok:
                         bad_for = self.clock.monotonic() - self._probe_bad_since.get(probe_key, self.clock.monotonic())
                         health.broken = bad_for > (self.opts.release_timeout if releasing
@@ -577,6 +593,7 @@ class ClusterReconciler:
                         walk.degraded.append(f"{pod_name} replaced {f.count} times: {f.message}")
                     continue
                 walk.busy = True
+                may_act = False  # the replicas after an unhealthy one keep running what they run
                 messages.append(health.message)
                 if not health.broken:
                     continue
@@ -610,6 +627,16 @@ class ClusterReconciler:
                     await self._delete_pod(names, pod_name)
                     walk.actions.append(f"removed {pod_name} (not in {target_name})")
         return walk
+
+    def _record_data_nodes(self, names: Names, status: Obj) -> None:
+        """Remember every node that ever ran a component with a host folder: deletionPolicy Delete must
+        reach them even when the Pods are long gone (a foreground delete, an operator restart)."""
+        known = set(status.get("dataNodes") or [])
+        nodes = {str((p.get("spec") or {}).get("nodeName")) for p in self._owned_pods(names)
+                 if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in DATA_COMPONENTS
+                 and (p.get("spec") or {}).get("nodeName")}
+        if not nodes <= known:
+            status["dataNodes"] = sorted(known | nodes)
 
     async def _delete_pod(self, names: Names, pod: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -685,11 +712,19 @@ class ClusterReconciler:
 
     # ------------------------------------------------------------------------------ delete
     async def _teardown(self, raw: Obj, names: Names) -> Result | None:
+        """Pods, Service and Secrets go first; then, for ``deletionPolicy: Delete``, a Pod on every node in
+        ``status.dataNodes`` removes the cluster's folder there.  The finalizer stays until that succeeded:
+        a Delete that silently left data behind would be worse than a deletion that waits and says why."""
         if not has_finalizer(raw, FINALIZER):
             return None
         retain = (raw.get("spec") or {}).get("deletionPolicy") == DeletionPolicy.RETAIN.value
+        owned = self._owned_pods(names)
+        cleaners = {str(p["metadata"]["name"]): p for p in owned
+                    if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == DATA_CLEANUP_COMPONENT}
         left = 0
-        for p in self._owned_pods(names):
+        for p in owned:
+            if p["metadata"]["name"] in cleaners:
+                continue
             left += 1
             if not p["metadata"].get("deletionTimestamp"):
                 await self._delete_pod(names, p["metadata"]["name"])
@@ -703,10 +738,60 @@ class ClusterReconciler:
                     await self.client.delete(SECRET, s, names.namespace)
         if left:  # the data dir is in use until the API server Pod is gone
             return Result(requeue_after=self.opts.poll)
+        if not retain:
+            waiting = await self._remove_data(raw, names, cleaners)
+            if waiting:
+                await self._say_deleting(raw, waiting)
+                return Result(requeue_after=self.opts.poll)
+        for name in cleaners:
+            await self._delete_pod(names, name)
         await remove_finalizer(self.client, CLUSTER, raw, FINALIZER)
         log.info("cluster %s/%s deleted (%s)", names.namespace, names.cluster,
                  "PKI Secret and data retained" if retain else "everything removed")
         return None
+
+    async def _remove_data(self, raw: Obj, names: Names, cleaners: dict[str, Obj]) -> str:
+        """Run the cleanup Pods; '' once every node's folder is gone, else what is still awaited."""
+        nodes = sorted(set((raw.get("status") or {}).get("dataNodes") or []))
+        waiting = []
+        for i, node in enumerate(nodes):
+            pod_name = names.cleanup_pod(i)
+            cur = cleaners.get(pod_name)
+            phase = ((cur or {}).get("status") or {}).get("phase")
+            if phase == "Succeeded":
+                continue
+            if cur is None:
+                try:
+                    await self.client.create(POD, cleanup_pod(names, i, node, self.opts.tools_image,
+                                                              self.opts.data_root, raw), names.namespace)
+                    await self.recorder.event(raw, "Normal", "RemovingData",
+                                              f"removing the cluster's data on node {node} ({pod_name})")
+                except AlreadyExistsError:
+                    pass
+                waiting.append(f"{pod_name} on {node}: starting")
+            elif phase == "Failed" and not cur["metadata"].get("deletionTimestamp"):
+                await self._delete_pod(names, pod_name)  # recreated on the next pass
+                waiting.append(f"{pod_name} on {node}: failed, retrying")
+            else:
+                why = ""
+                for c in ((cur.get("status") or {}).get("containerStatuses") or []):
+                    w = (c.get("state") or {}).get("waiting") or {}
+                    if w.get("reason"):
+                        why = f" ({w['reason']}{': ' + w['message'] if w.get('message') else ''})"
+                waiting.append(f"{pod_name} on {node}: {phase or 'Pending'}{why}")
+        return "; ".join(waiting)
+
+    async def _say_deleting(self, raw: Obj, waiting: str) -> None:
+        """Why the deletion waits, on the Cluster (only when it changed: the cache has the last status)."""
+        message = f"deletionPolicy Delete: removing data ({waiting})"
+        cur = find_condition((raw.get("status") or {}).get("conditions"), CT.READY) or {}
+        if cur.get("reason") == R.REMOVING_DATA and cur.get("message") == message:
+            return
+        helper = PatchHelper(self.client, CLUSTER, _view(raw))
+        set_object_condition(helper.obj, CT.READY, False, R.REMOVING_DATA, message, now=self.clock.now())
+        _stamp(helper.obj, "Deleting")
+        with contextlib.suppress(NotFoundError):
+            await helper.patch()
 
 
 @functools.lru_cache(maxsize=16384)
@@ -725,6 +810,21 @@ def _owner_refs(owner: Obj) -> list[Obj]:
     meta = owner.get("metadata") or {}
     return [{"apiVersion": owner.get("apiVersion", CLUSTER.api_version), "kind": owner.get("kind", CLUSTER.kind),
              "name": meta.get("name"), "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}]
+
+
+def _bindable(port: int) -> bool:
+    """False when something on this host already listens on ``port``.  Only meaningful where the operator
+    shares the host network with the Pods (embedded mode); in a Pod of its own every port binds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pod_hash(pod: Obj | None) -> str | None:
+    return ((pod or {}).get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION)
 
 
 def _versions(pods: list[Obj]) -> str:
