@@ -1,18 +1,38 @@
-"""Helpers shared by the benchmarks: process CPU and memory from /proc, machine load, small formatting.
+"""Helpers shared by the benchmarks: process CPU and memory from /proc, machine load, small formatting,
+and writing a script's own section of docs/benchmarks.md.
 
 The benchmarks run several processes on one 2-core machine; every figure they record carries the load it
-was measured under, so these readings are the same in every script.
+was measured under, so these readings are the same in every script. Each script owns one section of the
+shared docs page, so refreshing one must leave the others byte-identical.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
+import platform
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+__all__ = [
+    "bounded",
+    "cores",
+    "cpu_seconds",
+    "fmt_cores",
+    "log_issues",
+    "machine_load",
+    "ok",
+    "pressure",
+    "replace_section",
+    "status_mb",
+]
+
+_DOCS_PREAMBLE = ("# Benchmarks\n\nFigures measured by the scripts under `bench/`, each section with the command "
+                 "that produced it and when. Re-run the command to refresh a section.\n")
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -86,3 +106,44 @@ def log_issues(path: Path, fold: str = "") -> Counter[str]:
             msg = re.sub(r"\d+(\.\d+)?", "N", msg)
             out[msg[:160]] += 1
     return out
+
+
+def replace_section(path: Path, section: str, command: str, setup: str, lines: list[str],
+                    sub: str | None = None) -> None:
+    """Write one run into ``section`` (a ``## `` heading line) of the markdown file at ``path``.
+
+    The file is re-read right before writing, as other benchmarks may have refreshed their sections
+    meanwhile; everything outside the part replaced stays byte-identical. Without ``sub`` the section's head
+    (down to its first ``### `` subsection, or the whole section if it has none) is replaced, so hand-written
+    subsections survive a re-run; with ``sub`` only the subsection ``### <sub>`` is, so runs of different
+    sizes stand side by side. A missing section or subsection is appended. ``setup`` says what shared the
+    machine, and under what load, after the CPU/OS/Python description every section starts with.
+    """
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
+               f"{platform.python_version()}; {setup}")
+    title = f"### {sub}" if sub else section
+    body = "\n".join([title, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
+                      *lines]).rstrip() + "\n"
+    text = path.read_text() if path.exists() else _DOCS_PREAMBLE
+    m = re.search(rf"^{re.escape(section)}\s*$", text, flags=re.M)
+    if m is None:
+        text = text.rstrip("\n") + "\n\n" + (f"{section}\n\n{body}" if sub else body)
+    else:
+        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
+        end = m.end() + nxt.start() if nxt else len(text)
+        old = text[m.start():end].rstrip("\n") + "\n"
+        if sub:
+            s = re.search(rf"^{re.escape(title)}\s*$", old, flags=re.M)
+            if s:
+                after = re.search(r"^#{2,3} ", old[s.end():], flags=re.M)
+                stop = s.end() + after.start() if after else len(old)
+                new = old[: s.start()] + body + ("\n" if after else "") + old[stop:]
+            else:
+                new = old + "\n" + body
+        else:
+            first_sub = re.search(r"^### ", old, flags=re.M)
+            new = body + ("\n" + old[first_sub.start():] if first_sub else "")
+        text = text[: m.start()] + new + ("\n" if nxt else "") + text[end:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -17,12 +17,9 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import math
 import multiprocessing as mp
 import os
-import platform
-import re
 import shlex
 import shutil
 import signal
@@ -40,6 +37,7 @@ from typing import Any
 import httpx
 import orjson
 
+from _common import replace_section
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 
 __all__ = ["main"]
@@ -731,29 +729,6 @@ def report_lines(args: argparse.Namespace, writes: list[WriteResult], sqlite_rps
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str], load: str) -> None:
-    """Replace (or append) only this benchmark's section of docs/benchmarks.md."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
-               f"{platform.python_version()}; client and server on the same machine; {load}")
-    section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
-                         *lines]).rstrip() + "\n"
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = ("# Benchmarks\n\nFigures measured by the scripts under `bench/`, each section with the command "
-                "that produced it and when. Re-run the command to refresh a section.\n")
-    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m:
-        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
-        end = m.end() + nxt.start() if nxt else len(text)
-        text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -914,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs is not None:
         exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
         command = shlex.join([exe, os.path.relpath(Path(sys.argv[0]).resolve(), ROOT), *sys.argv[1:]])
-        write_docs(args.docs, command, lines, load)
+        replace_section(args.docs, SECTION, command, f"client and server on the same machine; {load}", lines)
         print(f"\nwrote the section {SECTION!r} of {args.docs}")
     return 0
 

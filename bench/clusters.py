@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -53,7 +51,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import bounded, cores, cpu_seconds, fmt_cores, log_issues, machine_load, ok, status_mb
+from _common import (
+    bounded,
+    cores,
+    cpu_seconds,
+    fmt_cores,
+    log_issues,
+    machine_load,
+    ok,
+    replace_section,
+    status_mb,
+)
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import NAMESPACE, NODE, Client, ResourceExpiredError
@@ -510,25 +518,6 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str], load: str) -> None:
-    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
-               f"{platform.python_version()}; API server, kubelet, operator and bench on the same machine, "
-               f"shared with other workloads ({load})")
-    section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
-                         *lines]).rstrip() + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m:
-        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
-        end = m.end() + nxt.start() if nxt else len(text)
-        text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -579,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(lines))
     if args.docs:
-        write_docs(args.docs_file, command, lines, res.load_start)
+        replace_section(args.docs_file, SECTION, command, "API server, kubelet, operator and bench on the same "
+                        f"machine, shared with other workloads ({res.load_start})", lines)
         print(f"\nwritten to {args.docs_file}")
     return 0
 

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -48,7 +47,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import bounded, cores, cpu_seconds, fmt_cores, log_issues, machine_load, ok, status_mb
+from _common import (
+    bounded,
+    cores,
+    cpu_seconds,
+    fmt_cores,
+    log_issues,
+    machine_load,
+    ok,
+    replace_section,
+    status_mb,
+)
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import LEASE, NODE, Client, Kind, ResourceExpiredError
@@ -575,43 +584,6 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str], headline: str, sub: str | None = None) -> None:
-    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before.
-
-    Without ``sub`` the section's head (down to its first ``### `` subsection) is replaced; with ``sub`` only
-    the subsection ``### <sub>`` is, so the 10,000-node headline and a larger push are kept side by side."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
-               f"{platform.python_version()}; API server, simulator, operator and bench on the same machine, "
-               f"shared with other workloads ({headline})")
-    title = f"### {sub}" if sub else SECTION
-    body = "\n".join([title, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
-                      *lines]).rstrip() + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m is None:
-        head = body if not sub else f"{SECTION}\n\n{body}"
-        text = text.rstrip("\n") + "\n\n" + head
-        path.write_text(text)
-        return
-    nxt = re.search(r"^## ", text[m.end():], flags=re.M)
-    end = m.end() + nxt.start() if nxt else len(text)
-    section = text[m.start():end].rstrip("\n") + "\n"
-    if sub:
-        s = re.search(rf"^{re.escape(title)}\s*$", section, flags=re.M)
-        if s:
-            after = re.search(r"^#{2,3} ", section[s.end():], flags=re.M)
-            stop = s.end() + after.start() if after else len(section)
-            section = section[: s.start()] + body + ("\n" if after else "") + section[stop:]
-        else:
-            section = section + "\n" + body
-    else:
-        first_sub = re.search(r"^### ", section, flags=re.M)
-        section = body + ("\n" + section[first_sub.start():] if first_sub else "")
-    text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -678,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(lines))
     if args.docs:
-        write_docs(args.docs_file, command, lines, res.load_headline, args.docs_sub)
+        replace_section(args.docs_file, SECTION, command, "API server, simulator, operator and bench on the same "
+                        f"machine, shared with other workloads ({res.load_headline})", lines, args.docs_sub)
         print(f"\nwritten to {args.docs_file}")
     return 0
 

@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
-import platform
-import re
 import shlex
 import signal
 import statistics
@@ -48,6 +45,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from _common import replace_section
 from kokpit.apiserver.testing import ApiServerProcess
 
 __all__ = ["main"]
@@ -503,30 +501,6 @@ def report_lines(args: argparse.Namespace, results: list[RunResult]) -> list[str
     return out
 
 
-def write_docs(path: Path, command: str, lines: list[str], load: str) -> None:
-    """Replace (or append) only this benchmark's section of docs/benchmarks.md, re-reading it right before."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
-               f"{platform.python_version()}; API server, operator and bench on the same machine, shared with "
-               f"other workloads (load average {load})")
-    section = "\n".join([SECTION, "", f"Command: `{command}`  ", f"Date: {now}  ", f"Machine: {machine}", "",
-                         *lines]).rstrip() + "\n"
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = ("# Benchmarks\n\nFigures measured by the scripts under `bench/`, each section with the command "
-                "that produced it and when. Re-run the command to refresh a section.\n")
-    m = re.search(rf"^{re.escape(SECTION)}\s*$", text, flags=re.M)
-    if m:
-        nxt = re.search(r"^## ", text[m.end():], flags=re.M)
-        end = m.end() + nxt.start() if nxt else len(text)
-        text = text[: m.start()] + section + ("\n" if nxt else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -584,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(lines))
     if args.docs is not None:
-        write_docs(args.docs, command, lines, load)
+        replace_section(args.docs, SECTION, command, "API server, operator and bench on the same machine, "
+                        f"shared with other workloads (load average {load})", lines)
         print(f"\nwritten to {args.docs}")
     return 0
 

@@ -6,7 +6,7 @@ import copy
 import itertools
 from typing import Any
 
-from kokpit.client import AlreadyExistsError, Kind, NotFoundError
+from kokpit.client import AlreadyExistsError, ConflictError, Kind, NotFoundError
 from kokpit.nodes import (
     ComponentAction,
     ComponentSpec,
@@ -186,6 +186,9 @@ class StoreClient:
         cur = st.get_by_name(name, namespace if kind.namespaced else None)
         if cur is None:
             raise NotFoundError(404, {"reason": "NotFound"})
+        want_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        if want_rv and want_rv != cur["metadata"].get("resourceVersion"):  # a precondition, as the server does
+            raise ConflictError(409, {"reason": "Conflict"})
         new = _merge(cur, body)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         st.put(new)

@@ -22,7 +22,7 @@ from kokpit.api import MachineConditionType, MachineReason, MachineSpec
 from kokpit.api.machine import GROUP, VERSION, ComponentStatus
 from kokpit.api.machine import InstallState as ApiInstallState
 from kokpit.api.machine import RunState as ApiRunState
-from kokpit.client import CONFIGMAP, NODE, AlreadyExistsError, ApiError, Kind, TransportError
+from kokpit.client import CONFIGMAP, NODE, AlreadyExistsError, ApiError, ConflictError, Kind, TransportError
 from kokpit.nodes import (
     ComponentAction,
     ComponentSpec,
@@ -662,20 +662,40 @@ class MachineReconciler:
     # ------------------------------------------------------------------------------ scheduling
     async def _sync_cordon(self, machine: Obj, node: Obj | None, *, want_cordon: bool, person: bool,
                            reason: str) -> None:
+        """Flip the Node's cordon when it must, with one Event per flip.
+
+        The cached Node can lag our own last write to it: the Machine's status write wakes the next reconcile
+        before the Node's watch event arrives, and that reconcile would cordon (and record ``Cordoned``)
+        again.  So the patch is conditional on the cached resourceVersion; a stale cache gets a 409 and the
+        decision is taken again on the live Node."""
         if node is None:
             return
-        name = node["metadata"]["name"]
-        unsched = bool((node.get("spec") or {}).get("unschedulable"))
-        ours = ((node["metadata"].get("annotations") or {}).get(CORDON_ANNOTATION)) == CORDON_OWNER
-        if want_cordon and not unsched:
-            why = "Machine spec.unschedulable is true" if person else f"Machine not ready ({reason})"
-            await self.client.patch(NODE, name, {"spec": {"unschedulable": True},
-                                                 "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}}})
-            await self._event("Normal", machine, "Cordoned", f"cordoned node {name}: {why}")
-        elif not want_cordon and unsched and ours:
-            await self.client.patch(NODE, name, {"spec": {"unschedulable": None},
-                                                 "metadata": {"annotations": {CORDON_ANNOTATION: None}}})
-            await self._event("Normal", machine, "Uncordoned", f"node {name} is ready; made it schedulable")
+        for attempt in range(2):
+            name = node["metadata"]["name"]
+            unsched = bool((node.get("spec") or {}).get("unschedulable"))
+            ours = ((node["metadata"].get("annotations") or {}).get(CORDON_ANNOTATION)) == CORDON_OWNER
+            if want_cordon and not unsched:
+                why = "Machine spec.unschedulable is true" if person else f"Machine not ready ({reason})"
+                body: Obj = {"spec": {"unschedulable": True},
+                             "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}}}
+                event = ("Cordoned", f"cordoned node {name}: {why}")
+            elif not want_cordon and unsched and ours:
+                body = {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDON_ANNOTATION: None}}}
+                event = ("Uncordoned", f"node {name} is ready; made it schedulable")
+            else:
+                return
+            rv = node["metadata"].get("resourceVersion")
+            if rv:
+                body["metadata"]["resourceVersion"] = rv
+            try:
+                await self.client.patch(NODE, name, body)
+            except ConflictError:
+                if attempt:
+                    raise  # the Node keeps changing under us: the reconcile is retried with backoff
+                node = await self.client.get(NODE, name)
+                continue
+            await self._event("Normal", machine, *event)
+            return
 
     # ------------------------------------------------------------------------------ machines for nodes
     async def reconcile_node(self, req: Request) -> Result | None:
