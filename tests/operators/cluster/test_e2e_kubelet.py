@@ -12,96 +12,43 @@ import base64
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import CONFIGMAP, POD, SECRET, ApiError, Client, NotFoundError, TransportError
-from kokpit.kubelet import Kubelet, KubeletOptions
 from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, ClusterOperator, OperatorOptions
 from kokpit.runtime import Manager
 
+from ._e2e import cond, free_range, local_kubelet, pids, until
+
 Obj = dict[str, Any]
-
-
-async def until(fn: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(NotFoundError):
-            last = await fn()
-            if last:
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
-
-
-def cond(obj: Obj, t: str) -> Obj:
-    return next((dict(c) for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == t), {})
-
-
-def _free_range(n: int = 8) -> tuple[int, int]:
-    """``n`` consecutive ports free right now (the operator picks its NodePorts among them)."""
-    for _ in range(50):
-        base = random.randint(43000, 48000)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("0.0.0.0", p))
-            return base, base + n - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
-def _pids(data_dir: Path) -> dict[str, int]:
-    """Pod name -> pid of its container, from the kubelet's state file."""
-    try:
-        raw = json.loads((data_dir / "kubelet-state.json").read_text())
-    except FileNotFoundError:
-        return {}
-    return {p["name"]: c["pid"] for p in raw["pods"].values() for c in p["containers"].values()}
 
 
 @contextlib.asynccontextmanager
 async def stack(apiserver: ApiServerProcess, tmp: Path) -> AsyncIterator[Client]:
     client = Client.from_kubeconfig(apiserver.kubeconfig, field_manager="cluster-e2e")
     await install_crds(client)
-    kubelet = Kubelet(client, KubeletOptions(data_dir=tmp / "kubelet", backoff_base=0.2, backoff_cap=1.0,
-                                             sync_interval=0.1, lease_renew_interval=1.0, orphan_grace=3.0))
     opts = OperatorOptions(workers=2, poll=0.2, resync=1.0, unhealthy_timeout=10.0, release_timeout=15.0,
-                           data_root="/clusters", port_range=_free_range())
+                           data_root="/clusters", port_range=free_range())
     manager = Manager(client, http_port=None, handle_signals=False)
     ClusterOperator(manager, opts)
-    ktask = asyncio.create_task(kubelet.run())
-    mtask = asyncio.create_task(manager.run())
     try:
-        await asyncio.wait_for(kubelet.wait_ready(), 20)
-        await asyncio.wait_for(manager.synced.wait(), 10)
-        yield client
+        async with local_kubelet(client, tmp / "kubelet"):
+            mtask = asyncio.create_task(manager.run())
+            try:
+                await asyncio.wait_for(manager.synced.wait(), 10)
+                yield client
+            finally:
+                manager.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(mtask, 10)
     finally:
-        manager.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(mtask, 10)
-        ktask.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ktask
-        await kubelet.close(stop_pods=True)
-        for pid in _pids(tmp / "kubelet").values():  # whatever a failed test left behind
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
         await client.close()
 
 
@@ -138,7 +85,7 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
         await asyncio.to_thread(kubectl, "apply", "-f", str(cm))
 
         # kill -9 of the business API server: repaired (data intact) within 15 s
-        pid = _pids(tmp_path / "kubelet")["e2e-kube-apiserver-0"]
+        pid = pids(tmp_path / "kubelet")["e2e-kube-apiserver-0"]
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
 
@@ -192,11 +139,11 @@ async def test_two_api_server_replicas_share_the_data_and_take_over(apiserver: A
         folder = tmp_path / "kubelet" / "hostpath" / "clusters" / "default" / "ha"
         try:
             await biz.create(CONFIGMAP, {"metadata": {"name": "kept"}, "data": {"k": "v"}}, "default")
-            pids = _pids(tmp_path / "kubelet")
+            running = pids(tmp_path / "kubelet")
             serving = int((folder / "apiserver" / "apiserver.lock").read_text())
-            standby = next(pid for name, pid in pids.items() if name.startswith("ha-kube-apiserver-")
+            standby = next(pid for name, pid in running.items() if name.startswith("ha-kube-apiserver-")
                            and pid != serving)
-            assert serving in pids.values()
+            assert serving in running.values()
 
             os.kill(serving, signal.SIGKILL)
             t0 = time.monotonic()

@@ -95,6 +95,22 @@ async def test_release_replaces_one_pod_at_a_time_api_server_first(harness: Harn
     assert set(h.pod_versions().values()) == {"v1"} and h.status()["packageVersion"] == "v1"
 
 
+async def test_a_component_the_same_in_both_releases_is_relabelled_not_restarted(harness: Harness) -> None:
+    h = harness
+    same = [{"name": n, "image": "kokpit:dev", "args": [n]} for n in ("simulator", "machine-operator")]
+    h.cpv("v1", "v1.30.0", [{"name": "kube-apiserver", "args": ["apiserver"]}, *same])
+    h.cpv("v2", "v1.31.0", [{"name": "kube-apiserver", "args": ["apiserver"]}, *same])  # only the API server differs
+    h.cluster(cpv="v1")
+    await h.converge()
+    h.cluster(cpv="v2")
+    await h.converge()
+    assert h.pod_versions() == {"c1-kube-apiserver-0": "v2", "c1-simulator-0": "v2", "c1-machine-operator-0": "v2"}
+    assert [c[2] for c in h.client.writes("delete", "pods")] == ["c1-kube-apiserver-0"]
+    assert {r["name"]: r["version"] for r in h.status()["components"]} == {
+        "kube-apiserver": "v2", "simulator": "v2", "machine-operator": "v2"}
+    assert h.status()["packageVersion"] == "v2"
+
+
 async def test_failed_release_rolls_back_and_says_why(harness: Harness) -> None:
     h = harness
     _setup(h)

@@ -567,6 +567,14 @@ class ClusterReconciler:
                         messages.append(f"{pod_name} to be replaced")
                     walk.busy = True
                     continue
+                if (cur["metadata"].get("labels") or {}).get(VERSION_LABEL) != target_name:
+                    # the same Pod in both releases: nothing to restart, but it must say which release it runs
+                    await self.client.patch(POD, pod_name, {"metadata": {"labels": {VERSION_LABEL: target_name}}},
+                                            names.namespace)
+                    cur = {**cur, "metadata": {**cur["metadata"], "labels": {
+                        **(cur["metadata"].get("labels") or {}), VERSION_LABEL: target_name}}}
+                    pods[pod_name] = cur
+                    mine = [cur if p["metadata"]["name"] == pod_name else p for p in mine]
                 health = pod_health(cur, now, self.opts.release_timeout if releasing
                                     else self.opts.unhealthy_timeout)
                 ok = health.ready
