@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -75,6 +76,40 @@ async def test_patch_helper_writes_status_once_and_nothing_when_unchanged(make_f
     assert [c[0] for c in client.calls].count("patch:merge:status") == 1
     await h.patch()
     assert h.writes == 1
+
+
+async def test_event_recorder_concurrent_repeats_land_on_one_event(make_fake_client: Any) -> None:
+    client = make_fake_client()
+    real_create, real_patch = client.create, client.patch
+
+    async def slow_create(*a: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.01)  # the request is in flight while the repeat arrives
+        return await real_create(*a, **kw)
+
+    async def slow_patch(*a: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return await real_patch(*a, **kw)
+
+    client.create, client.patch = slow_create, slow_patch
+    rec = EventRecorder(client, "kokpit-test", clock=FakeClock())
+    target = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "uid": "u1"}}
+    await asyncio.gather(*(rec.normal(target, "Cordoned", "cordoned node n1") for _ in range(3)))
+    events = [o for (plural, _, _), o in client.objects.items() if plural == EVENT.plural]
+    assert len(events) == 1 and events[0]["count"] == 3
+    assert not rec._busy  # nothing kept once no one waits
+
+
+async def test_event_recorder_memory_is_bounded(make_fake_client: Any) -> None:
+    client = make_fake_client()
+    rec = EventRecorder(client, "kokpit-test", clock=FakeClock())
+    rec.MAX_REMEMBERED = 3
+    target = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "uid": "u1"}}
+    for i in range(5):
+        await rec.normal(target, "Step", f"step {i}")
+    await rec.normal(target, "Step", "step 4")  # still remembered: aggregated
+    assert len(rec._seen) == 3
+    events = [o for (plural, _, _), o in client.objects.items() if plural == EVENT.plural]
+    assert len(events) == 5 and sorted(e["count"] for e in events) == [1, 1, 1, 1, 2]
 
 
 async def test_event_recorder_aggregates_repeats(make_fake_client: Any) -> None:

@@ -2,13 +2,17 @@
 
 Controllers repeat themselves (a failing reconcile emits the same warning every retry); like client-go's
 event correlator, repeats of the same involvedObject + type + reason + message bump ``count`` and
-``lastTimestamp`` on one Event instead of creating thousands.
+``lastTimestamp`` on one Event instead of creating thousands.  Repeats recorded concurrently (two workers, or
+a status write waking the next reconcile before the first returns) wait for each other per key, so they
+still land on one Event; the memory of recent Events is a bounded LRU, as client-go's (4,096 entries).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
@@ -43,6 +47,8 @@ class EventClient(Protocol):
 class EventRecorder:
     """Records Events about objects on behalf of one component; never raises (events are best effort)."""
 
+    MAX_REMEMBERED = 4096
+
     def __init__(
         self, client: EventClient, component: str, *, host: str = "", clock: Clock | None = None
     ) -> None:
@@ -50,7 +56,9 @@ class EventRecorder:
         self.component = component
         self.host = host
         self._clock: Clock = clock or RealClock()
-        self._seen: dict[tuple[str, ...], tuple[str, str, int]] = {}  # key -> (namespace, name, count)
+        # key -> (namespace, name, count), most recent last
+        self._seen: OrderedDict[tuple[str, ...], tuple[str, str, int]] = OrderedDict()
+        self._busy: dict[tuple[str, ...], tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
 
     @staticmethod
     def _involved(obj: Obj) -> Obj:
@@ -78,6 +86,18 @@ class EventRecorder:
             reason,
             message,
         )
+        lock, users = self._busy.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._record(key, involved, ns, type_, reason, message)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._busy[key]
+
+    async def _record(self, key: tuple[str, ...], involved: Obj, ns: str, type_: str, reason: str,
+                      message: str) -> Obj | None:
         now = self._clock.now()
         seen = self._seen.get(key)
         try:
@@ -86,7 +106,7 @@ class EventRecorder:
                 patch = {"count": count + 1, "lastTimestamp": format_time(now)}
                 try:
                     out = await self.client.patch(EVENT, ev_name, patch, ev_ns)
-                    self._seen[key] = (ev_ns, ev_name, count + 1)
+                    self._remember(key, (ev_ns, ev_name, count + 1))
                     return out
                 except NotFoundError:
                     del self._seen[key]
@@ -107,11 +127,17 @@ class EventRecorder:
                 "action": reason,
             }
             out = await self.client.create(EVENT, body, ns)
-            self._seen[key] = (ns, name, 1)
+            self._remember(key, (ns, name, 1))
             return out
         except (ApiError, TransportError) as e:
             log.warning("could not record event %s on %s: %s", reason, involved.get("name"), e)
             return None
+
+    def _remember(self, key: tuple[str, ...], value: tuple[str, str, int]) -> None:
+        self._seen[key] = value
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.MAX_REMEMBERED:
+            self._seen.popitem(last=False)
 
     async def normal(self, obj: Obj, reason: str, message: str) -> Obj | None:
         return await self.event(obj, "Normal", reason, message)
