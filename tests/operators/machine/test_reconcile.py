@@ -94,6 +94,32 @@ async def test_uninstall_in_reverse_dependency_order(harness: H) -> None:
     assert h.cond("ComponentsReady")["status"] == "True"
 
 
+async def test_backoff_keeps_growing_when_the_retry_is_seen_in_flight(harness: H) -> None:
+    """The real operator is woken while a retry runs (the poller, status writes): seeing the component
+    Installing must not make it forget the failures before, or every retry would be "attempt 1"."""
+    h = harness
+    _stack(h)
+    h.driver.fail[("kubelet", "1.30.0")] = "package kubelet-1.30.0 not found in repo"
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    delays = []
+    for attempt in (2, 3):
+        r = await h.run()
+        assert r is not None and r.requeue_after is not None
+        delays.append(r.requeue_after)
+        await h.clock.advance(r.requeue_after + 0.01)
+        await h.run()  # the retry starts
+        assert h.components()["kubelet"]["installState"] in ("Installing", "Upgrading")
+        await h.run()  # woken while it is in flight
+        h.driver.complete()
+        await h.run()  # failed again
+        assert f"attempt {attempt}" in h.cond("ComponentsReady")["message"]
+    r = await h.run()
+    assert r is not None and r.requeue_after is not None
+    delays.append(r.requeue_after)
+    assert delays[0] < delays[1] < delays[2], delays
+
+
 async def test_failure_is_recorded_and_retried_with_growing_backoff(harness: H) -> None:
     h = harness
     _stack(h)

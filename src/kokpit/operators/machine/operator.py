@@ -364,11 +364,12 @@ class MachineReconciler:
             cur = state.components.get(want.name)
             if cur is not None and _is_converged(cur, want):
                 await self._post_check(obj, node, want, cur, mono)
-        # remember failures the node reports (each new one counted once, with a Warning Event)
+        # remember failures the node reports (each new one counted once, with a Warning Event); a retry in
+        # flight keeps the count (else every retry would be attempt 1 and the backoff would never grow)
         for name, cur in state.components.items():
             if cur.install_state == InstallState.FAILED:
                 prog.failures[name] = await self._note_failure(obj, node, cur, mono)
-            else:
+            elif cur.install_state == InstallState.INSTALLED:
                 self._failures.pop((node, name), None)
         step = next_step(res.components, state, self._removal(res, state))
         prog.step = step
@@ -423,7 +424,7 @@ class MachineReconciler:
         key = (node, cur.name)
         f = self._failures.get(key)
         if f is None or f.signature != sig:
-            count = (f.count if f else 0) + 1
+            count = (f.count if f is not None and f.signature[0] == sig[0] else 0) + 1  # per target version
             f = _Failure(sig, count, mono + self._backoff.delay(count - 1), cur.message)
             self._failures[key] = f
             target = cur.target_version or cur.version
