@@ -98,6 +98,19 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
         await until(back, "business API server back after kill -9", 15)
         assert time.monotonic() - t0 < 15
 
+        # deleting its API server Pod: the operator creates a new one on the same data within 15 s
+        old_uid = (await c.get(POD, "e2e-kube-apiserver-0", "default"))["metadata"]["uid"]
+        await c.delete(POD, "e2e-kube-apiserver-0", "default")
+        t0 = time.monotonic()
+
+        async def replaced() -> bool:
+            with contextlib.suppress(NotFoundError):
+                if (await c.get(POD, "e2e-kube-apiserver-0", "default"))["metadata"]["uid"] != old_uid:
+                    return await back()
+            return False
+        await until(replaced, "a new API server Pod serving the old data", 15)
+        assert time.monotonic() - t0 < 15
+
         # the business cluster's data lives in the host folder (the kubelet maps hostPaths under its data dir)
         folder = tmp_path / "kubelet" / "hostpath" / "clusters" / "default" / "e2e"
         assert (folder / "apiserver" / "state.db").is_file()
