@@ -145,6 +145,8 @@ class Harness:
                                           "retry_base": 5.0, "retry_cap": 60.0, "max_failures": 3, **opts})
         self.unready_images: set[str] = set()
         self.serving: str | None = None  # the API server replica that holds the data dir's lock
+        self.client.extra["nodes"] = Store()
+        self.client.extra["nodes"].put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}})
         self.new_reconciler()
 
     def new_reconciler(self) -> ClusterReconciler:

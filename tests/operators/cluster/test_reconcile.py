@@ -280,6 +280,24 @@ async def test_delete_tears_down_removes_data_and_retain_keeps_it(harness: Harne
     assert [s["metadata"]["name"] for s in h.secrets.list()] == ["c2-pki"]
 
 
+async def test_delete_does_not_wait_for_a_node_that_is_gone(harness: Harness) -> None:
+    h = harness
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1", nodes=0)
+    await h.converge()
+    c = h.clusters.get_by_name("c1", "default")
+    c["metadata"]["deletionTimestamp"] = "2026-01-01T00:10:00Z"
+    h.clusters.put(c)
+    h.unready_images.add(h.options.tools_image)  # stays Pending, as on a node that died
+    await h.run()
+    await h.run()
+    assert h.pod_names() == ["c1-data-cleanup-0"]
+    h.client.extra["nodes"].delete("node-a")
+    await h.run()
+    assert h.clusters.get_by_name("c1", "default") is None and h.pod_names() == []
+    assert any("node-a no longer exists" in e["message"] for e in h.events("RemovingData"))
+
+
 async def test_two_api_server_replicas_are_released_one_at_a_time(harness: Harness) -> None:
     """Replicas share one data dir: one serves, the other stands by.  A release replaces one, which stands
     by (the old one still serves, reporting the old version), then the other, whose going hands over."""

@@ -44,6 +44,7 @@ from kokpit.api.cluster import (
 )
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.client import (
+    NODE,
     POD,
     SECRET,
     AlreadyExistsError,
@@ -768,6 +769,13 @@ class ClusterReconciler:
             phase = ((cur or {}).get("status") or {}).get("phase")
             if phase == "Succeeded":
                 continue
+            if phase in (None, "Pending") and not await self._node_exists(node):
+                # the node is gone, and its folders with it: nothing left to remove (and nothing would run it)
+                if cur is not None:
+                    await self._delete_pod(names, pod_name)
+                await self.recorder.event(raw, "Normal", "RemovingData",
+                                          f"node {node} no longer exists; no data left to remove there")
+                continue
             if cur is None:
                 try:
                     await self.client.create(POD, cleanup_pod(names, i, node, self.opts.tools_image,
@@ -788,6 +796,13 @@ class ClusterReconciler:
                         why = f" ({w['reason']}{': ' + w['message'] if w.get('message') else ''})"
                 waiting.append(f"{pod_name} on {node}: {phase or 'Pending'}{why}")
         return "; ".join(waiting)
+
+    async def _node_exists(self, node: str) -> bool:
+        try:
+            await self.client.get(NODE, node)
+        except NotFoundError:
+            return False
+        return True
 
     async def _say_deleting(self, raw: Obj, waiting: str) -> None:
         """Why the deletion waits, on the Cluster (only when it changed: the cache has the last status)."""
