@@ -155,3 +155,38 @@ async def test_reload_rebuilds_state_and_history(tmp_path: Path) -> None:
         w.close()
     finally:
         await s2.close()
+
+
+async def test_superseded_revisions_drop_their_parsed_form_but_read_the_same(tmp_path: Path) -> None:
+    s = await open_store(tmp_path, release_lag=3)
+    try:
+        first = await s.create("/core/configmaps/ns/a", cm("a", "0"))
+        for i in range(1, 6):
+            await s.update("/core/configmaps/ns/a", cm("a", str(i)), None)
+        await s.create("/core/configmaps/ns/b", cm("b"))
+        gone = await s.delete("/core/configmaps/ns/b", None)
+        for i in range(4):  # push the horizon past everything above
+            await s.create(f"/core/configmaps/ns/x{i}", cm(f"x{i}"))
+        live = s.get("/core/configmaps/ns/a")
+        assert live is not None and live._obj is not None  # live objects stay parsed
+        assert first._obj is None and gone._obj is None  # superseded / deleted: cold
+        assert first.obj["data"] == {"v": "0"} and gone.obj["metadata"]["name"] == "b"
+        # a watch resuming from the first revision and a snapshot at it read the old versions intact
+        w, backlog = s.watch("/core/configmaps/", from_revision=first.rv)
+        w.close()
+        assert [e.entry.obj["data"]["v"] for e in backlog if e.key.endswith("/a")] == ["1", "2", "3", "4", "5"]
+        assert [e.prev.obj["data"]["v"] for e in backlog if e.key.endswith("/a") and e.prev] == [
+            "0", "1", "2", "3", "4"]
+        _, items = s.range("/core/configmaps/", at_revision=first.rv)
+        assert [(k, e.obj["data"]) for k, e in items] == [("ns/a", {"v": "0"})]
+    finally:
+        await s.close()
+    # after a restart, history read from disk is cold at once and still reads the same
+    s = await open_store(tmp_path)
+    try:
+        _, items = s.range("/core/configmaps/", at_revision=first.rv)
+        assert [(k, e.obj["data"]) for k, e in items] == [("ns/a", {"v": "0"})]
+        assert all(e._obj is None for k, e in items)
+        assert s.get("/core/configmaps/ns/a")._obj is not None  # type: ignore[union-attr]
+    finally:
+        await s.close()

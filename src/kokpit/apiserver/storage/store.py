@@ -62,14 +62,30 @@ def split_key(key: str) -> tuple[str, str]:
 
 class Entry:
     """A stored object at one revision. `obj` and `raw` are shared and must be treated as immutable;
-    callers that modify an object work on `copy()`."""
+    callers that modify an object work on `copy()`.
 
-    __slots__ = ("obj", "raw", "rv")
+    Only live objects keep their parsed form: once a revision has been superseded (or deleted) for a while,
+    the store calls `release()` and `obj` is parsed from `raw` on each use.  Parsed dicts cost several times
+    their JSON, and the history (50,000 revisions by default) is mostly superseded versions that only a
+    watch resuming from an old revision, or a paginated snapshot, ever reads again."""
+
+    __slots__ = ("_obj", "raw", "rv")
 
     def __init__(self, rv: int, obj: dict[str, Any], raw: bytes) -> None:
         self.rv = rv
-        self.obj = obj
+        self._obj: dict[str, Any] | None = obj
         self.raw = raw
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        o = self._obj
+        if o is None:
+            parsed: dict[str, Any] = orjson.loads(self.raw)
+            return parsed
+        return o
+
+    def release(self) -> None:
+        self._obj = None
 
     def copy(self) -> dict[str, Any]:
         result: dict[str, Any] = orjson.loads(self.raw)
@@ -179,7 +195,7 @@ class Store:
     one dedicated thread (the connection never crosses threads)."""
 
     def __init__(self, path: Path, *, compaction_window: int = 50_000, watch_queue_limit: int = 200_000,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", release_lag: int = 2_000) -> None:
         self.path = Path(path)
         self.compaction_window = compaction_window
         self.watch_queue_limit = watch_queue_limit
@@ -195,6 +211,10 @@ class Store:
         self._history_rvs: deque[int] = deque()
         # (superseded_at_revision, row_id): rows compaction may delete once past that revision
         self._superseded: deque[tuple[int, int]] = deque()
+        # entries no longer live, oldest first: their parsed form is dropped once `release_lag` revisions
+        # later (by then the watchers that got them live have long serialized them)
+        self._cooling: deque[tuple[int, Entry]] = deque()
+        self.release_lag = release_lag
         self._watchers: dict[str, set[Watcher]] = {}
         # in-server controllers (garbage collector, namespaces, CRDs) see every committed event
         self.listeners: list[Callable[[Event], None]] = []
@@ -228,13 +248,16 @@ class Store:
         rv = 0
         for rid, key, created, deleted, _prev, value in db.execute(
                 "SELECT id, key, created, deleted, prev_revision, value FROM log ORDER BY id"):
-            entry = Entry(rid, orjson.loads(value), bytes(value))
+            raw = bytes(value)
+            entry = Entry(rid, orjson.loads(raw), raw)
             prev = latest.get(key)
             if prev is not None:
                 self._superseded.append((rid, prev.rv))
+                prev.release()  # history read from disk is cold at once
             if deleted:
                 latest.pop(key, None)
                 self._superseded.append((rid, rid))
+                entry.release()
             else:
                 latest[key] = entry
             if rid > self.compact_revision:
@@ -446,11 +469,13 @@ class Store:
                 b.remove(sub)
                 etype = DELETED
                 self._superseded.append((op.rv, op.rv))
+                self._cooling.append((op.rv, op.entry))
             else:
                 b.put(sub, op.entry)
                 etype = ADDED if op.created else MODIFIED
             if op.prev is not None:
                 self._superseded.append((op.rv, op.prev.rv))
+                self._cooling.append((op.rv, op.prev))
             p = self._pending.get(op.key)
             if p is not None and p[0] == op.rv:
                 del self._pending[op.key]
@@ -470,6 +495,9 @@ class Store:
                     log.exception("store listener failed on %s", op.key)
             if not op.future.done():
                 op.future.set_result(op.entry)
+        cooling, horizon = self._cooling, self.revision - self.release_lag
+        while cooling and cooling[0][0] <= horizon:
+            cooling.popleft()[1].release()
 
     # ------------------------------------------------------------------ watch
     def watch(self, bucket: str, sub_prefix: str = "", *, from_revision: int | None,
