@@ -819,11 +819,13 @@ class Kubelet:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
-        if stop_pods:
-            for w in list(self.workers.values()):
+        if stop_pods:  # all at once: one slow Pod's grace period must not add up with the next one's
+            async def stop(w: _PodWorker) -> None:
                 grace = float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 0)
                 await w._stop_all(min(grace, self.opts.orphan_grace), "kubelet stopped")
                 self.forget_pod(w.uid)
+
+            await asyncio.gather(*(stop(w) for w in list(self.workers.values())))
         await self.log_server.stop()
 
     # -------------------------------------------------------------- process records
