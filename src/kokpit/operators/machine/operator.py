@@ -217,6 +217,7 @@ class MachineReconciler:
         self._backoff = ExponentialBackoff(base=self.opts.retry_base, cap=self.opts.retry_cap)
         self._health: dict[tuple[str, str], _Health] = {}
         self._failures: dict[tuple[str, str], _Failure] = {}
+        self._remembered: dict[str, set[str]] = {}  # node -> components with health/failure memory
         self._event_tasks: set[asyncio.Task[Obj | None]] = set()
         self._event_slots: asyncio.Semaphore | None = None
         self._resolved: dict[tuple[tuple[str, str], ...], Resolution] = {}
@@ -230,6 +231,9 @@ class MachineReconciler:
             node = self._node_of.pop(req.name, None)
             if node is not None and not self.machines.by_index("node", node):
                 self.poller.untrack(node)
+                for comp in self._remembered.pop(node, ()):  # a deleted Machine's memory goes with it
+                    self._health.pop((node, comp), None)
+                    self._failures.pop((node, comp), None)
             return None
         helper = PatchHelper(self.client, MACHINE, _view(raw))
         obj = helper.obj
@@ -359,6 +363,7 @@ class MachineReconciler:
             hv = row.get("healthCheckedVersion")
             if hv and (node, row["name"]) not in self._health:
                 self._health[(node, row["name"])] = _Health(str(hv), True, "", float("-inf"))
+                self._remembered.setdefault(node, set()).add(row["name"])
         # after a change: every converged component passes its health check once per version
         for want in res.components:
             cur = state.components.get(want.name)
@@ -427,6 +432,7 @@ class MachineReconciler:
             count = (f.count if f is not None and f.signature[0] == sig[0] else 0) + 1  # per target version
             f = _Failure(sig, count, mono + self._backoff.delay(count - 1), cur.message)
             self._failures[key] = f
+            self._remembered.setdefault(node, set()).add(cur.name)
             target = cur.target_version or cur.version
             await self._event("Warning", obj, "InstallFailed",
                                         f"{cur.name} {target} failed on node {node}: {cur.message or 'no message'}"
@@ -453,6 +459,7 @@ class MachineReconciler:
                         mono + self._backoff.delay(fails - 1))
             await self._event("Warning", obj, "HealthCheckFailed", f"{comp} {version} on node {node}: {h.message}")
         self._health[(node, comp)] = h
+        self._remembered.setdefault(node, set()).add(comp)
         return h
 
     async def _post_check(self, obj: Obj, node: str, spec: ComponentSpec, cur: ComponentState,
