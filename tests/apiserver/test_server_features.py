@@ -101,3 +101,52 @@ def test_crd_versions_share_storage_and_cel_transition_rule_holds(apiserver: Api
     as_v1["metadata"]["labels"] = {"x": "y"}
     code, raw = apiserver.request("PUT", "/apis/test.kokpit.io/v1/gadgets/g1", orjson.dumps(as_v1))
     assert code == 200, raw
+
+
+def _widget_crd(name_limit: int | None) -> dict:
+    name: dict = {"type": "string"}
+    if name_limit is not None:
+        name["maxLength"] = name_limit
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "ratchets.test.kokpit.io"},
+            "spec": {"group": "test.kokpit.io", "scope": "Namespaced",
+                     "names": {"plural": "ratchets", "singular": "ratchet", "kind": "Ratchet"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                             "name": name, "tags": {"type": "array", "maxItems": 10 if name_limit is None else 1,
+                                                    "items": {"type": "string"}},
+                             "size": {"type": "integer"}}}}}}}]}}
+
+
+def test_a_tightened_crd_schema_ratchets_unchanged_values(apiserver: ApiServerProcess) -> None:
+    """Like kube's CRD validation ratcheting: values stored before a schema got stricter do not block updates
+    of other fields, but any changed value must pass the new schema."""
+    code, body = post(apiserver, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", _widget_crd(None))
+    assert code == 201, body
+    path = "/apis/test.kokpit.io/v1/namespaces/default/ratchets"
+    wait_until(lambda: apiserver.request("GET", path)[0] == 200, 10, "the CRD to be served")
+    code, body = post(apiserver, path, {"apiVersion": "test.kokpit.io/v1", "kind": "Ratchet",
+                                        "metadata": {"name": "r"},
+                                        "spec": {"name": "much-too-long", "tags": ["a", "b"], "size": 1}})
+    assert code == 201, body
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/ratchets.test.kokpit.io"
+    code, raw = apiserver.request("GET", crd_path)
+    tightened = _widget_crd(5)
+    tightened["metadata"]["resourceVersion"] = orjson.loads(raw)["metadata"]["resourceVersion"]
+    code, raw = apiserver.request("PUT", crd_path, orjson.dumps(tightened))
+    assert code == 200, raw
+
+    def patch(spec: dict) -> tuple[int, dict]:
+        code, raw = apiserver.request("PATCH", f"{path}/r", orjson.dumps({"spec": spec}),
+                                      content_type="application/merge-patch+json")
+        return code, orjson.loads(raw)
+
+    wait_until(lambda: patch({"name": "still-too-long"})[0] == 422, 10, "the tightened schema in effect")
+    code, err = patch({"name": "still-too-long"})
+    assert "spec.name" in err["message"], err
+    code, body = patch({"size": 2})  # name and tags unchanged: not judged again
+    assert code == 200, body
+    code, err = patch({"tags": ["a", "b", "c"]})
+    assert code == 422 and "spec.tags" in err["message"], err
+    code, ok = patch({"name": "ok", "tags": ["z"]})
+    assert code == 200 and ok["spec"] == {"name": "ok", "tags": ["z"], "size": 2}, ok
