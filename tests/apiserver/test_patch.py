@@ -713,3 +713,24 @@ def test_smp_added_finalizer_goes_first_like_kube() -> None:
     out = strategic_merge_patch({"metadata": {"finalizers": ["a"]}}, {"metadata": {"finalizers": ["z"]}},
                                 POD, RESOLVE)
     assert out["metadata"]["finalizers"] == ["z", "a"]
+
+
+def test_copy_is_deep_and_handles_what_orjson_cannot() -> None:
+    from kokpit.apiserver.patch import _copy
+
+    src = {"a": [{"b": 1}], "big": 2**70, "f": -0.0}
+    out = _copy(src)
+    assert out == src and out is not src and out["a"][0] is not src["a"][0]
+    assert _copy([1, {"x": None}]) == [1, {"x": None}] and _copy("s") == "s"
+
+
+def test_strategic_merge_patch_copies_the_original_unless_told_not_to() -> None:
+    from kokpit.apiserver.patch import strategic_merge_patch
+    from kokpit.apiserver.schema import resolve
+
+    orig = {"metadata": {"labels": {"a": "1"}}}
+    out = strategic_merge_patch(orig, {"metadata": {"labels": {"b": "2"}}}, None, resolve)
+    assert orig == {"metadata": {"labels": {"a": "1"}}} and out["metadata"]["labels"] == {"a": "1", "b": "2"}
+    body = {"metadata": {"labels": {"c": "3"}}}
+    out = strategic_merge_patch(orig, body, None, resolve, copy=False)
+    assert out["metadata"]["labels"] == {"a": "1", "c": "3"} and body == {"metadata": {"labels": {"c": "3"}}}

@@ -68,10 +68,22 @@ def _dumps(value: Any) -> str:
 
 
 def _copy(value: Any) -> Any:
+    """A deep copy of JSON data: orjson's round trip (C, several times faster than walking it in Python;
+    a strategic patch of a Node spent 15 % of its time here), or the walk for what orjson cannot encode
+    (integers beyond 64 bits)."""
+    if isinstance(value, (dict, list)):
+        try:
+            return orjson.loads(orjson.dumps(value))
+        except TypeError:
+            return _walk_copy(value)
+    return value
+
+
+def _walk_copy(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: _walk_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_walk_copy(v) for v in value]
     return value
 
 
@@ -270,19 +282,20 @@ _DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"
 
 
 def strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any], schema: dict[str, Any] | None,
-                          resolve: Resolver) -> dict[str, Any]:
+                          resolve: Resolver, *, copy: bool = True) -> dict[str, Any]:
     """Apply a strategic merge patch the way kube-apiserver does for built-in kinds.
 
     Lists whose schema says `x-kubernetes-patch-strategy: merge` merge by `x-kubernetes-patch-merge-key`
     (or as a set of scalars when there is no key); every other list is replaced.  Merged lists put the
     patch's items in the patch's (or `$setElementOrder`'s) order and keep server-only items in their
-    relative place, like apimachinery's `normalizeElementOrder`.
+    relative place, like apimachinery's `normalizeElementOrder`.  With ``copy=False`` the original is
+    patched in place (the caller's private copy).
     """
     if not isinstance(patch, dict):
         raise bad_request("a strategic merge patch must be a JSON object")
     sch = _Schema(resolve)
-    base = _copy(original) if isinstance(original, dict) else {}
-    return _smp_map(base, _copy(patch), sch.info(schema), sch)
+    base = (_copy(original) if copy else original) if isinstance(original, dict) else {}
+    return _smp_map(base, _copy(patch), sch.info(schema), sch)  # the patch is re-applied on a conflict retry
 
 
 def _smp_map(orig: dict[str, Any], patch: dict[str, Any], info: _Info, sch: _Schema) -> dict[str, Any]:

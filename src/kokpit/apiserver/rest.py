@@ -455,7 +455,7 @@ class Rest:
                                                             "custom resources; use --type=merge)")
                     if not isinstance(body, dict):
                         raise errors.bad_request("a strategic merge patch must be a JSON object")
-                    new = patch.strategic_merge_patch(old, body, rt.schema, schema.resolve)
+                    new = patch.strategic_merge_patch(old, body, rt.schema, schema.resolve, copy=False)
                 else:
                     raise errors.unsupported_media_type(patch_type)
                 if not isinstance(new, dict):
