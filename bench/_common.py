@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NOTES_MARKER",
     "bounded",
     "cores",
     "cpu_seconds",
@@ -108,6 +109,16 @@ def log_issues(path: Path, fold: str = "") -> Counter[str]:
     return out
 
 
+NOTES_MARKER = "<!-- notes below are hand-written: kept when the benchmark re-runs -->"
+
+
+def _keep_notes(body: str, replaced: str) -> str:
+    i = replaced.find(NOTES_MARKER)
+    if i < 0:
+        return body
+    return body + "\n" + replaced[i:].rstrip("\n") + "\n"
+
+
 def replace_section(path: Path, section: str, command: str, setup: str, lines: list[str],
                     sub: str | None = None) -> None:
     """Write one run into ``section`` (a ``## `` heading line) of the markdown file at ``path``.
@@ -118,6 +129,7 @@ def replace_section(path: Path, section: str, command: str, setup: str, lines: l
     subsections survive a re-run; with ``sub`` only the subsection ``### <sub>`` is, so runs of different
     sizes stand side by side. A missing section or subsection is appended. ``setup`` says what shared the
     machine, and under what load, after the CPU/OS/Python description every section starts with.
+    Hand-written notes that follow the line ``NOTES_MARKER`` in the replaced part are kept after the new run.
     """
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python "
@@ -138,12 +150,14 @@ def replace_section(path: Path, section: str, command: str, setup: str, lines: l
             if s:
                 after = re.search(r"^#{2,3} ", old[s.end():], flags=re.M)
                 stop = s.end() + after.start() if after else len(old)
-                new = old[: s.start()] + body + ("\n" if after else "") + old[stop:]
+                new = old[: s.start()] + _keep_notes(body, old[s.start():stop]) + ("\n" if after else "") \
+                    + old[stop:]
             else:
                 new = old + "\n" + body
         else:
             first_sub = re.search(r"^### ", old, flags=re.M)
-            new = body + ("\n" + old[first_sub.start():] if first_sub else "")
+            head = old[: first_sub.start()] if first_sub else old
+            new = _keep_notes(body, head) + ("\n" + old[first_sub.start():] if first_sub else "")
         text = text[: m.start()] + new + ("\n" if nxt else "") + text[end:]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -151,3 +151,20 @@ def test_scripts_import_and_parse_help(script: str) -> None:
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: ")
+
+
+def test_hand_written_notes_after_the_marker_survive_a_rerun(common: ModuleType, tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    marker = common.NOTES_MARKER
+    page.write_text(PAGE.replace("Command: `old push`\n", f"Command: `old push`\n\n| old run |\n\n{marker}\n\n"
+                                 "What breaks first: the analysis.\n")
+                    .replace("| old | alpha |\n", f"| old | alpha |\n\n{marker}\nAlpha notes.\n"))
+    common.replace_section(page, "## Beta (bench/beta.py)", "new push", "S", ["| new run |"], sub="Push to more")
+    common.replace_section(page, "## Alpha (bench/alpha.py)", "new alpha", "S", ["| new | alpha |"])
+    text = page.read_text()
+    push = _block(text, "### Push to more")
+    assert "| new run |" in push and "| old run |" not in push
+    assert push.index("| new run |") < push.index(marker) < push.index("What breaks first: the analysis.")
+    alpha = _block(text, "## Alpha (bench/alpha.py)")
+    assert "| new | alpha |" in alpha and "| old | alpha |" not in alpha and alpha.rstrip().endswith("Alpha notes.")
+    assert "Gamma stays." in text and "Hand-written beta notes." in text
