@@ -76,6 +76,17 @@ async def test_no_write_path_mutates_a_stored_revision(tmp_path: Path) -> None:
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default",
                                                             "annotations": {"applied": "yes"}}},
                               WriteOptions(field_manager="applier", force=True)))
+        # a /status PUT that also tries to change spec and metadata: those come from the stored object
+        live = built.store.get(pods.key("default", "p"))
+        assert live is not None
+        body = orjson.loads(live.raw)
+        body["spec"]["containers"][0]["image"] = "changed"
+        body["metadata"]["finalizers"] = ["x/y"]
+        body["status"]["phase"] = "Failed"
+        keep(await rest.update(pods, "default", "p", body, _opts(subresource="status")))
+        after = built.store.get(pods.key("default", "p"))
+        assert after is not None and after.obj["status"]["phase"] == "Failed"
+        assert after.obj["spec"]["containers"][0]["image"] == "kokpit" and "finalizers" not in after.obj["metadata"]
         nodes = reg.get("", "v1", "nodes")
         assert nodes is not None
         keep(await rest.create(nodes, None, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}},

@@ -77,6 +77,17 @@ def _clone(value: Any) -> Any:
     return value
 
 
+_MISSING: Any = object()
+
+
+def _private(mine: Any, stored: Any) -> Any:
+    """`stored` (part of a stored object: never to be mutated) as a value the new object may own: `mine`
+    (from the request's private copy) when it is equal, else a clone."""
+    if mine is not _MISSING and type(mine) is type(stored) and mine == stored:
+        return mine
+    return _clone(stored)
+
+
 def _spec_part(obj: dict[str, Any], with_status: bool) -> dict[str, Any]:
     """Everything that bumps generation: all but metadata (and status, when it is a subresource)."""
     return {k: v for k, v in obj.items()
@@ -303,10 +314,13 @@ class Rest:
     def _merge_for_subresource(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any],
                                subresource: str) -> dict[str, Any]:
         if subresource == "status":
-            out = {k: _clone(v) for k, v in old.items() if k not in ("status", "metadata")}
+            # everything but status comes from the stored object; where the request's (private) value is
+            # equal it is used as is, so a clone is only paid for what the request tried to change
+            out = {k: _private(new.get(k, _MISSING), v) for k, v in old.items() if k not in ("status", "metadata")}
             if "status" in new:
                 out["status"] = new["status"]
-            om, nm = _clone(_meta(old)), _meta(new)
+            nm = _meta(new)
+            om = {k: _private(nm.get(k, _MISSING), v) for k, v in _meta(old).items()}
             if rt.crd_name is None:  # built-ins let /status change labels and annotations (pods do)
                 for k in ("labels", "annotations"):
                     if k in nm:
@@ -320,7 +334,7 @@ class Rest:
             return out
         if rt.has_status:
             if "status" in old:
-                new["status"] = _clone(old["status"])
+                new["status"] = _private(new.get("status", _MISSING), old["status"])
             else:
                 new.pop("status", None)
         return new
