@@ -327,6 +327,23 @@ async def test_two_api_server_replicas_are_released_one_at_a_time(harness: Harne
     assert [c[2] for c in h.client.writes("delete", "pods")] == ["c1-kube-apiserver-0", "c1-kube-apiserver-1"]
 
 
+async def test_scaling_the_api_server_adds_and_removes_standbys_without_touching_the_serving_one(
+        harness: Harness) -> None:
+    h = harness
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1", nodes=0)
+    await h.converge()
+    h.cluster(cpv="v1", nodes=0, replicas=3)
+    await h.converge()
+    assert h.pod_names() == [f"c1-kube-apiserver-{i}" for i in range(3)]
+    assert h.status()["components"][0]["readyReplicas"] == 3 and h.cond("Ready")["status"] == "True"
+    h.cluster(cpv="v1", nodes=0, replicas=1)
+    await h.converge()
+    assert h.pod_names() == ["c1-kube-apiserver-0"]
+    assert [c[2] for c in h.client.writes("delete", "pods")] == ["c1-kube-apiserver-1", "c1-kube-apiserver-2"]
+    assert h.cond("Ready")["status"] == "True" and h.cond("Upgrading")["reason"] == "UpToDate"
+
+
 async def test_a_broken_new_replica_never_costs_the_serving_one(harness: Harness) -> None:
     h = harness
     h.cpv("v1", "v1.30.0")
