@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from kokpit.apiserver.testing import ApiServerProcess
@@ -31,9 +32,15 @@ def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
     raise AssertionError(f"{text!r} not in {path}: {path.read_text(errors='replace') if path.exists() else ''}")
 
 
+def _serving(srv: ApiServerProcess) -> str | None:
+    """Who answers /readyz (its X-Kokpit-Instance header)."""
+    with urllib.request.urlopen(srv.url + "/readyz", context=srv.ssl_context(), timeout=10) as resp:
+        return resp.headers.get("X-Kokpit-Instance")
+
+
 def test_standby_takes_over_after_kill9_with_every_write(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    active = ApiServerProcess(data).start()
+    active = ApiServerProcess(data, ["--instance-name", "replica-a"]).start()
     standby = ApiServerProcess(data, ["--standby"], port=active.port, log_path=tmp_path / "standby.log")
     try:
         assert active.request("POST", "/api/v1/namespaces/default/configmaps", _cm("before"))[0] == 201
@@ -41,11 +48,12 @@ def test_standby_takes_over_after_kill9_with_every_write(tmp_path: Path) -> None
         log = open(standby.log_path, "ab")
         standby.proc = subprocess.Popen(
             [sys.executable, "-m", "kokpit.apiserver", "--data-dir", str(data), "--port", str(active.port),
-             "--standby"], stdout=log, stderr=subprocess.STDOUT)
+             "--standby", "--instance-name", "replica-b"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         _wait_log(standby.log_path, "standing by", standby.proc)
         assert active.request("POST", "/api/v1/namespaces/default/configmaps", _cm("while-standby"))[0] == 201
         assert standby.proc.poll() is None
+        assert _serving(active) == "replica-a"
 
         active.kill()
         t0 = time.monotonic()
@@ -56,6 +64,7 @@ def test_standby_takes_over_after_kill9_with_every_write(tmp_path: Path) -> None
         names = {i["metadata"]["name"] for i in json.loads(body)["items"]}
         assert {"before", "while-standby"} <= names
         assert took < 10, took
+        assert _serving(standby) == "replica-b"
     finally:
         standby.stop()
         active.kill()

@@ -73,6 +73,9 @@ def parse_bool(value: str | None, name: str) -> bool:
 @dataclass
 class AppConfig:
     version_label: str = "v1.37.0"
+    # who answers: sent as X-Kokpit-Instance on the health endpoints, so that of several replicas on one
+    # data dir (one serving, the others standing by) a prober can tell which one serves
+    instance: str = ""
     server_address: str = "127.0.0.1:6443"
     bookmark_interval: float = 60.0
     default_watch_timeout: tuple[float, float] = (1800.0, 3600.0)
@@ -117,6 +120,7 @@ class App:
         self.rest = rest
         self.auth = auth
         self.config = config
+        self._instance_header = [(b"x-kokpit-instance", config.instance.encode())] if config.instance else []
         self.metrics = CollectorRegistry()
         self._requests = Counter("apiserver_request_total", "API requests by verb, resource and code",
                                  ["verb", "group", "resource", "code"], registry=self.metrics)
@@ -857,9 +861,10 @@ class App:
             if query.get("verbose") is not None and "verbose" in query:
                 text = f"[{'+' if ok else '-'}]ping ok\n[{'+' if self.store.failed is None else '-'}]etcd ok\n"
                 text += f"{path.strip('/')} check {'passed' if ok else 'failed'}\n"
-                return _Response(200 if ok else 500, text.encode(), b"text/plain; charset=utf-8")
+                return _Response(200 if ok else 500, text.encode(), b"text/plain; charset=utf-8",
+                                 self._instance_header)
             return _Response(200 if ok else 500, b"ok" if ok else b"storage failed",
-                             b"text/plain; charset=utf-8")
+                             b"text/plain; charset=utf-8", self._instance_header)
         if path == "/metrics":
             return _Response(200, generate_latest(self.metrics), b"text/plain; version=0.0.4; charset=utf-8")
         if path == "/api":

@@ -69,6 +69,7 @@ class ServerOptions:
     # wait for the data dir's lock (a hot standby) instead of failing when another server holds it
     standby: bool = False
     standby_poll: float = 0.2
+    instance: str = ""  # the name this process answers health checks with (default host/pid)
 
 
 @dataclass
@@ -164,7 +165,9 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
                               compaction_interval=opts.compaction_interval)
     controllers.load_crds()
     address = f"{opts.host}:{opts.port}" if ":" not in opts.host else f"[{opts.host}]:{opts.port}"
+    instance = opts.instance or f"{socket.gethostname()}/{os.getpid()}"
     app = App(store, registry, rest, auth, AppConfig(version_label=opts.version_label, server_address=address,
+                                                       instance=instance,
                                                        bookmark_interval=opts.bookmark_interval))
     ns_rt = registry.get("", "v1", "namespaces")
     assert ns_rt is not None

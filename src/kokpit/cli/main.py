@@ -52,6 +52,8 @@ def apiserver(
                                            "default: generated under the data dir."),
     standby: bool = typer.Option(False, "--standby", help="When another server holds --data-dir, wait and "
                                  "take over when it ends (a hot standby replica) instead of failing."),
+    instance_name: str = typer.Option("", "--instance-name", help="Name sent as X-Kokpit-Instance on "
+                                      "/healthz, /livez and /readyz (default HOST/PID): which replica serves."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the embedded Kubernetes-compatible API server."""
@@ -66,7 +68,7 @@ def apiserver(
                           compaction_window=compaction_window, compaction_interval=compaction_interval,
                           event_ttl=event_ttl, bookmark_interval=bookmark_interval,
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
-                          token_file=token_file, standby=standby))
+                          token_file=token_file, standby=standby, instance=instance_name))
     except DataDirInUse as e:
         _fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:

@@ -81,6 +81,19 @@ class LeanPool:
     ) -> tuple[int, bytes]:
         """One request on a pooled connection; any I/O failure closes it and raises TransportError
         (caused by ``TimeoutError`` when ``timeout``, default the pool's, ran out)."""
+        status, data, _ = await self.request_with_headers(method, path, body, content_type, timeout=timeout)
+        return status, data
+
+    async def request_with_headers(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        *,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """`request`, plus the response headers (names lower-cased)."""
         verb = method.lower()
         async with self._slots:
             while True:
@@ -91,7 +104,8 @@ class LeanPool:
                     async with asyncio.timeout(self.timeout if timeout is None else timeout):
                         if conn is None:
                             conn = await self._open()
-                        status, data, keep = await self._exchange(conn, method, path, body, content_type)
+                        status, data, keep, headers = await self._exchange(conn, method, path, body,
+                                                                           content_type)
                     break
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
                         TimeoutError) as e:
@@ -110,11 +124,11 @@ class LeanPool:
                 self._discard(conn)
         if self.metrics is not None:
             self.metrics.requests.labels(verb, str(status)).inc()
-        return status, data
+        return status, data, headers
 
     async def _exchange(
         self, conn: _Conn, method: str, path: str, body: bytes, content_type: str
-    ) -> tuple[int, bytes, bool]:
+    ) -> tuple[int, bytes, bool, dict[str, str]]:
         reader, writer = conn
         head = f"{method} {path} HTTP/1.1\r\n{self._headers}"
         if body or method in ("POST", "PUT", "PATCH"):
@@ -126,9 +140,12 @@ class LeanPool:
         length = -1
         chunked = False
         keep = True
+        headers: dict[str, str] = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             name = name.strip().lower()
+            if name:
+                headers[name] = value.strip()
             if name == "content-length":
                 length = int(value)
             elif name == "transfer-encoding" and "chunked" in value.lower():
@@ -152,7 +169,7 @@ class LeanPool:
         else:  # length by connection close
             data = await reader.read()
             keep = False
-        return status, data, keep
+        return status, data, keep, headers
 
     @staticmethod
     def _discard(conn: _Conn) -> None:

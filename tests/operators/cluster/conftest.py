@@ -109,6 +109,7 @@ class FakeProber:
 
     def __init__(self) -> None:
         self.version: str | None = None
+        self.serving = ""  # the replica that answers (set by the Harness's kubelet)
         self.broken: set[str] = set()
         self.calls = 0
 
@@ -117,7 +118,7 @@ class FakeProber:
         assert endpoint.startswith("https://") and b"BEGIN CERTIFICATE" in ca_pem
         if self.version is None or self.version in self.broken:
             return Probe(False, None, "/readyz answered 503")
-        return Probe(True, self.version, "")
+        return Probe(True, self.version, "", self.serving)
 
 
 CPV_COMPONENTS = [
@@ -213,6 +214,7 @@ class Harness:
             self.serving = ready_api[0] if ready_api else None
         self.prober.version = api[self.serving]["spec"]["containers"][0]["image"].split(":", 1)[1] \
             if self.serving else None
+        self.prober.serving = self.serving or ""
         return n
 
     def status(self, name: str = "c1") -> Obj:

@@ -170,6 +170,12 @@ async def test_two_api_server_replicas_share_the_data_and_take_over(apiserver: A
             took = time.monotonic() - t0
             assert int((folder / "apiserver" / "apiserver.lock").read_text()) == standby  # it took over
             assert took < 10, took
+            standby_pod = next(name for name, pid in running.items() if pid == standby)
+
+            async def reported() -> bool:  # the Cluster says which replica serves now
+                rows = (await c.get(CLUSTER, "ha", "default"))["status"]["components"]
+                return str(rows[0].get("message", "")).startswith(f"{standby_pod} serving")
+            await until(reported, "the Cluster naming the replica that took over", 15)
 
             await c.patch(CLUSTER, "ha", {"spec": {"packageVersion": "r2"}}, "default")
 

@@ -310,8 +310,11 @@ async def test_two_api_server_replicas_are_released_one_at_a_time(harness: Harne
     await h.converge()
     assert h.pod_names() == ["c1-kube-apiserver-0", "c1-kube-apiserver-1"]
     assert h.status()["components"][0]["readyReplicas"] == 2 and h.cond("Ready")["status"] == "True"
+    assert h.status()["components"][0]["message"].startswith("c1-kube-apiserver-0 serving")
     api = h.pods.get_by_name("c1-kube-apiserver-1", "default")["spec"]
-    assert "--standby" in api["containers"][0]["args"] and "ports" not in api["containers"][0]
+    args = api["containers"][0]["args"]
+    assert "--standby" in args and args[args.index("--instance-name") + 1] == "c1-kube-apiserver-1"
+    assert "ports" not in api["containers"][0]
     assert api["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
         "topologyKey"] == "kubernetes.io/hostname"
     h.cluster(cpv="v2", nodes=0, replicas=2)
@@ -325,6 +328,7 @@ async def test_two_api_server_replicas_are_released_one_at_a_time(harness: Harne
     assert st["packageVersion"] == "v2" and "failedPackageVersion" not in st
     assert h.cond("Upgrading")["reason"] == "UpToDate" and h.cond("Ready")["status"] == "True"
     assert [c[2] for c in h.client.writes("delete", "pods")] == ["c1-kube-apiserver-0", "c1-kube-apiserver-1"]
+    assert h.status()["components"][0]["message"].startswith("c1-kube-apiserver-0 serving")  # took over
 
 
 async def test_scaling_the_api_server_adds_and_removes_standbys_without_touching_the_serving_one(

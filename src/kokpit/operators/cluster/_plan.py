@@ -128,12 +128,12 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def _wired_args(name: str, args: list[str], w: Wiring) -> list[str] | None:
+def _wired_args(name: str, args: list[str], w: Wiring, pod: str = "") -> list[str] | None:
     """The component's arguments plus its wiring; None when it cannot run yet (a dependency is missing)."""
     kc = f"{KUBECONFIG_MOUNT}/{KUBECONFIG_KEY}"
     if name == APISERVER_COMPONENT:
         # --standby: replicas share one data folder; one serves, the others wait on its lock and take over
-        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--standby", "--host", "0.0.0.0",
+        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--standby", "--instance-name", pod, "--host", "0.0.0.0",
                 "--port", str(w.apiserver_port), "--version-label", w.kubernetes_version,
                 "--tls-cert-file", f"{PKI_MOUNT}/tls.crt", "--tls-private-key-file", f"{PKI_MOUNT}/tls.key",
                 "--ca-file", f"{PKI_MOUNT}/ca.crt", "--token-file", f"{PKI_MOUNT}/tokens.json"]
@@ -156,7 +156,7 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
     Its spec hash (an annotation) covers everything that shapes the Pod, so "outdated" is one comparison.
     """
     name = str(component["name"])
-    args = _wired_args(name, list(component.get("args") or []), wiring)
+    args = _wired_args(name, list(component.get("args") or []), wiring, names.pod(name, index))
     if args is None:
         return None
     cpv_name = str(cpv["metadata"]["name"])

@@ -143,6 +143,7 @@ class Probe:
     ready: bool
     version: str | None = None
     message: str = ""
+    serving: str = ""  # the replica that answered (X-Kokpit-Instance), when the server says
 
 
 class Prober(Protocol):
@@ -162,15 +163,17 @@ class HttpsProber:
         ctx = ssl.create_default_context(cadata=ca_pem.decode())
         pool = LeanPool(url.hostname, url.port or 443, ssl_context=ctx, token=None, size=1, timeout=self.timeout)
         try:
-            code, body = await pool.request("GET", "/readyz")
+            code, body, headers = await pool.request_with_headers("GET", "/readyz")
+            serving = headers.get("x-kokpit-instance", "")
             if code != 200:
-                return Probe(False, None, f"/readyz answered {code}: {body[:200].decode(errors='replace')}")
+                return Probe(False, None, f"/readyz answered {code}: {body[:200].decode(errors='replace')}",
+                             serving)
             code, body = await pool.request("GET", "/version")
             version = None
             if code == 200:
                 with contextlib.suppress(ValueError, AttributeError):
                     version = json.loads(body).get("gitVersion")
-            return Probe(True, version, "")
+            return Probe(True, version, "", serving)
         except (TransportError, ssl.SSLError, OSError) as e:
             return Probe(False, None, f"{endpoint} unreachable: {e}")
         finally:
@@ -620,6 +623,8 @@ class ClusterReconciler:
                     walk.actions.append(f"replaced {pod_name}: {health.message}")
                 if f.count >= self.opts.max_failures:
                     walk.degraded.append(f"{pod_name} replaced {f.count} times: {f.message}")
+            if name == APISERVER_COMPONENT and probe.serving and replicas > 1:
+                messages.insert(0, f"{probe.serving} serving, the others standing by")
             component_ok = healthy_n >= replicas
             walk.converged &= component_ok
             walk.all_ready &= ready_n >= replicas
