@@ -16,6 +16,7 @@ from kokpit.client._errors import (
 from kokpit.client._kinds import CONFIGMAP, CRD, EVENT, LEASE, NAMESPACE, NODE, POD, SECRET, Kind
 from kokpit.client._lean import LeanPool
 from kokpit.client._metrics import ClientMetrics
+from kokpit.client._protocols import CanCreate, CanDelete, CanGet, CanPatch, ObjectClient
 from kokpit.client.http import HttpTimeoutError, JsonHttpClient, JsonResponse
 
 __all__ = [
@@ -29,6 +30,10 @@ __all__ = [
     "SECRET",
     "AlreadyExistsError",
     "ApiError",
+    "CanCreate",
+    "CanDelete",
+    "CanGet",
+    "CanPatch",
     "Client",
     "ClientMetrics",
     "ConflictError",
@@ -38,6 +43,7 @@ __all__ = [
     "Kind",
     "LeanPool",
     "NotFoundError",
+    "ObjectClient",
     "ObjectList",
     "PatchType",
     "ResourceExpiredError",

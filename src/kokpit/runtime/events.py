@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
-from kokpit.client import EVENT, ApiError, Kind, NotFoundError, TransportError
+from kokpit.client import EVENT, ApiError, CanCreate, CanPatch, NotFoundError, TransportError
 
 __all__ = ["EventClient", "EventRecorder"]
 
@@ -25,23 +25,8 @@ log = logging.getLogger("kokpit.runtime.events")
 Obj = dict[str, Any]
 
 
-class EventClient(Protocol):
-    async def create(
-        self, kind: Kind, obj: Obj, namespace: str | None = None, *, dry_run: bool = False
-    ) -> Obj: ...
-
-    async def patch(
-        self,
-        kind: Kind,
-        name: str,
-        body: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: Any = "merge",
-        subresource: str | None = None,
-        field_manager: str | None = None,
-        force: bool = False,
-    ) -> Obj: ...
+class EventClient(CanCreate, CanPatch, Protocol):
+    """What recording Events takes: create one, patch its count."""
 
 
 class EventRecorder:

@@ -6,28 +6,16 @@ each other's finalizers; a lost race surfaces as an API error and the reconcile 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-from kokpit.client import Kind
+from kokpit.client import CanPatch, Kind
 
 __all__ = ["FinalizerClient", "add_finalizer", "has_finalizer", "is_deleting", "remove_finalizer"]
 
 Obj = dict[str, Any]
 
 
-class FinalizerClient(Protocol):
-    async def patch(
-        self,
-        kind: Kind,
-        name: str,
-        body: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: Any = "merge",
-        subresource: str | None = None,
-        field_manager: str | None = None,
-        force: bool = False,
-    ) -> Obj: ...
+FinalizerClient = CanPatch  # adding and removing a finalizer is one guarded patch
 
 
 def has_finalizer(obj: Obj, finalizer: str) -> bool:

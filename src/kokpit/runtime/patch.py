@@ -11,30 +11,15 @@ from __future__ import annotations
 import copy
 from typing import Any, Protocol
 
-from kokpit.client import ConflictError, Kind
+from kokpit.client import CanGet, CanPatch, ConflictError, Kind
 
 __all__ = ["PatchClient", "PatchHelper", "merge_patch"]
 
 Obj = dict[str, Any]
 
 
-class PatchClient(Protocol):
-    async def get(
-        self, kind: Kind, name: str, namespace: str | None = None, *, subresource: str | None = None
-    ) -> Obj: ...
-
-    async def patch(
-        self,
-        kind: Kind,
-        name: str,
-        body: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: Any = "merge",
-        subresource: str | None = None,
-        field_manager: str | None = None,
-        force: bool = False,
-    ) -> Obj: ...
+class PatchClient(CanGet, CanPatch, Protocol):
+    """What the patch helper takes: patch, and read back after a conflict."""
 
 
 def merge_patch(old: Any, new: Any) -> Any:

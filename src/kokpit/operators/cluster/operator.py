@@ -52,6 +52,7 @@ from kokpit.client import (
     Kind,
     LeanPool,
     NotFoundError,
+    ObjectClient,
     TransportError,
 )
 from kokpit.operators.cluster._plan import (
@@ -191,20 +192,7 @@ class PodReadinessProber:
         return Probe(True, None, self.MESSAGE)
 
 
-class OperatorClient(Protocol):
-    """What the operator needs from :class:`kokpit.client.Client` (a fake in unit tests)."""
-
-    async def get(self, kind: Kind, name: str, namespace: str | None = None, *,
-                  subresource: str | None = None) -> Obj: ...
-
-    async def create(self, kind: Kind, obj: Obj, namespace: str | None = None, *,
-                     dry_run: bool = False) -> Obj: ...
-
-    async def patch(self, kind: Kind, name: str, body: Any, namespace: str | None = None, *,
-                    patch_type: Any = "merge", subresource: str | None = None,
-                    field_manager: str | None = None, force: bool = False) -> Obj: ...
-
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> Obj: ...
+OperatorClient = ObjectClient  # what a reconcile needs of kokpit.client.Client (a fake in unit tests)
 
 
 def cluster_key(obj: Obj) -> list[str]:

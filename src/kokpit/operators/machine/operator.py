@@ -22,7 +22,18 @@ from kokpit.api import MachineConditionType, MachineReason, MachineSpec
 from kokpit.api.machine import GROUP, VERSION, ComponentStatus
 from kokpit.api.machine import InstallState as ApiInstallState
 from kokpit.api.machine import RunState as ApiRunState
-from kokpit.client import CONFIGMAP, NODE, AlreadyExistsError, ApiError, ConflictError, Kind, TransportError
+from kokpit.client import (
+    CONFIGMAP,
+    NODE,
+    AlreadyExistsError,
+    ApiError,
+    CanCreate,
+    CanGet,
+    CanPatch,
+    ConflictError,
+    Kind,
+    TransportError,
+)
 from kokpit.nodes import (
     ComponentAction,
     ComponentSpec,
@@ -94,18 +105,8 @@ class OperatorOptions:
     progress_requeue: float = 30.0  # safety net while an action is in flight (the poller wakes us first)
 
 
-class OperatorClient(Protocol):
-    """What the operator needs from :class:`kokpit.client.Client` (a fake in unit tests)."""
-
-    async def get(self, kind: Kind, name: str, namespace: str | None = None, *,
-                  subresource: str | None = None) -> Obj: ...
-
-    async def create(self, kind: Kind, obj: Obj, namespace: str | None = None, *,
-                     dry_run: bool = False) -> Obj: ...
-
-    async def patch(self, kind: Kind, name: str, body: Any, namespace: str | None = None, *,
-                    patch_type: Any = "merge", subresource: str | None = None,
-                    field_manager: str | None = None, force: bool = False) -> Obj: ...
+class OperatorClient(CanGet, CanCreate, CanPatch, Protocol):
+    """What the reconcile needs of :class:`kokpit.client.Client` (a fake in unit tests)."""
 
 
 # ------------------------------------------------------------------------------------------ indexes
