@@ -9,22 +9,11 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from kokpit.apiserver.patch import json_merge_patch
 from kokpit.client import AlreadyExistsError, ApiError, ConflictError, Kind, NotFoundError
 from kokpit.runtime.informer import EventHandler, object_key
 
 Obj = dict[str, Any]
-
-
-def apply_merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = apply_merge(out.get(k), v)
-    return out
 
 
 class FakeClient:
@@ -109,7 +98,7 @@ class FakeClient:
             except jsonpatch.JsonPatchTestFailed as e:
                 raise ApiError(422, {"reason": "Invalid", "message": str(e)}) from e
         else:
-            new = apply_merge(cur, body)
+            new = json_merge_patch(cur, body)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = new
         return copy.deepcopy(new)

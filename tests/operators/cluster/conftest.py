@@ -10,24 +10,13 @@ from typing import Any
 import pytest
 
 from kokpit._lib.clock import FakeClock, format_time
+from kokpit.apiserver.patch import json_merge_patch
 from kokpit.client import AlreadyExistsError, Kind, NotFoundError
 from kokpit.operators.cluster import COMPONENT_LABEL, ClusterReconciler, OperatorOptions, Probe
 from kokpit.operators.cluster.operator import INDEXERS_CLUSTER, INDEXERS_OWNED
 from kokpit.runtime import EventRecorder, Request, Result, Store
 
 Obj = dict[str, Any]
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge(out.get(k), v)
-    return out
 
 
 class StoreClient:
@@ -86,7 +75,7 @@ class StoreClient:
                 if op["op"] in ("add", "replace") and op["path"] == "/metadata/finalizers":
                     new["metadata"]["finalizers"] = op["value"]
         else:
-            new = _merge(cur, body)
+            new = json_merge_patch(cur, body)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             st.delete(f"{new['metadata'].get('namespace')}/{name}" if kind.namespaced else name)

@@ -6,6 +6,7 @@ import copy
 import itertools
 from typing import Any
 
+from kokpit.apiserver.patch import json_merge_patch
 from kokpit.client import AlreadyExistsError, ConflictError, Kind, NotFoundError
 from kokpit.nodes import (
     ComponentAction,
@@ -128,18 +129,6 @@ class FakeDriver:
         return None
 
 
-def _merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge(out.get(k), v)
-    return out
-
-
 class StoreClient:
     """A client whose objects live in informer Stores (writes show up in the cache at once, like a watch)."""
 
@@ -189,7 +178,7 @@ class StoreClient:
         want_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
         if want_rv and want_rv != cur["metadata"].get("resourceVersion"):  # a precondition, as the server does
             raise ConflictError(409, {"reason": "Conflict"})
-        new = _merge(cur, body)
+        new = json_merge_patch(cur, body)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         st.put(new)
         return copy.deepcopy(new)
