@@ -3,23 +3,23 @@
 Reconciles mutate a copy of the cached object; :class:`PatchHelper` diffs it against the snapshot and sends
 JSON merge patches only for what differs (zero writes when nothing changed — the benchmark target is at
 most one write per reconcile).  Merge patches carry no resourceVersion, so a concurrent writer of other
-fields never causes a conflict; if the server still answers 409 the helper re-reads and retries.
+fields never causes a conflict; if the server still answers 409 (it gave up under contention) the helper
+resends the same patch: a merge patch carries no resourceVersion, so there is nothing to re-read.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Protocol
+from typing import Any
 
-from kokpit.client import CanGet, CanPatch, ConflictError, Kind
+from kokpit.client import CanPatch, ConflictError, Kind
 
 __all__ = ["PatchClient", "PatchHelper", "merge_patch"]
 
 Obj = dict[str, Any]
 
 
-class PatchClient(CanGet, CanPatch, Protocol):
-    """What the patch helper takes: patch, and read back after a conflict."""
+PatchClient = CanPatch  # the helper only ever patches
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -94,4 +94,3 @@ class PatchHelper:
                 attempt += 1
                 if attempt > self.max_conflict_retries:
                     raise
-                await self.client.get(self.kind, name, ns)  # refresh, then re-send the same intent

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from kokpit.nodes import ComponentSpec, ComponentState, InstallState, NodeState
 
-__all__ = ["IN_FLIGHT", "Step", "StepKind", "next_step"]
+__all__ = ["IN_FLIGHT", "Step", "StepKind", "converged", "next_step"]
 
 IN_FLIGHT = frozenset({InstallState.INSTALLING, InstallState.UPGRADING, InstallState.UNINSTALLING})
 
@@ -37,7 +37,8 @@ class Step:
     message: str = ""
 
 
-def _converged(cur: ComponentState | None, want: ComponentSpec) -> bool:
+def converged(cur: ComponentState | None, want: ComponentSpec) -> bool:
+    """Installed at the wanted version, nothing else in flight."""
     return (cur is not None and cur.install_state == InstallState.INSTALLED and cur.version == want.version
             and (not cur.target_version or cur.target_version == want.version))
 
@@ -54,7 +55,7 @@ def next_step(desired: list[ComponentSpec], node: NodeState, removal: list[str])
                         message=f"{flying.install_state} {name} {target}".strip())
     for want in desired:
         cur = node.components.get(want.name)
-        if _converged(cur, want):
+        if converged(cur, want):
             continue
         failed = cur is not None and cur.install_state == InstallState.FAILED
         upgrade = (cur is not None and bool(cur.version) and cur.version != want.version

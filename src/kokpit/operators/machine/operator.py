@@ -44,7 +44,7 @@ from kokpit.nodes import (
     NodeState,
     RunState,
 )
-from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind, next_step
+from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind, converged, next_step
 from kokpit.operators.machine._poller import NodeStatePoller
 from kokpit.operators.machine._reports import NODE_LABEL, OWN_TYPES, evaluate_gates, merge_reports
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
@@ -181,11 +181,6 @@ def _view(machine: Obj) -> Obj:
 
 def _has_health_check(spec: ComponentSpec) -> bool:
     return str(spec.health_check.get("type") or "none") != "none"
-
-
-def _is_converged(cur: ComponentState | None, want: ComponentSpec) -> bool:
-    return (cur is not None and cur.install_state == InstallState.INSTALLED and cur.version == want.version
-            and (not cur.target_version or cur.target_version == want.version))
 
 
 class MachineReconciler:
@@ -368,7 +363,7 @@ class MachineReconciler:
         # after a change: every converged component passes its health check once per version
         for want in res.components:
             cur = state.components.get(want.name)
-            if cur is not None and _is_converged(cur, want):
+            if cur is not None and converged(cur, want):
                 await self._post_check(obj, node, want, cur, mono)
         # remember failures the node reports (each new one counted once, with a Warning Event); a retry in
         # flight keeps the count (else every retry would be attempt 1 and the backoff would never grow)
@@ -536,7 +531,7 @@ class MachineReconciler:
         pending: list[str] = []
         for want in res.components:
             cur = comps.get(want.name)
-            if not _is_converged(cur, want):
+            if not converged(cur, want):
                 pending.append(f"{want.name} {want.version}")
                 continue
             assert cur is not None
@@ -573,7 +568,7 @@ class MachineReconciler:
         wanted = {c.name: c for c in res.components}
         for name, cur in sorted(state.components.items()):
             want = wanted.get(name)
-            if want is None or not _is_converged(cur, want):
+            if want is None or not converged(cur, want):
                 continue
             if cur.run_state != RunState.RUNNING:
                 return setc(False, R.COMPONENT_NOT_RUNNING, f"{name} is {cur.run_state}")
