@@ -716,7 +716,7 @@ def test_smp_added_finalizer_goes_first_like_kube() -> None:
 
 
 def test_copy_is_deep_and_handles_what_orjson_cannot() -> None:
-    from kokpit.apiserver.patch import _copy
+    from kokpit.apiserver.patch import deep_copy as _copy
 
     src = {"a": [{"b": 1}], "big": 2**70, "f": -0.0}
     out = _copy(src)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import logging
 import random
 import re
@@ -930,4 +929,3 @@ def _wants_yaml(accept: str) -> bool:
     return accept.startswith("application/yaml") and "json" not in accept
 
 
-_ = dt  # datetime is used through Rest.clock

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kokpit.apiserver import errors
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import PrinterColumn, ResourceType
@@ -452,7 +451,10 @@ class Controllers:
                 last_compact = time.monotonic()
                 try:
                     await self.store.compact()
-                    gc.freeze()  # objects that survived a compaction interval are long-lived: stop scanning them
+                    # objects that survived a compaction interval are long-lived: stop scanning them (collect
+                    # first: freezing moves uncollected cycles out of the collector's reach for good)
+                    gc.collect()
+                    gc.freeze()
                 except Exception:
                     log.exception("compaction failed")
 
@@ -473,4 +475,3 @@ def _version_priority(versions: list[str]) -> list[str]:
     return sorted(versions, key=key)
 
 
-_ = errors

@@ -18,11 +18,9 @@ __all__ = [
     "conflict",
     "expired",
     "forbidden",
-    "gone",
     "internal",
     "invalid",
     "method_not_allowed",
-    "not_acceptable",
     "not_found",
     "too_large",
     "unauthorized",
@@ -145,10 +143,6 @@ def method_not_allowed(message: str) -> APIError:
     return APIError(405, "MethodNotAllowed", message)
 
 
-def not_acceptable(message: str) -> APIError:
-    return APIError(406, "NotAcceptable", message)
-
-
 def unsupported_media_type(content_type: str) -> APIError:
     return APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
                     f"accepted media types include: application/json, application/yaml, "
@@ -163,10 +157,6 @@ def too_large(limit: int) -> APIError:
 def expired(message: str) -> APIError:
     """410 Expired: a watch or continue token from before the compaction window."""
     return APIError(410, "Expired", message)
-
-
-def gone(message: str) -> APIError:
-    return APIError(410, "Gone", message)
 
 
 def internal(message: str) -> APIError:

@@ -77,14 +77,6 @@ class Registry:
     def has_group_version(self, group: str, version: str) -> bool:
         return version in self._version_order.get(group, [])
 
-    def by_kind(self, group: str, kind: str) -> ResourceType | None:
-        """The preferred-version type of a kind, e.g. for ownerReferences and event objects."""
-        for v in self._version_order.get(group, []):
-            for (g, ver, _p), rt in self._by_gvr.items():
-                if g == group and ver == v and rt.kind == kind:
-                    return rt
-        return None
-
     def storage_types(self) -> dict[str, ResourceType]:
         """One type per storage bucket (the storage version for custom resources), keyed by prefix."""
         out: dict[str, ResourceType] = {}
@@ -159,12 +151,3 @@ class Registry:
                 resources.append(s)
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
-
-    def find(self, name: str) -> list[ResourceType]:
-        """Types matching a plural, singular, kind or short name (case-insensitive), e.g. for the CLI."""
-        n = name.lower()
-        out = []
-        for rt in self._by_gvr.values():
-            if n in (rt.plural, rt.singular, rt.kind.lower()) or n in rt.short_names:
-                out.append(rt)
-        return out

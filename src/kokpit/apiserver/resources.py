@@ -76,9 +76,14 @@ class ResourceType:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
     def group_resource(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def serves_stored_form(self) -> bool:
+        """Whether the object as stored is the object as this type serves it (no conversion, not even the
+        apiVersion of another served version): reads can then hand out stored bytes and dicts as they are."""
+        return self.from_storage is None and (self.crd_name is None or self.version == self.storage_version)
 
     @property
     def store_prefix(self) -> str:
@@ -91,8 +96,3 @@ class ResourceType:
         if self.namespaced:
             return f"{self.store_prefix}{namespace}/{name}"
         return f"{self.store_prefix}{name}"
-
-    def prefix(self, namespace: str | None) -> str:
-        if self.namespaced and namespace:
-            return f"{self.store_prefix}{namespace}/"
-        return self.store_prefix

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -225,7 +224,6 @@ class Store:
         self.commits = 0
         self.rows_written = 0
         self._closed = False
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -579,9 +577,3 @@ class Store:
         for bucket, b in list(self._buckets.items()):
             for sub, e in list(b.items.items()):
                 yield bucket + sub, e
-
-    def buckets(self) -> list[str]:
-        return list(self._buckets)
-
-    def history_start(self) -> int:
-        return self._history_rvs[0] if self._history_rvs else self.revision + 1
