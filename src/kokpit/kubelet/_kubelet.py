@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.clock import format_micro_time, format_time
 from kokpit.client import (
     CONFIGMAP,
@@ -810,15 +811,8 @@ class Kubelet:
         await self.pending.stop()
         await self._bind_queue.shutdown()
         await self._sim_queue.shutdown()
-        for t in self._tasks:
-            t.cancel()
-        for w in list(self.workers.values()):
-            if w.task is not None:
-                w.task.cancel()
-        tasks = [*self._tasks, *(w.task for w in self.workers.values() if w.task is not None)]
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        # cancel_and_wait: a cancellation swallowed by wait_for (Python 3.11) would hang a plain await
+        await cancel_and_wait([*self._tasks, *(w.task for w in self.workers.values() if w.task is not None)])
         if stop_pods:  # all at once: one slow Pod's grace period must not add up with the next one's
             async def stop(w: _PodWorker) -> None:
                 grace = float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 0)

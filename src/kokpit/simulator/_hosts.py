@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.clock import format_time
 from kokpit.nodes.driver import (
     ComponentAction,
@@ -36,7 +37,6 @@ from kokpit.nodes.driver import (
     NodeState,
     RunState,
 )
-from kokpit.simulator._aio import cancel_and_wait
 
 __all__ = [
     "CRITICAL_COMPONENTS",

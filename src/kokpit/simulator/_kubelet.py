@@ -18,6 +18,7 @@ import random
 import time
 from typing import Any
 
+from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
 from kokpit.client import (
     LEASE,
@@ -29,7 +30,6 @@ from kokpit.client import (
     TransportError,
 )
 from kokpit.runtime import ShutDownError, WorkQueue
-from kokpit.simulator._aio import cancel_and_wait
 from kokpit.simulator._hosts import Host, HostBook
 
 __all__ = ["LEASE_NAMESPACE", "SIMULATED_LABEL", "Kubelets", "node_ip", "pod_cidr"]

@@ -19,9 +19,9 @@ from typing import IO, Any
 
 import uvicorn
 
+from kokpit._lib.aio import cancel_and_wait
 from kokpit.client import NODE, POD, Client
 from kokpit.runtime import Handlers, InformerFactory
-from kokpit.simulator._aio import cancel_and_wait
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
 from kokpit.simulator._kubelet import SIMULATED_LABEL, Kubelets
