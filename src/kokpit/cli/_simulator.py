@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from kokpit.cli._common import fail, setup_logging
+
 __all__ = ["parse_duration", "simulator_app"]
 
 simulator_app = typer.Typer(add_completion=False, help="Simulated hosts: Nodes, Leases, pods, component "
@@ -28,11 +30,6 @@ def parse_duration(text: str) -> float:
     if not m:
         raise typer.BadParameter(f"{text!r} is not a duration (try 10s, 500ms, 1m)")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
 
 
 @simulator_app.callback(invoke_without_command=True)
@@ -64,19 +61,13 @@ def simulator(
     """Run N simulated hosts (bare form), or a subcommand against a running simulator."""
     if ctx.invoked_subcommand is not None:
         return
-    import logging
-    import sys
-
     from kokpit.simulator import FailRule, SimulatorOptions, run
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2"):  # one line per request would drown everything at thousands of nodes
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    setup_logging(verbose, quiet_http=True)
     try:
         rules = [FailRule.parse(r) for r in fail_component or []]
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
         return
     opts = SimulatorOptions(kubeconfig=kubeconfig, nodes=nodes, seed=seed,
                             lease_period=parse_duration(lease_period), lease_jitter=lease_jitter,
@@ -85,11 +76,11 @@ def simulator(
                             install_seconds=install_seconds, fail_probability=fail_probability,
                             fail_rules=rules, binder=binder)
     if opts.lease_period <= 0:
-        _fail("--lease-period must be positive")
+        fail("--lease-period must be positive")
     try:
         run(opts)
     except RuntimeError as e:
-        _fail(str(e))
+        fail(str(e))
     except KeyboardInterrupt:
         pass
 
@@ -110,7 +101,7 @@ def _driver_call(url: str, fn: str, *args: Any) -> Any:
     try:
         return asyncio.run(go())
     except DriverError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @simulator_app.command("fault")
@@ -125,7 +116,7 @@ def fault(
     from kokpit.simulator import FAULT_TYPES
 
     if kind not in FAULT_TYPES:
-        _fail(f"--type must be one of {', '.join(FAULT_TYPES)} (got {kind!r})")
+        fail(f"--type must be one of {', '.join(FAULT_TYPES)} (got {kind!r})")
     typer.echo(json.dumps(_driver_call(url, "fault", node, kind, component, version), indent=2))
 
 

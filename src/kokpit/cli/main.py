@@ -6,26 +6,16 @@ Pod, or in a test.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import typer
+
+from kokpit.cli._common import fail, setup_logging
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="kokpit: final-state fleet management for Kubernetes (Kube on Kube).")
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -59,9 +49,9 @@ def apiserver(
     """Run the embedded Kubernetes-compatible API server."""
     from kokpit.apiserver.server import DataDirInUse, ServerOptions, run
 
-    _logging(verbose)
+    setup_logging(verbose)
     if not (0 <= port <= 65535):
-        _fail(f"--port must be between 0 and 65535 (got {port})")
+        fail(f"--port must be between 0 and 65535 (got {port})")
     try:
         run(ServerOptions(data_dir=data_dir, host=host, port=port, kubeconfig=kubeconfig,
                           version_label=version_label, tls=not insecure_http,
@@ -70,9 +60,9 @@ def apiserver(
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
                           token_file=token_file, standby=standby, instance=instance_name))
     except DataDirInUse as e:
-        _fail(f"{e}; stop it first or pass another --data-dir")
+        fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:
-        _fail(str(e))
+        fail(str(e))
     except KeyboardInterrupt:
         pass
 
@@ -148,11 +138,8 @@ def machine_operator(
     from kokpit.operators.machine import OperatorOptions, run_operator
 
     if kubeconfig is not None and not kubeconfig.is_file():
-        _fail(f"kubeconfig {kubeconfig} not found")
-    _logging(verbose)
-    if not verbose:  # one line per HTTP request would cost more than the work at fleet scale
-        for noisy in ("httpx", "httpx2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        fail(f"kubeconfig {kubeconfig} not found")
+    setup_logging(verbose, quiet_http=True)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
                            fast_poll=fast_poll, slow_poll=slow_poll)
     try:
@@ -184,11 +171,8 @@ def kubelet_cmd(
     from kokpit.kubelet import KubeletOptions, run_kubelet
 
     if kubeconfig is not None and not kubeconfig.is_file():
-        _fail(f"kubeconfig {kubeconfig} not found")
-    _logging(verbose)
-    if not verbose:
-        for noisy in ("httpx", "httpx2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        fail(f"kubeconfig {kubeconfig} not found")
+    setup_logging(verbose, quiet_http=True)
     opts = KubeletOptions(data_dir=data_dir, node_name=node_name, simulate=simulate, log_port=port,
                           bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap)
     try:
@@ -229,14 +213,11 @@ def cluster_operator(
     from kokpit.operators.cluster import OperatorOptions, run_operator
 
     if kubeconfig is not None and not kubeconfig.is_file():
-        _fail(f"kubeconfig {kubeconfig} not found")
+        fail(f"kubeconfig {kubeconfig} not found")
     lo, _, hi = port_range.partition("-")
     if not (lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
-        _fail(f"--port-range must look like 30000-32767 (got {port_range})")
-    _logging(verbose)
-    if not verbose:
-        for noisy in ("httpx", "httpx2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        fail(f"--port-range must look like 30000-32767 (got {port_range})")
+    setup_logging(verbose, quiet_http=True)
     opts = OperatorOptions(workers=workers, data_root=data_root, port_range=(int(lo), int(hi)),
                            extra_sans=tuple(apiserver_san or ()), unhealthy_timeout=unhealthy_timeout,
                            release_timeout=release_timeout, trust_pod_readiness=trust_pod_readiness)
@@ -259,9 +240,9 @@ def remove_cluster_data(
     import shutil
 
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 253:
-        _fail(f"--name must be a Cluster name (lowercase letters, digits and '-'), got {name!r}")
+        fail(f"--name must be a Cluster name (lowercase letters, digits and '-'), got {name!r}")
     if not root.is_dir():
-        _fail(f"--root {root} is not a folder")
+        fail(f"--root {root} is not a folder")
     target = root / name
     if not target.exists():
         print(f"nothing to remove: {target} does not exist")

@@ -14,7 +14,7 @@ from typing import Any
 
 from kokpit._lib.clock import Clock, RealClock, format_time
 from kokpit.client import POD, ApiError, Client, ConflictError, NotFoundError
-from kokpit.runtime import Controller, Handlers, Informer, Request, Result
+from kokpit.runtime import Controller, Handlers, Informer, Request, Result, is_true
 from kokpit.simulator._hosts import HostBook
 from kokpit.simulator._kubelet import node_ip, pod_cidr
 
@@ -32,11 +32,9 @@ def _key_request(key: str) -> Request:
     return Request(ns, name)
 
 
-def _is_ready(node: Obj) -> bool:
-    for c in (node.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return bool(c.get("status") == "True")
-    return False
+def _ready(obj: Obj) -> bool:
+    """The Ready condition of a Node or a Pod."""
+    return is_true((obj.get("status") or {}).get("conditions"), "Ready")
 
 
 def _tolerates(pod: Obj, taint: Obj) -> bool:
@@ -103,7 +101,7 @@ class PodRunner:
         phase = status.get("phase") or "Pending"
         if phase in TERMINAL:
             return None
-        ready = _pod_ready(pod)
+        ready = _ready(pod)
         now = format_time(self._clock.now())
         if host.healthy:
             if phase == "Running" and ready:
@@ -164,13 +162,6 @@ class PodRunner:
         containers = [{**cs, "ready": False} for cs in (pod.get("status") or {}).get("containerStatuses") or []]
         return {"status": {"conditions": self._conditions("False", now, pod), "containerStatuses": containers,
                            "message": f"node is not ready: {message}"}}
-
-
-def _pod_ready(pod: Obj) -> bool:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return bool(c.get("status") == "True")
-    return False
 
 
 def _ensure_index(inf: Informer, name: str, fn: Any) -> None:
@@ -243,7 +234,7 @@ class Binder:
     def _eligible_node(self, name: str, node: Obj) -> bool:
         """What a scheduler can know — the API's view, not the simulator's: a silently hung node still
         looks Ready and gets pods (which then never start), exactly the signal fault detection needs."""
-        return name in self.book.hosts and not (node.get("spec") or {}).get("unschedulable") and _is_ready(node)
+        return name in self.book.hosts and not (node.get("spec") or {}).get("unschedulable") and _ready(node)
 
     def pick(self, pod: Obj) -> str | None:
         spec = pod.get("spec") or {}
