@@ -32,7 +32,7 @@ from kokpit.runtime.informer import (
 from kokpit.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from kokpit.runtime.manager import Manager
 from kokpit.runtime.metrics import RuntimeMetrics
-from kokpit.runtime.patch import PatchHelper, merge_patch
+from kokpit.runtime.patch import PatchHelper, merge_patch, reconcile_view
 from kokpit.runtime.workqueue import ShutDownError, WorkQueue, default_rate_limiter
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "merge_patch",
     "object_key",
     "owner_mapper",
+    "reconcile_view",
     "remove_condition",
     "remove_finalizer",
     "set_condition",

@@ -14,7 +14,7 @@ from typing import Any
 
 from kokpit.client import CanPatch, ConflictError, Kind
 
-__all__ = ["PatchClient", "PatchHelper", "merge_patch"]
+__all__ = ["PatchClient", "PatchHelper", "merge_patch", "reconcile_view"]
 
 Obj = dict[str, Any]
 
@@ -37,6 +37,20 @@ def merge_patch(old: Any, new: Any) -> Any:
                 out[k] = merge_patch(old[k], v)
             else:
                 out[k] = copy.deepcopy(v)
+    return out
+
+
+_VIEW_META = ("name", "namespace", "uid", "generation", "resourceVersion", "labels", "annotations", "finalizers")
+
+
+def reconcile_view(obj: Obj, kind: Kind) -> Obj:
+    """The parts of a cached object a reconcile reads or writes — spec, status and the identifying
+    metadata, without managedFields — as a new top level (cheaper for :class:`PatchHelper` to snapshot)."""
+    meta = obj.get("metadata") or {}
+    out: Obj = {k: obj[k] for k in ("spec", "status") if k in obj}
+    out["apiVersion"] = obj.get("apiVersion") or kind.api_version
+    out["kind"] = obj.get("kind") or kind.kind
+    out["metadata"] = {k: meta[k] for k in _VIEW_META if k in meta}
     return out
 
 

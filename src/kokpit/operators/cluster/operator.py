@@ -83,6 +83,7 @@ from kokpit.runtime import (
     find_condition,
     has_finalizer,
     is_deleting,
+    reconcile_view,
     remove_finalizer,
     set_object_condition,
 )
@@ -279,7 +280,7 @@ class ClusterReconciler:
             return await self._teardown(raw, names)
         if not has_finalizer(raw, FINALIZER):
             raw = await add_finalizer(self.client, CLUSTER, raw, FINALIZER)
-        helper = PatchHelper(self.client, CLUSTER, _view(raw))
+        helper = PatchHelper(self.client, CLUSTER, reconcile_view(raw, CLUSTER))
         obj = helper.obj
         status = obj.setdefault("status", {})
         now = self.clock.now()
@@ -803,7 +804,7 @@ class ClusterReconciler:
         cur = find_condition((raw.get("status") or {}).get("conditions"), CT.READY) or {}
         if cur.get("reason") == R.REMOVING_DATA and cur.get("message") == message:
             return
-        helper = PatchHelper(self.client, CLUSTER, _view(raw))
+        helper = PatchHelper(self.client, CLUSTER, reconcile_view(raw, CLUSTER))
         set_object_condition(helper.obj, CT.READY, False, R.REMOVING_DATA, message, now=self.clock.now())
         _stamp(helper.obj, "Deleting")
         with contextlib.suppress(NotFoundError):
@@ -859,16 +860,6 @@ def _stamp(obj: Obj, phase: str) -> None:
     if gen is not None:
         status["observedGeneration"] = int(gen)
     status["phase"] = phase
-
-
-def _view(cluster: Obj) -> Obj:
-    meta = cluster.get("metadata") or {}
-    out: Obj = {k: cluster[k] for k in ("spec", "status") if k in cluster}
-    out["apiVersion"] = cluster.get("apiVersion") or CLUSTER.api_version
-    out["kind"] = cluster.get("kind") or CLUSTER.kind
-    out["metadata"] = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion",
-                                            "labels", "annotations", "finalizers") if k in meta}
-    return out
 
 
 class ClusterOperator:

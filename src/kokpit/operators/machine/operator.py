@@ -59,8 +59,8 @@ from kokpit.runtime import (
     Store,
     field_indexer,
     find_condition,
+    reconcile_view,
     remove_condition,
-    set_condition,
     set_object_condition,
 )
 from kokpit.runtime.informer import strip_managed_fields
@@ -168,17 +168,6 @@ def _node_ready(node: Obj | None) -> tuple[bool, str, str]:
     return True, R.READY, ""
 
 
-def _view(machine: Obj) -> Obj:
-    """The parts of a cached Machine a reconcile reads or writes (no managedFields: cheaper to copy)."""
-    meta = machine.get("metadata") or {}
-    out: Obj = {k: machine[k] for k in ("spec", "status") if k in machine}
-    out["apiVersion"] = machine.get("apiVersion") or MACHINE.api_version
-    out["kind"] = machine.get("kind") or MACHINE.kind
-    out["metadata"] = {k: meta[k] for k in ("name", "uid", "generation", "resourceVersion", "labels",
-                                            "annotations") if k in meta}
-    return out
-
-
 def _has_health_check(spec: ComponentSpec) -> bool:
     return str(spec.health_check.get("type") or "none") != "none"
 
@@ -231,7 +220,7 @@ class MachineReconciler:
                     self._health.pop((node, comp), None)
                     self._failures.pop((node, comp), None)
             return None
-        helper = PatchHelper(self.client, MACHINE, _view(raw))
+        helper = PatchHelper(self.client, MACHINE, reconcile_view(raw, MACHINE))
         obj = helper.obj
         now = self.clock.now()
         try:
@@ -587,10 +576,8 @@ class MachineReconciler:
             t = str(c.get("type"))
             if t not in OWN_TYPES and t not in reports:
                 remove_condition(conds, t)
-        gen = (obj.get("metadata") or {}).get("generation")
         for t, r in sorted(reports.items()):
-            set_condition(conds, t, r.status, r.reason, r.message,
-                          observed_generation=int(gen) if gen is not None else None, now=now)
+            set_object_condition(obj, t, r.status, r.reason, r.message, now=now)
             synced = find_condition(conds, t)
             assert synced is not None
             synced["source"] = r.source
