@@ -135,9 +135,8 @@ async def test_resume_after_server_kill_and_restart(apiserver: ApiServerProcess,
     run = asyncio.create_task(mgr.run())
     await eventually(lambda: all(reconciled.get(f"o{i}") == "1" for i in range(5)))
 
-    await asyncio.to_thread(apiserver.kill)
-    await asyncio.sleep(0.3)  # the informer notices and backs off while the server is gone
-    await asyncio.to_thread(apiserver.start)
+    await asyncio.to_thread(apiserver.kill)  # the informer's watch breaks; it retries with backoff until
+    await asyncio.to_thread(apiserver.start)  # the server answers again (start waits for /readyz: seconds)
     await client.patch(CONFIGMAP, "o1", {"data": {"v": "2"}}, "default")
     await client.delete(CONFIGMAP, "o2", "default")
     await client.create(CONFIGMAP, {"metadata": {"name": "o9", "namespace": "default"}, "data": {"v": "3"}})

@@ -153,6 +153,7 @@ async def test_shutdown_wakes_workers() -> None:
     q: WorkQueue[str] = WorkQueue("t")
     getter = asyncio.create_task(q.get())
     await asyncio.sleep(0)
+    assert not getter.done()  # it is waiting: the shutdown below must be what ends it
     await q.shutdown()
     with pytest.raises(ShutDownError):
         await getter

@@ -246,7 +246,11 @@ async def test_machines_created_for_nodes_only_when_asked(apiserver: ApiServerPr
     driver.add_node("x1")
     async with running_operator(apiserver, driver) as env:
         await make_node(env.client, "x1")
-        await asyncio.sleep(0.3)  # give a wrongly-eager operator the chance to misbehave
+
+        async def seen_and_idle() -> bool:  # the operator has seen the Node and has nothing left to do
+            node = env.operator.node_informer.store.get_by_name("x1")
+            return node is not None and len(env.operator.controller.queue) == 0
+        await wait_for(seen_and_idle, "the operator to see Node x1 and go idle")
         with pytest.raises(NotFoundError):
             await env.machine("x1")
     opts = OperatorOptions(**{**FAST.__dict__, "create_machines_for_nodes": True})
