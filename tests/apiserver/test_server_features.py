@@ -150,3 +150,45 @@ def test_a_tightened_crd_schema_ratchets_unchanged_values(apiserver: ApiServerPr
     assert code == 422 and "spec.tags" in err["message"], err
     code, ok = patch({"name": "ok", "tags": ["z"]})
     assert code == 200 and ok["spec"] == {"name": "ok", "tags": ["z"], "size": 2}, ok
+
+
+def test_deleting_a_crd_removes_its_resources_cluster_scoped_too(apiserver: ApiServerProcess) -> None:
+    """The CRD's cleanup finalizer deletes every resource, then the CRD goes (kube's customresourcecleanup) —
+    for cluster-scoped resources as for namespaced ones."""
+    for scope, plural in (("Cluster", "globals"), ("Namespaced", "locals")):
+        crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": f"{plural}.test.kokpit.io"},
+               "spec": {"group": "test.kokpit.io", "scope": scope,
+                        "names": {"plural": plural, "singular": plural[:-1], "kind": plural[:-1].title()},
+                        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+        code, body = post(apiserver, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        assert code == 201, body
+        base = "/apis/test.kokpit.io/v1" + ("/namespaces/default" if scope == "Namespaced" else "") + f"/{plural}"
+        wait_until(lambda base=base: apiserver.request("GET", base)[0] == 200, 10, f"{plural} served")
+        code, body = post(apiserver, base, {"apiVersion": "test.kokpit.io/v1", "kind": plural[:-1].title(),
+                                            "metadata": {"name": "one"}})
+        assert code == 201, body
+        crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.test.kokpit.io"
+        assert apiserver.request("DELETE", crd_path)[0] == 200
+        wait_until(lambda crd_path=crd_path: apiserver.request("GET", crd_path)[0] == 404, 10,
+                   f"the {scope} CRD gone once its resources are")
+
+
+def test_a_crd_created_with_a_status_is_served(apiserver: ApiServerProcess) -> None:
+    """A CRD exported from another cluster carries status (Established): the server resets status on
+    create, as kube does, and serves the type once it has established it itself."""
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "exports.test.kokpit.io"},
+           "spec": {"group": "test.kokpit.io", "scope": "Namespaced",
+                    "names": {"plural": "exports", "singular": "export", "kind": "Export"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+           "status": {"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                                      "lastTransitionTime": "2020-01-01T00:00:00Z", "message": "old"}],
+                      "acceptedNames": {"plural": "exports", "kind": "Export"}, "storedVersions": ["v1"]}}
+    code, body = post(apiserver, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert code == 201, body
+    assert "status" not in body or body["status"].get("conditions", [{}])[0].get("message") != "old", body
+    wait_until(lambda: apiserver.request("GET", "/apis/test.kokpit.io/v1/namespaces/default/exports")[0] == 200,
+               10, "the CRD served")

@@ -178,8 +178,9 @@ class Controllers:
                 okey = self._uids.get(ref.get("uid", ""))
                 if okey:
                     self._enqueue("object", okey)
-            if ev.key.startswith(CRD_BUCKET) or ev.key.count("/") >= 4:
-                self._enqueue_namespace_of(ev.key)
+            # a terminating namespace or CRD may be done now (any key: cluster-scoped custom resources have
+            # only three slashes, and guessing from the key's shape left their CRD terminating for good)
+            self._enqueue_namespace_of(ev.key)
             return
         self._index(ev.key, ev.entry.obj)
         if ev.key.startswith(EVENT_BUCKET):
