@@ -33,7 +33,7 @@ from kokpit.apiserver.rest import (
     Rest,
     WriteOptions,
 )
-from kokpit.apiserver.storage.store import DELETED, Event, Store
+from kokpit.apiserver.storage.store import DELETED, Event, Store, split_key
 
 __all__ = ["Controllers", "crd_resource_types"]
 
@@ -309,8 +309,7 @@ class Controllers:
                                   WriteOptions(field_manager="kokpit-apiserver", field_validation="Ignore"))
 
     def _type_for_key(self, key: str) -> ResourceType | None:
-        bucket = key[: key.index("/", key.index("/", 1) + 1) + 1]
-        return self.registry.storage_types().get(bucket)
+        return self.registry.storage_types().get(split_key(key)[0])
 
     # ------------------------------------------------------------------ namespaces
     async def _reconcile_namespace(self, key: str) -> None:

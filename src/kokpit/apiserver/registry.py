@@ -26,6 +26,7 @@ class Registry:
         self._by_gvr: dict[tuple[str, str, str], ResourceType] = {}
         self._version_order: dict[str, list[str]] = {}
         self._cache: dict[str, bytes] = {}
+        self._storage_types: dict[str, ResourceType] | None = None
         self.generation = 0
 
     # ------------------------------------------------------------------ mutation
@@ -55,6 +56,7 @@ class Registry:
 
     def _changed(self) -> None:
         self._cache.clear()
+        self._storage_types = None
         self.generation += 1
 
     # ------------------------------------------------------------------ lookup
@@ -78,7 +80,10 @@ class Registry:
         return version in self._version_order.get(group, [])
 
     def storage_types(self) -> dict[str, ResourceType]:
-        """One type per storage bucket (the storage version for custom resources), keyed by prefix."""
+        """One type per storage bucket (the storage version for custom resources), keyed by prefix; built once
+        per change of the registry (the garbage collector asks for every dependent it looks at)."""
+        if self._storage_types is not None:
+            return self._storage_types
         out: dict[str, ResourceType] = {}
         for rt in self._by_gvr.values():
             if rt.to_storage is not None:
@@ -86,6 +91,7 @@ class Registry:
             cur = out.get(rt.store_prefix)
             if cur is None or (rt.storage_version and rt.version == rt.storage_version):
                 out[rt.store_prefix] = rt
+        self._storage_types = out
         return out
 
     # ------------------------------------------------------------------ discovery

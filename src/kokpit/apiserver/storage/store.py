@@ -70,7 +70,8 @@ class Entry:
 
     __slots__ = ("_obj", "raw", "rv")
 
-    def __init__(self, rv: int, obj: dict[str, Any], raw: bytes) -> None:
+    def __init__(self, rv: int, obj: dict[str, Any] | None, raw: bytes) -> None:
+        """``obj`` None: a cold entry from the start (parsed on use), as history read from disk is."""
         self.rv = rv
         self._obj: dict[str, Any] | None = obj
         self.raw = raw
@@ -85,6 +86,11 @@ class Entry:
 
     def release(self) -> None:
         self._obj = None
+
+    def warm(self) -> None:
+        """Keep the parsed form (a live object)."""
+        if self._obj is None:
+            self._obj = orjson.loads(self.raw)
 
     def copy(self) -> dict[str, Any]:
         result: dict[str, Any] = orjson.loads(self.raw)
@@ -246,16 +252,13 @@ class Store:
         rv = 0
         for rid, key, created, deleted, _prev, value in db.execute(
                 "SELECT id, key, created, deleted, prev_revision, value FROM log ORDER BY id"):
-            raw = bytes(value)
-            entry = Entry(rid, orjson.loads(raw), raw)
+            entry = Entry(rid, None, bytes(value))  # parsed below only if it is still live at the end
             prev = latest.get(key)
             if prev is not None:
                 self._superseded.append((rid, prev.rv))
-                prev.release()  # history read from disk is cold at once
             if deleted:
                 latest.pop(key, None)
                 self._superseded.append((rid, rid))
-                entry.release()
             else:
                 latest[key] = entry
             if rid > self.compact_revision:
@@ -264,6 +267,7 @@ class Store:
                 self._history_rvs.append(rid)
             rv = rid
         for key, entry in latest.items():
+            entry.warm()
             bucket, sub = split_key(key)
             self._bucket(bucket).put(sub, entry)
         self.revision = max(rv, self.compact_revision)
