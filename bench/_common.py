@@ -15,8 +15,11 @@ import platform
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from kokpit.client import Client, Kind, ResourceExpiredError
 
 __all__ = [
     "NOTES_MARKER",
@@ -24,12 +27,14 @@ __all__ = [
     "cores",
     "cpu_seconds",
     "fmt_cores",
+    "follow",
     "log_issues",
     "machine_load",
     "ok",
     "pressure",
     "replace_section",
     "status_mb",
+    "tail_file",
 ]
 
 _DOCS_PREAMBLE = ("# Benchmarks\n\nFigures measured by the scripts under `bench/`, each section with the command "
@@ -161,3 +166,28 @@ def replace_section(path: Path, section: str, command: str, setup: str, lines: l
         text = text[: m.start()] + new + ("\n" if nxt else "") + text[end:]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def tail_file(path: Path, n: int = 3000) -> str:
+    """The last ``n`` bytes of a process log (for error messages), or "" if there is none."""
+    return path.read_bytes()[-n:].decode(errors="replace") if path.exists() else ""
+
+
+async def follow(client: Client, kind: Kind, see: Callable[..., None],
+                 on_event: Callable[[], None] | None = None) -> None:
+    """List (paginated) then watch ``kind``, relisting on 410, until cancelled: ``see(obj)`` for listed
+    objects, ``see(obj, deleted)`` for watched ones (``on_event`` counts those)."""
+    while True:
+        lst = await client.list(kind, limit=500)
+        for o in lst.items:
+            see(o)
+        try:
+            async for ev in client.watch_resumable(kind, resource_version=lst.resource_version,
+                                                   timeout_seconds=300):
+                if ev.type == "BOOKMARK":
+                    continue
+                if on_event is not None:
+                    on_event()
+                see(ev.object, ev.type == "DELETED")
+        except ResourceExpiredError:
+            continue

@@ -61,10 +61,14 @@ from _common import (
     ok,
     replace_section,
     status_mb,
+    tail_file,
+)
+from _common import (
+    follow as _follow,
 )
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
-from kokpit.client import NAMESPACE, NODE, Client, ResourceExpiredError
+from kokpit.client import NAMESPACE, NODE, Client
 from kokpit.operators.cluster import CLUSTER, CPV
 
 __all__ = ["main"]
@@ -201,20 +205,6 @@ class Tracker:
     def ready_on(self, version: str) -> int:
         return sum(1 for r, v, cur in self.clusters.values() if r and v == version and cur)
 
-    async def follow(self, client: Client) -> None:
-        """List (paginated) then watch, relisting on 410, until cancelled."""
-        while True:
-            lst = await client.list(CLUSTER, limit=500)
-            for o in lst.items:
-                self.see(o)
-            try:
-                async for ev in client.watch_resumable(CLUSTER, resource_version=lst.resource_version,
-                                                       timeout_seconds=300):
-                    if ev.type != "BOOKMARK":
-                        self.see(ev.object, ev.type == "DELETED")
-            except ResourceExpiredError:
-                continue
-
 
 # ---------------------------------------------------------------------------------------------- results
 @dataclass
@@ -285,9 +275,8 @@ class Bench:
             "--data-root", str(self.tmp / "clusters"), "--port-range", f"20000-{min(hi, 65535)}",
             "--metrics-port", str(self.metrics_port), "--trust-pod-readiness"])
 
-    def tail(self, name: str, n: int = 3000) -> str:
-        p = self.tmp / name
-        return p.read_bytes()[-n:].decode(errors="replace") if p.exists() else ""
+    def tail(self, name: str) -> str:
+        return tail_file(self.tmp / name)
 
     def stop_all(self) -> None:
         for s in self.spies:
@@ -414,7 +403,7 @@ class Bench:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"operator not ready after 60 s:\n{self.tail('operator.log')}")
                 await asyncio.sleep(0.2)
-            follow = asyncio.create_task(self.tracker.follow(client))
+            follow = asyncio.create_task(_follow(client, CLUSTER, self.tracker.see))
             res.load_start = machine_load()
             print(f"machine at measurement start: {res.load_start}", flush=True)
 

@@ -57,10 +57,14 @@ from _common import (
     ok,
     replace_section,
     status_mb,
+    tail_file,
+)
+from _common import (
+    follow as _follow,
 )
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
-from kokpit.client import LEASE, NODE, Client, Kind, ResourceExpiredError
+from kokpit.client import LEASE, NODE, Client
 from kokpit.operators.machine import MACHINE, MPV
 from kokpit.simulator import node_names
 
@@ -150,6 +154,9 @@ class Tracker:
     events: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def count_event(self) -> None:
+        self.events += 1
+
     def see_machine(self, obj: dict[str, Any], deleted: bool = False) -> None:
         name = obj["metadata"]["name"]
         if deleted:
@@ -182,22 +189,6 @@ class Tracker:
     def kubelets(self, version: str) -> int:
         want = f"v{version}"
         return sum(1 for name, (_s, kv) in self.nodes.items() if kv == want and name in self.machines)
-
-    async def follow(self, client: Client, kind: Kind, see: Any) -> None:
-        """List (paginated) then watch, relisting on 410, until cancelled."""
-        while True:
-            lst = await client.list(kind, limit=500)
-            for o in lst.items:
-                see(o)
-            try:
-                async for ev in client.watch_resumable(kind, resource_version=lst.resource_version,
-                                                       timeout_seconds=300):
-                    if ev.type == "BOOKMARK":
-                        continue
-                    self.events += 1
-                    see(ev.object, ev.type == "DELETED")
-            except ResourceExpiredError:
-                continue
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -303,8 +294,9 @@ class Bench:
                "--name-prefix", PREFIX]
         t0 = time.monotonic()
         c0 = self.procs.cpu()
-        self.sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.tmp / "simulator.log", "wb"),
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with open(self.tmp / "simulator.log", "wb") as log:  # the child keeps its own copy of the fd
+            self.sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs.pids["simulator"] = self.sim.pid
         assert self.sim.stdout is not None
         line = self.sim.stdout.readline().decode()
@@ -321,13 +313,13 @@ class Bench:
         cmd = [sys.executable, "-m", "kokpit.cli.main", "machine-operator", "--kubeconfig",
                str(self.api.kubeconfig), "--driver-url", driver_url, "--workers", str(self.args.workers),
                "--metrics-port", str(self.metrics_port)]
-        self.op = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "operator.log", "wb"),
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with open(self.tmp / "operator.log", "wb") as log:
+            self.op = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs.pids["operator"] = self.op.pid
 
-    def tail(self, name: str, n: int = 3000) -> str:
-        p = self.tmp / name
-        return p.read_bytes()[-n:].decode(errors="replace") if p.exists() else ""
+    def tail(self, name: str) -> str:
+        return tail_file(self.tmp / name)
 
     def stop_all(self) -> None:
         for p in (self.op, self.sim):
@@ -402,8 +394,9 @@ class Bench:
             res.registration_s = secs
             print(f"simulator: {a.nodes} nodes registered in {secs:.1f}s; cpu during registration "
                   f"[{fmt_cores(res.registration_cpu)}]", flush=True)
-            follow = [asyncio.create_task(self.tracker.follow(client, NODE, self.tracker.see_node)),
-                      asyncio.create_task(self.tracker.follow(client, MACHINE, self.tracker.see_machine))]
+            follow = [asyncio.create_task(_follow(client, NODE, self.tracker.see_node, self.tracker.count_event)),
+                      asyncio.create_task(_follow(client, MACHINE, self.tracker.see_machine,
+                                                  self.tracker.count_event))]
             self.start_operator(url)
             await asyncio.sleep(3.0)  # imports, informers' initial lists
             self.check_alive()
