@@ -37,7 +37,7 @@ from kokpit.api.machine import (
     ReadinessGate,
     RunState,
 )
-from kokpit.api.meta import Condition, ConditionStatus, KokpitModel, ObjectMeta, ResourceModel
+from kokpit.api.meta import Condition, ConditionStatus, FailureRecord, KokpitModel, ObjectMeta, ResourceModel
 
 __all__ = [
     "KINDS",
@@ -54,6 +54,7 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "DeletionPolicy",
+    "FailureRecord",
     "InstallState",
     "KindInfo",
     "KokpitModel",

@@ -15,7 +15,7 @@ from pydantic import Field, JsonValue
 
 from kokpit.api.crdgen import KindInfo, PrinterColumn, list_map
 from kokpit.api.machine import COMPONENT_PATTERN, GROUP, VERSION
-from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
+from kokpit.api.meta import Condition, FailureRecord, ResourceModel, SpecModel, StatusModel
 
 __all__ = [
     "APISERVER_COMPONENT",
@@ -163,6 +163,10 @@ class ClusterStatus(StatusModel):
     data_nodes: list[str] = Field(default_factory=list, description="Nodes whose host folders hold this "
                                   "cluster's data (where deletionPolicy Delete must remove it).")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
+    failures: list[FailureRecord] = Field(default_factory=list, json_schema_extra=list_map("name"),
+                                          description="What keeps failing and is retried with backoff "
+                                                      "(pod/<pod>: replacements; probe/apiserver: since when "
+                                                      "the endpoint fails its checks).")
 
 
 class Cluster(ResourceModel):

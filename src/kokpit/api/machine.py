@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Final
 from pydantic import Field
 
 from kokpit.api.crdgen import PRESERVE_UNKNOWN, KindInfo, PrinterColumn, list_map, list_set
-from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
+from kokpit.api.meta import Condition, FailureRecord, ResourceModel, SpecModel, StatusModel
 
 __all__ = [
     "COMPONENT_PATTERN",
@@ -242,6 +242,9 @@ class MachineStatus(StatusModel):
     components_ready: str | None = Field(default=None, description="ready/total components, e.g. 3/4.")
     components: list[ComponentStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
     conditions: list[MachineCondition] = Field(default_factory=list, json_schema_extra=list_map("type"))
+    failures: list[FailureRecord] = Field(default_factory=list, json_schema_extra=list_map("name"),
+                                          description="Failed installs and health checks being retried with "
+                                                      "backoff (install/<component>, health/<component>).")
 
 
 class Machine(ResourceModel):

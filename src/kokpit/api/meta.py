@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "Condition",
     "ConditionStatus",
+    "FailureRecord",
     "KokpitModel",
     "ObjectMeta",
     "ResourceModel",
@@ -85,6 +86,22 @@ class Condition(StatusModel):
     message: str = Field(default="", max_length=32768)
     last_transition_time: str | None = None
     observed_generation: int | None = Field(default=None, ge=0)
+
+
+class FailureRecord(StatusModel):
+    """What an operator remembers of something that keeps failing (an install, a Pod, a probe), in status so
+    that a restarted operator resumes the same backoff and the same "failing since" timer
+    (:class:`kokpit.runtime.failures.FailureMemory` reads and writes it)."""
+
+    name: str = Field(min_length=1, max_length=316, description="What fails, e.g. install/kubelet or "
+                                                                 "pod/c1-simulator-0.")
+    count: int = Field(default=0, ge=0, description="Failures in a row.")
+    first_failure_time: str = Field(description="When this run of failures began (MicroTime).")
+    last_failure_time: str | None = None
+    next_retry_time: str | None = Field(default=None, description="No retry before this time (backoff).")
+    message: str = Field(default="", max_length=1024)
+    signature: str = Field(default="", max_length=1024, description="Identifies one failure so that "
+                                                                    "seeing it again is not counted twice.")
 
 
 class ResourceModel(KokpitModel):
