@@ -1,27 +1,28 @@
 """The machine operator: holds every worker node at the final state its Machine declares.
 
-One level-triggered reconcile per Machine reads only informer caches (Machine, MachinePackageVersion, Node,
-Condition ConfigMaps) and the poller's cached node report, takes at most one step on the node through the
-node driver, and writes the Machine's status once (only what changed) plus the Node's cordon when it must
-flip.  Decisions are on conditions; ``phase`` is derived last, for people.
+One level-triggered reconcile per Machine (on :class:`kokpit.runtime.StepReconciler`) reads only informer
+caches (Machine, MachinePackageVersion, Node, Condition ConfigMaps) and the poller's cached node report, and
+reads top to bottom as its steps: the node's report is read, the packages resolve, the installed versions
+pass their post-change checks, failures are remembered, and the next change is started.  Status is written
+once (only what changed), the phase derived last from the conditions, then the Node's cordon flipped when it
+must.  Retry counts and backoff deadlines live in ``status.failures``, so a restarted operator resumes the
+same backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from kokpit._lib.backoff import ExponentialBackoff
-from kokpit._lib.clock import Clock, RealClock
+from kokpit._lib.clock import Clock
 from kokpit.api import MachineConditionType, MachineReason, MachineSpec
-from kokpit.api.machine import GROUP, VERSION, ComponentStatus
-from kokpit.api.machine import InstallState as ApiInstallState
-from kokpit.api.machine import RunState as ApiRunState
+from kokpit.api.machine import GROUP, VERSION
 from kokpit.client import (
     CONFIGMAP,
     NODE,
@@ -44,24 +45,37 @@ from kokpit.nodes import (
     NodeState,
     RunState,
 )
-from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind, converged, next_step
+from kokpit.operators.machine._plan import IN_FLIGHT, StepKind, converged, next_step
 from kokpit.operators.machine._poller import NodeStatePoller
 from kokpit.operators.machine._reports import NODE_LABEL, OWN_TYPES, evaluate_gates, merge_reports
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
+from kokpit.operators.machine._status import (
+    Health,
+    MachineCtx,
+    components_ready,
+    finish_status,
+    machine_phase,
+    node_healthy,
+    node_ready,
+)
 from kokpit.runtime import (
     Controller,
     EventRecorder,
+    FailureMemory,
     Handlers,
     Manager,
-    PatchHelper,
     Request,
     Result,
+    Step,
+    StepReconciler,
+    StepResult,
     Store,
+    act,
+    done,
     field_indexer,
     find_condition,
-    reconcile_view,
     remove_condition,
-    set_object_condition,
+    wait,
 )
 from kokpit.runtime.informer import strip_managed_fields
 
@@ -85,6 +99,8 @@ CORDON_OWNER = "machine-operator"
 CREATED_BY_LABEL = "kokpit.io/created-by"
 CT = MachineConditionType
 R = MachineReason
+INSTALL = "install/"  # failure records: install/<component> (a failed install), health/<component> (a
+HEALTH = "health/"  # failing health check of one version)
 
 
 @dataclass
@@ -125,55 +141,21 @@ INDEXERS_MPV = {"component": field_indexer("spec.component")}
 INDEXERS_CM = {"node": _cm_node}
 
 
-@dataclass
-class _Health:
-    version: str
-    healthy: bool
-    message: str
-    checked: float
-    failures: int = 0
-    retry_at: float = 0.0
-
-
-@dataclass
-class _Failure:
-    signature: tuple[str, ...]
-    count: int
-    next_retry: float
-    message: str
-
-
-@dataclass
-class _Progress:
-    """What the planning part of a reconcile found and did."""
-
-    step: Step | None = None
-    requeue: float | None = None
-    blocked: str = ""  # a pre-change health check failed
-    started: bool = False
-    driver_error: str = ""
-    failures: dict[str, _Failure] = field(default_factory=dict)
-    actions: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) of steps started
-
-
-def _node_ready(node: Obj | None) -> tuple[bool, str, str]:
-    if node is None:
-        return False, R.NODE_NOT_FOUND, "the Node does not exist"
-    c = find_condition((node.get("status") or {}).get("conditions"), "Ready")
-    if c is None:
-        return False, R.NODE_NOT_READY, "the Node has no Ready condition yet"
-    if c.get("status") != "True":
-        return False, R.NODE_NOT_READY, f"Node Ready is {c.get('status')}: {c.get('reason', '')} " \
-                                        f"{c.get('message', '')}".strip()
-    return True, R.READY, ""
-
-
 def _has_health_check(spec: ComponentSpec) -> bool:
     return str(spec.health_check.get("type") or "none") != "none"
 
 
-class MachineReconciler:
+def _install_signature(cur: ComponentState) -> str:
+    """One failed attempt: its target version, when it failed, and how (seen again: not counted again)."""
+    return f"{cur.target_version or cur.version}|{cur.last_transition}|{cur.message}"
+
+
+class MachineReconciler(StepReconciler[MachineCtx]):
     """The reconcile of one Machine; stores are informer caches (plain :class:`Store` in unit tests)."""
+
+    kind = MACHINE
+    spec_model = MachineSpec
+    invalid_conditions = (CT.COMPONENTS_READY,)
 
     def __init__(
         self,
@@ -189,94 +171,128 @@ class MachineReconciler:
         options: OperatorOptions | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.client = client
+        super().__init__(client, recorder, clock)
+        self.client: OperatorClient = client
         self.driver = driver
         self.machines = machines
         self.mpvs = mpvs
         self.nodes = nodes
         self.configmaps = configmaps
         self.poller = poller
-        self.recorder = recorder
         self.opts = options or OperatorOptions()
-        self.clock: Clock = clock or RealClock()
         self._backoff = ExponentialBackoff(base=self.opts.retry_base, cap=self.opts.retry_cap)
-        self._health: dict[tuple[str, str], _Health] = {}
-        self._failures: dict[tuple[str, str], _Failure] = {}
-        self._remembered: dict[str, set[str]] = {}  # node -> components with health/failure memory
+        # a cache of passed health checks (a restart re-reads healthCheckedVersion from status and re-checks
+        # what is stale); failing checks and failed installs are remembered in status.failures
+        self._health: dict[tuple[str, str], Health] = {}
+        self._remembered: dict[str, set[str]] = {}  # node -> components in the health cache
         self._event_tasks: set[asyncio.Task[Obj | None]] = set()
         self._event_slots: asyncio.Semaphore | None = None
         self._resolved: dict[tuple[tuple[str, str], ...], Resolution] = {}
         self._node_of: dict[str, str] = {}  # machine name -> node name, to untrack deleted Machines
         self.actions: list[tuple[str, str, str, str]] = []  # (node, action, component, version) started
 
-    # ------------------------------------------------------------------------------ reconcile
-    async def reconcile(self, req: Request) -> Result | None:
-        raw = self.machines.get_by_name(req.name)
-        if raw is None:
-            node = self._node_of.pop(req.name, None)
-            if node is not None and not self.machines.by_index("node", node):
-                self.poller.untrack(node)
-                for comp in self._remembered.pop(node, ()):  # a deleted Machine's memory goes with it
-                    self._health.pop((node, comp), None)
-                    self._failures.pop((node, comp), None)
-            return None
-        helper = PatchHelper(self.client, MACHINE, reconcile_view(raw, MACHINE))
-        obj = helper.obj
-        now = self.clock.now()
-        try:
-            spec = MachineSpec.model_validate(obj.get("spec") or {})
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = "spec." + ".".join(str(x) for x in first["loc"])
-            set_object_condition(obj, CT.COMPONENTS_READY, False, "InvalidSpec", f"{where}: {first['msg']}",
-                                 now=now)
-            self._finish_status(obj, ready=False)
-            await helper.patch()
-            return None
-        node_name = spec.node_name
-        self._node_of[req.name] = node_name
-        res = self._resolve(spec.packages)
-        prog = _Progress()
-        state: NodeState | None = None
-        try:
-            state = await self.poller.get(node_name)
-        except DriverError as e:
-            prog.driver_error = str(e)
-            prog.requeue = self._backoff.delay(0)
-        if state is not None and res.ok:
-            try:
-                prog = await self._advance(obj, node_name, res, state)
-            except DriverError as e:
-                prog.driver_error = str(e)
-                prog.requeue = self._backoff.delay(1) if e.retryable else self.opts.slow_poll
-            state = self.poller.states.get(node_name, state)
+    # ------------------------------------------------------------------------------ the skeleton's parts
+    def get(self, req: Request) -> Obj | None:
+        return self.machines.get_by_name(req.name)
 
-        conds_ok = self._components_conditions(obj, res, state, prog, node_name, now)
-        healthy = self._node_healthy_condition(obj, res, state, prog, node_name, now)
-        gates_ok = self._sync_gates(obj, spec, node_name, now)
-        node_obj = self.nodes.get_by_name(node_name)
-        node_ok, node_reason, node_msg = _node_ready(node_obj)
-        if not node_ok:
-            ready = (False, node_reason, node_msg)
-        elif not conds_ok:
-            ready = (False, R.COMPONENTS_NOT_READY, "ComponentsReady is not True")
-        elif healthy is False:
-            ready = (False, R.NODE_NOT_HEALTHY, "NodeHealthy is False")
-        elif not gates_ok:
-            ready = (False, R.GATES_NOT_MET, "ReadinessGatesMet is not True")
-        else:
-            ready = (True, R.READY, "node Ready, components ready, readiness gates True")
-        set_object_condition(obj, CT.READY, ready[0], ready[1], ready[2], now=now)
-        self._finish_status(obj, ready=ready[0], res=res, state=state, prog=prog, cordoned=spec.unschedulable)
-        await helper.patch()
-        await self._sync_cordon(obj, node_obj, want_cordon=spec.unschedulable or not ready[0],
-                                person=spec.unschedulable, reason=ready[1])
-        converged = conds_ok and healthy is True
-        self.poller.track(node_name, active=not converged)
-        if prog.requeue is not None:
-            return Result(requeue_after=prog.requeue)
+    async def forget(self, req: Request) -> Result | None:
+        node = self._node_of.pop(req.name, None)
+        if node is not None and not self.machines.by_index("node", node):
+            self.poller.untrack(node)
+            for comp in self._remembered.pop(node, ()):  # a deleted Machine's cache goes with it
+                self._health.pop((node, comp), None)
         return None
 
+    def context(self, req: Request, obj: Obj, spec: Any, now: dt.datetime, mono: float) -> MachineCtx:
+        ctx = MachineCtx(req, obj, now, mono, spec=spec)
+        ctx.memory = FailureMemory(obj, self._backoff)
+        if spec is not None:
+            ctx.node = spec.node_name
+            self._node_of[req.name] = ctx.node
+            ctx.res = self._resolve(spec.packages)
+        ctx.health = lambda comp: self._health_of(ctx, comp)
+        return ctx
+
+    def steps(self, ctx: MachineCtx) -> Sequence[Step[MachineCtx]]:
+        return [
+            Step("node_report_is_read", self.node_report_is_read),
+            Step("packages_resolve", self.packages_resolve),
+            Step("node_runs_the_declared_components", self.node_runs_the_declared_components),
+        ]
+
+    def observe(self, ctx: MachineCtx) -> None:
+        assert ctx.spec is not None
+        conds_ok = components_ready(ctx)
+        healthy = node_healthy(ctx)
+        gates_ok = self._sync_gates(ctx)
+        node_ok, node_reason, node_msg = node_ready(self.nodes.get_by_name(ctx.node))
+        if not node_ok:
+            ctx.ready = (False, node_reason, node_msg)
+        elif not conds_ok:
+            ctx.ready = (False, R.COMPONENTS_NOT_READY, "ComponentsReady is not True")
+        elif healthy is False:
+            ctx.ready = (False, R.NODE_NOT_HEALTHY, "NodeHealthy is False")
+        elif not gates_ok:
+            ctx.ready = (False, R.GATES_NOT_MET, "ReadinessGatesMet is not True")
+        else:
+            ctx.ready = (True, R.READY, "node Ready, components ready, readiness gates True")
+        ctx.condition(CT.READY, *ctx.ready)
+        finish_status(ctx)
+        self._forget_stale_failures(ctx)
+        if ctx.actions:  # one Event per reconcile, however many steps it chained
+            reasons = {r for r, _ in ctx.actions}
+            reason = reasons.pop() if len(reasons) == 1 else "Updating"
+            ctx.normal(reason, "; ".join(m for _, m in ctx.actions))
+        self.poller.track(ctx.node, active=not (conds_ok and healthy is True))
+
+    def phase(self, ctx: MachineCtx) -> str:
+        assert ctx.spec is not None
+        return machine_phase(ctx.conditions, ctx.spec.unschedulable)
+
+    async def after(self, ctx: MachineCtx) -> None:
+        assert ctx.spec is not None
+        await self._sync_cordon(ctx.obj, self.nodes.get_by_name(ctx.node),
+                                want_cordon=ctx.spec.unschedulable or not ctx.ready[0],
+                                person=ctx.spec.unschedulable, reason=ctx.ready[1])
+
+    async def record(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        await self._event(type_, obj, reason, message)
+
+    # ------------------------------------------------------------------------------ steps
+    async def node_report_is_read(self, ctx: MachineCtx) -> StepResult:
+        """What the node runs, from the poller's cache (one batched driver call for nodes not polled yet)."""
+        try:
+            ctx.state = await self.poller.get(ctx.node)
+        except DriverError as e:
+            ctx.driver_error = str(e)
+            return wait(R.DRIVER_ERROR, str(e), after=self._backoff.delay(0))
+        return done()
+
+    async def packages_resolve(self, ctx: MachineCtx) -> StepResult:
+        """Every listed MachinePackageVersion exists, is valid, one per component, dependencies acyclic."""
+        assert ctx.res is not None
+        return done() if ctx.res.ok else wait(ctx.res.reason, ctx.res.message)
+
+    async def node_runs_the_declared_components(self, ctx: MachineCtx) -> StepResult:
+        """Take plan steps while they finish at once (zero install latency: a whole plan in one reconcile
+        and one status write); stop at the first that is in flight, waiting, blocked or done."""
+        assert ctx.res is not None and ctx.state is not None
+        requeue: float | None = None
+        try:
+            for _ in range(max(1, self.opts.max_steps_per_reconcile)):
+                started, requeue = await self._advance_once(ctx, ctx.res, ctx.state)
+                if not started or requeue is not None:
+                    break
+                ctx.state = self.poller.states.get(ctx.node, ctx.state)
+        except DriverError as e:
+            ctx.driver_error = str(e)
+            requeue = self._backoff.delay(1) if e.retryable else self.opts.slow_poll
+        ctx.state = self.poller.states.get(ctx.node, ctx.state)
+        if ctx.actions:
+            return act(ctx.actions[-1][0], ctx.actions[-1][1], after=requeue)
+        return done(after=requeue)
+
+    # ------------------------------------------------------------------------------ planning
     def _resolve(self, packages: list[str]) -> Resolution:
         """:func:`resolve`, memoised on the packages' resourceVersions (machines of a fleet share specs)."""
         key = tuple((p, str(((self.mpvs.get_by_name(p) or {}).get("metadata") or {}).get("resourceVersion")))
@@ -288,6 +304,166 @@ class MachineReconciler:
             res = self._resolved[key] = resolve(packages, self.mpvs.get_by_name)
         return res
 
+    def _removal(self, res: Resolution, state: NodeState) -> list[str]:
+        wanted = {c.name for c in res.components}
+        removed = sorted(n for n in state.components if n not in wanted)
+        deps: dict[str, tuple[str, ...]] = {}
+        for n in removed:
+            ver = state.components[n].version
+            for m in self.mpvs.by_index("component", n):
+                s = m.get("spec") or {}
+                if s.get("version") == ver:
+                    deps[n] = tuple(s.get("dependsOn") or ())
+                    break
+        return removal_order(removed, deps)
+
+    async def _advance_once(self, ctx: MachineCtx, res: Resolution, state: NodeState) -> tuple[bool, float | None]:
+        """One plan step: (whether an action was started, when to look again)."""
+        node, mono = ctx.node, self.clock.monotonic()
+        self._load_checked_versions(ctx)
+        # after a change: every converged component passes its health check once per version
+        for want in res.components:
+            cur = state.components.get(want.name)
+            if cur is not None and converged(cur, want):
+                await self._post_check(ctx, want, cur, mono)
+        # remember failures the node reports (each new one counted once, with a Warning Event); a retry in
+        # flight keeps the count (else every retry would be attempt 1 and the backoff would never grow)
+        assert ctx.memory is not None
+        for name, cur in state.components.items():
+            if cur.install_state == InstallState.FAILED:
+                ctx.failures[name] = self._note_failure(ctx, cur)
+            elif cur.install_state == InstallState.INSTALLED:
+                ctx.memory.clear(INSTALL + name)
+                ctx.failures.pop(name, None)
+        step = next_step(res.components, state, self._removal(res, state))
+        if step.kind == StepKind.DONE:
+            retries = [h.retry_at - mono for c in res.components
+                       if (h := ctx.health(c.name)) is not None and not h.healthy]
+            return False, max(0.01, min(retries)) if retries else None
+        if step.kind == StepKind.BLOCKED:
+            return False, self.opts.slow_poll
+        if step.kind == StepKind.WAIT:
+            return False, self.opts.progress_requeue
+        if step.retry:
+            f = ctx.failures.get(step.component)
+            if f is not None and f.retry_in(ctx.now) > 0:
+                return False, f.retry_in(ctx.now)
+        if step.kind in (StepKind.INSTALL, StepKind.UPGRADE):
+            assert step.spec is not None
+            deps = res.depends_on.get(step.component, ())
+            bad = await self._pre_check(ctx, res, deps, state, mono)
+            if bad:
+                ctx.blocked = f"not {step.kind.lower()}ing {step.component} {step.spec.version}: {bad}"
+                sick = [h for d in deps if (h := ctx.health(d)) is not None and not h.healthy]
+                return False, max(0.01, min((x.retry_at - mono for x in sick), default=self.opts.retry_base))
+            comp = await self.driver.start(node, ComponentAction.INSTALL, step.spec)
+            version = step.spec.version
+            verb = "Upgrading" if step.kind == StepKind.UPGRADE else "Installing"
+            frm = f" from {step.current.version}" if step.current and step.current.version else ""
+            msg = f"{verb.lower()} {step.component} {version}{frm} ({step.spec.source})"
+        else:
+            cur = step.current
+            assert cur is not None
+            spec = ComponentSpec(name=step.component, version=cur.version)
+            comp = await self.driver.start(node, ComponentAction.UNINSTALL, spec)
+            version, verb, msg = cur.version, "Uninstalling", f"uninstalling {step.component} {cur.version}"
+        self.actions.append((node, str(step.kind), step.component, version))
+        self._health.pop((node, step.component), None)
+        ctx.memory.clear(HEALTH + step.component)
+        self.poller.put_component(node, comp)
+        ctx.actions.append((verb, msg))
+        # done at once (the status write wakes us) or in flight (the poller wakes us; this is a safety net)
+        return True, self.opts.progress_requeue if comp.install_state in IN_FLIGHT else None
+
+    def _note_failure(self, ctx: MachineCtx, cur: ComponentState) -> Any:
+        """The failure record of a component the node reports Failed; a new failure is counted (per target
+        version) with a Warning Event, one seen before is not."""
+        assert ctx.memory is not None
+        key, sig = INSTALL + cur.name, _install_signature(cur)
+        target = cur.target_version or cur.version
+        f = ctx.memory.get(key)
+        if f is None or f.signature != sig:
+            f = ctx.memory.record(key, cur.message, ctx.now, signature=sig,
+                                  restart=f is None or f.signature.split("|", 1)[0] != target)
+            ctx.warning("InstallFailed", f"{cur.name} {target} failed on node {ctx.node}: "
+                                         f"{cur.message or 'no message'} (attempt {f.count}; retrying with backoff)")
+        return f
+
+    def _forget_stale_failures(self, ctx: MachineCtx) -> None:
+        """Records of components neither wanted nor on the node any more go (nothing will retry them)."""
+        assert ctx.memory is not None and ctx.res is not None
+        live = {c.name for c in ctx.res.components} | set(ctx.state.components if ctx.state else ())
+        ctx.memory.clear_prefix(INSTALL, {INSTALL + c for c in live})
+        ctx.memory.clear_prefix(HEALTH, {HEALTH + c for c in live})
+
+    # ------------------------------------------------------------------------------ health checks
+    def _load_checked_versions(self, ctx: MachineCtx) -> None:
+        """A version that passed its post-change check before a restart is not checked again (10,000 nodes
+        would mean 10,000s of health calls); the status remembers it, and pre-change checks still run."""
+        for row in ctx.status.get("components") or []:
+            hv = row.get("healthCheckedVersion")
+            if hv and (ctx.node, row["name"]) not in self._health:
+                self._health[(ctx.node, row["name"])] = Health(str(hv), True, "", float("-inf"))
+                self._remembered.setdefault(ctx.node, set()).add(row["name"])
+
+    def _health_of(self, ctx: MachineCtx, comp: str) -> Health | None:
+        """The last health check of ``comp``: a failing one from status.failures, else the passed-check cache."""
+        f = ctx.memory.get(HEALTH + comp) if ctx.memory is not None else None
+        if f is not None:
+            return Health(f.signature, False, f.message, float("-inf"), f.count, ctx.mono + f.retry_in(ctx.now))
+        return self._health.get((ctx.node, comp))
+
+    async def _run_health(self, ctx: MachineCtx, spec: ComponentSpec | None, cur: ComponentState,
+                          mono: float) -> Health:
+        """The component's health check through the driver; without one configured (healthCheck.type
+        none) the node's report is the check — installed and running — and no call is made."""
+        assert ctx.memory is not None
+        comp, version, node = cur.name, cur.version, ctx.node
+        prev = ctx.health(comp)
+        if spec is not None and _has_health_check(spec):
+            res = await self.driver.health(node, comp)
+            healthy, message = res.healthy, res.message
+        else:
+            healthy = cur.run_state == RunState.RUNNING
+            message = "running (no health check configured)" if healthy else f"{comp} is {cur.run_state}"
+        if healthy:
+            ctx.memory.clear(HEALTH + comp)
+            h = self._health[(node, comp)] = Health(version, True, message, mono)
+            self._remembered.setdefault(node, set()).add(comp)
+            return h
+        self._health.pop((node, comp), None)
+        f = ctx.memory.record(HEALTH + comp, message or "unhealthy", ctx.now, signature=version,
+                              restart=prev is None or prev.healthy or prev.version != version)
+        ctx.warning("HealthCheckFailed", f"{comp} {version} on node {node}: {f.message}")
+        return Health(version, False, f.message, mono, f.count, mono + f.retry_in(ctx.now))
+
+    async def _post_check(self, ctx: MachineCtx, spec: ComponentSpec, cur: ComponentState, mono: float) -> None:
+        h = ctx.health(cur.name)
+        if h is not None and h.version == cur.version and (h.healthy or mono < h.retry_at):
+            return
+        await self._run_health(ctx, spec, cur, mono)
+
+    async def _pre_check(self, ctx: MachineCtx, res: Resolution, deps: tuple[str, ...], state: NodeState,
+                         mono: float) -> str:
+        """Dependencies must be healthy right before a change (re-checked when the last check is stale)."""
+        problems: list[str] = []
+        for d in deps:
+            cur = state.components.get(d)
+            if cur is None:
+                problems.append(f"dependency {d} is not installed")
+                continue
+            if cur.run_state != RunState.RUNNING:
+                problems.append(f"dependency {d} is {cur.run_state}")
+                continue
+            h = ctx.health(d)
+            if h is None or h.version != cur.version or (h.healthy and mono - h.checked > self.opts.health_ttl) \
+                    or (not h.healthy and mono >= h.retry_at):
+                h = await self._run_health(ctx, res.spec(d), cur, mono)
+            if not h.healthy:
+                problems.append(f"dependency {d} failed its health check: {h.message}")
+        return "; ".join(problems)
+
+    # ------------------------------------------------------------------------------ events and gates
     async def _event(self, type_: str, obj: Obj, reason: str, message: str) -> None:
         """Record an Event; in the background by default, so a reconcile never waits for one."""
         if not self.opts.background_events:
@@ -306,349 +482,23 @@ class MachineReconciler:
         async with self._event_slots:  # events never crowd out the reconciles' own writes
             return await self.recorder.event(obj, type_, reason, message)
 
-    # ------------------------------------------------------------------------------ planning
-    def _removal(self, res: Resolution, state: NodeState) -> list[str]:
-        wanted = {c.name for c in res.components}
-        removed = sorted(n for n in state.components if n not in wanted)
-        deps: dict[str, tuple[str, ...]] = {}
-        for n in removed:
-            ver = state.components[n].version
-            for m in self.mpvs.by_index("component", n):
-                s = m.get("spec") or {}
-                if s.get("version") == ver:
-                    deps[n] = tuple(s.get("dependsOn") or ())
-                    break
-        return removal_order(removed, deps)
-
-    async def _advance(self, obj: Obj, node: str, res: Resolution, state: NodeState) -> _Progress:
-        """Take steps while they finish at once (zero install latency: a whole plan in one reconcile and
-        one status write); stop at the first step that is in flight, waiting, blocked or done."""
-        prog = _Progress()
-        actions: list[tuple[str, str]] = []
-        try:
-            for _ in range(max(1, self.opts.max_steps_per_reconcile)):
-                prog = await self._advance_once(obj, node, res, state)
-                actions += prog.actions
-                if not prog.started or prog.requeue is not None:
-                    break
-                state = self.poller.states.get(node, state)
-        finally:
-            if actions:  # one Event per reconcile, however many steps it chained
-                reasons = {r for r, _ in actions}
-                reason = reasons.pop() if len(reasons) == 1 else "Updating"
-                await self._event("Normal", obj, reason, "; ".join(m for _, m in actions))
-        return prog
-
-    async def _advance_once(self, obj: Obj, node: str, res: Resolution, state: NodeState) -> _Progress:
-        prog = _Progress()
-        mono = self.clock.monotonic()
-        # a version that passed its post-change check before a restart is not checked again (10,000 nodes
-        # would mean 10,000s of health calls); the status remembers it, and pre-change checks still run
-        for row in (obj.get("status") or {}).get("components") or []:
-            hv = row.get("healthCheckedVersion")
-            if hv and (node, row["name"]) not in self._health:
-                self._health[(node, row["name"])] = _Health(str(hv), True, "", float("-inf"))
-                self._remembered.setdefault(node, set()).add(row["name"])
-        # after a change: every converged component passes its health check once per version
-        for want in res.components:
-            cur = state.components.get(want.name)
-            if cur is not None and converged(cur, want):
-                await self._post_check(obj, node, want, cur, mono)
-        # remember failures the node reports (each new one counted once, with a Warning Event); a retry in
-        # flight keeps the count (else every retry would be attempt 1 and the backoff would never grow)
-        for name, cur in state.components.items():
-            if cur.install_state == InstallState.FAILED:
-                prog.failures[name] = await self._note_failure(obj, node, cur, mono)
-            elif cur.install_state == InstallState.INSTALLED:
-                self._failures.pop((node, name), None)
-        step = next_step(res.components, state, self._removal(res, state))
-        prog.step = step
-        if step.kind == StepKind.DONE:
-            retries = [h.retry_at - mono for c in res.components
-                       if (h := self._health.get((node, c.name))) is not None and not h.healthy]
-            if retries:
-                prog.requeue = max(0.01, min(retries))
-            return prog
-        if step.kind == StepKind.BLOCKED:
-            prog.requeue = self.opts.slow_poll
-            return prog
-        if step.kind == StepKind.WAIT:
-            prog.requeue = self.opts.progress_requeue
-            return prog
-        if step.retry:
-            f = prog.failures.get(step.component)
-            if f is not None and f.next_retry > mono:
-                prog.requeue = f.next_retry - mono
-                return prog
-        if step.kind in (StepKind.INSTALL, StepKind.UPGRADE):
-            assert step.spec is not None
-            bad = await self._pre_check(obj, node, res, res.depends_on.get(step.component, ()), state, mono)
-            if bad:
-                prog.blocked = f"not {step.kind.lower()}ing {step.component} {step.spec.version}: {bad}"
-                sick = [self._health[(node, d)] for d in res.depends_on.get(step.component, ())
-                        if (node, d) in self._health and not self._health[(node, d)].healthy]
-                prog.requeue = max(0.01, min((x.retry_at - mono for x in sick), default=self.opts.retry_base))
-                return prog
-            comp = await self.driver.start(node, ComponentAction.INSTALL, step.spec)
-            version = step.spec.version
-            verb = "Upgrading" if step.kind == StepKind.UPGRADE else "Installing"
-            frm = f" from {step.current.version}" if step.current and step.current.version else ""
-            msg = f"{verb.lower()} {step.component} {version}{frm} ({step.spec.source})"
-        else:
-            cur = step.current
-            assert cur is not None
-            spec = ComponentSpec(name=step.component, version=cur.version)
-            comp = await self.driver.start(node, ComponentAction.UNINSTALL, spec)
-            version, verb, msg = cur.version, "Uninstalling", f"uninstalling {step.component} {cur.version}"
-        self.actions.append((node, str(step.kind), step.component, version))
-        self._health.pop((node, step.component), None)
-        self.poller.put_component(node, comp)
-        prog.started = True
-        # done at once (the status write wakes us) or in flight (the poller wakes us; this is a safety net)
-        prog.requeue = self.opts.progress_requeue if comp.install_state in IN_FLIGHT else None
-        prog.actions.append((verb, msg))
-        return prog
-
-    async def _note_failure(self, obj: Obj, node: str, cur: ComponentState, mono: float) -> _Failure:
-        sig = (cur.target_version or cur.version, cur.last_transition, cur.message)
-        key = (node, cur.name)
-        f = self._failures.get(key)
-        if f is None or f.signature != sig:
-            count = (f.count if f is not None and f.signature[0] == sig[0] else 0) + 1  # per target version
-            f = _Failure(sig, count, mono + self._backoff.delay(count - 1), cur.message)
-            self._failures[key] = f
-            self._remembered.setdefault(node, set()).add(cur.name)
-            target = cur.target_version or cur.version
-            await self._event("Warning", obj, "InstallFailed",
-                                        f"{cur.name} {target} failed on node {node}: {cur.message or 'no message'}"
-                                        f" (attempt {count}; retrying with backoff)")
-        return f
-
-    async def _run_health(self, obj: Obj, node: str, spec: ComponentSpec | None, cur: ComponentState,
-                          mono: float) -> _Health:
-        """The component's health check through the driver; without one configured (healthCheck.type
-        none) the node's report is the check — installed and running — and no call is made."""
-        comp, version = cur.name, cur.version
-        prev = self._health.get((node, comp))
-        if spec is not None and _has_health_check(spec):
-            res = await self.driver.health(node, comp)
-            healthy, message = res.healthy, res.message
-        else:
-            healthy = cur.run_state == RunState.RUNNING
-            message = "running (no health check configured)" if healthy else f"{comp} is {cur.run_state}"
-        if healthy:
-            h = _Health(version, True, message, mono)
-        else:
-            fails = (prev.failures if prev and prev.version == version and not prev.healthy else 0) + 1
-            h = _Health(version, False, message or "unhealthy", mono, fails,
-                        mono + self._backoff.delay(fails - 1))
-            await self._event("Warning", obj, "HealthCheckFailed", f"{comp} {version} on node {node}: {h.message}")
-        self._health[(node, comp)] = h
-        self._remembered.setdefault(node, set()).add(comp)
-        return h
-
-    async def _post_check(self, obj: Obj, node: str, spec: ComponentSpec, cur: ComponentState,
-                          mono: float) -> None:
-        h = self._health.get((node, cur.name))
-        if h is not None and h.version == cur.version and (h.healthy or mono < h.retry_at):
-            return
-        await self._run_health(obj, node, spec, cur, mono)
-
-    async def _pre_check(self, obj: Obj, node: str, res: Resolution, deps: tuple[str, ...], state: NodeState,
-                         mono: float) -> str:
-        """Dependencies must be healthy right before a change (re-checked when the last check is stale)."""
-        problems: list[str] = []
-        for d in deps:
-            cur = state.components.get(d)
-            if cur is None:
-                problems.append(f"dependency {d} is not installed")
-                continue
-            if cur.run_state != RunState.RUNNING:
-                problems.append(f"dependency {d} is {cur.run_state}")
-                continue
-            h = self._health.get((node, d))
-            if h is None or h.version != cur.version or (h.healthy and mono - h.checked > self.opts.health_ttl) \
-                    or (not h.healthy and mono >= h.retry_at):
-                h = await self._run_health(obj, node, res.spec(d), cur, mono)
-            if not h.healthy:
-                problems.append(f"dependency {d} failed its health check: {h.message}")
-        return "; ".join(problems)
-
-    # ------------------------------------------------------------------------------ conditions
-    def _components_conditions(self, obj: Obj, res: Resolution, state: NodeState | None, prog: _Progress,
-                               node: str, now: Any) -> bool:
-        def setc(ok: bool | str, reason: str, msg: str) -> bool:
-            set_object_condition(obj, CT.COMPONENTS_READY, ok, reason, msg, now=now)
-            return ok is True
-
-        if not res.ok:
-            return setc(False, res.reason, res.message)
-        if state is None or not state.reachable:
-            # no report: keep the last known answer rather than cordon a fleet because the driver blinked
-            # (a host that is really down shows in its Node's Ready condition, which Ready checks too)
-            last = find_condition((obj.get("status") or {}).get("conditions"), CT.COMPONENTS_READY)
-            if last is not None and last.get("reason") not in (R.DRIVER_ERROR, R.NODE_UNREACHABLE):
-                return last.get("status") == "True"
-            if state is None:
-                return setc("Unknown", R.DRIVER_ERROR, f"cannot read node {node} through the driver: "
-                                                       f"{prog.driver_error}")
-            return setc("Unknown", R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
-        comps = state.components
-        failed = [c for c in comps.values() if c.install_state == InstallState.FAILED]
-        if failed:
-            c = sorted(failed, key=lambda x: x.name)[0]
-            f = prog.failures.get(c.name)
-            extra = ""
-            if f is not None:
-                wait = max(0.0, f.next_retry - self.clock.monotonic())
-                extra = f" (attempt {f.count}; next retry in {wait:.0f}s)"
-            return setc(False, R.INSTALL_FAILED,
-                        f"{c.name} {c.target_version or c.version} failed: {c.message or 'no message'}{extra}")
-        flying = sorted((c for c in comps.values() if c.install_state in IN_FLIGHT), key=lambda x: x.name)
-        if flying:
-            c = flying[0]
-            reason = {InstallState.INSTALLING: R.INSTALLING, InstallState.UPGRADING: R.UPGRADING,
-                      InstallState.UNINSTALLING: R.UNINSTALLING}[c.install_state]
-            target = c.target_version or c.version
-            if c.install_state == InstallState.UPGRADING and c.version and c.version != target:
-                what = f"{c.version} → {target}"
-            else:
-                what = target
-            return setc(False, reason, f"{c.install_state.lower()} {c.name} {what}")
-        if prog.blocked:
-            return setc(False, R.HEALTH_CHECK_FAILED, prog.blocked)
-        pending: list[str] = []
-        for want in res.components:
-            cur = comps.get(want.name)
-            if not converged(cur, want):
-                pending.append(f"{want.name} {want.version}")
-                continue
-            assert cur is not None
-            h = self._health.get((node, want.name))
-            if h is not None and not h.healthy:
-                return setc(False, R.HEALTH_CHECK_FAILED,
-                            f"{want.name} {want.version} failed its health check: {h.message}")
-            if cur.run_state != RunState.RUNNING:
-                return setc(False, R.COMPONENT_NOT_RUNNING, f"{want.name} {want.version} is installed but "
-                                                            f"{cur.run_state}: {cur.message}".rstrip(": "))
-        if pending:
-            verb = R.UPGRADING if any(comps.get(p.split()[0]) for p in pending) else R.INSTALLING
-            return setc(False, verb, f"{len(pending)} of {len(res.components)} components to do: "
-                                     f"{', '.join(pending)}")
-        extra_installed = sorted(set(comps) - {c.name for c in res.components})
-        if extra_installed:
-            return setc(False, R.UNINSTALLING, f"to uninstall: {', '.join(extra_installed)}")
-        return setc(True, R.ALL_COMPONENTS_READY,
-                    f"{len(res.components)} components installed, running and healthy")
-
-    def _node_healthy_condition(self, obj: Obj, res: Resolution, state: NodeState | None, prog: _Progress,
-                                node: str, now: Any) -> bool | None:
-        """True/False, or None (Unknown) when the driver has no report: that alone does not cordon."""
-        def setc(ok: bool | str, reason: str, msg: str) -> bool:
-            set_object_condition(obj, CT.NODE_HEALTHY, ok, reason, msg, now=now)
-            return ok is True
-
-        if state is None or prog.driver_error:
-            setc("Unknown", R.DRIVER_ERROR, f"node driver: {prog.driver_error}")
-            return None
-        if not state.reachable:
-            setc("Unknown", R.NODE_UNREACHABLE, f"node {node} is unreachable: {state.message}".strip())
-            return None
-        wanted = {c.name: c for c in res.components}
-        for name, cur in sorted(state.components.items()):
-            want = wanted.get(name)
-            if want is None or not converged(cur, want):
-                continue
-            if cur.run_state != RunState.RUNNING:
-                return setc(False, R.COMPONENT_NOT_RUNNING, f"{name} is {cur.run_state}")
-            h = self._health.get((node, name))
-            if h is not None and not h.healthy:
-                return setc(False, R.HEALTH_CHECK_FAILED, f"{name} failed its health check: {h.message}")
-        if prog.blocked:
-            return setc(False, R.HEALTH_CHECK_FAILED, prog.blocked)
-        return setc(True, R.NODE_HEALTHY, "node reachable and its installed components healthy")
-
-    def _sync_gates(self, obj: Obj, spec: MachineSpec, node: str, now: Any) -> bool:
-        reports = merge_reports(self.configmaps.by_index("node", node))
-        status = obj.setdefault("status", {})
-        conds: list[Obj] = status.setdefault("conditions", [])
+    def _sync_gates(self, ctx: MachineCtx) -> bool:
+        """Condition ConfigMaps of the node synced into the Machine's conditions; ReadinessGatesMet from them."""
+        assert ctx.spec is not None
+        reports = merge_reports(self.configmaps.by_index("node", ctx.node))
+        conds = ctx.conditions
         for c in list(conds):
             t = str(c.get("type"))
             if t not in OWN_TYPES and t not in reports:
                 remove_condition(conds, t)
         for t, r in sorted(reports.items()):
-            set_object_condition(obj, t, r.status, r.reason, r.message, now=now)
+            ctx.condition(t, r.status, r.reason, r.message)
             synced = find_condition(conds, t)
             assert synced is not None
             synced["source"] = r.source
-        g = evaluate_gates([rg.condition_type for rg in spec.readiness_gates], reports)
-        set_object_condition(obj, CT.READINESS_GATES_MET, g.met, g.reason, g.message, now=now)
+        g = evaluate_gates([rg.condition_type for rg in ctx.spec.readiness_gates], reports)
+        ctx.condition(CT.READINESS_GATES_MET, g.met, g.reason, g.message)
         return g.met
-
-    def _component_rows(self, res: Resolution | None, state: NodeState | None, node: str) -> list[Obj]:
-        rows: list[Obj] = []
-        comps = state.components if state is not None else {}
-        seen: set[str] = set()
-        for want in res.components if res is not None else []:
-            seen.add(want.name)
-            cur = comps.get(want.name)
-            if cur is None:
-                row = ComponentStatus(name=want.name, version=want.version, package_version=want.source,
-                                      message="waiting to be installed")
-            else:
-                msg = cur.message
-                h = self._health.get((node, want.name))
-                if h is not None and not h.healthy and h.version == cur.version:
-                    msg = f"health check failed: {h.message}"
-                elif cur.version != want.version and cur.install_state not in IN_FLIGHT:
-                    msg = msg or f"to be upgraded to {want.version}"
-                row = ComponentStatus(name=cur.name, version=cur.version or want.version,
-                                      install_state=ApiInstallState(cur.install_state.value),
-                                      run_state=ApiRunState(cur.run_state.value),
-                                      message=msg, last_transition_time=cur.last_transition or None,
-                                      package_version=want.source,
-                                      health_checked_version=h.version if h is not None and h.healthy
-                                      and h.version == cur.version else None)
-            rows.append(row.to_wire())
-        for name, cur in sorted(comps.items()):
-            if name in seen:
-                continue
-            rows.append(ComponentStatus(name=cur.name, version=cur.version,
-                                        install_state=ApiInstallState(cur.install_state.value),
-                                      run_state=ApiRunState(cur.run_state.value),
-                                        message=cur.message or "no longer listed; to be uninstalled",
-                                        last_transition_time=cur.last_transition or None).to_wire())
-        return rows
-
-    def _finish_status(self, obj: Obj, *, ready: bool, res: Resolution | None = None,
-                       state: NodeState | None = None, prog: _Progress | None = None,
-                       cordoned: bool = False) -> None:
-        status = obj.setdefault("status", {})
-        node = str((obj.get("spec") or {}).get("nodeName") or "")
-        if res is not None:
-            status["components"] = self._component_rows(res if res.ok else None, state, node)
-            ok = sum(1 for r in status["components"]
-                     if r.get("installState") == "Installed" and r.get("runState") == "Running"
-                     and not str(r.get("message", "")).startswith("health check failed")
-                     and any(c.name == r["name"] and c.version == r.get("version") for c in res.components))
-            status["componentsReady"] = f"{ok}/{len(res.components)}"
-        conds = status.get("conditions") or []
-        gen = (obj.get("metadata") or {}).get("generation")
-        if gen is not None:
-            status["observedGeneration"] = int(gen)
-        # phase: for people only, derived last from the conditions
-        if ready:
-            phase = "Cordoned" if cordoned else "Ready"
-        elif find_condition(conds, CT.COMPONENTS_READY) is None:
-            phase = "Pending"
-        else:
-            reason = (find_condition(conds, CT.COMPONENTS_READY) or {}).get("reason")
-            phase = {R.INSTALL_FAILED: "Failed", R.INSTALLING: "Installing", R.UPGRADING: "Upgrading",
-                     R.UNINSTALLING: "Uninstalling", R.MISSING_PACKAGE_VERSION: "Invalid",
-                     R.DUPLICATE_COMPONENT: "Invalid", R.DEPENDENCY_CYCLE: "Invalid",
-                     R.MISSING_DEPENDENCY: "Invalid", R.INVALID_PACKAGE_VERSION: "Invalid",
-                     "InvalidSpec": "Invalid"}.get(str(reason), "NotReady")
-        status["phase"] = phase
 
     # ------------------------------------------------------------------------------ scheduling
     async def _sync_cordon(self, machine: Obj, node: Obj | None, *, want_cordon: bool, person: bool,
