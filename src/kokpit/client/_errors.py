@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# one class for both transports: raised for lightkube/httpx2 requests here and by kokpit._lib.http1's pool
+from kokpit._lib.http1 import TransportError
+
 __all__ = [
     "AlreadyExistsError",
     "ApiError",
@@ -57,6 +60,3 @@ class AlreadyExistsError(ConflictError):
 class ResourceExpiredError(ApiError):
     """410 Expired/Gone: the resourceVersion or continue token is compacted away; relist."""
 
-
-class TransportError(Exception):
-    """The server could not be reached or the connection broke, after the client's retries."""
