@@ -312,6 +312,7 @@ class Bench:
         self.metrics_port = free_port()
         cmd = [sys.executable, "-m", "kokpit.cli.main", "machine-operator", "--kubeconfig",
                str(self.api.kubeconfig), "--driver-url", driver_url, "--workers", str(self.args.workers),
+               "--driver-tls-dir", str(self.tmp / "sim" / "pki" / "client"),
                "--metrics-port", str(self.metrics_port)]
         with open(self.tmp / "operator.log", "wb") as log:
             self.op = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,

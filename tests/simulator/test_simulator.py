@@ -119,7 +119,7 @@ async def test_nodes_register_ready_and_leases_renew(client: Client, start_sim: 
 async def test_driver_install_upgrade_uninstall_follow_node(client: Client, start_sim: Starter) -> None:
     sim = await start_sim(nodes=1, install_seconds=0.4)
     name = next(iter(sim.book.hosts)) if sim.book else ""
-    driver = SimulatorDriver(sim.driver_url, timeout=5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
     try:
         s = await driver.start(name, ComponentAction.INSTALL, kubelet("1.37.0"))
         assert s.install_state == InstallState.INSTALLING
@@ -151,7 +151,7 @@ async def test_driver_install_upgrade_uninstall_follow_node(client: Client, star
 async def test_install_failure_injection_and_lift(start_sim: Starter) -> None:
     sim = await start_sim(nodes=1)
     name = next(iter(sim.book.hosts)) if sim.book else ""
-    driver = SimulatorDriver(sim.driver_url, timeout=5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
     try:
         await driver.fault(None, "install-failure", "kubelet", "1.38.0")
         s = await driver.start(name, ComponentAction.INSTALL, kubelet("1.38.0"))
@@ -169,7 +169,7 @@ async def test_install_failure_injection_and_lift(start_sim: Starter) -> None:
 async def test_hardware_fault_component_stop_and_recover(client: Client, start_sim: Starter) -> None:
     sim = await start_sim(nodes=2)
     a, b = list(sim.book.hosts) if sim.book else ["", ""]
-    driver = SimulatorDriver(sim.driver_url, timeout=5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
     try:
         await driver.fault(a, "hardware")
         await eventually(lambda: client.get(NODE, a), lambda n: ready_status(n) == "False", what="NotReady")
@@ -197,7 +197,7 @@ async def test_hardware_fault_component_stop_and_recover(client: Client, start_s
 async def test_hang_stops_lease_and_times_out(client: Client, start_sim: Starter) -> None:
     sim = await start_sim(nodes=1)
     name = next(iter(sim.book.hosts)) if sim.book else ""
-    driver = SimulatorDriver(sim.driver_url, timeout=0.5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=0.5)
     try:
         await driver.fault(name, "hang")
         # let any renewal already in flight land, then the lease must stay still for several periods
@@ -277,7 +277,7 @@ async def test_binder_respects_cordon_and_pods_run(client: Client, start_sim: St
                               lambda p: p["status"].get("phase") == "Running")
     assert placed["spec"]["nodeName"] == a  # least pods wins: a has none, b has three
 
-    driver = SimulatorDriver(sim.driver_url, timeout=5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
     try:
         await driver.fault(c, "hardware")
         await client.create(POD, pod("on-broken", namespace, node=c), namespace)
@@ -288,11 +288,34 @@ async def test_binder_respects_cordon_and_pods_run(client: Client, start_sim: St
         await driver.close()
 
 
+async def test_driver_is_mutual_tls_and_advertised_without_wildcards(client: Client, start_sim: Starter,
+                                                                     tmp_path: Path) -> None:
+    """The driver URL the Nodes advertise names the bound address over https; a caller without the
+    simulator's client certificate gets nothing; a wildcard address is never advertised."""
+    sim = await start_sim(nodes=1)
+    name = next(iter(sim.book.hosts)) if sim.book else ""
+    node = await client.get(NODE, name)
+    url = node["metadata"]["annotations"]["kokpit.io/simulator-driver"]
+    assert url == sim.driver_url and url.startswith("https://127.0.0.1:")
+    anonymous = SimulatorDriver(url, timeout=5)
+    try:
+        with pytest.raises(DriverError):
+            await anonymous.fault(name, "hardware")
+    finally:
+        await anonymous.close()
+    assert sim.book is not None and not sim.book.host(name).hardware  # the refused call did nothing
+    with pytest.raises(RuntimeError, match="wildcard"):
+        await start_sim(nodes=1, driver_host="0.0.0.0", data_dir=tmp_path / "wild")
+    wild = await start_sim(nodes=1, driver_host="0.0.0.0", driver_advertise="127.0.0.1",
+                           data_dir=tmp_path / "wild2")
+    assert wild.driver_url.startswith("https://127.0.0.1:")
+
+
 async def test_host_state_survives_restart(client: Client, start_sim: Starter, tmp_path: Path) -> None:
     data = tmp_path / "durable"
     sim = await start_sim(nodes=2, data_dir=data, install_seconds=0.3)
     a, b = list(sim.book.hosts) if sim.book else ["", ""]
-    driver = SimulatorDriver(sim.driver_url, timeout=5)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
     try:
         await driver.start(a, ComponentAction.INSTALL, kubelet("1.36.2"))
         await eventually(lambda: driver.state(a),
@@ -304,7 +327,7 @@ async def test_host_state_survives_restart(client: Client, start_sim: Starter, t
     await sim.stop()
 
     again = await start_sim(nodes=2, data_dir=data, install_seconds=0.3)
-    driver = SimulatorDriver(again.driver_url, timeout=5)
+    driver = SimulatorDriver(again.driver_url, tls=again.client_tls, timeout=5)
     try:
         states = await eventually(lambda: driver.states([a, b]),
                                   lambda m: m[b].components["kubelet"].install_state == InstallState.INSTALLED)
@@ -334,18 +357,22 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 async def test_fault_and_state_cli(client: Client, start_sim: Starter) -> None:
     sim = await start_sim(nodes=1)
     name = next(iter(sim.book.hosts)) if sim.book else ""
-    code, out, _ = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "hardware")
+    assert sim.client_tls is not None
+    tls = ("--tls-dir", str(sim.client_tls.ca_file.parent))
+    code, _, err = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "hardware")
+    assert code == 1 and "requires a client certificate" in err  # no credentials, no fault
+    code, out, _ = await run_cli("fault", "--url", sim.driver_url, *tls, "--node", name, "--type", "hardware")
     assert code == 0 and json.loads(out) == {"node": name, "hardware": "simulated hardware fault", "hung": False,
                                              "stoppedComponents": [], "installFailures": []}
     await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "False")
-    code, out, _ = await run_cli("state", "--url", sim.driver_url, "--node", name)
+    code, out, _ = await run_cli("state", "--url", sim.driver_url, *tls, "--node", name)
     assert code == 0 and json.loads(out)["reachable"] is False
-    code, _, err = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "component-stop",
+    code, _, err = await run_cli("fault", "--url", sim.driver_url, *tls, "--node", name, "--type", "component-stop",
                                  "--component", "kubelet")
     assert code == 1 and "needs an installed component" in err
-    code, _, err = await run_cli("fault", "--url", sim.driver_url, "--type", "meteor")
+    code, _, err = await run_cli("fault", "--url", sim.driver_url, *tls, "--type", "meteor")
     assert code == 1 and "--type must be one of" in err
-    code, _, _ = await run_cli("fault", "--url", sim.driver_url, "--node", name, "--type", "recover")
+    code, _, _ = await run_cli("fault", "--url", sim.driver_url, *tls, "--node", name, "--type", "recover")
     assert code == 0
     await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "True")
 

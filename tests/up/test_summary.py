@@ -42,8 +42,8 @@ def test_plain_summary_and_commands() -> None:
     assert "default/cluster-1" in text and "3/3" in text
     assert "?/3" in text  # cluster-2's nodes cannot be read yet
     assert "created" in text
-    assert "kokpit kubeconfig cluster-1 --data-dir /data > cluster-1.kubeconfig" in text
-    assert try_commands(Path(".kokpit"), snap)[2] == "kokpit kubeconfig cluster-1 > cluster-1.kubeconfig"
+    assert "kokpit kubeconfig cluster-1 --data-dir /data > /data/cluster-1.kubeconfig" in text
+    assert try_commands(Path(".kokpit"), snap)[2] == "kokpit kubeconfig cluster-1 > .kokpit/cluster-1.kubeconfig"
 
 
 def test_one_machine_per_node_named_like_the_simulator() -> None:

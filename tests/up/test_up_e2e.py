@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,70 @@ def get_kubeconfig(data_dir: Path, cluster: str, dest: Path) -> Path:
     return dest
 
 
+def listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket in LISTEN state that one of ``pids`` holds."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes[link[8:-1]] = pid
+    out = []
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] != "0A" or f[9] not in inodes:  # 0A: LISTEN
+                    continue
+                hexaddr, hexport = f[1].split(":")
+                raw = bytes.fromhex(hexaddr)
+                if width == 8:
+                    addr = ".".join(str(b) for b in raw[::-1])
+                else:
+                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                    addr = ":".join(b"".join(words)[i:i + 2].hex() for i in range(0, 16, 2))
+                out.append((inodes[f[9]], addr, int(hexport, 16)))
+    return out
+
+
+def fleet_pids(data_dir: Path) -> set[int]:
+    return {int(line.split(":")[0]) for line in procs_mentioning(str(data_dir))}
+
+
+async def check_secure_surface(kubectl_bin: str, data_dir: Path, kc: Path, readme: set[str]) -> None:
+    """Issue 13: nothing the fleet runs listens on a wildcard address, the node driver is reached with
+    credentials `kokpit simulator fault --cluster` finds itself, and the README's .kokpit/ paths exist."""
+    socks = listening(fleet_pids(data_dir))
+    assert socks, "found no listening sockets of the fleet"
+    wild = [s for s in socks if s[1] in ("0.0.0.0", "0000:0000:0000:0000:0000:0000:0000:0000")]
+    assert wild == [], f"listening on a wildcard address: {wild}"
+    assert all(s[1] == "127.0.0.1" for s in socks), socks
+
+    node = "sim-00003"
+    hit = run(kokpit("simulator", "fault", "--cluster", "cluster-1", "--data-dir", str(data_dir), "--node", node,
+                     "--type", "hardware"))
+    assert hit.returncode == 0, hit.stderr
+    assert json.loads(hit.stdout)["hardware"]
+    deadline = time.monotonic() + 30
+    while ready(kubectl_json(kubectl_bin, kc, "get", "node", node)):
+        assert time.monotonic() < deadline, "the node stayed Ready after a hardware fault"
+        await asyncio.sleep(0.3)
+    healed = run(kokpit("simulator", "fault", "--cluster", "cluster-1", "--data-dir", str(data_dir), "--node",
+                        node, "--type", "recover"))
+    assert healed.returncode == 0, healed.stderr
+    node_obj = kubectl_json(kubectl_bin, kc, "get", "node", node)
+    url = node_obj["metadata"]["annotations"]["kokpit.io/simulator-driver"]
+    assert url.startswith("https://127.0.0.1:"), url  # advertised as reachable, never 0.0.0.0
+    no_creds = run(kokpit("simulator", "fault", "--url", url, "--node", node, "--type", "hardware"))
+    assert no_creds.returncode == 1 and "client certificate" in no_creds.stderr
+
+    tour_writes = {".kokpit/cluster-1.kubeconfig", ".kokpit/cluster-2.kubeconfig", ".kokpit/network-ready.yaml"}
+    for ref in sorted(readme - tour_writes):  # the README's .kokpit/ paths, on a real fleet
+        assert (data_dir / ref.removeprefix(".kokpit/")).exists(), f"README names {ref}, which kokpit up does not write"
+
+
 def stop_and_check_no_orphans(up: Up) -> None:
     t0 = time.monotonic()
     assert up.interrupt(timeout=30) == 0, up.output()
@@ -161,8 +225,8 @@ def stop_and_check_no_orphans(up: Up) -> None:
 
 
 @pytest.mark.timeout(300)
-async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(data_dir: Path, tmp_path: Path,
-                                                              kubectl_bin: str) -> None:
+async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
+        data_dir: Path, tmp_path: Path, kubectl_bin: str, readme_kokpit_paths: Callable[[], set[str]]) -> None:
     port = free_port()
     up = Up(data_dir, port)
     try:
@@ -174,6 +238,7 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(data_di
         await wait_business_fleet(kubectl_bin, kc, deadline)
         kc2 = get_kubeconfig(data_dir, "cluster-2", tmp_path / "c2.kubeconfig")
         await wait_business_fleet(kubectl_bin, kc2, deadline)
+        await check_secure_surface(kubectl_bin, data_dir, kc, readme_kokpit_paths())
         clusters = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "clusters", "-n", "default")["items"]
         assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
 

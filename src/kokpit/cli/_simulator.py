@@ -45,8 +45,17 @@ def simulator(
                                       help="Node status is posted on change and at least this often."),
     data_dir: Path = typer.Option(Path(".kokpit/simulator"), "--data-dir",
                                   help="Where host state (installed components, faults) persists."),
-    driver_host: str = typer.Option("127.0.0.1", "--driver-host", help="Address of the node driver API."),
+    driver_host: str = typer.Option("127.0.0.1", "--driver-host", help="Address the node driver API listens "
+                                    "on (HTTPS, client certificates required)."),
     driver_port: int = typer.Option(9740, "--driver-port", help="Port of the node driver API (0: any)."),
+    driver_advertise: str = typer.Option("", "--driver-advertise-address", help="Host callers reach the "
+                                         "driver at (default --driver-host; needed when that is 0.0.0.0)."),
+    tls_cert_file: Path | None = typer.Option(None, "--tls-cert-file", help="The driver API's serving "
+                                              "certificate (default: the simulator's own PKI in DATA_DIR/pki, "
+                                              "callers' credentials in DATA_DIR/pki/client)."),
+    tls_private_key_file: Path | None = typer.Option(None, "--tls-private-key-file", help="Its key."),
+    client_ca_file: Path | None = typer.Option(None, "--client-ca-file", help="CA whose client certificates "
+                                               "may call the driver API."),
     name_prefix: str = typer.Option("sim-", "--name-prefix", help="Node names are <prefix>00001, ..."),
     install_seconds: float = typer.Option(0.0, "--install-seconds", min=0.0,
                                           help="How long a component install/upgrade/uninstall takes."),
@@ -61,6 +70,7 @@ def simulator(
     """Run N simulated hosts (bare form), or a subcommand against a running simulator."""
     if ctx.invoked_subcommand is not None:
         return
+    from kokpit.nodes.mtls import TLSFiles
     from kokpit.simulator import FailRule, SimulatorOptions, run
 
     setup_logging(verbose, quiet_http=True)
@@ -69,10 +79,18 @@ def simulator(
     except ValueError as e:
         fail(str(e))
         return
+    given = [tls_cert_file, tls_private_key_file, client_ca_file]
+    tls = None
+    if any(given):
+        if not all(given):
+            fail("--tls-cert-file, --tls-private-key-file and --client-ca-file go together")
+        assert tls_cert_file and tls_private_key_file and client_ca_file
+        tls = TLSFiles(client_ca_file, tls_cert_file, tls_private_key_file)
     opts = SimulatorOptions(kubeconfig=kubeconfig, nodes=nodes, seed=seed,
                             lease_period=parse_duration(lease_period), lease_jitter=lease_jitter,
                             status_report_period=parse_duration(status_period), data_dir=data_dir,
-                            driver_host=driver_host, driver_port=driver_port, name_prefix=name_prefix,
+                            driver_host=driver_host, driver_port=driver_port, driver_advertise=driver_advertise,
+                            tls=tls, name_prefix=name_prefix,
                             install_seconds=install_seconds, fail_probability=fail_probability,
                             fail_rules=rules, binder=binder)
     if opts.lease_period <= 0:
@@ -85,12 +103,60 @@ def simulator(
         pass
 
 
-def _driver_call(url: str, fn: str, *args: Any) -> Any:
+class _Target:
+    """Where the driver is and whose credentials to call it with (``--cluster``, or ``--url``/``--tls-dir``)."""
+
+    def __init__(self, cluster: str, namespace: str, data_dir: Path, url: str, tls_dir: Path | None,
+                 sim_dir: Path | None) -> None:
+        if sum(bool(x) for x in (cluster, url, sim_dir)) != 1:
+            fail("say which simulator: --cluster NAME (a business cluster of kokpit up), --simulator-dir DIR "
+                 "(a standalone simulator's --data-dir) or --url URL --tls-dir DIR")
+        if url and tls_dir is None:
+            fail("the node driver requires a client certificate: pass --tls-dir DIR (ca.crt, tls.crt, tls.key; a "
+                 "standalone simulator writes them to DATA_DIR/pki/client), or use --cluster NAME")
+        self.cluster, self.namespace, self.data_dir = cluster, namespace, data_dir
+        self.url, self.tls_dir, self.sim_dir = url, tls_dir, sim_dir
+
+    async def resolve(self, tmp: Path) -> tuple[str, Any]:
+        from kokpit.nodes.mtls import TLSFiles, write_files
+
+        if self.sim_dir is not None:
+            try:
+                url = (self.sim_dir / "driver-url").read_text().strip()
+            except OSError:
+                fail(f"{self.sim_dir} holds no driver-url: is it a simulator's --data-dir, and did it start?")
+            return url, TLSFiles.in_dir(self.sim_dir / "pki" / "client")
+        if self.url:
+            assert self.tls_dir is not None
+            return self.url, TLSFiles.in_dir(self.tls_dir)
+        from kokpit.client import Client
+        from kokpit.up import AccessError, driver_access
+
+        kc = self.data_dir / "kubeconfig"
+        if not kc.is_file():
+            fail(f"{kc} not found: is kokpit up running with --data-dir {self.data_dir}?")
+        meta = Client.from_kubeconfig(kc, field_manager="kokpit-simulator-cli", max_retries=1, timeout=10.0)
+        try:
+            access = await driver_access(meta, self.cluster, self.namespace)
+        except AccessError as e:
+            fail(str(e))
+        finally:
+            await meta.close()
+        return access.url, write_files(tmp, access.ca_pem, access.cert_pem, access.key_pem)
+
+
+def _driver_call(target: _Target, fn: str, *args: Any) -> Any:
+    import tempfile
+
     from kokpit.nodes import DriverError
     from kokpit.nodes.simulator import SimulatorDriver, node_state_to_dict
 
-    async def go() -> Any:
-        d = SimulatorDriver(url, timeout=10.0)
+    async def go(tmp: Path) -> Any:
+        url, tls = await target.resolve(tmp)
+        try:
+            d = SimulatorDriver(url, tls=tls, timeout=10.0)
+        except (ValueError, OSError) as e:
+            fail(f"cannot use the driver credentials: {e}")
         try:
             if fn == "fault":
                 return await d.fault(*args)
@@ -98,32 +164,55 @@ def _driver_call(url: str, fn: str, *args: Any) -> Any:
         finally:
             await d.close()
 
-    try:
-        return asyncio.run(go())
-    except DriverError as e:
-        fail(str(e))
+    with tempfile.TemporaryDirectory(prefix="kokpit-driver-") as tmp:
+        try:
+            return asyncio.run(go(Path(tmp)))
+        except DriverError as e:
+            fail(str(e))
+
+
+_CLUSTER = typer.Option("", "--cluster", "-c", help="Business cluster of a running kokpit up: the driver's "
+                        "address and credentials are read from the meta cluster.")
+_NAMESPACE = typer.Option("default", "--namespace", "-n", help="The Cluster's namespace.")
+_DATA_DIR = typer.Option(Path(".kokpit"), "--data-dir", help="The data dir of the kokpit up (with --cluster).")
+_URL = typer.Option("", "--url", help="The driver URL (https://HOST:PORT), with --tls-dir.")
+_TLS_DIR = typer.Option(None, "--tls-dir", help="Folder with the caller's ca.crt, tls.crt and tls.key.")
+_SIM_DIR = typer.Option(None, "--simulator-dir", help="A standalone simulator's --data-dir (its driver-url "
+                        "and pki/client).")
 
 
 @simulator_app.command("fault")
 def fault(
-    url: str = typer.Option("http://127.0.0.1:9740", "--url", help="The simulator's driver URL."),
     node: str = typer.Option("*", "--node", help="Node name; '*' for every node (install-failure, recover)."),
     kind: str = typer.Option(..., "--type", help="component-stop | hardware | hang | install-failure | recover"),
     component: str = typer.Option("", "--component", help="Component (component-stop, install-failure)."),
     version: str = typer.Option("", "--version", help="Version that fails (install-failure; empty: any)."),
+    cluster: str = _CLUSTER,
+    namespace: str = _NAMESPACE,
+    data_dir: Path = _DATA_DIR,
+    url: str = _URL,
+    tls_dir: Path | None = _TLS_DIR,
+    simulator_dir: Path | None = _SIM_DIR,
 ) -> None:
     """Inject or lift a fault on a running simulator; prints the resulting faults as JSON."""
     from kokpit.simulator import FAULT_TYPES
 
     if kind not in FAULT_TYPES:
         fail(f"--type must be one of {', '.join(FAULT_TYPES)} (got {kind!r})")
-    typer.echo(json.dumps(_driver_call(url, "fault", node, kind, component, version), indent=2))
+    target = _Target(cluster, namespace, data_dir, url, tls_dir, simulator_dir)
+    typer.echo(json.dumps(_driver_call(target, "fault", node, kind, component, version), indent=2))
 
 
 @simulator_app.command("state")
 def state(
-    url: str = typer.Option("http://127.0.0.1:9740", "--url", help="The simulator's driver URL."),
     node: str = typer.Option(..., "--node", help="Node name."),
+    cluster: str = _CLUSTER,
+    namespace: str = _NAMESPACE,
+    data_dir: Path = _DATA_DIR,
+    url: str = _URL,
+    tls_dir: Path | None = _TLS_DIR,
+    simulator_dir: Path | None = _SIM_DIR,
 ) -> None:
     """Print one simulated host's components as the node driver reports them (JSON)."""
-    typer.echo(json.dumps(_driver_call(url, "state", node), indent=2))
+    target = _Target(cluster, namespace, data_dir, url, tls_dir, simulator_dir)
+    typer.echo(json.dumps(_driver_call(target, "state", node), indent=2))

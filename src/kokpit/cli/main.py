@@ -121,7 +121,14 @@ def crds() -> None:
 @app.command("machine-operator")
 def machine_operator(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the cluster to manage."),
-    driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (the simulator's URL)."),
+    driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (https://HOST:PORT)."),
+    driver_tls_dir: Path | None = typer.Option(None, "--driver-tls-dir", help="Folder with the node driver's "
+                                               "CA and this caller's certificate: ca.crt, tls.crt, tls.key."),
+    driver_ca_file: Path | None = typer.Option(None, "--driver-ca-file", help="CA of the node driver (mutual "
+                                               "TLS; instead of --driver-tls-dir)."),
+    driver_client_certificate: Path | None = typer.Option(None, "--driver-client-certificate",
+                                                          help="Client certificate the node driver accepts."),
+    driver_client_key: Path | None = typer.Option(None, "--driver-client-key", help="Its key."),
     create_machines_for_nodes: bool = typer.Option(False, "--create-machines-for-nodes",
                                                    help="Create a Machine for every Node that has none."),
     workers: int = typer.Option(64, "--workers", min=1, help="Concurrent reconciles."),
@@ -134,6 +141,7 @@ def machine_operator(
     """Run the machine operator: hold every node at the final state its Machine declares."""
     import asyncio
 
+    from kokpit.nodes.mtls import TLSFiles
     from kokpit.nodes.simulator import SimulatorDriver
     from kokpit.operators.machine import OperatorOptions, run_operator
 
@@ -142,8 +150,19 @@ def machine_operator(
     setup_logging(verbose, quiet_http=True)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
                            fast_poll=fast_poll, slow_poll=slow_poll)
+    if driver_tls_dir is not None:
+        tls = TLSFiles.in_dir(driver_tls_dir)
+    elif driver_ca_file and driver_client_certificate and driver_client_key:
+        tls = TLSFiles(driver_ca_file, driver_client_certificate, driver_client_key)
+    else:
+        fail("the node driver requires mutual TLS: pass --driver-tls-dir DIR, or --driver-ca-file, "
+             "--driver-client-certificate and --driver-client-key")
     try:
-        asyncio.run(run_operator(kubeconfig, SimulatorDriver(driver_url), opts, http_port=metrics_port))
+        driver = SimulatorDriver(driver_url, tls=tls)
+    except (ValueError, OSError) as e:
+        fail(f"cannot use the node driver credentials: {e}")
+    try:
+        asyncio.run(run_operator(kubeconfig, driver, opts, http_port=metrics_port))
     except KeyboardInterrupt:
         pass
 

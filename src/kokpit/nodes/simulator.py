@@ -19,6 +19,7 @@ from kokpit.nodes.driver import (
     HealthResult,
     NodeState,
 )
+from kokpit.nodes.mtls import TLSFiles, client_context
 
 __all__ = ["SimulatorDriver", "node_state_from_dict", "node_state_to_dict"]
 
@@ -42,16 +43,19 @@ def _error(resp: JsonResponse, what: str) -> DriverError:
 
 
 class SimulatorDriver:
-    """:class:`~kokpit.nodes.driver.NodeDriver` for the simulator at ``url`` (e.g. ``http://127.0.0.1:9740``).
+    """:class:`~kokpit.nodes.driver.NodeDriver` for the simulator at ``url`` (``https://127.0.0.1:9740``).
 
-    ``timeout`` bounds every call: a silently hung node shows as a timeout, exactly like a real one.
-    ``batch_size`` caps nodes per ``states`` request.
+    ``tls`` are the caller's credentials (:mod:`kokpit.nodes.mtls`): the simulator refuses callers without a
+    client certificate from its CA.  ``timeout`` bounds every call: a silently hung node shows as a timeout,
+    exactly like a real one.  ``batch_size`` caps nodes per ``states`` request.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, batch_size: int = 2000) -> None:
+    def __init__(self, url: str, *, tls: TLSFiles | None = None, check_hostname: bool = True,
+                 timeout: float = 10.0, batch_size: int = 2000) -> None:
         self.url = url.rstrip("/")
         self.batch_size = batch_size
-        self._http = JsonHttpClient(self.url, timeout=timeout)
+        ctx = client_context(tls, check_hostname=check_hostname) if tls is not None else None
+        self._http = JsonHttpClient(self.url, timeout=timeout, ssl_context=ctx)
 
     async def _call(self, method: str, path: str, body: Any, what: str) -> JsonResponse:
         try:

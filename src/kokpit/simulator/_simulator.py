@@ -12,15 +12,15 @@ import fcntl
 import logging
 import os
 import signal
-import socket
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import uvicorn
-
 from kokpit._lib.aio import cancel_and_wait
 from kokpit.client import NODE, POD, Client
+from kokpit.nodes.mtls import DriverServer, TLSFiles, is_wildcard, local_pki
 from kokpit.runtime import Handlers, InformerFactory
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
@@ -51,6 +51,8 @@ class SimulatorOptions:
     data_dir: Path | None = None  # None: host state lives in memory only
     driver_host: str = "127.0.0.1"
     driver_port: int = 9740  # 0 picks a free port
+    driver_advertise: str = ""  # the host in the advertised driver URL (default driver_host; never a wildcard)
+    tls: TLSFiles | None = None  # the driver server's credentials; None: the simulator's own PKI
     name_prefix: str = "sim-"
     install_seconds: float = 0.0
     fail_probability: float = 0.0
@@ -81,7 +83,9 @@ class Simulator:
         self.binder: Binder | None = None
         self.factory = InformerFactory(self.client)
         self.driver_url = ""
-        self._server: uvicorn.Server | None = None
+        self._server: DriverServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.client_tls: TLSFiles | None = None  # callers' credentials when the simulator made its own PKI
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: IO[bytes] | None = None
         self._stopped = False
@@ -131,28 +135,26 @@ class Simulator:
             self._tasks.append(loop.create_task(self.binder.controller.run(), name="sim-binder"))
 
     async def _serve_driver(self, app: DriverApp) -> None:
+        """The driver API over mutual TLS: with the credentials given (a Pod's mounted PKI Secret), else the
+        simulator's own PKI (in the data dir, or a temporary folder), whose caller side is ``client_tls``."""
         o = self.opts
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        files = o.tls
+        if files is None:
+            if o.data_dir is not None:
+                folder = o.data_dir / "pki"
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="kokpit-sim-pki-")
+                folder = Path(self._tmp.name)
+            hosts = ["127.0.0.1", "localhost", *([o.driver_advertise or o.driver_host])]
+            files, self.client_tls = local_pki(folder, [h for h in hosts if not is_wildcard(h)])
         try:
-            sock.bind((o.driver_host, o.driver_port))
-        except OSError as e:
-            sock.close()
-            raise RuntimeError(f"cannot listen on {o.driver_host}:{o.driver_port}: {e.strerror}; "
-                               "choose another --driver-port") from None
-        sock.listen(1024)
-        port = sock.getsockname()[1]
-        self.driver_url = f"http://{o.driver_host}:{port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="httptools",
-                                loop="none", timeout_keep_alive=120, timeout_graceful_shutdown=1)
-        server = uvicorn.Server(config)
-        server.config.install_signal_handlers = False  # type: ignore[attr-defined]
+            server = DriverServer(app, o.driver_host, o.driver_port, files, advertise=o.driver_advertise or None)
+            self.driver_url = await server.start()
+        except (ValueError, ssl.SSLError) as e:
+            raise RuntimeError(f"cannot serve the node driver: {e}") from None
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; choose another --driver-port") from None
         self._server = server
-        self._tasks.append(asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="sim-driver"))
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
         if o.data_dir is not None:
             (o.data_dir / "driver-url").write_text(self.driver_url + "\n")
 
@@ -176,7 +178,7 @@ class Simulator:
             return
         self._stopped = True
         if self._server is not None:
-            self._server.should_exit = True
+            await self._server.stop()
         if self.kubelets is not None:
             await self.kubelets.stop()
         await self.factory.stop()
@@ -189,6 +191,9 @@ class Simulator:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 async def serve(opts: SimulatorOptions) -> None:

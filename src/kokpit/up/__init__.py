@@ -5,6 +5,7 @@ state, all reachable with kubectl, with nothing installed but kokpit.  This pack
 layering: it starts the other parts as processes and talks to them only through their API servers.
 """
 
+from kokpit.up._access import AccessError, DriverAccess, driver_access
 from kokpit.up._defaults import (
     CLUSTER_NAMESPACE,
     CPV_NAMES,
@@ -38,14 +39,17 @@ __all__ = [
     "MACHINE_PACKAGES",
     "MAX_CLUSTERS",
     "MAX_NODES",
+    "AccessError",
     "Child",
     "ClusterRow",
+    "DriverAccess",
     "Fleet",
     "Snapshot",
     "UpError",
     "UpOptions",
     "cluster_names",
     "cpvs",
+    "driver_access",
     "kubeconfig",
     "machine_bodies",
     "mpvs",

@@ -177,11 +177,12 @@ def try_commands(data_dir: Path, snap: Snapshot) -> list[str]:
     """The exact commands to paste next (paths as given, quoted for the shell)."""
     dd = "" if data_dir == Path(".kokpit") else f" --data-dir {shlex.quote(str(data_dir))}"
     first = snap.clusters[0].name if snap.clusters else "cluster-1"
+    kc = shlex.quote(str(data_dir / f"{first}.kubeconfig"))  # inside the data dir: nothing lands in a checkout
     return [
         f"export KUBECONFIG={shlex.quote(str(data_dir.resolve() / 'kubeconfig'))}",
         "kubectl get clusters,clusterpackageversions",
-        f"kokpit kubeconfig {first}{dd} > {first}.kubeconfig",
-        f"kubectl --kubeconfig {first}.kubeconfig get nodes,machines",
+        f"kokpit kubeconfig {first}{dd} > {kc}",
+        f"kubectl --kubeconfig {kc} get nodes,machines",
         f"kokpit status{dd}",
     ]
 

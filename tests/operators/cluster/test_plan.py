@@ -71,7 +71,7 @@ def test_desired_pods_are_wired_and_hashed() -> None:
     mo = desired_pod(n, CPV, comps["machine-operator"], 0, _wiring(), OWNER)
     assert mo is not None
     args = mo["spec"]["containers"][0]["args"]
-    assert args[args.index("--driver-url") + 1] == "http://10.0.0.5:30002"
+    assert args[args.index("--driver-url") + 1] == "https://10.0.0.5:30002"
     assert args[args.index("--kubeconfig") + 1] == "/etc/kokpit/kubeconfig/value"
     assert desired_pod(n, CPV, comps["machine-operator"], 0, _wiring(endpoint_host=None), OWNER) is None
     sim = desired_pod(n, CPV, comps["simulator"], 0, _wiring(), OWNER)
@@ -79,6 +79,42 @@ def test_desired_pods_are_wired_and_hashed() -> None:
     etcd = desired_pod(n, CPV, comps["etcd"], 0, _wiring(), OWNER)
     assert etcd is not None and etcd["spec"]["containers"][0]["args"] == ["--x"]
     assert {"name": "KUBECONFIG", "value": "/etc/kokpit/kubeconfig/value"} in etcd["spec"]["containers"][0]["env"]
+
+
+def test_servers_bind_to_their_node_and_the_driver_is_mutual_tls() -> None:
+    """No component listens on a wildcard address (each binds to status.hostIP through the Downward API), and
+    the node driver's two ends get their halves of the driver PKI, the CA key in neither."""
+    n = Names("team-a", "c")
+    comps = {c["name"]: c for c in CPV["spec"]["components"]}  # type: ignore[index]
+    pods = {name: desired_pod(n, CPV, comps[name], 0, _wiring(), OWNER) for name in comps}
+    for name, pod in pods.items():
+        assert pod is not None
+        c = pod["spec"]["containers"][0]
+        assert "0.0.0.0" not in str(pod), name
+        assert {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}} in c["env"], name
+    api = pods["kube-apiserver"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert api[api.index("--host") + 1] == "$(HOST_IP)"
+    sim = pods["simulator"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert sim[sim.index("--driver-host") + 1] == "$(HOST_IP)"
+    assert sim[sim.index("--client-ca-file") + 1] == "/etc/kokpit/driver/ca.crt"
+    assert sim[sim.index("--tls-cert-file") + 1] == "/etc/kokpit/driver/tls.crt"
+    mo = pods["machine-operator"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert mo[mo.index("--driver-client-certificate") + 1] == "/etc/kokpit/driver/tls.crt"
+
+    def items(name: str) -> dict[str, str]:
+        vols = pods[name]["spec"]["volumes"]  # type: ignore[index]
+        vol = next(v for v in vols if v["name"] == "driver-tls")
+        assert vol["secret"]["secretName"] == "c-pki"
+        return {i["key"]: i["path"] for i in vol["secret"]["items"]}
+
+    assert items("simulator") == {"driver-ca.crt": "ca.crt", "driver.crt": "tls.crt", "driver.key": "tls.key"}
+    assert items("machine-operator") == {"driver-ca.crt": "ca.crt", "driver-client.crt": "tls.crt",
+                                         "driver-client.key": "tls.key"}
+    # new driver credentials restart their users, not the API server
+    h = {k: p["metadata"]["annotations"][HASH_ANNOTATION] for k, p in pods.items()}  # type: ignore[index]
+    again = {name: desired_pod(n, CPV, comps[name], 0, _wiring(driver_hash="d2"), OWNER) for name in comps}
+    moved = {k for k, p in again.items() if p["metadata"]["annotations"][HASH_ANNOTATION] != h[k]}  # type: ignore[index]
+    assert moved == {"simulator", "machine-operator"}
 
 
 def _pod(phase: str, ready: str, created: str = "2026-01-01T11:59:50Z", ltt: str | None = None) -> dict:  # type: ignore[type-arg]

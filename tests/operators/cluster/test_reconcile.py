@@ -54,7 +54,10 @@ async def test_provisioning_starts_the_api_server_first_then_the_rest(harness: H
     assert kc["users"][0]["user"]["token"].encode() in tokens
     mo = h.pods.get_by_name("c1-machine-operator-0", "default")["spec"]["containers"][0]["args"]
     drv = next(p["nodePort"] for p in svc["spec"]["ports"] if p["name"] == "driver")
-    assert mo[mo.index("--driver-url") + 1] == f"http://127.0.0.1:{drv}"
+    assert mo[mo.index("--driver-url") + 1] == f"https://127.0.0.1:{drv}"
+    pki_data = h.secrets.get_by_name("c1-pki", "default")["data"]
+    assert {"driver-ca.crt", "driver-ca.key", "driver.crt", "driver.key", "driver-client.crt",
+            "driver-client.key"} <= set(pki_data)  # the node driver's mutual TLS
     # settled: another reconcile writes nothing
     before = len(h.client.writes())
     await h.run()

@@ -54,7 +54,7 @@ async def kubelet_version(client: Client, node: str) -> str:
 
 async def test_fleet_converges_gates_upgrades_and_recovers(apiserver: ApiServerProcess, tmp_path: Path) -> None:
     async with simulator(apiserver, tmp_path / "sim") as sim, \
-            running_operator(apiserver, SimulatorDriver(sim.driver_url), FAST) as env:
+            running_operator(apiserver, SimulatorDriver(sim.driver_url, tls=sim.client_tls), FAST) as env:
         c = env.client
         await _stack(env)
         for n in NODES:
@@ -93,7 +93,7 @@ async def test_fleet_converges_gates_upgrades_and_recovers(apiserver: ApiServerP
         await wait_for(gone, "sysctl uninstalled")
         assert sim.book is not None and "sysctl" not in sim.book.hosts[n2].components
         # injected install failure: Failed with a message; lifted → recovers
-        drv = SimulatorDriver(sim.driver_url)
+        drv = SimulatorDriver(sim.driver_url, tls=sim.client_tls)
         try:
             await drv.fault(n2, "install-failure", "containerd", "1.8.0")
             await env.set_machine(n2, ["containerd-1.8", "kubelet-1.31"])
@@ -119,7 +119,7 @@ async def _eq(aw: Any, want: str) -> bool:
 async def test_operator_kill9_mid_upgrade_converges_without_repeating(apiserver: ApiServerProcess,
                                                                         tmp_path: Path) -> None:
     async with simulator(apiserver, tmp_path / "sim", install_seconds=0.6) as sim:
-        async with running_operator(apiserver, SimulatorDriver(sim.driver_url), FAST) as env:
+        async with running_operator(apiserver, SimulatorDriver(sim.driver_url, tls=sim.client_tls), FAST) as env:
             await _stack(env)
             for n in NODES:
                 await env.set_machine(n, ["containerd-1.7", "kubelet-1.30"])
@@ -129,6 +129,7 @@ async def test_operator_kill9_mid_upgrade_converges_without_repeating(apiserver:
         env = Env(client, None, None)  # type: ignore[arg-type]
         cmd = [sys.executable, "-m", "kokpit.cli.main", "machine-operator", "--kubeconfig",
                str(apiserver.kubeconfig), "--driver-url", sim.driver_url, "--fast-poll", "0.05",
+               "--driver-tls-dir", str(sim.client_tls.ca_file.parent) if sim.client_tls else "",
                "--slow-poll", "0.5"]
         logs = tmp_path / "operator.log"
 

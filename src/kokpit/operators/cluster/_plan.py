@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kokpit._lib import pki
 from kokpit._lib.clock import parse_time
 from kokpit.api.cluster import APISERVER_COMPONENT, MACHINE_OPERATOR_COMPONENT, SIMULATOR_COMPONENT
 from kokpit.runtime import find_condition
@@ -50,6 +51,21 @@ PKI_MOUNT = "/etc/kokpit/pki"
 KUBECONFIG_MOUNT = "/etc/kokpit/kubeconfig"
 APISERVER_DATA_MOUNT = "/var/lib/kokpit/apiserver"
 SIMULATOR_DATA_MOUNT = "/var/lib/kokpit/simulator"
+DRIVER_TLS_MOUNT = "/etc/kokpit/driver"  # node-driver mutual TLS: ca.crt, tls.crt, tls.key (kokpit.nodes.mtls)
+# every server binds to its node's address (the Downward API's status.hostIP), never to a wildcard
+_HOST_IP_ENV = {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+_DRIVER_TLS_ARGS = {  # component → (its flags for ca.crt, tls.crt, tls.key; the PKI Secret keys to mount)
+    SIMULATOR_COMPONENT: (("--client-ca-file", "--tls-cert-file", "--tls-private-key-file"),
+                          (pki.DRIVER_CA_CERT, pki.DRIVER_SERVING_CERT, pki.DRIVER_SERVING_KEY)),
+    MACHINE_OPERATOR_COMPONENT: (("--driver-ca-file", "--driver-client-certificate", "--driver-client-key"),
+                                 (pki.DRIVER_CA_CERT, pki.DRIVER_CLIENT_CERT, pki.DRIVER_CLIENT_KEY)),
+}
+
+
+def _driver_tls_args(name: str) -> list[str]:
+    flags, _ = _DRIVER_TLS_ARGS[name]
+    return [x for flag, f in zip(flags, ("ca.crt", "tls.crt", "tls.key"), strict=True)
+            for x in (flag, f"{DRIVER_TLS_MOUNT}/{f}")]
 DATA_CLEANUP_COMPONENT = "data-cleanup"  # the Pod that removes a deleted cluster's host folder
 _CLEANUP_MOUNT = "/var/lib/kokpit/clusters"
 DATA_COMPONENTS = (APISERVER_COMPONENT, SIMULATOR_COMPONENT)  # the components with a host folder
@@ -101,6 +117,7 @@ class Wiring:
     nodes: int
     data_root: str
     pki_hash: str
+    driver_hash: str = ""  # of the node driver's credentials: the Pods that mount them restart when they change
 
 
 def validate_cpv(cpv: Obj | None) -> tuple[str, str] | None:
@@ -133,7 +150,7 @@ def _wired_args(name: str, args: list[str], w: Wiring, pod: str = "") -> list[st
     kc = f"{KUBECONFIG_MOUNT}/{KUBECONFIG_KEY}"
     if name == APISERVER_COMPONENT:
         # --standby: replicas share one data folder; one serves, the others wait on its lock and take over
-        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--standby", "--instance-name", pod, "--host", "0.0.0.0",
+        return [*args, "--data-dir", APISERVER_DATA_MOUNT, "--standby", "--instance-name", pod, "--host", "$(HOST_IP)",
                 "--port", str(w.apiserver_port), "--version-label", w.kubernetes_version,
                 "--tls-cert-file", f"{PKI_MOUNT}/tls.crt", "--tls-private-key-file", f"{PKI_MOUNT}/tls.key",
                 "--ca-file", f"{PKI_MOUNT}/ca.crt", "--token-file", f"{PKI_MOUNT}/tokens.json"]
@@ -141,11 +158,14 @@ def _wired_args(name: str, args: list[str], w: Wiring, pod: str = "") -> list[st
         if w.driver_port is None:
             return None
         return [*args, "--kubeconfig", kc, "--nodes", str(w.nodes), "--data-dir", SIMULATOR_DATA_MOUNT,
-                "--driver-host", "0.0.0.0", "--driver-port", str(w.driver_port)]
+                "--driver-host", "$(HOST_IP)", "--driver-port", str(w.driver_port),
+                *_driver_tls_args(SIMULATOR_COMPONENT)]
     if name == MACHINE_OPERATOR_COMPONENT:
         if w.driver_port is None or not w.endpoint_host:
             return None  # no node driver to reach (today only the simulator is one)
-        return [*args, "--kubeconfig", kc, "--driver-url", f"http://{w.endpoint_host}:{w.driver_port}"]
+        host = f"[{w.endpoint_host}]" if ":" in w.endpoint_host else w.endpoint_host
+        return [*args, "--kubeconfig", kc, "--driver-url", f"https://{host}:{w.driver_port}",
+                *_driver_tls_args(MACHINE_OPERATOR_COMPONENT)]
     return list(args)
 
 
@@ -162,7 +182,7 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
     cpv_name = str(cpv["metadata"]["name"])
     mounts: list[Obj] = []
     volumes: list[Obj] = []
-    env: list[Obj] = []
+    env: list[Obj] = [_HOST_IP_ENV]
     ports: list[Obj] = []
     probe: Obj | None = None
     if name == APISERVER_COMPONENT:
@@ -186,6 +206,11 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
                                                          "type": "DirectoryOrCreate"}})
             if wiring.driver_port is not None:
                 ports.append({"name": "driver", "containerPort": wiring.driver_port, "protocol": "TCP"})
+        if name in _DRIVER_TLS_ARGS:
+            _, keys = _DRIVER_TLS_ARGS[name]
+            mounts.append({"name": "driver-tls", "mountPath": DRIVER_TLS_MOUNT, "readOnly": True})
+            volumes.append({"name": "driver-tls", "secret": {"secretName": names.pki_secret, "items": [
+                {"key": k, "path": f} for k, f in zip(keys, ("ca.crt", "tls.crt", "tls.key"), strict=True)]}})
     container: Obj = {"name": name, "image": str(component["image"]), "args": args, "volumeMounts": mounts}
     if env:
         container["env"] = env
@@ -199,7 +224,8 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": {"matchLabels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name}},
             "topologyKey": "kubernetes.io/hostname"}]}}
-    pod_hash = _hash({"spec": spec, "pki": wiring.pki_hash if name == APISERVER_COMPONENT else ""})
+    secrets = wiring.pki_hash if name == APISERVER_COMPONENT else wiring.driver_hash if name in _DRIVER_TLS_ARGS else ""
+    pod_hash = _hash({"spec": spec, "pki": secrets})
     meta = owner.get("metadata") or {}
     return {
         "apiVersion": "v1", "kind": "Pod",

@@ -222,6 +222,10 @@ def _b64(data: bytes | str) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
+def _hash_of(data: Obj) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _unb64(secret: Obj | None, key: str) -> bytes:
     raw = ((secret or {}).get("data") or {}).get(key)
     return base64.b64decode(raw) if raw else b""
@@ -346,8 +350,10 @@ class ClusterReconciler:
         """The CA, the API server's serving certificate and the bearer tokens, in ``<cluster>-pki``."""
         hosts = ["127.0.0.1", "localhost", *names.service_hosts(), *self.opts.extra_sans]
         cur = self.secrets.get_by_name(names.pki_secret, names.namespace)
+        driver = {k: _unb64(cur, k) for k in pki.DRIVER_KEYS} if cur is not None else {}
+        driver_want = pki.driver_pki(driver, hosts, ca_name=f"kokpit-node-driver-ca-{names.namespace}-{names.cluster}")
         if cur is not None and _unb64(cur, "ca.crt") and _unb64(cur, "tokens.json") and \
-                pki.serving_cert_covers(_unb64(cur, "tls.crt"), hosts):
+                pki.serving_cert_covers(_unb64(cur, "tls.crt"), hosts) and driver_want == driver:
             return cur
         if cur is not None and _unb64(cur, "ca.key"):
             ca = pki.CertPair(_unb64(cur, "ca.crt"), _unb64(cur, "ca.key"))
@@ -355,9 +361,14 @@ class ClusterReconciler:
         else:
             ca = pki.new_ca(f"kokpit-{names.namespace}-{names.cluster}")
             tokens = json.dumps({"admin": pki.new_token(), "readonly": pki.new_token()}).encode()
-        serving = pki.new_serving_cert(ca, hosts)
+        if cur is not None and _unb64(cur, "ca.key") and _unb64(cur, "tls.key") and \
+                pki.serving_cert_covers(_unb64(cur, "tls.crt"), hosts):
+            serving = pki.CertPair(_unb64(cur, "tls.crt"), _unb64(cur, "tls.key"))  # only the driver's changed
+        else:
+            serving = pki.new_serving_cert(ca, hosts)
         data = {"ca.crt": _b64(ca.cert_pem), "ca.key": _b64(ca.key_pem), "tls.crt": _b64(serving.cert_pem),
                 "tls.key": _b64(serving.key_pem), "tokens.json": _b64(tokens)}
+        data |= {k: _b64(v) for k, v in driver_want.items()}  # the node driver's mutual TLS (kokpit.nodes.mtls)
         body: Obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": names.pki_secret, "namespace": names.namespace,
                                   "labels": {CLUSTER_LABEL: names.cluster},
@@ -506,9 +517,11 @@ class ClusterReconciler:
         else:
             self._probe_bad_since.setdefault(probe_key, self.clock.monotonic())
         kv = str((target.get("spec") or {}).get("kubernetesVersion"))
-        pki_hash = hashlib.sha256(json.dumps(pki_secret.get("data") or {}, sort_keys=True).encode()).hexdigest()[:16]
+        pki_data = pki_secret.get("data") or {}
+        pki_hash = _hash_of({k: v for k, v in pki_data.items() if k not in pki.DRIVER_KEYS})
         wiring = Wiring(kv, api_port, driver_port if want_driver else None, host, spec.simulation.nodes,
-                        self.opts.data_root, pki_hash)
+                        self.opts.data_root, pki_hash,
+                        driver_hash=_hash_of({k: pki_data.get(k) for k in pki.DRIVER_KEYS}))
         pods = {p["metadata"]["name"]: p for p in self._owned_pods(names)}
         releasing = target_name != status.get("lastGoodPackageVersion") and bool(
             status.get("lastGoodPackageVersion"))
