@@ -117,6 +117,7 @@ class FakeKubelet:
         mounts = await self._materialize(pod)
         args = []
         for a in pod["spec"]["containers"][0]["args"]:
+            a = a.replace("$(HOST_IP)", "127.0.0.1")  # the Downward API's status.hostIP, as a kubelet expands it
             for mp, local in mounts.items():
                 if a == mp or a.startswith(mp + "/"):
                     a = local + a[len(mp):]
