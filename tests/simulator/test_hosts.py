@@ -122,3 +122,29 @@ async def test_state_is_durable(tmp_path: Path) -> None:
         assert again.fail_rules == [FailRule("containerd")]
     finally:
         await again.stop()
+
+
+async def test_action_log_records_each_action_once_and_survives_restart(tmp_path: Path) -> None:
+    """The per-host log is the audit trail chaos runs read: repeated (idempotent) starts add nothing, a
+    completion is logged once, and the log lives in the same durable row as the state."""
+    wall = Wall()
+    book = HostBook(["n1"], install_seconds=5, wall=wall, db=HostDB(tmp_path / "h.sqlite"))
+    await book.start()
+    book.start_action("n1", INSTALL, spec("kubelet", "1.0"))
+    book.start_action("n1", INSTALL, spec("kubelet", "1.0"))  # in flight: a repeat is a no-op
+    await book.persist()
+    await book.stop()  # "crash" mid-install
+
+    wall.t += 6
+    again = HostBook(["n1"], install_seconds=5, wall=wall, db=HostDB(tmp_path / "h.sqlite"))
+    await again.start()  # completes the install that became due while down
+    try:
+        again.start_action("n1", INSTALL, spec("kubelet", "1.0"))  # done: a no-op, nothing logged
+        again.start_action("n1", UNINSTALL, spec("kubelet", "1.0"))
+        wall.t += 5
+        again.tick()
+        events = [(e["event"], e["component"], e["version"]) for e in again.host("n1").log]
+        assert events == [("install-started", "kubelet", "1.0"), ("installed", "kubelet", "1.0"),
+                          ("uninstall-started", "kubelet", "1.0"), ("uninstalled", "kubelet", "1.0")]
+    finally:
+        await again.stop()

@@ -114,5 +114,10 @@ class SimulatorDriver:
         out: dict[str, Any] = resp.data or {}
         return out
 
+    async def action_log(self) -> dict[str, list[dict[str, Any]]]:
+        """Every host's log of what it did (the simulator's audit trail; not part of NodeDriver)."""
+        resp = await self._call("GET", "/v1/actionlog", None, "action log")
+        return dict((resp.data or {}).get("nodes") or {})
+
     async def close(self) -> None:
         await self._http.close()

@@ -55,6 +55,7 @@ log = logging.getLogger("kokpit.simulator.hosts")
 FAULT_TYPES = ("component-stop", "hardware", "hang", "install-failure", "recover")
 # a stopped container runtime or kubelet makes the node NotReady, as on a real host
 CRITICAL_COMPONENTS = ("containerd", "kubelet")
+ACTION_LOG_LIMIT = 64  # entries kept per host
 ALL_NODES = "*"
 
 
@@ -153,6 +154,14 @@ class Host:
     hung: bool = False
     fail_rules: list[FailRule] = field(default_factory=list)
     created: str = ""
+    # what the machine did (started, installed, failed, uninstalled, restarted), newest last, bounded: stored
+    # in the same row as the state, so a crash can never keep one without the other (chaos checks read it
+    # to prove no action was done twice)
+    log: list[dict[str, str]] = field(default_factory=list)
+
+    def record(self, event: str, component: str, version: str, at: str) -> None:
+        self.log.append({"event": event, "component": component, "version": version, "at": at})
+        del self.log[:-ACTION_LOG_LIMIT]
 
     def installed_version(self, component: str) -> str:
         c = self.components.get(component)
@@ -188,7 +197,7 @@ class Host:
     def to_record(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "hardware": self.hardware, "hung": self.hung,
                 "failRules": [r.to_dict() for r in self.fail_rules], "created": self.created,
-                "components": [c.to_record() for c in self.components.values()]}
+                "components": [c.to_record() for c in self.components.values()], "log": self.log}
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Host:
@@ -196,7 +205,7 @@ class Host:
                    components={c["name"]: Component.from_record(c) for c in d.get("components") or []},
                    hardware=d.get("hardware", ""), hung=bool(d.get("hung")),
                    fail_rules=[FailRule(r["component"], r.get("version", "")) for r in d.get("failRules") or []],
-                   created=d.get("created", ""))
+                   created=d.get("created", ""), log=list(d.get("log") or []))
 
 
 class HostDB:
@@ -347,6 +356,7 @@ class HostBook:
                     and c.installed == spec.version:
                 if c.run_state != RunState.RUNNING:  # reinstalling the same version restarts it
                     c.run_state, c.message, c.last_transition = RunState.RUNNING, "restarted", _wall_iso(now)
+                    host.record("restarted", spec.name, spec.version, c.last_transition)
                     self._changed(node)
                 return c.state()
             if c is None:
@@ -370,6 +380,7 @@ class HostBook:
             c.action, c.target, c.fails, c.fail_message = str(ComponentAction.UNINSTALL), "", False, ""
             c.install_state, c.message = InstallState.UNINSTALLING, f"uninstalling {spec.name} {c.installed}"
         c.last_transition = _wall_iso(now)
+        host.record(f"{c.action}-started", spec.name, c.target or c.installed, c.last_transition)
         c.deadline = now + self.install_seconds
         if self.install_seconds <= 0 and not host.hung and not host.hardware:
             self._complete(host, c)
@@ -390,10 +401,13 @@ class HostBook:
         now = _wall_iso(self._wall())
         if c.action == ComponentAction.UNINSTALL:
             host.components.pop(c.name, None)
+            host.record("uninstalled", c.name, c.installed, now)
         elif c.fails:
             c.install_state, c.message = InstallState.FAILED, c.fail_message
             c.run_state = RunState.RUNNING if c.installed else RunState.STOPPED
+            host.record("failed", c.name, c.target, now)
         else:
+            host.record("installed", c.name, c.target, now)
             c.installed, c.target = c.target, ""
             c.install_state, c.run_state, c.message = InstallState.INSTALLED, RunState.RUNNING, ""
         c.action, c.deadline, c.last_transition = "", 0.0, now

@@ -9,6 +9,7 @@ for thousands of hosts and every request should cost as little as possible.  Rou
     GET  /v1/nodes/N                           NodeState
     POST /v1/nodes/N/actions {"action": "install"|"uninstall", "component": ComponentSpec}  ComponentState
     GET  /v1/nodes/N/health/C                  {"healthy": bool, "message": str}
+    GET  /v1/actionlog                         {"nodes": {name: [{"event", "component", "version", "at"}]}}
     GET  /v1/faults                            {"installFailures": [...], "nodes": {name: faults}}
     POST /v1/faults {"type", "node", "component", "version"}   the node's (or every node's) faults
 
@@ -144,6 +145,8 @@ class DriverApp:
                 await self._reachable(node)
                 hr = book.health(node, rest[3])
                 return 200, {"healthy": hr.healthy, "message": hr.message}
+        if rest == ["actionlog"] and method == "GET":
+            return 200, {"nodes": {name: list(h.log) for name, h in book.hosts.items()}}
         if rest == ["faults"] and method == "GET":
             return 200, book.faults()
         if rest == ["faults"] and method == "POST":
