@@ -1,5 +1,7 @@
-"""`python -m kokpit.apiserver` runs the server like `kokpit apiserver`."""
+"""`python -m kokpit.apiserver` runs the server like `kokpit apiserver` (the same command function)."""
 
-from kokpit.cli.main import app
+import typer
 
-app(["apiserver", *__import__("sys").argv[1:]])
+from kokpit.apiserver.command import apiserver
+
+typer.run(apiserver)

@@ -1,27 +1,5 @@
-"""What every kokpit command shares: one way to fail with a message, one way to set up logging."""
+"""What every kokpit command shares (defined in :mod:`kokpit._lib.cli`, which component packages can use)."""
 
-from __future__ import annotations
-
-import logging
-import sys
-from typing import NoReturn
-
-import typer
+from kokpit._lib.cli import fail, setup_logging
 
 __all__ = ["fail", "setup_logging"]
-
-
-def fail(message: str) -> NoReturn:
-    """A one-line error on stderr and exit code 1 (what to fix, never a traceback)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-def setup_logging(verbose: bool, *, quiet_http: bool = False) -> None:
-    """Log to stderr; with ``quiet_http`` the HTTP clients' one line per request is kept out unless
-    ``verbose`` (at fleet scale it would cost more than the work itself)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if quiet_http and not verbose:
-        for noisy in ("httpx", "httpx2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
