@@ -209,7 +209,8 @@ class App:
             if rt.kind == "SelfSubjectAccessReview":
                 return subresources.access_review(decode(body, headers), user)
             if info.subresource == "eviction":
-                return await subresources.evict(rest, rt, ns, info.name, decode(body, headers))
+                return await subresources.evict(rest, rt, ns, info.name, decode(body, headers),
+                                                self.registry.get("policy", "v1", "poddisruptionbudgets"))
             if info.subresource == "binding":
                 return await subresources.bind(rest, rt, ns, info.name, decode(body, headers), opts)
             if info.name and not info.subresource:

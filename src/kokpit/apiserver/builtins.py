@@ -267,10 +267,29 @@ def default_pod_spec(spec: _Obj) -> None:
             _default_container(c)
 
 
+_DEFAULT_TOLERATION_KEYS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _default_toleration_seconds(spec: _Obj) -> None:
+    """The DefaultTolerationSeconds admission plugin (on by default in kube): a new pod tolerates its node
+    being not-ready or unreachable for 300 s, then the node lifecycle controller's taint eviction removes
+    it, unless it says otherwise."""
+    tolerations = spec.setdefault("tolerations", [])
+    if not isinstance(tolerations, list):
+        return
+    for key in _DEFAULT_TOLERATION_KEYS:
+        if any(isinstance(t, dict) and (t.get("key") == key or (not t.get("key") and t.get("operator") == "Exists"))
+               and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
+            continue
+        tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+
+
 def default_pod(pod: _Obj) -> None:
     spec = pod.setdefault("spec", {})
     if isinstance(spec, dict):
         default_pod_spec(spec)
+        if not (pod.get("metadata") or {}).get("uid"):  # admission runs on create only
+            _default_toleration_seconds(spec)
     status = pod.setdefault("status", {})
     if isinstance(status, dict):
         status.setdefault("phase", "Pending")
@@ -343,6 +362,27 @@ def default_deployment(obj: _Obj) -> None:
         ru.setdefault("maxSurge", "25%")
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
+    _default_template(obj)
+
+
+def default_replicaset(obj: _Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("replicas", 1)
+    _default_template(obj)
+
+
+def default_job(obj: _Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
     _default_template(obj)
 
 
@@ -436,6 +476,14 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType("apps", "v1", "Deployment", "deployments", "deployment", True, short_names=("deploy",),
                      categories=("all",), subresources=("status", "scale"), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.apps.v1.Deployment"), default_hook=default_deployment),
+        ResourceType("apps", "v1", "ReplicaSet", "replicasets", "replicaset", True, short_names=("rs",),
+                     categories=("all",), subresources=("status", "scale"), has_status=True, has_generation=True,
+                     schema=_schema("io.k8s.api.apps.v1.ReplicaSet"), default_hook=default_replicaset),
+        ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", True,
+                     schema=_schema("io.k8s.api.apps.v1.ControllerRevision")),
+        ResourceType("batch", "v1", "Job", "jobs", "job", True, categories=("all",), subresources=("status",),
+                     has_status=True, has_generation=True, schema=_schema("io.k8s.api.batch.v1.Job"),
+                     default_hook=default_job),
         ResourceType("apps", "v1", "StatefulSet", "statefulsets", "statefulset", True, short_names=("sts",),
                      categories=("all",), subresources=("status", "scale"), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.apps.v1.StatefulSet"), default_hook=default_statefulset),
@@ -452,7 +500,7 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
                      "selfsubjectaccessreview", False, verbs=("create",),
                      schema=_schema("io.k8s.api.authorization.v1.SelfSubjectAccessReview")),
-        # stored without a controller: served because kubectl drain looks for policy/v1 (pods/eviction)
+        # status kept by the controller-manager's disruption controller; pods/eviction checks it
         ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", True,
                      short_names=("pdb",), subresources=("status",), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.policy.v1.PodDisruptionBudget")),

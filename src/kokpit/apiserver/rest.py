@@ -31,7 +31,8 @@ _SERVER_META = ("uid", "resourceVersion", "creationTimestamp", "generation", "de
 # Kinds whose status a create resets (kube's PrepareForCreate); custom resources with a status
 # subresource also drop status on create.
 _RESET_STATUS_ON_CREATE = {("", "Pod"), ("apps", "Deployment"), ("apps", "StatefulSet"),
-                           ("apps", "DaemonSet"), ("", "Service"),
+                           ("apps", "DaemonSet"), ("apps", "ReplicaSet"), ("batch", "Job"),
+                           ("policy", "PodDisruptionBudget"), ("", "Service"),
                            ("apiextensions.k8s.io", "CustomResourceDefinition")}
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"

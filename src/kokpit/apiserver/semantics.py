@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kokpit.apiserver.errors import Cause
+from kokpit.apiserver.errors import APIError, Cause
+from kokpit.apiserver.selectors import label_selector_from_dict
 
 __all__ = ["HOOKS"]
 
@@ -64,12 +65,47 @@ def _workload(obj: Obj, old: Obj | None) -> list[Cause]:
     _pod_spec(template.get("spec"), "spec.template.spec", out)
     selector = spec.get("selector")
     labels = _dict(template.get("metadata")).get("labels") or {}
-    if isinstance(selector, dict) and isinstance(labels, dict):
-        match = selector.get("matchLabels") or {}
-        if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
+    if selector is None and obj.get("apiVersion", "apps/v1") == "apps/v1":
+        out.append(Cause("spec.selector", "Required value", "FieldValueRequired"))
+    elif isinstance(selector, dict) and isinstance(labels, dict):
+        try:
+            compiled = label_selector_from_dict(selector)
+        except APIError as e:
+            out.append(Cause("spec.selector", f"Invalid value: {e.message}", "FieldValueInvalid"))
+            return out
+        if compiled.empty:
+            kind = str(obj.get("kind") or "object").lower()
+            out.append(Cause("spec.selector", f"Invalid value: {_show_selector(selector)}: empty selector is "
+                             f"invalid for {kind}", "FieldValueInvalid"))
+        elif not compiled.matches({str(k): str(v) for k, v in labels.items()}):
             out.append(_invalid("spec.template.metadata.labels", labels,
                                 "`selector` does not match template `labels`"))
     return out
+
+
+def _show_selector(selector: Obj) -> str:
+    return "v1.LabelSelector{MatchLabels:" + str(selector.get("matchLabels") or {}) + "}"
+
+
+def _job(obj: Obj, old: Obj | None) -> list[Cause]:
+    out = _workload({**obj, "apiVersion": "batch/v1"}, old)
+    spec = _dict(obj.get("spec"))
+    for f in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"):
+        _non_negative(spec.get(f), f"spec.{f}", out)
+    policy = _dict(_dict(spec.get("template")).get("spec")).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        out.append(Cause("spec.template.spec.restartPolicy",
+                         f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+                         "FieldValueNotSupported"))
+    return out
+
+
+def _pdb(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = _dict(obj.get("spec"))
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        return [Cause("spec", "Invalid value: minAvailable and maxUnavailable cannot be both set",
+                      "FieldValueInvalid")]
+    return []
 
 
 def _service(obj: Obj, old: Obj | None) -> list[Cause]:
@@ -86,5 +122,8 @@ HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("apps", "Deployment"): _workload,
     ("apps", "StatefulSet"): _workload,
     ("apps", "DaemonSet"): _workload,
+    ("apps", "ReplicaSet"): _workload,
+    ("batch", "Job"): _job,
+    ("policy", "PodDisruptionBudget"): _pdb,
     ("", "Service"): _service,
 }

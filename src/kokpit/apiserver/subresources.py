@@ -14,12 +14,12 @@ from urllib.parse import quote, urlencode
 
 from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.http1 import ConnectError, Http1Pool, StreamedResponse, TransportError
-from kokpit.apiserver import errors
+from kokpit.apiserver import errors, eviction
 from kokpit.apiserver.auth import User, authorize
 from kokpit.apiserver.patch import json_merge_patch, json_patch
 from kokpit.apiserver.resources import ResourceType
 from kokpit.apiserver.responses import Receive, Response, Send, json_response, status_ok
-from kokpit.apiserver.rest import DeleteOptions, Rest, WriteOptions
+from kokpit.apiserver.rest import Rest, WriteOptions
 from kokpit.apiserver.storage.store import Entry, Store
 
 __all__ = ["access_review", "bind", "evict", "get_scale", "patch_scale", "pod_log", "update_scale"]
@@ -28,14 +28,15 @@ _LOG_CONNECT_TIMEOUT = 5.0
 _LOG_HEAD_TIMEOUT = 10.0
 
 
-async def evict(rest: Rest, rt: ResourceType, ns: str | None, name: str, body: Any) -> Response:
+async def evict(rest: Rest, rt: ResourceType, ns: str | None, name: str, body: Any,
+                pdb_rt: ResourceType | None = None) -> Response:
+    """pods/eviction: a delete that PodDisruptionBudgets may refuse (:mod:`kokpit.apiserver.eviction`)."""
     if rt.kind != "Pod":
         raise errors.not_found(rt.plural, name, rt.group)
     if isinstance(body, dict) and body.get("metadata", {}).get("name") not in (None, name):
         raise errors.bad_request("name in URL does not match name in Eviction object")
     opts = (body or {}).get("deleteOptions") or {} if isinstance(body, dict) else {}
-    grace = opts.get("gracePeriodSeconds")
-    await rest.delete(rt, ns, name, DeleteOptions(grace_period=grace, propagation=opts.get("propagationPolicy")))
+    await eviction.evict(rest, rt, pdb_rt, ns or "", name, opts if isinstance(opts, dict) else {})
     return json_response(status_ok(), 201)
 
 

@@ -676,6 +676,65 @@ _DAEMONSET = _Printer(
     _daemonset_cells)
 
 
+def _replicaset_cells(rs: _Obj, now: datetime) -> list[Any]:
+    spec, status = rs.get("spec") or {}, rs.get("status") or {}
+    containers, images = _containers_images((spec.get("template") or {}).get("spec") or {})
+    return [_name(rs), int(spec.get("replicas", 1) or 0), int(status.get("replicas") or 0),
+            int(status.get("readyReplicas") or 0), _age(rs, now), containers, images,
+            _selector_string(spec.get("selector"))]
+
+
+_REPLICASET = _Printer(
+    (_NAME_COL, _col("Desired", "integer", "Number of desired pods."),
+     _col("Current", "integer", "Number of actual replicas."),
+     _col("Ready", "integer", "Number of ready replicas."), _AGE_COL,
+     _col("Containers", priority=1, description="Names of each container in the template."),
+     _col("Images", priority=1, description="Images referenced by each container in the template."),
+     _col("Selector", priority=1, description="Label selector for pods.")),
+    _replicaset_cells)
+
+
+def _job_cells(job: _Obj, now: datetime) -> list[Any]:
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    state = ("Complete" if conds.get("Complete") == "True" else "Failed" if conds.get("Failed") == "True"
+             else "Suspended" if conds.get("Suspended") == "True" else "Running")
+    completions = spec.get("completions")
+    done = f"{int(status.get('succeeded') or 0)}/{completions if completions is not None else 1}"
+    start, end = _parse_time(status.get("startTime")), _parse_time(status.get("completionTime"))
+    duration = human_duration(((end or now) - start).total_seconds()) if start else ""
+    containers, images = _containers_images((spec.get("template") or {}).get("spec") or {})
+    return [_name(job), state, done, duration, _age(job, now), containers, images,
+            _selector_string(spec.get("selector"))]
+
+
+_JOB = _Printer(
+    (_NAME_COL, _col("Status", description="Status of the job."),
+     _col("Completions", description="The desired number of successfully finished pods the job should be "
+                                     "run with."),
+     _col("Duration", description="Time required to complete the job."), _AGE_COL,
+     _col("Containers", priority=1, description="Names of each container in the template."),
+     _col("Images", priority=1, description="Images referenced by each container in the template."),
+     _col("Selector", priority=1, description="Label selector for pods.")),
+    _job_cells)
+
+
+def _pdb_cells(pdb: _Obj, now: datetime) -> list[Any]:
+    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
+    def show(v: Any) -> str:
+        return "N/A" if v is None else str(v)
+    return [_name(pdb), show(spec.get("minAvailable")), show(spec.get("maxUnavailable")),
+            int(status.get("disruptionsAllowed") or 0), _age(pdb, now)]
+
+
+_PDB = _Printer(
+    (_NAME_COL, _col("Min Available", description="The minimum number of pods that must be available."),
+     _col("Max Unavailable", description="The maximum number of pods that may be unavailable."),
+     _col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+     _AGE_COL),
+    _pdb_cells)
+
+
 def _created_at(obj: _Obj) -> str | None:
     t = _parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
@@ -700,6 +759,9 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("apps", "Deployment"): _DEPLOYMENT,
     ("apps", "StatefulSet"): _STATEFULSET,
     ("apps", "DaemonSet"): _DAEMONSET,
+    ("apps", "ReplicaSet"): _REPLICASET,
+    ("batch", "Job"): _JOB,
+    ("policy", "PodDisruptionBudget"): _PDB,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _CRD,
 }
 
