@@ -1,5 +1,5 @@
 """The simulator end to end against the real embedded API server: Nodes, Leases, the node driver, faults,
-pods and the binder, and host state across a simulator restart.
+pods placed by the scheduler, and host state across a simulator restart.
 
 One server per module (each test uses its own node-name prefix and namespace); the simulator runs
 in-process and is always stopped by the fixture.
@@ -24,6 +24,8 @@ from kokpit.cli._simulator import parse_duration
 from kokpit.client import LEASE, NAMESPACE, NODE, POD, Client, NotFoundError
 from kokpit.nodes import ComponentAction, ComponentSpec, DriverError, InstallState, RunState
 from kokpit.nodes.simulator import SimulatorDriver
+from kokpit.runtime import Manager
+from kokpit.scheduler import Scheduler
 from kokpit.simulator import LEASE_NAMESPACE, Simulator, SimulatorOptions
 
 T = TypeVar("T")
@@ -238,9 +240,28 @@ def pod(name: str, ns: str, node: str | None = None) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-async def test_binder_respects_cordon_and_pods_run(client: Client, start_sim: Starter, namespace: str) -> None:
+@pytest.fixture
+async def scheduler(shared_apiserver: ApiServerProcess) -> AsyncIterator[Scheduler]:
+    """The real scheduler (the simulator only plays kubelets), in-process on its own client."""
+    c = Client.from_kubeconfig(shared_apiserver.kubeconfig)
+    m = Manager(c, http_port=None, handle_signals=False)
+    s = Scheduler(m)
+    task = asyncio.get_running_loop().create_task(m.run())
+    try:
+        yield s
+    finally:
+        m.stop()
+        await asyncio.wait_for(task, 10)
+        await c.close()
+
+
+async def test_scheduled_pods_respect_cordon_and_run(client: Client, start_sim: Starter, namespace: str,
+                                                     scheduler: Scheduler) -> None:
     sim = await start_sim(nodes=3)
     a, b, c = list(sim.book.hosts) if sim.book else ["", "", ""]
+    for other in (await client.list(NODE)).items:  # earlier tests' nodes: this cluster has only these three
+        if other["metadata"]["name"] not in (a, b, c):
+            await client.delete(NODE, other["metadata"]["name"])
     await client.patch(NODE, a, {"spec": {"unschedulable": True}})
     await client.patch(NODE, c, {"spec": {"unschedulable": True}})
     await eventually(lambda: asyncio.sleep(0, sim.factory.informer(NODE, label_selector="kokpit.io/simulated=true")

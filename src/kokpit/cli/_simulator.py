@@ -64,7 +64,6 @@ def simulator(
     fail_component: list[str] | None = typer.Option(None, "--fail-component",
                                                     help="COMPONENT or COMPONENT=VERSION whose installs "
                                                     "always fail (repeatable)."),
-    binder: bool = typer.Option(True, "--binder/--no-binder", help="Bind pending pods to simulated nodes."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run N simulated hosts (bare form), or a subcommand against a running simulator."""
@@ -92,7 +91,7 @@ def simulator(
                             driver_host=driver_host, driver_port=driver_port, driver_advertise=driver_advertise,
                             tls=tls, name_prefix=name_prefix,
                             install_seconds=install_seconds, fail_probability=fail_probability,
-                            fail_rules=rules, binder=binder)
+                            fail_rules=rules)
     if opts.lease_period <= 0:
         fail("--lease-period must be positive")
     try:

@@ -235,6 +235,16 @@ def _add_simulator() -> None:
 _add_simulator()
 
 
+def _add_control_plane() -> None:
+    """`kokpit scheduler` and `kokpit controller-manager` live in their own module."""
+    from kokpit.cli._control import register
+
+    register(app)
+
+
+_add_control_plane()
+
+
 def main() -> None:
     app()
 

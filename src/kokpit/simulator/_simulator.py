@@ -25,7 +25,7 @@ from kokpit.runtime import Handlers, InformerFactory
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
 from kokpit.simulator._kubelet import SIMULATED_LABEL, Kubelets
-from kokpit.simulator._pods import Binder, PodRunner
+from kokpit.simulator._pods import PodRunner
 
 __all__ = ["Simulator", "SimulatorOptions", "node_names", "run"]
 
@@ -57,7 +57,6 @@ class SimulatorOptions:
     install_seconds: float = 0.0
     fail_probability: float = 0.0
     fail_rules: list[FailRule] = field(default_factory=list)
-    binder: bool = True
     hang_seconds: float = 300.0
     heartbeat_workers: int = 0  # concurrent Lease renewals; 0: scale with --nodes (8..64)
     pod_workers: int = 8
@@ -80,7 +79,6 @@ class Simulator:
         self.book: HostBook | None = None
         self.kubelets: Kubelets | None = None
         self.runner: PodRunner | None = None
-        self.binder: Binder | None = None
         self.factory = InformerFactory(self.client)
         self.driver_url = ""
         self._server: DriverServer | None = None
@@ -123,16 +121,12 @@ class Simulator:
         book.listeners.append(self.runner.host_changed)
         kubelets = self.kubelets
         nodes.add_event_handler(Handlers(add=kubelets.node_seen, update=lambda _old, new: kubelets.node_seen(new)))
-        if o.binder:
-            self.binder = Binder(self.client, book, pods, nodes)
         secs = await self.kubelets.register()
         log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
         self.kubelets.start()
         self.factory.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.runner.controller.run(), name="sim-pods"))
-        if self.binder is not None:
-            self._tasks.append(loop.create_task(self.binder.controller.run(), name="sim-binder"))
 
     async def _serve_driver(self, app: DriverApp) -> None:
         """The driver API over mutual TLS: with the credentials given (a Pod's mounted PKI Secret), else the
@@ -159,7 +153,7 @@ class Simulator:
             (o.data_dir / "driver-url").write_text(self.driver_url + "\n")
 
     def stats(self) -> dict[str, Any]:
-        k, r, b = self.kubelets, self.runner, self.binder
+        k, r = self.kubelets, self.runner
         return {
             "nodes": len(self.book.hosts) if self.book else 0,
             "registrationSeconds": round(k.registration_seconds, 3) if k else None,
@@ -169,7 +163,6 @@ class Simulator:
             "podsStarted": r.started if r else 0,
             "podsFailed": r.failed if r else 0,
             "podsDeleted": r.deleted if r else 0,
-            "podsBound": b.bound if b else 0,
         }
 
     async def stop(self) -> None:

@@ -37,8 +37,8 @@ def cluster_names(count: int) -> list[str]:
 
 
 def cpvs() -> list[Obj]:
-    """Two releases of a business control plane: API server, node simulator and machine operator, all
-    ``kokpit`` images (the local kubelet runs them as processes)."""
+    """Two releases of a business control plane: API server, scheduler, controller-manager, node simulator
+    and machine operator, all ``kokpit`` images (the local kubelet runs them as processes)."""
     out: list[Obj] = []
     for name in CPV_NAMES:
         image = f"kokpit:{name}"
@@ -46,6 +46,8 @@ def cpvs() -> list[Obj]:
             "apiVersion": "kokpit.io/v1alpha1", "kind": "ClusterPackageVersion", "metadata": {"name": name},
             "spec": {"kubernetesVersion": name, "components": [
                 {"name": "kube-apiserver", "image": image, "args": ["apiserver"]},
+                {"name": "kube-scheduler", "image": image, "args": ["scheduler"]},
+                {"name": "kube-controller-manager", "image": image, "args": ["controller-manager"]},
                 {"name": "simulator", "image": image, "args": ["simulator", "--lease-period", "10s"]},
                 {"name": "machine-operator", "image": image,
                  "args": ["machine-operator", "--fast-poll", "0.5", "--slow-poll", "10"]},

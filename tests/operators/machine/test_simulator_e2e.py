@@ -31,7 +31,7 @@ async def simulator(apiserver: ApiServerProcess, data_dir: Path, *, nodes: int =
                     install_seconds: float = 0.1) -> AsyncIterator[Simulator]:
     sim = Simulator(SimulatorOptions(kubeconfig=Path(apiserver.kubeconfig), nodes=nodes, driver_port=0,
                                      name_prefix="e2e-", install_seconds=install_seconds, lease_period=2.0,
-                                     data_dir=data_dir, binder=False))
+                                     data_dir=data_dir))
     await sim.start()
     try:
         yield sim

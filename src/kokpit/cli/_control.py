@@ -1,0 +1,84 @@
+"""`kokpit scheduler` and `kokpit controller-manager`: a business cluster's control-plane components.
+
+The cluster operator runs them as Pods from the ClusterPackageVersion (the kubeconfig comes from the
+``KUBECONFIG`` environment the operator sets); both elect a leader, so extra replicas wait warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from kokpit.cli._common import fail, setup_logging
+
+__all__ = ["register"]
+
+
+def _check(kubeconfig: Path | None) -> None:
+    if kubeconfig is not None and not kubeconfig.is_file():
+        fail(f"kubeconfig {kubeconfig} not found")
+
+
+def scheduler(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the business cluster "
+                                           "(default: $KUBECONFIG)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address of /metrics, /healthz, /readyz."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Port of /metrics, /healthz, /readyz "
+                                            "(default: off)."),
+    leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
+                                      help="Elect a leader on the kube-system/kube-scheduler Lease."),
+    bind_concurrency: int = typer.Option(64, "--bind-concurrency", min=1, help="Bindings in flight."),
+    scheduled_events: bool = typer.Option(True, "--scheduled-events/--no-scheduled-events",
+                                          help="Record a Normal 'Scheduled' Event per bound pod."),
+    qps: float | None = typer.Option(None, "--qps", min=1, help="Client requests per second (default: unlimited)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the scheduler: bind pending pods to nodes (filters, scores, Unschedulable conditions)."""
+    from kokpit.scheduler import SchedulerOptions, run_scheduler
+
+    _check(kubeconfig)
+    setup_logging(verbose, quiet_http=True)
+    opts = SchedulerOptions(bind_concurrency=bind_concurrency, scheduled_events=scheduled_events)
+    try:
+        asyncio.run(run_scheduler(kubeconfig, opts, http_host=metrics_host, http_port=metrics_port,
+                                  leader_elect=leader_elect, qps=qps))
+    except KeyboardInterrupt:
+        pass
+
+
+def controller_manager(
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the business cluster "
+                                           "(default: $KUBECONFIG)."),
+    controllers: str = typer.Option("*", "--controllers", help="Comma-separated controllers to run "
+                                    "('*' for all)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address of /metrics, /healthz, /readyz."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Port of /metrics, /healthz, /readyz "
+                                            "(default: off)."),
+    leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
+                                      help="Elect a leader on the kube-system/kube-controller-manager Lease."),
+    qps: float | None = typer.Option(None, "--qps", min=1, help="Client requests per second (default: unlimited)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the controller-manager: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs, node lifecycle,
+    disruption budgets."""
+    from kokpit.controllermanager import CONTROLLERS, ControllerManagerOptions, run_controller_manager
+
+    _check(kubeconfig)
+    names = list(CONTROLLERS) if controllers.strip() == "*" else [c.strip() for c in controllers.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CONTROLLERS]
+    if unknown:
+        fail(f"--controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    setup_logging(verbose, quiet_http=True)
+    try:
+        asyncio.run(run_controller_manager(kubeconfig, ControllerManagerOptions(controllers=names),
+                                           http_host=metrics_host, http_port=metrics_port,
+                                           leader_elect=leader_elect, qps=qps))
+    except KeyboardInterrupt:
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scheduler")(scheduler)
+    app.command("controller-manager")(controller_manager)

@@ -1,0 +1,11 @@
+"""kokpit.controllermanager: the business cluster's controller-manager.
+
+Workload controllers (Deployment, ReplicaSet, DaemonSet, StatefulSet, Job), node lifecycle with
+taint-based eviction, PodDisruptionBudget status and the DaemonSet readiness reporter, each level-triggered
+on :mod:`kokpit.runtime`.  The cluster operator runs it from the ClusterPackageVersion like the API
+server; replicas elect a leader on a Lease.
+"""
+
+from kokpit.controllermanager.run import CONTROLLERS, ControllerManagerOptions, build, run_controller_manager
+
+__all__ = ["CONTROLLERS", "ControllerManagerOptions", "build", "run_controller_manager"]

@@ -1,0 +1,264 @@
+"""DaemonSet controller: one pod on every eligible node, rolled to a new template node by node.
+
+A node is eligible when the template's nodeSelector and required node affinity admit it and every
+NoSchedule/NoExecute taint is tolerated — counting the tolerations the controller adds to every daemon pod
+as upstream does (not-ready/unreachable NoExecute without a deadline; disk/memory/pid pressure and
+unschedulable NoSchedule; network-unavailable for host-network pods), which is why a DaemonSet runs on
+cordoned nodes.  Pods are placed through the scheduler, pinned by a required node affinity on
+``metadata.name`` (upstream's ScheduleDaemonSetPods).  The template's revision is a ControllerRevision
+(``controller-revision-hash`` label on the pods), so ``kubectl rollout status|undo daemonset`` work; a
+rolling update deletes outdated pods while at most ``maxUnavailable`` daemon pods are unavailable.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from typing import Any
+
+from kokpit._lib.podutil import (
+    TERMINAL_PHASES,
+    is_available,
+    is_ready,
+    node_affinity_matches,
+    untolerated_taint,
+)
+from kokpit.client import NODE, POD, AlreadyExistsError, ApiError, Client, Kind, NotFoundError
+from kokpit.controllermanager._common import (
+    BURST_REPLICAS,
+    CONTROLLERREVISION,
+    DAEMONSET,
+    Expectations,
+    create_pods,
+    delete_pods,
+    ensure_owner_index,
+    owned,
+    owner_reference,
+    pod_from_template,
+    template_hash,
+    write_status,
+)
+from kokpit.runtime import EventRecorder, Handlers, Informer, Manager, Request, Result, owner_mapper
+from kokpit.runtime.informer import object_key
+
+__all__ = ["DaemonSetController", "daemon_tolerations", "node_should_run", "sync_revisions"]
+
+Obj = dict[str, Any]
+REVISION_HASH = "controller-revision-hash"
+DAEMON_TOLERATIONS = (
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+)
+HOST_NETWORK_TOLERATION = {"key": "node.kubernetes.io/network-unavailable", "operator": "Exists",
+                           "effect": "NoSchedule"}
+
+
+def daemon_tolerations(spec: Obj) -> list[Obj]:
+    """The template's tolerations plus the ones every daemon pod gets (without duplicates)."""
+    tols = list(spec.get("tolerations") or [])
+    extra = list(DAEMON_TOLERATIONS) + ([HOST_NETWORK_TOLERATION] if spec.get("hostNetwork") else [])
+    for t in extra:
+        if not any(o.get("key") == t["key"] and o.get("effect") == t["effect"] and o.get("operator") == "Exists"
+                   for o in tols):
+            tols.append(dict(t))
+    return tols
+
+
+def node_should_run(template_spec: Obj, node: Obj) -> bool:
+    return (node_affinity_matches(template_spec, node)
+            and untolerated_taint(daemon_tolerations(template_spec), (node.get("spec") or {}).get("taints") or [])
+            is None)
+
+
+def _pinned(spec: Obj, node: str) -> Obj:
+    """The pod spec with a required node affinity to ``node`` added to each term (or as the only term)."""
+    spec = copy.deepcopy(spec)
+    field = {"key": "metadata.name", "operator": "In", "values": [node]}
+    na = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+    req = na.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    terms = req.get("nodeSelectorTerms") or [{}]
+    for t in terms:
+        t["matchFields"] = [f for f in t.get("matchFields") or [] if f.get("key") != "metadata.name"] + [field]
+    na["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    spec["tolerations"] = daemon_tolerations(spec)
+    return spec
+
+
+async def sync_revisions(client: Client, revisions: Informer, owner: Obj, kind: Kind, template: Obj) -> tuple[str, int]:
+    """Make sure a ControllerRevision holds ``template`` as the newest revision; (hash, revision number).
+
+    The revision's ``data`` is the patch ``kubectl rollout undo`` applies to go back to it."""
+    meta = owner.get("metadata") or {}
+    h = template_hash(template)
+    mine = owned(revisions, owner)
+    newest = max((int(r.get("revision") or 0) for r in mine), default=0)
+    name = f"{meta.get('name')}-{h}"
+    cur = next((r for r in mine if (r.get("metadata") or {}).get("name") == name), None)
+    if cur is not None:
+        rev = int(cur.get("revision") or 0)
+        if rev < newest:  # an old template came back (rollout undo): it becomes the newest revision
+            rev = newest + 1
+            cur = {**cur, "revision": rev}
+            try:
+                await client.update(CONTROLLERREVISION, cur)
+            except (NotFoundError, ApiError):
+                pass
+        return h, rev
+    data_template = copy.deepcopy(template)
+    data_template["$patch"] = "replace"
+    body = {"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {
+        "name": name, "namespace": meta.get("namespace"),
+        "labels": {**((template.get("metadata") or {}).get("labels") or {}), REVISION_HASH: h},
+        "ownerReferences": [owner_reference(owner, kind)]},
+        "data": {"spec": {"template": data_template}}, "revision": newest + 1}
+    try:
+        await client.create(CONTROLLERREVISION, body)
+    except AlreadyExistsError:
+        pass
+    return h, newest + 1
+
+
+def _max_unavailable(ds: Obj, desired: int) -> int:
+    ru = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}
+    v = ru.get("maxUnavailable", 1)
+    if isinstance(v, str) and v.endswith("%"):
+        return max(1, -(-int(float(v[:-1]) * desired) // 100))
+    return max(1, int(v or 1))
+
+
+class DaemonSetController:
+    def __init__(self, manager: Manager, *, workers: int = 2) -> None:
+        self.client = manager.client
+        self.ds = manager.informers.informer(DAEMONSET)
+        self.nodes = manager.informers.informer(NODE)
+        self.pods = manager.informers.informer(POD)
+        self.revisions = manager.informers.informer(CONTROLLERREVISION)
+        ensure_owner_index(self.pods)
+        ensure_owner_index(self.revisions)
+        self.events = EventRecorder(self.client, "daemonset-controller")
+        self.expectations = Expectations()
+        self.controller = c = manager.controller("daemonset", self.reconcile, workers=workers)
+        c.for_(self.ds)
+        c.owns(self.pods, "DaemonSet", "apps/v1")
+        self.nodes.add_event_handler(Handlers(add=self._all, update=self._node_changed, delete=self._all))
+        self.pods.add_event_handler(Handlers(add=self._created, delete=self._deleted))
+
+    def _created(self, pod: Obj) -> None:
+        for req in owner_mapper("DaemonSet", "apps/v1")(pod):
+            self.expectations.created(str(req))
+
+    def _deleted(self, pod: Obj) -> None:
+        for req in owner_mapper("DaemonSet", "apps/v1")(pod):
+            self.expectations.deleted(str(req), object_key(pod))
+
+    def _all(self, _node: Obj) -> None:
+        for ds in self.ds.store.list():
+            self.controller.queue.add(Request.for_object(ds))
+
+    def _node_changed(self, old: Obj, new: Obj) -> None:
+        if (old.get("spec") != new.get("spec")
+                or (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels")):
+            self._all(new)
+
+    async def reconcile(self, req: Request) -> Result | None:
+        key = str(req)
+        ds = self.ds.store.get(key)
+        if ds is None:
+            self.expectations.forget(key)
+            return None
+        meta, spec = ds.get("metadata") or {}, ds.get("spec") or {}
+        if meta.get("deletionTimestamp"):
+            return None
+        template = spec.get("template") or {}
+        h, _rev = await sync_revisions(self.client, self.revisions, ds, DAEMONSET, template)
+        by_node: dict[str, list[Obj]] = defaultdict(list)
+        for p in owned(self.pods, ds):
+            if not (p.get("metadata") or {}).get("deletionTimestamp"):
+                by_node[_target_node(p)].append(p)
+        tspec = template.get("spec") or {}
+        desired_nodes = [n for n in self.nodes.store.list() if node_should_run(tspec, n)]
+        desired = {str(n["metadata"]["name"]) for n in desired_nodes}
+        create, delete = [], []
+        for name in sorted(desired):
+            pods = by_node.get(name, [])
+            failed = [p for p in pods if (p.get("status") or {}).get("phase") in TERMINAL_PHASES]
+            delete += failed
+            alive = [p for p in pods if p not in failed]
+            if not alive:
+                create.append(name)
+            elif len(alive) > 1:  # keep the oldest
+                delete += sorted(alive, key=lambda p: str(p["metadata"].get("creationTimestamp")))[1:]
+        for name, pods in by_node.items():
+            if name not in desired:
+                delete += pods
+        now = time.time()
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        if self.expectations.satisfied(key):
+            if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate" and not create:
+                delete += self._rolling_victims(ds, by_node, desired, h, now, min_ready, delete)
+            create, delete = create[:BURST_REPLICAS], delete[:BURST_REPLICAS]
+            if create or delete:
+                self.expectations.expect(key, adds=len(create), deletes=[object_key(p) for p in delete])
+            labels = {REVISION_HASH: h}
+            pods = []
+            for n in create:
+                pod = pod_from_template(template, ds, DAEMONSET, generate_name=f"{meta.get('name')}-", labels=labels)
+                pod["spec"] = _pinned(pod["spec"], n)
+                pods.append(pod)
+            errors = await create_pods(self.client, pods, lambda: self.expectations.created(key))
+            if errors:
+                await self.events.warning(ds, "FailedCreate", f"Error creating: {errors[0]}")
+            await delete_pods(self.client, delete)
+        return await self._status(ds, by_node, desired, h, now, min_ready)
+
+    def _rolling_victims(self, ds: Obj, by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float,
+                         min_ready: int, already: list[Obj]) -> list[Obj]:
+        max_unavailable = _max_unavailable(ds, len(desired))
+        unavailable = sum(1 for n in desired if not any(is_available(p, min_ready, now) for p in by_node.get(n, [])))
+        old = [p for n in sorted(desired) for p in by_node.get(n, [])
+               if ((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) != h and p not in already]
+        old_unavailable = [p for p in old if not is_available(p, min_ready, now)]
+        old_available = [p for p in old if is_available(p, min_ready, now)]
+        budget = max(0, max_unavailable - unavailable)
+        return old_unavailable + old_available[:budget]
+
+    async def _status(self, ds: Obj, by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float,
+                      min_ready: int) -> Result | None:
+        scheduled = {n for n, pods in by_node.items() if any(_bound(p) for p in pods)}
+        ready = available = updated = 0
+        for n in desired:
+            pods = by_node.get(n, [])
+            ready += any(is_ready(p) for p in pods)
+            available += any(is_available(p, min_ready, now) for p in pods)
+            updated += any(((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) == h and _bound(p)
+                           for p in pods)
+        status = {
+            "desiredNumberScheduled": len(desired), "currentNumberScheduled": len(scheduled & desired),
+            "numberMisscheduled": len(scheduled - desired), "numberReady": ready, "numberAvailable": available,
+            "numberUnavailable": len(desired) - available, "updatedNumberScheduled": updated,
+            "observedGeneration": int((ds.get("metadata") or {}).get("generation") or 0),
+        }
+        await write_status(self.client, DAEMONSET, ds, status)
+        return Result(requeue_after=max(1.0, float(min_ready))) if available < ready else None
+
+
+def _target_node(pod: Obj) -> str:
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName"):
+        return str(spec["nodeName"])
+    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    for t in terms:
+        for f in t.get("matchFields") or []:
+            if f.get("key") == "metadata.name" and f.get("values"):
+                return str(f["values"][0])
+    return ""
+
+
+def _bound(pod: Obj) -> bool:
+    return bool((pod.get("spec") or {}).get("nodeName"))

@@ -1,0 +1,120 @@
+"""Deployments, ReplicaSets and DaemonSets driven by the real scheduler and controller-manager against the
+real API server, with the simulator playing the kubelets."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kokpit.client import EVENT, NODE, POD, Client
+from kokpit.controllermanager._common import DAEMONSET, DEPLOYMENT, REPLICASET
+
+from .conftest import ControlPlane, eventually
+
+Obj = dict[str, Any]
+
+
+def deployment(name: str, replicas: int, image: str = "nginx:1.27") -> Obj:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
+async def running_pods(client: Client, ns: str, label: str) -> list[Obj]:
+    pods = (await client.list(POD, ns, label_selector=label)).items
+    return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+async def test_deployment_scales_rolls_and_replaces_pods(plane: Callable[..., Awaitable[ControlPlane]],
+                                                         namespace: str) -> None:
+    cp = await plane(nodes=3)
+    c, ns = cp.client, namespace
+    await c.create(DEPLOYMENT, deployment("web", 4), ns)
+
+    def done(d: Obj, want: int) -> bool:
+        st = d.get("status") or {}
+        return (st.get("observedGeneration") == d["metadata"]["generation"] and st.get("updatedReplicas") == want
+                and st.get("availableReplicas") == want and st.get("replicas") == want)
+
+    d = await eventually(lambda: c.get(DEPLOYMENT, "web", ns), lambda d: done(d, 4), what="4 replicas")
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    pods = await running_pods(c, ns, "app=web")
+    assert len(pods) == 4 and {p["spec"]["nodeName"] for p in pods} <= set(cp.nodes)
+    assert len({p["spec"]["nodeName"] for p in pods}) == 3  # spread over the three nodes
+
+    # a deleted pod is replaced
+    await c.delete(POD, pods[0]["metadata"]["name"], ns)
+    await eventually(lambda: running_pods(c, ns, "app=web"), lambda ps: len(ps) == 4 and pods[0]["metadata"]["name"]
+                     not in {p["metadata"]["name"] for p in ps}, what="replacement")
+
+    # rolling update to a new image: a second ReplicaSet, revision 2, old one scaled to 0
+    await c.patch(DEPLOYMENT, "web", {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:1.28"}]}}}}, ns, patch_type="strategic")
+    d = await eventually(lambda: c.get(DEPLOYMENT, "web", ns), lambda d: done(d, 4), what="rolled out")
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    rss = (await c.list(REPLICASET, ns)).items
+    assert sorted((r["spec"]["replicas"], r["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+                  for r in rss) == [(0, "1"), (4, "2")]
+    images = {p["spec"]["containers"][0]["image"] for p in await running_pods(c, ns, "app=web")}
+    assert images == {"nginx:1.28"}
+    conds = {x["type"]: x["reason"] for x in d["status"]["conditions"]}
+    assert conds == {"Available": "MinimumReplicasAvailable", "Progressing": "NewReplicaSetAvailable"}
+
+    # scale down through the scale subresource path (spec.replicas)
+    await c.patch(DEPLOYMENT, "web", {"spec": {"replicas": 1}}, ns)
+    await eventually(lambda: c.get(DEPLOYMENT, "web", ns), lambda d: done(d, 1), what="scaled to 1")
+    await eventually(lambda: running_pods(c, ns, "app=web"), lambda ps: len(ps) == 1, what="one pod left")
+
+
+async def test_unschedulable_pod_gets_condition_and_event(plane: Callable[..., Awaitable[ControlPlane]],
+                                                          namespace: str) -> None:
+    cp = await plane(nodes=2)
+    c, ns = cp.client, namespace
+    await c.create(POD, {"metadata": {"name": "huge"}, "spec": {"containers": [
+        {"name": "c", "image": "x", "resources": {"requests": {"cpu": "500"}}}]}}, ns)
+    pod = await eventually(lambda: c.get(POD, "huge", ns), lambda p: any(
+        x["type"] == "PodScheduled" and x["status"] == "False" for x in p["status"].get("conditions") or []),
+        what="PodScheduled=False")
+    cond = next(x for x in pod["status"]["conditions"] if x["type"] == "PodScheduled")
+    assert cond["reason"] == "Unschedulable"
+    assert cond["message"].startswith(f"0/{len(cp.scheduler.cache.nodes) if cp.scheduler else 0} nodes are "
+                                      "available: ") and "Insufficient cpu" in cond["message"]
+    events = (await c.list(EVENT, ns, field_selector="involvedObject.name=huge")).items
+    assert any(e["reason"] == "FailedScheduling" and e["type"] == "Warning" for e in events)
+
+
+async def test_daemonset_runs_on_every_node_and_rolls(plane: Callable[..., Awaitable[ControlPlane]],
+                                                      namespace: str) -> None:
+    cp = await plane(nodes=3)
+    c, ns = cp.client, namespace
+    first = cp.nodes[0]
+    await c.patch(NODE, first, {"spec": {"unschedulable": True}})  # daemon pods tolerate cordons
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "logs"},
+          "spec": {"selector": {"matchLabels": {"app": "logs"}},
+                   "template": {"metadata": {"labels": {"app": "logs"}}, "spec": {
+                       "nodeSelector": {"kokpit.io/simulated": "true"},
+                       "containers": [{"name": "fluent", "image": "fluent-bit:3.0"}]}}}}
+    await c.create(DAEMONSET, ds, ns)
+    mine = set(cp.nodes)
+
+    def on_mine(ps: list[Obj]) -> set[str]:
+        return {p["spec"]["nodeName"] for p in ps if p["spec"].get("nodeName") in mine}
+
+    await eventually(lambda: running_pods(c, ns, "app=logs"), lambda ps: on_mine(ps) == mine, what="a pod per node")
+    updated = copy.deepcopy(ds["spec"]["template"])
+    updated["spec"]["containers"][0]["image"] = "fluent-bit:3.1"
+    await c.patch(DAEMONSET, "logs", {"spec": {"template": updated}}, ns)
+
+    async def rolled() -> Obj:
+        return await c.get(DAEMONSET, "logs", ns)
+
+    d = await eventually(rolled, lambda d: (d["status"].get("observedGeneration") == d["metadata"]["generation"]
+                                            and d["status"].get("updatedNumberScheduled") == d["status"]
+                                            .get("desiredNumberScheduled") == d["status"].get("numberAvailable")),
+                         timeout=40, what="rolled to 3.1")
+    pods = await running_pods(c, ns, "app=logs")
+    assert {p["spec"]["containers"][0]["image"] for p in pods if p["spec"]["nodeName"] in mine} == {"fluent-bit:3.1"}
+    assert d["status"]["desiredNumberScheduled"] >= 3
