@@ -82,8 +82,12 @@ async def test_unschedulable_pod_gets_condition_and_event(plane: Callable[..., A
     assert cond["reason"] == "Unschedulable"
     assert cond["message"].startswith(f"0/{len(cp.scheduler.cache.nodes) if cp.scheduler else 0} nodes are "
                                       "available: ") and "Insufficient cpu" in cond["message"]
-    events = (await c.list(EVENT, ns, field_selector="involvedObject.name=huge")).items
-    assert any(e["reason"] == "FailedScheduling" and e["type"] == "Warning" for e in events)
+
+    async def events() -> list[Obj]:
+        return (await c.list(EVENT, ns, field_selector="involvedObject.name=huge")).items
+
+    evs = await eventually(events, lambda es: any(e["reason"] == "FailedScheduling" for e in es), what="event")
+    assert next(e for e in evs if e["reason"] == "FailedScheduling")["type"] == "Warning"
 
 
 async def test_daemonset_runs_on_every_node_and_rolls(plane: Callable[..., Awaitable[ControlPlane]],

@@ -12,7 +12,11 @@ from typing import Any
 from kokpit.client import Client
 from kokpit.controllermanager.daemonset import DaemonSetController
 from kokpit.controllermanager.deployment import DeploymentController
+from kokpit.controllermanager.disruption import DisruptionController
+from kokpit.controllermanager.job import JobController
+from kokpit.controllermanager.nodelifecycle import NodeLifecycleController, NodeLifecycleOptions
 from kokpit.controllermanager.replicaset import ReplicaSetController
+from kokpit.controllermanager.statefulset import StatefulSetController
 from kokpit.runtime import LeaderElectionConfig, Manager
 from kokpit.runtime.informer import strip_managed_fields
 
@@ -24,12 +28,17 @@ CONTROLLERS: dict[str, Callable[[Manager, Any], object]] = {
     "replicaset": lambda m, _o: ReplicaSetController(m),
     "deployment": lambda m, _o: DeploymentController(m),
     "daemonset": lambda m, _o: DaemonSetController(m),
+    "statefulset": lambda m, _o: StatefulSetController(m),
+    "job": lambda m, _o: JobController(m),
+    "disruption": lambda m, _o: DisruptionController(m),
+    "nodelifecycle": lambda m, o: NodeLifecycleController(m, o.node_lifecycle),
 }
 
 
 @dataclass
 class ControllerManagerOptions:
     controllers: list[str] = field(default_factory=lambda: list(CONTROLLERS))
+    node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
 
 
 def build(manager: Manager, options: ControllerManagerOptions) -> list[object]:

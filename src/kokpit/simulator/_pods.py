@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import Any
 
-from kokpit._lib.clock import Clock, RealClock, format_time
+from kokpit._lib.clock import Clock, RealClock, format_time, parse_time
 from kokpit.client import POD, Client, ConflictError, NotFoundError
 from kokpit.runtime import Controller, Informer, Request, Result, is_true
 from kokpit.simulator._hosts import HostBook
@@ -23,6 +23,9 @@ log = logging.getLogger("kokpit.simulator.pods")
 
 Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
+RUN_SECONDS_ANNOTATION = "simulator.kokpit.io/run-seconds"
+EXIT_CODE_ANNOTATION = "simulator.kokpit.io/exit-code"
+DEFAULT_RUN_SECONDS = 2.0
 
 
 def _key_request(key: str) -> Request:
@@ -92,7 +95,7 @@ class PodRunner:
         now = format_time(self._clock.now())
         if host.healthy:
             if phase == "Running" and ready:
-                return None
+                return await self._maybe_finish(req, pod)
             await self._patch(req, self._running(pod, host.index, now))
             self.started += 1
         elif phase != "Running":
@@ -103,6 +106,31 @@ class PodRunner:
             self.failed += 1
         elif ready:
             await self._patch(req, self._not_ready(pod, now, host.readiness()[2]))
+        return None
+
+    async def _maybe_finish(self, req: Request, pod: Obj) -> Result | None:
+        """A pod whose restartPolicy is not Always (a Job's) exits after ``simulator.kokpit.io/run-seconds``
+        (default 2) with ``simulator.kokpit.io/exit-code`` (default 0): Succeeded, or Failed when non-zero."""
+        spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
+        if spec.get("restartPolicy", "Always") == "Always":
+            return None
+        ann = meta.get("annotations") or {}
+        try:
+            run = float(ann.get(RUN_SECONDS_ANNOTATION, DEFAULT_RUN_SECONDS))
+            code = int(ann.get(EXIT_CODE_ANNOTATION, 0))
+        except ValueError:
+            run, code = DEFAULT_RUN_SECONDS, 1
+        started = (pod.get("status") or {}).get("startTime")
+        elapsed = (self._clock.now() - parse_time(str(started))).total_seconds() if started else 0.0
+        if elapsed < run:
+            return Result(requeue_after=run - elapsed)
+        now = format_time(self._clock.now())
+        containers = [{**cs, "ready": False, "started": False, "state": {"terminated": {
+            "exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+            "finishedAt": now}}} for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+        await self._patch(req, {"status": {"phase": "Succeeded" if code == 0 else "Failed",
+                                           "conditions": self._conditions("False", now, pod),
+                                           "containerStatuses": containers}})
         return None
 
     async def _patch(self, req: Request, body: Obj) -> None:
