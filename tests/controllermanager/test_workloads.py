@@ -4,11 +4,13 @@ real API server, with the simulator playing the kubelets."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kokpit.client import EVENT, NODE, POD, Client
+from kokpit.client import CONFIGMAP, EVENT, NODE, POD, Client, NotFoundError
 from kokpit.controllermanager._common import DAEMONSET, DEPLOYMENT, REPLICASET
+from kokpit.nodes.simulator import SimulatorDriver
 
 from .conftest import ControlPlane, eventually
 
@@ -122,3 +124,48 @@ async def test_daemonset_runs_on_every_node_and_rolls(plane: Callable[..., Await
     pods = await running_pods(c, ns, "app=logs")
     assert {p["spec"]["containers"][0]["image"] for p in pods if p["spec"]["nodeName"] in mine} == {"fluent-bit:3.1"}
     assert d["status"]["desiredNumberScheduled"] >= 3
+
+
+async def test_daemonset_readiness_reporter_writes_condition_configmaps(
+        plane: Callable[..., Awaitable[ControlPlane]], namespace: str) -> None:
+    cp = await plane(nodes=2, controllers=["daemonset", "daemonset-readiness"])
+    c, ns = cp.client, namespace
+    gated, other = cp.nodes
+    await c.patch(NODE, other, {"metadata": {"labels": {"logs": "off"}}})
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet",
+          "metadata": {"name": "fluent", "annotations": {"kokpit.io/readiness-condition": "LogCollectionReady"}},
+          "spec": {"selector": {"matchLabels": {"app": "fluent"}}, "template": {
+              "metadata": {"labels": {"app": "fluent"}}, "spec": {
+                  "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                      "nodeSelectorTerms": [{"matchExpressions": [{"key": "logs", "operator": "NotIn",
+                                                                   "values": ["off"]}]}]}}},
+                  "containers": [{"name": "fluent", "image": "fluent-bit:3.0"}]}}}}
+    await c.create(DAEMONSET, ds, ns)
+
+    async def report(node: str) -> dict[str, Any]:
+        try:
+            cm = await c.get(CONFIGMAP, f"daemonset-readiness.{node}", "kube-system")
+        except NotFoundError:
+            return {}
+        return {k: json.loads(v) for k, v in (cm.get("data") or {}).items()} | {"_labels": cm["metadata"]["labels"]}
+
+    r = await eventually(lambda: report(gated), lambda r: r.get("LogCollectionReady", {}).get("status") == "True",
+                         what="gate True once the daemon pod is ready")
+    assert r["_labels"] == {"kokpit.io/node": gated, "kokpit.io/condition-source": "daemonset-readiness"}
+    pod = next(p for p in await running_pods(c, ns, "app=fluent") if p["spec"]["nodeName"] == gated)
+    r_other = await report(other)
+    assert r_other["LogCollectionReady"]["status"] == "True"  # the DaemonSet does not target that node
+    assert r_other["LogCollectionReady"]["reason"] == "DaemonSetPodsReady"
+    # the daemon pod stops being ready (its host breaks): the gate closes, and reopens on recovery
+    assert pod["status"]["phase"] == "Running"
+    driver = SimulatorDriver(cp.sim.driver_url if cp.sim else "", timeout=5)
+    try:
+        await driver.fault(gated, "hardware")
+        closed = await eventually(lambda: report(gated), lambda r: r["LogCollectionReady"]["status"] == "False",
+                                  what="gate closed")
+        assert f"{ns}/fluent" in closed["LogCollectionReady"]["message"]
+        await driver.fault(gated, "recover")
+        await eventually(lambda: report(gated), lambda r: r["LogCollectionReady"]["status"] == "True",
+                         what="gate reopened")
+    finally:
+        await driver.close()

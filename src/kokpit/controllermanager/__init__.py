@@ -6,6 +6,27 @@ on :mod:`kokpit.runtime`.  The cluster operator runs it from the ClusterPackageV
 server; replicas elect a leader on a Lease.
 """
 
+from kokpit.controllermanager._common import (
+    CONTROLLERREVISION,
+    DAEMONSET,
+    DEPLOYMENT,
+    JOB,
+    PDB,
+    REPLICASET,
+    STATEFULSET,
+)
 from kokpit.controllermanager.run import CONTROLLERS, ControllerManagerOptions, build, run_controller_manager
 
-__all__ = ["CONTROLLERS", "ControllerManagerOptions", "build", "run_controller_manager"]
+__all__ = [
+    "CONTROLLERREVISION",
+    "CONTROLLERS",
+    "DAEMONSET",
+    "DEPLOYMENT",
+    "JOB",
+    "PDB",
+    "REPLICASET",
+    "STATEFULSET",
+    "ControllerManagerOptions",
+    "build",
+    "run_controller_manager",
+]

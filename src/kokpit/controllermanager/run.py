@@ -13,6 +13,7 @@ from kokpit.client import Client
 from kokpit.controllermanager.daemonset import DaemonSetController
 from kokpit.controllermanager.deployment import DeploymentController
 from kokpit.controllermanager.disruption import DisruptionController
+from kokpit.controllermanager.dsreadiness import DaemonSetReadinessReporter
 from kokpit.controllermanager.job import JobController
 from kokpit.controllermanager.nodelifecycle import NodeLifecycleController, NodeLifecycleOptions
 from kokpit.controllermanager.replicaset import ReplicaSetController
@@ -32,6 +33,7 @@ CONTROLLERS: dict[str, Callable[[Manager, Any], object]] = {
     "job": lambda m, _o: JobController(m),
     "disruption": lambda m, _o: DisruptionController(m),
     "nodelifecycle": lambda m, o: NodeLifecycleController(m, o.node_lifecycle),
+    "daemonset-readiness": lambda m, _o: DaemonSetReadinessReporter(m),
 }
 
 

@@ -14,13 +14,16 @@ __all__ = [
     "CLUSTER_NAMESPACE",
     "CPV_NAMES",
     "DEFAULT_CPV",
+    "LOG_GATE",
     "MACHINE_PACKAGES",
     "NODE_PREFIX",
+    "WORKLOAD_NAMESPACE",
     "cluster_body",
     "cluster_names",
     "cpvs",
     "machine_bodies",
     "mpvs",
+    "workload_bodies",
 ]
 
 Obj = dict[str, Any]
@@ -30,6 +33,8 @@ CPV_NAMES: Final = ("v1.36.2", "v1.37.0")
 DEFAULT_CPV: Final = CPV_NAMES[0]  # clusters start on the older release, so an upgrade can be tried at once
 NODE_PREFIX: Final = "sim-"
 MACHINE_PACKAGES: Final = ["containerd-1.7", "kubelet-v1.36.2", "kernel-patch-2026-11", "sysctl-default"]
+WORKLOAD_NAMESPACE: Final = "demo"
+LOG_GATE: Final = "LogCollectionReady"  # the seed's example: schedule a node only once logs are collected there
 
 
 def cluster_names(count: int) -> list[str]:
@@ -98,5 +103,37 @@ def mpvs() -> list[Obj]:
 def machine_bodies(nodes: int) -> list[Obj]:
     """One Machine per simulated node (the simulator names them ``sim-00001``...)."""
     return [{"apiVersion": "kokpit.io/v1alpha1", "kind": "Machine", "metadata": {"name": n},
-             "spec": {"nodeName": n, "packages": list(MACHINE_PACKAGES)}}
+             "spec": {"nodeName": n, "packages": list(MACHINE_PACKAGES),
+                      "readinessGates": [{"conditionType": LOG_GATE}]}}
             for n in node_names(NODE_PREFIX, nodes)]
+
+
+def _template(app: str, image: str, cpu: str, memory: str) -> Obj:
+    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{
+        "name": app, "image": image, "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}
+
+
+def workload_bodies() -> list[Obj]:
+    """A small realistic workload per business cluster, so drains, faults and rollouts visibly move pods:
+    two Deployments (one behind a PodDisruptionBudget), a StatefulSet, and the log-collection DaemonSet in
+    kube-system whose readiness gates every node's scheduling (``kokpit.io/readiness-condition``)."""
+    ns = WORKLOAD_NAMESPACE
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet",
+         "metadata": {"name": "log-collector", "namespace": "kube-system",
+                      "annotations": {"kokpit.io/readiness-condition": LOG_GATE}},
+         "spec": {"selector": {"matchLabels": {"app": "log-collector"}},
+                  "template": _template("log-collector", "fluent/fluent-bit:3.1", "50m", "64Mi")}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+         "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                  "template": _template("web", "nginx:1.27", "100m", "128Mi")}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": ns},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                  "template": _template("api", "ghcr.io/example/api:2.4", "250m", "256Mi")}},
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "api", "namespace": ns},
+         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ns},
+         "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                  "template": _template("db", "postgres:17", "500m", "1Gi")}},
+    ]

@@ -28,9 +28,18 @@ from rich.live import Live
 
 from kokpit.api import install_crds
 from kokpit.client import NAMESPACE, AlreadyExistsError, ApiError, Client, Kind, NotFoundError, TransportError
+from kokpit.controllermanager import DAEMONSET, DEPLOYMENT, PDB, STATEFULSET
 from kokpit.operators.cluster import CLUSTER, CPV
 from kokpit.operators.machine import MACHINE, MPV
-from kokpit.up._defaults import CLUSTER_NAMESPACE, cluster_body, cluster_names, cpvs, machine_bodies, mpvs
+from kokpit.up._defaults import (
+    CLUSTER_NAMESPACE,
+    cluster_body,
+    cluster_names,
+    cpvs,
+    machine_bodies,
+    mpvs,
+    workload_bodies,
+)
 from kokpit.up._fleet import Fleet, Snapshot, read_kubeconfig, render_rich, render_text
 from kokpit.up._supervisor import Child, kill_group
 
@@ -44,6 +53,8 @@ LOCK_FILE: Final = "up.lock"
 PIDS_FILE: Final = "up.pids"
 
 Obj = dict[str, Any]
+WORKLOAD_KINDS: Final = {"Namespace": NAMESPACE, "DaemonSet": DAEMONSET, "Deployment": DEPLOYMENT,
+                         "PodDisruptionBudget": PDB, "StatefulSet": STATEFULSET}
 
 
 class UpError(Exception):
@@ -341,6 +352,17 @@ class Up:
         machines = await _retry(lambda: _create_missing(c, MACHINE, machine_bodies(nodes)), self.stop)
         if made or machines:
             self.r.line(f"{name}: created {made or 0} MachinePackageVersions and {machines or 0} Machines")
+        workloads = 0
+        for body in workload_bodies():
+            workloads += await _retry(self._creator(c, body), self.stop) or 0
+        if workloads:
+            self.r.line(f"{name}: created {workloads} workload objects (kubectl get pods -A -o wide)")
+
+    @staticmethod
+    def _creator(c: Client, body: Obj) -> Callable[[], Awaitable[int]]:
+        kind = WORKLOAD_KINDS[body["kind"]]
+        ns = body["metadata"].get("namespace") if kind.namespaced else None
+        return lambda: _create_missing(c, kind, [body], ns)
 
     async def _startup(self) -> None:
         d, o = self.data_dir, self.opts
