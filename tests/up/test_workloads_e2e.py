@@ -7,7 +7,6 @@ business cluster's API server, scheduler, controller-manager, simulator and mach
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -97,13 +96,13 @@ def running(k: Kubectl, ns: str, selector: str) -> list[Obj]:
 
 
 @pytest.mark.timeout(600)
-async def test_workloads_move_on_a_business_cluster(up: _Up, tmp_path: Path, kubectl_bin: str) -> None:
-    await asyncio.to_thread(_wait_cluster_ready, up, kubectl_bin)
+def test_workloads_move_on_a_business_cluster(up: _Up, tmp_path: Path, kubectl_bin: str) -> None:
+    _wait_cluster_ready(up, kubectl_bin)
     kc = tmp_path / "c1.kubeconfig"
     kc.write_bytes(subprocess.run([sys.executable, "-m", "kokpit.cli.main", "kubeconfig", "cluster-1", "--data-dir",
                                    str(up.data_dir)], capture_output=True, timeout=30, check=True).stdout)
     k = Kubectl(kubectl_bin, kc)
-    await asyncio.to_thread(_scenario, k)
+    _scenario(k)
 
 
 def _wait_cluster_ready(up: _Up, kubectl_bin: str) -> None:
