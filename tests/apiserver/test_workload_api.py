@@ -162,3 +162,18 @@ def test_budget_not_yet_observed_refuses(shared_apiserver: ApiServerProcess) -> 
     code, st = _evict(srv, ns, "p")
     assert code == 429
     assert "still being processed" in st["details"]["causes"][0]["message"]
+
+
+def test_concurrent_evictions_spend_the_budget_once(shared_apiserver: ApiServerProcess) -> None:
+    import concurrent.futures
+
+    srv = shared_apiserver
+    ns = _ns(srv, "wl-evict-race")
+    for i in range(4):
+        _running_pod(srv, ns, f"p{i}", {"app": "race"})
+    _pdb(srv, ns, "race", {"app": "race"}, allowed=2, healthy=4, desired=2)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda i: _evict(srv, ns, f"p{i}")[0], range(4)))
+    assert codes == [201, 201, 429, 429]
+    _, pdb = _req(srv, "GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/race")
+    assert pdb["status"]["disruptionsAllowed"] == 0 and len(pdb["status"]["disruptedPods"]) == 2

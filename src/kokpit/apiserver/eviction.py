@@ -16,6 +16,7 @@ decremented here, atomically with the PDB's resourceVersion, and the evicted pod
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -28,7 +29,7 @@ from kokpit.apiserver.selectors import label_selector_from_dict
 __all__ = ["MAX_DISRUPTED_PODS", "evict"]
 
 MAX_DISRUPTED_PODS = 2000  # upstream MaxDisruptedPodSize
-_RETRIES = 5
+_RETRIES = 20  # upstream EvictionsRetry: 20 steps on conflicts
 _MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 _PDB_WRITE = WriteOptions(field_manager="kokpit-apiserver-eviction", field_validation="Ignore", subresource="status")
 
@@ -53,7 +54,8 @@ def _matching_pdbs(rest: Rest, pdb_rt: ResourceType, ns: str, pod: dict[str, Any
         except APIError:
             continue  # a PDB with a broken selector selects nothing
         if sel.matches(labels):
-            out.append(pdb)
+            # the stored dict may carry the resourceVersion it was written over: serve the entry's own
+            out.append({**pdb, "metadata": {**(pdb.get("metadata") or {}), "resourceVersion": str(e.rv)}})
     return out
 
 
@@ -73,6 +75,7 @@ async def evict(rest: Rest, pod_rt: ResourceType, pdb_rt: ResourceType | None, n
                                       "subresource does not support.")
             budget = pdbs[0] if pdbs else None
         if budget is not None and not await _take_disruption(rest, pdb_rt, budget, pod, dry_run):
+            await asyncio.sleep(0.05)
             continue  # the PDB changed under us: read everything again
         opts = DeleteOptions(grace_period=delete_options.get("gracePeriodSeconds"),
                              propagation=delete_options.get("propagationPolicy"),

@@ -88,6 +88,11 @@ _MESSAGES: dict[str, _Table] = {
     "ServicePort": {1: ("name", "s"), 2: ("protocol", "s"), 3: ("port", "i"), 4: ("targetPort", "ios"),
                     5: ("nodePort", "i")},
     "Ignored": {},
+    # kubectl create poddisruptionbudget
+    "PodDisruptionBudget": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodDisruptionBudgetSpec"),
+                            3: ("status", "Ignored")},
+    "PodDisruptionBudgetSpec": {1: ("minAvailable", "ios"), 2: ("selector", "LabelSelector"),
+                                3: ("maxUnavailable", "ios"), 4: ("unhealthyPodEvictionPolicy", "s")},
     # kubectl auth can-i
     "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec"),
                                 3: ("status", "Ignored")},
@@ -101,7 +106,7 @@ _MESSAGES: dict[str, _Table] = {
 }
 _KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"), ("v1", "ServiceAccount"),
           ("policy/v1", "Eviction"), ("apps/v1", "Deployment"), ("v1", "Service"),
-          ("authorization.k8s.io/v1", "SelfSubjectAccessReview")}
+          ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("policy/v1", "PodDisruptionBudget")}
 
 
 class _Malformed(Exception):
