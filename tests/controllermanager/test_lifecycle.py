@@ -61,7 +61,8 @@ async def test_not_ready_node_is_tainted_and_its_pods_move(plane: Callable[..., 
     await c.create(DEPLOYMENT, d, ns)
     pods = await eventually(lambda: running_pods(c, ns, "app=web"), lambda ps: len(ps) == 3, what="3 running")
     broken = pods[0]["spec"]["nodeName"]
-    driver = SimulatorDriver(cp.sim.driver_url if cp.sim else "", timeout=5)
+    assert cp.sim is not None
+    driver = SimulatorDriver(cp.sim.driver_url, tls=cp.sim.client_tls, timeout=5)
     try:
         await driver.fault(broken, "hardware")
         node = await eventually(lambda: c.get(NODE, broken), lambda n: any(

@@ -158,7 +158,8 @@ async def test_daemonset_readiness_reporter_writes_condition_configmaps(
     assert r_other["LogCollectionReady"]["reason"] == "DaemonSetPodsReady"
     # the daemon pod stops being ready (its host breaks): the gate closes, and reopens on recovery
     assert pod["status"]["phase"] == "Running"
-    driver = SimulatorDriver(cp.sim.driver_url if cp.sim else "", timeout=5)
+    assert cp.sim is not None
+    driver = SimulatorDriver(cp.sim.driver_url, tls=cp.sim.client_tls, timeout=5)
     try:
         await driver.fault(gated, "hardware")
         closed = await eventually(lambda: report(gated), lambda r: r["LogCollectionReady"]["status"] == "False",
