@@ -21,6 +21,8 @@ GENERATORS = [
     ["create", "deployment", "web", "--image=nginx:1.27", "--port=8080", "--replicas=3"],
     ["create", "service", "clusterip", "svc1", "--tcp=80:8080"],
     ["create", "service", "nodeport", "svc2", "--tcp=443:8443", "--node-port=30443"],
+    ["create", "poddisruptionbudget", "pdb1", "--selector=app=x", "--min-available=2"],
+    ["create", "poddisruptionbudget", "pdb2", "--selector=app=y", "--max-unavailable=30%"],
 ]
 
 
@@ -72,13 +74,12 @@ def test_generator_objects_arrive_intact(kube: tuple[str, dict[str, str]], args:
 
 
 def test_unsupported_protobuf_kind_is_refused_clearly(kube: tuple[str, dict[str, str]]) -> None:
-    _run(kube, "create", "namespace", "gen-pdb")
-    res = _run(kube, "create", "poddisruptionbudget", "p1", "--selector=app=x", "--min-available=1",
-               "-n", "gen-pdb")
+    _run(kube, "create", "namespace", "gen-job")
+    res = _run(kube, "create", "job", "j1", "--image=busybox", "-n", "gen-job")
     assert res.returncode != 0
     err = res.stderr.decode()
     assert "protobuf request bodies are decoded only for" in err and "kubectl create -f" in err
-    assert _run(kube, "get", "pdb", "p1", "-n", "gen-pdb").returncode != 0, "nothing half-stored"
+    assert _run(kube, "get", "job", "j1", "-n", "gen-job").returncode != 0, "nothing half-stored"
 
 
 def test_auth_can_i_answers_per_token(kube: tuple[str, dict[str, str]],
