@@ -81,15 +81,20 @@ LAYERS: dict[str, Layer] = {
         "the cluster operator: business clusters' control planes as Pods", OPERATOR,
         network={"*": "binds a socket to pick free ports for the components it runs"}),
     "kokpit.operators.machine": Layer("the machine operator: hosts through node drivers", (*OPERATOR, "kokpit.nodes")),
+    "kokpit.scheduler": Layer("a business cluster's scheduler: binds pods to nodes (kube-scheduler's rules)", OPERATOR),
+    "kokpit.controllermanager": Layer(
+        "a business cluster's controller-manager: workloads, node lifecycle, disruption budgets, readiness reports",
+        OPERATOR),
     "kokpit.up": Layer(
         "`kokpit up`: composes a whole fleet of processes",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.simulator",
-         "kokpit.nodes"),
+         "kokpit.nodes", "kokpit.controllermanager"),
         network={"_up": "binds a socket to pick free ports for the processes it starts"}),
     "kokpit.cli": Layer(
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
-         "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.up")),
+         "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.up", "kokpit.scheduler",
+         "kokpit.controllermanager")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",
