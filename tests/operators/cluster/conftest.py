@@ -13,6 +13,7 @@ from kokpit._lib.clock import FakeClock, format_time
 from kokpit.apiserver.patch import json_merge_patch
 from kokpit.client import AlreadyExistsError, Kind, NotFoundError
 from kokpit.operators.cluster import COMPONENT_LABEL, ClusterReconciler, OperatorOptions, Probe
+from kokpit.operators.cluster._resources import INDEXERS_PORTS
 from kokpit.operators.cluster.operator import INDEXERS_CLUSTER, INDEXERS_OWNED
 from kokpit.runtime import EventRecorder, Request, Result, Store
 
@@ -127,8 +128,10 @@ class Harness:
         self.pods = Store(INDEXERS_OWNED)
         self.services = Store(INDEXERS_OWNED)
         self.secrets = Store(INDEXERS_OWNED)
+        self.port_records = Store(INDEXERS_PORTS)  # the NodePort allocation records (ConfigMaps)
         self.client = StoreClient({"clusters": self.clusters, "clusterpackageversions": self.cpvs,
-                                   "pods": self.pods, "services": self.services, "secrets": self.secrets},
+                                   "pods": self.pods, "services": self.services, "secrets": self.secrets,
+                                   "configmaps": self.port_records},
                                   self.clock)
         self.prober = FakeProber()
         self.options = OperatorOptions(**{"unhealthy_timeout": 10.0, "release_timeout": 20.0,
@@ -144,7 +147,8 @@ class Harness:
         self.rec = ClusterReconciler(self.client, clusters=self.clusters, cpvs=self.cpvs, pods=self.pods,
                                      services=self.services, secrets=self.secrets,
                                      recorder=EventRecorder(self.client, "cluster-operator", clock=self.clock),
-                                     prober=self.prober, options=self.options, clock=self.clock)
+                                     prober=self.prober, options=self.options, clock=self.clock,
+                                     ports=self.port_records)
         return self.rec
 
     def cpv(self, name: str, kube: str, components: list[Obj] | None = None) -> None:

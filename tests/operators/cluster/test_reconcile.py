@@ -377,11 +377,11 @@ async def test_a_port_something_else_listens_on_is_not_chosen() -> None:
         probe.listen(1)
         h = Harness(port_range=(port, port))
         try:
-            h.rec._free_port("default/c1")
+            await h.rec.ports.allocate("default/c1", "https")
             raise AssertionError("chose a port in use")
         except RuntimeError as e:
             assert "no free port" in str(e)
-    assert Harness(port_range=(port, port)).rec._free_port("default/c1") == port  # free again: chosen
+    assert await Harness(port_range=(port, port)).rec.ports.allocate("default/c1", "https") == port  # free again
 
 
 async def test_operator_restart_mid_release_continues_where_the_pods_say(harness: Harness) -> None:
@@ -410,6 +410,6 @@ async def test_stale_cache_service_create_reuses_the_existing_ports(harness: Har
     server.put(svc)
     h.client.stores["services"] = server
     h.services.delete("default/c1-apiserver")
-    api_port, _ = await h.rec._ensure_service(Names("default", "c1"), h.clusters.get_by_name("c1", "default"),
-                                              True)
+    api_port, _ = await h.rec.resources.ensure_service(Names("default", "c1"),
+                                                      h.clusters.get_by_name("c1", "default"), True)
     assert api_port == port

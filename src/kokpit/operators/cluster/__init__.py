@@ -10,6 +10,8 @@ valid and deleting the Cluster garbage-collects what it owns):
 - Pods ``<name>-<component>-<i>`` (labels ``kokpit.io/cluster``, ``kokpit.io/component``,
   ``kokpit.io/package-version``; annotation ``kokpit.io/pod-spec-hash``), host network;
 - Service ``<name>-apiserver`` (NodePort: ``https`` = the API server's port, ``driver`` = the simulator's);
+- ConfigMaps ``kokpit-nodeport-<port>`` in ``kube-system`` (``--port-namespace``): one record per allocated
+  NodePort, saying whose it is; created to allocate, deleted to release;
 - Secret ``<name>-pki`` (ca.crt/ca.key/tls.crt/tls.key/tokens.json; mounted into the API server Pod) and
   Secret ``<name>-kubeconfig`` (key ``value``: the business cluster's admin kubeconfig);
 - data: the API server's ``--data-dir`` is the host folder ``<data_root>/<ns>/<name>/apiserver`` (a hostPath
@@ -19,6 +21,7 @@ valid and deleting the Cluster garbage-collects what it owns):
 
 from __future__ import annotations
 
+from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
     CLUSTER_LABEL,
     COMPONENT_LABEL,
@@ -34,19 +37,9 @@ from kokpit.operators.cluster._plan import (
     pod_ready,
     validate_cpv,
 )
-from kokpit.operators.cluster.operator import (
-    CLUSTER,
-    CPV,
-    FINALIZER,
-    SERVICE,
-    ClusterOperator,
-    ClusterReconciler,
-    HttpsProber,
-    OperatorOptions,
-    PodReadinessProber,
-    Probe,
-    Prober,
-)
+from kokpit.operators.cluster._probes import HttpsProber, PodReadinessProber, Probe, Prober
+from kokpit.operators.cluster._resources import PORT_LABEL, SERVICE
+from kokpit.operators.cluster.operator import CLUSTER, CPV, FINALIZER, ClusterOperator, ClusterReconciler
 from kokpit.operators.cluster.run import run_operator
 
 __all__ = [
@@ -57,6 +50,7 @@ __all__ = [
     "FINALIZER",
     "HASH_ANNOTATION",
     "KUBECONFIG_KEY",
+    "PORT_LABEL",
     "SERVICE",
     "VERSION_LABEL",
     "ClusterOperator",
