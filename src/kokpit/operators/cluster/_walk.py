@@ -184,7 +184,13 @@ class Walker:
             await self._replace_outdated(c, pod_name, cur)
         else:
             cur = await self._label_release(c, pod_name, cur)
-            return await self._judge(c, pod_name, cur)
+            if not await self._judge(c, pod_name, cur):
+                return False
+        # replaced too often: Degraded until a replacement has stayed healthy (starting, not ready yet or
+        # being replaced again proves nothing)
+        f = self.memory.get(POD_FAILURE + pod_name)
+        if f is not None and f.count >= self.opts.max_failures:
+            self.walk.degraded.append(f"{pod_name} replaced {f.count} times: {f.message}")
         return True
 
     def _wait(self, c: _Component, message: str) -> None:
@@ -253,24 +259,19 @@ class Walker:
             # a replacement counts as a fix once it has stayed healthy past its backoff and a timeout
             if f is not None and (self.now - f.retry_at).total_seconds() >= self.opts.unhealthy_timeout:
                 self.memory.clear(key)
-            elif f is not None and f.count >= self.opts.max_failures:
-                self.walk.degraded.append(f"{pod_name} replaced {f.count} times: {f.message}")
             return True
         self.walk.busy = True
         self.may_act = False  # the replicas after an unhealthy one keep running what they run
         c.messages.append(health.message)
-        if not health.broken:
-            return True
-        if self.releasing and self.target_name == (self.obj.get("spec") or {}).get("packageVersion"):
-            self.walk.rollback = (f"release {self.target_name} failed its post-check ({health.message}); "
-                                  f"rolling back to {self.last_good}")
-            return False
-        if f is None or f.retry_in(self.now) <= 0:
-            await self._delete(pod_name)
-            f = self.memory.record(key, health.message, self.now)
-            self.walk.actions.append(f"replaced {pod_name}: {health.message}")
-        if f.count >= self.opts.max_failures:
-            self.walk.degraded.append(f"{pod_name} replaced {f.count} times: {f.message}")
+        if health.broken:
+            if self.releasing and self.target_name == (self.obj.get("spec") or {}).get("packageVersion"):
+                self.walk.rollback = (f"release {self.target_name} failed its post-check ({health.message}); "
+                                      f"rolling back to {self.last_good}")
+                return False
+            if f is None or f.retry_in(self.now) <= 0:
+                await self._delete(pod_name)
+                self.memory.record(key, health.message, self.now)
+                self.walk.actions.append(f"replaced {pod_name}: {health.message}")
         return True
 
     async def _remove_pods_outside_the_release(self) -> None:
