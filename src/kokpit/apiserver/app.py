@@ -228,7 +228,7 @@ class App:
             return written_response(rest, rt, obj2, 200, opts, accept)
         if v == "patch":
             ptype = patch_type(headers)
-            data = decode(body, headers, yaml_ok=ptype == "apply")
+            data = decode(body, headers, patch=True)
             if ptype == "apply":
                 opts.force = parse_bool(query.get("force"), "force")
             if info.subresource == "scale":

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-import yaml
-
-from kokpit.apiserver import errors, protobuf
+from kokpit.apiserver import errors, protobuf, safeload
 from kokpit.apiserver.responses import Receive
 from kokpit.apiserver.rest import DeleteOptions, WriteOptions
 from kokpit.apiserver.routing import RequestInfo
 
-__all__ = ["MAX_BODY", "decode", "delete_options", "patch_type", "read_body", "write_options"]
+__all__ = ["MAX_BODY", "decode", "delete_options", "media_type", "patch_type", "read_body", "write_options"]
 
 MAX_BODY = 3 * 1024 * 1024
 _PATCH_TYPES = {
@@ -25,34 +22,32 @@ _PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
     "application/apply-patch+cbor": "apply-cbor",
 }
+_PATCH_MEDIA = {t for t, p in _PATCH_TYPES.items() if p != "apply-cbor"}
+_OBJECT_MEDIA = {"", "application/json", "application/yaml", "application/vnd.kubernetes.protobuf"}
 
 
-def decode(body: bytes, headers: dict[str, str], yaml_ok: bool = True) -> Any:
+def media_type(headers: dict[str, str]) -> str:
+    """The request's Content-Type without parameters, lower-cased; "" when there is none."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def decode(body: bytes, headers: dict[str, str], patch: bool = False) -> Any:
+    """An object body (JSON, YAML, or protobuf for the kinds kubectl's generators send so) or a patch body
+    (JSON; server-side apply YAML too), parsed within :mod:`~kokpit.apiserver.safeload`'s bounds. Any other
+    media type is a 415, as kube-apiserver answers; no Content-Type means JSON, as in kube."""
+    ctype = media_type(headers)
+    if ctype not in (_PATCH_MEDIA if patch else _OBJECT_MEDIA):
+        raise errors.unsupported_media_type(ctype)
     if not body.strip():
         raise errors.bad_request("the request body is empty; send a JSON or YAML object")
-    ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype == "application/vnd.kubernetes.protobuf":
         return protobuf.decode(body)
-    if "protobuf" in ctype or "cbor" in ctype:
-        raise errors.unsupported_media_type(ctype)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        if not yaml_ok and "yaml" not in ctype:
-            raise errors.bad_request(f"the body is not valid JSON: {e}") from None
-        if "json" in ctype and "yaml" not in ctype:
-            raise errors.bad_request(f"the body is not valid JSON: {e}") from None
-    try:
-        data = yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        raise errors.bad_request(f"the body is not valid YAML: {e}") from None
-    # YAML timestamps and other non-JSON scalars must not leak into objects
-    return orjson.loads(orjson.dumps(data, default=str))
+    return safeload.load(body, yaml_ok=ctype in ("application/yaml", "application/apply-patch+yaml"))
 
 
 def patch_type(headers: dict[str, str]) -> str:
     """json, merge, strategic or apply, from the Content-Type; 415 for anything else."""
-    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(headers)
     ptype = _PATCH_TYPES.get(ctype)
     if ptype is None or ptype == "apply-cbor":
         raise errors.unsupported_media_type(ctype)

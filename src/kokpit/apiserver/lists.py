@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import yaml
 
-from kokpit.apiserver import errors, selectors
+from kokpit.apiserver import errors, listopts, selectors
 from kokpit.apiserver.resources import ResourceType
 from kokpit.apiserver.responses import Response, table_response, wants_yaml
 from kokpit.apiserver.rest import Rest
@@ -40,22 +40,14 @@ def matches(obj: dict[str, Any], lsel: selectors.LabelSelector | None,
 
 def list_response(rest: Rest, store: Store, rt: ResourceType, ns: str | None, query: dict[str, str],
                   accept: str) -> Response:
+    listopts.validate_list(query)
     lsel, fsel = selectors_of(rt, query)
-    limit_s = query.get("limit", "")
-    try:
-        limit = int(limit_s) if limit_s else 0
-    except ValueError:
-        raise errors.bad_request(f"limit must be an integer (got {limit_s!r})") from None
+    limit = listopts.page_limit(query)
     cont = query.get("continue", "")
     start_after = ""
     at: int | None = None
     if cont:
-        try:
-            tok = orjson.loads(base64.urlsafe_b64decode(cont.encode() + b"==="))
-            at, start_after = int(tok["rv"]), str(tok["start"])
-        except Exception:
-            raise errors.bad_request("continue key is not valid: use the token from the previous "
-                                     "response unchanged") from None
+        at, start_after = listopts.continue_token(cont)
     else:
         rv_s = query.get("resourceVersion", "")
         match = query.get("resourceVersionMatch", "")

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from kokpit.apiserver import errors, patch, schema
+from kokpit.apiserver import admission, errors, patch, schema
 from kokpit.apiserver.errors import APIError, Cause
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import ResourceType
@@ -493,6 +493,7 @@ class Rest:
     async def delete(self, rt: ResourceType, namespace: str | None, name: str,
                      opts: DeleteOptions) -> tuple[Entry | dict[str, Any], bool]:
         """Returns (object, removed): removed is False when the object is now only terminating."""
+        admission.check_delete(rt, name)
         key = rt.key(namespace, name)
         for _attempt in range(20):
             cur = self.store.get_latest(key)
@@ -587,6 +588,7 @@ class Rest:
         _rv, items = self.list_entries(rt, namespace)
         targets = [(k, e) for k, e in items if match(e.obj)]
         out = []
+        refused: APIError | None = None
         for _k, e in targets:
             m = e.obj.get("metadata", {})
             try:
@@ -594,7 +596,12 @@ class Rest:
             except APIError as err:
                 if err.code == 404:
                     continue
+                if err.code == 403:  # kube deletes the others, then answers the (first) refusal
+                    refused = refused or err
+                    continue
                 raise
             if isinstance(res, Entry):
                 out.append(res)
+        if refused is not None:
+            raise refused
         return out
