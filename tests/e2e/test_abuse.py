@@ -514,3 +514,48 @@ def test_deleting_all_namespaces_spares_the_system_ones(tmp_path: Any) -> None:
         assert code == 404 or "deletionTimestamp" in body["metadata"], body
         code, body = raw(own, "GET", "/api/v1/namespaces/default")
         assert code == 200 and "deletionTimestamp" not in body["metadata"], body
+
+
+# ------------------------------------------------------------------------------------------ typed bodies
+# Bodies decode as plain JSON; handlers that read fields of fixed types check them (found by schemathesis:
+# DeleteOptions.preconditions as a number gave a 500).
+@pytest.mark.parametrize("opts", [{"preconditions": -7.4e-205}, {"preconditions": {"uid": 5}}, {"dryRun": 3},
+                                  {"dryRun": [1]}, {"gracePeriodSeconds": "soon"}, {"gracePeriodSeconds": [1]},
+                                  {"propagationPolicy": 7}, {"orphanDependents": "yes"}, [], "x", 5])
+def test_delete_options_of_the_wrong_types(srv: ApiServerProcess, target: tuple[str, dict[str, Any]],
+                                           opts: Any) -> None:
+    path, before = target
+    code, body = raw(srv, "DELETE", path, json.dumps(opts).encode(), {"Content-Type": "application/json"})
+    status(code, body, 400, "BadRequest")
+    assert raw(srv, "GET", path)[1]["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+
+
+@pytest.mark.parametrize("sub", [
+    {"metadata": "x"}, {"deleteOptions": []}, {"deleteOptions": {"preconditions": 1}}, [1], "evict-me"])
+def test_eviction_of_the_wrong_shape(srv: ApiServerProcess, sub: Any) -> None:
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    post_json(srv, pods, _pod("evictee"))
+    code, body = post_json(srv, f"{pods}/evictee/eviction", sub)
+    status(code, body, 400, "BadRequest")
+    assert raw(srv, "GET", f"{pods}/evictee")[0] == 200
+
+
+@pytest.mark.parametrize("sub", [{"target": "node-1"}, {"target": {"name": 5}}, [], 3])
+def test_binding_of_the_wrong_shape(srv: ApiServerProcess, sub: Any) -> None:
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    post_json(srv, pods, _pod("bindee"))
+    code, body = post_json(srv, f"{pods}/bindee/binding", sub)
+    status(code, body, 400, "BadRequest")
+    assert "nodeName" not in raw(srv, "GET", f"{pods}/bindee")[1]["spec"]
+
+
+@pytest.mark.parametrize("review", [{"spec": {"resourceAttributes": [1]}}, {"spec": {"nonResourceAttributes": "x"}},
+                                    {"spec": {"resourceAttributes": {"verb": "get"}}, "metadata": "m"}])
+def test_access_review_of_the_wrong_shape_from_the_viewer(srv: ApiServerProcess, review: Any) -> None:
+    code, body = raw(srv, "POST", SSAR, json.dumps(review).encode(), {"Content-Type": "application/json"},
+                     token=srv.readonly_token)
+    status(code, body, 400, "BadRequest", "SelfSubjectAccessReview")

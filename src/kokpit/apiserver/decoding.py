@@ -12,7 +12,8 @@ from kokpit.apiserver.responses import Receive
 from kokpit.apiserver.rest import DeleteOptions, WriteOptions
 from kokpit.apiserver.routing import RequestInfo
 
-__all__ = ["MAX_BODY", "decode", "delete_options", "media_type", "patch_type", "read_body", "write_options"]
+__all__ = ["MAX_BODY", "as_object", "decode", "delete_options", "media_type", "options_of", "patch_type", "read_body",
+           "typed", "write_options"]
 
 MAX_BODY = 3 * 1024 * 1024
 _PATCH_TYPES = {
@@ -66,29 +67,62 @@ def write_options(info: RequestInfo, query: dict[str, str], headers: dict[str, s
                         field_validation=fv, dry_run=dry == "All", subresource=info.subresource)
 
 
-def delete_options(query: dict[str, str], body: bytes, headers: dict[str, str]) -> DeleteOptions:
-    data: dict[str, Any] = {}
-    if body.strip():
-        parsed = decode(body, headers)
-        if isinstance(parsed, dict):
-            data = parsed
-    policy = query.get("propagationPolicy") or data.get("propagationPolicy")
-    if policy is None and data.get("orphanDependents") is True:
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "an integer", bool: "a boolean",
+               float: "a number"}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def typed(obj: dict[str, Any], key: str, want: type, where: str) -> Any:
+    """``obj[key]`` if absent, null or of the JSON type `want`; else the 400 kube's typed decoder answers
+    ("cannot unmarshal ... into Go struct field"), naming the field. Bodies are parsed as plain JSON, so
+    handlers that read fields of fixed types (DeleteOptions, Eviction, Binding, SubjectAccessReview) say so
+    here instead of failing on a number where an object was meant."""
+    value = obj.get(key)
+    if value is None or (isinstance(value, want) and not (want is int and isinstance(value, bool))):
+        return value
+    raise errors.bad_request(f"the body is not a valid {where.split('.')[0]}: {where}.{key} must be "
+                             f"{_JSON_TYPES[want]}, not {_json_type(value)}")
+
+
+def as_object(body: Any, kind: str) -> dict[str, Any]:
+    """A decoded body that must be a JSON object (a `kind`), else 400."""
+    if not isinstance(body, dict):
+        raise errors.bad_request(f"the body must be a JSON object (a {kind}), not {_json_type(body)}")
+    return body
+
+
+def options_of(data: dict[str, Any], query: dict[str, str], where: str = "DeleteOptions") -> DeleteOptions:
+    """DeleteOptions from a decoded body (or an Eviction's deleteOptions) and the query, type-checked."""
+    policy = query.get("propagationPolicy") or typed(data, "propagationPolicy", str, where)
+    if policy is None and typed(data, "orphanDependents", bool, where) is True:
         policy = "Orphan"
     if policy is not None and policy not in ("Background", "Foreground", "Orphan"):
         raise errors.bad_request(f"propagationPolicy must be Background, Foreground or Orphan "
                                  f"(got {policy!r})")
-    gp = query.get("gracePeriodSeconds", data.get("gracePeriodSeconds"))
+    gp = query.get("gracePeriodSeconds") or typed(data, "gracePeriodSeconds", int, where)
     grace: int | None = None
     if gp is not None and gp != "":
         try:
             grace = int(gp)
         except (TypeError, ValueError):
             raise errors.bad_request(f"gracePeriodSeconds must be an integer (got {gp!r})") from None
-    pre = data.get("preconditions") or {}
-    dry = query.get("dryRun") or ("All" if "All" in (data.get("dryRun") or []) else "")
-    return DeleteOptions(propagation=policy, grace_period=grace, precondition_uid=pre.get("uid"),
-                         precondition_rv=pre.get("resourceVersion"), dry_run=dry == "All")
+    pre = typed(data, "preconditions", dict, where) or {}
+    uid = typed(pre, "uid", str, f"{where}.preconditions")
+    rv = typed(pre, "resourceVersion", str, f"{where}.preconditions")
+    dry_run = typed(data, "dryRun", list, where) or []
+    if not all(isinstance(d, str) for d in dry_run):
+        raise errors.bad_request(f"the body is not a valid {where}: {where}.dryRun must be an array of strings")
+    dry = query.get("dryRun") or ("All" if "All" in dry_run else "")
+    return DeleteOptions(propagation=policy, grace_period=grace, precondition_uid=uid, precondition_rv=rv,
+                         dry_run=dry == "All")
+
+
+def delete_options(query: dict[str, str], body: bytes, headers: dict[str, str]) -> DeleteOptions:
+    data: dict[str, Any] = as_object(decode(body, headers), "DeleteOptions") if body.strip() else {}
+    return options_of(data, query)
 
 
 async def read_body(receive: Receive, headers: dict[str, str]) -> bytes:

@@ -16,6 +16,7 @@ from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.http1 import ConnectError, Http1Pool, StreamedResponse, TransportError
 from kokpit.apiserver import errors, eviction
 from kokpit.apiserver.auth import User, authorize
+from kokpit.apiserver.decoding import as_object, options_of, typed
 from kokpit.apiserver.patch import json_merge_patch, json_patch
 from kokpit.apiserver.resources import ResourceType
 from kokpit.apiserver.responses import Receive, Response, Send, json_response, status_ok
@@ -33,18 +34,20 @@ async def evict(rest: Rest, rt: ResourceType, ns: str | None, name: str, body: A
     """pods/eviction: a delete that PodDisruptionBudgets may refuse (:mod:`kokpit.apiserver.eviction`)."""
     if rt.kind != "Pod":
         raise errors.not_found(rt.plural, name, rt.group)
-    if isinstance(body, dict) and body.get("metadata", {}).get("name") not in (None, name):
+    body = as_object(body, "Eviction")
+    if (typed(body, "metadata", dict, "Eviction") or {}).get("name") not in (None, name):
         raise errors.bad_request("name in URL does not match name in Eviction object")
-    opts = (body or {}).get("deleteOptions") or {} if isinstance(body, dict) else {}
-    await eviction.evict(rest, rt, pdb_rt, ns or "", name, opts if isinstance(opts, dict) else {})
+    opts = typed(body, "deleteOptions", dict, "Eviction") or {}
+    checked = options_of(opts, {}, "Eviction.deleteOptions")  # the field types, as kube's decoder checks them
+    await eviction.evict(rest, rt, pdb_rt, ns or "", name, opts, dry_run=checked.dry_run)
     return json_response(status_ok(), 201)
 
 
 async def bind(rest: Rest, rt: ResourceType, ns: str | None, name: str, body: Any, opts: WriteOptions) -> Response:
     if rt.kind != "Pod":
         raise errors.not_found(rt.plural, name, rt.group)
-    target = (body or {}).get("target") or {} if isinstance(body, dict) else {}
-    node = target.get("name")
+    target = typed(as_object(body, "Binding"), "target", dict, "Binding") or {}
+    node = typed(target, "name", str, "Binding.target")
     if not node:
         raise errors.invalid("Binding", name, [errors.Cause("target.name", "Required value",
                                                             "FieldValueRequired")])
@@ -70,13 +73,16 @@ def access_review(body: Any, user: User | None) -> Response:
         raise errors.invalid("SelfSubjectAccessReview", "", [errors.Cause(
             "spec", "Required value: resourceAttributes or nonResourceAttributes", "FieldValueRequired")],
             "authorization.k8s.io")
-    attrs = body["spec"].get("resourceAttributes") or body["spec"].get("nonResourceAttributes") or {}
+    spec = body["spec"]
+    attrs = (typed(spec, "resourceAttributes", dict, "SelfSubjectAccessReview.spec")
+             or typed(spec, "nonResourceAttributes", dict, "SelfSubjectAccessReview.spec") or {})
     verb = str(attrs.get("verb") or "")
     allowed = user is None or authorize(user, verb)
     who = user.name if user is not None else "anonymous"
     body["status"] = {"allowed": allowed, "reason": f'user "{who}" is {"" if allowed else "not "}allowed to '
                                                     f"{verb or 'do that'}"}
-    body.setdefault("metadata", {})["creationTimestamp"] = None
+    body["metadata"] = {**(typed(body, "metadata", dict, "SelfSubjectAccessReview") or {}),
+                        "creationTimestamp": None}
     return json_response(body, 201)
 
 
