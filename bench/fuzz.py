@@ -1,0 +1,80 @@
+"""Long API fuzzing run: schemathesis against a fresh `kokpit apiserver`'s own OpenAPI v3 documents.
+
+The suite runs the same thing bounded (tests/e2e/test_api_fuzz.py, ~2,000 cases); this runs >= 20,000 cases
+over the core kinds and every kokpit CRD with a fixed seed, then checks what the test checks (no 5xx, no
+response contradicting the schema, no dropped connection, the server alive, the seeded objects identical
+before and after a kill -9 and restart) and records the result in docs/benchmarks.md.
+
+    nice .venv/bin/python bench/fuzz.py --cases 20000 --docs docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _apifuzz import GROUPS, Server, documents, install_crds, run, seed, snapshot
+from _common import replace_section
+from kokpit.api import crds
+from kokpit.apiserver.testing import ApiServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## API fuzzing (bench/fuzz.py)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", type=int, default=20_000, help="cases to send (default 20,000)")
+    ap.add_argument("--seed", type=int, default=13, help="Hypothesis seed (default 13, as the suite)")
+    ap.add_argument("--per-round", type=int, default=8, help="cases per operation per round (default 8)")
+    ap.add_argument("--docs", type=Path, help="write the result into this markdown file")
+    args = ap.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="kokpit-fuzz-"))
+    load0 = os.getloadavg()[0]
+    srv = ApiServerProcess(base / "apiserver").start()
+    problems: list[str] = []
+    try:
+        server = Server(srv.url, str(srv.ca_file), srv.admin_token)
+        install_crds(server, crds())
+        before = seed(server)
+        docs = documents(server, GROUPS)
+        report = run(server, docs, args.cases, args.seed, per_round=args.per_round)
+        alive = srv.proc is not None and srv.proc.poll() is None
+        intact = snapshot(server) == before if alive else False
+        t0 = time.monotonic()
+        srv.kill()
+        srv.start()
+        restart_s = time.monotonic() - t0
+        intact_after = snapshot(server) == before
+    finally:
+        srv.stop()
+    problems += report.server_errors + report.schema_violations + report.transport_errors
+    load = f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+    lines = [
+        f"- {report.summary()}",
+        f"- status codes: {', '.join(f'{c}: {n:,}' for c, n in sorted(report.codes.items()))}",
+        f"- server alive after the run: {'yes' if alive else 'NO'}; seeded objects identical after the run: "
+        f"{'yes' if intact else 'NO'}; after kill -9 and restart ({restart_s:.1f} s): "
+        f"{'yes' if intact_after else 'NO'}",
+        f"- operations with nothing to generate in a mode (skipped there): {len(report.not_generated)}",
+    ]
+    lines += [f"- finding: `{p[:300]}`" for p in problems[:20]]
+    print("\n".join(lines))
+    print(load)
+    if args.docs is not None:
+        exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
+        command = shlex.join(["nice", exe, os.path.relpath(Path(sys.argv[0]).resolve(), ROOT), *sys.argv[1:]])
+        replace_section(args.docs, SECTION, command, f"client and server on the same machine; {load}", lines)
+        print(f"wrote the section {SECTION!r} of {args.docs}")
+    shutil.rmtree(base, ignore_errors=True)
+    return 0 if not problems and alive and intact and intact_after else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
