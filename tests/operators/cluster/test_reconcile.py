@@ -413,3 +413,24 @@ async def test_stale_cache_service_create_reuses_the_existing_ports(harness: Har
     api_port, _ = await h.rec.resources.ensure_service(Names("default", "c1"),
                                                       h.clusters.get_by_name("c1", "default"), True)
     assert api_port == port
+
+
+async def test_concurrent_port_allocations_never_race_for_one_port() -> None:
+    """Workers allocating at once each get their own port at the first try (a create per port, no
+    AlreadyExists storm), and the records say whose each port is."""
+    import asyncio
+
+    h = Harness(port_range=(43000, 43007))
+    h.rec.ports.is_free = lambda port: True  # what listens on this shared host is not the point here
+    create = h.client.create
+
+    async def slow_create(*a: object, **kw: object) -> dict[str, object]:
+        await asyncio.sleep(0)  # a round trip: the other workers run meanwhile
+        return await create(*a, **kw)  # type: ignore[arg-type]
+
+    h.client.create = slow_create  # type: ignore[method-assign]
+    ports = await asyncio.gather(*(h.rec.ports.allocate(f"default/c{i}", "https") for i in range(8)))
+    assert sorted(ports) == list(range(43000, 43008))
+    assert len(h.client.writes("create", "configmaps")) == 8
+    assert {h.rec.ports.held(f"default/c{i}")["https"] for i in range(8)} == set(ports)
+    assert await h.rec.ports.release("default/c3") == 1 and not h.rec.ports.held("default/c3")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
 import socket
@@ -112,6 +113,7 @@ class PortAllocator:
         self.opts = opts
         self.is_free = is_free
         self._fresh: dict[str, dict[str, int]] = {}  # cluster key -> {port name: port} created, not yet cached
+        self._creating: set[int] = set()  # ports whose record a worker of this process is creating right now
 
     def held(self, key: str) -> dict[str, int]:
         """The ports recorded as ``key``'s: port name -> port."""
@@ -130,6 +132,7 @@ class PortAllocator:
     def _taken(self, port: int) -> bool:
         return (self.records.get_by_name(_PORT_RECORD.format(port), self.opts.port_namespace) is not None
                 or bool(self.services.index_keys("nodeport", str(port)))
+                or port in self._creating
                 or any(port in ports.values() for ports in self._fresh.values()))
 
     def _record(self, key: str, name: str, port: int) -> Obj:
@@ -145,15 +148,19 @@ class PortAllocator:
             return have
         lo, hi = self.opts.port_range
         span = hi - lo + 1
-        start = int.from_bytes(f"{key}/{name}".encode()[:8].ljust(8, b"\0"), "big") % span
+        # start where the key hashes to: clusters created together do not all probe the same ports
+        start = int.from_bytes(hashlib.sha256(f"{key}/{name}".encode()).digest()[:8], "big") % span
         for i in range(span):
             port = lo + (start + i) % span
             if self._taken(port) or not self.is_free(port):
                 continue
+            self._creating.add(port)  # taken for this process's other workers from here on (no await before)
             try:
                 await self.client.create(CONFIGMAP, self._record(key, name, port), self.opts.port_namespace)
             except AlreadyExistsError:
-                continue  # someone recorded it first (another worker, another operator)
+                continue  # someone recorded it first (another operator)
+            finally:
+                self._creating.discard(port)
             self._fresh.setdefault(key, {})[name] = port
             return port
         raise RuntimeError(f"no free port in {lo}-{hi} for {key}")
