@@ -166,6 +166,15 @@ class DaemonSetController:
             self._all(new)
 
     async def reconcile(self, req: Request) -> Result | None:
+        try:
+            return await self._reconcile(req)
+        except BaseException:
+            # a failed or cancelled pass (leadership lost mid-create) may have sent fewer writes than
+            # expected: drop the expectation so the next pass recounts from the cache instead of waiting
+            self.expectations.forget(str(req))
+            raise
+
+    async def _reconcile(self, req: Request) -> Result | None:
         key = str(req)
         ds = self.ds.store.get(key)
         if ds is None:

@@ -58,6 +58,15 @@ class JobController:
             self.expectations.created(str(req))
 
     async def reconcile(self, req: Request) -> Result | None:
+        try:
+            return await self._reconcile(req)
+        except BaseException:
+            # a failed or cancelled pass (leadership lost mid-create) may have sent fewer writes than
+            # expected: drop the expectation so the next pass recounts from the cache instead of waiting
+            self.expectations.forget(str(req))
+            raise
+
+    async def _reconcile(self, req: Request) -> Result | None:
         key = str(req)
         job = self.jobs.store.get(key)
         if job is None:

@@ -75,6 +75,7 @@ class Scheduler:
         self.unschedulable: set[str] = set()
         self._bind_slots = asyncio.Semaphore(self.options.bind_concurrency)
         self._binding: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()  # pod keys bound or being bound, not yet seen bound by the informer
         self._wake_pending = False
         self.controller = manager.controller("scheduler", self.reconcile, workers=1, reconcile_timeout=None)
         self.controller.watches(self.pods, lambda o: [Request.for_object(o)], _pending)
@@ -91,10 +92,12 @@ class Scheduler:
             self._wake()
         if not _pending(pod):
             self.unschedulable.discard(key)
+            self._in_flight.discard(key)
 
     def _pod_gone(self, pod: Obj) -> None:
         key = object_key(pod)
         self.unschedulable.discard(key)
+        self._in_flight.discard(key)
         if self.cache.observe_pod(key, None):
             self._wake()
 
@@ -134,9 +137,13 @@ class Scheduler:
     async def reconcile(self, req: Request) -> Result | None:
         key = f"{req.namespace}/{req.name}"
         pod = self.pods.store.get(key)
-        if pod is None or not _pending(pod) or key in self.cache.assumed:
+        if pod is None or not _pending(pod):
             self.unschedulable.discard(key)
             return None
+        if key in self.cache.assumed:
+            if key in self._in_flight:
+                return None  # its binding is on the way (or done): the informer will show it
+            self.cache.unplace(key)  # an assumption whose binding never went out (e.g. leadership lost)
         t0 = asyncio.get_running_loop().time()
         view = PodView.of(key, pod)
         decision = schedule(view, self.cache, self.sampler)
@@ -149,8 +156,9 @@ class Scheduler:
             return Result(requeue_after=UNSCHEDULABLE_RETRY)
         self.metrics.attempts.labels("scheduled").inc()
         self.unschedulable.discard(key)
+        await self._bind_slots.acquire()  # before assuming: a cancellation here leaves nothing half-done
         self.cache.place(key, pod, decision.node, assumed=True)
-        await self._bind_slots.acquire()
+        self._in_flight.add(key)
         task = asyncio.get_running_loop().create_task(self._bind(req, pod, decision.node))
         self._binding.add(task)
         task.add_done_callback(self._binding.discard)
@@ -166,14 +174,19 @@ class Scheduler:
         except (NotFoundError, ConflictError) as e:
             self.metrics.binds.labels("conflict").inc()
             log.debug("binding %s to %s: %s", key, node, e)
+            self._in_flight.discard(key)
             self.cache.unplace(key)
             return
         except (ApiError, TransportError) as e:
             self.metrics.binds.labels("error").inc()
             log.warning("binding %s to %s failed: %s; retrying", key, node, e)
+            self._in_flight.discard(key)
             self.cache.unplace(key)
             self.controller.queue.add_rate_limited(req)
             return
+        except BaseException:
+            self._in_flight.discard(key)
+            raise
         finally:
             self._bind_slots.release()
         self.bound += 1
