@@ -38,6 +38,7 @@ from kokpit.api.machine import (
     RunState,
 )
 from kokpit.api.meta import Condition, ConditionStatus, FailureRecord, KokpitModel, ObjectMeta, ResourceModel
+from kokpit.api.risk import OperationType, Permit, PermitState, RiskLedger, RiskPolicy
 
 __all__ = [
     "KINDS",
@@ -67,9 +68,14 @@ __all__ = [
     "MachineSpec",
     "MachineStatus",
     "ObjectMeta",
+    "OperationType",
+    "Permit",
+    "PermitState",
     "PrinterColumn",
     "ReadinessGate",
     "ResourceModel",
+    "RiskLedger",
+    "RiskPolicy",
     "RunState",
     "crd_for",
     "crds",
@@ -79,7 +85,8 @@ __all__ = [
     "structural_schema",
 ]
 
-KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster]
+KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
+                                    Permit, RiskLedger]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 
