@@ -242,7 +242,15 @@ def _add_control_plane() -> None:
     register(app)
 
 
+def _add_risk() -> None:
+    """`kokpit risk-center` and `kokpit risk ...` live in their own module."""
+    from kokpit.cli._risk import register
+
+    register(app)
+
+
 _add_control_plane()
+_add_risk()
 
 
 def main() -> None:

@@ -22,10 +22,18 @@ from kokpit.operators.risk._decide import (
     matches,
     resolve_limit,
 )
+from kokpit.operators.risk._policystatus import RESET_ANNOTATION
 from kokpit.operators.risk._schedule import CronSchedule, ScheduleError, blackout_end, parse_duration
+from kokpit.operators.risk.center import CLUSTER, CenterOptions, RiskCenter
+from kokpit.operators.risk.defaults import DEFAULT_POLICIES, default_policies
+from kokpit.operators.risk.run import install_default_policies, run_center
 
 __all__ = [
+    "CLUSTER",
+    "DEFAULT_POLICIES",
+    "RESET_ANNOTATION",
     "Ask",
+    "CenterOptions",
     "ClusterInfo",
     "CronSchedule",
     "Decision",
@@ -33,6 +41,7 @@ __all__ = [
     "NodeInfo",
     "PolicyView",
     "Refusal",
+    "RiskCenter",
     "ScheduleError",
     "Usage",
     "World",
@@ -40,7 +49,10 @@ __all__ = [
     "breaker_failures",
     "budget_report",
     "decide",
+    "default_policies",
+    "install_default_policies",
     "matches",
     "parse_duration",
     "resolve_limit",
+    "run_center",
 ]

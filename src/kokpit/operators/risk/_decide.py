@@ -443,10 +443,10 @@ def budget_report(p: PolicyView, w: World) -> list[BudgetReport]:
     return out
 
 
-def breaker_failures(p: PolicyView, w: World, reset_at: Mapping[tuple[str, str], float]
-                     ) -> dict[tuple[str, str], tuple[int, float]]:
-    """Failed operations per (operation, group) inside the breaker window and after the last reset:
-    ``{(op, group): (count, latest failure time)}``."""
+def breaker_failures(p: PolicyView, w: World, reset_at: Mapping[tuple[str, str], float],
+                     default_reset: float | None = None) -> dict[tuple[str, str], tuple[int, float]]:
+    """Failed operations per (operation, group) inside the breaker window and after the last reset
+    (``reset_at`` per key, else ``default_reset``): ``{(op, group): (count, latest failure time)}``."""
     if p.breaker is None:
         return {}
     window = p.breaker[1]
@@ -458,7 +458,7 @@ def breaker_failures(p: PolicyView, w: World, reset_at: Mapping[tuple[str, str],
         if c is None or not p.covers_cluster(c) or u.released_at <= w.now - window:
             continue
         key = (u.operation, p.group(u.cluster))
-        if u.released_at <= reset_at.get(key, float("-inf")):
+        if u.released_at <= reset_at.get(key, float("-inf") if default_reset is None else default_reset):
             continue
         n, last = out.get(key, (0, 0.0))
         out[key] = (n + 1, max(last, u.released_at))

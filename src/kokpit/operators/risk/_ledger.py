@@ -1,0 +1,93 @@
+"""The RiskLedger: the one object every grant is committed to before any actor hears of it.
+
+A decision pass reads the ledger, decides, and writes the ledger back with the resourceVersion it read.  If
+anyone else (a second risk center during a leader hand-over, or this one before a kill -9) wrote it in
+between, the write fails with 409 and the pass starts over from the fresh ledger, so headroom is never spent
+twice.  Only after the ledger write succeeded does a Permit's status say Granted; a restart that finds a
+ledger entry whose Permit does not say so yet finishes the job.  Released entries stay while a sliding window
+or a failure breaker still needs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from kokpit._lib.clock import format_micro_time, parse_time
+from kokpit.api.machine import GROUP, VERSION
+from kokpit.client import AlreadyExistsError, Kind, NotFoundError
+from kokpit.operators.risk._decide import Usage
+
+__all__ = ["LEDGER", "LEDGER_NAME", "entries", "entry_of", "fmt", "load_ledger", "released", "ts", "usage_of",
+           "with_entries"]
+
+Obj = dict[str, Any]
+LEDGER = Kind(GROUP, VERSION, "RiskLedger", "riskledgers", namespaced=False)
+LEDGER_NAME = "default"
+
+
+def ts(text: str | None) -> float | None:
+    """Epoch seconds of an RFC 3339 time (None stays None; garbage is None too)."""
+    if not text:
+        return None
+    try:
+        return parse_time(text).timestamp()
+    except ValueError:
+        return None
+
+
+def fmt(t: float) -> str:
+    return format_micro_time(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+def usage_of(e: Obj) -> Usage:
+    return Usage(str(e["uid"]), str(e["operation"]), f"{e['namespace']}/{e['cluster']}",
+                 tuple(e.get("targets") or ()), ts(e.get("grantedAt")) or 0.0, ts(e.get("releasedAt")),
+                 e.get("outcome"))
+
+
+def entry_of(u: Usage, namespace: str, name: str) -> Obj:
+    out: Obj = {"uid": u.uid, "namespace": namespace, "name": name, "operation": u.operation,
+                "cluster": u.cluster.split("/", 1)[1], "targets": list(u.targets), "grantedAt": fmt(u.granted_at)}
+    if u.released_at is not None:
+        out["releasedAt"] = fmt(u.released_at)
+    if u.outcome:
+        out["outcome"] = u.outcome
+    return out
+
+
+def released(e: Obj, at: float, outcome: str | None) -> Obj:
+    out = dict(e)
+    out["releasedAt"] = fmt(at)
+    if outcome:
+        out["outcome"] = outcome
+    return out
+
+
+async def load_ledger(client: Any) -> Obj:
+    """The ledger as stored now (created empty the first time)."""
+    try:
+        out: Obj = await client.get(LEDGER, LEDGER_NAME)
+        return out
+    except NotFoundError:
+        pass
+    body = {"apiVersion": LEDGER.api_version, "kind": LEDGER.kind, "metadata": {"name": LEDGER_NAME},
+            "status": {"entries": []}}
+    try:
+        made: Obj = await client.create(LEDGER, body)
+        return made
+    except AlreadyExistsError:
+        got: Obj = await client.get(LEDGER, LEDGER_NAME)
+        return got
+
+
+def entries(ledger: Obj) -> list[Obj]:
+    return list((ledger.get("status") or {}).get("entries") or [])
+
+
+def with_entries(ledger: Obj, items: Iterable[Obj]) -> Obj:
+    out = {k: v for k, v in ledger.items() if k != "status"}
+    out["metadata"] = {k: v for k, v in (ledger.get("metadata") or {}).items() if k != "managedFields"}
+    out["status"] = {"entries": list(items)}
+    return out

@@ -1,0 +1,373 @@
+"""The risk center's client: how every actor asks before it disrupts a node or a control plane.
+
+An actor (the machine operator, the cluster operator, fault flows, rollouts, a benchmark) names an
+operation type and a batch of targets; the risk center answers on the Permit's status.  Two styles:
+
+- **level-triggered actors** call :meth:`PermitClient.ensure` in every reconcile: it creates the Permit
+  under a deterministic name the first time and returns its current answer afterwards, so a restarted actor
+  finds its permit again instead of asking twice; the actor proceeds only while it is Granted and shows
+  ``RiskQueued``/``RiskDenied`` otherwise, then :meth:`release` with the outcome;
+- **imperative actors** use :meth:`PermitClient.hold`: request, wait for the decision (one shared watch per
+  client, never polling), renew in the background, run the pre-check, yield, run the post-check, release.
+
+A granted permit is held until released and counts against every budget until then; a holder that dies
+stops renewing and the risk center expires its permits after ``ttlSeconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
+from kokpit.api.machine import GROUP, VERSION
+from kokpit.api.risk import OperationType, PermitOutcome, PermitState
+from kokpit.client import (
+    NODE,
+    AlreadyExistsError,
+    ApiError,
+    CanCreate,
+    CanGet,
+    CanPatch,
+    Kind,
+    TransportError,
+)
+from kokpit.runtime.conditions import is_true
+
+__all__ = [
+    "CLUSTER_LABEL",
+    "OPERATION_LABEL",
+    "PERMIT",
+    "RISK_POLICY",
+    "CheckHook",
+    "PermitApi",
+    "PermitClient",
+    "PermitDenied",
+    "PermitView",
+    "PreCheckFailed",
+    "check_record",
+    "node_ready_check",
+]
+
+log = logging.getLogger("kokpit.runtime.permits")
+
+Obj = dict[str, Any]
+PERMIT = Kind(GROUP, VERSION, "Permit", "permits")
+RISK_POLICY = Kind(GROUP, VERSION, "RiskPolicy", "riskpolicies", namespaced=False)
+CLUSTER_LABEL = "kokpit.io/cluster"
+OPERATION_LABEL = "kokpit.io/operation"
+FINAL = (PermitState.RELEASED, PermitState.EXPIRED)
+
+CheckHook = Callable[[Sequence[str]], Awaitable[Obj]]
+"""A health check of targets: returns a CheckRecord dict (``passed``, ``results``; see :func:`check_record`)."""
+
+
+class PermitApi(CanGet, CanCreate, CanPatch, Protocol):
+    """What the permit client needs of :class:`kokpit.client.Client` (plus ``watch`` for waiting)."""
+
+    def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str | None = None,
+              label_selector: Any = None, field_selector: str | None = None,
+              timeout_seconds: int | None = None, bookmarks: bool = True) -> Any: ...
+
+    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: Any = None,
+                   field_selector: str | None = None) -> Any: ...
+
+
+@dataclass
+class PermitView:
+    """A Permit as an actor reads it."""
+
+    obj: Obj
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.obj["metadata"].get("namespace") or "")
+
+    @property
+    def status(self) -> Obj:
+        return self.obj.get("status") or {}
+
+    @property
+    def state(self) -> PermitState | None:
+        s = self.status.get("state")
+        try:
+            return PermitState(str(s)) if s else None
+        except ValueError:
+            return None
+
+    @property
+    def granted(self) -> bool:
+        return self.state is PermitState.GRANTED
+
+    @property
+    def granted_targets(self) -> list[str]:
+        return list(self.status.get("grantedTargets") or [])
+
+    @property
+    def released(self) -> bool:
+        return self.state in FINAL or bool(self.status.get("outcome"))
+
+    @property
+    def policies(self) -> list[str]:
+        return sorted({str(r.get("policy")) for r in self.status.get("reasons") or [] if r.get("policy")})
+
+    @property
+    def retry_after(self) -> str | None:
+        v = self.status.get("retryAfter")
+        return str(v) if v else None
+
+    def summary(self) -> str:
+        """One line for a condition message: the state and each refusing policy's reason."""
+        reasons = "; ".join(f"{r.get('policy') or 'risk center'}: {r.get('reason')}: {r.get('message', '')}"
+                            for r in self.status.get("reasons") or [])
+        state = self.state.value if self.state else "Pending"
+        out = f"{self.obj['spec']['operation']} permit {self.name} is {state}"
+        if reasons:
+            out += f" ({reasons})"
+        if self.retry_after:
+            out += f"; retry after {self.retry_after}"
+        return out
+
+
+class PermitDenied(Exception):
+    """The risk center did not grant the permit in time; ``permit`` holds its last answer."""
+
+    def __init__(self, permit: PermitView) -> None:
+        super().__init__(permit.summary())
+        self.permit = permit
+
+
+class PreCheckFailed(Exception):
+    def __init__(self, record: Obj) -> None:
+        failed = [f"{r.get('target')}: {r.get('check')}: {r.get('message')}" for r in record.get("results") or []
+                  if not r.get("passed")]
+        super().__init__("pre-check failed: " + "; ".join(failed))
+        self.record = record
+
+
+def check_record(results: Sequence[Obj], clock: Clock | None = None) -> Obj:
+    """A CheckRecord from per-target results ``{"target", "check", "passed", "message"}``."""
+    return {"passed": all(bool(r.get("passed")) for r in results),
+            "checkedAt": format_time((clock or RealClock()).now()), "results": list(results)}
+
+
+def node_ready_check(business: CanGet, clock: Clock | None = None) -> CheckHook:
+    """A pre/post check that every target Node exists and is Ready (the business cluster's view)."""
+
+    async def check(targets: Sequence[str]) -> Obj:
+        results = []
+        for t in targets:
+            try:
+                node = await business.get(NODE, t)
+            except ApiError as e:
+                results.append({"target": t, "check": "NodeReady", "passed": False, "message": str(e)})
+                continue
+            ok = is_true((node.get("status") or {}).get("conditions"), "Ready")
+            results.append({"target": t, "check": "NodeReady", "passed": ok,
+                            "message": "" if ok else "the Node is not Ready"})
+        return check_record(results, clock)
+
+    return check
+
+
+@dataclass
+class _Waiter:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    latest: Obj | None = None
+
+
+class PermitClient:
+    """Requests, waits for, renews and releases the Permits of one holder acting on one Cluster."""
+
+    def __init__(self, client: PermitApi, *, namespace: str, cluster: str, holder: str,
+                 ttl_seconds: int = 300, clock: Clock | None = None) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.cluster = cluster
+        self.holder = holder
+        self.ttl_seconds = ttl_seconds
+        self._clock: Clock = clock or RealClock()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watching = asyncio.Event()
+
+    # ------------------------------------------------------------------ asking
+    def name_for(self, operation: OperationType | str, targets: Sequence[str], intent: str = "") -> str:
+        """The deterministic name of the permit for this operation on these targets (``intent`` tells apart
+        two different changes of the same targets, e.g. the versions of an upgrade)."""
+        digest = hashlib.sha256("\0".join([str(operation), intent, *targets]).encode()).hexdigest()[:10]
+        return f"{self.cluster}-{OperationType(operation).value}-{digest}"[:253]
+
+    def _body(self, operation: OperationType | str, targets: Sequence[str], *, name: str | None,
+              repair: bool, partial: bool, reason: str) -> Obj:
+        op = OperationType(operation).value
+        meta: Obj = {"namespace": self.namespace, "labels": {CLUSTER_LABEL: self.cluster, OPERATION_LABEL: op}}
+        if name:
+            meta["name"] = name
+        else:
+            meta["generateName"] = f"{self.cluster}-{op}-"
+        return {"apiVersion": PERMIT.api_version, "kind": "Permit", "metadata": meta,
+                "spec": {"operation": op, "cluster": self.cluster, "targets": list(targets),
+                         "holder": self.holder, "ttlSeconds": self.ttl_seconds,
+                         "renewTime": format_micro_time(self._clock.now()), "repair": repair,
+                         "partial": partial, "reason": reason}}
+
+    async def request(self, operation: OperationType | str, targets: Sequence[str], *, name: str | None = None,
+                      repair: bool = False, partial: bool = False, reason: str = "") -> PermitView:
+        """Create a new Permit (a generated name unless ``name``)."""
+        body = self._body(operation, targets, name=name, repair=repair, partial=partial, reason=reason)
+        return PermitView(await self.client.create(PERMIT, body, self.namespace))
+
+    async def ensure(self, operation: OperationType | str, targets: Sequence[str], *, intent: str = "",
+                     repair: bool = False, partial: bool = False, reason: str = "") -> PermitView:
+        """The permit for this operation on these targets: created the first time, read afterwards."""
+        name = self.name_for(operation, targets, intent)
+        try:
+            return await self.request(operation, targets, name=name, repair=repair, partial=partial,
+                                      reason=reason)
+        except AlreadyExistsError:
+            return await self.get(name)
+
+    async def get(self, name: str) -> PermitView:
+        return PermitView(await self.client.get(PERMIT, name, self.namespace))
+
+    # ------------------------------------------------------------------ waiting
+    async def _watch(self) -> None:
+        """One watch of this cluster's permits feeding every waiter (re-listing after any break)."""
+        selector = f"{CLUSTER_LABEL}={self.cluster}"
+        while True:
+            try:
+                listed = await self.client.list(PERMIT, self.namespace, label_selector=selector)
+                for o in listed.items:
+                    self._deliver(o)
+                self._watching.set()
+                stream = self.client.watch(PERMIT, self.namespace, resource_version=listed.resource_version,
+                                           label_selector=selector, timeout_seconds=300)
+                async with contextlib.aclosing(stream):
+                    async for ev in stream:
+                        if ev.type in ("ADDED", "MODIFIED"):
+                            self._deliver(ev.object)
+            except asyncio.CancelledError:
+                raise
+            except (ApiError, TransportError, OSError) as e:
+                log.info("permit watch of %s/%s broke (%s); re-listing", self.namespace, self.cluster, e)
+                await asyncio.sleep(0.2)
+
+    def _deliver(self, obj: Obj) -> None:
+        for w in self._waiters.get(str(obj["metadata"]["name"]), ()):
+            w.latest = obj
+            w.event.set()
+
+    async def wait(self, name: str, *, timeout: float | None = None, granted_only: bool = True,
+                   until: Callable[[PermitView], bool] | None = None) -> PermitView:
+        """Wait until the permit is Granted (or released/expired); with ``granted_only=False`` until it has
+        any answer; with ``until`` until that holds.  Raises :class:`PermitDenied` with the last answer when
+        ``timeout`` passes first."""
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
+        w = _Waiter()
+        self._waiters.setdefault(name, []).append(w)
+        last = None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._watching.wait()
+                last = await self.get(name)  # the watch may have started after the answer
+                while True:
+                    st = last.state
+                    if until is not None:
+                        if until(last):
+                            return last
+                    elif st is PermitState.GRANTED or st in FINAL or (not granted_only and st is not None):
+                        return last
+                    await w.event.wait()
+                    w.event.clear()
+                    if w.latest is not None:
+                        last = PermitView(w.latest)
+        except TimeoutError:
+            raise PermitDenied(last or await self.get(name)) from None
+        finally:
+            self._waiters[name].remove(w)
+            if not self._waiters[name]:
+                del self._waiters[name]
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+            self._watch_task = None
+            self._watching.clear()
+
+    # ------------------------------------------------------------------ holding
+    async def renew(self, name: str) -> PermitView:
+        body = {"spec": {"renewTime": format_micro_time(self._clock.now())}}
+        return PermitView(await self.client.patch(PERMIT, name, body, self.namespace))
+
+    async def record_check(self, name: str, phase: str, record: Obj) -> None:
+        key = {"pre": "preCheck", "post": "postCheck"}[phase]
+        await self.client.patch(PERMIT, name, {"status": {key: record}}, self.namespace, subresource="status")
+
+    async def release(self, name: str, outcome: PermitOutcome, message: str = "",
+                      post_check: Obj | None = None) -> None:
+        """Report the outcome: the risk center frees the budget (a Failed outcome counts for the breaker)."""
+        status: Obj = {"outcome": outcome.value, "message": message[:1024]}
+        if post_check is not None:
+            status["postCheck"] = post_check
+        await self.client.patch(PERMIT, name, {"status": status}, self.namespace, subresource="status")
+
+    async def _renew_loop(self, name: str) -> None:
+        period = max(self.ttl_seconds / 3.0, 0.05)
+        while True:
+            await self._clock.sleep(period)
+            try:
+                await self.renew(name)
+            except (ApiError, TransportError) as e:
+                log.warning("renewing permit %s failed: %s", name, e)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, operation: OperationType | str, targets: Sequence[str], *,
+                   pre_check: CheckHook | None = None, post_check: CheckHook | None = None,
+                   wait_timeout: float | None = None, repair: bool = False, partial: bool = False,
+                   reason: str = "") -> AsyncIterator[PermitView]:
+        """Request, wait until Granted, pre-check, yield the granted permit, post-check and release."""
+        view = await self.request(operation, targets, repair=repair, partial=partial, reason=reason)
+        name = view.name
+        try:
+            view = await self.wait(name, timeout=wait_timeout)
+        except BaseException:
+            with contextlib.suppress(ApiError, TransportError):
+                await self.release(name, PermitOutcome.ABORTED, "withdrawn before it was granted")
+            raise
+        if not view.granted:
+            raise PermitDenied(view)
+        renewer = asyncio.get_running_loop().create_task(self._renew_loop(name))
+        try:
+            granted = view.granted_targets
+            if pre_check is not None:
+                record = await pre_check(granted)
+                await self.record_check(name, "pre", record)
+                if not record.get("passed") and not repair:
+                    await self.release(name, PermitOutcome.ABORTED, "pre-check failed")
+                    raise PreCheckFailed(record)
+            try:
+                yield view
+            except BaseException as e:
+                await self.release(name, PermitOutcome.FAILED, f"operation failed: {e}")
+                raise
+            post = await post_check(granted) if post_check is not None else None
+            ok = post is None or bool(post.get("passed"))
+            await self.release(name, PermitOutcome.SUCCEEDED if ok else PermitOutcome.FAILED,
+                               "" if ok else "post-check failed", post)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer

@@ -1,0 +1,218 @@
+"""The risk center against a real API server: limits hold under concurrent requests (even with two deciders
+racing), permits and budgets survive a kill -9 of the risk center, dead holders' permits expire, breakers
+trip and reset, maxUnavailable sees the business cluster's cordoned and NotReady nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from tests.operators.risk.conftest import Center, business_is_meta, eventually, permits, policy
+
+from kokpit.api.risk import OperationType, PermitOutcome, PermitState
+from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.client import EVENT, Client
+from kokpit.operators.risk import RESET_ANNOTATION
+from kokpit.operators.risk._ledger import LEDGER
+from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitDenied
+
+DRAIN = OperationType.NODE_DRAIN
+Obj = dict[str, Any]
+
+
+def _inflight(ledger: Obj) -> set[str]:
+    return {t for e in (ledger.get("status") or {}).get("entries") or [] if not e.get("releasedAt")
+            for t in e["targets"]}
+
+
+async def test_limit_holds_under_concurrent_requests_with_two_racing_deciders(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    await policy(meta, "drain-3", operations=["node-drain"], maxConcurrent=3)
+    # two risk centers without leader election: only the ledger's resourceVersion keeps them honest
+    a, b = Center(apiserver.kubeconfig).start(), Center(apiserver.kubeconfig).start()
+    pc = permits(meta)
+    worst = {"ledger": 0, "granted": 0}
+    holding: set[str] = set()
+    stop = asyncio.Event()
+
+    async def sample_ledger() -> None:
+        listed = await meta.list(LEDGER)
+        rv = listed.resource_version
+        async for ev in meta.watch(LEDGER, resource_version=rv, timeout_seconds=60):
+            worst["ledger"] = max(worst["ledger"], len(_inflight(ev.object)))
+            if stop.is_set():
+                return
+
+    async def actor(i: int) -> None:
+        await asyncio.sleep(random.random() * 0.3)
+        async with pc.hold(DRAIN, [f"n{i}"], wait_timeout=60) as granted:
+            holding.add(granted.name)
+            worst["granted"] = max(worst["granted"], len(holding))
+            await asyncio.sleep(random.random() * 0.05)
+            holding.discard(granted.name)
+
+    sampler = asyncio.create_task(sample_ledger())
+    try:
+        await asyncio.gather(*(actor(i) for i in range(40)))
+    finally:
+        stop.set()
+        await pc.close()
+        await a.stop()
+        await b.stop()
+        sampler.cancel()
+    assert worst["granted"] <= 3 and worst["ledger"] <= 3, worst
+    assert worst["ledger"] >= 2  # the budget was really used concurrently
+    items = (await meta.list(PERMIT, "default")).items
+    assert len(items) == 40
+    assert all(p["status"]["outcome"] == "Succeeded" for p in items)
+    await eventually(lambda: _all_released(meta), what="every permit Released")
+
+
+async def _all_released(meta: Client) -> bool:
+    items = (await meta.list(PERMIT, "default")).items
+    return all(p["status"].get("state") == "Released" for p in items)
+
+
+def _spawn_center(apiserver: ApiServerProcess) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "kokpit.cli.main", "risk-center", "--kubeconfig",
+                             str(apiserver.kubeconfig), "--gate-interval", "0.2", "--no-leader-elect"],
+                            stdout=subprocess.DEVNULL, stderr=open(apiserver.data_dir / "risk.log", "ab"),
+                            start_new_session=True)
+
+
+async def test_budget_survives_kill_9_and_dead_holders_expire(meta: Client, apiserver: ApiServerProcess) -> None:
+    await policy(meta, "one-at-a-time", operations=["node-drain", "node-reboot"], maxConcurrent=1)
+    proc = _spawn_center(apiserver)
+    try:
+        await eventually(lambda: _ledger_exists(meta), what="the risk center's first pass")
+        dead = permits(meta, holder="dead", ttl=8)  # will never renew nor release
+        first = await dead.request(DRAIN, ["n1"])
+        got = await dead.wait(first.name, timeout=30)
+        assert got.granted and got.granted_targets == ["n1"]
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the risk center
+        proc.wait(10)
+        alive = permits(meta, holder="alive")
+        second = await alive.request(OperationType.NODE_REBOOT, ["n2"])
+        proc = _spawn_center(apiserver)  # a fresh process: nothing but the API to go on
+        answer = await alive.wait(second.name, timeout=30, granted_only=False)
+        assert answer.state is PermitState.QUEUED, answer.obj["status"]
+        assert answer.policies == ["one-at-a-time"] and "MaxConcurrent" in answer.summary()
+        # the dead holder's permit expires after its TTL, and the queued one gets the budget
+        granted = await alive.wait(second.name, timeout=30)
+        assert granted.granted
+        expired = await dead.get(first.name)
+        assert expired.state is PermitState.EXPIRED
+        ev = await eventually(lambda: _events(meta, "PermitExpired"), what="PermitExpired event")
+        assert ev[0]["type"] == "Warning" and ev[0]["involvedObject"]["name"] == first.name
+        await alive.release(second.name, PermitOutcome.SUCCEEDED)
+        done = await alive.wait(second.name, timeout=30, until=lambda v: v.state is PermitState.RELEASED)
+        assert done.status["outcome"] == "Succeeded" and done.status.get("releasedAt")
+        await alive.close()
+        await dead.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+async def _ledger_exists(meta: Client) -> bool:
+    return bool((await meta.list(LEDGER)).items)
+
+
+async def _events(meta: Client, reason: str) -> list[Obj]:
+    return [e for e in (await meta.list(EVENT)).items if e.get("reason") == reason]
+
+
+async def test_breaker_trips_after_failed_post_checks_and_a_person_resets_it(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    await policy(meta, "careful", operations=["component-upgrade"], maxConcurrent=5,
+                 failureBreaker={"maxFailures": 2, "window": "1h"})
+    center = Center(apiserver.kubeconfig).start()
+    pc = permits(meta)
+    up = OperationType.COMPONENT_UPGRADE
+
+    async def failing_check(targets: Any) -> Obj:
+        return {"passed": False, "results": [{"target": t, "check": "component/kubelet", "passed": False,
+                                              "message": "kubelet not active"} for t in targets]}
+
+    try:
+        for i in range(2):
+            async with pc.hold(up, [f"n{i}"], post_check=failing_check, wait_timeout=30):
+                pass
+        # other clusters keep their own breaker
+        c2 = permits(meta, cluster="c2")
+        assert (await c2.wait((await c2.request(up, ["m1"])).name, timeout=30)).granted
+        req = await pc.request(up, ["n3"])
+        denied = await pc.wait(req.name, timeout=30, granted_only=False)
+        assert denied.state is PermitState.DENIED, denied.obj["status"]
+        assert denied.status["reasons"][0]["reason"] == "BreakerOpen"
+        assert denied.policies == ["careful"]
+        pol = await eventually(lambda: _tripped(meta), what="breaker in policy status")
+        assert pol["failures"] == 2 and pol["scope"] == "default/c1"
+        ev = await eventually(lambda: _events(meta, "BreakerTripped"), what="BreakerTripped event")
+        assert ev[0]["type"] == "Warning"
+        denial = await eventually(lambda: _events(meta, "PermitDenied"), what="PermitDenied event")
+        assert "BreakerOpen" in denial[0]["message"]
+        # a restart does not close it
+        await center.stop()
+        center = Center(apiserver.kubeconfig).start()
+        again = await pc.request(up, ["n4"])
+        assert (await pc.wait(again.name, timeout=30, granted_only=False)).state is PermitState.DENIED
+        # a person resets it: both denied permits are decided again and granted
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "kokpit.cli.main", "risk", "reset",
+                                                 "careful", "--kubeconfig", str(apiserver.kubeconfig)],
+                                check=True, capture_output=True)
+        assert (await pc.wait(req.name, timeout=30)).granted
+        assert (await pc.wait(again.name, timeout=30)).granted
+        await eventually(lambda: _events(meta, "BreakerReset"), what="BreakerReset event")
+        p = await meta.get(RISK_POLICY, "careful")
+        assert RESET_ANNOTATION in p["metadata"]["annotations"]
+        await c2.close()
+    finally:
+        await pc.close()
+        await center.stop()
+
+
+async def _tripped(meta: Client) -> Obj | None:
+    p = await meta.get(RISK_POLICY, "careful")
+    return next((b for b in (p.get("status") or {}).get("breakers") or [] if b.get("tripped")), None)
+
+
+async def test_max_unavailable_counts_cordoned_and_not_ready_nodes_and_status_shows_it(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    await business_is_meta(meta, apiserver, "c1", nodes=10, down=(0,), cordoned=(1,))
+    await policy(meta, "isolate", operations=["node-isolate"], maxUnavailable="30%")
+    center = Center(apiserver.kubeconfig).start()
+    pc = permits(meta)
+    iso = OperationType.NODE_ISOLATE
+    try:
+        first = await pc.request(iso, ["n5"])
+        assert (await pc.wait(first.name, timeout=30)).granted  # 2 down + 1 = 3 = 30% of 10
+        second = await pc.request(iso, ["n6"])
+        queued = await pc.wait(second.name, timeout=30, granted_only=False)
+        assert queued.state is PermitState.QUEUED and "3/3" in queued.summary()
+        repair = await pc.request(iso, ["n0"])  # already unavailable: adds nothing
+        assert (await pc.wait(repair.name, timeout=30)).granted
+        st = await eventually(lambda: _budget(meta, "isolate"), what="budget in status")
+        assert st["unavailable"] == 3 and st["maxUnavailable"] == 3 and st["inFlight"] == 2
+        await pc.release(first.name, PermitOutcome.SUCCEEDED)
+        assert (await pc.wait(second.name, timeout=30)).granted
+        try:
+            await pc.wait((await pc.request(iso, ["n7"])).name, timeout=1.5)
+            raise AssertionError("a fourth unavailable node was granted")
+        except PermitDenied as e:
+            assert e.permit.state is PermitState.QUEUED
+    finally:
+        await pc.close()
+        await center.stop()
+
+
+async def _budget(meta: Client, name: str) -> Obj | None:
+    p = await meta.get(RISK_POLICY, name)
+    b = ((p.get("status") or {}).get("budgets") or [])
+    row = next((x for x in b if x["scope"] == "default/c1"), None)
+    return row if row and row.get("inFlight") == 2 else None
