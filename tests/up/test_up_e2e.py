@@ -212,6 +212,20 @@ async def check_secure_surface(kubectl_bin: str, data_dir: Path, kc: Path, readm
         assert (data_dir / ref.removeprefix(".kokpit/")).exists(), f"README names {ref}, which kokpit up does not write"
 
 
+async def wait_risk_center(data_dir: Path, deadline: float) -> None:
+    """The risk center runs with the default policies, and its synthetic pod prober passes the pod-creation
+    gate of both clusters (`kokpit risk status` shows the gate values)."""
+    out = ""
+    while time.monotonic() < deadline:
+        res = await asyncio.to_thread(run, kokpit("risk", "status", "--data-dir", str(data_dir)))
+        out = res.stdout + res.stderr
+        if res.returncode == 0 and "kokpit-node-isolate" in out and "kokpit-control-plane" in out and \
+                out.count("pod-creation=1") >= CLUSTERS:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"risk center not answering with its default policies and passing gates:\n{out}")
+
+
 def stop_and_check_no_orphans(up: Up) -> None:
     t0 = time.monotonic()
     assert up.interrupt(timeout=30) == 0, up.output()
@@ -251,6 +265,7 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         status = run(kokpit("status", "--data-dir", str(data_dir)))
         assert status.returncode == 0, status.stderr
         assert "default/cluster-1" in status.stdout and "10/10" in status.stdout
+        await wait_risk_center(data_dir, deadline + 60)
 
         stop_and_check_no_orphans(up)
     finally:

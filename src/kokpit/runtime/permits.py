@@ -199,6 +199,7 @@ class PermitClient:
         self._waiters: dict[str, list[_Waiter]] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
+        self._latest: dict[str, Obj] = {}  # the watch's view of this cluster's permits
 
     # ------------------------------------------------------------------ asking
     def name_for(self, operation: OperationType | str, targets: Sequence[str], intent: str = "") -> str:
@@ -256,6 +257,8 @@ class PermitClient:
                     async for ev in stream:
                         if ev.type in ("ADDED", "MODIFIED"):
                             self._deliver(ev.object)
+                        elif ev.type == "DELETED":
+                            self._latest.pop(str(ev.object["metadata"]["name"]), None)
             except asyncio.CancelledError:
                 raise
             except (ApiError, TransportError, OSError) as e:
@@ -263,7 +266,9 @@ class PermitClient:
                 await asyncio.sleep(0.2)
 
     def _deliver(self, obj: Obj) -> None:
-        for w in self._waiters.get(str(obj["metadata"]["name"]), ()):
+        name = str(obj["metadata"]["name"])
+        self._latest[name] = obj
+        for w in self._waiters.get(name, ()):
             w.latest = obj
             w.event.set()
 
@@ -280,8 +285,16 @@ class PermitClient:
         try:
             async with asyncio.timeout(timeout):
                 await self._watching.wait()
-                last = await self.get(name)  # the watch may have started after the answer
+                # the watch's list delivered every permit that existed when it started, and the watch every
+                # change since: what it has not seen yet it will (no GET per waiter)
+                cached = self._latest.get(name)
+                last = PermitView(cached) if cached is not None else None
                 while True:
+                    if last is None:
+                        await w.event.wait()
+                        w.event.clear()
+                        last = PermitView(w.latest) if w.latest is not None else None
+                        continue
                     st = last.state
                     if until is not None:
                         if until(last):

@@ -379,7 +379,9 @@ class Up:
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig", str(self.meta_kubeconfig),
                                                       "--data-root", "/clusters",
                                                       "--port-range", _port_range(d))).start()
-        self.r.line("started the local kubelet and the cluster operator")
+        await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
+                                                 "--default-policies")).start()
+        self.r.line("started the local kubelet, the cluster operator and the risk center")
         names = cluster_names(o.clusters)
         made = await _create_missing(meta, CLUSTER, [cluster_body(n, o.nodes) for n in names], CLUSTER_NAMESPACE)
         existing = [c["metadata"]["name"] for c in (await meta.list(CLUSTER, CLUSTER_NAMESPACE)).items]

@@ -59,6 +59,7 @@ async def test_limit_holds_under_concurrent_requests_with_two_racing_deciders(
     sampler = asyncio.create_task(sample_ledger())
     try:
         await asyncio.gather(*(actor(i) for i in range(40)))
+        await eventually(lambda: _all_released(meta), timeout=60, what="every permit Released")
     finally:
         stop.set()
         await pc.close()
@@ -70,7 +71,6 @@ async def test_limit_holds_under_concurrent_requests_with_two_racing_deciders(
     items = (await meta.list(PERMIT, "default")).items
     assert len(items) == 40
     assert all(p["status"]["outcome"] == "Succeeded" for p in items)
-    await eventually(lambda: _all_released(meta), what="every permit Released")
 
 
 async def _all_released(meta: Client) -> bool:

@@ -81,12 +81,13 @@ def test_released_usage_frees_concurrency_but_not_window() -> None:
                  outcome="Succeeded")
     w = world(p, usages=[done])
     assert decide(ask(["n2"], uid="a"), w).state is PermitState.GRANTED
-    w.usages[-1] = Usage("a", "node-isolate", "default/c1", ("n2",), NOW, released_at=NOW, outcome="Succeeded")
+    # the next pass sees n2's permit released
+    w = world(p, usages=[done, Usage("a", "node-isolate", "default/c1", ("n2",), NOW, NOW, "Succeeded")])
     d = decide(ask(["n3"], uid="b"), w)
     assert d.state is PermitState.QUEUED and d.refusals[0].reason == "MaxPerWindow"
     assert d.retry_at == NOW - 600 + 3600  # when the oldest start leaves the window
     # the sliding window: an hour later both starts are out of it
-    w.now = NOW + 3601
+    w = world(p, usages=w.usages, now=NOW + 3601)
     assert decide(ask(["n3"], uid="c"), w).state is PermitState.GRANTED
 
 
@@ -215,6 +216,9 @@ def test_partial_grants_the_prefix_that_fits() -> None:
     w2 = world(policy(maxConcurrent=3))
     assert decide(ask(["n1", "n2", "n3", "n4"]), w2).state is PermitState.QUEUED  # all or nothing
     assert not w2.usages
+    # the refused request left nothing behind in the pass's budgets: three still fit
+    assert decide(ask(["n5", "n6", "n7"], uid="c"), w2).state is PermitState.GRANTED
+    assert decide(ask(["n8"], uid="d"), w2).state is PermitState.QUEUED
 
 
 def test_scope_by_cluster_and_node_selectors() -> None:

@@ -249,6 +249,16 @@ class World:
     now: float
     gates: Mapping[tuple[str, str, str], GateReading] = field(default_factory=dict)
     tripped: set[tuple[str, str, str]] = field(default_factory=set)  # (policy, operation, group)
+    budgets: dict[tuple[str, str, TargetKind], Any] = field(default_factory=dict)  # built once per pass
+
+    def budget(self, p: PolicyView, group: str, kind: TargetKind) -> _Budget:
+        """The budget of ``p`` in ``group``, built from the usages once and then kept up to date by every
+        grant of this pass (so deciding N requests costs N, not N × usages)."""
+        key = (p.name, group, kind)
+        b = self.budgets.get(key)
+        if b is None:
+            b = self.budgets[key] = _Budget(p, self, group, kind)
+        return b
 
 
 def _op_kind(op: str) -> TargetKind:
@@ -269,6 +279,7 @@ class _Budget:
         if group != ALL:
             self.cluster_keys.add(group)
         self.inflight: set[Any] = set()
+        self.journal: list[tuple[Any, bool, bool]] = []
         self.window_count = 0
         self.window_oldest: float | None = None
         self.unavailable: set[Any] = set()
@@ -336,11 +347,21 @@ class _Budget:
         return None
 
     def add(self, unit: Any) -> None:
-        if unit not in self.inflight:
-            self.inflight.add(unit)
-        if unit not in self.unavailable:
-            self.unavailable.add(unit)
+        new_inflight, new_unavailable = unit not in self.inflight, unit not in self.unavailable
+        self.inflight.add(unit)
+        self.unavailable.add(unit)
         self.window_count += 1
+        self.journal.append((unit, new_inflight, new_unavailable))
+
+    def rollback(self, mark: int) -> None:
+        """Undo the adds after ``mark`` (a request that was not granted after all)."""
+        while len(self.journal) > mark:
+            unit, new_inflight, new_unavailable = self.journal.pop()
+            if new_inflight:
+                self.inflight.discard(unit)
+            if new_unavailable:
+                self.unavailable.discard(unit)
+            self.window_count -= 1
 
 
 def _gate_text(g: GateView, r: GateReading | None) -> str:
@@ -389,17 +410,20 @@ def decide(ask: Ask, w: World) -> Decision:
             continue
         if kind is TargetKind.NODE and not any(p.node_in_scope(cluster, t) for t in ask.targets):
             continue
-        b = _Budget(p, w, p.group(ask.cluster), kind)
+        b = w.budget(p, p.group(ask.cluster), kind)
         applying.append(b)
         hard += _hard(p, w, ask, b)
     if hard:
         return Decision(PermitState.DENIED, refusals=hard)
     granted: list[str] = []
     refusals: list[Refusal] = []
+    marks = [len(b.journal) for b in applying]
     if kind is TargetKind.CLUSTER:  # every target is a component of the one cluster: one unit
         refusals = [r for b in applying if (r := b.refuse(ask.cluster, w.now)) is not None]
         if not refusals:
             granted = list(ask.targets)
+            for b in applying:
+                b.add(ask.cluster)
     for t in ask.targets if kind is TargetKind.NODE else ():
         unit = (ask.cluster, t)
         relevant = [b for b in applying if b.p.node_in_scope(cluster, t)]
@@ -411,6 +435,8 @@ def decide(ask: Ask, w: World) -> Decision:
             b.add(unit)
         granted.append(t)
     if len(granted) < len(ask.targets) and not (ask.partial and granted):
+        for b, mark in zip(applying, marks, strict=True):
+            b.rollback(mark)
         return Decision(PermitState.QUEUED, refusals=refusals)
     w.usages.append(Usage(ask.uid, ask.operation.value, ask.cluster, tuple(granted), w.now))
     return Decision(PermitState.GRANTED, tuple(granted), refusals)
