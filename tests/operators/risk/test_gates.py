@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +22,10 @@ from tests.operators.risk.conftest import FAST, business_is_meta, eventually, pe
 from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import Client
+from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.risk import run_center
 from kokpit.runtime.permits import RISK_POLICY, PermitDenied
+from kokpit.simulator import Simulator, SimulatorOptions
 
 Obj = dict[str, Any]
 DRAIN = OperationType.NODE_DRAIN
@@ -135,18 +136,8 @@ async def _gate(meta: Client, name: str, passing: bool) -> Obj | None:
                  and "value" in g), None)
 
 
-def _simulator(apiserver: ApiServerProcess, tmp: Path, port: int, nodes: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "kokpit.cli.main", "simulator", "--kubeconfig", str(apiserver.kubeconfig),
-         "--nodes", str(nodes), "--data-dir", str(tmp / "sim"), "--driver-port", str(port),
-         "--lease-period", "1s", "--status-report-period", "1s"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "simulator.log", "ab"))
-
-
-async def _fault(url: str, node: str, kind: str) -> None:
-    from kokpit.nodes.simulator import SimulatorDriver
-
-    d = SimulatorDriver(url, timeout=10.0)
+async def _fault(sim: Simulator, node: str, kind: str) -> None:
+    d = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=10.0)
     try:
         await d.fault(node, kind, "", "")
     finally:
@@ -155,9 +146,9 @@ async def _fault(url: str, node: str, kind: str) -> None:
 
 async def test_failing_pod_creation_stops_a_running_upgrade_wave(
         meta: Client, apiserver: ApiServerProcess, tmp_path: Path) -> None:
-    port = free_port()
-    sim = _simulator(apiserver, tmp_path, port, nodes=3)
-    url = f"http://127.0.0.1:{port}"
+    sim = Simulator(SimulatorOptions(nodes=3, driver_port=0, lease_period=1.0, status_report_period=1.0,
+                                     data_dir=tmp_path / "sim"), meta)
+    await sim.start()
     task: asyncio.Task[None] | None = None
     pc = permits(meta, holder="upgrade-wave")
     try:
@@ -187,7 +178,7 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
         runner = asyncio.create_task(wave())
         await eventually(lambda: _true(len(started) >= 5), timeout=60, what="the wave to run")
         for n in range(1, 4):  # every node breaks: pods bound there fail, new ones find no node
-            await _fault(url, f"sim-{n:05d}", "hardware")
+            await _fault(sim, f"sim-{n:05d}", "hardware")
         broken_at.append(time.monotonic())
         await asyncio.wait_for(runner, 90)
         assert stopped_by, "the wave never stopped"
@@ -200,7 +191,7 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
         assert len(after) < len(started), (len(after), len(started))
         count = len(started)
         # recovery: probes succeed again, the gate passes, the next upgrade is granted
-        await _fault(url, "*", "recover")
+        await _fault(sim, "*", "recover")
         nxt = await pc.request(OperationType.COMPONENT_UPGRADE, ["sim-00002"])
         assert (await pc.wait(nxt.name, timeout=60)).granted
         assert count == len(started)
@@ -210,8 +201,7 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        sim.terminate()
-        sim.wait(15)
+        await sim.stop()
 
 
 async def _true(v: bool) -> bool:
