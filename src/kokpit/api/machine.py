@@ -166,6 +166,7 @@ class MachineConditionType(StrEnum):
     NODE_HEALTHY = "NodeHealthy"
     READINESS_GATES_MET = "ReadinessGatesMet"
     READY = "Ready"
+    RISK_PERMITTED = "RiskPermitted"  # False while a change waits for a risk-center Permit
 
 
 class MachineReason:

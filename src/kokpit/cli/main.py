@@ -91,6 +91,10 @@ def machine_operator(
                                             help="Serve /metrics, /healthz, /readyz here (default: off)."),
     fast_poll: float = typer.Option(0.5, "--fast-poll", min=0.01, help="Seconds between polls of busy nodes."),
     slow_poll: float = typer.Option(10.0, "--slow-poll", min=0.1, help="Seconds between polls of all nodes."),
+    risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
+                                                "its risk center before upgrading or removing a component."),
+    risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
+    risk_namespace: str = typer.Option("default", "--risk-namespace", help="That Cluster's namespace."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the machine operator: hold every node at the final state its Machine declares."""
@@ -102,6 +106,8 @@ def machine_operator(
 
     if kubeconfig is not None and not kubeconfig.is_file():
         fail(f"kubeconfig {kubeconfig} not found")
+    if risk_kubeconfig is not None and (not risk_kubeconfig.is_file() or not risk_cluster):
+        fail("--risk-kubeconfig needs an existing file and --risk-cluster NAME")
     setup_logging(verbose, quiet_http=True)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
                            fast_poll=fast_poll, slow_poll=slow_poll)
@@ -117,7 +123,8 @@ def machine_operator(
     except (ValueError, OSError) as e:
         fail(f"cannot use the node driver credentials: {e}")
     try:
-        asyncio.run(run_operator(kubeconfig, driver, opts, http_port=metrics_port))
+        asyncio.run(run_operator(kubeconfig, driver, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
+                                 risk_cluster=risk_cluster, risk_namespace=risk_namespace))
     except KeyboardInterrupt:
         pass
 

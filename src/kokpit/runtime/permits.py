@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
+from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time, parse_time
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.client import (
@@ -32,6 +32,7 @@ from kokpit.client import (
     AlreadyExistsError,
     ApiError,
     CanCreate,
+    CanDelete,
     CanGet,
     CanPatch,
     Kind,
@@ -41,13 +42,16 @@ from kokpit.runtime.conditions import is_true
 
 __all__ = [
     "CLUSTER_LABEL",
+    "INTENT_ANNOTATION",
     "OPERATION_LABEL",
     "PERMIT",
     "RISK_POLICY",
+    "Admission",
     "CheckHook",
     "PermitApi",
     "PermitClient",
     "PermitDenied",
+    "PermitGate",
     "PermitView",
     "PreCheckFailed",
     "check_record",
@@ -60,6 +64,7 @@ Obj = dict[str, Any]
 PERMIT = Kind(GROUP, VERSION, "Permit", "permits")
 RISK_POLICY = Kind(GROUP, VERSION, "RiskPolicy", "riskpolicies", namespaced=False)
 CLUSTER_LABEL = "kokpit.io/cluster"
+INTENT_ANNOTATION = "kokpit.io/intent"
 OPERATION_LABEL = "kokpit.io/operation"
 FINAL = (PermitState.RELEASED, PermitState.EXPIRED)
 
@@ -67,7 +72,7 @@ CheckHook = Callable[[Sequence[str]], Awaitable[Obj]]
 """A health check of targets: returns a CheckRecord dict (``passed``, ``results``; see :func:`check_record`)."""
 
 
-class PermitApi(CanGet, CanCreate, CanPatch, Protocol):
+class PermitApi(CanGet, CanCreate, CanPatch, CanDelete, Protocol):
     """What the permit client needs of :class:`kokpit.client.Client` (plus ``watch`` for waiting)."""
 
     def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str | None = None,
@@ -201,6 +206,9 @@ class PermitClient:
         self._watching = asyncio.Event()
         self._latest: dict[str, Obj] = {}  # the watch's view of this cluster's permits
 
+    def now(self) -> Any:
+        return self._clock.now()
+
     # ------------------------------------------------------------------ asking
     def name_for(self, operation: OperationType | str, targets: Sequence[str], intent: str = "") -> str:
         """The deterministic name of the permit for this operation on these targets (``intent`` tells apart
@@ -209,9 +217,11 @@ class PermitClient:
         return f"{self.cluster}-{OperationType(operation).value}-{digest}"[:253]
 
     def _body(self, operation: OperationType | str, targets: Sequence[str], *, name: str | None,
-              repair: bool, partial: bool, reason: str) -> Obj:
+              repair: bool, partial: bool, reason: str, intent: str = "") -> Obj:
         op = OperationType(operation).value
         meta: Obj = {"namespace": self.namespace, "labels": {CLUSTER_LABEL: self.cluster, OPERATION_LABEL: op}}
+        if intent:
+            meta["annotations"] = {INTENT_ANNOTATION: intent}
         if name:
             meta["name"] = name
         else:
@@ -223,9 +233,10 @@ class PermitClient:
                          "partial": partial, "reason": reason}}
 
     async def request(self, operation: OperationType | str, targets: Sequence[str], *, name: str | None = None,
-                      repair: bool = False, partial: bool = False, reason: str = "") -> PermitView:
+                      repair: bool = False, partial: bool = False, reason: str = "", intent: str = "") -> PermitView:
         """Create a new Permit (a generated name unless ``name``)."""
-        body = self._body(operation, targets, name=name, repair=repair, partial=partial, reason=reason)
+        body = self._body(operation, targets, name=name, repair=repair, partial=partial, reason=reason,
+                          intent=intent)
         return PermitView(await self.client.create(PERMIT, body, self.namespace))
 
     async def ensure(self, operation: OperationType | str, targets: Sequence[str], *, intent: str = "",
@@ -234,7 +245,7 @@ class PermitClient:
         name = self.name_for(operation, targets, intent)
         try:
             return await self.request(operation, targets, name=name, repair=repair, partial=partial,
-                                      reason=reason)
+                                      reason=reason, intent=intent)
         except AlreadyExistsError:
             return await self.get(name)
 
@@ -265,6 +276,28 @@ class PermitClient:
                 log.info("permit watch of %s/%s broke (%s); re-listing", self.namespace, self.cluster, e)
                 await asyncio.sleep(0.2)
 
+    def start_watch(self) -> None:
+        """Start the shared watch of this cluster's permits (idempotent)."""
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
+
+    def cached(self, name: str) -> PermitView | None:
+        """The permit as the shared watch last saw it (None: not seen, or the watch has not started)."""
+        obj = self._latest.get(name)
+        return PermitView(obj) if obj is not None else None
+
+    def open_permits(self, target: str | None = None) -> list[PermitView]:
+        """This holder's permits that are not released, optionally only those covering ``target``."""
+        out = []
+        for obj in self._latest.values():
+            v = PermitView(obj)
+            spec = obj.get("spec") or {}
+            if spec.get("holder") != self.holder or v.released:
+                continue
+            if target is None or target in (spec.get("targets") or ()):
+                out.append(v)
+        return out
+
     def _deliver(self, obj: Obj) -> None:
         name = str(obj["metadata"]["name"])
         self._latest[name] = obj
@@ -277,8 +310,7 @@ class PermitClient:
         """Wait until the permit is Granted (or released/expired); with ``granted_only=False`` until it has
         any answer; with ``until`` until that holds.  Raises :class:`PermitDenied` with the last answer when
         ``timeout`` passes first."""
-        if self._watch_task is None or self._watch_task.done():
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
+        self.start_watch()
         w = _Waiter()
         self._waiters.setdefault(name, []).append(w)
         last = None
@@ -384,3 +416,68 @@ class PermitClient:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A level-triggered actor's answer: act now, or show ``reason`` (RiskQueued / RiskDenied / RiskPending)
+    with ``message`` and look again after ``retry_after`` seconds."""
+
+    granted: bool
+    reason: str
+    message: str
+    permit: str
+    retry_after: float | None = None
+
+
+class PermitGate:
+    """Permits for level-triggered actors: :meth:`admit` in every reconcile before a risky step (creates the
+    permit the first time under a name derived from the operation, targets and ``intent``; renews it while
+    granted), :meth:`finish` when the step's outcome is known.  Reads come from the client's shared watch, so a
+    reconcile that waits costs no API call."""
+
+    def __init__(self, permits: PermitClient, *, poll: float = 5.0) -> None:
+        self.permits = permits
+        self.poll = poll  # safety net: the actor looks again this often while it waits
+
+    async def admit(self, operation: OperationType | str, targets: Sequence[str], intent: str, *,
+                    repair: bool = False, reason: str = "") -> Admission:
+        pc = self.permits
+        pc.start_watch()
+        name = pc.name_for(operation, targets, intent)
+        view = pc.cached(name)
+        try:
+            if view is None or view.released:
+                if view is not None:  # an earlier attempt of the same change is over: ask anew
+                    with contextlib.suppress(ApiError):
+                        await pc.client.delete(PERMIT, name, pc.namespace)
+                view = await pc.ensure(operation, targets, intent=intent, repair=repair, reason=reason)
+                if view.released:
+                    return Admission(False, "RiskPending", f"permit {name} is being replaced", name, 0.5)
+            if view.granted:
+                renewed = (view.obj.get("spec") or {}).get("renewTime")
+                age = (pc.now() - parse_time(renewed)).total_seconds() if renewed else float("inf")
+                if age > pc.ttl_seconds / 3:
+                    await pc.renew(name)
+                return Admission(True, "Granted", view.summary(), name)
+        except (ApiError, TransportError) as e:
+            return Admission(False, "RiskPending", f"cannot reach the risk center's API: {e}", name, self.poll)
+        state = view.state
+        why = {PermitState.QUEUED: "RiskQueued", PermitState.DENIED: "RiskDenied"}.get(state, "RiskPending") \
+            if state is not None else "RiskPending"
+        msg = view.summary() if state is not None else f"permit {name} is waiting for the risk center"
+        return Admission(False, why, msg, name, self.poll)
+
+    def open_for(self, target: str) -> list[PermitView]:
+        return self.permits.open_permits(target)
+
+    async def finish(self, view: PermitView, outcome: PermitOutcome, message: str = "",
+                     post_check: Obj | None = None) -> None:
+        with contextlib.suppress(ApiError, TransportError):
+            await self.permits.release(view.name, outcome, message, post_check)
+            # the watch will show it released; until then do not release it twice
+            view.obj.setdefault("status", {})["outcome"] = outcome.value
+
+    @staticmethod
+    def intent(view: PermitView) -> str:
+        return str(((view.obj.get("metadata") or {}).get("annotations") or {}).get(INTENT_ANNOTATION) or "")

@@ -45,6 +45,7 @@ from kokpit.operators.machine._plan import IN_FLIGHT, StepKind, converged, next_
 from kokpit.operators.machine._poller import NodeStatePoller
 from kokpit.operators.machine._reports import OWN_TYPES, evaluate_gates, merge_reports
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
+from kokpit.operators.machine._risk import admit_step, settle
 from kokpit.operators.machine._status import (
     Health,
     MachineCtx,
@@ -69,6 +70,7 @@ from kokpit.runtime import (
     remove_condition,
     wait,
 )
+from kokpit.runtime.permits import PermitGate
 
 __all__ = [
     "CORDON_ANNOTATION",
@@ -110,6 +112,7 @@ class OperatorOptions:
     background_events: bool = True  # record Events off the reconcile path (tests turn it off)
     event_concurrency: int = 4  # Event writes in flight at once
     progress_requeue: float = 30.0  # safety net while an action is in flight (the poller wakes us first)
+    risk: PermitGate | None = None  # ask the risk center before changing a running component (issue 14)
 
 
 class OperatorClient(CanGet, CanCreate, CanPatch, Protocol):
@@ -214,6 +217,10 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         else:
             ctx.ready = (True, R.READY, "node Ready, components ready, readiness gates True")
         ctx.condition(CT.READY, *ctx.ready)
+        if ctx.risk is not None:
+            ctx.condition(CT.RISK_PERMITTED, False, *ctx.risk)
+        elif (find_condition(ctx.conditions, CT.RISK_PERMITTED) or {}).get("status") == "False":
+            ctx.condition(CT.RISK_PERMITTED, True, "Permitted", "no change waits for the risk center")
         finish_status(ctx)
         self._forget_stale_failures(ctx)
         if ctx.actions:  # one Event per reconcile, however many steps it chained
@@ -312,6 +319,8 @@ class MachineReconciler(StepReconciler[MachineCtx]):
             elif cur.install_state == InstallState.INSTALLED:
                 ctx.memory.clear(INSTALL + name)
                 ctx.failures.pop(name, None)
+        if self.opts.risk is not None:
+            await settle(self.opts.risk, ctx, state)
         step = next_step(res.components, state, self._removal(res, state))
         if step.kind == StepKind.DONE:
             retries = [h.retry_at - mono for c in res.components
@@ -325,6 +334,8 @@ class MachineReconciler(StepReconciler[MachineCtx]):
             f = ctx.failures.get(step.component)
             if f is not None and f.retry_in(ctx.now) > 0:
                 return False, f.retry_in(ctx.now)
+        if self.opts.risk is not None and (later := await admit_step(self.opts.risk, ctx, step)) is not None:
+            return False, later
         if step.kind in (StepKind.INSTALL, StepKind.UPGRADE):
             assert step.spec is not None
             deps = res.depends_on.get(step.component, ())

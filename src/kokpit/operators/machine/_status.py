@@ -64,6 +64,7 @@ class MachineCtx(ReconcileContext):
     failures: dict[str, Failure] = field(default_factory=dict)  # component -> its failure record, if failing
     actions: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) of steps started
     ready: tuple[bool, str, str] = (False, R.NODE_NOT_READY, "")
+    risk: tuple[str, str] | None = None  # (RiskQueued | RiskDenied | RiskPending, why) while a change waits
 
 
 def node_ready(node: Obj | None) -> tuple[bool, str, str]:

@@ -7,6 +7,7 @@ that closes the driver and the client.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from kokpit.nodes import NodeDriver
 from kokpit.operators.machine.operator import MachineOperator, OperatorOptions
 from kokpit.runtime import Manager
 from kokpit.runtime.informer import strip_managed_fields
+from kokpit.runtime.permits import PermitClient, PermitGate
 
 __all__ = ["run_operator"]
 
@@ -28,9 +30,22 @@ async def run_operator(
     *,
     http_port: int | None = 0,
     handle_signals: bool = True,
+    risk_kubeconfig: str | Path | None = None,
+    risk_cluster: str = "",
+    risk_namespace: str = "default",
 ) -> None:
-    """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end."""
+    """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end.
+
+    With ``risk_kubeconfig`` (the meta cluster, as Cluster ``risk_namespace/risk_cluster``'s actors) every
+    upgrade, rollback and uninstall of a running component first takes a risk-center Permit."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-machine-operator")
+    meta: Client | None = None
+    permits: PermitClient | None = None
+    if risk_kubeconfig is not None:
+        meta = Client.from_kubeconfig(risk_kubeconfig, field_manager="kokpit-machine-operator")
+        permits = PermitClient(meta, namespace=risk_namespace, cluster=risk_cluster,
+                               holder=f"machine-operator/{risk_cluster}")
+        options = dataclasses.replace(options or OperatorOptions(), risk=PermitGate(permits))
     try:
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
                           cache_transform=strip_managed_fields)
@@ -40,3 +55,7 @@ async def run_operator(
     finally:
         await driver.close()
         await client.close()
+        if permits is not None:
+            await permits.close()
+        if meta is not None:
+            await meta.close()

@@ -1,0 +1,122 @@
+"""Every actor asks: the machine operator takes a component-upgrade Permit before each upgrade, waits while
+the risk center queues it (its Machine says RiskPermitted=False, RiskQueued, naming the policy), and releases
+it with the post-check's outcome; first installs on new nodes ask nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from tests.operators.risk.conftest import Center, eventually, policy
+
+from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.client import Client, NotFoundError
+from kokpit.nodes.simulator import SimulatorDriver
+from kokpit.operators.machine import MACHINE, MPV, MachineOperator, OperatorOptions
+from kokpit.operators.risk._ledger import LEDGER
+from kokpit.runtime import Manager
+from kokpit.runtime.permits import PERMIT, PermitClient, PermitGate
+from kokpit.simulator import Simulator, SimulatorOptions
+
+Obj = dict[str, Any]
+NODES = ["rk-00001", "rk-00002", "rk-00003"]
+FAST = OperatorOptions(workers=4, fast_poll=0.05, slow_poll=0.5, retry_base=0.2, retry_cap=2.0,
+                       progress_requeue=0.5, health_ttl=5.0)
+
+
+def _cond(m: Obj, t: str) -> Obj:
+    return next((c for c in (m.get("status") or {}).get("conditions") or [] if c["type"] == t), {})
+
+
+async def _versions(c: Client) -> dict[str, str]:
+    out = {}
+    for n in NODES:
+        m = await c.get(MACHINE, n)
+        comps = {x["name"]: x for x in (m.get("status") or {}).get("components") or []}
+        k = comps.get("kubelet") or {}
+        out[n] = k.get("version", "") if k.get("installState") == "Installed" else ""
+    return out
+
+
+async def test_machine_operator_upgrades_one_node_at_a_time_through_permits(
+        meta: Client, apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    await policy(meta, "one-upgrade", operations=["component-upgrade"], maxConcurrent=1)
+    center = Center(apiserver.kubeconfig).start()
+    sim = Simulator(SimulatorOptions(nodes=len(NODES), driver_port=0, name_prefix="rk-", install_seconds=0.4,
+                                     lease_period=1.0, data_dir=tmp_path / "sim", binder=False), meta)
+    await sim.start()
+    permits = PermitClient(meta, namespace="default", cluster="c1", holder="machine-operator/c1")
+    manager = Manager(meta, http_port=None, handle_signals=False)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls)
+    MachineOperator(manager, driver, FAST.__class__(**{**FAST.__dict__, "risk": PermitGate(permits, poll=0.5)}))
+    task = asyncio.create_task(manager.run())
+    worst = 0
+    queued_seen: list[Obj] = []
+    stop = asyncio.Event()
+
+    async def watch_ledger() -> None:
+        nonlocal worst
+        listed = await meta.list(LEDGER)
+        async for ev in meta.watch(LEDGER, resource_version=listed.resource_version, timeout_seconds=120):
+            inflight = [e for e in (ev.object.get("status") or {}).get("entries") or [] if not e.get("releasedAt")]
+            worst = max(worst, len(inflight))
+            if stop.is_set():
+                return
+
+    async def watch_machines() -> None:
+        while not stop.is_set():
+            for n in NODES:
+                with contextlib.suppress(NotFoundError):
+                    c = _cond(await meta.get(MACHINE, n), "RiskPermitted")
+                    if c.get("reason") == "RiskQueued" and not queued_seen:
+                        queued_seen.append(c)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(watch_ledger())
+    machines = asyncio.create_task(watch_machines())
+    try:
+        for name, comp, ver, deps in (("containerd-1.7", "containerd", "1.7.0", []),
+                                      ("kubelet-1.30", "kubelet", "1.30.0", ["containerd"]),
+                                      ("kubelet-1.31", "kubelet", "1.31.0", ["containerd"])):
+            await meta.create(MPV, {"metadata": {"name": name},
+                                    "spec": {"component": comp, "version": ver, "dependsOn": deps}})
+        for n in NODES:
+            await meta.create(MACHINE, {"metadata": {"name": n},
+                                        "spec": {"nodeName": n, "packages": ["containerd-1.7", "kubelet-1.30"]}})
+        await eventually(lambda: _all(meta, "1.30.0"), timeout=60, what="first installs")
+        assert (await meta.list(PERMIT, "default")).items == []  # installing on new nodes asks nothing
+        for n in NODES:
+            await meta.patch(MACHINE, n, {"spec": {"packages": ["containerd-1.7", "kubelet-1.31"]}})
+        await eventually(lambda: _all(meta, "1.31.0"), timeout=90, what="the upgrade wave")
+        items = await eventually(lambda: _released(meta), timeout=30, what="every permit released")
+        assert len(items) == len(NODES)
+        assert {p["status"]["outcome"] for p in items} == {"Succeeded"}
+        assert all(p["status"]["postCheck"]["passed"] for p in items)
+        assert {p["spec"]["targets"][0] for p in items} == set(NODES)
+        assert worst == 1, worst  # one upgrade at a time, as the policy says
+        assert queued_seen and queued_seen[0]["status"] == "False"
+        assert "one-upgrade" in queued_seen[0]["message"] and "MaxConcurrent" in queued_seen[0]["message"]
+        m = await meta.get(MACHINE, NODES[0])
+        assert _cond(m, "RiskPermitted").get("status") in (None, "True")
+    finally:
+        stop.set()
+        machines.cancel()
+        sampler.cancel()
+        manager.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await permits.close()
+        await driver.close()
+        await sim.stop()
+        await center.stop()
+
+
+async def _all(meta: Client, version: str) -> bool:
+    return set((await _versions(meta)).values()) == {version}
+
+
+async def _released(meta: Client) -> list[Obj] | None:
+    items = (await meta.list(PERMIT, "default")).items
+    return items if items and all((p.get("status") or {}).get("state") == "Released" for p in items) else None
