@@ -386,16 +386,16 @@ class PermitClient:
         """Request, wait until Granted, pre-check, yield the granted permit, post-check and release."""
         view = await self.request(operation, targets, repair=repair, partial=partial, reason=reason)
         name = view.name
+        renewer = asyncio.get_running_loop().create_task(self._renew_loop(name))  # alive while waiting too
         try:
-            view = await self.wait(name, timeout=wait_timeout)
-        except BaseException:
-            with contextlib.suppress(ApiError, TransportError):
-                await self.release(name, PermitOutcome.ABORTED, "withdrawn before it was granted")
-            raise
-        if not view.granted:
-            raise PermitDenied(view)
-        renewer = asyncio.get_running_loop().create_task(self._renew_loop(name))
-        try:
+            try:
+                view = await self.wait(name, timeout=wait_timeout)
+            except BaseException:
+                with contextlib.suppress(ApiError, TransportError):
+                    await self.release(name, PermitOutcome.ABORTED, "withdrawn before it was granted")
+                raise
+            if not view.granted:
+                raise PermitDenied(view)
             granted = view.granted_targets
             if pre_check is not None:
                 record = await pre_check(granted)
@@ -454,11 +454,12 @@ class PermitGate:
                 view = await pc.ensure(operation, targets, intent=intent, repair=repair, reason=reason)
                 if view.released:
                     return Admission(False, "RiskPending", f"permit {name} is being replaced", name, 0.5)
+            # the actor is alive and still wants it: renew while waiting too, or a long queue would expire it
+            renewed = (view.obj.get("spec") or {}).get("renewTime")
+            age = (pc.now() - parse_time(renewed)).total_seconds() if renewed else float("inf")
+            if age > pc.ttl_seconds / 3:
+                await pc.renew(name)
             if view.granted:
-                renewed = (view.obj.get("spec") or {}).get("renewTime")
-                age = (pc.now() - parse_time(renewed)).total_seconds() if renewed else float("inf")
-                if age > pc.ttl_seconds / 3:
-                    await pc.renew(name)
                 return Admission(True, "Granted", view.summary(), name)
         except (ApiError, TransportError) as e:
             return Admission(False, "RiskPending", f"cannot reach the risk center's API: {e}", name, self.poll)

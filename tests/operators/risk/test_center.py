@@ -12,14 +12,15 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from tests.operators.risk.conftest import Center, business_is_meta, eventually, permits, policy
 
 from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import EVENT, Client
+from kokpit.client import EVENT, NODE, Client
 from kokpit.operators.risk import RESET_ANNOTATION
 from kokpit.operators.risk._ledger import LEDGER
-from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitDenied
+from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitDenied, PreCheckFailed, node_ready_check
 
 DRAIN = OperationType.NODE_DRAIN
 Obj = dict[str, Any]
@@ -216,3 +217,32 @@ async def _budget(meta: Client, name: str) -> Obj | None:
     b = ((p.get("status") or {}).get("budgets") or [])
     row = next((x for x in b if x["scope"] == "default/c1"), None)
     return row if row and row.get("inFlight") == 2 else None
+
+
+async def test_failed_pre_check_does_not_start_unless_it_is_the_repair(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    await business_is_meta(meta, apiserver, "c1", nodes=3, down=(0,))
+    center = Center(apiserver.kubeconfig).start()
+    pc = permits(meta)
+    check = node_ready_check(meta)  # the business cluster is the meta server here
+    ran: list[str] = []
+    try:
+        with pytest.raises(PreCheckFailed) as ei:
+            async with pc.hold(OperationType.NODE_REBOOT, ["n0", "n1"], pre_check=check, wait_timeout=30):
+                ran.append("reboot")
+        assert ran == [] and "n0: NodeReady" in str(ei.value)
+        aborted = (await meta.list(PERMIT, "default")).items[0]
+        assert aborted["status"]["outcome"] == "Aborted" and aborted["status"]["preCheck"]["passed"] is False
+        assert [r["passed"] for r in aborted["status"]["preCheck"]["results"]] == [False, True]
+        # repairing that very failure may start anyway; the post-check is recorded on the permit
+        async with pc.hold(OperationType.NODE_REBOOT, ["n0"], pre_check=check, post_check=check, repair=True,
+                           wait_timeout=30) as granted:
+            ran.append("repair")
+            await meta.patch(NODE, "n0", {"status": {"conditions": [
+                {"type": "Ready", "status": "True", "reason": "Repaired"}]}}, subresource="status")
+        assert ran == ["repair"]
+        done = await pc.wait(granted.name, timeout=30, until=lambda v: v.state is PermitState.RELEASED)
+        assert done.status["outcome"] == "Succeeded" and done.status["postCheck"]["passed"] is True
+    finally:
+        await pc.close()
+        await center.stop()
