@@ -24,7 +24,9 @@ from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import Client
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.risk import run_center
+from kokpit.runtime import Manager
 from kokpit.runtime.permits import RISK_POLICY, PermitDenied
+from kokpit.scheduler import Scheduler
 from kokpit.simulator import Simulator, SimulatorOptions
 
 Obj = dict[str, Any]
@@ -149,6 +151,10 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
     sim = Simulator(SimulatorOptions(nodes=3, driver_port=0, lease_period=1.0, status_report_period=1.0,
                                      data_dir=tmp_path / "sim"), meta)
     await sim.start()
+    sched_client = Client.from_kubeconfig(apiserver.kubeconfig, field_manager="kube-scheduler")
+    sched = Manager(sched_client, http_port=None, handle_signals=False)
+    Scheduler(sched)  # the simulator only plays kubelets: the real scheduler binds the probe Pods
+    sched_task = asyncio.create_task(sched.run())
     task: asyncio.Task[None] | None = None
     pc = permits(meta, holder="upgrade-wave")
     try:
@@ -201,6 +207,10 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        sched.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sched_task, 10)
+        await sched_client.close()
         await sim.stop()
 
 

@@ -45,7 +45,7 @@ async def test_machine_operator_upgrades_one_node_at_a_time_through_permits(
     await policy(meta, "one-upgrade", operations=["component-upgrade"], maxConcurrent=1)
     center = Center(apiserver.kubeconfig).start()
     sim = Simulator(SimulatorOptions(nodes=len(NODES), driver_port=0, name_prefix="rk-", install_seconds=0.4,
-                                     lease_period=1.0, data_dir=tmp_path / "sim", binder=False), meta)
+                                     lease_period=1.0, data_dir=tmp_path / "sim"), meta)
     await sim.start()
     permits = PermitClient(meta, namespace="default", cluster="c1", holder="machine-operator/c1")
     manager = Manager(meta, http_port=None, handle_signals=False)
