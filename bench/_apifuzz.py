@@ -201,7 +201,8 @@ def _skip(method: str, path: str) -> bool:
 
 
 def run(server: Server, docs: dict[str, dict[str, Any]], cases: int, seed: int,
-        deadline: float | None = None, per_round: int = 4) -> Report:
+        deadline: float | None = None, per_round: int = 4, progress: Any = None,
+        shard: tuple[int, int] = (0, 1)) -> Report:
     """Rounds over every operation, `per_round` cases each (alternating schemathesis' positive and negative
     generation, the seed moving on each round), until `cases` were sent or the monotonic `deadline` passed;
     so a run cut short still covered every operation evenly."""
@@ -223,6 +224,7 @@ def run(server: Server, docs: dict[str, dict[str, Any]], cases: int, seed: int,
             op = result.ok()
             if not _skip(op.method.upper(), op.path):
                 ops.append(op)
+    ops = ops[shard[0]::shard[1]]  # worker i of n takes every n-th operation
     report.operations = len(ops)
     rng = random.Random(seed)
     started = time.monotonic()
@@ -248,6 +250,10 @@ def run(server: Server, docs: dict[str, dict[str, Any]], cases: int, seed: int,
         except (Exception, BaseExceptionGroup) as e:  # schemathesis' FailureGroup
             text = f"{label} -> {resp.status_code}: {e}"[:1500]
             (report.server_errors if resp.status_code >= 500 else report.schema_violations).append(text)
+            if progress is not None:
+                progress(f"finding: {text}")
+        if progress is not None and report.cases % 500 == 0:
+            progress(f"{report.cases} cases, {time.monotonic() - started:.0f} s: {report.summary()}")
 
     rnd = 0
     while not over():

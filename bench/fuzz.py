@@ -17,9 +17,11 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from _apifuzz import GROUPS, Server, documents, install_crds, run, seed, snapshot
+from _apifuzz import GROUPS, Report, Server, documents, install_crds, run, seed, snapshot
 from _common import replace_section
 from kokpit.api import crds
 from kokpit.apiserver.testing import ApiServerProcess
@@ -28,11 +30,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## API fuzzing (bench/fuzz.py)"
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _work(job: tuple[tuple[str, str, str], dict[str, Any], int, int, float | None, int, tuple[int, int]]) -> Report:
+    where, docs, cases, seed_, deadline, per_round, shard = job
+    return run(Server(*where), docs, cases, seed_, deadline=deadline, per_round=per_round, progress=_say,
+               shard=shard)
+
+
+def _merge(parts: list[Report]) -> Report:
+    out = Report()
+    for p in parts:
+        out.cases += p.cases
+        out.operations += p.operations
+        out.seconds = max(out.seconds, p.seconds)
+        out.codes.update(p.codes)
+        out.server_errors += p.server_errors
+        out.schema_violations += p.schema_violations
+        out.transport_errors += p.transport_errors
+        out.not_generated.update(p.not_generated)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=20_000, help="cases to send (default 20,000)")
     ap.add_argument("--seed", type=int, default=13, help="Hypothesis seed (default 13, as the suite)")
     ap.add_argument("--per-round", type=int, default=8, help="cases per operation per round (default 8)")
+    ap.add_argument("--workers", type=int, default=1, help="client processes, each fuzzing every n-th "
+                    "operation (generation is the client's CPU cost; default 1)")
+    ap.add_argument("--minutes", type=float, help="stop sending at this deadline (the result says so)")
     ap.add_argument("--docs", type=Path, help="write the result into this markdown file")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="kokpit-fuzz-"))
@@ -44,7 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         install_crds(server, crds())
         before = seed(server)
         docs = documents(server, GROUPS)
-        report = run(server, docs, args.cases, args.seed, per_round=args.per_round)
+        deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
+        if args.workers > 1:
+            with ProcessPoolExecutor(args.workers) as pool:
+                where = (server.url, server.ca_file, server.token)
+                jobs = [(where, docs, args.cases // args.workers, args.seed, deadline, args.per_round,
+                         (i, args.workers)) for i in range(args.workers)]
+                parts = list(pool.map(_work, jobs))
+            report = _merge(parts)
+        else:
+            report = run(server, docs, args.cases, args.seed, deadline=deadline, per_round=args.per_round,
+                         progress=_say)
         alive = srv.proc is not None and srv.proc.poll() is None
         intact = snapshot(server) == before if alive else False
         t0 = time.monotonic()
@@ -57,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     problems += report.server_errors + report.schema_violations + report.transport_errors
     load = f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end"
     lines = [
-        f"- {report.summary()}",
+        f"- {report.summary()}" + ("" if report.cases >= args.cases else
+                                   f" (stopped at the {args.minutes:g}-minute deadline, short of {args.cases:,})"),
         f"- status codes: {', '.join(f'{c}: {n:,}' for c, n in sorted(report.codes.items()))}",
         f"- server alive after the run: {'yes' if alive else 'NO'}; seeded objects identical after the run: "
         f"{'yes' if intact else 'NO'}; after kill -9 and restart ({restart_s:.1f} s): "

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 CASES = 2000
 SEED = 13
-BUDGET_S = 150.0  # a run cut short by a loaded machine still covers every operation (round-robin)
+BUDGET_S = 100.0  # a run cut short by a loaded machine still covers every operation (round-robin)
 
 
 def load_fuzz() -> ModuleType:
