@@ -108,7 +108,8 @@ def mpvs(health_checks: bool) -> list[dict[str, Any]]:
         {"metadata": {"name": "kernel-patch-2026-11"}, "spec": {
             "component": "kernel-patch", "version": "2026-11",
             "package": {"type": "binary", "name": "livepatch-2026-11", "version": "2026-11"},
-            "install": {"method": "script", "script": "kpatch load /var/lib/kpatch/livepatch-2026-11.ko"}}},
+            "install": {"method": "script", "script": "kpatch load /var/lib/kpatch/livepatch-2026-11.ko",
+                        "versionProbe": "kpatch list | grep -q livepatch-2026-11 && echo 2026-11"}}},
         {"metadata": {"name": "sysctl-fleet"}, "spec": {
             "component": "sysctl", "version": "v3", "package": {"type": "none"},
             "install": {"method": "config"},

@@ -8,17 +8,26 @@ operators report on.  The machine operator reads these models; the CRDs are gene
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, ClassVar, Final
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from kokpit.api.crdgen import PRESERVE_UNKNOWN, KindInfo, PrinterColumn, list_map, list_set
 from kokpit.api.meta import Condition, FailureRecord, ResourceModel, SpecModel, StatusModel
 
 __all__ = [
     "COMPONENT_PATTERN",
+    "CONFIG_DENIED",
+    "CONFIG_ROOTS",
+    "DEB_NAME_PATTERN",
+    "DEB_VERSION_PATTERN",
     "GROUP",
+    "OWNER_PATTERN",
+    "RPM_NAME_PATTERN",
+    "RPM_VERSION_PATTERN",
+    "SYSCTL_KEY_PATTERN",
     "VERSION",
     "ComponentStatus",
     "ConfigFile",
@@ -30,16 +39,19 @@ __all__ = [
     "Machine",
     "MachineCondition",
     "MachineConditionType",
+    "MachineDriver",
     "MachinePackageVersion",
     "MachinePackageVersionSpec",
     "MachineReason",
     "MachineSpec",
     "MachineStatus",
+    "NodeDriverName",
     "PackageConfig",
     "PackageRef",
     "PackageType",
     "ReadinessGate",
     "RunState",
+    "config_path_problem",
 ]
 
 GROUP: Final = "kokpit.io"
@@ -87,34 +99,159 @@ class HealthCheckType(StrEnum):
 
 
 # ------------------------------------------------------------------------------------------------ MPV
+# What a package manager accepts, per package type (Debian policy 5.6.1/5.6.12; rpm's naming rules). One
+# definition serves admission (CEL rules in the CRD) and the Python models (the operator and the node agent
+# refuse the same input the API server does, with the same message).
+DEB_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9+.-]+$"
+DEB_VERSION_PATTERN: Final = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
+RPM_NAME_PATTERN: Final = r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$"
+RPM_VERSION_PATTERN: Final = r"^([0-9]+:)?[A-Za-z0-9._+~^]+(-[A-Za-z0-9._+~^]+)?$"
+SYSCTL_KEY_PATTERN: Final = r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$"
+OWNER_PATTERN: Final = r"^([a-z_][a-z0-9_-]*|[0-9]+)(:([a-z_][a-z0-9_-]*|[0-9]+))?$"
+CONFIG_ROOTS: Final = ("/etc/", "/opt/", "/srv/", "/usr/local/", "/var/lib/")
+"""Folders config files may be written under (the agent also resolves symlinks inside its root)."""
+CONFIG_DENIED: Final = ("/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/group", "/etc/sudoers",
+                        "/etc/sudoers.d/")
+"""Credential files no component's config may replace, even inside an allowed root."""
+_PACKAGE_PATTERNS: Final = {"deb": (DEB_NAME_PATTERN, DEB_VERSION_PATTERN),
+                            "rpm": (RPM_NAME_PATTERN, RPM_VERSION_PATTERN)}
+
+
+def _cel(s: str) -> str:
+    return s.replace("\\", "\\\\")
+
+
+def _package_rules() -> list[JsonValue]:
+    rules: list[JsonValue] = []
+    for kind, (name_re, version_re) in _PACKAGE_PATTERNS.items():
+        rules += [
+            {"rule": f"self.type != '{kind}' || has(self.name) && self.name.matches('{_cel(name_re)}')",
+             "fieldPath": ".name",
+             "reason": "FieldValueInvalid",
+             "message": f"is not a valid {kind} package name (must match {name_re})"},
+            {"rule": f"self.type != '{kind}' || has(self.version) && self.version.matches('{_cel(version_re)}')",
+             "fieldPath": ".version", "reason": "FieldValueInvalid",
+             "message": f"is not a valid {kind} package version (must match {version_re})"},
+        ]
+    rules.append({"rule": "!has(self.repository) || !self.repository.contains('\\n')",
+                  "fieldPath": ".repository",
+                  "reason": "FieldValueInvalid", "message": "must be one line"})
+    return rules
+
+
+def _config_path_rules() -> list[JsonValue]:
+    roots = ", ".join(f"'{r}'" for r in CONFIG_ROOTS)
+    denied = " && ".join(f"!self.startsWith('{d}')" if d.endswith("/") else f"self != '{d}'"
+                         for d in CONFIG_DENIED)
+    return [
+        {"rule": "!self.contains('/../') && !self.endsWith('/..') && !self.contains('/./') "
+                 "&& !self.contains('//') && !self.endsWith('/')",
+         "message": "must be a normalized absolute file path (no '..', '.', '//' or trailing '/')"},
+        {"rule": f"[{roots}].exists(r, self.startsWith(r))",
+         "message": f"must be under one of {', '.join(CONFIG_ROOTS)}"},
+        {"rule": denied, "message": f"may not replace {', '.join(CONFIG_DENIED)}"},
+    ]
+
+
+def config_path_problem(path: str) -> str:
+    """Why ``path`` may not be a component's config file ("" when it may): the CEL rules' Python twin."""
+    if not path.startswith("/") or "/../" in path or path.endswith("/..") or "/./" in path \
+            or "//" in path or path.endswith("/") or "\x00" in path:
+        return "must be a normalized absolute file path (no '..', '.', '//' or trailing '/')"
+    if not any(path.startswith(r) for r in CONFIG_ROOTS):
+        return f"must be under one of {', '.join(CONFIG_ROOTS)}"
+    if any(path.startswith(d) if d.endswith("/") else path == d for d in CONFIG_DENIED):
+        return f"may not replace {', '.join(CONFIG_DENIED)}"
+    return ""
+
+
 class PackageRef(SpecModel):
-    """The package that carries the component (``none`` for config-only components)."""
+    """The package that carries the component (``none`` for config-only and script components)."""
 
     type: PackageType = PackageType.NONE
-    name: str = ""
-    version: str = ""
+    name: str = Field(default="", max_length=253)
+    version: str = Field(default="", max_length=128, description="Exact version (deb: [epoch:]upstream[-rev]).")
+    repository: str = Field(default="", max_length=1024, description=(
+        "Where the package comes from, one line: an apt source (`deb [trusted=yes] file:/srv/repo ./`) or a "
+        "dnf baseurl; empty: the host's configured repositories."))
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _package_rules()})
+
+    @model_validator(mode="after")
+    def _valid_for_type(self) -> PackageRef:
+        pats = _PACKAGE_PATTERNS.get(str(self.type))
+        if pats is not None:
+            if not re.match(pats[0], self.name):
+                raise ValueError(f"package.name: {self.name!r} is not a valid {self.type} package name "
+                                 f"(must match {pats[0]})")
+            if not re.match(pats[1], self.version):
+                raise ValueError(f"package.version: {self.version!r} is not a valid {self.type} package "
+                                 f"version (must match {pats[1]})")
+        if "\n" in self.repository:
+            raise ValueError("package.repository: must be one line")
+        return self
 
 
 class InstallMethod(SpecModel):
-    """How to install: through a package manager, with a script, or config only."""
+    """How to install: through a package manager, with scripts, or config only.
+
+    Scripts run with ``/bin/sh -c`` on the node (inside the agent's root), with ``KOKPIT_COMPONENT`` and
+    ``KOKPIT_VERSION`` set, each bounded by ``timeoutSeconds``.  ``versionProbe`` prints the installed
+    version (exit 0) or fails when nothing is installed: it is how an agent restarted mid-action finds out
+    what is really on the host, so a script install without one is refused.
+    """
 
     method: InstallMethodType = InstallMethodType.PACKAGE
     package_manager: str | None = Field(default=None, description="e.g. dnf, apt; default: the host's")
-    script: str | None = Field(default=None, description="Script body for method=script.")
+    script: str | None = Field(default=None, description="Install script for method=script.")
+    uninstall_script: str | None = Field(default=None, description="Uninstall script for method=script.")
+    version_probe: str | None = Field(default=None, description=(
+        "Script printing the installed version (method=script; required there)."))
+    timeout_seconds: int = Field(default=600, ge=1, le=7200, description="Bound on each script or package "
+                                                                          "manager run.")
+    service: str | None = Field(default=None, max_length=256, pattern=r"^[A-Za-z0-9:_.@-]+$", description=(
+        "systemd unit restarted after a change (when systemd runs on the host) and watched for run state."))
+    allow_downgrade: bool = Field(default=True, description=(
+        "Installing an older version than the installed one (a rollback) passes the package manager's "
+        "downgrade flag; false refuses it."))
     parameters: dict[str, str] = Field(default_factory=dict, description="Method parameters.")
 
 
 class ConfigFile(SpecModel):
-    path: str = Field(min_length=1, pattern=r"^/")
+    path: str = Field(min_length=2, max_length=1024, pattern=r"^/",
+                      json_schema_extra={"x-kubernetes-validations": _config_path_rules()})
     content: str = ""
     mode: str = Field(default="0644", pattern=r"^0?[0-7]{3,4}$")
+    owner: str = Field(default="root:root", max_length=65, pattern=OWNER_PATTERN,
+                       description="user[:group], names (looked up on the node) or numeric ids.")
+
+    @model_validator(mode="after")
+    def _allowed_path(self) -> ConfigFile:
+        problem = config_path_problem(self.path)
+        if problem:
+            raise ValueError(f"config.files[{self.path}].path: {problem}")
+        return self
 
 
 class PackageConfig(SpecModel):
-    """Configuration the component needs on the node: files and sysctl keys."""
+    """Configuration the component needs on the node: files and sysctl keys (applied and persisted)."""
 
     files: list[ConfigFile] = Field(default_factory=list, json_schema_extra=list_map("path"))
-    sysctl: dict[str, str] = Field(default_factory=dict)
+    sysctl: dict[str, str] = Field(default_factory=dict, max_length=256, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": f"self.all(k, k.matches('{_cel(SYSCTL_KEY_PATTERN)}') && !k.contains('..'))",
+         "message": f"sysctl keys must match {SYSCTL_KEY_PATTERN}, e.g. net.ipv4.ip_forward"},
+        {"rule": "self.all(k, !self[k].contains('\\n'))", "message": "sysctl values must be one line"},
+    ]})
+
+    @model_validator(mode="after")
+    def _valid_sysctl(self) -> PackageConfig:
+        for k, v in self.sysctl.items():
+            if not re.match(SYSCTL_KEY_PATTERN, k) or ".." in k:
+                raise ValueError(f"config.sysctl[{k}]: sysctl keys must match {SYSCTL_KEY_PATTERN}, "
+                                 "e.g. net.ipv4.ip_forward")
+            if "\n" in v:
+                raise ValueError(f"config.sysctl[{k}]: sysctl values must be one line")
+        return self
 
 
 class HealthCheck(SpecModel):
@@ -125,6 +262,15 @@ class HealthCheck(SpecModel):
     url: str | None = None
     unit: str | None = Field(default=None, description="systemd unit for type=systemd.")
     timeout_seconds: int = Field(default=10, ge=1, le=600)
+
+
+_SPEC_RULES: Final[list[JsonValue]] = [
+    {"rule": ("!has(self.install) || self.install.method != 'script' || (has(self.install.script) "
+              "&& self.install.script != '' && has(self.install.versionProbe) && self.install.versionProbe != '')"),
+     "fieldPath": ".install.versionProbe", "reason": "FieldValueRequired",
+     "message": "install.method script needs install.script and install.versionProbe (how a restarted "
+                "agent learns what is installed)"},
+]
 
 
 class MachinePackageVersionSpec(SpecModel):
@@ -139,6 +285,16 @@ class MachinePackageVersionSpec(SpecModel):
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     extra: dict[str, Any] = Field(default_factory=dict, json_schema_extra=PRESERVE_UNKNOWN,
                                   description="Free-form driver-specific settings.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> MachinePackageVersionSpec:
+        if self.install.method == InstallMethodType.SCRIPT and not (self.install.script
+                                                                     and self.install.version_probe):
+            raise ValueError("install.versionProbe: install.method script needs install.script and "
+                             "install.versionProbe (how a restarted agent learns what is installed)")
+        return self
 
 
 class MachinePackageVersion(ResourceModel):
@@ -210,6 +366,23 @@ class ReadinessGate(SpecModel):
     condition_type: str = Field(min_length=1, max_length=316, description="A condition that must be True.")
 
 
+class NodeDriverName(StrEnum):
+    """Which node driver reaches a Machine's host (kokpit.nodes.agent.DriverRouter)."""
+
+    SIMULATOR = "simulator"
+    AGENT = "agent"
+
+
+class MachineDriver(SpecModel):
+    """Per-Machine choice of node driver; unset fields take the machine operator's (per cluster) defaults."""
+
+    name: NodeDriverName | None = Field(default=None, description="simulator or agent; default: the "
+                                        "operator's --driver.")
+    endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https://[^\s/]+(:[0-9]{1,5})?/?$",
+                                 description="The node agent's URL; default https://<Node InternalIP>:"
+                                             "<the operator's --agent-port>.")
+
+
 class MachineSpec(SpecModel):
     node_name: str = Field(min_length=1, max_length=253, pattern=_NAME_PATTERN)
     packages: list[str] = Field(default_factory=list, json_schema_extra=list_set(),
@@ -217,6 +390,7 @@ class MachineSpec(SpecModel):
     readiness_gates: list[ReadinessGate] = Field(default_factory=list,
                                                  json_schema_extra=list_map("conditionType"))
     unschedulable: bool = Field(default=False, description="A person's cordon; kokpit always respects it.")
+    driver: MachineDriver | None = Field(default=None, description="How the operator reaches this node.")
 
 
 class ComponentStatus(StatusModel):

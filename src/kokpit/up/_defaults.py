@@ -90,7 +90,8 @@ def mpvs() -> list[Obj]:
         {"metadata": {"name": "kernel-patch-2026-11"}, "spec": {
             "component": "kernel-patch", "version": "2026-11",
             "package": {"type": "binary", "name": "livepatch-2026-11", "version": "2026-11"},
-            "install": {"method": "script", "script": "kpatch load /var/lib/kpatch/livepatch-2026-11.ko"}}},
+            "install": {"method": "script", "script": "kpatch load /var/lib/kpatch/livepatch-2026-11.ko",
+                        "versionProbe": "kpatch list | grep -q livepatch-2026-11 && echo 2026-11"}}},
         {"metadata": {"name": "sysctl-default"}, "spec": {
             "component": "sysctl", "version": "v1", "package": {"type": "none"}, "install": {"method": "config"},
             "config": {"sysctl": {"net.ipv4.ip_forward": "1", "vm.max_map_count": "262144"}}}},
