@@ -240,6 +240,9 @@ def _add_simulator() -> None:
 
 
 _add_simulator()
+_agent_cli = __import__("kokpit.cli.node_agent", fromlist=["node_agent"])
+app.command("node-agent")(_agent_cli.node_agent)
+app.command("node-agent-cert")(_agent_cli.node_agent_cert)
 
 
 def _add_control_plane() -> None:

@@ -21,21 +21,14 @@ unreachable: hardware fault).  A hung node never answers single-node calls (they
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
+from kokpit._lib.asgi import BodyError, Receive, Scope, Send, read_json, send_body
 from kokpit.nodes.driver import ComponentAction, ComponentSpec
 from kokpit.nodes.simulator import node_state_to_dict
 from kokpit.simulator._hosts import FaultError, HostBook, UnknownNodeError
 
 __all__ = ["DriverApp"]
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
 
 class _HttpError(Exception):
     def __init__(self, status: int, message: str, retryable: bool = False) -> None:
@@ -56,35 +49,17 @@ class DriverApp:
         if scope["type"] != "http":
             return
         try:
-            body = await self._body(receive)
+            body = await read_json(receive)
             status, data = await self._route(scope["method"], scope["path"], body)
+        except BodyError as e:
+            status, data = 400, {"error": str(e), "retryable": False}
         except _HttpError as e:
             status, data = e.status, {"error": e.message, "retryable": e.retryable}
         except UnknownNodeError as e:
             status, data = 404, {"error": f"node {e.args[0]} is not simulated here", "retryable": False}
         except (FaultError, ValueError, KeyError, TypeError) as e:
             status, data = 400, {"error": str(e), "retryable": False}
-        payload = orjson.dumps(data)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
-
-    @staticmethod
-    async def _body(receive: Receive) -> Any:
-        chunks: list[bytes] = []
-        while True:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        if not raw:
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise _HttpError(400, f"request body is not JSON: {e}") from None
+        await send_body(send, status, data)
 
     async def _reachable(self, node: str) -> None:
         """Wait out a silent hang (like a frozen host); refuse a hardware-faulted one."""

@@ -71,13 +71,13 @@ INDEXERS_CM = {"node": _cm_node}
 
 def slim_node(node: Obj) -> Obj:
     """A cache transform keeping what the operator reads of a Node: metadata (no managedFields), spec,
-    conditions and nodeInfo; images, capacity and addresses are dropped."""
+    conditions, nodeInfo and addresses (where a node agent listens); images and capacity are dropped."""
     meta = dict(node.get("metadata") or {})
     meta.pop("managedFields", None)
     status = node.get("status") or {}
     out: Obj = {"apiVersion": node.get("apiVersion", "v1"), "kind": node.get("kind", "Node"), "metadata": meta,
                 "spec": node.get("spec") or {},
-                "status": {k: status[k] for k in ("conditions", "nodeInfo") if k in status}}
+                "status": {k: status[k] for k in ("conditions", "nodeInfo", "addresses") if k in status}}
     return out
 
 
@@ -103,6 +103,10 @@ class MachineOperator:
         if self.node_informer.transform in (None, strip_managed_fields):
             self.node_informer.transform = slim_node  # 10,000 full Nodes would dominate the memory
         self.cm_informer = inf.informer(CONFIGMAP, label_selector=NODE_LABEL)
+        bind = getattr(driver, "bind", None)  # driver selection per Machine (kokpit.nodes.agent.RoutedDriver)
+        if bind is not None:
+            bind(lambda n: next(iter(self.machine_informer.store.by_index("node", n)), None),
+                 lambda n: self.node_informer.store.get_by_name(n))
         for informer, indexers in ((self.machine_informer, INDEXERS_MACHINE), (self.mpv_informer, INDEXERS_MPV),
                                    (self.cm_informer, INDEXERS_CM)):
             for name, fn in indexers.items():
