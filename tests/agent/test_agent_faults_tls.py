@@ -181,3 +181,50 @@ def test_site_repair_command_contract(tmp_path: Path, driver_pki: tuple[TLSFiles
         assert len([ln for ln in seen.read_text().splitlines() if ln.strip()]) == 2
     finally:
         agent.stop()
+
+
+async def test_site_repair_webhook_contract() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kokpit.nodes.repair import SiteRepair
+
+    got: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            got.append(body)
+            code, answer = {"reboot": (200, {"accepted": True, "message": "ok", "reference": "J-1"}),
+                            "reinstall": (409, {"accepted": False, "message": "rack locked"}),
+                            "power-cycle": (503, {"message": "bmc busy"})}[body["action"]]
+            data = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        hook = SiteRepair(webhook=f"http://127.0.0.1:{srv.server_address[1]}/repair", timeout=10)
+        ok = await hook.call("r-1", "n1", "reboot", "hung")
+        assert (ok.accepted, ok.reference, ok.retryable) == (True, "J-1", False)
+        assert got[0]["requestId"] == "r-1" and got[0]["node"] == "n1" and got[0]["kind"] == "RepairRequest"
+        refused = await hook.call("r-2", "n1", "reinstall", "")
+        assert not refused.accepted and not refused.retryable and "rack locked" in refused.message
+        busy = await hook.call("r-3", "n1", "power-cycle", "")
+        assert not busy.accepted and busy.retryable and "503" in busy.message
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    gone = await SiteRepair(webhook=f"http://127.0.0.1:{srv.server_address[1]}/repair", timeout=2).call(
+        "r-4", "n1", "reboot", "")
+    assert not gone.accepted and gone.retryable and "unreachable" in gone.message
+    with pytest.raises(ValueError):
+        SiteRepair(command=["x"], webhook="http://127.0.0.1:1/")

@@ -76,7 +76,12 @@ def crds() -> None:
 @app.command("machine-operator")
 def machine_operator(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the cluster to manage."),
-    driver_url: str = typer.Option(..., "--driver-url", help="Node driver endpoint (https://HOST:PORT)."),
+    driver_url: str = typer.Option("", "--driver-url", help="The simulator's node driver endpoint "
+                                   "(https://HOST:PORT); needed when any node uses the simulator."),
+    driver: str = typer.Option("simulator", "--driver", help="Default node driver of this cluster: simulator "
+                               "or agent (kokpit node-agent); a Machine's spec.driver overrides it."),
+    agent_port: int = typer.Option(9750, "--agent-port", min=1, max=65535, help="Port node agents listen on "
+                                   "(at the Node's address) unless a Machine names its agent's endpoint."),
     driver_tls_dir: Path | None = typer.Option(None, "--driver-tls-dir", help="Folder with the node driver's "
                                                "CA and this caller's certificate: ca.crt, tls.crt, tls.key."),
     driver_ca_file: Path | None = typer.Option(None, "--driver-ca-file", help="CA of the node driver (mutual "
@@ -100,6 +105,7 @@ def machine_operator(
     """Run the machine operator: hold every node at the final state its Machine declares."""
     import asyncio
 
+    from kokpit.nodes.agent import RoutedDriver
     from kokpit.nodes.mtls import TLSFiles
     from kokpit.nodes.simulator import SimulatorDriver
     from kokpit.operators.machine import OperatorOptions, run_operator
@@ -118,12 +124,15 @@ def machine_operator(
     else:
         fail("the node driver requires mutual TLS: pass --driver-tls-dir DIR, or --driver-ca-file, "
              "--driver-client-certificate and --driver-client-key")
+    if driver == "simulator" and not driver_url:
+        fail("--driver simulator needs --driver-url (or pass --driver agent)")
     try:
-        driver = SimulatorDriver(driver_url, tls=tls)
+        routed = RoutedDriver(default=driver, simulator=SimulatorDriver(driver_url, tls=tls) if driver_url else None,
+                              tls=tls, agent_port=agent_port)
     except (ValueError, OSError) as e:
-        fail(f"cannot use the node driver credentials: {e}")
+        fail(f"cannot use the node driver settings: {e}")
     try:
-        asyncio.run(run_operator(kubeconfig, driver, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
+        asyncio.run(run_operator(kubeconfig, routed, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
                                  risk_cluster=risk_cluster, risk_namespace=risk_namespace))
     except KeyboardInterrupt:
         pass
