@@ -29,29 +29,72 @@ HOLD = "var/tmp/kokpit-hold"  # while it exists, the demo package's 2.0 postinst
 POSTINST_STARTED = "var/tmp/kokpit-postinst-started"
 
 
-def _build_rootfs() -> Path:
-    """mmdebstrap --variant=minbase bookworm, once per machine (a lock for parallel sessions)."""
+def _build_rootfs(folder: Path = ROOTFS, include: str = "") -> Path:
+    """mmdebstrap --variant=minbase bookworm (plus ``include`` packages), once per machine (a lock for
+    parallel sessions)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (ROOTFS / "usr/bin/apt-get").exists():
-            return ROOTFS
+        if (folder / "usr/bin/apt-get").exists():
+            return folder
         if shutil.which("mmdebstrap") is None:
             pytest.fail("mmdebstrap is not installed: .ci/run installs it (apt-get install mmdebstrap)")
-        tmp = CACHE / "rootfs.tmp"
+        tmp = folder.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        r = subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", "bookworm", str(tmp)],
-                           capture_output=True, text=True, timeout=1500)
+        extra = [f"--include={include}"] if include else []
+        r = subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", *extra, "bookworm",
+                            str(tmp)], capture_output=True, text=True, timeout=1500)
         if r.returncode != 0:
             pytest.fail(f"mmdebstrap failed: {r.stderr[-2000:]}")
-        tmp.rename(ROOTFS)
-        return ROOTFS
+        tmp.rename(folder)
+        return folder
 
 
 @pytest.fixture(scope="session")
 def debian_rootfs() -> Path:
     return _build_rootfs()
+
+
+@pytest.fixture(scope="session")
+def rpm_rootfs() -> Path:
+    """A Debian root with rpm, dnf and createrepo_c from Debian's archive: the real rpm/dnf toolchain, in the
+    only package mirror CI has (there is no RPM distribution to bootstrap from here)."""
+    return _build_rootfs(CACHE / "rootfs-bookworm-rpm", "rpm,dnf,createrepo-c")
+
+
+RPM_SPEC = """Name: kokpit-demo
+Version: %{ver}
+Release: 1
+Summary: kokpit node agent test package
+License: MIT
+BuildArch: noarch
+%description
+kokpit node agent test package
+%install
+mkdir -p %{buildroot}/usr/share/kokpit-demo
+echo %{ver} > %{buildroot}/usr/share/kokpit-demo/version
+%files
+/usr/share/kokpit-demo/version
+"""
+
+
+@pytest.fixture(scope="session")
+def rpm_repo(tmp_path_factory: pytest.TempPathFactory, rpm_rootfs: Path) -> Path:
+    """A layer holding /srv/rpm-repo: kokpit-demo 1.0-1 and 2.0-1 built with rpmbuild, indexed by
+    createrepo_c (both run inside a throwaway host of the rpm root)."""
+    base = tmp_path_factory.mktemp("rpm-build")
+    host = FakeHost(base / "host", [rpm_rootfs])
+    try:
+        (host.merged / "tmp").mkdir(exist_ok=True)
+        host.sh(f"cat > /tmp/demo.spec <<'EOF'\n{RPM_SPEC}EOF\n"
+                "for v in 1.0 2.0; do rpmbuild -bb --define \"ver $v\" --define '_topdir /tmp/rb' "
+                "--define '_rpmdir /srv/rpm-repo' /tmp/demo.spec; done && createrepo_c -q /srv/rpm-repo")
+        layer = base / "layer"
+        shutil.copytree(base / "host/upper/srv", layer / "srv")
+    finally:
+        host.close()
+    return layer
 
 
 def build_deb(out: Path, version: str, *, postinst: str = "") -> Path:

@@ -93,3 +93,15 @@ async def test_agent_driver_without_endpoint_reports_unreachable(driver_pki: tup
         assert not st.reachable
     finally:
         await d.close()
+
+
+def test_fault_checker_sees_a_stopped_component(tmp_path: Any) -> None:
+    from kokpit.agent import FaultChecker
+    from kokpit.nodes import RunState
+
+    comps = {"kubelet": ComponentState("kubelet", "1.37.0", InstallState.INSTALLED, RunState.STOPPED),
+             "containerd": ComponentState("containerd", "1.7", InstallState.INSTALLED, RunState.RUNNING)}
+    faults = FaultChecker(min_free_percent=0, min_free_bytes=0).observe(str(tmp_path), str(tmp_path / "s"), comps)
+    assert faults == {"ComponentDown": "not running: kubelet 1.37.0"}
+    full = FaultChecker(min_free_percent=100.1).observe(str(tmp_path), str(tmp_path / "s"), {})
+    assert set(full) == {"DiskFull"}

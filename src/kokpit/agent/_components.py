@@ -294,7 +294,7 @@ class ComponentHost:
                 await plan.manager.repair(timeout)  # finish what an interrupted run left, first
                 await plan.manager.install(spec.name, plan.package.name, plan.package.version,
                                            plan.package.repository, allow_downgrade=inst.allow_downgrade,
-                                           timeout=timeout)
+                                           timeout=timeout, parameters=inst.parameters)
             rec.versions[plan.package.version] = spec.version
         elif inst.method == InstallMethodType.SCRIPT:
             have = await self._probe_script(inst)
