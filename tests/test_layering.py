@@ -67,7 +67,12 @@ LAYERS: dict[str, Layer] = {
     "kokpit.apiserver.storage": Layer("the API server's revisioned store (SQLite WAL)", (_LIB, "kokpit.apiserver")),
     "kokpit.nodes": Layer(
         "node drivers: how the machine operator reaches a host, and the mTLS driver endpoint", (_LIB, _API, _CLIENT),
-        network={"mtls": "listens: DriverServer, the mutual-TLS node driver endpoint (simulator, node agent)"}),
+        network={"mtls": "listens: DriverServer, the mutual-TLS node driver endpoint (simulator, node agent)",
+                 "repair": "dials: the site's repair webhook (reboot, reinstall, power cycle)"}),
+    "kokpit.agent": Layer(
+        "the node agent: the node driver for real hosts (package managers, config, faults)",
+        (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.nodes"),
+        network={"_health": "dials: a component's http health check URL"}),
     "kokpit.kubelet": Layer(
         "the local kubelet: one Node whose Pods are local processes (embedded mode)",
         (_LIB, _API, _CLIENT, _RUNTIME),
@@ -96,7 +101,7 @@ LAYERS: dict[str, Layer] = {
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
-         "kokpit.scheduler", "kokpit.controllermanager")),
+         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",
