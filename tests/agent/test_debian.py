@@ -20,6 +20,9 @@ from kokpit.nodes.mtls import TLSFiles
 
 from .conftest import DEMO, HOLD, POSTINST_STARTED, REPOSITORY, AgentProcess, FakeHost
 
+# the first test to run builds the cached Debian roots (mmdebstrap, a few minutes on a fresh machine)
+pytestmark = pytest.mark.timeout(1200)
+
 NODE = "demo-node"
 SYSCTL = "net.ipv4.ip_forward"
 

@@ -22,6 +22,9 @@ from kokpit.operators.machine import OperatorOptions, run_operator
 
 from .conftest import DEMO, HOLD, POSTINST_STARTED, REPOSITORY, AgentProcess, FakeHost
 
+# the first test to run builds the cached Debian roots (mmdebstrap, a few minutes on a fresh machine)
+pytestmark = pytest.mark.timeout(1200)
+
 MACHINE = Kind("kokpit.io", "v1alpha1", "Machine", "machines", namespaced=False)
 MPV = Kind("kokpit.io", "v1alpha1", "MachinePackageVersion", "machinepackageversions", namespaced=False)
 NODE_NAME = "demo-node"
@@ -55,7 +58,6 @@ def component(m: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in (m.get("status") or {}).get("components") or [] if c["name"] == "demo"), {})
 
 
-@pytest.mark.timeout(900)
 async def test_machine_operator_drives_a_debian_host_through_the_agent(
         apiserver: ApiServerProcess, agent: AgentProcess, fake_host: FakeHost,
         driver_pki: tuple[TLSFiles, TLSFiles]) -> None:

@@ -20,6 +20,8 @@ from kokpit.nodes.mtls import TLSFiles
 from .conftest import DEMO, AgentProcess, FakeHost
 from .test_debian import NODE, installed, wait_for
 
+# the first test to run builds the cached Debian roots (mmdebstrap, a few minutes on a fresh machine)
+pytestmark = pytest.mark.timeout(1200)
 
 @pytest.fixture
 def rpm_agent(tmp_path: Path, rpm_rootfs: Path, rpm_repo: Path,
@@ -42,7 +44,6 @@ def demo(version: str, **install: Any) -> ComponentSpec:
                                   **install})
 
 
-@pytest.mark.timeout(600)
 async def test_rpm_install_upgrade_rollback_uninstall(rpm_agent: tuple[FakeHost, AgentProcess],
                                                       driver_pki: tuple[TLSFiles, TLSFiles]) -> None:
     host, agent = rpm_agent

@@ -98,6 +98,7 @@ class ComponentHost:
         self.cache: dict[str, ComponentState] = {}
         self.config = ConfigApplier(host)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._start_locks: dict[str, asyncio.Lock] = {}
         self._pm_lock = asyncio.Lock()  # one package manager run per host (dpkg/rpm hold a global lock anyway)
         self._on_change = on_change
         self.faults: dict[str, str] = {}  # fault type → message, set by the fault checker
@@ -179,7 +180,13 @@ class ComponentHost:
         """Begin an action (idempotent: the same action already running or done reports its state).
 
         An uninstall may name only the component (the operator sends name and version): how to remove it
-        comes from the agent's record of what it installed."""
+        comes from the agent's record of what it installed.  Concurrent requests for one component are
+        decided one after the other, so two can never both start."""
+        lock = self._start_locks.setdefault(spec.name, asyncio.Lock())
+        async with lock:
+            return await self._start(action, spec)
+
+    async def _start(self, action: ComponentAction, spec: ComponentSpec) -> ComponentState:
         name = spec.name
         rec = self.records.get(name)
         if action == ComponentAction.UNINSTALL and rec is not None:
