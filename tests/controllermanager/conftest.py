@@ -47,6 +47,8 @@ class ControlPlane:
     scheduler: Scheduler | None = None
     managers: list[tuple[Manager, asyncio.Task[None], Client]] = field(default_factory=list)
 
+    restart_cm: Callable[[], Awaitable[None]] | None = None
+
     @property
     def nodes(self) -> list[str]:
         assert self.sim is not None and self.sim.book is not None
@@ -85,6 +87,19 @@ async def plane(shared_apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIter
             opts.node_lifecycle = node_lifecycle
         build(m2, opts)
         cp.managers.append((m2, asyncio.get_running_loop().create_task(m2.run()), c2))
+
+        async def restart_cm() -> None:
+            """Stop the controller-manager (all its memory goes) and start a fresh one on the same Lease."""
+            _m_old, task_old, c_old = cp.managers.pop()
+            task_old.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task_old, 10)
+            await c_old.close()
+            m_new, c_new = await _manager(shared_apiserver, f"kube-controller-manager-{prefix}x")
+            build(m_new, opts)
+            cp.managers.append((m_new, asyncio.get_running_loop().create_task(m_new.run()), c_new))
+
+        cp.restart_cm = restart_cm
         return cp
 
     try:

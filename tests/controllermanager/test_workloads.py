@@ -170,3 +170,28 @@ async def test_daemonset_readiness_reporter_writes_condition_configmaps(
                          what="gate reopened")
     finally:
         await driver.close()
+
+
+async def test_rollout_survives_a_controller_manager_restart(plane: Callable[..., Awaitable[ControlPlane]],
+                                                             namespace: str) -> None:
+    cp = await plane(nodes=3, controllers=["replicaset", "deployment"])
+    c, ns = cp.client, namespace
+    await c.create(DEPLOYMENT, deployment("api", 4), ns)
+
+    def done(d: Obj) -> bool:
+        st = d.get("status") or {}
+        return (st.get("observedGeneration") == d["metadata"]["generation"] and st.get("updatedReplicas") == 4
+                == st.get("availableReplicas") == st.get("replicas"))
+
+    await eventually(lambda: c.get(DEPLOYMENT, "api", ns), done, what="first rollout")
+    await c.patch(DEPLOYMENT, "api", {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:1.28"}]}}}}, ns, patch_type="strategic")
+    await eventually(lambda: c.list(REPLICASET, ns), lambda rs: len(rs.items) == 2, what="new ReplicaSet")
+    assert cp.restart_cm is not None
+    await cp.restart_cm()  # mid-rollout: every expectation and queue is gone; the API holds the state
+    d = await eventually(lambda: c.get(DEPLOYMENT, "api", ns), done, timeout=40, what="rollout finished")
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    rss = (await c.list(REPLICASET, ns)).items
+    assert sorted(r["spec"]["replicas"] for r in rss) == [0, 4]  # no third ReplicaSet, nothing doubled
+    pods = await running_pods(c, ns, "app=api")
+    assert len(pods) == 4 and {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.28"}
