@@ -3,11 +3,15 @@ real API server, with the simulator playing the kubelets."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import os
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import CONFIGMAP, EVENT, NODE, POD, Client, NotFoundError
 from kokpit.controllermanager._common import DAEMONSET, DEPLOYMENT, REPLICASET
 from kokpit.nodes.simulator import SimulatorDriver
@@ -93,7 +97,8 @@ async def test_unschedulable_pod_gets_condition_and_event(plane: Callable[..., A
 
 
 async def test_daemonset_runs_on_every_node_and_rolls(plane: Callable[..., Awaitable[ControlPlane]],
-                                                      namespace: str) -> None:
+                                                      namespace: str, shared_apiserver: ApiServerProcess,
+                                                      kubectl_bin: str) -> None:
     cp = await plane(nodes=3)
     c, ns = cp.client, namespace
     first = cp.nodes[0]
@@ -124,6 +129,18 @@ async def test_daemonset_runs_on_every_node_and_rolls(plane: Callable[..., Await
     pods = await running_pods(c, ns, "app=logs")
     assert {p["spec"]["containers"][0]["image"] for p in pods if p["spec"]["nodeName"] in mine} == {"fluent-bit:3.1"}
     assert d["status"]["desiredNumberScheduled"] >= 3
+
+    # real kubectl reads the ControllerRevisions: rollout status, then undo back to 3.0
+    env = {**os.environ, "KUBECONFIG": str(shared_apiserver.kubeconfig)}
+    out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "rollout", "status", "daemonset/logs", "-n", ns,
+                                                   "--timeout=30s"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "successfully rolled out" in out.stdout, out.stderr
+    out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "rollout", "undo", "daemonset/logs", "-n", ns],
+                                  env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    await eventually(lambda: running_pods(c, ns, "app=logs"), lambda ps: {
+        p["spec"]["containers"][0]["image"] for p in ps if p["spec"]["nodeName"] in mine} == {"fluent-bit:3.0"}
+        and on_mine(ps) == mine, timeout=40, what="rolled back to 3.0")
 
 
 async def test_daemonset_readiness_reporter_writes_condition_configmaps(
