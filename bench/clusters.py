@@ -5,7 +5,7 @@ Why: the seed says one meta cluster manages 3,000+ business clusters, and the is
 operator RSS < 1 GB — and asks for the API calls per Cluster reconcile.  One run measures all of it against
 fresh processes.
 
-No business API server runs: the local kubelet runs in its simulated mode (``kokpit kubelet --simulate``:
+No business API server runs: the local kubelet runs with a fake container runtime (``kokpit kubelet --fake-runtime``:
 Pods are bound and marked Running/Ready, no process starts) and the operator in the matching
 ``--trust-pod-readiness`` mode (its Prober does not dial the business endpoints, nobody would answer; the API
 server component is healthy exactly when its Pod is Ready, and ControlPlaneReady says it was not probed).
@@ -16,7 +16,7 @@ What happens, all on 127.0.0.1 in a temporary directory (every process is stoppe
 1. start the meta API server (ApiServerProcess), install the CRDs, create two CPVs (v1, v2: kube-apiserver,
    simulator, machine-operator; with ``simulation.nodes: 0`` only the API server Pod is due) and one
    namespace per Cluster (setup, not measured);
-2. start ``kokpit kubelet --simulate`` and wait for Node ``local``; start ``kokpit cluster-operator
+2. start ``kokpit kubelet --fake-runtime`` and wait for Node ``local``; start ``kokpit cluster-operator
    --trust-pod-readiness --metrics-port P`` (NodePorts from a range wide enough for N) and wait for /readyz;
 3. **empty → Ready**: create N Clusters (``--concurrency`` at once) and watch them until every one has
    condition Ready True on ``status.packageVersion`` v1;
@@ -264,7 +264,7 @@ class Bench:
     def start_kubelet(self) -> None:
         assert self.api is not None
         self.kubelet = self._spawn("kubelet", ["kubelet", "--kubeconfig", str(self.api.kubeconfig), "--data-dir",
-                                               str(self.tmp / "kubelet"), "--simulate", "--port", "0"])
+                                               str(self.tmp / "kubelet"), "--fake-runtime", "--port", "0"])
 
     def start_operator(self) -> None:
         assert self.api is not None
@@ -466,7 +466,7 @@ def per_reconcile(p: Phase) -> list[str]:
 def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
     out = [f"N = {res.clusters:,} Clusters, each in its own namespace, `simulation.nodes: 0` (one API server Pod "
            f"each; the CPVs also carry simulator and machine-operator, not due without nodes); operator "
-           f"`--workers {args.workers} --trust-pod-readiness`, `kokpit kubelet --simulate`; {args.concurrency} "
+           f"`--workers {args.workers} --trust-pod-readiness`, `kokpit kubelet --fake-runtime`; {args.concurrency} "
            f"concurrent writes from the bench.",
            f"Load: before {res.load_before}; at measurement start {res.load_start}; after {res.load_after}.",
            "",

@@ -22,8 +22,8 @@ import pytest
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import LEASE, NODE, POD, SECRET, Client, NotFoundError
 from kokpit.kubelet import Kubelet, KubeletOptions
-from kokpit.kubelet._kubelet import _PodWorker
 from kokpit.kubelet._procs import process_start_time
+from kokpit.kubelet._worker import PodWorker
 
 Obj = dict[str, Any]
 NS = "default"
@@ -351,7 +351,7 @@ async def test_secret_and_configmap_volumes_env_and_mounts(env: tuple[Client, Ku
     }], volumes=[{"name": "data", "hostPath": {"path": "/srv/cluster-a"}},
                  {"name": "pki", "secret": {"secretName": "pki"}}])
     created = await client.create(POD, {**spec, "spec": {**spec["spec"], "nodeName": "does-not-exist"}})
-    w = _PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
+    w = PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
     w._prepare_volumes()
     argv, envv, cwd = await w._command(w.containers[0])
     data = runner.data_dir.resolve() / "hostpath" / "srv" / "cluster-a"
@@ -367,7 +367,7 @@ async def test_secret_and_configmap_volumes_env_and_mounts(env: tuple[Client, Ku
 
 async def test_simulate_marks_ready_without_processes(apiserver: ApiServerProcess, tmp_path: Path) -> None:
     client = Client.from_kubeconfig(apiserver.kubeconfig)
-    runner = KubeletRunner(client, tmp_path / "sim", simulate=True)
+    runner = KubeletRunner(client, tmp_path / "sim", fake_runtime=True)
     try:
         await runner.start()
         for i in range(5):

@@ -143,8 +143,10 @@ def kubelet_cmd(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the meta cluster."),
     data_dir: Path = typer.Option(..., "--data-dir", help="Where Pods' folders, logs and volumes live."),
     node_name: str = typer.Option("local", "--node-name", help="Name of the Node to register."),
-    simulate: bool = typer.Option(False, "--simulate",
-                                  help="Start no processes: report Pods Running/Ready (scale benchmarks)."),
+    fake_runtime: bool = typer.Option(False, "--fake-runtime",
+                                      help="A fake container runtime: start no processes, report Pods "
+                                      "Running/Ready (cluster operator scale benchmarks). Not the fleet "
+                                      "simulator (`kokpit simulator`), which simulates whole hosts."),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Log endpoint port (0 picks a free one)."),
     bind_pending: bool = typer.Option(True, "--bind-pending/--no-bind-pending",
                                       help="Bind unscheduled Pods (default scheduler) to this Node."),
@@ -163,7 +165,7 @@ def kubelet_cmd(
     if kubeconfig is not None and not kubeconfig.is_file():
         fail(f"kubeconfig {kubeconfig} not found")
     setup_logging(verbose, quiet_http=True)
-    opts = KubeletOptions(data_dir=data_dir, node_name=node_name, simulate=simulate, log_port=port,
+    opts = KubeletOptions(data_dir=data_dir, node_name=node_name, fake_runtime=fake_runtime, log_port=port,
                           bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap)
     try:
         asyncio.run(run_kubelet(kubeconfig, opts, stop_pods_on_exit=stop_pods_on_exit))
@@ -192,7 +194,7 @@ def cluster_operator(
                                            help="kokpit image of the Pods that remove a deleted cluster's "
                                            "data on its nodes (default kokpit:<this version>)."),
     trust_pod_readiness: bool = typer.Option(False, "--trust-pod-readiness",
-                                             help="Simulated-kubelet mode (`kokpit kubelet --simulate`, scale "
+                                             help="For a kubelet with a fake runtime (`kokpit kubelet --fake-runtime`, scale "
                                              "benchmarks): no business API server runs, so judge it by its "
                                              "Pod's readiness instead of probing /readyz."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),

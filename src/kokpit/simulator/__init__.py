@@ -5,8 +5,8 @@ components when the machine operator asks through the node driver API, and fails
 It reaches the API server only through :mod:`kokpit.client` and :mod:`kokpit.runtime`.
 """
 
+from kokpit.simulator._heartbeats import LEASE_NAMESPACE, SIMULATED_LABEL
 from kokpit.simulator._hosts import FAULT_TYPES, FailRule, HostBook, HostDB
-from kokpit.simulator._kubelet import LEASE_NAMESPACE, SIMULATED_LABEL
 from kokpit.simulator._simulator import Simulator, SimulatorOptions, node_names, run, serve
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 from kokpit._lib.clock import Clock, RealClock, format_time, parse_time
 from kokpit.client import POD, Client, ConflictError, NotFoundError
 from kokpit.runtime import Controller, Informer, Request, Result, is_true
+from kokpit.simulator._heartbeats import node_ip, pod_cidr
 from kokpit.simulator._hosts import HostBook
-from kokpit.simulator._kubelet import node_ip, pod_cidr
 
 __all__ = ["PodRunner"]
 

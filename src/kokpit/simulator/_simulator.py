@@ -1,7 +1,7 @@
 """One simulator process: N simulated hosts behind the driver API, registered as Nodes, running pods.
 
 Assembles the parts — host state (``_hosts``), the driver/fault HTTP server (``_http``), kubelet heartbeats
-(``_kubelet``) and pods (``_pods``) — so the CLI, tests and ``kokpit up`` start the same thing in-process.
+(``_heartbeats``) and pods (``_pods``) — so the CLI, tests and ``kokpit up`` start the same thing in-process.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from kokpit._lib.aio import cancel_and_wait
 from kokpit.client import NODE, POD, Client
 from kokpit.nodes.mtls import DriverServer, TLSFiles, is_wildcard, local_pki
 from kokpit.runtime import Handlers, InformerFactory
+from kokpit.simulator._heartbeats import SIMULATED_LABEL, NodeHeartbeats
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
-from kokpit.simulator._kubelet import SIMULATED_LABEL, Kubelets
 from kokpit.simulator._pods import PodRunner
 
 __all__ = ["Simulator", "SimulatorOptions", "node_names", "run"]
@@ -77,7 +77,7 @@ class Simulator:
                 raise RuntimeError(f"cannot load kubeconfig {opts.kubeconfig or '(default)'}: {e}") from e
         self.client = client
         self.book: HostBook | None = None
-        self.kubelets: Kubelets | None = None
+        self.heartbeats: NodeHeartbeats | None = None
         self.runner: PodRunner | None = None
         self.factory = InformerFactory(self.client)
         self.driver_url = ""
@@ -111,19 +111,19 @@ class Simulator:
         # renewals are latency-bound (the server's group commit), so concurrency grows with the fleet
         workers = o.heartbeat_workers or min(64, max(8, o.nodes // 150))
         await self._serve_driver(DriverApp(book, hang_seconds=o.hang_seconds))
-        self.kubelets = Kubelets(self.client, book, seed=o.seed, lease_period=o.lease_period,
+        self.heartbeats = NodeHeartbeats(self.client, book, seed=o.seed, lease_period=o.lease_period,
                                  lease_jitter=o.lease_jitter, status_report_period=o.status_report_period,
                                  driver_url=self.driver_url, workers=workers)
         pods = self.factory.informer(POD)
         nodes = self.factory.informer(NODE, label_selector=f"{SIMULATED_LABEL}=true")
         self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
-        book.listeners.append(self.kubelets.host_changed)
+        book.listeners.append(self.heartbeats.host_changed)
         book.listeners.append(self.runner.host_changed)
-        kubelets = self.kubelets
-        nodes.add_event_handler(Handlers(add=kubelets.node_seen, update=lambda _old, new: kubelets.node_seen(new)))
-        secs = await self.kubelets.register()
+        heartbeats = self.heartbeats
+        nodes.add_event_handler(Handlers(add=heartbeats.node_seen, update=lambda _old, new: heartbeats.node_seen(new)))
+        secs = await self.heartbeats.register()
         log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
-        self.kubelets.start()
+        self.heartbeats.start()
         self.factory.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.runner.controller.run(), name="sim-pods"))
@@ -153,7 +153,7 @@ class Simulator:
             (o.data_dir / "driver-url").write_text(self.driver_url + "\n")
 
     def stats(self) -> dict[str, Any]:
-        k, r = self.kubelets, self.runner
+        k, r = self.heartbeats, self.runner
         return {
             "nodes": len(self.book.hosts) if self.book else 0,
             "registrationSeconds": round(k.registration_seconds, 3) if k else None,
@@ -172,8 +172,8 @@ class Simulator:
         self._stopped = True
         if self._server is not None:
             await self._server.stop()
-        if self.kubelets is not None:
-            await self.kubelets.stop()
+        if self.heartbeats is not None:
+            await self.heartbeats.stop()
         await self.factory.stop()
         await cancel_and_wait(self._tasks)
         self._tasks = []
@@ -199,7 +199,7 @@ async def serve(opts: SimulatorOptions) -> None:
     try:
         await sim.start()
         print(f"kokpit simulator: {opts.nodes} nodes registered in "
-              f"{sim.kubelets.registration_seconds if sim.kubelets else 0:.2f}s; driver at {sim.driver_url}",
+              f"{sim.heartbeats.registration_seconds if sim.heartbeats else 0:.2f}s; driver at {sim.driver_url}",
               flush=True)
         await stop.wait()
     finally:

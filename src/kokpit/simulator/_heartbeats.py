@@ -1,4 +1,8 @@
-"""The kubelet half of every simulated host: Node registration, Lease heartbeats and node status.
+"""What each simulated host reports as a kubelet would: Node registration, Lease heartbeats and node status.
+
+Only the reporting half of a kubelet, for thousands of hosts at once; nothing runs (pods on these hosts are
+:mod:`kokpit.simulator._pods`).  Not :mod:`kokpit.kubelet`, the local kubelet that runs one Node's Pods as
+processes (or, with ``--fake-runtime``, reports them Ready without processes).
 
 Thousands of hosts share one process, so nothing here is per-node concurrency: a single scheduler heap
 spreads Lease renewals evenly across the period (with kubelet's jitter) and hands due work to a small
@@ -32,9 +36,9 @@ from kokpit.client import (
 from kokpit.runtime import ShutDownError, WorkQueue
 from kokpit.simulator._hosts import Host, HostBook
 
-__all__ = ["LEASE_NAMESPACE", "SIMULATED_LABEL", "Kubelets", "node_ip", "pod_cidr"]
+__all__ = ["LEASE_NAMESPACE", "SIMULATED_LABEL", "NodeHeartbeats", "node_ip", "pod_cidr"]
 
-log = logging.getLogger("kokpit.simulator.kubelet")
+log = logging.getLogger("kokpit.simulator.heartbeats")
 
 LEASE_NAMESPACE = "kube-node-lease"
 SIMULATED_LABEL = "kokpit.io/simulated"
@@ -63,7 +67,7 @@ def _kubelet_version(v: str) -> str:
     return ("" if not v else v if v.startswith("v") else f"v{v}")
 
 
-class Kubelets:
+class NodeHeartbeats:
     """Registers and heartbeats every host of a :class:`HostBook` against the API server."""
 
     def __init__(
