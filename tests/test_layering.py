@@ -61,9 +61,10 @@ LAYERS: dict[str, Layer] = {
                             network={"manager": "listens: the manager's /metrics and /healthz endpoint"}),
     "kokpit.apiserver": Layer(
         "the embedded API server (imports no client, runtime or operator code)",
-        (_LIB, "kokpit.apiserver.storage"),
+        (_LIB, "kokpit.apiserver.patch", "kokpit.apiserver.storage"),
         network={"server": "listens: uvicorn on the API server's socket",
                  "testing": "test helper (kokpit's envtest): starts a server and polls it over HTTPS"}),
+    "kokpit.apiserver.patch": Layer("the patch engine: pure functions on JSON values", ("kokpit.apiserver",)),
     "kokpit.apiserver.storage": Layer("the API server's revisioned store (SQLite WAL)", (_LIB, "kokpit.apiserver")),
     "kokpit.nodes": Layer(
         "node drivers: how the machine operator reaches a host, and the mTLS driver endpoint", (_LIB, _API, _CLIENT),
