@@ -85,7 +85,7 @@ LAYERS: dict[str, Layer] = {
     "kokpit.operators": Layer("the operators' namespace (each operator is its own row)", OPERATOR),
     "kokpit.operators.cluster": Layer(
         "the cluster operator: business clusters' control planes as Pods", OPERATOR,
-        network={"*": "binds a socket to pick free ports for the components it runs"}),
+        network={"_resources": "binds a socket to see whether a NodePort is free on this host (embedded mode)"}),
     "kokpit.operators.machine": Layer("the machine operator: hosts through node drivers", (*OPERATOR, "kokpit.nodes")),
     "kokpit.operators.risk": Layer("the risk center: Permits decided against RiskPolicies, the RiskLedger, "
                                    "gates (PromQL through client.JsonHttpClient), probers, breakers", OPERATOR),
