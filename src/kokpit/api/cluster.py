@@ -106,6 +106,7 @@ class ClusterConditionType(StrEnum):
     UPGRADING = "Upgrading"
     DEGRADED = "Degraded"
     READY = "Ready"
+    RISK_PERMITTED = "RiskPermitted"  # False while a release step waits for a risk-center Permit
 
 
 class ClusterReason:

@@ -197,6 +197,8 @@ def cluster_operator(
                                              help="For a kubelet with a fake runtime (`kokpit kubelet --fake-runtime`, scale "
                                              "benchmarks): no business API server runs, so judge it by its "
                                              "Pod's readiness instead of probing /readyz."),
+    ask_risk_center: bool = typer.Option(False, "--ask-risk-center", help="Take a control-plane-release Permit "
+                                         "from the risk center before a release replaces a running component."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the cluster operator: business cluster control planes as Pods of the meta cluster."""
@@ -216,7 +218,7 @@ def cluster_operator(
     if tools_image:
         opts.tools_image = tools_image
     try:
-        asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port))
+        asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port, ask_risk_center=ask_risk_center))
     except KeyboardInterrupt:
         pass
 

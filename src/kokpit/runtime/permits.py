@@ -472,6 +472,9 @@ class PermitGate:
     def open_for(self, target: str) -> list[PermitView]:
         return self.permits.open_permits(target)
 
+    def open_all(self) -> list[PermitView]:
+        return self.permits.open_permits()
+
     async def finish(self, view: PermitView, outcome: PermitOutcome, message: str = "",
                      post_check: Obj | None = None) -> None:
         with contextlib.suppress(ApiError, TransportError):

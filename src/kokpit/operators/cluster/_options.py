@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kokpit import __version__
 
@@ -32,3 +34,6 @@ class OperatorOptions:
     trust_pod_readiness: bool = False
     # the kokpit image of the Pods that remove a deleted cluster's data folder on its nodes
     tools_image: str = f"kokpit:{__version__}"
+    # ask the risk center before a release replaces a running component (issue 14): (namespace, cluster) ->
+    # that Cluster's kokpit.runtime.permits.PermitGate; None: do not ask
+    risk: Callable[[str, str], Any] | None = None

@@ -21,6 +21,7 @@ from kokpit.api.cluster import (
     ClusterComponentStatus,
     ClusterSpec,
 )
+from kokpit.api.risk import OperationType
 from kokpit.client import POD, AlreadyExistsError, NotFoundError, ObjectClient
 from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
@@ -57,6 +58,7 @@ class Walk:
     rollback: str = ""  # why the release step failed (the operator turns back)
     degraded: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    risk: tuple[str, str] | None = None  # (RiskQueued | RiskDenied | RiskPending, why) while a step waits for it
 
 
 def replicas_of(comp: Obj, spec: ClusterSpec, driver: bool) -> int:
@@ -212,12 +214,28 @@ class Walker:
     async def _replace_outdated(self, c: _Component, pod_name: str, cur: Obj) -> None:
         """Outdated Pods are replaced one at a time (a broken one at once: it serves nothing anyway)."""
         if self.may_act or not pod_ready(cur):
+            if self.releasing and pod_ready(cur) and not await self._permitted(c, pod_name):
+                return
             await self._delete(pod_name)
             self.walk.actions.append(f"replacing {pod_name} with {self.target_name}")
             self.may_act = False
             self._wait(c, f"{pod_name} being replaced")
         else:
             self._wait(c, f"{pod_name} to be replaced")
+
+    async def _permitted(self, c: _Component, pod_name: str) -> bool:
+        """A release replaces a running component only with a control-plane-release Permit (issue 14)."""
+        if self.opts.risk is None:
+            return True
+        gate = self.opts.risk(self.names.namespace, self.names.cluster)
+        adm = await gate.admit(OperationType.CONTROL_PLANE_RELEASE, [pod_name], self.target_name,
+                               reason=f"release {self.target_name} of {self.names.cluster}")
+        if adm.granted:
+            return True
+        self.walk.risk = (adm.reason, adm.message)
+        self.may_act = False
+        self._wait(c, f"{pod_name} waits for the risk center: {adm.message}")
+        return False
 
     async def _label_release(self, c: _Component, pod_name: str, cur: Obj) -> Obj:
         """The same Pod in both releases: nothing to restart, but it must say which release it runs."""

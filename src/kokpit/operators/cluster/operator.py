@@ -29,8 +29,9 @@ from typing import Any
 from kokpit._lib import pki
 from kokpit._lib.backoff import ExponentialBackoff
 from kokpit._lib.clock import Clock
-from kokpit.api.cluster import SIMULATOR_COMPONENT, ClusterSpec, DeletionPolicy
+from kokpit.api.cluster import SIMULATOR_COMPONENT, ClusterConditionType, ClusterSpec, DeletionPolicy
 from kokpit.api.machine import GROUP, VERSION
+from kokpit.api.risk import PermitOutcome
 from kokpit.client import CONFIGMAP, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
 from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
@@ -61,6 +62,7 @@ from kokpit.runtime import (
     act,
     add_finalizer,
     done,
+    find_condition,
     has_finalizer,
     is_deleting,
     wait,
@@ -271,6 +273,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
                         target=ctx.release.target, wiring=wiring, pods=self.resources.owned_pods(ctx.names),
                         probe=ctx.probe, memory=ctx.memory, now=ctx.now)
         ctx.walk = await walker.run(driver)
+        if self.opts.risk is not None:
+            await self._settle_permits(ctx, ctx.walk)
         if ctx.walk.rollback:
             return wait("RollingBack", ctx.walk.rollback)
         if ctx.walk.actions:
@@ -278,6 +282,23 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         return done()
 
     # ------------------------------------------------------------------------------ helpers
+    async def _settle_permits(self, ctx: ClusterCtx, walk: Walk) -> None:
+        """RiskPermitted says why a release step waits; a finished release releases its permits (Succeeded),
+        a release turned back releases them Failed (counted by the policies' breakers)."""
+        assert self.opts.risk is not None
+        if walk.risk is not None:
+            ctx.condition(ClusterConditionType.RISK_PERMITTED, False, *walk.risk)
+        elif (find_condition(ctx.conditions, ClusterConditionType.RISK_PERMITTED) or {}).get("status") == "False":
+            ctx.condition(ClusterConditionType.RISK_PERMITTED, True, "Permitted", "no release step waits for the risk center")
+        if not (walk.converged or walk.rollback):
+            return
+        gate = self.opts.risk(ctx.names.namespace, ctx.names.cluster)
+        for view in gate.open_all():
+            if view.granted:
+                ok = not walk.rollback
+                await gate.finish(view, PermitOutcome.SUCCEEDED if ok else PermitOutcome.FAILED,
+                                  "release done" if ok else f"release turned back: {walk.rollback}")
+
     async def _probe(self, ctx: ClusterCtx) -> None:
         ctx.endpoint = self.resources.endpoint(ctx.names)
         if ctx.endpoint is None:

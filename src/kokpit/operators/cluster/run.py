@@ -6,6 +6,7 @@ client from kubeconfig, a Manager (probes and metrics), the operator wired onto 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from kokpit.client import Client
 from kokpit.operators.cluster.operator import ClusterOperator, OperatorOptions, Prober
 from kokpit.runtime import Manager
 from kokpit.runtime.informer import strip_managed_fields
+from kokpit.runtime.permits import PermitClient, PermitGate
 
 __all__ = ["run_operator"]
 
@@ -26,9 +28,21 @@ async def run_operator(
     prober: Prober | None = None,
     http_port: int | None = 0,
     handle_signals: bool = True,
+    ask_risk_center: bool = False,
 ) -> None:
-    """Run the cluster operator against the meta cluster until SIGTERM/SIGINT (or cancellation)."""
+    """Run the cluster operator against the meta cluster until SIGTERM/SIGINT (or cancellation); with
+    ``ask_risk_center`` every release step that replaces a running component first takes a permit."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-cluster-operator")
+    gates: dict[tuple[str, str], PermitGate] = {}
+    if ask_risk_center:
+        def gate(namespace: str, cluster: str) -> PermitGate:
+            g = gates.get((namespace, cluster))
+            if g is None:
+                g = gates[(namespace, cluster)] = PermitGate(PermitClient(
+                    client, namespace=namespace, cluster=cluster, holder="cluster-operator"))
+            return g
+
+        options = dataclasses.replace(options or OperatorOptions(), risk=gate)
     try:
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
                           cache_transform=strip_managed_fields)
@@ -36,4 +50,6 @@ async def run_operator(
         log.info("cluster operator starting against %s", client.server)
         await manager.run()
     finally:
+        for g in gates.values():
+            await g.permits.close()
         await client.close()
