@@ -303,3 +303,20 @@ def test_planted_violations_fail(tmp_path: Path) -> None:
     assert any("cli/main.py: allowed the network in LAYERS but uses none" in v for v in found), found
     assert any("allows the network to kokpit.cli.old, which does not exist" in v for v in found), found
     assert len(found) == len(expect) + 4, found
+
+
+def markdown_table(layers: dict[str, Layer] = LAYERS) -> str:
+    """The table as docs/architecture.md shows it (``.venv/bin/python tests/test_layering.py`` prints it)."""
+    def short(name: str) -> str:
+        return "`kokpit` (root)" if name == "kokpit" else f"`{name.removeprefix('kokpit.')}`"
+
+    out = ["| package | role | may import (besides itself and the root's `__version__`) | network |", "|---|---|---|---|"]
+    for name, layer in layers.items():
+        imports = ", ".join(short(p) for p in layer.may_import) or "nothing from kokpit"
+        network = "; ".join(f"`{m}`: {why}" if m != "*" else f"all: {why}" for m, why in layer.network.items()) or "—"
+        out.append(f"| {short(name)} | {layer.role} | {imports} | {network} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
