@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kokpit.client import CONFIGMAP, NAMESPACE, NODE, AlreadyExistsError, ApiError, Client, TransportError
+from kokpit.nodes import DriverError
 from kokpit.nodes.mtls import write_files
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.cluster import CLUSTER, CPV
@@ -250,7 +251,7 @@ class Release:
         self.want = RELEASES[0]
 
     async def begin(self, fleet: ChaosFleet, i: int) -> None:
-        self.want = RELEASES[i % 2]
+        self.want = RELEASES[(RELEASES.index(self.want) + 1) % 2] if i else RELEASES[0]  # the other one
         for c in fleet.cluster_names:
             await _retry(lambda c=c: fleet.meta.patch(CLUSTER, c, {"spec": {"packageVersion": self.want}},
                                                       CLUSTER_NAMESPACE))
@@ -275,7 +276,7 @@ class KubeletWave:
         self.want = KUBELETS[0]
 
     async def begin(self, fleet: ChaosFleet, i: int) -> None:
-        self.want = KUBELETS[(i + 1) % 2]
+        self.want = KUBELETS[(KUBELETS.index(self.want) + 1) % 2]  # the other one
         for c in fleet.cluster_names:
             client = await fleet.business(c)
             machines = (await _retry(lambda cl=client: cl.list(MACHINE))).items
@@ -305,7 +306,7 @@ async def _retry(fn: Callable[[], Awaitable[Any]], timeout: float = 120.0) -> An
     while True:
         try:
             return await fn()
-        except (ApiError, TransportError, OSError, TimeoutError) as e:
+        except (ApiError, TransportError, DriverError, OSError, TimeoutError) as e:
             if isinstance(e, ApiError) and e.code in (400, 404, 409, 422):
                 raise
             if time.monotonic() > deadline:
@@ -463,6 +464,7 @@ class ChaosOptions:
 @dataclass
 class RoundResult:
     change: str
+    target: str  # the version it went to
     kills: list[str]
     converged: bool
     seconds: float
@@ -531,9 +533,9 @@ async def run_chaos(opts: ChaosOptions, log: Callable[[str], None] = print) -> C
                     killed.append(name)
                     result.kills[kind_of(name)] += 1
             ok, _, why = await fleet.wait(change, opts.converge_timeout)
-            r = RoundResult(change.name, killed, ok, time.monotonic() - t0, why)
+            r = RoundResult(change.name, str(getattr(change, "want", "")), killed, ok, time.monotonic() - t0, why)
             result.rounds.append(r)
-            log(f"round {i + 1}: {change.name}, killed {', '.join(killed) or 'nothing'}; "
+            log(f"round {i + 1}: {change.name} to {r.target}, killed {', '.join(killed) or 'nothing'}; "
                 + (f"converged in {r.seconds:.1f} s" if ok else f"NOT converged: {why}"))
             if not ok:
                 break

@@ -48,7 +48,8 @@ async def test_short_seeded_chaos(chaos: ModuleType, tmp_path: Path) -> None:
     lines: list[str] = []
     res = await chaos.run_chaos(opts, log=lines.append)
     report = "\n".join(lines + res.lines())
-    assert [r.change for r in res.rounds] == ["release", "kubelet wave"], report
+    assert [(r.change, r.target) for r in res.rounds] == [("release", "chaos-b"),
+                                                          ("kubelet wave", "kubelet-v1.37.0")], report
     assert all(r.converged for r in res.rounds), report
     assert sum(res.kills.values()) == 4, report
     assert res.figures["markers acknowledged"] > 0 and res.figures["installs completed"] > 0, report

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import CONFIGMAP, CRD, LEASE, ApiError, Client, Kind, NotFoundError, ResourceExpiredError
 from kokpit.runtime import (
@@ -282,19 +283,13 @@ async def _create_widget_crd(client: Client) -> None:
     await eventually(served)
 
 
-async def _http_get(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+async def _http_get(port: int, path: str, token: str = "") -> tuple[int, bytes]:
+    return await scrape(f"https://127.0.0.1:{port}{path}", token)
 
 
 async def test_manager_copy_operator_probes_metrics_and_sigterm(client: Client) -> None:
     await _create_widget_crd(client)
-    mgr = Manager(client)
+    mgr = Manager(client, metrics_tokens=["t" * 32])
     inf = mgr.informers.informer(WIDGET, "default")
     writes_before = client.metrics.count("patch", 200)
 
@@ -329,7 +324,9 @@ async def test_manager_copy_operator_probes_metrics_and_sigterm(client: Client) 
     assert client.metrics.count("get", 200) == 0
     assert (await _http_get(port, "/healthz"))[0] == 200
     assert (await _http_get(port, "/readyz"))[0] == 200
-    code, body = await _http_get(port, "/metrics")
+    assert (await _http_get(port, "/metrics"))[0] == 401  # HTTPS and a bearer token, like the API server's
+    assert mgr.metrics_url == f"https://127.0.0.1:{port}/metrics"
+    code, body = await _http_get(port, "/metrics", "t" * 32)
     assert code == 200
     assert b'kokpit_reconcile_total{controller="copy",result="success"}' in body
     assert b'kokpit_client_requests_total{code="200",verb="patch"}' in body

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 import typer
 
+from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.cli._simulator import parse_duration
 from kokpit.client import LEASE, NAMESPACE, NODE, POD, Client, NotFoundError
@@ -330,6 +331,15 @@ async def test_driver_is_mutual_tls_and_advertised_without_wildcards(client: Cli
     wild = await start_sim(nodes=1, driver_host="0.0.0.0", driver_advertise="127.0.0.1",
                            data_dir=tmp_path / "wild2")
     assert wild.driver_url.startswith("https://127.0.0.1:")
+
+
+async def test_metrics_are_served_to_token_holders_only(client: Client, start_sim: Starter) -> None:
+    token = "m" * 32
+    sim = await start_sim(nodes=2, metrics_port=0, metrics_tokens=[token])
+    assert sim.metrics is not None and sim.metrics.url.startswith("https://127.0.0.1:")
+    code, body = await scrape(sim.metrics.url, token)
+    assert code == 200 and b"kokpit_simulator_nodes 2.0" in body and b"kokpit_client_requests_total" in body
+    assert (await scrape(sim.metrics.url, "n" * 32))[0] == 401
 
 
 async def test_host_state_survives_restart(client: Client, start_sim: Starter, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import free_port
 from kokpit.client import ApiError, Client, TransportError
 from kokpit.operators.cluster import CLUSTER
@@ -266,6 +267,14 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         assert status.returncode == 0, status.stderr
         assert "default/cluster-1" in status.stdout and "10/10" in status.stdout
         await wait_risk_center(data_dir, deadline + 60)
+        # every process serves metrics (listed by kokpit status, each answering its cluster's token)...
+        rows = [line.split() for line in status.stdout.splitlines() if "/metrics " in line]
+        assert {"apiserver", "cluster-operator", "kube-apiserver", "simulator", "machine-operator"} <= \
+            {r[1] for r in rows}, status.stdout
+        assert all(r[3:] == ["ok"] for r in rows), status.stdout
+        # ...and none to a caller without one
+        for r in rows:
+            assert (await scrape(r[2], ""))[0] == 401, r
 
         stop_and_check_no_orphans(up)
     finally:

@@ -1,5 +1,34 @@
-"""What every kokpit command shares (defined in :mod:`kokpit._lib.cli`, which component packages can use)."""
+"""What every kokpit command shares (defined in :mod:`kokpit._lib.cli`, which component packages can use),
+and the metrics flags of every long-running command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 from kokpit._lib.cli import fail, setup_logging
 
-__all__ = ["fail", "setup_logging"]
+__all__ = ["METRICS_HOST", "METRICS_PORT", "METRICS_TOKEN_FILE", "fail", "metrics_tokens", "setup_logging"]
+
+# HTTPS, bearer tokens of the cluster: kokpit._lib.metricsserver
+METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve /metrics (HTTPS, bearer token), /healthz and "
+                            "/readyz on this port (0: any free one; default: off). Needs --metrics-token-file.")
+METRICS_HOST = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics endpoint binds to.")
+METRICS_TOKEN_FILE = typer.Option(None, "--metrics-token-file", help="Bearer tokens /metrics accepts: the "
+                                  "cluster API server's tokens.json ({admin, readonly}) or one per line.")
+
+
+def metrics_tokens(port: int | None, token_file: Path | None) -> list[str] | None:
+    """The tokens for ``--metrics-port`` (None when metrics are off); a clear error when they are missing."""
+    from kokpit._lib.metricsserver import load_tokens
+
+    if port is None:
+        return None
+    if token_file is None:
+        fail("--metrics-port needs --metrics-token-file: /metrics is served only to holders of the cluster's "
+             "bearer tokens")
+    try:
+        return load_tokens(token_file)
+    except ValueError as e:
+        fail(str(e))

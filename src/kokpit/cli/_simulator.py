@@ -14,7 +14,14 @@ from typing import Any
 
 import typer
 
-from kokpit.cli._common import fail, setup_logging
+from kokpit.cli._common import (
+    METRICS_HOST,
+    METRICS_PORT,
+    METRICS_TOKEN_FILE,
+    fail,
+    metrics_tokens,
+    setup_logging,
+)
 
 __all__ = ["parse_duration", "simulator_app"]
 
@@ -64,6 +71,9 @@ def simulator(
     fail_component: list[str] | None = typer.Option(None, "--fail-component",
                                                     help="COMPONENT or COMPONENT=VERSION whose installs "
                                                     "always fail (repeatable)."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run N simulated hosts (bare form), or a subcommand against a running simulator."""
@@ -91,7 +101,8 @@ def simulator(
                             driver_host=driver_host, driver_port=driver_port, driver_advertise=driver_advertise,
                             tls=tls, name_prefix=name_prefix,
                             install_seconds=install_seconds, fail_probability=fail_probability,
-                            fail_rules=rules)
+                            fail_rules=rules, metrics_port=metrics_port, metrics_host=metrics_host,
+                            metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
     if opts.lease_period <= 0:
         fail("--lease-period must be positive")
     try:

@@ -11,7 +11,14 @@ from pathlib import Path
 import typer
 
 from kokpit.apiserver.command import apiserver
-from kokpit.cli._common import fail, setup_logging
+from kokpit.cli._common import (
+    METRICS_HOST,
+    METRICS_PORT,
+    METRICS_TOKEN_FILE,
+    fail,
+    metrics_tokens,
+    setup_logging,
+)
 
 __all__ = ["app", "main"]
 
@@ -92,8 +99,9 @@ def machine_operator(
     create_machines_for_nodes: bool = typer.Option(False, "--create-machines-for-nodes",
                                                    help="Create a Machine for every Node that has none."),
     workers: int = typer.Option(64, "--workers", min=1, help="Concurrent reconciles."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port",
-                                            help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     fast_poll: float = typer.Option(0.5, "--fast-poll", min=0.01, help="Seconds between polls of busy nodes."),
     slow_poll: float = typer.Option(10.0, "--slow-poll", min=0.1, help="Seconds between polls of all nodes."),
     risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
@@ -115,6 +123,7 @@ def machine_operator(
     if risk_kubeconfig is not None and (not risk_kubeconfig.is_file() or not risk_cluster):
         fail("--risk-kubeconfig needs an existing file and --risk-cluster NAME")
     setup_logging(verbose, quiet_http=True)
+    tokens = metrics_tokens(metrics_port, metrics_token_file)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
                            fast_poll=fast_poll, slow_poll=slow_poll)
     if driver_tls_dir is not None:
@@ -133,7 +142,8 @@ def machine_operator(
         fail(f"cannot use the node driver settings: {e}")
     try:
         asyncio.run(run_operator(kubeconfig, routed, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
-                                 risk_cluster=risk_cluster, risk_namespace=risk_namespace))
+                                 risk_cluster=risk_cluster, risk_namespace=risk_namespace, http_host=metrics_host,
+                                 metrics_tokens=tokens))
     except KeyboardInterrupt:
         pass
 
@@ -188,8 +198,9 @@ def cluster_operator(
                                             help="Seconds a component may be unready before it is replaced."),
     release_timeout: float = typer.Option(60.0, "--release-timeout", min=0.1,
                                           help="Seconds a release step may take before it is rolled back."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port",
-                                            help="Serve /metrics, /healthz, /readyz here (default: off)."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     tools_image: str | None = typer.Option(None, "--tools-image",
                                            help="kokpit image of the Pods that remove a deleted cluster's "
                                            "data on its nodes (default kokpit:<this version>)."),
@@ -218,7 +229,8 @@ def cluster_operator(
     if tools_image:
         opts.tools_image = tools_image
     try:
-        asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port, ask_risk_center=ask_risk_center))
+        asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port, ask_risk_center=ask_risk_center,
+                                 http_host=metrics_host, metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
     except KeyboardInterrupt:
         pass
 

@@ -2,8 +2,9 @@
 
 An operator's ``main`` builds a Manager, asks it for shared informers, registers controllers and calls
 :meth:`Manager.run`.  The Manager waits for caches to sync before workers start, runs leader-only
-controllers only while it holds the Lease, serves ``/metrics``, ``/healthz`` and ``/readyz`` on one small
-HTTP port, and shuts everything down in order on SIGTERM/SIGINT.
+controllers only while it holds the Lease, serves ``/metrics`` (HTTPS, bearer token:
+:class:`kokpit._lib.metricsserver.MetricsServer`), ``/healthz`` and ``/readyz`` on one port, and shuts
+everything down in order on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from kokpit._lib.clock import Clock, RealClock
+from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import Client
 from kokpit.runtime.controller import Controller, Reconciler
 from kokpit.runtime.informer import InformerFactory, Transform
@@ -32,7 +33,11 @@ Runnable = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Manager:
-    """Runs informers, controllers and runnables; ``http_port=None`` disables the probe/metrics server."""
+    """Runs informers, controllers and runnables; ``http_port=None`` disables the probe/metrics server.
+
+    ``metrics_tokens`` are the bearer tokens ``/metrics`` accepts (the cluster's, from a token file); without
+    them a random one is made (:attr:`metrics_tokens`), so the endpoint is never open.
+    """
 
     def __init__(
         self,
@@ -45,8 +50,10 @@ class Manager:
         handle_signals: bool = True,
         clock: Clock | None = None,
         cache_transform: Transform | None = None,
+        metrics_tokens: list[str] | None = None,
     ) -> None:
         self.client = client
+        self.metrics_tokens = list(metrics_tokens or [secrets.token_urlsafe(32)])
         self.registry = client.metrics.registry
         self.metrics = RuntimeMetrics(self.registry)
         self._clock: Clock = clock or RealClock()
@@ -58,7 +65,7 @@ class Manager:
         self._runnables: list[tuple[Runnable, bool]] = []
         self.http_host = http_host
         self._http_port = http_port
-        self._server: asyncio.base_events.Server | None = None
+        self._server: MetricsServer | None = None
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -81,10 +88,12 @@ class Manager:
 
     @property
     def http_port(self) -> int | None:
-        if self._server is None:
-            return None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._server.port if self._server is not None else None
+
+    @property
+    def metrics_url(self) -> str:
+        """``https://HOST:PORT/metrics`` once running ("" when the server is off)."""
+        return self._server.url if self._server is not None else ""
 
     @property
     def is_leader(self) -> bool:
@@ -107,7 +116,11 @@ class Manager:
         tasks: list[asyncio.Task[None]] = []
         try:
             if self._http_port is not None:
-                self._server = await asyncio.start_server(self._serve_http, self.http_host, self._http_port)
+                server = MetricsServer(self.registry, host=self.http_host, port=self._http_port,
+                                       tokens=self.metrics_tokens, ready=self._ready)
+                await server.start()
+                self._server = server
+                log.info("metrics at %s", server.url)
             self.informers.start()
             self.started.set()
             stop_wait = loop.create_task(self._stop.wait())
@@ -140,9 +153,7 @@ class Manager:
                     await t
             await self.informers.stop()
             if self._server is not None:
-                self._server.close()
-                with contextlib.suppress(Exception):
-                    await self._server.wait_closed()
+                await self._server.stop()
                 self._server = None
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -150,34 +161,3 @@ class Manager:
     # ------------------------------------------------------------------ probes and metrics
     def _ready(self) -> bool:
         return self.synced.is_set() and self.informers.has_synced
-
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            while (await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.decode("latin-1").split()
-            path = parts[1].split("?")[0] if len(parts) > 1 else "/"
-            if path == "/metrics":
-                code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-            elif path in ("/healthz", "/livez"):
-                code, ctype, body = 200, "text/plain", b"ok"
-            elif path == "/readyz":
-                ok = self._ready()
-                code, ctype, body = (
-                    (200 if ok else 503),
-                    "text/plain",
-                    (b"ok" if ok else b"caches not synced"),
-                )
-            else:
-                code, ctype, body = 404, "text/plain", b"not found"
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
-            head = f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()

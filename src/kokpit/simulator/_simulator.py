@@ -14,11 +14,16 @@ import os
 import signal
 import ssl
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from kokpit._lib.aio import cancel_and_wait
+from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import NODE, POD, Client
 from kokpit.nodes.mtls import DriverServer, TLSFiles, is_wildcard, local_pki
 from kokpit.runtime import Handlers, InformerFactory
@@ -53,6 +58,9 @@ class SimulatorOptions:
     driver_port: int = 9740  # 0 picks a free port
     driver_advertise: str = ""  # the host in the advertised driver URL (default driver_host; never a wildcard)
     tls: TLSFiles | None = None  # the driver server's credentials; None: the simulator's own PKI
+    metrics_port: int | None = None  # /metrics (HTTPS, bearer token) and probes; None: off
+    metrics_host: str = "127.0.0.1"
+    metrics_tokens: list[str] = field(default_factory=list)
     name_prefix: str = "sim-"
     install_seconds: float = 0.0
     fail_probability: float = 0.0
@@ -84,6 +92,7 @@ class Simulator:
         self._server: DriverServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.client_tls: TLSFiles | None = None  # callers' credentials when the simulator made its own PKI
+        self.metrics: MetricsServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock: IO[bytes] | None = None
         self._stopped = False
@@ -121,6 +130,14 @@ class Simulator:
         book.listeners.append(self.runner.host_changed)
         heartbeats = self.heartbeats
         nodes.add_event_handler(Handlers(add=heartbeats.node_seen, update=lambda _old, new: heartbeats.node_seen(new)))
+        if o.metrics_port is not None:
+            self.client.metrics.registry.register(_StatsCollector(self))
+            self.metrics = MetricsServer(self.client.metrics.registry, host=o.metrics_host, port=o.metrics_port,
+                                         tokens=o.metrics_tokens, ready=lambda: self.heartbeats is not None)
+            try:
+                await self.metrics.start()
+            except OSError as e:
+                raise RuntimeError(f"cannot serve metrics on {o.metrics_host}:{o.metrics_port}: {e}") from None
         secs = await self.heartbeats.register()
         log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
         self.heartbeats.start()
@@ -172,6 +189,8 @@ class Simulator:
         self._stopped = True
         if self._server is not None:
             await self._server.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.heartbeats is not None:
             await self.heartbeats.stop()
         await self.factory.stop()
@@ -187,6 +206,29 @@ class Simulator:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class _StatsCollector(Collector):
+    """The simulator's own figures (nodes, renewals, pods, install actions) next to its client's metrics."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.sim.stats()
+        names = {"nodes": ("kokpit_simulator_nodes", "Simulated hosts"),
+                 "leaseRenewals": ("kokpit_simulator_lease_renewals", "Node Lease renewals so far"),
+                 "statusPosts": ("kokpit_simulator_node_status_posts", "Node status writes so far"),
+                 "errors": ("kokpit_simulator_errors", "Failed heartbeat or status writes so far"),
+                 "podsStarted": ("kokpit_simulator_pods_started", "Pods started so far"),
+                 "podsFailed": ("kokpit_simulator_pods_failed", "Pods failed so far")}
+        for key, (name, doc) in names.items():
+            yield GaugeMetricFamily(name, doc, value=float(stats.get(key) or 0))
+        book = self.sim.book
+        if book is not None:
+            faulty = sum(1 for h in book.hosts.values() if h.hardware or h.hung)
+            yield GaugeMetricFamily("kokpit_simulator_faulted_nodes", "Hosts with a hardware fault or hung",
+                                    value=float(faulty))
 
 
 async def serve(opts: SimulatorOptions) -> None:

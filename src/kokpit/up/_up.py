@@ -41,6 +41,10 @@ from kokpit.up._defaults import (
     workload_bodies,
 )
 from kokpit.up._fleet import Fleet, Snapshot, read_kubeconfig, render_rich, render_text
+from kokpit.up._metrics import MetricsEndpoint, record_endpoint
+from kokpit.up._metrics import check as check_metrics
+from kokpit.up._metrics import endpoints as metrics_endpoints
+from kokpit.up._metrics import render as render_metrics
 from kokpit.up._supervisor import Child, kill_group
 
 __all__ = ["DATA_FORMAT", "MAX_CLUSTERS", "MAX_NODES", "UpError", "UpOptions", "kubeconfig", "preflight",
@@ -98,7 +102,7 @@ def _check_port(port: int) -> None:
                           f"--port {_free_port()}") from None
 
 
-PORT_SPAN: Final = 64  # NodePorts of one fleet: 2 per cluster (API server, node driver), with room to spare
+PORT_SPAN: Final = 128  # NodePorts of one fleet: 4 per cluster (API server, node driver, 2 metrics), room to spare
 
 
 def _port_range(data_dir: Path) -> str:
@@ -331,6 +335,10 @@ class Up:
                     raise UpError(f"the meta API server is not answering; see {api.log_file}") from None
                 await asyncio.sleep(0.1)
 
+    def _metrics_args(self, port: int) -> list[str]:
+        """A child's /metrics: HTTPS on this machine's address, the meta API server's tokens."""
+        return ["--metrics-port", str(port), "--metrics-token-file", str(self.data_dir / "meta" / "tokens.json")]
+
     async def _business_setup(self, name: str) -> None:
         """CRDs, MachinePackageVersions and one Machine per simulated node in one business cluster."""
         assert self.fleet is not None
@@ -376,9 +384,12 @@ class Up:
         await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(self.meta_kubeconfig), "--data-dir",
                                              str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
                                              "--stop-pods-on-exit")).start()
+        op_metrics = _free_port()
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig", str(self.meta_kubeconfig),
                                                       "--data-root", "/clusters",
-                                                      "--port-range", _port_range(d))).start()
+                                                      "--port-range", _port_range(d), *self._metrics_args(op_metrics))
+                          ).start()
+        record_endpoint(d, "cluster-operator", f"https://127.0.0.1:{op_metrics}/metrics")
         await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
                                                  "--default-policies")).start()
         self.r.line("started the local kubelet, the cluster operator and the risk center")
@@ -552,19 +563,22 @@ def _running(data_dir: Path) -> None:
 
 def status(data_dir: Path) -> int:
     """`kokpit status`: print the one-screen summary of the running fleet."""
-    async def go() -> Snapshot:
+    async def go() -> tuple[Snapshot, list[MetricsEndpoint]]:
         meta = Client.from_kubeconfig(data_dir / "kubeconfig", field_manager="kokpit-status", max_retries=1,
                                       timeout=5.0)
         fleet = Fleet(meta, data_dir / "kubeconfigs")
         try:
-            return await fleet.snapshot()
+            snap = await fleet.snapshot()
+            eps = await metrics_endpoints(meta, data_dir, meta.server)
+            await check_metrics(eps)
+            return snap, eps
         finally:
             await fleet.close()
             await meta.close()
 
     try:
         _running(data_dir)
-        snap = asyncio.run(go())
+        snap, eps = asyncio.run(go())
     except UpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -572,6 +586,7 @@ def status(data_dir: Path) -> int:
         Console(highlight=False).print(render_rich(snap, data_dir, title="kokpit fleet"))
     else:
         print(render_text(snap, data_dir))
+    print(render_metrics(eps))
     return 1 if snap.error else 0
 
 

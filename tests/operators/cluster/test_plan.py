@@ -117,6 +117,27 @@ def test_servers_bind_to_their_node_and_the_driver_is_mutual_tls() -> None:
     assert moved == {"simulator", "machine-operator"}
 
 
+def test_metrics_of_simulator_and_machine_operator_are_wired() -> None:
+    """Their /metrics bind to the node's address on the port the operator chose, take the business API
+    server's tokens (the same ones its own /metrics takes), and show as a containerPort named metrics."""
+    n = Names("team-a", "c")
+    comps = {c["name"]: c for c in CPV["spec"]["components"]}  # type: ignore[index]
+    w = _wiring(metrics_ports={"simulator": 30003, "machine-operator": 30004})
+    for name, port in (("simulator", 30003), ("machine-operator", 30004)):
+        pod = desired_pod(n, CPV, comps[name], 0, w, OWNER)
+        assert pod is not None
+        c = pod["spec"]["containers"][0]
+        args = c["args"]
+        assert args[args.index("--metrics-port") + 1] == str(port)
+        assert args[args.index("--metrics-host") + 1] == "$(HOST_IP)"
+        assert args[args.index("--metrics-token-file") + 1] == "/etc/kokpit/metrics/tokens.json"
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in c["ports"]
+        vol = next(v for v in pod["spec"]["volumes"] if v["name"] == "metrics-tokens")
+        assert vol["secret"] == {"secretName": "c-pki", "items": [{"key": "tokens.json", "path": "tokens.json"}]}
+    api = desired_pod(n, CPV, comps["kube-apiserver"], 0, w, OWNER)
+    assert api is not None and "--metrics-port" not in api["spec"]["containers"][0]["args"]  # its API port serves
+
+
 def _pod(phase: str, ready: str, created: str = "2026-01-01T11:59:50Z", ltt: str | None = None) -> dict:  # type: ignore[type-arg]
     return {"metadata": {"name": "p", "creationTimestamp": created},
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready,

@@ -27,6 +27,7 @@ __all__ = [
     "HASH_ANNOTATION",
     "KUBECONFIG_KEY",
     "KUBECONFIG_MOUNT",
+    "METRICS_PORT_NAMES",
     "PKI_MOUNT",
     "VERSION_LABEL",
     "Names",
@@ -60,6 +61,18 @@ _DRIVER_TLS_ARGS = {  # component → (its flags for ca.crt, tls.crt, tls.key; t
     MACHINE_OPERATOR_COMPONENT: (("--driver-ca-file", "--driver-client-certificate", "--driver-client-key"),
                                  (pki.DRIVER_CA_CERT, pki.DRIVER_CLIENT_CERT, pki.DRIVER_CLIENT_KEY)),
 }
+
+
+METRICS_TOKENS_MOUNT = "/etc/kokpit/metrics"  # tokens.json of the business API server: /metrics takes them
+METRICS_PORT_NAMES = {SIMULATOR_COMPONENT: "sim-metrics", MACHINE_OPERATOR_COMPONENT: "mo-metrics"}  # Service
+
+
+def _metrics_args(name: str, w: Wiring) -> list[str]:
+    port = w.metrics_ports.get(name)
+    if not port:
+        return []
+    return ["--metrics-host", "$(HOST_IP)", "--metrics-port", str(port),
+            "--metrics-token-file", f"{METRICS_TOKENS_MOUNT}/tokens.json"]
 
 
 def _driver_tls_args(name: str) -> list[str]:
@@ -118,6 +131,7 @@ class Wiring:
     data_root: str
     pki_hash: str
     driver_hash: str = ""  # of the node driver's credentials: the Pods that mount them restart when they change
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # component -> its /metrics port
 
 
 def validate_cpv(cpv: Obj | None) -> tuple[str, str] | None:
@@ -159,13 +173,13 @@ def _wired_args(name: str, args: list[str], w: Wiring, pod: str = "") -> list[st
             return None
         return [*args, "--kubeconfig", kc, "--nodes", str(w.nodes), "--data-dir", SIMULATOR_DATA_MOUNT,
                 "--driver-host", "$(HOST_IP)", "--driver-port", str(w.driver_port),
-                *_driver_tls_args(SIMULATOR_COMPONENT)]
+                *_driver_tls_args(SIMULATOR_COMPONENT), *_metrics_args(name, w)]
     if name == MACHINE_OPERATOR_COMPONENT:
         if w.driver_port is None or not w.endpoint_host:
             return None  # no node driver to reach (today only the simulator is one)
         host = f"[{w.endpoint_host}]" if ":" in w.endpoint_host else w.endpoint_host
         return [*args, "--kubeconfig", kc, "--driver-url", f"https://{host}:{w.driver_port}",
-                *_driver_tls_args(MACHINE_OPERATOR_COMPONENT)]
+                *_driver_tls_args(MACHINE_OPERATOR_COMPONENT), *_metrics_args(name, w)]
     return list(args)
 
 
@@ -206,6 +220,11 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
                                                          "type": "DirectoryOrCreate"}})
             if wiring.driver_port is not None:
                 ports.append({"name": "driver", "containerPort": wiring.driver_port, "protocol": "TCP"})
+        if wiring.metrics_ports.get(name):
+            ports.append({"name": "metrics", "containerPort": wiring.metrics_ports[name], "protocol": "TCP"})
+            mounts.append({"name": "metrics-tokens", "mountPath": METRICS_TOKENS_MOUNT, "readOnly": True})
+            volumes.append({"name": "metrics-tokens", "secret": {"secretName": names.pki_secret, "items": [
+                {"key": "tokens.json", "path": "tokens.json"}]}})
         if name in _DRIVER_TLS_ARGS:
             _, keys = _DRIVER_TLS_ARGS[name]
             mounts.append({"name": "driver-tls", "mountPath": DRIVER_TLS_MOUNT, "readOnly": True})

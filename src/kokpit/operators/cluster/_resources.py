@@ -25,7 +25,14 @@ from kokpit._lib import pki
 from kokpit.api.cluster import APISERVER_COMPONENT
 from kokpit.client import CONFIGMAP, SECRET, AlreadyExistsError, Kind, NotFoundError, ObjectClient
 from kokpit.operators.cluster._options import OperatorOptions
-from kokpit.operators.cluster._plan import CLUSTER_LABEL, COMPONENT_LABEL, KUBECONFIG_KEY, Names, pod_ready
+from kokpit.operators.cluster._plan import (
+    CLUSTER_LABEL,
+    COMPONENT_LABEL,
+    KUBECONFIG_KEY,
+    METRICS_PORT_NAMES,
+    Names,
+    pod_ready,
+)
 from kokpit.runtime import Store
 
 __all__ = [
@@ -243,7 +250,9 @@ class Resources:
         key = f"{names.namespace}/{names.cluster}"
         svc = self.services.get_by_name(names.service, names.namespace)
         ports = {str(p.get("name")): p for p in ((svc or {}).get("spec") or {}).get("ports") or []}
-        if svc is not None and "https" in ports and (not want_driver or "driver" in ports):
+        metrics = list(METRICS_PORT_NAMES.values()) if want_driver else []  # the simulator's, the machine operator's
+        if svc is not None and "https" in ports and (not want_driver or "driver" in ports) \
+                and all(n in ports for n in metrics):
             have = {n: int(p["nodePort"]) for n, p in ports.items() if p.get("nodePort")}
             held = self.ports.held(key)
             for n, port in have.items():
@@ -261,6 +270,10 @@ class Resources:
                 else await self.ports.allocate(key, "driver")
             new_ports.append({"name": "driver", "port": DRIVER_SERVICE_PORT, "targetPort": drv_port,
                               "nodePort": drv_port, "protocol": "TCP"})
+        for i, n in enumerate(metrics, start=1):
+            port = int(ports[n]["nodePort"]) if n in ports else await self.ports.allocate(key, n)
+            new_ports.append({"name": n, "port": DRIVER_SERVICE_PORT + i, "targetPort": port, "nodePort": port,
+                              "protocol": "TCP"})
         if svc is None:
             body = {"apiVersion": "v1", "kind": "Service",
                     "metadata": {"name": names.service, "namespace": names.namespace,
@@ -278,6 +291,11 @@ class Resources:
         else:
             await self.client.patch(SERVICE, names.service, {"spec": {"ports": new_ports}}, names.namespace)
         return api, drv_port
+
+    def metrics_ports(self, names: Names) -> dict[str, int]:
+        """Component -> the port of its /metrics (allocated with the Service's, recorded like them)."""
+        held = self.ports.held(f"{names.namespace}/{names.cluster}")
+        return {c: held[n] for c, n in METRICS_PORT_NAMES.items() if held.get(n)}
 
     async def ensure_kubeconfig(self, names: Names, endpoint: str, pki_secret: Obj) -> None:
         """``<cluster>-kubeconfig`` (key ``value``, as Cluster API names it): the business admin kubeconfig."""

@@ -268,7 +268,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         driver = ctx.driver_port is not None and ctx.want_driver
         wiring = Wiring(kv, ctx.api_port, ctx.driver_port if ctx.want_driver else None, host,
                         ctx.spec.simulation.nodes, self.opts.data_root, pki_hash,
-                        driver_hash=_hash_of({k: pki_data.get(k) for k in pki.DRIVER_KEYS}))
+                        driver_hash=_hash_of({k: pki_data.get(k) for k in pki.DRIVER_KEYS}),
+                        metrics_ports=self.resources.metrics_ports(ctx.names) if ctx.want_driver else {})
         walker = Walker(self.client, self.opts, names=ctx.names, obj=ctx.obj, spec=ctx.spec,
                         target=ctx.release.target, wiring=wiring, pods=self.resources.owned_pods(ctx.names),
                         probe=ctx.probe, memory=ctx.memory, now=ctx.now)

@@ -29,6 +29,8 @@ async def run_operator(
     http_port: int | None = 0,
     handle_signals: bool = True,
     ask_risk_center: bool = False,
+    http_host: str = "127.0.0.1",
+    metrics_tokens: list[str] | None = None,
 ) -> None:
     """Run the cluster operator against the meta cluster until SIGTERM/SIGINT (or cancellation); with
     ``ask_risk_center`` every release step that replaces a running component first takes a permit."""
@@ -45,7 +47,7 @@ async def run_operator(
         options = dataclasses.replace(options or OperatorOptions(), risk=gate)
     try:
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
-                          cache_transform=strip_managed_fields)
+                          cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens)
         ClusterOperator(manager, options, prober=prober)
         log.info("cluster operator starting against %s", client.server)
         await manager.run()

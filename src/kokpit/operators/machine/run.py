@@ -33,6 +33,8 @@ async def run_operator(
     risk_kubeconfig: str | Path | None = None,
     risk_cluster: str = "",
     risk_namespace: str = "default",
+    http_host: str = "127.0.0.1",
+    metrics_tokens: list[str] | None = None,
 ) -> None:
     """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end.
 
@@ -48,7 +50,7 @@ async def run_operator(
         options = dataclasses.replace(options or OperatorOptions(), risk=PermitGate(permits))
     try:
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
-                          cache_transform=strip_managed_fields)
+                          cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens)
         MachineOperator(manager, driver, options)
         log.info("machine operator starting against %s", client.server)
         await manager.run()
