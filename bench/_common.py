@@ -33,6 +33,7 @@ __all__ = [
     "ok",
     "pressure",
     "replace_section",
+    "scrape_metrics",
     "status_mb",
     "tail_file",
 ]
@@ -191,3 +192,23 @@ async def follow(client: Client, kind: Kind, see: Callable[..., None],
                 see(ev.object, ev.type == "DELETED")
         except ResourceExpiredError:
             continue
+
+
+def scrape_metrics(port: int, token_file: Path, path: str = "/metrics") -> tuple[int, str]:
+    """GET a kokpit process's metrics endpoint (HTTPS, self-signed, bearer token from the API server's
+    tokens.json); raises OSError when nothing answers."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    token = json.loads(token_file.read_text())["readonly"]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), ""

@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ from _common import (
     machine_load,
     ok,
     replace_section,
+    scrape_metrics,
     status_mb,
     tail_file,
 )
@@ -141,10 +141,9 @@ class OpMetrics:
                          self.duration_sum - o.duration_sum, +c, self.queue)
 
 
-def operator_metrics(port: int) -> OpMetrics:
+def operator_metrics(port: int, token_file: Path) -> OpMetrics:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
+        _, text = scrape_metrics(port, token_file)
     except OSError:
         return OpMetrics()
     m = OpMetrics()
@@ -165,10 +164,9 @@ def operator_metrics(port: int) -> OpMetrics:
     return m
 
 
-def operator_ready(port: int) -> bool:
+def operator_ready(port: int, token_file: Path) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return bool(r.status == 200)
+        return scrape_metrics(port, token_file, "/readyz")[0] == 200
     except OSError:
         return False
 
@@ -273,7 +271,8 @@ class Bench:
         self.op = self._spawn("operator", [
             "cluster-operator", "--kubeconfig", str(self.api.kubeconfig), "--workers", str(self.args.workers),
             "--data-root", str(self.tmp / "clusters"), "--port-range", f"20000-{min(hi, 65535)}",
-            "--metrics-port", str(self.metrics_port), "--trust-pod-readiness"])
+            "--metrics-port", str(self.metrics_port), "--metrics-token-file", str(self.api.data_dir / "tokens.json"),
+            "--trust-pod-readiness"])
 
     def tail(self, name: str) -> str:
         return tail_file(self.tmp / name)
@@ -329,7 +328,7 @@ class Bench:
             if now >= next_at:
                 self.check_alive()
                 c = self.cpu()
-                om = operator_metrics(self.metrics_port)
+                om = operator_metrics(self.metrics_port, self.api.data_dir / "tokens.json")
                 line = (f"{phase} +{now - t0:5.1f}s ready {done}/{n} queue {om.queue:.0f} reconciles "
                         f"{om.reconciles:.0f} cpu[{fmt_cores(cores(last_c, c, now - last_t))}]")
                 print(line, flush=True)
@@ -340,7 +339,7 @@ class Bench:
     async def phase(self, client: Client, name: str, version: str, write: Any) -> Phase:
         assert self.api is not None
         a = self.args
-        s0, o0, b0 = server_requests(self.api), operator_metrics(self.metrics_port), bench_calls(client)
+        s0, o0, b0 = server_requests(self.api), operator_metrics(self.metrics_port, self.api.data_dir / "tokens.json"), bench_calls(client)
         c0, t0 = self.cpu(), time.monotonic()
         writes = asyncio.create_task(bounded(a.clusters, a.concurrency, write))
         self.profile(version)
@@ -358,7 +357,7 @@ class Bench:
         srv = server_requests(self.api)
         srv.subtract(s0)
         return Phase(name, secs, self.tracker.ready_on(version), a.clusters, cpu, writes_s,
-                     operator_metrics(self.metrics_port) - o0, +srv, +b)
+                     operator_metrics(self.metrics_port, self.api.data_dir / "tokens.json") - o0, +srv, +b)
 
     # ---------------------------------------------------------------- the run
     async def run(self) -> Result:
@@ -398,7 +397,7 @@ class Bench:
             deadline = time.monotonic() + 60
             while True:
                 self.check_alive()
-                if await asyncio.to_thread(operator_ready, self.metrics_port):
+                if await asyncio.to_thread(operator_ready, self.metrics_port, self.api.data_dir / "tokens.json"):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"operator not ready after 60 s:\n{self.tail('operator.log')}")

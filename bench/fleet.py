@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from _common import (
     machine_load,
     ok,
     replace_section,
+    scrape_metrics,
     status_mb,
     tail_file,
 )
@@ -263,8 +263,8 @@ class Bench:
     def operator_metrics(self) -> str:
         """Machine queue depth and mean reconcile time since the last call, from the operator's /metrics."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
+            assert self.api is not None
+            _, text = scrape_metrics(self.metrics_port, self.api.data_dir / "tokens.json")
         except OSError:
             return "operator metrics n/a"
         vals: dict[str, float] = {}
@@ -314,7 +314,8 @@ class Bench:
         cmd = [sys.executable, "-m", "kokpit.cli.main", "machine-operator", "--kubeconfig",
                str(self.api.kubeconfig), "--driver-url", driver_url, "--workers", str(self.args.workers),
                "--driver-tls-dir", str(self.tmp / "sim" / "pki" / "client"),
-               "--metrics-port", str(self.metrics_port)]
+               "--metrics-port", str(self.metrics_port), "--metrics-token-file",
+               str(self.api.data_dir / "tokens.json")]
         with open(self.tmp / "operator.log", "wb") as log:
             self.op = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
