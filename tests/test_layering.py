@@ -52,13 +52,13 @@ LAYERS: dict[str, Layer] = {
     "kokpit._lib": Layer(
         "small shared helpers (clock, backoff, tasks, PKI) and the one low-level HTTP/1.1 client",
         network={"http1": "kokpit's one low-level HTTP/1.1 client (kokpit.client and the API server's "
-                          "pods/log proxy build on it)"}),
+                          "pods/log proxy build on it)",
+                 "metricsserver": "listens: every process's HTTPS /metrics (bearer token) and probe endpoint"}),
     "kokpit.api": Layer("typed models of kokpit's kinds, their CRDs", (_LIB, _CLIENT)),
     "kokpit.client": Layer("the only Kubernetes API client", (_LIB,),
                            network={"*": "lightkube and httpx2 for the Kubernetes API, LeanPool on _lib.http1"}),
     "kokpit.runtime": Layer("informers, work queues, controllers, leader election, the operator skeleton",
-                            (_LIB, _API, _CLIENT),
-                            network={"manager": "listens: the manager's /metrics and /healthz endpoint"}),
+                            (_LIB, _API, _CLIENT)),
     "kokpit.apiserver": Layer(
         "the embedded API server (imports no client, runtime or operator code)",
         (_LIB, "kokpit.apiserver.patch", "kokpit.apiserver.storage"),
