@@ -22,7 +22,7 @@ import typer
 from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.cli._simulator import parse_duration
-from kokpit.client import LEASE, NAMESPACE, NODE, POD, Client, NotFoundError
+from kokpit.client import EVENT, LEASE, NAMESPACE, NODE, POD, Client, NotFoundError
 from kokpit.nodes import ComponentAction, ComponentSpec, DriverError, InstallState, RunState
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.runtime import Manager
@@ -331,6 +331,29 @@ async def test_driver_is_mutual_tls_and_advertised_without_wildcards(client: Cli
     wild = await start_sim(nodes=1, driver_host="0.0.0.0", driver_advertise="127.0.0.1",
                            data_dir=tmp_path / "wild2")
     assert wild.driver_url.startswith("https://127.0.0.1:")
+
+
+async def test_faults_and_failed_installs_are_warning_events(client: Client, start_sim: Starter) -> None:
+    """What a person should see in `kubectl describe node`: injected faults and failed installs as Warning
+    Events on the Node, the recovery as a Normal one."""
+    sim = await start_sim(nodes=1, install_seconds=0.1)
+    name = next(iter(sim.book.hosts)) if sim.book else ""
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls, timeout=5)
+    try:
+        await driver.fault(name, "install-failure", "kubelet")
+        await driver.start(name, ComponentAction.INSTALL, kubelet("1.36.2"))
+        await driver.fault(name, "hardware")
+        await driver.fault(name, "recover")
+    finally:
+        await driver.close()
+
+    async def events() -> dict[str, str]:
+        items = (await client.list(EVENT, "default", field_selector=f"involvedObject.name={name}")).items
+        return {e["reason"]: e["type"] for e in items}
+
+    got = await eventually(events, lambda ev: {"InstallFailed", "HardwareFault", "FaultsCleared"} <= set(ev))
+    assert got["InstallFailed"] == "Warning" and got["HardwareFault"] == "Warning"
+    assert got["FaultsCleared"] == "Normal"
 
 
 async def test_metrics_are_served_to_token_holders_only(client: Client, start_sim: Starter) -> None:

@@ -268,6 +268,9 @@ class HostBook:
         self.flush_interval = flush_interval
         self.hosts: dict[str, Host] = {}
         self.listeners: list[Callable[[str], None]] = []
+        # (node, type, reason, message) for what a person should see as an Event on the Node: faults
+        # (Warning), recoveries (Normal), failed installs (Warning)
+        self.event_listeners: list[Callable[[str, str, str, str], None]] = []
         self._deadlines: list[tuple[float, int, str, str]] = []
         self._frozen: dict[str, list[tuple[float, int, str, str]]] = {}  # due while the host was frozen
         self._seq = itertools.count()
@@ -328,6 +331,13 @@ class HostBook:
                 fn(node)
             except Exception:
                 log.exception("host listener failed for %s", node)
+
+    def _event(self, node: str, type_: str, reason: str, message: str) -> None:
+        for fn in self.event_listeners:
+            try:
+                fn(node, type_, reason, message)
+            except Exception:
+                log.exception("event listener failed for %s", node)
 
     # ------------------------------------------------------------------ driver semantics
     def _decide(self, host: Host, name: str, version: str, attempt: int) -> tuple[bool, str]:
@@ -406,6 +416,7 @@ class HostBook:
             c.install_state, c.message = InstallState.FAILED, c.fail_message
             c.run_state = RunState.RUNNING if c.installed else RunState.STOPPED
             host.record("failed", c.name, c.target, now)
+            self._event(host.name, "Warning", "InstallFailed", f"{c.name} {c.target}: {c.fail_message}")
         else:
             host.record("installed", c.name, c.target, now)
             c.installed, c.target = c.target, ""
@@ -496,10 +507,13 @@ class HostBook:
                                  f"(got {component!r}; installed: {have})")
             c.run_state, c.message = RunState.STOPPED, "stopped by fault injection"
             c.last_transition = _wall_iso(self._wall())
+            self._event(host.name, "Warning", "ComponentStopped", f"{component} {c.installed} stopped (injected fault)")
         elif kind == "hardware":
             host.hardware = "simulated hardware fault"
+            self._event(host.name, "Warning", "HardwareFault", f"{host.hardware} (injected): the node is unreachable")
         elif kind == "hang":
             host.hung = True
+            self._event(host.name, "Warning", "NodeHung", "the node stopped answering (injected fault)")
         self._changed(host.name)
         return {"node": host.name, **host.faults()}
 
@@ -518,6 +532,7 @@ class HostBook:
                 changed = True
         if changed:
             self._changed(host.name)
+            self._event(host.name, "Normal", "FaultsCleared", "injected faults lifted: the node recovers")
 
     def faults(self) -> dict[str, Any]:
         nodes = {}

@@ -26,7 +26,7 @@ from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import NODE, POD, Client
 from kokpit.nodes.mtls import DriverServer, TLSFiles, is_wildcard, local_pki
-from kokpit.runtime import Handlers, InformerFactory
+from kokpit.runtime import EventRecorder, Handlers, InformerFactory
 from kokpit.simulator._heartbeats import SIMULATED_LABEL, NodeHeartbeats
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
@@ -128,6 +128,9 @@ class Simulator:
         self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
         book.listeners.append(self.heartbeats.host_changed)
         book.listeners.append(self.runner.host_changed)
+        self.recorder = EventRecorder(self.client, "kokpit-simulator")
+        self._events: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue(maxsize=10_000)
+        book.event_listeners.append(self._queue_event)
         heartbeats = self.heartbeats
         nodes.add_event_handler(Handlers(add=heartbeats.node_seen, update=lambda _old, new: heartbeats.node_seen(new)))
         if o.metrics_port is not None:
@@ -144,6 +147,7 @@ class Simulator:
         self.factory.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.runner.controller.run(), name="sim-pods"))
+        self._tasks.append(loop.create_task(self._post_events(), name="sim-events"))
 
     async def _serve_driver(self, app: DriverApp) -> None:
         """The driver API over mutual TLS: with the credentials given (a Pod's mounted PKI Secret), else the
@@ -168,6 +172,17 @@ class Simulator:
         self._server = server
         if o.data_dir is not None:
             (o.data_dir / "driver-url").write_text(self.driver_url + "\n")
+
+    def _queue_event(self, node: str, type_: str, reason: str, message: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # events are best effort; a flood never blocks a host
+            self._events.put_nowait((node, type_, reason, message))
+
+    async def _post_events(self) -> None:
+        """Events on the Nodes, as a kubelet records them (involvedObject uid = the node name)."""
+        while True:
+            node, type_, reason, message = await self._events.get()
+            ref = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": node}}
+            await self.recorder.event(ref, type_, reason, message)
 
     def stats(self) -> dict[str, Any]:
         k, r = self.heartbeats, self.runner
