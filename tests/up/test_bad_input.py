@@ -30,6 +30,9 @@ def one_error_line(result: object) -> str:
     (["--nodes", "-5"], "--nodes must be between 0"),
     (["--port", "70000"], "--port must be between 1 and 65535"),
     (["--port", "0"], "--port must be between 1 and 65535"),
+    (["--host", "0.0.0.0"], "--host 0.0.0.0 would listen on every interface"),
+    (["--host", "::"], "would listen on every interface"),
+    (["--host", "my-laptop"], "--host must be an IP address of this machine"),
 ])
 def test_nonsense_counts_fail_before_touching_the_disk(tmp_path: Path, args: list[str], says: str) -> None:
     d = tmp_path / "fleet"
@@ -108,3 +111,9 @@ def test_status_and_kubeconfig_without_a_running_fleet(tmp_path: Path, cmd: list
     result = runner.invoke(app, [*cmd, "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "no kokpit up is running on" in one_error_line(result)
+
+
+def test_host_that_is_not_this_machine(tmp_path: Path) -> None:
+    """An address no interface holds (TEST-NET-3) is refused before anything starts."""
+    with pytest.raises(UpError, match="--host 203.0.113.7 is not an address of this machine"):
+        preflight(UpOptions(data_dir=tmp_path / "fleet", host="203.0.113.7", port=6443))

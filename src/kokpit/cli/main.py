@@ -35,11 +35,13 @@ def up(
     clusters: int = typer.Option(2, "--clusters", help="Business clusters to run (created when missing)."),
     nodes: int = typer.Option(50, "--nodes", help="Simulated nodes per new business cluster."),
     port: int = typer.Option(6443, "--port", help="Port of the meta cluster's API server."),
+    host: str = typer.Option("127.0.0.1", "--host", help="The one address every server of the fleet binds to "
+                             "(an address of this machine; never 0.0.0.0)."),
 ) -> None:
     """Start the whole fleet on this machine: meta cluster, business clusters, simulated nodes."""
     from kokpit.up import UpOptions, run_up
 
-    code = run_up(UpOptions(data_dir=data_dir, clusters=clusters, nodes=nodes, port=port))
+    code = run_up(UpOptions(data_dir=data_dir, clusters=clusters, nodes=nodes, port=port, host=host))
     if code:
         raise typer.Exit(code=code)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import ipaddress
 import json
 import os
 import random
@@ -71,6 +73,7 @@ class UpOptions:
     clusters: int = 2
     nodes: int = 50
     port: int = 6443
+    host: str = "127.0.0.1"  # every server of the fleet binds to this address (never a wildcard)
     tty: bool | None = None  # None: stdout is a terminal
     ready_timeout: float = 300.0  # a warning (not an exit) when the fleet is not Ready by then
 
@@ -84,22 +87,35 @@ def validate(opts: UpOptions) -> None:
         raise UpError(f"--nodes must be between 0 and {MAX_NODES} per cluster (got {opts.nodes})")
     if not 1 <= opts.port <= 65535:
         raise UpError(f"--port must be between 1 and 65535 (got {opts.port})")
+    try:
+        addr = ipaddress.ip_address(opts.host)
+    except ValueError:
+        raise UpError(f"--host must be an IP address of this machine (got {opts.host!r})") from None
+    if addr.is_unspecified:
+        raise UpError(f"--host {opts.host} would listen on every interface; pass one address of this machine "
+                      "(127.0.0.1 keeps the fleet to itself)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(_family(host)) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _check_port(port: int) -> None:
-    with socket.socket() as s:
+def _check_port(port: int, host: str = "127.0.0.1") -> None:
+    with socket.socket(_family(host)) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError as e:
-            raise UpError(f"port {port} is not available ({e.strerror}); pass a free one, e.g. "
-                          f"--port {_free_port()}") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise UpError(f"--host {host} is not an address of this machine") from None
+            raise UpError(f"port {port} is not available on {host} ({e.strerror}); pass a free one, e.g. "
+                          f"--port {_free_port(host)}") from None
 
 
 PORT_SPAN: Final = 128  # NodePorts of one fleet: 4 per cluster (API server, node driver, 2 metrics), room to spare
@@ -132,6 +148,10 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _lock_holder(data_dir: Path) -> str:
@@ -178,7 +198,7 @@ def preflight(opts: UpOptions, notify: Callable[[str], None] | None = None) -> I
         left = _end_leftovers(d)
         if left and notify is not None:
             notify(f"ended {left} processes a previous kokpit up on {d} left running")
-        _check_port(opts.port)
+        _check_port(opts.port, opts.host)
         if not fmt.exists():
             fmt.write_text(DATA_FORMAT + "\n")
         lock.seek(0)
@@ -314,7 +334,8 @@ class Up:
         with contextlib.suppress(FileNotFoundError):
             self.meta_kubeconfig.unlink()  # rewritten once the server listens: its appearance means "bound"
         api = self._child("apiserver", _kokpit("apiserver", "--data-dir", str(d / "meta"), "--port",
-                                               str(self.opts.port), "--kubeconfig", str(self.meta_kubeconfig)))
+                                               str(self.opts.port), "--host", self.opts.host,
+                                               "--kubeconfig", str(self.meta_kubeconfig)))
         await api.start()
         deadline = time.monotonic() + 60
         while not self.meta_kubeconfig.exists():
@@ -337,7 +358,8 @@ class Up:
 
     def _metrics_args(self, port: int) -> list[str]:
         """A child's /metrics: HTTPS on this machine's address, the meta API server's tokens."""
-        return ["--metrics-port", str(port), "--metrics-token-file", str(self.data_dir / "meta" / "tokens.json")]
+        return ["--metrics-host", self.opts.host, "--metrics-port", str(port),
+                "--metrics-token-file", str(self.data_dir / "meta" / "tokens.json")]
 
     async def _business_setup(self, name: str) -> None:
         """CRDs, MachinePackageVersions and one Machine per simulated node in one business cluster."""
@@ -374,7 +396,7 @@ class Up:
 
     async def _startup(self) -> None:
         d, o = self.data_dir, self.opts
-        self.r.line(f"starting the meta API server on https://127.0.0.1:{o.port} (data in {d})")
+        self.r.line(f"starting the meta API server on https://{_url_host(o.host)}:{o.port} (data in {d})")
         self.meta = meta = await self._start_apiserver()
         self.r.line("meta API server ready; installing CRDs")
         await install_crds(meta)
@@ -384,12 +406,13 @@ class Up:
         await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(self.meta_kubeconfig), "--data-dir",
                                              str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
                                              "--stop-pods-on-exit")).start()
-        op_metrics = _free_port()
+        op_metrics = _free_port(o.host)
+        sans = [] if o.host == "127.0.0.1" else ["--apiserver-san", o.host]  # business API servers, drivers
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig", str(self.meta_kubeconfig),
-                                                      "--data-root", "/clusters",
+                                                      "--data-root", "/clusters", *sans,
                                                       "--port-range", _port_range(d), *self._metrics_args(op_metrics))
                           ).start()
-        record_endpoint(d, "cluster-operator", f"https://127.0.0.1:{op_metrics}/metrics")
+        record_endpoint(d, "cluster-operator", f"https://{_url_host(o.host)}:{op_metrics}/metrics")
         await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
                                                  "--default-policies")).start()
         self.r.line("started the local kubelet, the cluster operator and the risk center")
