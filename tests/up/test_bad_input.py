@@ -115,5 +115,5 @@ def test_status_and_kubeconfig_without_a_running_fleet(tmp_path: Path, cmd: list
 
 def test_host_that_is_not_this_machine(tmp_path: Path) -> None:
     """An address no interface holds (TEST-NET-3) is refused before anything starts."""
-    with pytest.raises(UpError, match="--host 203.0.113.7 is not an address of this machine"):
+    with pytest.raises(UpError, match=r"--host 203\.0\.113\.7 is not an address of this machine"):
         preflight(UpOptions(data_dir=tmp_path / "fleet", host="203.0.113.7", port=6443))

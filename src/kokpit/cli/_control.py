@@ -11,7 +11,14 @@ from pathlib import Path
 
 import typer
 
-from kokpit.cli._common import fail, setup_logging
+from kokpit.cli._common import (
+    METRICS_HOST,
+    METRICS_PORT,
+    METRICS_TOKEN_FILE,
+    fail,
+    metrics_tokens,
+    setup_logging,
+)
 
 __all__ = ["register"]
 
@@ -24,9 +31,9 @@ def _check(kubeconfig: Path | None) -> None:
 def scheduler(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the business cluster "
                                            "(default: $KUBECONFIG)."),
-    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address of /metrics, /healthz, /readyz."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Port of /metrics, /healthz, /readyz "
-                                            "(default: off)."),
+    metrics_host: str = METRICS_HOST,
+    metrics_port: int | None = METRICS_PORT,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
                                       help="Elect a leader on the kube-system/kube-scheduler Lease."),
     bind_concurrency: int = typer.Option(64, "--bind-concurrency", min=1, help="Bindings in flight."),
@@ -43,7 +50,8 @@ def scheduler(
     opts = SchedulerOptions(bind_concurrency=bind_concurrency, scheduled_events=scheduled_events)
     try:
         asyncio.run(run_scheduler(kubeconfig, opts, http_host=metrics_host, http_port=metrics_port,
-                                  leader_elect=leader_elect, qps=qps))
+                                  leader_elect=leader_elect, qps=qps,
+                                  metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
     except KeyboardInterrupt:
         pass
 
@@ -53,9 +61,9 @@ def controller_manager(
                                            "(default: $KUBECONFIG)."),
     controllers: str = typer.Option("*", "--controllers", help="Comma-separated controllers to run "
                                     "('*' for all)."),
-    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address of /metrics, /healthz, /readyz."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Port of /metrics, /healthz, /readyz "
-                                            "(default: off)."),
+    metrics_host: str = METRICS_HOST,
+    metrics_port: int | None = METRICS_PORT,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
                                       help="Elect a leader on the kube-system/kube-controller-manager Lease."),
     qps: float | None = typer.Option(None, "--qps", min=1, help="Client requests per second (default: unlimited)."),
@@ -74,7 +82,8 @@ def controller_manager(
     try:
         asyncio.run(run_controller_manager(kubeconfig, ControllerManagerOptions(controllers=names),
                                            http_host=metrics_host, http_port=metrics_port,
-                                           leader_elect=leader_elect, qps=qps))
+                                           leader_elect=leader_elect, qps=qps,
+                                           metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
     except KeyboardInterrupt:
         pass
 

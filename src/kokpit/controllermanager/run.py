@@ -53,7 +53,8 @@ def build(manager: Manager, options: ControllerManagerOptions) -> list[object]:
 async def run_controller_manager(kubeconfig: str | Path | None, options: ControllerManagerOptions | None = None,
                                  *, http_host: str = "127.0.0.1", http_port: int | None = 0,
                                  leader_elect: bool = True, identity: str | None = None,
-                                 qps: float | None = None, handle_signals: bool = True) -> None:
+                                 qps: float | None = None, handle_signals: bool = True,
+                                 metrics_tokens: list[str] | None = None) -> None:
     """Run until SIGTERM/SIGINT or cancellation."""
     options = options or ControllerManagerOptions()
     client = Client.from_kubeconfig(kubeconfig, field_manager="kube-controller-manager", qps=qps,
@@ -65,7 +66,8 @@ async def run_controller_manager(kubeconfig: str | Path | None, options: Control
             if identity:
                 le.identity = identity
         manager = Manager(client, leader_election=le, http_host=http_host, http_port=http_port,
-                          handle_signals=handle_signals, cache_transform=strip_managed_fields)
+                          handle_signals=handle_signals, cache_transform=strip_managed_fields,
+                          metrics_tokens=metrics_tokens)
         build(manager, options)
         log.info("controller-manager starting against %s (%s)", client.server, ", ".join(options.controllers))
         await manager.run()

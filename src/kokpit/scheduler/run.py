@@ -19,7 +19,7 @@ log = logging.getLogger("kokpit.scheduler")
 async def run_scheduler(kubeconfig: str | Path | None, options: SchedulerOptions | None = None, *,
                         http_host: str = "127.0.0.1", http_port: int | None = 0, leader_elect: bool = True,
                         identity: str | None = None, qps: float | None = None,
-                        handle_signals: bool = True) -> None:
+                        handle_signals: bool = True, metrics_tokens: list[str] | None = None) -> None:
     """Run until SIGTERM/SIGINT or cancellation."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kube-scheduler", qps=qps,
                                     burst=max(10, int(qps or 10)))
@@ -30,7 +30,8 @@ async def run_scheduler(kubeconfig: str | Path | None, options: SchedulerOptions
             if identity:
                 le.identity = identity
         manager = Manager(client, leader_election=le, http_host=http_host, http_port=http_port,
-                          handle_signals=handle_signals, cache_transform=strip_managed_fields)
+                          handle_signals=handle_signals, cache_transform=strip_managed_fields,
+                          metrics_tokens=metrics_tokens)
         Scheduler(manager, options)
         log.info("scheduler starting against %s", client.server)
         await manager.run()

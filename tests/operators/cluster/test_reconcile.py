@@ -28,7 +28,8 @@ async def test_provisioning_starts_the_api_server_first_then_the_rest(harness: H
     assert h.secrets.get_by_name("c1-pki", "default") is not None
     svc = h.services.get_by_name("c1-apiserver", "default")
     assert svc is not None and svc["spec"]["type"] == "NodePort"
-    assert {p["name"] for p in svc["spec"]["ports"]} == {"https", "driver", "sim-metrics", "mo-metrics"}
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"https", "driver", "sim-metrics", "mo-metrics", "sched-metrics",
+                                                     "kcm-metrics"}
     assert h.cond("Ready")["status"] == "False" and h.status()["phase"] == "Provisioning"
     assert h.clusters.get_by_name("c1", "default")["metadata"]["finalizers"] == ["kokpit.io/cluster-operator"]
     api = h.pods.get_by_name("c1-kube-apiserver-0", "default")

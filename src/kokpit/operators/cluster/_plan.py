@@ -64,7 +64,9 @@ _DRIVER_TLS_ARGS = {  # component → (its flags for ca.crt, tls.crt, tls.key; t
 
 
 METRICS_TOKENS_MOUNT = "/etc/kokpit/metrics"  # tokens.json of the business API server: /metrics takes them
-METRICS_PORT_NAMES = {SIMULATOR_COMPONENT: "sim-metrics", MACHINE_OPERATOR_COMPONENT: "mo-metrics"}  # Service
+# component -> the name of its metrics port in the Service (the ports of a simulated cluster's processes)
+METRICS_PORT_NAMES = {SIMULATOR_COMPONENT: "sim-metrics", MACHINE_OPERATOR_COMPONENT: "mo-metrics",
+                      "kube-scheduler": "sched-metrics", "kube-controller-manager": "kcm-metrics"}
 
 
 def _metrics_args(name: str, w: Wiring) -> list[str]:
@@ -180,7 +182,7 @@ def _wired_args(name: str, args: list[str], w: Wiring, pod: str = "") -> list[st
         host = f"[{w.endpoint_host}]" if ":" in w.endpoint_host else w.endpoint_host
         return [*args, "--kubeconfig", kc, "--driver-url", f"https://{host}:{w.driver_port}",
                 *_driver_tls_args(MACHINE_OPERATOR_COMPONENT), *_metrics_args(name, w)]
-    return list(args)
+    return [*args, *_metrics_args(name, w)]
 
 
 def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiring,
