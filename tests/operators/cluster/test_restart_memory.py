@@ -53,7 +53,7 @@ async def test_restart_keeps_degraded_and_the_replacement_backoff(apiserver: Api
         await env.wait_cluster(lambda o: cond(o, "Ready").get("status") == "True", "c1 Ready", timeout=30)
         ports = sorted(int(r["data"]["number"]) for r in (await c.list(
             CONFIGMAP, "kube-system", label_selector=PORT_LABEL)).items if r["data"]["cluster"] == "default/c1")
-        assert len(ports) == 2  # https and driver, recorded as c1's
+        assert len(ports) == 6  # https, driver and the metrics of 4 components, recorded as c1's
         # the simulator's new Pods never get ready: replaced with backoff, Degraded after two replacements
         env.kubelet.broken_images.add("kokpit:sim")
         cl = await _replaced(env, 2)
