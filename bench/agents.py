@@ -144,9 +144,12 @@ async def run(n: int, docs: bool) -> None:
             seen: set[str] = set()
             done = asyncio.Event()
 
-            async def watcher(name: str, rv: str) -> None:
-                async for ev in c.watch(MACHINE, field_selector=f"metadata.name={name}", resource_version=rv,
-                                        timeout_seconds=600):
+            # a client holds at most 100 watch connections: enough clients for one connection per node
+            clients = [Client.from_kubeconfig(api.kubeconfig) for _ in range(-(-n // 90))]
+
+            async def watcher(name: str, rv: str, wc: Client) -> None:
+                async for ev in wc.watch(MACHINE, field_selector=f"metadata.name={name}", resource_version=rv,
+                                         timeout_seconds=600):
                     if ev.type == "MODIFIED" and (ev.object.get("spec") or {}).get("packages") == ["bench-v1"]:
                         seen.add(name)
                         if len(seen) == n:
@@ -154,7 +157,8 @@ async def run(n: int, docs: bool) -> None:
                         return
 
             rv = (await c.list(MACHINE, limit=1)).resource_version
-            tasks = [asyncio.get_running_loop().create_task(watcher(nm, rv)) for nm in names]
+            tasks = [asyncio.get_running_loop().create_task(watcher(nm, rv, clients[i // 90]))
+                     for i, nm in enumerate(names)]
             w_deadline = time.monotonic() + 120
             while registered_watchers(api) < n + max(0, watchers_during_push):
                 if time.monotonic() > w_deadline:
@@ -175,6 +179,8 @@ async def run(n: int, docs: bool) -> None:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for wc in clients:
+                await wc.close()
             print(f"{n} watchers: all saw the change in {t_watch:.1f} s ({len(seen)}/{n}); {open_watches} open "
                   f"watches; server cpu {cpu_w:.1f} s", flush=True)
 
