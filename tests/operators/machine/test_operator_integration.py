@@ -228,7 +228,16 @@ async def test_bad_specs_and_person_cordon(apiserver: ApiServerProcess) -> None:
         for name, (_, reason, text) in cases.items():
             m = await env.wait_cond(name, "ComponentsReady", "False", reason)
             assert text in cond(m, "ComponentsReady")["message"]
-            await env.wait_schedulable(name, False)
+            assert m["status"]["phase"] == "Invalid"
+
+            async def warned(name: str = name, reason: str = reason) -> bool:
+                evs = (await env.client.list(EVENT, "default")).items
+                return any(e["reason"] == reason and e["type"] == "Warning" and
+                           e["involvedObject"]["name"] == name for e in evs)
+            await wait_for(warned, f"{reason} Warning Event on {name}")
+        for name in cases:  # a spec mistake never cordons a node
+            node = await env.client.get(NODE, name)
+            assert not (node.get("spec") or {}).get("unschedulable"), name
         assert driver.log == [], "nothing changes on a node whose spec is wrong"
         # fixing the spec converges; then a person's cordon wins over readiness
         await env.set_machine("m1", ["containerd-1.7", "kubelet-1.30"])

@@ -203,7 +203,40 @@ async def test_bad_specs_give_clear_conditions_and_touch_nothing(make_harness: A
         assert text in c["message"], (name, c["message"])
         assert h.driver.log == [], name
         assert h.status()["phase"] == "Invalid"
-        assert h.cond("Ready")["status"] == "False" and h.cordoned()
+        assert not h.cordoned(), f"{name}: a spec mistake never cordons the node"
+        warnings = [e for e in h.events(reason) if e["type"] == "Warning"]
+        assert len(warnings) == 1 and text in warnings[0]["message"], (name, h.events())
+        await h.run()  # looked at again: no second Warning for the same mistake, still nothing done
+        assert len([e for e in h.events(reason) if e["type"] == "Warning"]) == 1, name
+        assert h.driver.log == [] and not h.cordoned(), name
+
+
+async def test_a_spec_mistake_holds_a_healthy_node_exactly_as_it_is(harness: H) -> None:
+    """Issue 13: a Machine naming a missing MachinePackageVersion, or two packages for one component,
+    used to cordon a healthy node; it must hold it as it is (no cordon, no uninstall) and say why."""
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    installed = list(h.driver.log)
+    for packages, reason in ((["containerd-1.7", "kubelet-9"], "MissingPackageVersion"),
+                             (["containerd-1.7", "kubelet-1.30", "kubelet-1.31"], "DuplicateComponent"),
+                             (["kubelet-1.30"], "MissingDependency")):
+        h.machine(packages=packages)
+        for _ in range(3):
+            await h.run()
+        c = h.cond("ComponentsReady")
+        assert (c["status"], c["reason"]) == ("False", reason)
+        assert h.status()["phase"] == "Invalid"
+        assert h.driver.log == installed, "nothing installed or uninstalled"
+        assert not h.cordoned(), "the healthy node stays schedulable"
+        assert h.cond("Ready")["status"] == "True", "the node itself is still ready"
+        assert any(e["type"] == "Warning" for e in h.events(reason)), h.events()
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])  # fixed: back to normal, nothing to do
+    await h.converge()
+    assert h.cond("ComponentsReady")["status"] == "True" and h.status()["phase"] == "Ready"
+    assert h.driver.log == installed and not h.cordoned()
 
 
 async def test_readiness_gates_and_cordon_rules(harness: H) -> None:

@@ -58,6 +58,7 @@ from kokpit.operators.machine._status import (
 from kokpit.runtime import (
     EventRecorder,
     FailureMemory,
+    InvalidSpec,
     Request,
     Result,
     Step,
@@ -253,9 +254,15 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         return done()
 
     async def packages_resolve(self, ctx: MachineCtx) -> StepResult:
-        """Every listed MachinePackageVersion exists, is valid, one per component, dependencies acyclic."""
+        """Every listed MachinePackageVersion exists, is valid, one per component, dependencies acyclic.
+
+        A spec that does not resolve is the person's mistake, not the node's: the node is held exactly as it
+        is (no cordon, no uninstall) and the Machine says what to fix (the skeleton's InvalidSpec path:
+        ComponentsReady False with the reason, phase Invalid, a Warning Event)."""
         assert ctx.res is not None
-        return done() if ctx.res.ok else wait(ctx.res.reason, ctx.res.message)
+        if not ctx.res.ok:
+            raise InvalidSpec(ctx.res.reason, ctx.res.message)
+        return done()
 
     async def node_runs_the_declared_components(self, ctx: MachineCtx) -> StepResult:
         """Take plan steps while they finish at once (zero install latency: a whole plan in one reconcile
