@@ -146,6 +146,8 @@ async def test_embedded_server_accepts_crds_and_enforces_them(apiserver: ApiServ
             (_machine(packages=[]) | {"spec": {"packages": []}}, "spec.nodeName"),
             (_machine(readinessGates=[{"conditionType": ""}]), "spec.readinessGates[0].conditionType"),
             (_machine(nodeName="Bad_Name"), "spec.nodeName"),
+            (_machine(readinessGates=[{"conditionType": "X", "sources": ["not a label value!"]}]),
+             "spec.readinessGates[0].sources[0]"),
         ]
         for i, (obj, field) in enumerate(bad):
             obj["metadata"] = {"name": f"bad{i}"}

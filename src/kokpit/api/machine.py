@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
@@ -58,6 +58,7 @@ GROUP: Final = "kokpit.io"
 VERSION: Final = "v1alpha1"
 COMPONENT_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_LABEL_VALUE: Final = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"  # a label value (non-empty)
 
 
 # ------------------------------------------------------------------------------------------------ enums
@@ -321,6 +322,7 @@ class MachineConditionType(StrEnum):
     COMPONENTS_READY = "ComponentsReady"
     NODE_HEALTHY = "NodeHealthy"
     READINESS_GATES_MET = "ReadinessGatesMet"
+    REPORTS_TRUSTED = "ReportsTrusted"
     READY = "Ready"
     RISK_PERMITTED = "RiskPermitted"  # False while a change waits for a risk-center Permit
 
@@ -357,6 +359,9 @@ class MachineReason:
     COMPONENTS_NOT_READY: Final = "ComponentsNotReady"
     NODE_NOT_HEALTHY: Final = "NodeNotHealthy"
     GATES_NOT_MET: Final = "ReadinessGatesNotMet"
+    # ReportsTrusted
+    ALL_REPORTS_TRUSTED: Final = "AllReportsTrusted"
+    UNTRUSTED_SOURCE: Final = "UntrustedSource"
     # synced gate conditions
     INVALID_REPORT: Final = "InvalidReport"
     REPORTED: Final = "Reported"
@@ -364,6 +369,11 @@ class MachineReason:
 
 class ReadinessGate(SpecModel):
     condition_type: str = Field(min_length=1, max_length=316, description="A condition that must be True.")
+    sources: list[Annotated[str, Field(min_length=1, max_length=63, pattern=_LABEL_VALUE)]] = Field(
+        default_factory=list, json_schema_extra=list_set(), max_length=32,
+        description="The condition sources (label kokpit.io/condition-source of a Condition ConfigMap) trusted "
+                    "to report this condition; reports from any other source are ignored and flagged. "
+                    "Empty: any source is trusted.")
 
 
 class NodeDriverName(StrEnum):

@@ -441,3 +441,45 @@ async def test_zero_latency_plan_runs_in_one_reconcile_with_one_write(make_harne
     assert h.cond("Ready")["status"] == "True"
     assert h.client.writes("machines") == [("patch/status", "machines", "n1")]
     assert h.client.writes("nodes") == [], "never cordoned: the machine was ready at its first write"
+
+
+async def test_readiness_gates_trust_only_their_sources(harness: H) -> None:
+    """Issue 13: a malformed report from a second source overrode a valid one and cordoned the node."""
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7"], gates=["NetworkReady"])
+    m = h.machines.get_by_name("n1")
+    assert m is not None
+    m["spec"]["readinessGates"] = [{"conditionType": "NetworkReady", "sources": ["cni-operator"]}]
+    h.machines.put(m)
+    h.report("n1", "cni-operator", {"NetworkReady": '{"status":"True","reason":"CNIUp"}'})
+    await h.converge()
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    assert not [c for c in h.status()["conditions"] if c["type"] == "ReportsTrusted"], "nothing flagged yet"
+    # another source says False (and a malformed value): ignored, flagged, the node stays schedulable
+    h.report("n1", "rogue", {"NetworkReady": "False"}, ns="team-a")
+    h.report("n1", "broken", {"NetworkReady": "{not json"}, ns="team-b")
+    await h.run()
+    assert h.cond("Ready")["status"] == "True" and not h.cordoned()
+    assert h.cond("NetworkReady")["source"] == "cni-operator"
+    t = h.cond("ReportsTrusted")
+    assert (t["status"], t["reason"]) == ("False", "UntrustedSource")
+    assert "rogue" in t["message"] and "team-a/rogue-n1" in t["message"] and "broken" in t["message"]
+    assert len([e for e in h.events("UntrustedSource") if e["type"] == "Warning"]) == 1
+    await h.run()
+    assert len(h.events("UntrustedSource")) == 1, "flagged once, not on every reconcile"
+    # the trusted source going False still cordons: trust filters who may speak, not what they say
+    h.report("n1", "cni-operator", {"NetworkReady": "False"})
+    await h.run()
+    assert h.cordoned() and h.cond("ReadinessGatesMet")["reason"] == "GateNotTrue"
+    # the rogue reports removed: the flag clears
+    h.configmaps.delete("team-a/rogue-n1")
+    h.configmaps.delete("team-b/broken-n1")
+    h.report("n1", "cni-operator", {"NetworkReady": "True"})
+    await h.run()
+    assert h.cond("ReportsTrusted")["status"] == "True" and not h.cordoned()
+    # a gate without sources trusts everyone (as before): the pessimistic report wins
+    h.machine(packages=["containerd-1.7"], gates=["NetworkReady"])
+    h.report("n1", "rogue", {"NetworkReady": "False"}, ns="team-a")
+    await h.run()
+    assert h.cordoned() and h.cond("NetworkReady")["source"] == "rogue"

@@ -16,6 +16,7 @@ from kokpit.operators.machine._reports import (
     evaluate_gates,
     merge_reports,
     parse_configmap,
+    trusted_reports,
 )
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
 from kokpit.operators.machine.operator import (
@@ -50,4 +51,5 @@ __all__ = [
     "removal_order",
     "resolve",
     "run_operator",
+    "trusted_reports",
 ]

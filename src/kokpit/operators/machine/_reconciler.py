@@ -43,7 +43,7 @@ from kokpit.nodes import (
 )
 from kokpit.operators.machine._plan import IN_FLIGHT, StepKind, converged, next_step
 from kokpit.operators.machine._poller import NodeStatePoller
-from kokpit.operators.machine._reports import OWN_TYPES, evaluate_gates, merge_reports
+from kokpit.operators.machine._reports import OWN_TYPES, Untrusted, evaluate_gates, trusted_reports
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
 from kokpit.operators.machine._risk import admit_step, settle
 from kokpit.operators.machine._status import (
@@ -480,7 +480,9 @@ class MachineReconciler(StepReconciler[MachineCtx]):
     def _sync_gates(self, ctx: MachineCtx) -> bool:
         """Condition ConfigMaps of the node synced into the Machine's conditions; ReadinessGatesMet from them."""
         assert ctx.spec is not None
-        reports = merge_reports(self.configmaps.by_index("node", ctx.node))
+        trusted = {rg.condition_type: rg.sources for rg in ctx.spec.readiness_gates if rg.sources}
+        reports, untrusted = trusted_reports(self.configmaps.by_index("node", ctx.node), trusted)
+        self._flag_untrusted(ctx, untrusted)
         conds = ctx.conditions
         for c in list(conds):
             t = str(c.get("type"))
@@ -494,6 +496,22 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         g = evaluate_gates([rg.condition_type for rg in ctx.spec.readiness_gates], reports)
         ctx.condition(CT.READINESS_GATES_MET, g.met, g.reason, g.message)
         return g.met
+
+    def _flag_untrusted(self, ctx: MachineCtx, untrusted: list[Untrusted]) -> None:
+        """ReportsTrusted: False (and a Warning Event when the set changes) while a source a gate does not
+        trust reports its condition; those reports are ignored, so they can neither cordon nor uncordon."""
+        if not untrusted:  # shown once something was flagged (no extra status on every Machine of a fleet)
+            if find_condition(ctx.conditions, CT.REPORTS_TRUSTED) is not None:
+                ctx.condition(CT.REPORTS_TRUSTED, True, R.ALL_REPORTS_TRUSTED,
+                              "every report comes from a source its readiness gate trusts")
+            return
+        assert ctx.spec is not None
+        allowed = {rg.condition_type: rg.sources for rg in ctx.spec.readiness_gates}
+        msg = "ignored: " + "; ".join(
+            f"{u.report.type} from source {u.report.source} (ConfigMap {u.configmap}; trusted: "
+            f"{', '.join(allowed.get(u.report.type, []))})" for u in untrusted)
+        if ctx.condition(CT.REPORTS_TRUSTED, False, R.UNTRUSTED_SOURCE, msg):
+            ctx.warning(R.UNTRUSTED_SOURCE, f"node {ctx.node}: {msg}")
 
     # ------------------------------------------------------------------------------ scheduling
     async def _sync_cordon(self, machine: Obj, node: Obj | None, *, want_cordon: bool, person: bool,

@@ -10,6 +10,7 @@ Parsing is strict about what it accepts and explicit about what it rejects: a ma
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,11 @@ __all__ = [
     "SOURCE_LABEL",
     "GateResult",
     "Report",
+    "Untrusted",
     "evaluate_gates",
     "merge_reports",
     "parse_configmap",
+    "trusted_reports",
 ]
 
 NODE_LABEL = "kokpit.io/node"
@@ -89,16 +92,49 @@ def parse_configmap(cm: Obj) -> list[Report]:
     return out
 
 
+def _merge(reports: Iterable[Report]) -> dict[str, Report]:
+    best: dict[str, Report] = {}
+    for r in reports:
+        cur = best.get(r.type)
+        if cur is None or (_RANK[r.status], r.source) < (_RANK[cur.status], cur.source):
+            best[r.type] = r
+    return best
+
+
 def merge_reports(configmaps: list[Obj]) -> dict[str, Report]:
     """One report per condition type; when reporters disagree the most pessimistic one wins
     (False over Unknown over True), ties broken by source name, so the answer is deterministic."""
-    best: dict[str, Report] = {}
+    return _merge(r for cm in configmaps for r in parse_configmap(cm))
+
+
+@dataclass(frozen=True)
+class Untrusted:
+    """A report ignored because its source is not among those its readiness gate trusts."""
+
+    report: Report
+    configmap: str  # namespace/name, so a person can find and remove it
+
+
+def trusted_reports(configmaps: list[Obj], trusted: Mapping[str, Collection[str]]) -> tuple[
+        dict[str, Report], list[Untrusted]]:
+    """:func:`merge_reports` over the reports a gate trusts: a condition type with a non-empty list of
+    trusted sources takes reports from those sources only; the others are returned to be flagged.
+
+    Without this, anyone who may write a ConfigMap in some namespace could cordon nodes (a pessimistic
+    report wins the merge) or uncordon them."""
+    kept: list[Report] = []
+    ignored: list[Untrusted] = []
     for cm in configmaps:
+        meta = cm.get("metadata") or {}
+        where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         for r in parse_configmap(cm):
-            cur = best.get(r.type)
-            if cur is None or (_RANK[r.status], r.source) < (_RANK[cur.status], cur.source):
-                best[r.type] = r
-    return best
+            allowed = trusted.get(r.type)
+            if allowed and r.source not in allowed:
+                ignored.append(Untrusted(r, where))
+            else:
+                kept.append(r)
+    ignored.sort(key=lambda u: (u.report.type, u.report.source, u.configmap))
+    return _merge(kept), ignored
 
 
 @dataclass(frozen=True)
