@@ -49,6 +49,7 @@ __all__ = [
     "PackageConfig",
     "PackageRef",
     "PackageType",
+    "PackageVersionStatus",
     "ReadinessGate",
     "RunState",
     "config_path_problem",
@@ -298,21 +299,30 @@ class MachinePackageVersionSpec(SpecModel):
         return self
 
 
+class PackageVersionStatus(StatusModel):
+    """Written by the operator that protects a package version in use: a deletion that waits for its users
+    shows condition ``Deleting`` (reason InUse) naming them."""
+
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
+
+
 class MachinePackageVersion(ResourceModel):
     """One version of one component and how to put it on a node (cluster-scoped, immutable once used)."""
 
     KIND_INFO: ClassVar[KindInfo] = KindInfo(
         group=GROUP, version=VERSION, kind="MachinePackageVersion", plural="machinepackageversions",
-        scope="Cluster", singular="machinepackageversion", short_names=("mpv",), status_subresource=False,
+        scope="Cluster", singular="machinepackageversion", short_names=("mpv",),
         printer_columns=(
             PrinterColumn("Component", ".spec.component"),
             PrinterColumn("Version", ".spec.version"),
             PrinterColumn("Package", ".spec.package.name", priority=1),
+            PrinterColumn("Deleting", '.status.conditions[?(@.type=="Deleting")].message', priority=1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )
 
     spec: MachinePackageVersionSpec
+    status: PackageVersionStatus = Field(default_factory=PackageVersionStatus)
 
 
 # ------------------------------------------------------------------------------------------------ Machine

@@ -267,3 +267,66 @@ async def test_machines_created_for_nodes_only_when_asked(apiserver: ApiServerPr
         m = await wait_for(lambda: env.machine("x1"), "Machine x1 created")
         assert m["spec"]["nodeName"] == "x1" and m["spec"]["packages"] == []
         await env.wait_cond("x1", "Ready", "True")
+
+
+async def test_a_package_version_in_use_cannot_vanish(apiserver: ApiServerProcess) -> None:
+    """Issue 13: deleting a MachinePackageVersion a Machine still uses is held by a protection finalizer,
+    with a condition naming the users, and completes when the last user has moved off."""
+    driver = FakeDriver(auto=True)
+    async with running_operator(apiserver, driver) as env:
+        await env.mpv("containerd-2.0", "containerd", "2.0.0")
+        await env.mpv("containerd-2.1", "containerd", "2.1.0")
+        await env.mpv("unused-1", "unused", "1")
+        for name in ("p1", "p2"):
+            driver.add_node(name)
+            await make_node(env.client, name)
+            await env.set_machine(name, ["containerd-2.0"])
+        for name in ("p1", "p2"):
+            await env.wait_cond(name, "Ready", "True")
+
+        async def finalized(name: str) -> bool:
+            mpv = await env.client.get(MPV, name)
+            return "kokpit.io/in-use-protection" in (mpv["metadata"].get("finalizers") or [])
+        for name in ("containerd-2.0", "containerd-2.1", "unused-1"):
+            await wait_for(lambda name=name: finalized(name), f"{name} protected")  # type: ignore[misc]
+        # an unused one goes at once
+        await env.client.delete(MPV, "unused-1")
+
+        async def gone(name: str) -> bool:
+            try:
+                await env.client.get(MPV, name)
+            except NotFoundError:
+                return True
+            return False
+        await wait_for(lambda: gone("unused-1"), "unused-1 deleted")
+        # one in use is held, says by whom, and warns
+        await env.client.delete(MPV, "containerd-2.0")
+
+        async def held() -> Obj | None:
+            mpv = await env.client.get(MPV, "containerd-2.0")
+            c = cond(mpv, "Deleting")
+            return mpv if c.get("status") == "True" and c.get("reason") == "InUse" else None
+        mpv = await wait_for(held, "containerd-2.0 held with Deleting=True")
+        assert "Machines p1, p2" in cond(mpv, "Deleting")["message"]
+
+        async def warned() -> bool:
+            evs = (await env.client.list(EVENT, "")).items
+            return any(e["reason"] == "InUse" and e["type"] == "Warning" and
+                       e["involvedObject"]["name"] == "containerd-2.0" for e in evs)
+        await wait_for(warned, "InUse Warning Event")
+        # the Machines keep working with it while the deletion waits
+        m = await env.machine("p1")
+        assert cond(m, "ComponentsReady")["status"] == "True"
+        # the first moves off: still held, by the second only
+        await env.set_machine("p1", ["containerd-2.1"])
+
+        async def only_p2() -> bool:
+            c = cond(await env.client.get(MPV, "containerd-2.0"), "Deleting")
+            return "Machines p2 " in c.get("message", "") and "p1" not in c.get("message", "")
+        await wait_for(only_p2, "containerd-2.0 held by p2 only")
+        # the last moves off (and its node stops running the old version): the deletion completes
+        await env.set_machine("p2", ["containerd-2.1"])
+        await wait_for(lambda: gone("containerd-2.0"), "containerd-2.0 deleted once unused", timeout=30)
+        for name in ("p1", "p2"):
+            m = await env.wait_cond(name, "Ready", "True")
+            assert {c["version"] for c in m["status"]["components"]} == {"2.1.0"}

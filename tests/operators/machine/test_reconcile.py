@@ -231,7 +231,8 @@ async def test_a_spec_mistake_holds_a_healthy_node_exactly_as_it_is(harness: H) 
         assert h.status()["phase"] == "Invalid"
         assert h.driver.log == installed, "nothing installed or uninstalled"
         assert not h.cordoned(), "the healthy node stays schedulable"
-        assert h.cond("Ready")["status"] == "True", "the node itself is still ready"
+        r = h.cond("Ready")
+        assert (r["status"], r["reason"]) == ("False", reason), "status never claims the spec is held"
         assert any(e["type"] == "Warning" for e in h.events(reason)), h.events()
     h.machine(packages=["containerd-1.7", "kubelet-1.30"])  # fixed: back to normal, nothing to do
     await h.converge()

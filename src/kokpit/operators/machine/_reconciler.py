@@ -136,7 +136,7 @@ class MachineReconciler(StepReconciler[MachineCtx]):
 
     kind = MACHINE
     spec_model = MachineSpec
-    invalid_conditions = (CT.COMPONENTS_READY,)
+    invalid_conditions = (CT.COMPONENTS_READY, CT.READY)  # never claims ready on a spec it cannot apply
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from kokpit._lib.clock import Clock
 from kokpit.client import CONFIGMAP, NODE, ApiError, TransportError
 from kokpit.nodes import DriverError, NodeDriver
 from kokpit.operators.machine._poller import NodeStatePoller
+from kokpit.operators.machine._protection import MpvProtection, installed_from
 from kokpit.operators.machine._reconciler import (
     CORDON_ANNOTATION,
     MACHINE,
@@ -64,7 +65,7 @@ def _cm_node(obj: Obj) -> list[str]:
     return [str(n)] if n else []
 
 
-INDEXERS_MACHINE = {"node": _machine_node, "mpv": field_indexer("spec.packages")}
+INDEXERS_MACHINE = {"node": _machine_node, "mpv": field_indexer("spec.packages"), "mpv-installed": installed_from}
 INDEXERS_MPV = {"component": field_indexer("spec.component")}
 INDEXERS_CM = {"node": _cm_node}
 
@@ -138,6 +139,16 @@ class MachineOperator:
             if _node_significant(old) != _node_significant(new) else None,
             delete=lambda o: self._wake_node(o["metadata"]["name"])))
         manager.add_runnable(self.poller.run)
+        # a MachinePackageVersion a Machine asks for or still runs cannot be deleted under it
+        self.protection = MpvProtection(manager.client, self.mpv_informer.store, machines, self.recorder,
+                                        clock=clock)
+        self.protector = manager.controller("mpv-protection", self.protection.reconcile, workers=2,
+                                            needs_leader_election=False)
+        self.protector.for_(self.mpv_informer)
+        self.protector.watches(self.machine_informer, lambda o: [
+            Request("", p) for p in sorted(set((o.get("spec") or {}).get("packages") or []) |
+                                           set(installed_from(o)))
+            if (m := self.mpv_informer.store.get_by_name(p)) is not None and m["metadata"].get("deletionTimestamp")])
         if self.options.create_machines_for_nodes:
             self.creator = manager.controller("machine-creator", self._reconcile_node, workers=1,
                                               needs_leader_election=False)
