@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kokpit.up import ClusterRow, Snapshot, machine_bodies, render_text
-from kokpit.up._fleet import machine_converged, try_commands
+from kokpit.up._fleet import machine_converged, try_commands, unreadable_reason
 
 
 def row(**kw: object) -> ClusterRow:
@@ -50,3 +50,16 @@ def test_one_machine_per_node_named_like_the_simulator() -> None:
     ms = machine_bodies(3)
     assert [m["metadata"]["name"] for m in ms] == ["sim-00001", "sim-00002", "sim-00003"]
     assert all(m["spec"]["nodeName"] == m["metadata"]["name"] for m in ms)
+
+
+def test_an_api_server_being_replaced_is_not_zero_nodes() -> None:
+    """Issue 13: the status screen showed "nodes 0/50" while the business API server was replaced."""
+    rolling = {"status": {"conditions": [{"type": "RollingOut", "status": "True"}]}}
+    assert unreadable_reason(rolling) == "API server restarting"
+    assert unreadable_reason({"status": {"conditions": [{"type": "Remediating", "status": "True"}]}}) == \
+        "API server restarting"
+    assert unreadable_reason({"status": {}}) == "API server not answering"
+    snap = Snapshot([row(name="cluster-2", nodes_ready=-1, machines_converged=-1,
+                         unreadable="API server restarting")])
+    text = render_text(snap, Path("/data"))
+    assert "API server restarting ?/3" in " ".join(text.split()) and "0/3" not in text  # nodes, machines

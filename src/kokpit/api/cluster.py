@@ -14,7 +14,7 @@ from typing import ClassVar, Final
 from pydantic import Field, JsonValue
 
 from kokpit.api.crdgen import KindInfo, PrinterColumn, list_map
-from kokpit.api.machine import COMPONENT_PATTERN, GROUP, VERSION
+from kokpit.api.machine import COMPONENT_PATTERN, GROUP, VERSION, PackageVersionStatus
 from kokpit.api.meta import Condition, FailureRecord, ResourceModel, SpecModel, StatusModel
 
 __all__ = [
@@ -69,14 +69,16 @@ class ClusterPackageVersion(ResourceModel):
 
     KIND_INFO: ClassVar[KindInfo] = KindInfo(
         group=GROUP, version=VERSION, kind="ClusterPackageVersion", plural="clusterpackageversions",
-        scope="Cluster", singular="clusterpackageversion", short_names=("cpv",), status_subresource=False,
+        scope="Cluster", singular="clusterpackageversion", short_names=("cpv",),
         printer_columns=(
             PrinterColumn("Kubernetes", ".spec.kubernetesVersion"),
+            PrinterColumn("Deleting", '.status.conditions[?(@.type=="Deleting")].message', priority=1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )
 
     spec: ClusterPackageVersionSpec = Field(json_schema_extra={"x-kubernetes-validations": IMMUTABLE_SPEC})
+    status: PackageVersionStatus = Field(default_factory=PackageVersionStatus)
 
 
 # ------------------------------------------------------------------------------------------------ Cluster
@@ -102,6 +104,16 @@ class ClusterSpec(SpecModel):
 
 
 class ClusterConditionType(StrEnum):
+    """The cluster operator's conditions.  Available, UpToDate, RollingOut, Remediating and Paused are Cluster
+    API v1beta2's vocabulary, so "serving" and "at the wanted version" are separate questions; Ready is True
+    only when both hold and no release is in flight.  ControlPlaneReady, Upgrading and Degraded are kept for
+    tools written against them."""
+
+    AVAILABLE = "Available"  # the API server answers through the endpoint (the cluster serves)
+    UP_TO_DATE = "UpToDate"  # every component runs spec.packageVersion
+    ROLLING_OUT = "RollingOut"  # a release or rollback is replacing components
+    REMEDIATING = "Remediating"  # a failing component is being replaced
+    PAUSED = "Paused"  # spec.paused: observed, not acted on
     CONTROL_PLANE_READY = "ControlPlaneReady"
     UPGRADING = "Upgrading"
     DEGRADED = "Degraded"
@@ -130,6 +142,13 @@ class ClusterReason:
     AS_EXPECTED: Final = "AsExpected"
     COMPONENT_FAILING: Final = "ComponentFailing"
     COMPONENT_REPLACED: Final = "ComponentReplaced"
+    # Available / UpToDate / RollingOut / Remediating / Paused
+    AVAILABLE: Final = "Available"
+    NOT_AVAILABLE: Final = "NotAvailable"
+    NOT_UP_TO_DATE: Final = "NotUpToDate"
+    NOT_ROLLING_OUT: Final = "NotRollingOut"
+    NOT_REMEDIATING: Final = "NotRemediating"
+    NOT_PAUSED: Final = "NotPaused"
     # Ready
     READY: Final = "Ready"
     NOT_READY: Final = "NotReady"
@@ -177,7 +196,10 @@ class Cluster(ResourceModel):
         group=GROUP, version=VERSION, kind="Cluster", plural="clusters", scope="Namespaced",
         singular="cluster", short_names=("kc",),
         printer_columns=(
-            PrinterColumn("Version", ".status.packageVersion"),
+            PrinterColumn("Wanted", ".spec.packageVersion", description="The release spec asks for."),
+            PrinterColumn("Version", ".status.packageVersion", description="The release every component runs."),
+            PrinterColumn("Available", '.status.conditions[?(@.type=="Available")].status'),
+            PrinterColumn("UpToDate", '.status.conditions[?(@.type=="UpToDate")].status'),
             PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
             PrinterColumn("Endpoint", ".status.endpoint"),
             PrinterColumn("Phase", ".status.phase", priority=1),

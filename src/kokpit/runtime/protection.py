@@ -16,11 +16,15 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kokpit._lib.clock import Clock, RealClock
 from kokpit.client import CanPatch, Kind
 from kokpit.runtime.conditions import find_condition, set_object_condition
+from kokpit.runtime.controller import Request, Result
+from kokpit.runtime.events import EventRecorder
 from kokpit.runtime.finalizers import add_finalizer, has_finalizer, is_deleting, remove_finalizer
+from kokpit.runtime.informer import Store
 
-__all__ = ["DELETING", "IN_USE", "IN_USE_FINALIZER", "protect", "users_message"]
+__all__ = ["DELETING", "IN_USE", "IN_USE_FINALIZER", "InUseProtector", "protect", "users_message"]
 
 Obj = dict[str, Any]
 
@@ -67,3 +71,30 @@ async def protect(client: CanPatch, kind: Kind, obj: Obj, users: list[str], *, u
         return "held"
     await remove_finalizer(client, kind, obj, IN_USE_FINALIZER)
     return "released"
+
+
+class InUseProtector:
+    """A reconciler for one kind of protected object: ``users(name)`` (sorted names, from informer caches)
+    decides; wire it as ``manager.controller(..., protector.reconcile).for_(informer)`` plus a ``watches`` on
+    the users' informer mapping each user to the objects it uses."""
+
+    def __init__(self, client: CanPatch, kind: Kind, objects: Store, users: Callable[[str], list[str]], *,
+                 user_kind: str, recorder: EventRecorder, clock: Clock | None = None) -> None:
+        self.client = client
+        self.kind = kind
+        self.objects = objects
+        self.users = users
+        self.user_kind = user_kind
+        self.recorder = recorder
+        self.clock: Clock = clock or RealClock()
+
+    async def reconcile(self, req: Request) -> Result | None:
+        obj = self.objects.get_by_name(req.name, req.namespace or None)
+        if obj is None:
+            return None
+        await protect(self.client, self.kind, obj, self.users(req.name), user_kind=self.user_kind,
+                      now=self.clock.now(), warn=self._warn)
+        return None
+
+    async def _warn(self, obj: Obj, reason: str, message: str) -> None:
+        await self.recorder.event(obj, "Warning", reason, message)

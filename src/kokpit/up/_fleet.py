@@ -8,7 +8,6 @@ so it shows what kubectl would show.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import shlex
@@ -25,7 +24,8 @@ from kokpit.client import EVENT, NODE, SECRET, ApiError, Client, NotFoundError, 
 from kokpit.operators.cluster import CLUSTER, KUBECONFIG_KEY
 from kokpit.operators.machine import MACHINE
 
-__all__ = ["ClusterRow", "Fleet", "Snapshot", "read_kubeconfig", "render_rich", "render_text", "try_commands"]
+__all__ = ["ClusterRow", "Fleet", "Snapshot", "read_kubeconfig", "render_rich", "render_text", "try_commands",
+           "unreadable_reason"]
 
 Obj = dict[str, Any]
 
@@ -52,6 +52,7 @@ class ClusterRow:
     nodes_seen: int = -1
     machines: int = -1
     machines_converged: int = -1
+    unreadable: str = ""  # why the business cluster could not be read (shown instead of node counts)
 
     @property
     def ready_fully(self) -> bool:
@@ -68,6 +69,14 @@ class Snapshot:
 
     def ready(self, want_clusters: int) -> bool:
         return not self.error and len(self.clusters) >= want_clusters and all(c.ready_fully for c in self.clusters)
+
+
+def unreadable_reason(cluster: Obj) -> str:
+    """What to show for a business cluster whose API server does not answer: a release or a repair replacing
+    it is expected (and not "0 nodes"); otherwise it is simply not answering."""
+    if _cond(cluster, "RollingOut") == "True" or _cond(cluster, "Remediating") == "True":
+        return "API server restarting"
+    return "API server not answering"
 
 
 def machine_converged(m: Obj) -> bool:
@@ -148,10 +157,14 @@ class Fleet:
                              endpoint=str(st.get("endpoint") or ""),
                              nodes_total=int((spec.get("simulation") or {}).get("nodes") or 0))
             snap.clusters.append(row)
-            with contextlib.suppress(ApiError, TransportError, OSError):
+            try:
                 client = await self.business(row.namespace, row.name)
-                if client is None:
-                    continue
+            except (ApiError, TransportError, OSError):
+                client = None
+            if client is None:
+                row.unreadable = "no kubeconfig yet"
+                continue
+            try:
                 nodes = (await client.list(NODE)).items
                 row.nodes_seen = len(nodes)
                 row.nodes_ready = sum(1 for n in nodes if _cond(n, "Ready") == "True")
@@ -159,6 +172,9 @@ class Fleet:
                 row.machines = len(machines)
                 row.machines_converged = sum(1 for m in machines if machine_converged(m))
                 lines += [_event_line(e, row.name) for e in (await client.list(EVENT)).items]
+            except (ApiError, TransportError, OSError):
+                # the business API server does not answer: say why rather than count zero nodes
+                row.unreadable = unreadable_reason(c)
         unique = list(dict.fromkeys(line for _, line in sorted(lines)))  # repeated reports read as one
         snap.events = unique[-events:]
         return snap
@@ -171,6 +187,12 @@ class Fleet:
 
 def _n(v: int) -> str:
     return "?" if v < 0 else str(v)
+
+
+def _nodes(c: ClusterRow) -> str:
+    """``ready/total``, or why the nodes cannot be counted (an API server being replaced is not 0 nodes)."""
+    return c.unreadable if c.unreadable and c.nodes_ready < 0 and c.nodes_total else \
+        f"{_n(c.nodes_ready)}/{c.nodes_total}"
 
 
 def try_commands(data_dir: Path, snap: Snapshot) -> list[str]:
@@ -196,7 +218,7 @@ def render_text(snap: Snapshot, data_dir: Path, *, elapsed: float | None = None)
     out.append(head)
     for c in snap.clusters:
         out.append(f"{c.namespace + '/' + c.name:<20} {c.version:<10} {c.wanted:<10} {c.ready:<7} "
-                   f"{_n(c.nodes_ready) + '/' + str(c.nodes_total):>9} "
+                   f"{_nodes(c):>9} "
                    f"{_n(c.machines_converged) + '/' + str(c.nodes_total):>9}  {c.endpoint}")
     if not snap.clusters and not snap.error:
         out.append("(no clusters)")
@@ -215,7 +237,7 @@ def render_rich(snap: Snapshot, data_dir: Path, *, title: str, elapsed: float | 
     table = Table(title=title, title_justify="left", expand=False, box=box.SIMPLE_HEAD,
                   caption="nodes: Ready/total · machines: converged/total", caption_justify="left")
     rows = [(c.name if c.namespace == "default" else f"{c.namespace}/{c.name}", c.version, c.wanted, c.ready,
-             f"{_n(c.nodes_ready)}/{c.nodes_total}", f"{_n(c.machines_converged)}/{c.nodes_total}", c.endpoint)
+             _nodes(c), f"{_n(c.machines_converged)}/{c.nodes_total}", c.endpoint)
             for c in snap.clusters]
     headers = ("cluster", "version", "wanted", "ready", "nodes", "machines", "endpoint")
     for i, col in enumerate(headers):  # every column but the endpoint keeps its full width on a narrow terminal

@@ -249,8 +249,10 @@ class Reporter:
         if self.console is not None:
             return
         for c in snap.clusters:  # plain mode: one line per cluster whenever it changes
+            nodes = c.unreadable if c.unreadable and c.nodes_ready < 0 and c.nodes_total else \
+                f"{max(c.nodes_ready, 0)}/{c.nodes_total}"
             text = (f"{c.namespace}/{c.name}: ready={c.ready} version={c.version} nodes "
-                    f"{max(c.nodes_ready, 0)}/{c.nodes_total} machines {max(c.machines_converged, 0)}/{c.nodes_total}")
+                    f"{nodes} machines {max(c.machines_converged, 0)}/{c.nodes_total}")
             if self._last_lines.get(c.name) != text:
                 self._last_lines[c.name] = text
                 self.line(text)

@@ -230,6 +230,59 @@ async def test_bad_input_sets_conditions_and_tears_nothing_down(harness: Harness
     up = h.cond("Upgrading")
     assert up["reason"] == "PackageVersionNotFound" and "still running v1" in up["message"]
     assert h.cond("Ready")["status"] == "True"
+    # issue 13: serving and at the wanted version are separate answers, and a person is told
+    assert h.cond("Available")["status"] == "True"
+    utd = h.cond("UpToDate")
+    assert (utd["status"], utd["reason"]) == ("False", "PackageVersionNotFound") and "still running v1" in utd["message"]
+    def warnings() -> list[str]:
+        return [e["message"] for e in h.events("PackageVersionNotFound")
+                if e["type"] == "Warning" and "nope" in e["message"]]
+    assert len(warnings()) == 1 and "still running v1" in warnings()[0], h.events()
+    await h.run()
+    assert len(warnings()) == 1, "warned once, not on every reconcile"
+
+
+async def test_status_never_claims_healthy_without_a_release_to_verify(harness: Harness) -> None:
+    """Issue 13: a Cluster whose wanted and last good ClusterPackageVersions are both gone (restored from a
+    backup, created with --validate=false) stayed Ready with "simulator 1/1 healthy" while nothing was
+    verified or repaired."""
+    h = harness
+    _setup(h)
+    await h.converge()
+    assert h.cond("Ready")["status"] == "True"
+    pods = h.pod_versions()
+    h.cpvs.delete("v1")  # gone anyway (the protection finalizer is a controller's, not a law of nature)
+    h.cluster(cpv="nope", nodes=3)
+    await h.converge()
+    assert h.pod_versions() == pods, "nothing is torn down"
+    r = h.cond("Ready")
+    assert (r["status"], r["reason"]) == ("False", "PackageVersionNotFound")
+    assert "neither verified nor repaired" in r["message"]
+    assert not any(c["healthy"] for c in h.status()["components"]), h.status()["components"]
+    assert h.cond("UpToDate")["status"] == "False"
+
+
+async def test_ready_does_not_flip_true_before_a_release_has_finished(harness: Harness) -> None:
+    """Issue 13: READY flipped to True mid-release; RollingOut and UpToDate say where a release stands."""
+    h = harness
+    _setup(h)
+    await h.converge()
+    assert (h.cond("UpToDate")["status"], h.cond("RollingOut")["status"]) == ("True", "False")
+    h.cluster(cpv="v2", nodes=3)
+    seen: list[tuple[str, str, str, str]] = []
+    for _ in range(20):
+        await h.run()
+        h.kubelet()
+        row = (h.cond("Ready")["status"], h.cond("RollingOut")["status"], h.cond("UpToDate")["status"],
+               h.status().get("packageVersion", ""))
+        seen.append(row)
+        if row[2] == "True":
+            break
+    assert seen[-1] == ("True", "False", "True", "v2"), seen
+    mid = seen[:-1]
+    assert mid and all(r[0] == "False" for r in mid if r[1] == "True"), f"Ready True while rolling out: {seen}"
+    assert any(r[1] == "True" for r in mid), seen
+    assert h.cond("Available")["status"] == "True" and h.cond("Paused")["status"] == "False"
 
 
 async def test_paused_cluster_is_observed_not_acted_on(harness: Harness) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from kokpit.api.cluster import APISERVER_COMPONENT, ClusterConditionType, ClusterReason, ClusterSpec
 from kokpit.operators.cluster._probes import Probe
 from kokpit.operators.cluster._walk import Walk
-from kokpit.runtime import PhaseRule, ReconcileContext, derive_phase
+from kokpit.runtime import PhaseRule, ReconcileContext, derive_phase, find_condition
 
 __all__ = ["cluster_conditions", "cluster_phase", "invalid_conditions"]
 
@@ -23,12 +23,23 @@ R = ClusterReason
 
 
 def invalid_conditions(ctx: ReconcileContext, reason: str, message: str) -> bool:
-    """Bad input: say so; nothing is created or torn down (a running cluster keeps running and Ready)."""
+    """Bad input that leaves no release to run (neither the wanted one nor the last good one exists or is
+    valid): say so; nothing is created or torn down.  A running cluster keeps running, but its status no longer
+    claims it is healthy: with no release to compare against, nothing is verified or repaired."""
     running = bool(ctx.status.get("lastGoodPackageVersion"))
     changed = ctx.condition(CT.UPGRADING, False, reason, message)
-    if not running:
+    changed |= ctx.condition(CT.UP_TO_DATE, False, reason, message)
+    if running:
+        why = f"{message}; the running control plane is neither verified nor repaired until a valid " \
+              "ClusterPackageVersion is named"
+        changed |= ctx.condition(CT.READY, False, reason, why)
+        for row in ctx.status.get("components") or []:
+            row["healthy"] = False
+            row["message"] = f"not verified: {reason}"
+    else:
         changed |= ctx.condition(CT.READY, False, reason, message)
         changed |= ctx.condition(CT.CONTROL_PLANE_READY, False, reason, message)
+        changed |= ctx.condition(CT.AVAILABLE, False, reason, message)
     return changed
 
 
@@ -43,12 +54,37 @@ def cluster_conditions(ctx: ReconcileContext, spec: ClusterSpec, walk: Walk, pro
         ctx.condition(CT.DEGRADED, True, R.COMPONENT_FAILING, "; ".join(walk.degraded))
     else:
         ctx.condition(CT.DEGRADED, False, R.AS_EXPECTED, "")
-    ready = cp_ok and walk.all_ready
+    ctx.condition(CT.AVAILABLE, cp_ok, R.AVAILABLE if cp_ok else R.NOT_AVAILABLE,
+                  "the API server answers through the endpoint" if cp_ok else probe.message or "no ready API server")
+    if walk.degraded:
+        ctx.condition(CT.REMEDIATING, True, R.COMPONENT_FAILING, "; ".join(walk.degraded))
+    else:
+        ctx.condition(CT.REMEDIATING, False, R.NOT_REMEDIATING, "")
+    up = find_condition(ctx.conditions, CT.UPGRADING) or {}
+    rolling = up.get("status") == "True"
+    ctx.condition(CT.ROLLING_OUT, rolling, str(up.get("reason") or R.NOT_ROLLING_OUT) if rolling
+                  else R.NOT_ROLLING_OUT, str(up.get("message") or "") if rolling else "")
+    running, wanted = ctx.status.get("packageVersion"), spec.package_version
+    up_to_date = running == wanted and walk.converged and not rolling
+    if up_to_date:
+        ctx.condition(CT.UP_TO_DATE, True, R.UP_TO_DATE, f"every component runs {wanted}")
+    else:
+        held = up.get("reason") if up.get("status") == "False" and up.get("reason") not in (
+            R.UP_TO_DATE, R.PROVISIONING) else None
+        ctx.condition(CT.UP_TO_DATE, False, str(held or R.NOT_UP_TO_DATE),
+                      str(up.get("message") or "") if held else
+                      f"wants {wanted}, runs {running or 'nothing yet'}" + (" (rolling out)" if rolling else ""))
+    ctx.condition(CT.PAUSED, spec.paused, R.PAUSED if spec.paused else R.NOT_PAUSED,
+                  "spec.paused is true: not acting" if spec.paused else "")
+    # Ready: serving, every component ready, and no release in flight (READY never flips True mid-release)
+    ready = cp_ok and walk.all_ready and not rolling
     if spec.paused:
         ctx.condition(CT.READY, ready, R.PAUSED, "spec.paused is true: not acting")
     else:
         bad = [f"{r['name']}: {r.get('message') or 'not ready'}" for r in walk.rows
                if int(r.get("readyReplicas", 0)) < int(r.get("replicas", 0))]
+        if rolling and not bad:
+            bad = [f"release in progress: {up.get('message') or up.get('reason')}"]
         ctx.condition(CT.READY, ready, R.READY if ready else R.NOT_READY,
                       "control plane ready" if ready else "; ".join(bad) or probe.message)
     return ready

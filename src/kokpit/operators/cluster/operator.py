@@ -67,6 +67,7 @@ from kokpit.runtime import (
     is_deleting,
     wait,
 )
+from kokpit.runtime.protection import InUseProtector
 
 __all__ = [
     "CLUSTER",
@@ -90,6 +91,7 @@ CLUSTER = Kind(GROUP, VERSION, "Cluster", "clusters")
 CPV = Kind(GROUP, VERSION, "ClusterPackageVersion", "clusterpackageversions", namespaced=False)
 FINALIZER = "kokpit.io/cluster-operator"
 
+CT = ClusterConditionType
 OperatorClient = ObjectClient  # what a reconcile needs of kokpit.client.Client (a fake in unit tests)
 
 
@@ -101,8 +103,10 @@ def cluster_key(obj: Obj) -> list[str]:
 
 
 def _cpv_refs(obj: Obj) -> list[str]:
+    """The ClusterPackageVersions a Cluster uses: the one it asks for, the one it runs, its rollback target."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return [str(v) for v in {spec.get("packageVersion"), status.get("lastGoodPackageVersion")} if v]
+    return sorted(str(v) for v in {spec.get("packageVersion"), status.get("packageVersion"),
+                                   status.get("lastGoodPackageVersion")} if v)
 
 
 def _node_ports(obj: Obj) -> list[str]:
@@ -195,7 +199,13 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         self._record_data_nodes(ctx)
         walk = ctx.walk
         ctx.status["components"] = walk.rows
+        before = dict(find_condition(ctx.conditions, CT.UPGRADING) or {})
         record_outcome(ctx, ctx.release, walk, ctx.spec.paused)
+        after = find_condition(ctx.conditions, CT.UPGRADING) or {}
+        if ctx.release.problem is not None and (before.get("reason"), before.get("message")) != (
+                after.get("reason"), after.get("message")):
+            # the wanted release cannot run (a missing or invalid ClusterPackageVersion): a person must act
+            ctx.warning(ctx.release.problem[0], str(after.get("message") or ctx.release.problem[1]))
         cluster_conditions(ctx, ctx.spec, walk, ctx.probe)
         for msg in walk.actions:
             ctx.normal("ControlPlane", msg)
@@ -357,6 +367,21 @@ class ClusterOperator:
             self.controller.watches(src, owned)
         self.controller.watches(self.cpv_informer, lambda o: [
             Request.for_object(c) for c in clusters.by_index("cpv", str(o["metadata"]["name"]))])
+        # a ClusterPackageVersion a Cluster asks for, runs or would roll back to cannot be deleted under it
+        cpvs = self.cpv_informer.store
+
+        def cpv_users(name: str) -> list[str]:
+            return sorted(f"{c['metadata'].get('namespace')}/{c['metadata']['name']}"
+                          for c in clusters.by_index("cpv", name))
+
+        self.protection = InUseProtector(manager.client, CPV, cpvs, cpv_users, user_kind="Clusters",
+                                         recorder=self.recorder, clock=clock)
+        self.protector = manager.controller("cpv-protection", self.protection.reconcile, workers=2,
+                                            needs_leader_election=False)
+        self.protector.for_(self.cpv_informer)
+        self.protector.watches(self.cluster_informer, lambda o: [  # users matter only to a held deletion
+            Request("", n) for n in _cpv_refs(o)
+            if (c := cpvs.get_by_name(n)) is not None and c["metadata"].get("deletionTimestamp")])
 
     async def _reconcile(self, req: Request) -> Result | None:
         try:

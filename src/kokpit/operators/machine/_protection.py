@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kokpit._lib.clock import Clock, RealClock
-from kokpit.client import CanPatch
-from kokpit.operators.machine._reconciler import MPV
-from kokpit.runtime import EventRecorder, Request, Result, Store
-from kokpit.runtime.protection import protect
+from kokpit.runtime import Store
 
-__all__ = ["MpvProtection", "installed_from"]
+__all__ = ["installed_from", "machine_mpvs", "mpv_users"]
 
 Obj = dict[str, Any]
 
@@ -27,26 +23,13 @@ def installed_from(machine: Obj) -> list[str]:
     return sorted({str(r["packageVersion"]) for r in rows if r.get("packageVersion")})
 
 
-class MpvProtection:
-    """Reconciles one MachinePackageVersion's finalizer and Deleting condition against its users."""
+def machine_mpvs(machine: Obj) -> list[str]:
+    """Every MachinePackageVersion a Machine uses: asked for in spec, or still installed."""
+    return sorted(set((machine.get("spec") or {}).get("packages") or []) | set(installed_from(machine)))
 
-    def __init__(self, client: CanPatch, mpvs: Store, machines: Store, recorder: EventRecorder,
-                 clock: Clock | None = None) -> None:
-        self.client = client
-        self.mpvs = mpvs
-        self.machines = machines
-        self.recorder = recorder
-        self.clock: Clock = clock or RealClock()
 
-    def users(self, name: str) -> list[str]:
-        found = {str(m["metadata"]["name"]) for m in self.machines.by_index("mpv", name)}
-        found |= {str(m["metadata"]["name"]) for m in self.machines.by_index("mpv-installed", name)}
-        return sorted(found)
-
-    async def reconcile(self, req: Request) -> Result | None:
-        obj = self.mpvs.get_by_name(req.name)
-        if obj is None:
-            return None
-        await protect(self.client, MPV, obj, self.users(req.name), user_kind="Machines", now=self.clock.now(),
-                      warn=lambda o, reason, msg: self.recorder.event(o, "Warning", reason, msg))
-        return None
+def mpv_users(machines: Store, name: str) -> list[str]:
+    """The Machines using MachinePackageVersion ``name`` (machines indexed by ``mpv`` and ``mpv-installed``)."""
+    found = {str(m["metadata"]["name"]) for m in machines.by_index("mpv", name)}
+    found |= {str(m["metadata"]["name"]) for m in machines.by_index("mpv-installed", name)}
+    return sorted(found)

@@ -15,7 +15,7 @@ from kokpit._lib.clock import Clock
 from kokpit.client import CONFIGMAP, NODE, ApiError, TransportError
 from kokpit.nodes import DriverError, NodeDriver
 from kokpit.operators.machine._poller import NodeStatePoller
-from kokpit.operators.machine._protection import MpvProtection, installed_from
+from kokpit.operators.machine._protection import installed_from, machine_mpvs, mpv_users
 from kokpit.operators.machine._reconciler import (
     CORDON_ANNOTATION,
     MACHINE,
@@ -35,6 +35,7 @@ from kokpit.runtime import (
     find_condition,
 )
 from kokpit.runtime.informer import strip_managed_fields
+from kokpit.runtime.protection import InUseProtector
 
 __all__ = [
     "CORDON_ANNOTATION",
@@ -140,15 +141,15 @@ class MachineOperator:
             delete=lambda o: self._wake_node(o["metadata"]["name"])))
         manager.add_runnable(self.poller.run)
         # a MachinePackageVersion a Machine asks for or still runs cannot be deleted under it
-        self.protection = MpvProtection(manager.client, self.mpv_informer.store, machines, self.recorder,
-                                        clock=clock)
+        mpvs = self.mpv_informer.store
+        self.protection = InUseProtector(manager.client, MPV, mpvs, lambda n: mpv_users(machines, n),
+                                         user_kind="Machines", recorder=self.recorder, clock=clock)
         self.protector = manager.controller("mpv-protection", self.protection.reconcile, workers=2,
                                             needs_leader_election=False)
         self.protector.for_(self.mpv_informer)
-        self.protector.watches(self.machine_informer, lambda o: [
-            Request("", p) for p in sorted(set((o.get("spec") or {}).get("packages") or []) |
-                                           set(installed_from(o)))
-            if (m := self.mpv_informer.store.get_by_name(p)) is not None and m["metadata"].get("deletionTimestamp")])
+        self.protector.watches(self.machine_informer, lambda o: [  # users matter only to a held deletion
+            Request("", p) for p in machine_mpvs(o)
+            if (m := mpvs.get_by_name(p)) is not None and m["metadata"].get("deletionTimestamp")])
         if self.options.create_machines_for_nodes:
             self.creator = manager.controller("machine-creator", self._reconcile_node, workers=1,
                                               needs_leader_election=False)
