@@ -27,7 +27,7 @@ import yaml
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import POD, SECRET, ApiError, Client, NotFoundError
+from kokpit.client import EVENT, POD, SECRET, ApiError, Client, NotFoundError
 from kokpit.operators.cluster import (
     CLUSTER,
     CLUSTER_LABEL,
@@ -338,3 +338,49 @@ async def test_real_api_server_pod_kubectl_and_version_swap(apiserver: ApiServer
                 return False
             return not env.kubelet.procs
         await wait_for(gone, "c1 gone and its API server process ended", timeout=20)
+
+
+async def test_a_cluster_package_version_in_use_cannot_vanish(apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """Issue 13: a ClusterPackageVersion a Cluster asks for, runs or would roll back to is held by a
+    protection finalizer; the deletion completes when the last Cluster has moved off."""
+    async with running(apiserver, tmp_path) as env:
+        c = env.client
+        await c.create(CPV, _cpv("keep-1", "v1.30.0", "kokpit:v1.30.0"))
+        await c.create(CPV, _cpv("keep-2", "v1.31.0", "kokpit:v1.31.0"))
+        await c.create(CLUSTER, {"metadata": {"name": "pc"},
+                                 "spec": {"packageVersion": "keep-1", "simulation": {"nodes": 0}}}, "default")
+        await env.wait_cluster(lambda o: cond(o, "Ready").get("status") == "True", "pc Ready", name="pc")
+        await wait_for(lambda: _has_protection(c, "keep-1"), "keep-1 protected")
+        await c.delete(CPV, "keep-1")
+
+        async def held() -> Obj | None:
+            cpv = await c.get(CPV, "keep-1")
+            d = cond(cpv, "Deleting")
+            return cpv if d.get("reason") == "InUse" and "Clusters default/pc" in d.get("message", "") else None
+        await wait_for(held, "keep-1 deletion held by default/pc")
+
+        async def warned() -> bool:
+            evs = (await c.list(EVENT, "")).items
+            return any(e["reason"] == "InUse" and e["type"] == "Warning" and
+                       e["involvedObject"]["name"] == "keep-1" for e in evs)
+        await wait_for(warned, "InUse Warning Event")
+        cl = await env.cluster("pc")
+        assert cond(cl, "Ready")["status"] == "True", "the Cluster keeps running its release"
+        # moving to another release: once it runs there and its last good release is the new one, keep-1 goes
+        await c.patch(CLUSTER, "pc", {"spec": {"packageVersion": "keep-2"}}, "default")
+
+        async def gone() -> bool:
+            try:
+                await c.get(CPV, "keep-1")
+            except NotFoundError:
+                return True
+            return False
+        await wait_for(gone, "keep-1 deleted once unused", timeout=30)
+        cl = await env.wait_cluster(lambda o: cond(o, "UpToDate").get("status") == "True", "pc on keep-2", name="pc")
+        assert cl["status"]["packageVersion"] == "keep-2"
+        await c.delete(CLUSTER, "pc", "default")
+
+
+async def _has_protection(c: Client, name: str) -> bool:
+    cpv = await c.get(CPV, name)
+    return "kokpit.io/in-use-protection" in (cpv["metadata"].get("finalizers") or [])
