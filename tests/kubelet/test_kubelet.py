@@ -455,3 +455,21 @@ def test_pods_log_errors_without_a_kubelet(apiserver: ApiServerProcess) -> None:
     assert apiserver.request("DELETE", f"/api/v1/namespaces/{NS}/pods/two/binding")[0] == 405
     assert apiserver.request("PUT", f"/api/v1/namespaces/{NS}/pods/two/log", json.dumps(two).encode())[0] == 405
     assert apiserver.request("GET", f"/api/v1/namespaces/{NS}/pods/two")[0] == 200
+
+
+async def test_metrics_are_served_to_token_holders_only(apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """The kubelet's /metrics: HTTPS, a bearer token of its cluster, its own figures beside its client's."""
+    from kokpit._lib.metricsserver import scrape
+
+    client = Client.from_kubeconfig(apiserver.kubeconfig)
+    runner = KubeletRunner(client, tmp_path / "kubelet", fake_runtime=True, metrics_port=0,
+                           metrics_tokens=["k" * 32])
+    try:
+        kubelet = await runner.start()
+        assert kubelet.metrics is not None and kubelet.metrics.url.startswith("https://127.0.0.1:")
+        code, body = await scrape(kubelet.metrics.url, "k" * 32)
+        assert code == 200 and b"kokpit_kubelet_pods 0.0" in body and b"kokpit_client_requests_total" in body
+        assert (await scrape(kubelet.metrics.url, "x" * 32))[0] == 401
+    finally:
+        await runner.stop(stop_pods=True)
+        await client.close()

@@ -167,6 +167,9 @@ def kubelet_cmd(
     stop_pods_on_exit: bool = typer.Option(False, "--stop-pods-on-exit",
                                            help="End the Pods' processes on exit (default: leave them running "
                                                 "for the next kubelet to adopt, like kubelet)."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the local kubelet (embedded mode): register a Node and run its kokpit Pods as processes."""
@@ -178,7 +181,9 @@ def kubelet_cmd(
         fail(f"kubeconfig {kubeconfig} not found")
     setup_logging(verbose, quiet_http=True)
     opts = KubeletOptions(data_dir=data_dir, node_name=node_name, fake_runtime=fake_runtime, log_port=port,
-                          bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap)
+                          bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap,
+                          metrics_port=metrics_port, metrics_host=metrics_host,
+                          metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
     try:
         asyncio.run(run_kubelet(kubeconfig, opts, stop_pods_on_exit=stop_pods_on_exit))
     except KeyboardInterrupt:

@@ -28,10 +28,15 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from kokpit._lib.aio import cancel_and_wait
+from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import POD, Client
 from kokpit.kubelet._binding import Binder
 from kokpit.kubelet._containers import Container
@@ -68,6 +73,7 @@ class Kubelet:
         self.fake_runtime = FakeRuntime(client, self.pods) if opts.fake_runtime else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()
+        self.metrics: MetricsServer | None = None
 
     @staticmethod
     def loop_time() -> float:
@@ -80,6 +86,12 @@ class Kubelet:
         self.opts.data_dir.mkdir(parents=True, exist_ok=True)
         (self.opts.data_dir / "pods").mkdir(exist_ok=True)
         fake = self.fake_runtime
+        if self.opts.metrics_port is not None:
+            self.client.metrics.registry.register(_PodsCollector(self))
+            self.metrics = MetricsServer(self.client.metrics.registry, host=self.opts.metrics_host,
+                                         port=self.opts.metrics_port, tokens=self.opts.metrics_tokens,
+                                         ready=self._ready.is_set)
+            await self.metrics.start()
         if fake is None:
             await self.log_server.start()
             self.records = self.state.load()
@@ -126,6 +138,8 @@ class Kubelet:
 
             await asyncio.gather(*(stop(w) for w in list(self.workers.values())))
         await self.log_server.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     # -------------------------------------------------------------- process records
     def remember_process(self, w: PodWorker, c: Container) -> None:
@@ -201,6 +215,20 @@ class Kubelet:
             if w.namespace == req.namespace and w.name == req.pod:
                 return w.log_source(req)
         raise LookupError(f'pod "{req.pod}" in namespace "{req.namespace}" is not running on node {self.node}')
+
+
+class _PodsCollector(Collector):
+    """The kubelet's own figures next to its API client's: Pods it runs, and their containers' restarts."""
+
+    def __init__(self, kubelet: Kubelet) -> None:
+        self.kubelet = kubelet
+
+    def collect(self) -> Iterator[Metric]:
+        workers = list(self.kubelet.workers.values())
+        yield GaugeMetricFamily("kokpit_kubelet_pods", "Pods this kubelet runs", value=float(len(workers)))
+        restarts = sum(c.restart_count for w in workers for c in w.containers)
+        yield GaugeMetricFamily("kokpit_kubelet_container_restarts", "Container restarts of those Pods",
+                                value=float(restarts))
 
 
 async def run_kubelet(kubeconfig: str | os.PathLike[str] | None, opts: KubeletOptions, *,

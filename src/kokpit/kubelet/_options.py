@@ -41,6 +41,9 @@ class KubeletOptions:
     python: str = field(default_factory=lambda: sys.executable)
     fake_runtime_workers: int = 16
     bind_workers: int = 4
+    metrics_port: int | None = None  # /metrics (HTTPS, bearer token: kokpit._lib.metricsserver); None: off
+    metrics_host: str = "127.0.0.1"
+    metrics_tokens: list[str] = field(default_factory=list)
 
 
 def now_text() -> str:

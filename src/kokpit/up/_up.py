@@ -405,9 +405,11 @@ class Up:
         made = await _create_missing(meta, CPV, cpvs())
         if made:
             self.r.line(f"created {made} ClusterPackageVersions")
+        kubelet_metrics = _free_port(o.host)
         await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(self.meta_kubeconfig), "--data-dir",
                                              str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
-                                             "--stop-pods-on-exit")).start()
+                                             "--stop-pods-on-exit", *self._metrics_args(kubelet_metrics))).start()
+        record_endpoint(d, "kubelet", f"https://{_url_host(o.host)}:{kubelet_metrics}/metrics")
         op_metrics = _free_port(o.host)
         sans = [] if o.host == "127.0.0.1" else ["--apiserver-san", o.host]  # business API servers, drivers
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig", str(self.meta_kubeconfig),
