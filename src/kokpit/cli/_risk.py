@@ -16,7 +16,14 @@ from typing import Any
 
 import typer
 
-from kokpit.cli._common import fail, setup_logging
+from kokpit.cli._common import (
+    METRICS_HOST,
+    METRICS_PORT,
+    METRICS_TOKEN_FILE,
+    fail,
+    metrics_tokens,
+    setup_logging,
+)
 
 __all__ = ["PAUSE_POLICY", "register"]
 
@@ -207,8 +214,9 @@ def reset(breaker: str = typer.Argument(..., help="The RiskPolicy whose failure 
 # ------------------------------------------------------------------------------------------ the controller
 def risk_center(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig of the meta cluster."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve /metrics, /healthz, /readyz."),
-    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address of the metrics server."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     default_policies: bool = typer.Option(False, "--default-policies",
                                           help="Create the shipped RiskPolicies that are missing."),
     leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
@@ -227,7 +235,8 @@ def risk_center(
     opts = CenterOptions(gate_interval=gate_interval, probe_interval=probe_interval)
     try:
         asyncio.run(run_center(kubeconfig, opts, http_port=metrics_port, http_host=metrics_host,
-                               leader_election=leader_elect, defaults=default_policies))
+                               leader_election=leader_elect, defaults=default_policies,
+                               metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
     except KeyboardInterrupt:
         pass
 

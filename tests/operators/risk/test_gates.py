@@ -33,6 +33,9 @@ Obj = dict[str, Any]
 DRAIN = OperationType.NODE_DRAIN
 
 
+METRICS_TOKEN = "prometheus-scrape-token-0123456789"  # /metrics is HTTPS + bearer token (_lib.metricsserver)
+
+
 class Prometheus:
     """`prometheus` from Debian's package, own config, free port, temp dir; stopped by the test."""
 
@@ -44,7 +47,9 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            f"scrape_configs:\n  - job_name: kokpit\n    static_configs:\n      - targets: ['{target}']\n")
+            f"scrape_configs:\n  - job_name: kokpit\n    scheme: https\n    tls_config:\n"
+            f"      insecure_skip_verify: true\n    authorization:\n      credentials: {METRICS_TOKEN}\n"
+            f"    static_configs:\n      - targets: ['{target}']\n")
         self.log = open(tmp / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
@@ -101,7 +106,8 @@ async def test_prometheus_gate_decides_from_kokpit_metrics_and_unreachable_fails
         "name": "nowhere", "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "query": "up",
                                           "timeoutSeconds": 1}, "threshold": 1}])
     task = asyncio.create_task(run_center(apiserver.kubeconfig, FAST, http_port=metrics_port,
-                                          handle_signals=False, leader_election=False))
+                                          handle_signals=False, leader_election=False,
+                                          metrics_tokens=[METRICS_TOKEN]))
     pc = permits(meta)
     try:
         first = await pc.request(DRAIN, ["n1"])
