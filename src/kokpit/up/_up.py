@@ -417,8 +417,10 @@ class Up:
                                                       "--port-range", _port_range(d), *self._metrics_args(op_metrics))
                           ).start()
         record_endpoint(d, "cluster-operator", f"https://{_url_host(o.host)}:{op_metrics}/metrics")
+        risk_metrics = _free_port(o.host)
         await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
-                                                 "--default-policies")).start()
+                                                 "--default-policies", *self._metrics_args(risk_metrics))).start()
+        record_endpoint(d, "risk-center", f"https://{_url_host(o.host)}:{risk_metrics}/metrics")
         self.r.line("started the local kubelet, the cluster operator and the risk center")
         names = cluster_names(o.clusters)
         made = await _create_missing(meta, CLUSTER, [cluster_body(n, o.nodes) for n in names], CLUSTER_NAMESPACE)
