@@ -39,7 +39,7 @@ EXPECTED = [
     ("", "configmaps", "ConfigMap", True, ("cm",), (), ALL_VERBS, ()),
     ("", "secrets", "Secret", True, (), (), ALL_VERBS, ()),
     ("", "services", "Service", True, ("svc",), ("all",), ALL_VERBS, ("status",)),
-    ("", "serviceaccounts", "ServiceAccount", True, ("sa",), (), ALL_VERBS, ()),
+    ("", "serviceaccounts", "ServiceAccount", True, ("sa",), (), ALL_VERBS, ("token",)),
     ("", "events", "Event", True, ("ev",), (), ALL_VERBS, ()),
     ("events.k8s.io", "events", "Event", True, ("ev",), (), ALL_VERBS, ()),
     ("coordination.k8s.io", "leases", "Lease", True, (), (), ALL_VERBS, ()),

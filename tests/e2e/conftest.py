@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from kokpit.apiserver.rbac_admission import ROOT_CA
 from kokpit.apiserver.testing import ApiServerProcess
 
 CALL_TIMEOUT = 30.0
@@ -190,4 +191,7 @@ def ns(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test on the shared server."""
     name = unique("t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[5:25].strip("-"))
     kubectl.apply_obj({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # settled, as in kube: the controllers have added the namespace's root CA ConfigMap (and default
+    # ServiceAccount), so a test's own watches and lists see only what it made besides that
+    wait_until(lambda: kubectl.exists("cm", ROOT_CA, "-n", name), msg=f"{ROOT_CA} in {name}")
     yield name

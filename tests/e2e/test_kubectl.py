@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kokpit.apiserver.rbac_admission import ROOT_CA
 from kokpit.apiserver.testing import ApiServerProcess
 
 from .conftest import Kubectl, table, unique
@@ -220,13 +221,15 @@ def test_get_output_formats_and_selectors(kubectl: Kubectl, ns: str) -> None:
     assert kubectl.out("get", "cm", "a", "-n", ns, "-o", "name").strip() == "configmap/a"
     y = yaml.safe_load(kubectl.out("get", "cm", "a", "-n", ns, "-o", "yaml"))
     assert y["data"] == {"n": "a"} and y["metadata"]["labels"] == {"tier": "web"}
-    assert kubectl.out("get", "cm", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}") == "a b c d e"
+    names = kubectl.out("get", "cm", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert [n for n in names if n != ROOT_CA] == ["a", "b", "c", "d", "e"]
     assert kubectl.out("get", "cm", "c", "-n", ns, "-o", "jsonpath={.data.n}") == "c"
     lst = kubectl.json("get", "cm", "-n", ns)
-    assert lst["kind"] == "List" and len(lst["items"]) == 5
+    assert lst["kind"] == "List" and len(lst["items"]) == 5 + 1  # and the namespace's root CA ConfigMap
 
     def names(*sel: str) -> list[str]:
-        return sorted(kubectl.out("get", "cm", "-n", ns, *sel, "-o", "jsonpath={.items[*].metadata.name}").split())
+        out = kubectl.out("get", "cm", "-n", ns, *sel, "-o", "jsonpath={.items[*].metadata.name}").split()
+        return sorted(n for n in out if n != ROOT_CA)
 
     assert names("-l", "tier=web") == ["a", "b"]
     assert names("-l", "tier==db") == ["c"]
@@ -241,9 +244,9 @@ def test_get_output_formats_and_selectors(kubectl: Kubectl, ns: str) -> None:
     # -A lists across namespaces with a NAMESPACE column
     rows = [r for r in table(kubectl.out("get", "cm", "-A", "-l", "tier=db")) if r["NAMESPACE"] == ns]
     assert [r["NAME"] for r in rows] == ["c"]
-    # pagination: --chunk-size=2 must fetch 3 pages and still print all five
+    # pagination: --chunk-size=2 must fetch 3 pages and still print all six (five and the root CA's)
     res = kubectl.run("get", "cm", "-n", ns, "--chunk-size=2", "-v=6")
-    assert [r["NAME"] for r in table(res.stdout)] == ["a", "b", "c", "d", "e"]
+    assert [r["NAME"] for r in table(res.stdout)] == ["a", "b", "c", "d", "e", ROOT_CA]
     gets = [ln for ln in res.stderr.splitlines() if "configmaps" in ln and "limit=2" in ln]
     assert len(gets) == 3, gets
     assert sum("continue=" in ln for ln in gets) == 2
@@ -462,13 +465,14 @@ def test_replace_wait_and_misc_output(kubectl: Kubectl, ns: str, tmp_path: Path)
     rows = table(kubectl.out("get", "cm", "r1", "-n", ns, "-o", "custom-columns=NAME:.metadata.name,A:.data.a"))
     assert rows == [{"NAME": "r1", "A": "2"}]
     rows = table(kubectl.out("get", "cm", "-n", ns, "--show-labels", "--sort-by=.metadata.name"))
-    assert [(r["NAME"], r["LABELS"]) for r in rows] == [("r1", "grp=g"), ("r2", "grp=g"), ("r3", "grp=h")]
+    assert [(r["NAME"], r["LABELS"]) for r in rows if r["NAME"] != ROOT_CA] == [
+        ("r1", "grp=g"), ("r2", "grp=g"), ("r3", "grp=h")]
     # replace --force deletes and recreates: a new uid
     kubectl.out("replace", "--force", "-f", str(f))
     assert kubectl.json("get", "cm", "r1", "-n", ns)["metadata"]["uid"] != uid
     out = kubectl.out("delete", "cm", "-n", ns, "-l", "grp=g")
     assert 'configmap "r1" deleted' in out and 'configmap "r2" deleted' in out
-    assert kubectl.out("get", "cm", "-n", ns, "-o", "name").split() == ["configmap/r3"]
+    assert kubectl.out("get", "cm", "-n", ns, "-o", "name").split() == [f"configmap/{ROOT_CA}", "configmap/r3"]
     # dry runs change nothing; diff shows the change and exits 1
     res = kubectl.run("apply", "-f", write(f, cm("r3", ns, {"z": "1"}, {"grp": "h"})), "--dry-run=server",
                       "-o", "json")

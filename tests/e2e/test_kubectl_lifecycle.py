@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from kokpit.apiserver.rbac_admission import ROOT_CA
+
 from .conftest import Kubectl, unique, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +59,7 @@ def test_get_watch_output_events(kubectl: Kubectl, ns: str) -> None:
         w.expect(r"^DELETED\s+e1\s+1\s+")
         # the JSON form prints one compact event per line with the whole object
         j.expect(r'^\{"type":"DELETED"')
-        objs = [json.loads(line) for line in j.lines]
+        objs = [o for o in (json.loads(line) for line in j.lines) if o["object"]["metadata"]["name"] != ROOT_CA]
         seq = [(e["type"], e["object"]["metadata"]["name"]) for e in objs]
         assert seq == [("ADDED", "e0"), ("ADDED", "e1"), ("MODIFIED", "e1"), ("DELETED", "e1")]
         assert objs[2]["object"]["metadata"]["labels"] == {"x": "y"}
@@ -140,7 +142,7 @@ def test_garbage_collection_and_orphan(kubectl: Kubectl, ns: str) -> None:
                msg="orphaned dependent loses its ownerReference")
     assert not kubectl.exists("cm", "owner2", "-n", ns)
     assert sorted(kubectl.out("get", "cm", "-n", ns, "-o", "name").split()) == [
-        "configmap/dep2", "configmap/unrelated"]
+        "configmap/dep2", f"configmap/{ROOT_CA}", "configmap/unrelated"]
     # foreground: the owner waits (with the foregroundDeletion finalizer) until its dependents are gone
     kubectl.create(cm("fg", ns))
     fuid = kubectl.json("get", "cm", "fg", "-n", ns)["metadata"]["uid"]

@@ -25,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
+from kokpit.apiserver.rbac_admission import ROOT_CA
 from kokpit.apiserver.testing import ApiServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +56,12 @@ def shared_client(shared_apiserver: ApiServerProcess) -> Iterator[client.ApiClie
 def ns(shared_client: client.ApiClient) -> str:
     """A namespace of its own for each test on the shared server."""
     name = f"oc-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(shared_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    v1 = client.CoreV1Api(shared_client)
+    v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + 15  # settled: the namespace's root CA ConfigMap exists (as in kube)
+    while not v1.list_namespaced_config_map(name, field_selector=f"metadata.name={ROOT_CA}").items:
+        assert time.monotonic() < deadline, f"no {ROOT_CA} in {name}"
+        time.sleep(0.05)
     return name
 
 
@@ -159,7 +165,7 @@ def test_paginated_list_is_a_consistent_snapshot(shared_client: client.ApiClient
     for n in names:
         v1.create_namespaced_config_map(ns, cm(n, {"i": n}))
     first = v1.list_namespaced_config_map(ns, limit=7)
-    assert len(first.items) == 7 and first.metadata._continue
+    assert len(first.items) == 7 and first.metadata._continue  # the namespace's root CA ConfigMap first
     snapshot_rv = first.metadata.resource_version
     # written after the first page: none of this may show up in later pages
     for i in range(5):
@@ -175,10 +181,10 @@ def test_paginated_list_is_a_consistent_snapshot(shared_client: client.ApiClient
         seen += [i.metadata.name for i in page.items]
         token = page.metadata._continue
         pages += 1
-    assert seen == names  # each exactly once, in key order, the deleted one still there, no late ones
+    assert seen == [ROOT_CA, *names]  # each exactly once, in key order, the deleted one still there, no late ones
     assert pages == 9
     now = v1.list_namespaced_config_map(ns)
-    assert len(now.items) == 60 - 1 + 5
+    assert len(now.items) == 1 + 60 - 1 + 5
     assert int(now.metadata.resource_version) > int(snapshot_rv)
 
 
@@ -262,7 +268,8 @@ def test_watch_from_compacted_rv_then_relist(apiserver: ApiServerProcess) -> Non
         assert err["object"]["kind"] == "Status" and "too old resource version" in err["object"]["message"]
         # relist, then watch from the new RV
         listing = v1.list_namespaced_config_map("default")
-        assert sorted(i.metadata.name for i in listing.items) == [f"e{i}" for i in range(5)]
+        assert sorted(i.metadata.name for i in listing.items if i.metadata.name != ROOT_CA) == [
+            f"e{i}" for i in range(5)]
         new_rv = listing.metadata.resource_version
         v1.create_namespaced_config_map("default", cm("after"))
         events = collect(watch.Watch().stream(v1.list_namespaced_config_map, "default", resource_version=new_rv,
@@ -320,7 +327,7 @@ def test_send_initial_events_raw_http(shared_apiserver: ApiServerProcess, shared
                 break
     *added, end = events
     assert {e["type"] for e in added} == {"ADDED"}
-    assert sorted(e["object"]["metadata"]["name"] for e in added) == sorted(names)
+    assert sorted(e["object"]["metadata"]["name"] for e in added) == sorted(names | {ROOT_CA})
     assert end["type"] == "BOOKMARK"
     assert end["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     assert int(end["object"]["metadata"]["resourceVersion"]) >= rv_before

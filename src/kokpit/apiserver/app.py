@@ -25,11 +25,12 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kokpit.apiserver import errors, subresources
-from kokpit.apiserver.auth import Authenticator, User, authorize, forbidden_error
+from kokpit.apiserver.auth import Authenticator, User
 from kokpit.apiserver.decoding import decode, delete_options, patch_type, read_body, write_options
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.lists import list_response, matches, selectors_of
 from kokpit.apiserver.nonresource import NonResourcePaths
+from kokpit.apiserver.rbac_requests import Authorization
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.responses import (
     Receive,
@@ -52,8 +53,6 @@ __all__ = ["App", "AppConfig"]
 log = logging.getLogger(__name__)
 
 _PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version", "/version/"}
-# every authenticated user may ask what it may do (`kubectl auth can-i`)
-_ALWAYS_ALLOWED = {"selfsubjectaccessreviews"}
 
 
 @dataclass
@@ -77,6 +76,7 @@ class App:
         self.rest = rest
         self.auth = auth
         self.config = config
+        self.rbac: Authorization | None = None  # set by server.build: RBAC and the review/token APIs
         self.metrics = CollectorRegistry()
         self._requests = Counter("apiserver_request_total", "API requests by verb, resource and code",
                                  ["verb", "group", "resource", "code"], registry=self.metrics)
@@ -123,10 +123,10 @@ class App:
             path = scope["path"]
             user = self._authenticate(path, headers)
             info = request_info(scope["method"], path, query)
-            if user is not None and not authorize(user, info.verb) and info.resource not in _ALWAYS_ALLOWED:
-                raise forbidden_error(user, info.verb, info.resource, info.group, info.namespace or "",
-                                      info.name, subresource=info.subresource or None,
-                                      path=None if info.resource_request else path)
+            if self.rbac is not None and self.auth is not None:  # impersonation, then RBAC (rbac_requests.py)
+                user = self.rbac.check(user, scope["method"], info.resource_request, info.verb, info.group,
+                                       info.resource, info.subresource, info.namespace, info.name, path,
+                                       headers, scope["headers"])
             if info.verb == "watch":
                 rt = resource_type(self.registry, info)
                 await serve_watch(self.rest, self.store, rt, info.namespace if rt.namespaced else None,
@@ -191,7 +191,7 @@ class App:
             ns = None
         accept = headers.get("accept", "")
         v = info.verb
-        only = {"eviction": "create", "binding": "create", "log": "get"}.get(info.subresource)
+        only = {"eviction": "create", "binding": "create", "log": "get", "token": "create"}.get(info.subresource)
         if only is not None and v != only:  # else e.g. DELETE pods/x/binding would delete the pod itself
             raise errors.method_not_allowed(f"the server does not allow this method on the requested "
                                             f"resource ({info.resource}/{info.subresource})")
@@ -206,8 +206,8 @@ class App:
             return list_response(rest, self.store, rt, ns, query, accept)
         opts = write_options(info, query, headers)
         if v == "create":
-            if rt.kind == "SelfSubjectAccessReview":
-                return subresources.access_review(decode(body, headers), user)
+            if self.rbac is not None and self.rbac.handles(rt, info.subresource):  # reviews, TokenRequest
+                return json_response(self.rbac.create(rt, ns, info.name, decode(body, headers), user), 201)
             if info.subresource == "eviction":
                 return await subresources.evict(rest, rt, ns, info.name, decode(body, headers),
                                                 self.registry.get("policy", "v1", "poddisruptionbudgets"))

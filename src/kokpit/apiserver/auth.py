@@ -1,10 +1,11 @@
-"""Bearer-token authentication and a two-level authorizer for the embedded API server.
+"""Bearer-token authentication for the embedded API server, and kube-apiserver's 403 wording.
 
-Clients must be able to reach the embedded server with an ordinary kubeconfig, and a person handed a
-read-only kubeconfig must not be able to change anything.  Full RBAC is more than the embedded server needs,
-so there are two kinds of user: admins (group system:masters, everything allowed) and viewers (get, list and
-watch only).  Messages for refused requests copy kube-apiserver's wording so that kubectl shows what people
-already know how to read.
+Clients reach the embedded server with an ordinary kubeconfig.  Two static tokens are made with every data
+dir: the admin token (user `kokpit-admin`, group `system:masters`: everything) and the read-only token (user
+`kokpit-viewer`, group `kokpit:viewers`, bound to the `view` ClusterRole).  ServiceAccount tokens are
+checked by `rbac_tokens.TokenIssuer`, handed in as `service_accounts`.  What a user may do is decided by
+RBAC (`kokpit.apiserver.rbac`).  Messages for refused requests copy kube-apiserver's wording so that kubectl
+shows what people already know how to read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import csv
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,10 @@ from kokpit.apiserver.pki import Tokens
 __all__ = [
     "ADMIN_GROUP",
     "ADMIN_USER",
-    "READ_VERBS",
     "VIEWER_GROUP",
     "VIEWER_USER",
     "Authenticator",
     "User",
-    "authorize",
     "forbidden_error",
     "forbidden_message",
     "load_token_file",
@@ -37,29 +36,28 @@ ADMIN_USER = "kokpit-admin"
 ADMIN_GROUP = "system:masters"
 VIEWER_USER = "kokpit-viewer"
 VIEWER_GROUP = "kokpit:viewers"
-# What a read-only user may do.  Non-resource GETs (/version, /api, /openapi/v3 ...) arrive as verb "get".
-READ_VERBS = frozenset({"get", "list", "watch"})
 
 
 @dataclass(frozen=True)
 class User:
-    """An authenticated caller; `readonly` is derived from the groups when the user is created."""
+    """An authenticated caller (kube's user.Info); `extra` is a tuple of (key, values) pairs."""
 
     name: str
     groups: tuple[str, ...]
-    readonly: bool
     uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def _user(name: str, groups: tuple[str, ...], uid: str = "") -> User:
-    return User(name=name, groups=(*groups, "system:authenticated"), readonly=ADMIN_GROUP not in groups,
-                uid=uid)
+    return User(name=name, groups=(*groups, "system:authenticated"), uid=uid)
 
 
 class Authenticator:
     """Maps `Authorization: Bearer <token>` to a User, comparing every known token in constant time."""
 
-    def __init__(self, tokens: Tokens, extra: Mapping[str, User] | None = None) -> None:
+    def __init__(self, tokens: Tokens, extra: Mapping[str, User] | None = None,
+                 service_accounts: Callable[[str], User | None] | None = None) -> None:
+        self.service_accounts = service_accounts
         table: dict[str, User] = dict(extra or {})
         table[tokens.admin] = _user(ADMIN_USER, (ADMIN_GROUP,))
         table[tokens.readonly] = _user(VIEWER_USER, (VIEWER_GROUP,))
@@ -78,12 +76,9 @@ class Authenticator:
         for known, user in self._table:  # no early exit: timing does not tell which token matched
             if hmac.compare_digest(presented, known):
                 found = user
+        if found is None and self.service_accounts is not None:
+            found = self.service_accounts(token)
         return found
-
-
-def authorize(user: User, verb: str) -> bool:
-    """Admins may do everything; read-only users only get, list and watch (and plain GETs of other paths)."""
-    return not user.readonly or verb.lower() in READ_VERBS
 
 
 def _q(s: str) -> str:
@@ -124,7 +119,7 @@ def forbidden_error(user: User, verb: str, resource: str, group: str, namespace:
 def load_token_file(path: Path) -> dict[str, User]:
     """Read kube's --token-auth-file CSV: `token,user,uid,"group1,group2"` (groups optional).
 
-    Users outside system:masters are read-only.  Blank lines and lines starting with `#` are skipped; a
+    What the users may do is up to RBAC (members of system:masters may do everything).  Blank lines and lines starting with `#` are skipped; a
     later line with the same token wins, as in kube-apiserver.
     """
     out: dict[str, User] = {}

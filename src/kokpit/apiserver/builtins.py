@@ -464,7 +464,7 @@ def _builtin_types() -> list[ResourceType]:
                      schema=_schema(core + "Service"), field_selectors=dict(_SERVICE_FIELDS),
                      default_hook=default_service),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True,
-                     short_names=("sa",), schema=_schema(core + "ServiceAccount")),
+                     short_names=("sa",), subresources=("token",), schema=_schema(core + "ServiceAccount")),
         ResourceType("", "v1", "Event", "events", "event", True, short_names=("ev",),
                      schema=_schema(core + "Event"), field_selectors=dict(_CORE_EVENT_FIELDS)),
         ResourceType("events.k8s.io", "v1", "Event", "events", "event", True, short_names=("ev",),
@@ -522,4 +522,6 @@ def subresource_info(rt: ResourceType, sub: str) -> tuple[str, str, str, tuple[s
         return "", "v1", "Binding", ("create",)
     if sub == "log":
         return "", "v1", "Pod", ("get",)
+    if sub == "token":
+        return "authentication.k8s.io", "v1", "TokenRequest", ("create",)
     raise KeyError(f"{rt.plural}/{sub} is not a known subresource")

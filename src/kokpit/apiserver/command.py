@@ -37,6 +37,8 @@ def apiserver(
                                  "take over when it ends (a hot standby replica) instead of failing."),
     instance_name: str = typer.Option("", "--instance-name", help="Name sent as X-Kokpit-Instance on "
                                       "/healthz, /livez and /readyz (default HOST/PID): which replica serves."),
+    authorization_mode: str = typer.Option("RBAC", "--authorization-mode", help="RBAC, or AlwaysAllow "
+                                           "(every authenticated request is allowed: benchmarks only)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the embedded Kubernetes-compatible API server."""
@@ -51,7 +53,8 @@ def apiserver(
                           compaction_window=compaction_window, compaction_interval=compaction_interval,
                           event_ttl=event_ttl, bookmark_interval=bookmark_interval,
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
-                          token_file=token_file, standby=standby, instance=instance_name))
+                          token_file=token_file, standby=standby, instance=instance_name,
+                          authorization_mode=authorization_mode))
     except DataDirInUse as e:
         fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:

@@ -1,7 +1,7 @@
 """Decoding of Kubernetes protobuf request bodies for the few kinds kubectl's generators send that way.
 
-kubectl ≥ 1.33 builds `kubectl create namespace|configmap|secret|serviceaccount|deployment|service` objects
-(and `kubectl auth can-i` reviews) with client-go's
+kubectl ≥ 1.33 builds `kubectl create namespace|configmap|secret|serviceaccount|deployment|service|role|
+clusterrole|rolebinding|clusterrolebinding|token` objects (and `kubectl auth can-i`/`whoami` reviews) with client-go's
 typed clients, which send `application/vnd.kubernetes.protobuf` bodies and do not fall back to JSON on a
 415. Rather than carry the whole generated proto schema of Kubernetes, this module knows the field numbers
 of exactly those messages (they are frozen API: field numbers never change) and turns them into the JSON
@@ -101,12 +101,35 @@ _MESSAGES: dict[str, _Table] = {
     "ResourceAttributes": {1: ("namespace", "s"), 2: ("verb", "s"), 3: ("group", "s"), 4: ("version", "s"),
                            5: ("resource", "s"), 6: ("subresource", "s"), 7: ("name", "s")},
     "NonResourceAttributes": {1: ("path", "s"), 2: ("verb", "s")},
+    # kubectl auth can-i --list, kubectl auth whoami, kubectl create token
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec"),
+                               3: ("status", "Ignored")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "s")},
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta"), 2: ("status", "Ignored")},
+    "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec"), 3: ("status", "Ignored")},
+    "TokenRequestSpec": {1: ("audiences", "[s]"), 3: ("boundObjectRef", "BoundObjectReference"),
+                         4: ("expirationSeconds", "i")},
+    "BoundObjectReference": {1: ("kind", "s"), 2: ("apiVersion", "s"), 3: ("name", "s"), 4: ("uid", "s")},
+    # kubectl create role|clusterrole|rolebinding|clusterrolebinding
+    "Role": {1: ("metadata", "ObjectMeta"), 2: ("rules", "[PolicyRule]")},
+    "ClusterRole": {1: ("metadata", "ObjectMeta"), 2: ("rules", "[PolicyRule]"),
+                    3: ("aggregationRule", "AggregationRule")},
+    "PolicyRule": {1: ("verbs", "[s]"), 2: ("apiGroups", "[s]"), 3: ("resources", "[s]"),
+                   4: ("resourceNames", "[s]"), 5: ("nonResourceURLs", "[s]")},
+    "AggregationRule": {1: ("clusterRoleSelectors", "[LabelSelector]")},
+    "RoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "[Subject]"), 3: ("roleRef", "RoleRef")},
+    "ClusterRoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "[Subject]"), 3: ("roleRef", "RoleRef")},
+    "Subject": {1: ("kind", "s"), 2: ("apiGroup", "s"), 3: ("name", "s"), 4: ("namespace", "s")},
+    "RoleRef": {1: ("apiGroup", "s"), 2: ("kind", "s"), 3: ("name", "s")},
     "IntOrString": {1: ("type", "i"), 2: ("intVal", "i"), 3: ("strVal", "s")},
     "Quantity": {1: ("string", "s")},
 }
 _KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"), ("v1", "ServiceAccount"),
           ("policy/v1", "Eviction"), ("apps/v1", "Deployment"), ("v1", "Service"),
-          ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("policy/v1", "PodDisruptionBudget")}
+          ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("policy/v1", "PodDisruptionBudget"),
+          ("authorization.k8s.io/v1", "SelfSubjectRulesReview"), ("authentication.k8s.io/v1", "SelfSubjectReview"),
+          ("authentication.k8s.io/v1", "TokenRequest"),
+          *(("rbac.authorization.k8s.io/v1", k) for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"))}
 
 
 class _Malformed(Exception):

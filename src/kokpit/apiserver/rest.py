@@ -100,6 +100,8 @@ class Rest:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         # hooks set by the server's controllers
         self.on_crd_change: Callable[[dict[str, Any]], None] | None = None
+        # admission (rbac_admission.Admission): may mutate or refuse an object before validation; old=None on create
+        self.admit: Callable[[ResourceType, dict[str, Any], dict[str, Any] | None], None] | None = None
 
     # ------------------------------------------------------------------ helpers
     def now(self) -> str:
@@ -195,7 +197,8 @@ class Rest:
         name = meta.get("name")
         causes: list[Cause] = list(schema.validate_object_meta(
             meta, namespaced=rt.namespaced,
-            name_rule="dns1123label" if rt.kind == "Namespace" else "dns1123subdomain"))
+            name_rule="dns1123label" if rt.kind == "Namespace"
+            else "path" if rt.group == "rbac.authorization.k8s.io" else "dns1123subdomain"))
         sch = rt.schema
         if sch is not None:
             if rt.crd_name is not None:
@@ -287,6 +290,8 @@ class Rest:
                 or (rt.crd_name is not None and rt.has_status)):
             obj.pop("status", None)
         self._default(rt, obj, None, opts)
+        if self.admit is not None:
+            self.admit(rt, obj, None)
         self._validate(rt, obj, None, opts)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self.now()
@@ -384,6 +389,8 @@ class Rest:
         new = self._merge_for_subresource(rt, old, new, opts.subresource)
         self._carry_server_meta(rt, old, new)
         self._default(rt, new, old, opts)
+        if self.admit is not None:
+            self.admit(rt, new, old)
         self._validate(rt, new, old, opts)
         if rt.has_generation and _spec_part(old, rt.has_status) != _spec_part(new, rt.has_status):
             _meta(new)["generation"] = int(_meta(old).get("generation") or 0) + 1

@@ -31,6 +31,11 @@ from kokpit.apiserver.auth import Authenticator
 from kokpit.apiserver.controllers import Controllers
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.pki import Tokens, ensure_pki, ensure_tokens, write_kubeconfig
+from kokpit.apiserver.rbac import RBACAuthorizer
+from kokpit.apiserver.rbac_admission import Admission, ServiceAccountControllers
+from kokpit.apiserver.rbac_policy import Aggregator, ensure_bootstrap_policy
+from kokpit.apiserver.rbac_requests import Authorization, rbac_resource_types
+from kokpit.apiserver.rbac_tokens import TokenIssuer, load_or_create_key
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.rest import NAMESPACE_FINALIZER, Rest, WriteOptions
 from kokpit.apiserver.storage.store import Store
@@ -70,6 +75,9 @@ class ServerOptions:
     standby: bool = False
     standby_poll: float = 0.2
     instance: str = ""  # the name this process answers health checks with (default host/pid)
+    # kube-apiserver's --authorization-mode: RBAC, or AlwaysAllow (every authenticated request; benchmarks)
+    authorization_mode: str = "RBAC"
+    service_account_key_file: Path | None = None  # RSA key signing ServiceAccount tokens (default DATA/sa.key)
 
 
 @dataclass
@@ -80,6 +88,9 @@ class Built:
     app: App
     controllers: Controllers
     lock: IO[str]
+    authorization: Authorization
+    aggregator: Aggregator
+    sa_controllers: ServiceAccountControllers
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
@@ -106,7 +117,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 def _wire_builtins(registry: Registry) -> None:
-    for rt in builtins.builtin_resource_types():
+    for rt in [*builtins.builtin_resource_types(), *rbac_resource_types()]:
         if rt.kind == "CustomResourceDefinition":
             rt.validate_hook = lambda obj, old: list(schema.validate_crd(obj))
         if rt.kind == "Namespace" and rt.group == "":
@@ -169,6 +180,17 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
     app = App(store, registry, rest, auth, AppConfig(version_label=opts.version_label, server_address=address,
                                                        instance=instance,
                                                        bookmark_interval=opts.bookmark_interval))
+    if opts.authorization_mode not in ("RBAC", "AlwaysAllow"):
+        raise RuntimeError(f"--authorization-mode must be RBAC or AlwaysAllow (got {opts.authorization_mode!r})")
+    issuer = TokenIssuer(load_or_create_key(opts.service_account_key_file or opts.data_dir / "sa.key"), store)
+    authorizer = RBACAuthorizer(store)
+    authorization = Authorization(authorizer, issuer)
+    authorization.enabled = opts.authorization_mode == "RBAC"
+    app.rbac = authorization
+    rest.admit = Admission(store.get, authorizer)
+    if auth is not None:
+        auth.service_accounts = issuer.authenticate
+        authorization.authenticate = lambda token: auth.authenticate(f"Bearer {token}")
     ns_rt = registry.get("", "v1", "namespaces")
     assert ns_rt is not None
     for ns in _DEFAULT_NAMESPACES:
@@ -178,7 +200,12 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
                                                 "metadata": {"name": ns}},
                                   WriteOptions(field_manager="kokpit-apiserver"))
     await controllers.start()
-    return Built(store, registry, rest, app, controllers, lock)
+    await ensure_bootstrap_policy(rest, registry)
+    aggregator = Aggregator(rest, registry)
+    await aggregator.start()
+    sa_controllers = ServiceAccountControllers(rest, registry, issuer)
+    await sa_controllers.start()
+    return Built(store, registry, rest, app, controllers, lock, authorization, aggregator, sa_controllers)
 
 
 def _hosts(opts: ServerOptions) -> list[str]:
@@ -228,6 +255,7 @@ async def serve(opts: ServerOptions) -> None:
         pki = ensure_pki(data_dir, _hosts(opts))
         ssl_kwargs = {"ssl_certfile": str(pki.server_cert), "ssl_keyfile": str(pki.server_key)}
         ca_pem = pki.ca_pem
+    built.sa_controllers.set_root_ca(ca_pem)
     sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -282,6 +310,9 @@ class _Server(uvicorn.Server):
 
 
 async def _shutdown(built: Built) -> None:
+    await built.sa_controllers.stop()
+    await built.aggregator.stop()
+    built.authorization.authorizer.close()
     await built.controllers.stop()
     await built.store.close()
     built.lock.close()

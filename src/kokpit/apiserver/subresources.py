@@ -1,5 +1,6 @@
-"""Subresources with their own semantics: pods/eviction, pods/binding, pods/log, ``scale`` and
-``selfsubjectaccessreviews`` (``status`` is an ordinary write with a field filter, in :mod:`rest`).
+"""Subresources with their own semantics: pods/eviction, pods/binding, pods/log and ``scale`` (``status`` is
+an ordinary write with a field filter, in :mod:`rest`; serviceaccounts/token and the review kinds are
+answered by :mod:`rbac_requests`).
 
 pods/log is a proxy: the server imports no kubelet code, it reads the Pod's Node for the kubelet's endpoint
 and streams its answer through :class:`kokpit._lib.http1.Http1Pool`, kokpit's one low-level HTTP client.
@@ -15,7 +16,6 @@ from urllib.parse import quote, urlencode
 from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.http1 import ConnectError, Http1Pool, StreamedResponse, TransportError
 from kokpit.apiserver import errors, eviction
-from kokpit.apiserver.auth import User, authorize
 from kokpit.apiserver.decoding import as_object, options_of, typed
 from kokpit.apiserver.patch import json_merge_patch, json_patch
 from kokpit.apiserver.resources import ResourceType
@@ -23,7 +23,7 @@ from kokpit.apiserver.responses import Receive, Response, Send, json_response, s
 from kokpit.apiserver.rest import Rest, WriteOptions
 from kokpit.apiserver.storage.store import Entry, Store
 
-__all__ = ["access_review", "bind", "evict", "get_scale", "patch_scale", "pod_log", "update_scale"]
+__all__ = ["bind", "evict", "get_scale", "patch_scale", "pod_log", "update_scale"]
 
 _LOG_CONNECT_TIMEOUT = 5.0
 _LOG_HEAD_TIMEOUT = 10.0
@@ -65,25 +65,6 @@ async def bind(rest: Rest, rt: ResourceType, ns: str | None, name: str, body: An
     opts.subresource = ""
     await rest._write_update(rt, rt.key(ns, name), cur, pod, opts)
     return json_response(status_ok(), 201)
-
-
-def access_review(body: Any, user: User | None) -> Response:
-    """`kubectl auth can-i`: answered from the same authorizer every request goes through."""
-    if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
-        raise errors.invalid("SelfSubjectAccessReview", "", [errors.Cause(
-            "spec", "Required value: resourceAttributes or nonResourceAttributes", "FieldValueRequired")],
-            "authorization.k8s.io")
-    spec = body["spec"]
-    attrs = (typed(spec, "resourceAttributes", dict, "SelfSubjectAccessReview.spec")
-             or typed(spec, "nonResourceAttributes", dict, "SelfSubjectAccessReview.spec") or {})
-    verb = str(attrs.get("verb") or "")
-    allowed = user is None or authorize(user, verb)
-    who = user.name if user is not None else "anonymous"
-    body["status"] = {"allowed": allowed, "reason": f'user "{who}" is {"" if allowed else "not "}allowed to '
-                                                    f"{verb or 'do that'}"}
-    body["metadata"] = {**(typed(body, "metadata", dict, "SelfSubjectAccessReview") or {}),
-                        "creationTimestamp": None}
-    return json_response(body, 201)
 
 
 def get_scale(rest: Rest, rt: ResourceType, ns: str | None, name: str) -> dict[str, Any]:
