@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from kokpit.apiserver.testing import ApiServerProcess, free_port
-from kokpit.client import LEASE, NODE, POD, SECRET, Client, NotFoundError
+from kokpit.client import CONFIGMAP, LEASE, NODE, POD, SECRET, Client, NotFoundError, load_config
+from kokpit.client._kinds import Kind
 from kokpit.kubelet import Kubelet, KubeletOptions
 from kokpit.kubelet._procs import process_start_time
 from kokpit.kubelet._worker import PodWorker
@@ -473,3 +474,45 @@ async def test_metrics_are_served_to_token_holders_only(apiserver: ApiServerProc
     finally:
         await runner.stop(stop_pods=True)
         await client.close()
+
+
+async def test_service_account_token_volume_gives_in_cluster_config(env: tuple[Client, KubeletRunner]) -> None:
+    """The projected token volume the API server adds is materialised; a process finds it through in-cluster
+    config and is the Pod's ServiceAccount; the token is renewed once it is 80% through its lifetime."""
+    client, runner = env
+    sa = Kind("", "v1", "ServiceAccount", "serviceaccounts")
+    await client.create(sa, {"metadata": {"name": "runner", "namespace": NS}})
+    await until(lambda: client.get(CONFIGMAP, "kube-root-ca.crt", NS), what="the root CA ConfigMap")
+    created = await client.create(POD, pod("sa", [{"name": "c", "image": "kokpit", "args": ["crds"]}],
+                                           serviceAccountName="runner", nodeName="does-not-exist"))
+    assert any(v["name"].startswith("kube-api-access-") for v in created["spec"]["volumes"])
+    w = _PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
+    w._prepare_volumes()
+    _argv, envv, _cwd = await w._command(w.containers[0])
+    folder = Path(envv["KOKPIT_SERVICE_ACCOUNT_DIR"])
+    assert (folder / "namespace").read_text() == NS
+    assert (folder / "ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    token = (folder / "token").read_text()
+    assert stat.S_IMODE((folder / "token").stat().st_mode) == 0o600
+    old = dict(os.environ)
+    os.environ.update({k: envv[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")})
+    try:
+        conf = load_config(in_cluster=True, service_account_dir=folder)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    async with Client(conf) as incluster:
+        who = await incluster.create(Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+                                          namespaced=False), {})
+    assert who["status"]["userInfo"]["username"] == f"system:serviceaccount:{NS}:runner"
+    assert who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"] == ["sa"]
+    # renewal: pretend 80% of the lifetime went by
+    assert runner.kubelet is not None
+    tokens = runner.kubelet.tokens
+    assert not tokens.due(w.uid)
+    for t in tokens._tokens.values():
+        t.refresh_at = 0
+    assert tokens.due(w.uid)
+    w._volumes_ready = True
+    await w._sync()
+    assert (folder / "token").read_text() != token and not tokens.due(w.uid)

@@ -56,12 +56,16 @@ def load_config(
     context: str | None = None,
     *,
     in_cluster: bool = False,
-    service_account_dir: str | os.PathLike[str] = SERVICE_ACCOUNT,
+    service_account_dir: str | os.PathLike[str] | None = None,
 ) -> SingleConfig:
     """A kubeconfig file (CA data, bearer token, ...) or the in-cluster service account.
 
     With neither given, in-cluster config is tried first, then ``$KUBECONFIG``, then ``~/.kube/config``.
+    The service account folder is the usual one, or ``$KOKPIT_SERVICE_ACCOUNT_DIR`` where kokpit's local
+    kubelet (processes, no mount namespace) says it put the Pod's token volume.
     """
+    if service_account_dir is None:
+        service_account_dir = os.environ.get("KOKPIT_SERVICE_ACCOUNT_DIR") or SERVICE_ACCOUNT
     if in_cluster:
         conf = KubeConfig.from_service_account(service_account_dir).get()
     elif kubeconfig is not None:

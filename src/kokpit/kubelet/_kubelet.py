@@ -45,6 +45,7 @@ from kokpit.kubelet._http import LogRequest, LogServer, LogSource
 from kokpit.kubelet._node import NodeReporter
 from kokpit.kubelet._options import KubeletOptions, Obj, meta, now_text, pod_key
 from kokpit.kubelet._procs import ContainerRecord, PodRecord, ProcessHandle, StateFile, wait_ended
+from kokpit.kubelet._projected import TokenCache
 from kokpit.kubelet._spec import pod_dir_name
 from kokpit.kubelet._worker import PodWorker
 from kokpit.runtime import Handlers, Informer, strip_managed_fields
@@ -70,6 +71,7 @@ class Kubelet:
                              transform=strip_managed_fields)
         self.node_reporter = NodeReporter(client, self.opts, lambda: self.log_server.port)
         self.binder = Binder(client, self.node, self.node_reporter.labels)
+        self.tokens = TokenCache()  # ServiceAccount tokens of the Pods' projected volumes
         self.fake_runtime = FakeRuntime(client, self.pods) if opts.fake_runtime else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()

@@ -18,8 +18,11 @@ Embedded mode has no container runtime, so the kubelet maps Kubernetes concepts 
 * **Volumes.** ``emptyDir`` → ``DIR/pods/<ns>_<name>_<uid>/volumes/<volume>`` (removed with the Pod);
   ``hostPath`` → the path itself when it is absolute and inside ``DIR``, else ``DIR/hostpath/<path>`` (kept:
   data outlives Pods); ``secret`` / ``configMap`` → files in the Pod's volume folder, rewritten at every
-  container start (secrets mode 0600, configMaps ``defaultMode`` or 0644).  Other volume types make a
-  container that mounts them wait with ``CreateContainerConfigError``.
+  container start (secrets mode 0600, configMaps ``defaultMode`` or 0644); ``projected`` (the ServiceAccount
+  token volume the API server adds to every Pod) → token, ``ca.crt`` and namespace files, the token renewed
+  at 80% of its lifetime (``_projected.py``); a container mounting it at the usual path gets
+  ``KOKPIT_SERVICE_ACCOUNT_DIR`` and ``KUBERNETES_SERVICE_HOST/PORT``, so in-cluster config works.  Other
+  volume types make a container that mounts them wait with ``CreateContainerConfigError``.
 * **Network.** Every Pod shares the host's network: podIP and hostIP are 127.0.0.1, probes go to
   127.0.0.1:<port>, so two Pods must not listen on the same port.
 * **Environment.** A small base (PATH, HOME, LANG, PYTHONPATH, VIRTUAL_ENV, ...), ``PYTHONUNBUFFERED=1``,

@@ -13,10 +13,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kokpit.client import CONFIGMAP, SECRET, Client, NotFoundError
 from kokpit.kubelet._containers import Container
 from kokpit.kubelet._options import KubeletOptions, Obj, meta
+from kokpit.kubelet._projected import SA_MOUNT_PATH, ProjectedVolume, TokenCache, object_files, write_file
 from kokpit.kubelet._spec import (
     ContainerConfigError,
     Mount,
@@ -42,8 +44,10 @@ def expand(s: str, env: dict[str, str]) -> str:
 class PodSetup:
     """Prepares one Pod's volumes once, then each container's mounts, environment and command line."""
 
-    def __init__(self, client: Client, opts: KubeletOptions, pod_dir: Path, pod: Callable[[], Obj]) -> None:
+    def __init__(self, client: Client, opts: KubeletOptions, pod_dir: Path, pod: Callable[[], Obj],
+                 tokens: TokenCache | None = None) -> None:
         self.client = client
+        self.tokens = tokens or TokenCache()  # ServiceAccount tokens of projected volumes (shared per kubelet)
         self.opts = opts
         self.dir = pod_dir
         self._pod = pod
@@ -71,7 +75,7 @@ class PodSetup:
                         folder.parent.mkdir(parents=True, exist_ok=True)
                     else:
                         folder.mkdir(parents=True, exist_ok=True)
-                elif "emptyDir" in v or "secret" in v or "configMap" in v:
+                elif "emptyDir" in v or "secret" in v or "configMap" in v or "projected" in v:
                     folder = self.dir / "volumes" / name
                     folder.mkdir(parents=True, exist_ok=True)
                 else:
@@ -83,37 +87,23 @@ class PodSetup:
         self.volumes = out
 
     async def _write_projected(self, v: Obj, folder: Path) -> None:
-        """Secret and ConfigMap volumes: one file per key (or per ``items`` entry), refreshed at each start."""
+        """Secret and ConfigMap volumes: one file per key (or per ``items`` entry), refreshed at each start
+        (secrets mode 0600, configMaps ``defaultMode`` or 0644)."""
         secret = "secret" in v
-        src = v["secret"] if secret else v["configMap"]
-        src = src or {}
-        ref = str(src.get("secretName") if secret else src.get("name"))
-        try:
-            obj = await self.client.get(SECRET if secret else CONFIGMAP, ref, self.namespace)
-        except NotFoundError:
-            if src.get("optional"):
-                return
-            kind = "secret" if secret else "configmap"
-            raise ContainerConfigError("CreateContainerConfigError", f'{kind} "{ref}" not found') from None
-        data: dict[str, bytes] = {}
-        if secret:
-            data = {k: base64.b64decode(s) for k, s in (obj.get("data") or {}).items()}
-        else:
-            data = {k: str(s).encode() for k, s in (obj.get("data") or {}).items()}
-            data.update({k: base64.b64decode(s) for k, s in (obj.get("binaryData") or {}).items()})
-        items = src.get("items")
-        files = ({str(i["path"]): data[i["key"]] for i in items if i.get("key") in data} if items
-                 else dict(data))
-        default_mode = 0o600 if secret else int(src.get("defaultMode") or 0o644)
-        for rel, content in files.items():
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, default_mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            os.chmod(tmp, default_mode)
-            os.replace(tmp, target)
+        src = (v["secret"] if secret else v["configMap"]) or {}
+        mode = 0o600 if secret else int(src.get("defaultMode") or 0o644)
+        files = await object_files(self.client, "secret" if secret else "configMap", src, self.namespace, mode)
+        for rel, (content, m) in files.items():
+            write_file(folder / rel, content, m)
+
+    async def refresh_tokens(self, uid: str) -> None:
+        """Rewrite the projected volumes once a mounted ServiceAccount token reached 80% of its lifetime."""
+        if not self.tokens.due(uid):
+            return
+        for v in (self.pod.get("spec") or {}).get("volumes") or []:
+            folder = self.volumes.get(str(v.get("name")))
+            if "projected" in v and folder is not None:
+                await ProjectedVolume(self.client, self.tokens, self._field_value).write(self.pod, v, folder)
 
     async def mounts(self, c: Container) -> list[Mount]:
         volumes = {str(v.get("name")): v for v in (self.pod.get("spec") or {}).get("volumes") or []}
@@ -127,6 +117,8 @@ class PodSetup:
                 raise ContainerConfigError("CreateContainerConfigError", f'volume "{vname}" {why}')
             if "secret" in v or "configMap" in v:
                 await self._write_projected(v, folder)
+            elif "projected" in v:  # the ServiceAccount token volume (and any other projection)
+                await ProjectedVolume(self.client, self.tokens, self._field_value).write(self.pod, v, folder)
             if vm.get("subPath"):
                 folder = folder / str(vm["subPath"]).lstrip("/")
                 folder.mkdir(parents=True, exist_ok=True)
@@ -203,6 +195,8 @@ class PodSetup:
         env = {k: rewrite_value(v, mounts) for k, v in env.items()}
         for m in mounts:
             env[mount_env_name(m.name)] = str(m.folder)
+            if m.mount_path.rstrip("/") == SA_MOUNT_PATH:
+                env["KOKPIT_SERVICE_ACCOUNT_DIR"] = str(m.folder)
         return env
 
     async def command(self, c: Container) -> tuple[list[str], dict[str, str], Path]:
@@ -212,12 +206,19 @@ class PodSetup:
         args = rewrite_paths([expand(a, pod_env) for a in args], mounts)
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
         env.update({"PYTHONUNBUFFERED": "1", "HOSTNAME": self.name, "KOKPIT_POD_DIR": str(self.dir)})
+        env.update(self.service_env())
         env.update(pod_env)
         wd = c.spec.get("workingDir")
         cwd = Path(rewrite_value(str(wd), mounts)) if wd else self.dir
         if not cwd.is_dir():
             raise ContainerConfigError("CreateContainerConfigError", f"workingDir {wd} is not a folder")
         return [self.opts.python, "-m", "kokpit.cli.main", *args], env, cwd
+
+    def service_env(self) -> dict[str, str]:
+        """The `kubernetes` Service's variables every container gets (in-cluster config): this Node's API
+        server.  With no mount namespace, KOKPIT_SERVICE_ACCOUNT_DIR says where the token volume is."""
+        u = urlsplit(self.client.server)
+        return {"KUBERNETES_SERVICE_HOST": u.hostname or "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(u.port or 443)}
 
     async def exec_env(self, c: Container) -> tuple[list[Mount], dict[str, str]]:
         """Mounts and environment for an exec probe: the container's own, on the kubelet's base environment."""

@@ -52,7 +52,7 @@ class PodWorker:
         self.start_time: str | None = (pod.get("status") or {}).get("startTime")
         self._written: Obj | None = None
         self.pod_status = PodStatus(pod.get("status"))
-        self.setup = PodSetup(kubelet.client, kubelet.opts, self.dir, lambda: self.pod)
+        self.setup = PodSetup(kubelet.client, kubelet.opts, self.dir, lambda: self.pod, kubelet.tokens)
         self.prober = Prober(self.setup, kubelet.opts.python)
         self._volumes_ready = False
         spec = pod.get("spec") or {}
@@ -123,6 +123,8 @@ class PodWorker:
         if not self._volumes_ready:
             self._prepare_volumes()
             self._volumes_ready = True
+        else:
+            await self.setup.refresh_tokens(self.uid)
         pending_init = next((c for c in self.init_containers if not (c.done and c.terminated
                                                                       and c.terminated.get("exitCode") == 0)), None)
         if pending_init is not None:
@@ -269,6 +271,7 @@ class PodWorker:
 
     def _cleanup(self) -> None:
         self.k.forget_pod(self.uid)
+        self.k.tokens.forget(self.uid)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -------------------------------------------------------------- status
