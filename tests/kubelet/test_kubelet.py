@@ -486,7 +486,7 @@ async def test_service_account_token_volume_gives_in_cluster_config(env: tuple[C
     created = await client.create(POD, pod("sa", [{"name": "c", "image": "kokpit", "args": ["crds"]}],
                                            serviceAccountName="runner", nodeName="does-not-exist"))
     assert any(v["name"].startswith("kube-api-access-") for v in created["spec"]["volumes"])
-    w = _PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
+    w = PodWorker(runner.kubelet, created, None)  # type: ignore[arg-type]
     w._prepare_volumes()
     _argv, envv, _cwd = await w._command(w.containers[0])
     folder = Path(envv["KOKPIT_SERVICE_ACCOUNT_DIR"])

@@ -240,6 +240,24 @@ def stop_and_check_no_orphans(up: Up) -> None:
 
 
 @pytest.mark.timeout(300)
+def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
+    """The kubelet and the cluster operator ran the fleet up as their ServiceAccounts, with the RBAC of the
+    install manifests, and were never refused anything (a missing permission shows up as a 403 in a log)."""
+    for name in ("local-kubelet", "cluster-operator"):
+        kc = data_dir / "identities" / f"{name}.kubeconfig"
+        who = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "whoami", "-o", "json"],
+                             capture_output=True, text=True, timeout=30)
+        assert who.returncode == 0, who.stderr
+        assert json.loads(who.stdout)["status"]["userInfo"]["username"] == \
+            f"system:serviceaccount:kokpit-system:kokpit-{name}"
+        can = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "can-i", "create",
+                              "clusterrolebindings"], capture_output=True, text=True, timeout=30)
+        assert can.stdout.strip() == "no"
+    for log in ("kubelet", "cluster-operator"):
+        text = (data_dir / "logs" / f"{log}.log").read_text()
+        assert "Forbidden" not in text and " 403" not in text, f"{log} was refused something:\n{text[-3000:]}"
+
+
 async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         data_dir: Path, tmp_path: Path, kubectl_bin: str, readme_kokpit_paths: Callable[[], set[str]]) -> None:
     port = free_port()
@@ -256,6 +274,7 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         await check_secure_surface(kubectl_bin, data_dir, kc, readme_kokpit_paths())
         clusters = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "clusters", "-n", "default")["items"]
         assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
+        check_least_privilege(kubectl_bin, data_dir)
 
         # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
         second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))

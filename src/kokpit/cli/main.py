@@ -19,6 +19,7 @@ from kokpit.cli._common import (
     metrics_tokens,
     setup_logging,
 )
+from kokpit.cli.manifests import manifests
 
 __all__ = ["app", "main"]
 
@@ -217,6 +218,9 @@ def cluster_operator(
                                              "Pod's readiness instead of probing /readyz."),
     ask_risk_center: bool = typer.Option(False, "--ask-risk-center", help="Take a control-plane-release Permit "
                                          "from the risk center before a release replaces a running component."),
+    leader_elect: bool = typer.Option(False, "--leader-elect", help="Reconcile only while holding the Lease "
+                                      "kokpit-cluster-operator in the kubeconfig's (or Pod's) namespace, so "
+                                      "several replicas can run."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the cluster operator: business cluster control planes as Pods of the meta cluster."""
@@ -237,7 +241,8 @@ def cluster_operator(
         opts.tools_image = tools_image
     try:
         asyncio.run(run_operator(kubeconfig, opts, http_port=metrics_port, ask_risk_center=ask_risk_center,
-                                 http_host=metrics_host, metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
+                                 http_host=metrics_host, metrics_tokens=metrics_tokens(metrics_port, metrics_token_file),
+                                 leader_election_lease="kokpit-cluster-operator" if leader_elect else None))
     except KeyboardInterrupt:
         pass
 
@@ -275,6 +280,7 @@ _add_simulator()
 _agent_cli = __import__("kokpit.cli.node_agent", fromlist=["node_agent"])
 app.command("node-agent")(_agent_cli.node_agent)
 app.command("node-agent-cert")(_agent_cli.node_agent_cert)
+app.command("manifests")(manifests)
 
 
 def _add_control_plane() -> None:

@@ -43,6 +43,7 @@ from kokpit.up._defaults import (
     workload_bodies,
 )
 from kokpit.up._fleet import Fleet, Snapshot, read_kubeconfig, render_rich, render_text
+from kokpit.up._identities import install_identities
 from kokpit.up._metrics import MetricsEndpoint, record_endpoint
 from kokpit.up._metrics import check as check_metrics
 from kokpit.up._metrics import endpoints as metrics_endpoints
@@ -406,13 +407,16 @@ class Up:
         if made:
             self.r.line(f"created {made} ClusterPackageVersions")
         kubelet_metrics = _free_port(o.host)
-        await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(self.meta_kubeconfig), "--data-dir",
+        # each component runs as its ServiceAccount with the RBAC the install manifests give it
+        identities = await install_identities(meta, self.meta_kubeconfig, d / "identities")
+        await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(identities["local-kubelet"]), "--data-dir",
                                              str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
                                              "--stop-pods-on-exit", *self._metrics_args(kubelet_metrics))).start()
         record_endpoint(d, "kubelet", f"https://{_url_host(o.host)}:{kubelet_metrics}/metrics")
         op_metrics = _free_port(o.host)
         sans = [] if o.host == "127.0.0.1" else ["--apiserver-san", o.host]  # business API servers, drivers
-        await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig", str(self.meta_kubeconfig),
+        await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig",
+                                                      str(identities["cluster-operator"]),
                                                       "--data-root", "/clusters", *sans,
                                                       "--port-range", _port_range(d), *self._metrics_args(op_metrics))
                           ).start()

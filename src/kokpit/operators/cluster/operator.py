@@ -349,8 +349,9 @@ class ClusterOperator:
             for name, fn in indexers.items():
                 with contextlib.suppress(ValueError):
                     informer.add_indexer(name, fn)
+        # leader-only when the manager elects (--leader-elect); with no election it always runs
         self.controller = manager.controller("cluster", self._reconcile, workers=self.options.workers,
-                                             needs_leader_election=False)
+                                             needs_leader_election=True)
         self.recorder = EventRecorder(manager.client, "cluster-operator", clock=clock)
         self.reconciler = ClusterReconciler(
             manager.client, clusters=self.cluster_informer.store, cpvs=self.cpv_informer.store,

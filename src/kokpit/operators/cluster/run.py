@@ -14,6 +14,7 @@ from kokpit.client import Client
 from kokpit.operators.cluster.operator import ClusterOperator, OperatorOptions, Prober
 from kokpit.runtime import Manager
 from kokpit.runtime.informer import strip_managed_fields
+from kokpit.runtime.leaderelection import LeaderElectionConfig
 from kokpit.runtime.permits import PermitClient, PermitGate
 
 __all__ = ["run_operator"]
@@ -31,9 +32,11 @@ async def run_operator(
     ask_risk_center: bool = False,
     http_host: str = "127.0.0.1",
     metrics_tokens: list[str] | None = None,
+    leader_election_lease: str | None = None,
 ) -> None:
     """Run the cluster operator against the meta cluster until SIGTERM/SIGINT (or cancellation); with
-    ``ask_risk_center`` every release step that replaces a running component first takes a permit."""
+    ``ask_risk_center`` every release step that replaces a running component first takes a permit; with a
+    Lease name, reconcile only while holding it (in the client's namespace: the Pod's, in-cluster)."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-cluster-operator")
     gates: dict[tuple[str, str], PermitGate] = {}
     if ask_risk_center:
@@ -46,8 +49,11 @@ async def run_operator(
 
         options = dataclasses.replace(options or OperatorOptions(), risk=gate)
     try:
+        election = (LeaderElectionConfig(leader_election_lease, namespace=client.namespace)
+                    if leader_election_lease else None)
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
-                          cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens)
+                          cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens,
+                          leader_election=election)
         ClusterOperator(manager, options, prober=prober)
         log.info("cluster operator starting against %s", client.server)
         await manager.run()

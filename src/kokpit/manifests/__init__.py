@@ -1,0 +1,25 @@
+"""Install manifests for a real meta cluster (`kokpit manifests`, `deploy/`) and the per-component RBAC
+that embedded mode (`kokpit up`) runs its own processes with."""
+
+from kokpit.manifests._rbac import AGGREGATED, COMPONENTS, Component, component
+from kokpit.manifests._render import (
+    DEFAULT_IMAGE,
+    DEFAULT_NAMESPACE,
+    ManifestError,
+    component_rbac,
+    render,
+    render_files,
+)
+
+__all__ = [
+    "AGGREGATED",
+    "COMPONENTS",
+    "DEFAULT_IMAGE",
+    "DEFAULT_NAMESPACE",
+    "Component",
+    "ManifestError",
+    "component",
+    "component_rbac",
+    "render",
+    "render_files",
+]

@@ -1,0 +1,105 @@
+"""What each kokpit component may do in the meta cluster, and why: the one table `kokpit manifests` renders
+into ClusterRoles/Roles and `kokpit up` binds its own processes to, so embedded mode runs every component
+with exactly the permissions a real install gives it (a missing permission fails a test here).
+
+Each rule names its reason next to it.  Components talk only to the API; nothing here is wider than what
+the component's code calls (`client.get/list/watch/create/patch/delete` on these kinds), and Secrets are
+granted only to the component that makes business clusters' PKI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AGGREGATED", "COMPONENTS", "Component", "component", "rule"]
+
+Obj = dict[str, Any]
+KOKPIT = "kokpit.io"
+_RO = ("get", "list", "watch")
+
+
+def rule(groups: tuple[str, ...], resources: tuple[str, ...], verbs: tuple[str, ...], why: str) -> Obj:
+    """A PolicyRule plus the reason it exists (the reason is dropped when rendered)."""
+    return {"apiGroups": list(groups), "resources": list(resources), "verbs": list(verbs), "why": why}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One kokpit process with its own ServiceAccount `kokpit-<name>` in kokpit's namespace."""
+
+    name: str
+    summary: str
+    cluster_rules: tuple[Obj, ...]
+    # rules in kokpit's own namespace only (leader election)
+    namespace_rules: tuple[Obj, ...] = ()
+    # rendered as a Deployment by `kokpit manifests` (the local kubelet only exists in embedded mode)
+    deployed: bool = True
+    args: tuple[str, ...] = field(default_factory=tuple)
+    replicas: int = 2
+
+    @property
+    def service_account(self) -> str:
+        return f"kokpit-{self.name}"
+
+
+_LEADER_ELECTION = rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"),
+                        "leader election: one replica reconciles, the others stand by on a Lease in kokpit's "
+                        "namespace")
+_EVENTS = rule(("",), ("events",), ("create", "patch"), "Events for people (aggregated: a repeat is a patch)")
+
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        "cluster-operator",
+        "Creates, upgrades, repairs and deletes business clusters: their control-plane Pods, PKI Secrets and "
+        "Services in each Cluster's namespace.",
+        cluster_rules=(
+            rule((KOKPIT,), ("clusters",), (*_RO, "patch", "update"), "watches Clusters; adds and removes its "
+                 "finalizer"),
+            rule((KOKPIT,), ("clusters/status",), ("get", "patch", "update"), "reports each Cluster's state"),
+            rule((KOKPIT,), ("clusterpackageversions",), _RO, "reads the release a Cluster points at"),
+            rule(("",), ("pods",), (*_RO, "create", "delete", "patch"), "runs control-plane Pods, replaces them "
+                 "one at a time, isolates broken ones"),
+            rule(("",), ("secrets",), (*_RO, "create", "delete", "patch"), "keeps each business cluster's PKI "
+                 "and admin kubeconfig"),
+            rule(("",), ("services",), (*_RO, "create", "delete", "patch"), "the endpoint of each business API "
+                 "server"),
+            rule(("",), ("nodes",), ("get",), "finds the node holding a cluster's data to clean it up"),
+            _EVENTS,
+        ),
+        namespace_rules=(_LEADER_ELECTION,),
+        args=("cluster-operator", "--leader-elect", "--metrics-port=8080"),
+    ),
+    Component(
+        "local-kubelet",
+        "Embedded mode only: registers Node `local` and runs kokpit Pods as processes (a real meta cluster has "
+        "real kubelets).  The rules are those of kube's system:node role that this kubelet uses.",
+        cluster_rules=(
+            rule(("",), ("nodes",), ("get", "create", "patch"), "registers its Node"),
+            rule(("",), ("nodes/status",), ("patch",), "reports the Node's conditions and capacity"),
+            rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update", "patch"),
+                 "renews its Node Lease in kube-node-lease"),
+            rule(("",), ("pods",), (*_RO, "delete"), "watches the Pods bound to it (and pending ones); removes a "
+                 "Pod once its processes ended"),
+            rule(("",), ("pods/status",), ("patch",), "reports container states and readiness"),
+            rule(("",), ("pods/binding",), ("create",), "binds pending Pods to itself (embedded mode has no "
+                 "scheduler)"),
+            rule(("",), ("secrets", "configmaps"), ("get",), "Secret and ConfigMap volumes and env of its Pods"),
+            rule(("",), ("serviceaccounts/token",), ("create",), "the ServiceAccount token each Pod gets mounted"),
+        ),
+        deployed=False,
+    ),
+)
+
+# kokpit's own kinds joined to kube's user-facing roles by aggregation (as Cluster API and others ship them)
+AGGREGATED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("view", "view", _RO),
+    ("edit", "edit", ("create", "delete", "deletecollection", "patch", "update")),
+)
+
+
+def component(name: str) -> Component:
+    for c in COMPONENTS:
+        if c.name == name:
+            return c
+    raise KeyError(name)
