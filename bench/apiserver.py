@@ -648,6 +648,116 @@ def bench_watch(conn: Conn, ns: str, n_watchers: int, n_events: int, writers: in
     return res
 
 
+# ---------------------------------------------------------------------------------------------- RBAC cost
+RBAC_SECTION = "## RBAC cost (bench/apiserver.py --rbac)"
+
+
+async def _writer_identity(srv: ApiServerProcess, ns: str) -> Conn:
+    """A ServiceAccount allowed to write in `ns` through a RoleBinding to `edit` (not system:masters, which
+    skips RBAC): its token, so every request of the benchmark is really authorized."""
+    api = Api(srv)
+    await api.namespace(ns)
+    async with api.client() as c:
+        for path, body in (
+            (f"/api/v1/namespaces/{ns}/serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                         "metadata": {"name": "writer"}}),
+            (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "writer"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": ns}]})):
+            r = await c.post(path, content=orjson.dumps(body))
+            if r.status_code != 201:
+                raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+        r = await c.post(f"/api/v1/namespaces/{ns}/serviceaccounts/writer/token", content=orjson.dumps(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 7200}}))
+        r.raise_for_status()
+        token = orjson.loads(r.content)["status"]["token"]
+    return Conn(srv.url, str(srv.ca_file), token, srv.proc.pid if srv.proc else 0)
+
+
+async def authorizer_cost(tmp: Path, n: int = 20_000) -> tuple[float, float, int]:
+    """In-process CPU per authorization of a ServiceAccount bound to `edit`: (cached µs, uncached µs, rules).
+    Uncached = a new resource name every call (the decision cache misses, the user's compiled rules do not)."""
+    from kokpit.apiserver.auth import User
+    from kokpit.apiserver.rbac import Attributes
+    from kokpit.apiserver.rest import WriteOptions
+    from kokpit.apiserver.server import ServerOptions, _shutdown, build
+
+    built = await build(ServerOptions(data_dir=tmp), None)
+    try:
+        rb = built.registry.get("rbac.authorization.k8s.io", "v1", "rolebindings")
+        assert rb is not None
+        await built.rest.create(rb, "default", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "w"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": "default"}]},
+            WriteOptions(field_manager="bench"))
+        for _ in range(200):  # let the aggregation controller fill edit
+            if built.store.get("/rbac.authorization.k8s.io/clusterroles/edit").obj.get("rules"):
+                break
+            await asyncio.sleep(0.01)
+        authz = built.authorization.authorizer
+        user = User("system:serviceaccount:default:writer", ("system:serviceaccounts",
+                    "system:serviceaccounts:default", "system:authenticated"))
+        a = Attributes(user, "update", True, "", "configmaps", "", "default", "cm-1")
+        assert authz.allowed(a)
+        t0 = time.process_time()
+        for _ in range(n):
+            authz.allowed(a)
+        cached = (time.process_time() - t0) / n
+        t0 = time.process_time()
+        for i in range(n):
+            authz.allowed(Attributes(user, "update", True, "", "configmaps", "", "default", f"x-{i}"))
+        uncached = (time.process_time() - t0) / n
+        return 1e6 * cached, 1e6 * uncached, len(authz.rules_for(user, "default"))
+    finally:
+        await _shutdown(built)
+
+
+async def bench_rbac(args: argparse.Namespace, server: Callable[..., ApiServerProcess]) -> list[str]:
+    """Writes by a ServiceAccount bound to `edit`: RBAC on vs --authorization-mode=AlwaysAllow, same run,
+    alternating rounds so that load from elsewhere hits both alike."""
+    on = server("rbac-on")
+    off = server("rbac-off", ["--authorization-mode", "AlwaysAllow"])
+    rates: dict[str, list[WriteResult]] = {"on": [], "off": []}
+    n = max(args.clients)
+    for rnd in range(args.rbac_rounds):
+        for mode, srv in (("off", off), ("on", on)) if rnd % 2 == 0 else (("on", on), ("off", off)):
+            ns = f"rbac-{rnd}"
+            conn = await _writer_identity(srv, ns)
+            w = await asyncio.to_thread(bench_writes, conn, "kube", ns, args.creates, args.updates, n,
+                                        args.client_procs)
+            rates[mode].append(w)
+            print(f"  round {rnd + 1} RBAC {mode:>3}: creates {fmt_rate(w.creates_per_s)}, updates "
+                  f"{fmt_rate(w.updates_per_s)}", flush=True)
+
+    c_on = sum(w.creates for w in rates["on"]) / sum(w.create_s for w in rates["on"])
+    c_off = sum(w.creates for w in rates["off"]) / sum(w.create_s for w in rates["off"])
+    u_on = sum(w.updates for w in rates["on"]) / sum(w.update_s for w in rates["on"])
+    u_off = sum(w.updates for w in rates["off"]) / sum(w.update_s for w in rates["off"])
+    ratio = min(c_on / c_off, u_on / u_off)
+    with tempfile.TemporaryDirectory(prefix="kokpit-authz-") as d:
+        cached, uncached, nrules = await authorizer_cost(Path(d))
+    print(f"  authorizer CPU per request: {cached:.2f} µs (decision cached), {uncached:.2f} µs (not cached, "
+          f"{nrules} rules)", flush=True)
+    return [
+        "| authorization | creates/s | updates/s |",
+        "|---|---:|---:|",
+        f"| AlwaysAllow | {fmt_rate(c_off)} | {fmt_rate(u_off)} |",
+        f"| RBAC | {fmt_rate(c_on)} | {fmt_rate(u_on)} |",
+        f"| RBAC ÷ AlwaysAllow | {c_on / c_off:.2f} | {u_on / u_off:.2f} |",
+        "",
+        f"- {args.rbac_rounds} alternating rounds per mode, each {args.creates:,} creates then {args.updates:,} "
+        f"updates of ConfigMaps by {n} clients ({args.client_procs} client processes), as a ServiceAccount bound "
+        "to `edit` in the namespace (a system:masters token would skip RBAC); two servers started the same way, "
+        "one with `--authorization-mode AlwaysAllow`.",
+        f"- The authorizer itself, in-process CPU per request for that ServiceAccount: {cached:.2f} µs when the "
+        f"decision is cached, {uncached:.2f} µs when not (a new object name: {nrules} compiled rules scanned).",
+        f"- Target (issue 18): RBAC on ≥ 0.9× writes/s of RBAC off: {ratio:.2f} (lower of creates and updates) — "
+        f"{ok(ratio >= 0.9)}",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- report
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}/s"
@@ -746,6 +856,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client processes sharing the connections of a write level, and the watchers "
                         "(default 2: one Python client process cannot keep a fast server busy)")
     p.add_argument("--no-etcd", action="store_true", help="skip the etcd comparison")
+    p.add_argument("--rbac", action="store_true", help="only the RBAC cost: writes with RBAC on vs off, same run "
+                                                       "(section of its own in docs/benchmarks.md)")
+    p.add_argument("--rbac-rounds", type=int, default=4, help="alternating rounds per mode for --rbac")
     p.add_argument("--docs", type=Path, help="markdown file to write the section into "
                                              "(default docs/benchmarks.md for full runs)")
     p.add_argument("--no-docs", action="store_true", help="print only")
@@ -772,13 +885,16 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[str]:
     servers: list[ApiServerProcess] = []
     etcd: Etcd | None = None
 
-    def server(name: str) -> ApiServerProcess:
-        srv = ApiServerProcess(tmp / name)
+    def server(name: str, extra: list[str] | None = None) -> ApiServerProcess:
+        srv = ApiServerProcess(tmp / name, extra_args=extra)
         servers.append(srv)
         srv.start(timeout=60)
         return srv
 
     try:
+        if args.rbac:
+            print(f"== RBAC on vs off ({args.rbac_rounds} rounds each, {max(args.clients)} clients)", flush=True)
+            return await bench_rbac(args, server)
         # writes: one fresh server, one namespace per concurrency level
         print(f"== writes ({args.creates:,} creates, {args.updates:,} updates per level)", flush=True)
         srv = server("writes")
@@ -889,8 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs is not None:
         exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
         command = shlex.join([exe, os.path.relpath(Path(sys.argv[0]).resolve(), ROOT), *sys.argv[1:]])
-        replace_section(args.docs, SECTION, command, f"client and server on the same machine; {load}", lines)
-        print(f"\nwrote the section {SECTION!r} of {args.docs}")
+        section = RBAC_SECTION if args.rbac else SECTION
+        replace_section(args.docs, section, command, f"client and server on the same machine; {load}", lines)
+        print(f"\nwrote the section {section!r} of {args.docs}")
     return 0
 
 

@@ -100,6 +100,8 @@ class FakeKubelet:
         c = pod["spec"]["containers"][0]
         for m in c.get("volumeMounts") or []:
             v = vols[m["name"]]
+            if "projected" in v:
+                continue  # the ServiceAccount token volume admission adds: this stand-in needs no API access
             if "hostPath" in v:
                 d = self.root / "host" / v["hostPath"]["path"].lstrip("/")
             else:
