@@ -93,16 +93,19 @@ LAYERS: dict[str, Layer] = {
     "kokpit.controllermanager": Layer(
         "a business cluster's controller-manager: workloads, node lifecycle, disruption budgets, readiness reports",
         OPERATOR),
+    "kokpit.manifests": Layer(
+        "install manifests for a real meta cluster (`kokpit manifests`, deploy/) and each component's RBAC",
+        (_API,)),
     "kokpit.up": Layer(
         "`kokpit up`: composes a whole fleet of processes",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.simulator",
-         "kokpit.nodes", "kokpit.controllermanager"),
+         "kokpit.nodes", "kokpit.controllermanager", "kokpit.manifests"),
         network={"_up": "binds a socket to pick free ports for the processes it starts"}),
     "kokpit.cli": Layer(
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
-         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent")),
+         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",
