@@ -1,0 +1,134 @@
+"""The install path on an embedded meta cluster (issue 18, item 3): `kubectl apply -k deploy/`, then the cluster
+operator runs *from those manifests* — the Pod of its Deployment's template, run by the local kubelet as a
+process, with its ServiceAccount's mounted token and nothing else — and brings a business Cluster to Ready.
+
+What stands in for a real cluster: the embedded API server and the local kubelet (processes, host network, no
+container runtime), and, because the embedded server has no Deployment controller yet, the test creates the
+Pod a ReplicaSet would create from the Deployment's template (only the metrics port is changed: Pods share the
+host's network here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kokpit.apiserver.testing import ApiServerProcess, free_port
+from kokpit.client import POD, ApiError, Client, Kind, TransportError
+from kokpit.manifests import component, component_rbac
+from kokpit.operators.cluster import CLUSTER, CPV
+from kokpit.up._defaults import cluster_body, cpvs
+from kokpit.up._identities import _write_kubeconfig
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+NS = "kokpit-system"
+LEASE = Kind("coordination.k8s.io", "v1", "Lease", "leases")
+SA = Kind("", "v1", "ServiceAccount", "serviceaccounts")
+READY_WITHIN = 300.0
+
+pytestmark = pytest.mark.e2e
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+async def _kubelet_identity(meta: Client, admin: Path, out: Path) -> Path:
+    """The local kubelet is no part of the manifests (a real cluster has real kubelets): its own RBAC."""
+    kinds = {"ServiceAccount": SA,
+             "ClusterRole": Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
+             "ClusterRoleBinding": Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
+                                        "clusterrolebindings", namespaced=False)}
+    c = component("local-kubelet")
+    for obj in component_rbac(c, NS):
+        await meta.apply(kinds[obj["kind"]], obj, field_manager="test")
+    answer = await meta.create_subresource(SA, c.service_account, "token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 7200}}, NS)
+    return _write_kubeconfig(admin, out, c.name, f"system:serviceaccount:{NS}:{c.service_account}",
+                             answer["status"]["token"], NS)
+
+
+def _operator_pod(port: int) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all((DEPLOY / "cluster-operator.yaml").read_text()))
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    template = dep["spec"]["template"]
+    spec = template["spec"]
+    c = spec["containers"][0]
+    c["args"] = [f"--metrics-port={port}" if a.startswith("--metrics-port") else a for a in c["args"]]
+    c["ports"] = [{**p, "containerPort": port} for p in c["ports"]]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": f"{dep['metadata']['name']}-", "namespace": NS,
+                         "labels": template["metadata"]["labels"]}, "spec": spec}
+
+
+def _kubectl(kubectl_bin: str, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([kubectl_bin, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _start_kubelet(kubeconfig: Path, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kokpit.cli.main", "kubelet", "--kubeconfig", str(kubeconfig), "--data-dir",
+             str(data_dir), "--backoff-base", "1", "--backoff-cap", "10", "--stop-pods-on-exit"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServerProcess, kubectl_bin: str,
+                                                            tmp_path: Path) -> None:
+    admin = apiserver.kubeconfig
+    applied = _kubectl(kubectl_bin, admin, "apply", "--server-side", "-k", str(DEPLOY))
+    assert applied.returncode == 0, applied.stderr
+    assert "deployment.apps/kokpit-cluster-operator serverside-applied" in applied.stdout
+    assert "poddisruptionbudget.policy/kokpit-cluster-operator serverside-applied" in applied.stdout
+    log = tmp_path / "kubelet.log"
+    async with Client.from_kubeconfig(admin, max_retries=2) as meta:
+        kubelet_kc = await _kubelet_identity(meta, admin, tmp_path / "ids")
+        kubelet = _start_kubelet(kubelet_kc, tmp_path / "kubelet", log)
+        try:
+            pod = await meta.create(POD, _operator_pod(free_port()))
+            name = pod["metadata"]["name"]
+            assert pod["spec"]["serviceAccountName"] == "kokpit-cluster-operator"
+            for cpv in cpvs():
+                await meta.create(CPV, cpv)
+            await meta.create(CLUSTER, cluster_body("c1", 2))
+            deadline = time.monotonic() + READY_WITHIN
+            cluster: dict[str, Any] = {}
+            while not _ready(cluster):
+                assert kubelet.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, (f"Cluster not Ready: {cluster.get('status')}\n"
+                                                     f"{log.read_text()[-3000:]}")
+                with contextlib.suppress(ApiError, TransportError):
+                    cluster = await meta.get(CLUSTER, "c1", "default")
+                await asyncio.sleep(0.5)
+            # it reconciled as the leader, through its own ServiceAccount and Role (the Lease in kokpit-system)
+            op = await meta.get(POD, name, NS)
+            assert _ready(op), op.get("status")
+            pid = str(op["status"]["containerStatuses"][0]["containerID"]).removeprefix("kokpit://")
+            lease = await meta.get(LEASE, "kokpit-cluster-operator", NS)
+            assert f"_{pid}_" in lease["spec"]["holderIdentity"], lease["spec"]
+            logs = _kubectl(kubectl_bin, admin, "logs", "-n", NS, name)
+            assert logs.returncode == 0 and "Forbidden" not in logs.stdout, logs.stdout[-3000:]
+        finally:
+            _stop(kubelet)
