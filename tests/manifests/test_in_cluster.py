@@ -1,6 +1,7 @@
 """The install path on an embedded meta cluster (issue 18, item 3): `kubectl apply -k deploy/`, then the cluster
 operator runs *from those manifests* — the Pod of its Deployment's template, run by the local kubelet as a
-process, with its ServiceAccount's mounted token and nothing else — and brings a business Cluster to Ready.
+process, with its ServiceAccount's mounted token and nothing else — and takes a business Cluster through its
+lifecycle: created and Ready, released to another ClusterPackageVersion, deleted with its data.
 
 What stands in for a real cluster: the embedded API server and the local kubelet (processes, host network, no
 container runtime), and, because the embedded server has no Deployment controller yet, the test creates the
@@ -27,7 +28,7 @@ from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import POD, ApiError, Client, Kind, TransportError
 from kokpit.manifests import component, component_rbac
 from kokpit.operators.cluster import CLUSTER, CPV
-from kokpit.up._defaults import cluster_body, cpvs
+from kokpit.up._defaults import DEFAULT_CPV, cluster_body, cpvs
 from kokpit.up._identities import _write_kubeconfig
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -128,6 +129,19 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
             pid = str(op["status"]["containerStatuses"][0]["containerID"]).removeprefix("kokpit://")
             lease = await meta.get(LEASE, "kokpit-cluster-operator", NS)
             assert f"_{pid}_" in lease["spec"]["holderIdentity"], lease["spec"]
+            # the rest of the lifecycle: a release to the other ClusterPackageVersion, then deletion
+            other = next(c["metadata"]["name"] for c in cpvs() if c["metadata"]["name"] != DEFAULT_CPV)
+            await meta.patch(CLUSTER, "c1", {"spec": {"packageVersion": other}}, "default", patch_type="merge")
+            while not (cluster.get("status", {}).get("packageVersion") == other and _ready(cluster)):
+                assert time.monotonic() < deadline + READY_WITHIN, f"release not done: {cluster.get('status')}"
+                with contextlib.suppress(ApiError, TransportError):
+                    cluster = await meta.get(CLUSTER, "c1", "default")
+                await asyncio.sleep(0.5)
+            await meta.delete(CLUSTER, "c1", "default")
+            gone_by = time.monotonic() + READY_WITHIN
+            while (await meta.list(CLUSTER, "default")).items:
+                assert time.monotonic() < gone_by, "the Cluster was not removed"
+                await asyncio.sleep(0.5)
             logs = _kubectl(kubectl_bin, admin, "logs", "-n", NS, name)
             assert logs.returncode == 0 and "Forbidden" not in logs.stdout, logs.stdout[-3000:]
         finally:
