@@ -32,6 +32,7 @@ __all__ = [
     "ComponentTemplate",
     "ControlPlane",
     "DeletionPolicy",
+    "Flavor",
     "Simulation",
 ]
 
@@ -58,10 +59,34 @@ class ComponentTemplate(SpecModel):
                                                              "Cluster spec.controlPlane.replicas wins).")
 
 
+class Flavor(StrEnum):
+    """Whose components make the control plane: kokpit's own API server (embedded business clusters), or the
+    upstream ones (etcd, kube-apiserver, kube-controller-manager, kube-scheduler from their images)."""
+
+    KOKPIT = "Kokpit"
+    UPSTREAM = "Upstream"
+
+
+UPSTREAM_COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+_UPSTREAM_RULES: Final[list[JsonValue]] = [
+    {"rule": "self.flavor != 'Upstream' || (self.components.exists(c, c.name == 'etcd') && "
+             "self.components.exists(c, c.name == 'kube-apiserver'))",
+     "message": "an Upstream control plane needs the etcd and kube-apiserver components", "reason": "FieldValueRequired",
+     "fieldPath": ".components"},
+    {"rule": "self.flavor != 'Upstream' || self.components.all(c, c.name in "
+             + "[" + ", ".join(f"'{c}'" for c in UPSTREAM_COMPONENTS) + "])",
+     "message": "an Upstream control plane's components are " + ", ".join(UPSTREAM_COMPONENTS)
+                + " (no other component is known)", "reason": "FieldValueNotSupported", "fieldPath": ".components"},
+]
+
+
 class ClusterPackageVersionSpec(SpecModel):
     kubernetes_version: str = Field(min_length=2, max_length=64, pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+.*$",
                                     description="Reported by the business API server's /version.")
-    components: list[ComponentTemplate] = Field(min_length=1, json_schema_extra=list_map("name"))
+    flavor: Flavor = Field(default=Flavor.KOKPIT, description="Kokpit (kokpit's API server, simulator and "
+                           "machine operator) or Upstream (etcd, kube-apiserver, kube-controller-manager, "
+                           "kube-scheduler from the upstream images).")
+    components: list[ComponentTemplate] = Field(min_length=1, max_length=16, json_schema_extra=list_map("name"))
 
 
 class ClusterPackageVersion(ResourceModel):
@@ -77,7 +102,8 @@ class ClusterPackageVersion(ResourceModel):
         ),
     )
 
-    spec: ClusterPackageVersionSpec = Field(json_schema_extra={"x-kubernetes-validations": IMMUTABLE_SPEC})
+    spec: ClusterPackageVersionSpec = Field(json_schema_extra={"x-kubernetes-validations": [*IMMUTABLE_SPEC,
+                                                                                             *_UPSTREAM_RULES]})
     status: PackageVersionStatus = Field(default_factory=PackageVersionStatus)
 
 

@@ -223,3 +223,34 @@ def test_three_member_etcd_with_tls_and_one_at_a_time_replacement(tmp_path: Path
         assert got.stdout.strip() == "survives", got.stderr
     finally:
         etcd.close()
+
+
+# ------------------------------------------------------------------------------------------ admission
+
+def _cpv(name: str, components: list[str], flavor: str = "Upstream") -> dict[str, Any]:
+    return {"apiVersion": "kokpit.io/v1alpha1", "kind": "ClusterPackageVersion", "metadata": {"name": name},
+            "spec": {"kubernetesVersion": "v1.37.0", "flavor": flavor,
+                     "components": [{"name": c, "image": f"registry.k8s.io/{c}:v1.37.0"} for c in components]}}
+
+
+async def test_upstream_cpv_admission(apiserver: Any) -> None:
+    from kokpit.api import install_crds
+    from kokpit.client import ApiError, Client
+    from kokpit.operators.cluster import CPV
+
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        await install_crds(c)
+        ok = await c.create(CPV, _cpv("full", ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]))
+        assert ok["spec"]["flavor"] == "Upstream"
+        made = await c.create(CPV, _cpv("kokpit", ["kube-apiserver", "simulator"], flavor="Kokpit"))
+        assert made["spec"]["flavor"] == "Kokpit"
+        defaulted = await c.create(CPV, {**_cpv("old", ["kube-apiserver"]), "spec": {
+            "kubernetesVersion": "v1.37.0", "components": [{"name": "kube-apiserver", "image": "kokpit"}]}})
+        assert defaulted["spec"]["flavor"] == "Kokpit"  # existing releases keep meaning kokpit's components
+        with pytest.raises(ApiError) as e:
+            await c.create(CPV, _cpv("no-etcd", ["kube-apiserver", "kube-scheduler"]))
+        assert e.value.code == 422 and e.value.reason == "Invalid"
+        assert "an Upstream control plane needs the etcd and kube-apiserver components" in str(e.value)
+        with pytest.raises(ApiError) as e:
+            await c.create(CPV, _cpv("extra", ["etcd", "kube-apiserver", "simulator"]))
+        assert e.value.code == 422 and "components are etcd, kube-apiserver, kube-controller-manager, kube-scheduler" in str(e.value)
