@@ -253,6 +253,13 @@ def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
         can = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "can-i", "create",
                               "clusterrolebindings"], capture_output=True, text=True, timeout=30)
         assert can.stdout.strip() == "no"
+    viewer = data_dir / "meta" / "viewer.kubeconfig"  # kube's `view`, which kokpit's kinds join by aggregation
+    seen = subprocess.run([kubectl_bin, "--kubeconfig", str(viewer), "get", "clusters", "-n", "default", "-o", "name"],
+                          capture_output=True, text=True, timeout=30)
+    assert seen.returncode == 0 and "cluster.kokpit.io/cluster-1" in seen.stdout, seen.stderr
+    hidden = subprocess.run([kubectl_bin, "--kubeconfig", str(viewer), "get", "secrets", "-n", "default"],
+                            capture_output=True, text=True, timeout=30)
+    assert hidden.returncode != 0 and 'cannot list resource "secrets"' in hidden.stderr
     for log in ("kubelet", "cluster-operator"):
         text = (data_dir / "logs" / f"{log}.log").read_text()
         assert "Forbidden" not in text and " 403" not in text, f"{log} was refused something:\n{text[-3000:]}"
