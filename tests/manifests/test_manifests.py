@@ -86,7 +86,9 @@ def test_kustomize_builds_the_base(kubectl_bin: str, tmp_path: Path) -> None:
 def test_other_namespace_and_image() -> None:
     objs = [o for objs in render("fleet", "registry.example/kokpit:v9").values() for o in objs]
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] in ("Deployment", "ServiceAccount",
-                                                                          "Role", "Service")} == {"fleet"}
+                                                                          "Service")} == {"fleet"}
+    # Roles: leader election in kokpit's namespace, port records where Kubernetes keeps its own
+    assert {o["metadata"]["namespace"] for o in objs if o["kind"] == "Role"} == {"fleet", "kube-system"}
     subjects = [s for o in objs if o["kind"].endswith("Binding") for s in o["subjects"]]
     assert {s["namespace"] for s in subjects} == {"fleet"}
     assert {o["spec"]["template"]["spec"]["containers"][0]["image"] for o in objs if o["kind"] == "Deployment"} == {

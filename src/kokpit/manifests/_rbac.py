@@ -33,6 +33,8 @@ class Component:
     cluster_rules: tuple[Obj, ...]
     # rules in kokpit's own namespace only (leader election)
     namespace_rules: tuple[Obj, ...] = ()
+    # rules in other fixed namespaces: (namespace, rules)
+    other_namespace_rules: tuple[tuple[str, tuple[Obj, ...]], ...] = ()
     # rendered as a Deployment by `kokpit manifests` (the local kubelet only exists in embedded mode)
     deployed: bool = True
     args: tuple[str, ...] = field(default_factory=tuple)
@@ -68,6 +70,10 @@ COMPONENTS: tuple[Component, ...] = (
             _EVENTS,
         ),
         namespace_rules=(_LEADER_ELECTION,),
+        other_namespace_rules=(("kube-system", (
+            rule(("",), ("configmaps",), (*_RO, "create", "delete"), "one record per host port it handed out "
+                 "(kube-system, as Kubernetes keeps its own allocations), so a restart never hands one out twice"),
+        )),),
         args=("cluster-operator", "--leader-elect", "--metrics-port=8080"),
     ),
     Component(

@@ -58,13 +58,15 @@ def component_rbac(c: Component, namespace: str) -> list[Obj]:
          "metadata": {"name": f"kokpit:{c.name}", "labels": _labels(c)},
          "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": f"kokpit:{c.name}"}, "subjects": subject},
     ]
-    if c.namespace_rules:
+    for ns, rules in ((namespace, c.namespace_rules), *c.other_namespace_rules):
+        if not rules:
+            continue
         out += [
             {"apiVersion": f"{RBAC}/v1", "kind": "Role",
-             "metadata": {"name": f"kokpit:{c.name}", "namespace": namespace, "labels": _labels(c)},
-             "rules": _rules(c.namespace_rules)},
+             "metadata": {"name": f"kokpit:{c.name}", "namespace": ns, "labels": _labels(c)},
+             "rules": _rules(rules)},
             {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding",
-             "metadata": {"name": f"kokpit:{c.name}", "namespace": namespace, "labels": _labels(c)},
+             "metadata": {"name": f"kokpit:{c.name}", "namespace": ns, "labels": _labels(c)},
              "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": f"kokpit:{c.name}"}, "subjects": subject},
         ]
     return out
