@@ -60,16 +60,20 @@ def load_config(
 ) -> SingleConfig:
     """A kubeconfig file (CA data, bearer token, ...) or the in-cluster service account.
 
-    With neither given, in-cluster config is tried first, then ``$KUBECONFIG``, then ``~/.kube/config``.
+    With neither given, ``$KUBECONFIG`` wins, then the in-cluster service account, then ``~/.kube/config``
+    (client-go's order: a Pod that is handed a kubeconfig talks to that cluster, not to the one it runs in).
     The service account folder is the usual one, or ``$KOKPIT_SERVICE_ACCOUNT_DIR`` where kokpit's local
     kubelet (processes, no mount namespace) says it put the Pod's token volume.
     """
     if service_account_dir is None:
         service_account_dir = os.environ.get("KOKPIT_SERVICE_ACCOUNT_DIR") or SERVICE_ACCOUNT
+    env_kubeconfig = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
     if in_cluster:
         conf = KubeConfig.from_service_account(service_account_dir).get()
     elif kubeconfig is not None:
         conf = KubeConfig.from_file(kubeconfig).get(context)
+    elif env_kubeconfig:
+        conf = KubeConfig.from_file(env_kubeconfig).get(context)
     else:
         conf = KubeConfig.from_env(service_account=service_account_dir).get(context)
     if conf is None:
