@@ -96,6 +96,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+@pytest.mark.timeout(900)
 async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServerProcess, kubectl_bin: str,
                                                             tmp_path: Path) -> None:
     admin = apiserver.kubeconfig

@@ -140,8 +140,9 @@ def bootstrap_objects() -> list[Obj]:
         _binding("system:public-info-viewer", "system:public-info-viewer",
                  [("Group", "system:authenticated"), ("Group", "system:unauthenticated")]),
         _binding("system:monitoring", "system:monitoring", [("Group", "system:monitoring")]),
-        # the embedded server's read-only kubeconfig
+        # the embedded server's read-only kubeconfig: reads like `view`, and may scrape /metrics (kokpit status)
         _binding("kokpit:viewers", "view", [("Group", "kokpit:viewers")]),
+        _binding("kokpit:viewers-monitoring", "system:monitoring", [("Group", "kokpit:viewers")]),
     ]
     return roles + bindings
 

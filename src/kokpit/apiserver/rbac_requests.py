@@ -172,13 +172,22 @@ class Authorization:
         user = user or ANONYMOUS
         if rt.kind == "ServiceAccount":
             return token_request(self.issuer, namespace or "", name, body)
+        def bad(what: str) -> errors.APIError:  # kube's decoder: a wrong shape is a 400, not a 422
+            return errors.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                                      f"{what}")
+
         if not isinstance(body, dict):
-            raise errors.bad_request(f"the body must be a {rt.kind}")
+            raise bad("the body must be an object")
+        if body.get("metadata") is not None and not isinstance(body.get("metadata"), dict):
+            raise bad("metadata must be an object")
         spec = body.get("spec")
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
-            raise errors.bad_request("spec must be an object")
+            raise bad("spec must be an object")
+        for key in ("resourceAttributes", "nonResourceAttributes", "extra"):
+            if spec.get(key) is not None and not isinstance(spec.get(key), dict):
+                raise bad(f"spec.{key} must be an object")
         out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version,
                     "metadata": {**(body.get("metadata") or {}), "creationTimestamp": None}, "spec": spec}
         if rt.kind == "SelfSubjectReview":
