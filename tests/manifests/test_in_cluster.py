@@ -109,6 +109,10 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
         kubelet_kc = await _kubelet_identity(meta, admin, tmp_path / "ids")
         kubelet = _start_kubelet(kubelet_kc, tmp_path / "kubelet", log)
         try:
+            # made at install, as docs/install.md says: the token /metrics is served to
+            await meta.create(Kind("", "v1", "Secret", "secrets"), {
+                "metadata": {"name": "kokpit-metrics-token", "namespace": NS},
+                "stringData": {"token": "t" * 40}}, NS)
             pod = await meta.create(POD, _operator_pod(free_port()))
             name = pod["metadata"]["name"]
             assert pod["spec"]["serviceAccountName"] == "kokpit-cluster-operator"

@@ -74,7 +74,8 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("configmaps",), (*_RO, "create", "delete"), "one record per host port it handed out "
                  "(kube-system, as Kubernetes keeps its own allocations), so a restart never hands one out twice"),
         )),),
-        args=("cluster-operator", "--leader-elect", "--metrics-port=8080"),
+        args=("cluster-operator", "--leader-elect", "--metrics-port=8080",
+              "--metrics-token-file=/etc/kokpit/metrics/token"),
     ),
     Component(
         "local-kubelet",

@@ -25,6 +25,7 @@ DEFAULT_NAMESPACE = "kokpit-system"
 DEFAULT_IMAGE = f"ghcr.io/kokpit-dev/kokpit:v{__version__}"
 RBAC = "rbac.authorization.k8s.io"
 METRICS_PORT = 8080
+METRICS_SECRET = "kokpit-metrics-token"  # key `token`; created at install, never checked in
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 Obj = dict[str, Any]
@@ -95,7 +96,8 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "metrics-token", "mountPath": "/etc/kokpit/metrics", "readOnly": True}],
     }
     return [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace,
@@ -106,7 +108,10 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
                       "serviceAccountName": name, "terminationGracePeriodSeconds": 30,
                       "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                                           "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                      "containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]}}}},
+                      "containers": [container], "volumes": [
+                          {"name": "tmp", "emptyDir": {}},
+                          # the bearer token Prometheus presents for /metrics: made at install (docs/install.md)
+                          {"name": "metrics-token", "secret": {"secretName": METRICS_SECRET}}]}}}},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {
             "name": name, "namespace": namespace, "labels": labels},
          "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
