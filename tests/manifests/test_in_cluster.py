@@ -12,6 +12,7 @@ host's network here).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -112,7 +113,7 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
             # made at install, as docs/install.md says: the token /metrics is served to
             await meta.create(Kind("", "v1", "Secret", "secrets"), {
                 "metadata": {"name": "kokpit-metrics-token", "namespace": NS},
-                "stringData": {"token": "t" * 40}}, NS)
+                "data": {"token": base64.b64encode(b"t" * 40).decode()}}, NS)
             pod = await meta.create(POD, _operator_pod(free_port()))
             name = pod["metadata"]["name"]
             assert pod["spec"]["serviceAccountName"] == "kokpit-cluster-operator"
@@ -130,7 +131,10 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
                 await asyncio.sleep(0.5)
             # it reconciled as the leader, through its own ServiceAccount and Role (the Lease in kokpit-system)
             op = await meta.get(POD, name, NS)
-            assert _ready(op), op.get("status")
+            while not _ready(op):  # its readiness probe (HTTPS /readyz) runs every 5 s
+                assert time.monotonic() < deadline, op.get("status")
+                await asyncio.sleep(0.5)
+                op = await meta.get(POD, name, NS)
             pid = str(op["status"]["containerStatuses"][0]["containerID"]).removeprefix("kokpit://")
             lease = await meta.get(LEASE, "kokpit-cluster-operator", NS)
             assert f"_{pid}_" in lease["spec"]["holderIdentity"], lease["spec"]

@@ -59,7 +59,10 @@ COMPONENTS: tuple[Component, ...] = (
             rule((KOKPIT,), ("clusters",), (*_RO, "patch", "update"), "watches Clusters; adds and removes its "
                  "finalizer"),
             rule((KOKPIT,), ("clusters/status",), ("get", "patch", "update"), "reports each Cluster's state"),
-            rule((KOKPIT,), ("clusterpackageversions",), _RO, "reads the release a Cluster points at"),
+            rule((KOKPIT,), ("clusterpackageversions",), (*_RO, "patch", "update"), "reads the release a Cluster "
+                 "points at; keeps a release in use from being deleted (its protection finalizer)"),
+            rule((KOKPIT,), ("clusterpackageversions/status",), ("get", "patch", "update"), "records which "
+                 "Clusters use a release"),
             rule(("",), ("pods",), (*_RO, "create", "delete", "patch"), "runs control-plane Pods, replaces them "
                  "one at a time, isolates broken ones"),
             rule(("",), ("secrets",), (*_RO, "create", "delete", "patch"), "keeps each business cluster's PKI "
