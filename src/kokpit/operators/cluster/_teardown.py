@@ -86,6 +86,7 @@ class Teardown:
             if self.resources.services.get_by_name(names.service, names.namespace) is not None:
                 await self.client.delete(SERVICE, names.service, names.namespace)
         secrets = [names.kubeconfig_secret] + ([] if retain else [names.pki_secret])
+        self.resources.forget_pki(names)
         for s in secrets:
             with contextlib.suppress(NotFoundError):
                 if self.resources.secrets.get_by_name(s, names.namespace) is not None:

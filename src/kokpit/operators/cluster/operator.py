@@ -239,7 +239,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
     async def pki_secret_exists(self, ctx: ClusterCtx) -> StepResult:
         assert ctx.spec is not None
         had = self.secrets.get_by_name(ctx.names.pki_secret, ctx.names.namespace)
-        ctx.pki = await self.resources.ensure_pki(ctx.names, ctx.spec.deletion_policy == DeletionPolicy.RETAIN)
+        ctx.pki = await self.resources.ensure_pki(ctx.names, ctx.spec.deletion_policy == DeletionPolicy.RETAIN,
+                                                 ctx.now)
         return done() if had is ctx.pki else act("PKI", f"wrote {ctx.names.pki_secret}")
 
     async def service_holds_recorded_ports(self, ctx: ClusterCtx) -> StepResult:
