@@ -96,6 +96,13 @@ LAYERS: dict[str, Layer] = {
     "kokpit.manifests": Layer(
         "install manifests for a real meta cluster (`kokpit manifests`, deploy/) and each component's RBAC",
         (_API,)),
+    "kokpit.portal": Layer(
+        "the web portal: fleet pages, the controlled change process, the legacy adapter (acts as the user)",
+        (_LIB, _API, _CLIENT, _RUNTIME),
+        network={"_server": "listens: uvicorn serving the portal (HTTPS, or HTTP on a loopback address)",
+                 "_auth": "lightkube's kubeconfig model only: the user's token on the meta cluster's config "
+                          "(kokpit.client makes the calls)",
+                 "_cache": "lightkube's kubeconfig parser only: a business cluster's kubeconfig Secret"}),
     "kokpit.up": Layer(
         "`kokpit up`: composes a whole fleet of processes",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.simulator",
@@ -105,7 +112,7 @@ LAYERS: dict[str, Layer] = {
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
-         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests")),
+         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests", "kokpit.portal")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",

@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any, Protocol
 
+from kokpit.api.change import AuditRecord, ChangeOperation, ChangeRequest
 from kokpit.api.cluster import (
     Cluster,
     ClusterComponentStatus,
@@ -42,6 +43,9 @@ from kokpit.api.risk import OperationType, Permit, PermitState, RiskLedger, Risk
 
 __all__ = [
     "KINDS",
+    "AuditRecord",
+    "ChangeOperation",
+    "ChangeRequest",
     "Cluster",
     "ClusterComponentStatus",
     "ClusterConditionType",
@@ -86,7 +90,7 @@ __all__ = [
 ]
 
 KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
-                                    Permit, RiskLedger]
+                                    Permit, RiskLedger, ChangeRequest, AuditRecord]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 

@@ -299,6 +299,7 @@ def _add_risk() -> None:
 
 _add_control_plane()
 _add_risk()
+app.add_typer(__import__("kokpit.cli.portal", fromlist=["portal_app"]).portal_app, name="portal")
 
 
 def main() -> None:

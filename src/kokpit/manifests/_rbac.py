@@ -99,6 +99,22 @@ COMPONENTS: tuple[Component, ...] = (
         ),
         deployed=False,
     ),
+    Component(
+        "portal",
+        "The web portal: shows the fleet from its own watches and records the change process; every change a "
+        "person makes is sent with that person's own token, so their RBAC decides.",
+        cluster_rules=(
+            rule((KOKPIT,), ("*",), _RO, "the pages: Clusters, releases, risk, change requests, audit (one watch "
+                 "per kind, not one list per page view)"),
+            rule((KOKPIT,), ("changerequests/status",), ("get", "patch", "update"), "records the author, plan, "
+                 "approvals, history and outcome of a change (users cannot write them)"),
+            rule((KOKPIT,), ("auditrecords",), ("create",), "the audit log: one record per action of a person"),
+            rule(("",), ("secrets",), ("get",), "each business cluster's <cluster>-kubeconfig Secret, to watch "
+                 "its Machines and Nodes and to apply approved changes there"),
+            rule(("",), ("events",), ("create", "patch"), "Events on change requests for people"),
+        ),
+        deployed=False,
+    ),
 )
 
 # kokpit's own kinds joined to kube's user-facing roles by aggregation (as Cluster API and others ship them)

@@ -76,6 +76,7 @@ class UpOptions:
     port: int = 6443
     host: str = "127.0.0.1"  # every server of the fleet binds to this address (never a wildcard)
     tty: bool | None = None  # None: stdout is a terminal
+    portal_port: int = 8443  # the web portal's port (another free one when it is taken)
     ready_timeout: float = 300.0  # a warning (not an exit) when the fleet is not Ready by then
 
 
@@ -426,6 +427,7 @@ class Up:
                                                  "--default-policies", *self._metrics_args(risk_metrics))).start()
         record_endpoint(d, "risk-center", f"https://{_url_host(o.host)}:{risk_metrics}/metrics")
         self.r.line("started the local kubelet, the cluster operator and the risk center")
+        await self._start_portal(identities["portal"])
         names = cluster_names(o.clusters)
         made = await _create_missing(meta, CLUSTER, [cluster_body(n, o.nodes) for n in names], CLUSTER_NAMESPACE)
         existing = [c["metadata"]["name"] for c in (await meta.list(CLUSTER, CLUSTER_NAMESPACE)).items]
@@ -434,6 +436,15 @@ class Up:
         self.fleet = Fleet(meta, d / "kubeconfigs")
         for n in existing:
             self.tasks.append(asyncio.create_task(self._business_setup(n), name=f"setup-{n}"))
+
+    async def _start_portal(self, identity: Path) -> None:
+        """The web portal as its own identity (issue 17); people log in with their own tokens."""
+        o, d = self.opts, self.data_dir
+        port = o.portal_port if _bindable(o.portal_port) else _free_port(o.host)
+        await self._child("portal", _kokpit("portal", "--kubeconfig", str(identity), "--host", o.host, "--port",
+                                            str(port), "--data-dir", str(d / "portal"))).start()
+        self.r.line(f"portal: https://{_url_host(o.host)}:{port} (CA: {d / 'portal' / 'pki' / 'ca.crt'}) — log in "
+                    f"with the token `kokpit portal token --data-dir {d}` prints (read-only: add --viewer)")
 
     async def _watch(self) -> None:
         assert self.fleet is not None

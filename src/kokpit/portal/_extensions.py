@@ -1,0 +1,16 @@
+"""The parts of the portal beyond the read-only pages, registered onto a :class:`~kokpit.portal.Portal` before
+it starts (each adds its kinds to the cache, its routes and its OpenAPI paths)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from kokpit.portal._app import Portal
+
+__all__ = ["default_extensions"]
+
+
+def default_extensions() -> list[Callable[[Portal], Awaitable[None]]]:
+    from kokpit.portal._actions import register as actions
+
+    return [actions]
