@@ -154,3 +154,33 @@ async def login(http: httpx.AsyncClient, token: str) -> str:
     assert r.status_code == 303, r.text
     fleet = await http.get("/fleet")
     return fleet.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+SA = Kind("", "v1", "ServiceAccount", "serviceaccounts")
+CLUSTER_ROLE_BINDING = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+                            namespaced=False)
+
+
+async def person(admin: Client, name: str) -> str:
+    """A ServiceAccount ``fleet/<name>`` who may read kokpit's kinds, plan and approve changes and release
+    Clusters (a release manager); returns its token."""
+    await admin.apply(CLUSTER_ROLE, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                     "metadata": {"name": "test-release-manager"},
+                                     "rules": [{"apiGroups": ["kokpit.io"], "resources": ["*"],
+                                                "verbs": ["get", "list", "watch"]},
+                                               {"apiGroups": ["kokpit.io"], "resources": ["changerequests"],
+                                                "verbs": ["create", "patch", "approve"]},
+                                               {"apiGroups": ["kokpit.io"], "resources": ["clusters"],
+                                                "verbs": ["patch", "create"]},
+                                               {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]},
+                      field_manager="test", force=True)
+    await admin.apply(SA, {"apiVersion": "v1", "kind": "ServiceAccount",
+                           "metadata": {"name": name, "namespace": "fleet"}}, field_manager="test", force=True)
+    await admin.apply(CLUSTER_ROLE_BINDING, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"test-release-manager-{name}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "test-release-manager"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "fleet"}]}, field_manager="test", force=True)
+    answer = await admin.create_subresource(SA, name, "token", {"apiVersion": "authentication.k8s.io/v1",
+                                                                "kind": "TokenRequest", "spec": {}}, "fleet")
+    return str(answer["status"]["token"])

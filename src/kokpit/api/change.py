@@ -88,7 +88,8 @@ class ChangeRequestSpec(SpecModel):
                          "ClusterPackageVersion (release, cluster-create) to move to.")
     nodes: int = Field(default=0, ge=0, le=100000, description="cluster-create: simulated nodes.")
     reason: str = Field(default="", max_length=1024, description="Why (shown to the approver, kept in the audit).")
-    cancel: bool = Field(default=False, description="Stop: nothing more is started; the request closes Aborted.")
+    paused: bool = Field(default=False, description="Hold: no new batch is started until it is false again.")
+    cancel: bool = Field(default=False, description="Abort: nothing more is started; the request closes Aborted.")
 
 
 class ChangePlan(StatusModel):

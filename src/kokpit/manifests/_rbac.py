@@ -113,6 +113,8 @@ COMPONENTS: tuple[Component, ...] = (
                  "its Machines and Nodes and to apply approved changes there"),
             rule(("",), ("events",), ("create", "patch"), "Events on change requests for people"),
         ),
+        namespace_rules=(rule(("",), ("configmaps",), ("get",), "the change policy (kokpit-change-policy: how many "
+                                                                 "approvals each operation needs)"),),
         deployed=False,
     ),
 )

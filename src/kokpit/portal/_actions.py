@@ -44,6 +44,8 @@ async def register(portal: Portal) -> None:
             "apiVersion": "kokpit.io/v1alpha1", "kind": "RiskPolicy",
             "metadata": {"name": PAUSE_POLICY, "annotations": {"kokpit.io/reason": f"portal: {caller.user}"}},
             "spec": {"operations": ops, "scope": {"allClusters": True}, "paused": True}}
+        request.state.audit.update(target=f"RiskPolicy/{PAUSE_POLICY}", translation=[
+            {"kind": "RiskPolicy", "name": PAUSE_POLICY, "verb": "create"}])
         try:
             await c.create(RISK_POLICY, body)
         except AlreadyExistsError:
@@ -67,6 +69,7 @@ async def register(portal: Portal) -> None:
             return portal.web.error(request, 404, f"no RiskPolicy {name!r}", caller)
         return _done(request, f"breakers of {name} reset at {now}", "/risk")
 
-    for path, fn in (("/risk/pause", pause), ("/risk/resume", resume), ("/risk/reset/{policy}", reset)):
-        ep = portal.page(fn, read=None)
+    for path, fn, action in (("/risk/pause", pause, "risk.pause"), ("/risk/resume", resume, "risk.resume"),
+                             ("/risk/reset/{policy}", reset, "risk.reset")):
+        ep = portal.page(fn, read=None, audit=action)
         portal.routes += [Route(path, ep, methods=["POST"]), Route("/api/v1" + path, ep, methods=["POST"])]

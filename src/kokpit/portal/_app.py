@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from kokpit.client import ApiError, TransportError
 from kokpit.portal import _svg
+from kokpit.portal._audit import Auditor
 from kokpit.portal._auth import LoginRefused, readable
 from kokpit.portal._cache import FleetCache
 from kokpit.portal._kinds import EVENT as _EVENT
@@ -29,7 +30,7 @@ from kokpit.portal._session import Session
 from kokpit.portal._views import FleetQuery, cluster_view, fleet_view, machine_view, risk_view
 from kokpit.portal._web import Caller, Web, security_headers, wants_json
 
-__all__ = ["Portal", "build_app"]
+__all__ = ["Portal", "build_app", "json_response"]
 
 log = logging.getLogger("kokpit.portal")
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -39,20 +40,28 @@ LOGIN_CSRF = "kokpit_login_csrf"
 class Portal:
     """The running portal: the cache, the web helpers and extra routes other modules add."""
 
-    def __init__(self, cache: FleetCache, web: Web) -> None:
+    def __init__(self, cache: FleetCache, web: Web, auditor: Auditor) -> None:
         self.cache = cache
         self.web = web
+        self.auditor = auditor
         self.routes: list[Any] = []
         self.openapi_paths: dict[str, Any] = {}
+        self.on_start: list[Callable[[], None]] = []  # called once the caches are synced
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.changes: Any = None  # the ChangeService, once registered (the adapter uses it)
 
-    def page(self, fn: Handler, *, read: tuple[str, str] | None = ("list", "clusters")) -> Callable[[Request],
-                                                                                                   Awaitable[Response]]:
-        """Wrap a handler: authenticate, check CSRF on changes, check the caller may read what the page shows."""
+    def page(self, fn: Handler, *, read: tuple[str, str] | None = ("list", "clusters"),
+             audit: str = "") -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a handler: authenticate, check CSRF on changes, check the caller may read what the page shows.
+
+        With ``audit`` (an action name) every attempt is recorded — allowed, refused or failed; the handler
+        may put ``target``, ``translation`` and ``message`` into ``request.state.audit``."""
 
         async def endpoint(request: Request) -> Response:
             caller = await self.web.caller(request)
             if caller is None:
                 return self.web.login_redirect(request)
+            request.state.audit = {}
             form = None
             if request.method == "POST" and not request.headers.get("content-type", "").startswith("application/json"):
                 try:
@@ -60,6 +69,9 @@ class Portal:
                 except Exception:
                     return self.web.error(request, 400, "malformed form data", caller)
             if not self.web.csrf_passes(request, caller, form):
+                if audit:
+                    await self.auditor.record(caller, audit, outcome="Refused", request=request,
+                                              target=request.url.path, message="CSRF token missing or wrong")
                 return self.web.error(request, 403, "CSRF token missing or wrong: reload the page and try again",
                                       caller)
             try:
@@ -67,14 +79,29 @@ class Portal:
                     return self.web.error(request, 403, f"the API server does not allow {caller.user} to "
                                                         f"{read[0]} {read[1]}", caller)
                 request.state.form = form
-                return await fn(request, caller)
+                resp = await fn(request, caller)
             except (ApiError, TransportError) as e:
+                if audit:
+                    forbidden = isinstance(e, ApiError) and e.code == 403
+                    await self._audit(request, caller, audit, "Forbidden" if forbidden else "Failed", readable(e))
                 return self.web.api_error(request, e, caller)
+            if audit:
+                outcome = "Succeeded" if resp.status_code < 400 else ("Forbidden" if resp.status_code == 403
+                                                                       else "Refused")
+                await self._audit(request, caller, audit, outcome, "")
+            return resp
 
         return endpoint
 
+    async def _audit(self, request: Request, caller: Caller, action: str, outcome: str, message: str) -> None:
+        a = request.state.audit
+        await self.auditor.record(caller, action, outcome=a.get("outcome") or outcome, request=request,
+                                  target=a.get("target") or request.url.path,
+                                  message=a.get("message") or message, given=a.get("given") or "",
+                                  translation=a.get("translation") or (), via=a.get("via") or "")
 
-def _json(data: Any, status: int = 200) -> Response:
+
+def json_response(data: Any, status: int = 200) -> Response:
     return security_headers(Response(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status_code=status,
                                      media_type="application/json"))
 
@@ -110,7 +137,9 @@ def build_app(portal: Portal) -> Starlette:
         resp = RedirectResponse("/fleet", status_code=303)
         web.login_cookie(resp, Session(user=who.user, groups=who.groups, token=token))
         resp.delete_cookie(LOGIN_CSRF, path="/login")
-        log.info("login: %s from %s", who.user, request.client.host if request.client else "?")
+        await portal.auditor.record(Caller(who.user, who.groups, token, "", "session",
+                                           request.client.host if request.client else "?"),
+                                    "login", outcome="Succeeded", target="portal")
         return security_headers(resp)
 
     async def logout(request: Request, caller: Caller) -> Response:
@@ -128,7 +157,7 @@ def build_app(portal: Portal) -> Starlette:
     async def fleet(request: Request, caller: Caller) -> Response:
         view = fleet_view(cache, FleetQuery.parse(request.query_params))
         if wants_json(request):
-            return _json(view)
+            return json_response(view)
         pics = {"versions": _svg.bars("Clusters by release", list(view["versions"].items())),
                 "kubelets": _svg.bars("Nodes by kubelet version", list(view["kubeletVersions"].items()))}
         return web.render(request, "fleet.html", {"title": "Fleet", "v": view, "pics": pics,
@@ -145,7 +174,7 @@ def build_app(portal: Portal) -> Starlette:
             return web.error(request, 404, f"no Cluster {ns}/{name}", caller)
         view["events"] = await _events(request, caller, ns, name)
         if wants_json(request):
-            return _json(view)
+            return json_response(view)
         return web.render(request, "cluster.html", {"title": f"Cluster {name}", "v": view,
                                                     "watch": f"Cluster/{ns}/{name},Machine@{name}/,Node@{name}/"},
                           caller=caller)
@@ -167,7 +196,7 @@ def build_app(portal: Portal) -> Starlette:
                                                  limit=100)).items
                 view["events"] = _event_rows(evs)
         if wants_json(request):
-            return _json(view)
+            return json_response(view)
         return web.render(request, "machine.html", {"title": f"Machine {m}", "v": view,
                                                     "watch": f"Machine@{c}/{m},Node@{c}/{view['row']['node']}"},
                           caller=caller)
@@ -175,7 +204,7 @@ def build_app(portal: Portal) -> Starlette:
     async def risk(request: Request, caller: Caller) -> Response:
         view = risk_view(cache)
         if wants_json(request):
-            return _json(view)
+            return json_response(view)
         return web.render(request, "risk.html", {"title": "Risk", "v": view, "watch": "RiskPolicy/,Permit/"},
                           caller=caller)
 

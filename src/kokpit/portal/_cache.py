@@ -24,7 +24,7 @@ import yaml
 from lightkube.config.kubeconfig import KubeConfig
 
 from kokpit.client import ApiError, Client, Kind, TransportError
-from kokpit.portal._kinds import CLUSTER, CPV, MACHINE, NODE, PERMIT, RISK_POLICY, SECRET
+from kokpit.portal._kinds import CLUSTER, CPV, MACHINE, MPV, NODE, PERMIT, RISK_POLICY, SECRET
 from kokpit.runtime.conditions import find_condition
 from kokpit.runtime.informer import Handlers, Informer, InformerFactory, strip_managed_fields
 
@@ -106,6 +106,7 @@ class BusinessCache:
         self.hub = hub
         self.machines = Informer(client, MACHINE, transform=strip_managed_fields)
         self.nodes = Informer(client, NODE, transform=strip_managed_fields)
+        self.mpvs = Informer(client, MPV, transform=strip_managed_fields)
         self._counts: NodeCounts | None = None
         for kind, inf in (("Machine", self.machines), ("Node", self.nodes)):
             inf.add_event_handler(self._handler(kind))
@@ -120,15 +121,17 @@ class BusinessCache:
     def start(self) -> None:
         self.machines.start()
         self.nodes.start()
+        self.mpvs.start()
 
     async def stop(self) -> None:
         await self.machines.stop()
         await self.nodes.stop()
+        await self.mpvs.stop()
         await self.client.close()
 
     @property
     def synced(self) -> bool:
-        return self.machines.has_synced and self.nodes.has_synced
+        return self.machines.has_synced and self.nodes.has_synced and self.mpvs.has_synced
 
     def counts(self) -> NodeCounts:
         if self._counts is None:

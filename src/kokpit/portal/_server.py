@@ -23,6 +23,7 @@ import uvicorn
 from kokpit._lib import pki
 from kokpit.client import Client, load_config
 from kokpit.portal._app import Portal, build_app
+from kokpit.portal._audit import Auditor
 from kokpit.portal._auth import UserClients
 from kokpit.portal._cache import FleetCache
 from kokpit.portal._session import SessionCodec, load_or_create_key
@@ -103,10 +104,12 @@ class PortalServer:
         cache = FleetCache(meta, business=o.business, business_interval=o.business_interval)
         key = load_or_create_key(o.session_key_file or o.data_dir / "session.key")
         web = Web(SessionCodec(key), UserClients(config), secure_cookies=not o.http)
-        self.portal = portal = Portal(cache, web)
+        self.portal = portal = Portal(cache, web, Auditor(meta))
         for ext in o.extensions:
             await ext(portal)
         await cache.start()
+        for begin in portal.on_start:
+            begin()
         app = build_app(portal)
         tls: dict[str, str] = {}
         if not o.http:
@@ -144,6 +147,8 @@ class PortalServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 5)
         if self.portal is not None:
+            for end in self.portal.on_stop:
+                await end()
             await self.portal.cache.stop()
             await self.portal.web.users.close()
         if self._meta is not None:

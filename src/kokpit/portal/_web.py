@@ -62,6 +62,13 @@ class Web:
             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
             trim_blocks=True, lstrip_blocks=True)
         self.env.filters["age"] = _age
+        # pages beyond the fleet, in menu order; extensions add theirs (Changes, Faults, Rollouts, Audit)
+        self.nav: list[tuple[int, str, str]] = [(40, "/risk", "Risk")]
+        self.env.globals["nav"] = [("/risk", "Risk")]
+
+    def add_nav(self, order: int, href: str, label: str) -> None:
+        self.nav.append((order, href, label))
+        self.env.globals["nav"] = [(h, label_) for _, h, label_ in sorted(self.nav)]
         self._bearer: dict[str, tuple[Caller, float]] = {}
         static = resources.files("kokpit.portal") / "static"
         self.static_dir = str(static)

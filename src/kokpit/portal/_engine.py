@@ -1,0 +1,187 @@
+"""The change engine: carries approved ChangeRequests forward and closes them with their outcome.
+
+Level-triggered, like an operator: every pass reads each open request and its targets from the caches and
+does the one next thing — start the next batch of an upgrade when the batch before it is done and the
+request is neither paused nor aborted, stop starting when a target failed, close with the outcome when
+nothing is left in flight.  Progress lives in the request's status and in the targets themselves (a Machine
+already pointing at the new package is "started"), so a restarted portal picks up exactly where it was.
+
+Changes to meta-cluster objects (a release, a new Cluster) were made with the approver's own token when
+they approved; the engine only watches those.  Changes to a business cluster's Machines are made here with
+the portal's access to that cluster — permitted because the request was created and approved by people the
+meta cluster's RBAC allowed to — and each Machine then asks the risk center before it disrupts anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+from kokpit.api import ChangeRequest
+from kokpit.api.change import ChangeOperation
+from kokpit.client import ApiError, Client, ConflictError, NotFoundError, TransportError
+from kokpit.portal._cache import BusinessCache, FleetCache
+from kokpit.portal._kinds import MACHINE, kind_of
+from kokpit.portal._plan import progress
+
+__all__ = ["CHANGE", "ChangeEngine", "now_iso", "set_cond"]
+
+log = logging.getLogger("kokpit.portal.changes")
+CHANGE = kind_of(ChangeRequest)
+Obj = dict[str, Any]
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_cond(st: Obj, type_: str, status: str, reason: str, message: str = "") -> None:
+    conds = st.setdefault("conditions", [])
+    for c in conds:
+        if c.get("type") == type_:
+            if c.get("status") != status:
+                c["lastTransitionTime"] = now_iso()
+            c.update(status=status, reason=reason, message=message)
+            return
+    conds.append({"type": type_, "status": status, "reason": reason, "message": message,
+                  "lastTransitionTime": now_iso()})
+
+
+def cond(obj: Obj, type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def phase(st: Obj) -> str:
+    """For people only (derived last from the conditions)."""
+    if st.get("outcome"):
+        return str(st["outcome"])
+    c = {x.get("type"): x.get("status") for x in st.get("conditions") or []}
+    if c.get("Executing") == "True":
+        return "Executing"
+    if c.get("Approved") == "True":
+        return "Approved"
+    return "AwaitingApproval" if c.get("Planned") == "True" else "Pending"
+
+
+def close(st: Obj, outcome: str, message: str, user: str = "kokpit-portal") -> None:
+    st["outcome"] = outcome
+    set_cond(st, "Executing", "False", outcome, message)
+    set_cond(st, "Closed", "True", outcome, message)
+    st.setdefault("history", []).append({"time": now_iso(), "user": user, "action": "closed",
+                                         "message": f"{outcome}: {message}"})
+    st["phase"] = phase(st)
+
+
+class ChangeEngine:
+    """One pass every ``interval`` seconds (and soon after any ChangeRequest or target changes)."""
+
+    def __init__(self, cache: FleetCache, client: Client, *, interval: float = 0.5) -> None:
+        self.cache = cache
+        self.client = client
+        self.interval = interval
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="portal-change-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except Exception as e:  # the next pass tries again
+                log.warning("change engine: %s", e)
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def pass_once(self) -> None:
+        for cr in self.cache.objects("ChangeRequest"):
+            if cond(cr, "Closed") or not (cr.get("status") or {}).get("author"):
+                continue
+            try:
+                await self.step(cr)
+            except (ApiError, TransportError) as e:
+                log.warning("change %s: %s", (cr.get("metadata") or {}).get("name"), e)
+
+    async def step(self, cr: Obj) -> None:
+        meta, spec = cr["metadata"], cr.get("spec") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        st: Obj = dict(cr.get("status") or {})
+        before = repr(st)
+        if spec.get("cancel") and not st.get("outcome"):
+            close(st, "Aborted", "aborted: nothing more is started")
+        elif cond(cr, "Executing"):
+            await self._advance(spec, str(ns), st)
+        if repr(st) != before:
+            st["phase"] = phase(st)
+            try:
+                await self.client.patch_status(CHANGE, str(name), {"metadata": {"resourceVersion":
+                                                                                meta.get("resourceVersion")},
+                                                                   "status": st}, str(ns))
+            except (ConflictError, NotFoundError):
+                pass  # changed or gone meanwhile: the next pass sees the new state
+
+    async def _advance(self, spec: Obj, ns: str, st: Obj) -> None:
+        cluster_name = str(spec.get("cluster") or "")
+        cluster = self.cache.get("Cluster", cluster_name, ns)
+        bc = self.cache.cluster_cache(ns, cluster_name)
+        machines = {str((m.get("metadata") or {}).get("name")): m for m in bc.machines.store.list()} \
+            if bc is not None and bc.synced else None
+        p = progress(spec, cluster=cluster, machines=machines)
+        st["done"], st["total"] = p.done, p.total
+        st["progress"] = f"{p.done}/{p.total} done" + (f", {len(p.failed)} failed" if p.failed else "")
+        if spec.get("operation") == ChangeOperation.COMPONENT_UPGRADE and machines is not None and bc is not None:
+            await self._next_batch(spec, st, machines, p.failed, bc)
+        if p.finished:
+            if p.failed:
+                close(st, "Failed", "; ".join(p.messages)[:1000] or f"{len(p.failed)} target(s) failed")
+            else:
+                close(st, "Succeeded", st["progress"])
+
+    async def _next_batch(self, spec: Obj, st: Obj, machines: dict[str, Obj], failed: list[str],
+                          bc: BusinessCache) -> None:
+        """Point the next Machines at the new package: at most batchSize in flight, none after a failure,
+        none while paused."""
+        comp, version = str(spec.get("component")), str(spec.get("version"))
+        targets = list(spec.get("targets") or [])
+        mpvs = {str((x.get("metadata") or {}).get("name")): x for x in bc.mpvs.store.list()}
+        started = [t for t in targets if version in ((machines.get(t) or {}).get("spec") or {}).get("packages", [])]
+        done = {t for t in targets if _upgraded(machines.get(t), comp, version)}
+        in_flight = [t for t in started if t not in done and t not in failed]
+        batch = int((st.get("plan") or {}).get("batchSize") or 1)
+        if failed or spec.get("paused"):
+            return
+        for t in [t for t in targets if t not in started][:max(0, batch - len(in_flight))]:
+            m = machines[t]
+            packages = [p for p in (m.get("spec") or {}).get("packages") or [] if _component(mpvs, p) != comp]
+            await bc.client.patch(MACHINE, t, {"spec": {"packages": [*packages, version]}})
+            st.setdefault("objects", []).append({"kind": "Machine", "name": t, "cluster": spec.get("cluster"),
+                                                 "verb": "patch"})
+            st.setdefault("history", []).append({"time": now_iso(), "user": "kokpit-portal", "action": "started",
+                                                 "message": f"{t}: {comp} → {version}"})
+
+
+def _component(mpvs: dict[str, Obj], name: str) -> str:
+    return str(((mpvs.get(name) or {}).get("spec") or {}).get("component") or "")
+
+
+def _upgraded(m: Obj | None, comp: str, version: str) -> bool:
+    row: Obj = next((c for c in ((m or {}).get("status") or {}).get("components") or [] if c.get("name") == comp), {})
+    return bool(row.get("packageVersion") == version and row.get("installState") == "Installed")

@@ -1,0 +1,189 @@
+"""Pure decisions of the change process: validating a request, planning it, judging its progress.
+
+No I/O here: every function takes the objects it needs (from the caches), so the rules are unit-tested
+without a server and the portal's handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kokpit.api.change import ChangeOperation
+
+__all__ = ["DEFAULT_APPROVALS", "RISK_OPERATION", "BadChange", "Progress", "approvals_required", "plan",
+           "progress", "validate"]
+
+Obj = dict[str, Any]
+
+# how many people other than the author must approve, per operation (a ConfigMap may override)
+DEFAULT_APPROVALS: dict[str, int] = {op.value: 1 for op in ChangeOperation} | {
+    ChangeOperation.NODE_REBOOT.value: 0}
+# the risk-center operation each change draws its budget from ("" for none)
+RISK_OPERATION: dict[str, str] = {
+    ChangeOperation.CONTROL_PLANE_RELEASE.value: "control-plane-release",
+    ChangeOperation.CONTROL_PLANE_RESTART.value: "control-plane-repair",
+    ChangeOperation.COMPONENT_UPGRADE.value: "component-upgrade",
+    ChangeOperation.NODE_REBOOT.value: "node-reboot",
+    ChangeOperation.NODE_REINSTALL.value: "node-reinstall",
+    ChangeOperation.CLUSTER_CREATE.value: "",
+}
+
+
+class BadChange(ValueError):
+    """A change that cannot be planned: ``field`` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def approvals_required(operation: str, policy: dict[str, str] | None) -> int:
+    raw = (policy or {}).get(operation)
+    if raw is not None:
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            pass
+    return DEFAULT_APPROVALS.get(operation, 1)
+
+
+def _component_of(mpvs: dict[str, Obj], name: str) -> str:
+    return str(((mpvs.get(name) or {}).get("spec") or {}).get("component") or "")
+
+
+def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[str, Obj] | None,
+             mpvs: dict[str, Obj] | None) -> None:
+    """Refuse what cannot be done, naming the field (the API server's CEL rules catch missing fields)."""
+    op = str(spec.get("operation") or "")
+    if op not in {o.value for o in ChangeOperation}:
+        raise BadChange("spec.operation", f"unknown operation {op!r}; one of "
+                        + ", ".join(o.value for o in ChangeOperation))
+    if op == ChangeOperation.CLUSTER_CREATE:
+        if cluster is not None:
+            raise BadChange("spec.cluster", f"Cluster {spec.get('cluster')!r} already exists")
+    elif cluster is None:
+        raise BadChange("spec.cluster", f"no Cluster {spec.get('cluster')!r} in this namespace")
+    if op in (ChangeOperation.CONTROL_PLANE_RELEASE, ChangeOperation.CLUSTER_CREATE):
+        if spec.get("version") not in cpvs:
+            raise BadChange("spec.version", f"no ClusterPackageVersion {spec.get('version')!r}; releases: "
+                            + (", ".join(sorted(cpvs)) or "none"))
+        if op == ChangeOperation.CONTROL_PLANE_RELEASE and cluster is not None and \
+                (cluster.get("spec") or {}).get("packageVersion") == spec.get("version"):
+            raise BadChange("spec.version", f"Cluster {spec.get('cluster')} already wants {spec.get('version')}")
+    targets = list(spec.get("targets") or [])
+    if op in (ChangeOperation.COMPONENT_UPGRADE, ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL):
+        if machines is None:
+            raise BadChange("spec.cluster", f"the API server of Cluster {spec.get('cluster')} is not readable "
+                            "yet: its Machines cannot be checked")
+        if len(set(targets)) != len(targets):
+            raise BadChange("spec.targets", "a target is listed twice")
+        missing = [t for t in targets if t not in machines]
+        if missing:
+            raise BadChange("spec.targets", f"no Machine {', '.join(missing[:5])} in Cluster {spec.get('cluster')}")
+    if op == ChangeOperation.COMPONENT_UPGRADE:
+        assert mpvs is not None and machines is not None
+        comp, version = str(spec.get("component") or ""), str(spec.get("version") or "")
+        if version not in mpvs:
+            known = sorted(n for n in mpvs if _component_of(mpvs, n) == comp)
+            raise BadChange("spec.version", f"no MachinePackageVersion {version!r} in Cluster "
+                            f"{spec.get('cluster')}; of {comp}: {', '.join(known) or 'none'}")
+        if _component_of(mpvs, version) != comp:
+            raise BadChange("spec.version", f"MachinePackageVersion {version} is of component "
+                            f"{_component_of(mpvs, version)!r}, not {comp!r}")
+        lacking = [t for t in targets if not any(_component_of(mpvs, p) == comp
+                                                 for p in (machines[t].get("spec") or {}).get("packages") or [])]
+        if lacking:
+            raise BadChange("spec.targets", f"{', '.join(lacking[:5])} run no {comp}: nothing to upgrade there")
+
+
+def _limit(value: Any, total: int) -> int | None:
+    if value is None:
+        return None
+    s = str(value)
+    if s.endswith("%"):
+        return max(1, math.floor(total * float(s[:-1]) / 100)) if float(s[:-1]) > 0 else 0
+    return int(s)
+
+
+def plan(spec: Obj, *, namespace: str, policies: list[Obj], nodes_in_cluster: int) -> Obj:
+    """What the change touches, how many batches the covering risk budgets allow, and which budget it uses."""
+    op = str(spec["operation"])
+    cluster = str(spec.get("cluster") or "")
+    targets = list(spec.get("targets") or [])
+    touches: list[Obj]
+    if op in (ChangeOperation.COMPONENT_UPGRADE, ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL):
+        touches = [{"kind": "Machine", "name": t, "cluster": cluster} for t in targets]
+        units, pool = len(targets), max(nodes_in_cluster, len(targets))
+    else:
+        touches = [{"kind": "Cluster", "name": cluster, "namespace": namespace}]
+        units, pool = 1, 1
+    risk_op = RISK_OPERATION.get(op, "")
+    covering = [p for p in policies if risk_op and risk_op in ((p.get("spec") or {}).get("operations") or [])]
+    limits = [x for x in (_limit((p.get("spec") or {}).get("maxConcurrent"), pool) for p in covering) if x]
+    batch = min([units, *limits]) if units else 0
+    names = ", ".join(sorted(str((p.get("metadata") or {}).get("name")) for p in covering)) or "no policy"
+    what = {ChangeOperation.CONTROL_PLANE_RELEASE: f"release Cluster {cluster} to {spec.get('version')}",
+            ChangeOperation.CLUSTER_CREATE: f"create Cluster {cluster} on {spec.get('version')} with "
+                                            f"{spec.get('nodes') or 0} nodes",
+            ChangeOperation.COMPONENT_UPGRADE: f"upgrade {spec.get('component')} to {spec.get('version')} on "
+                                               f"{units} node(s) of {cluster}",
+            ChangeOperation.NODE_REBOOT: f"reboot {units} node(s) of {cluster}",
+            ChangeOperation.NODE_REINSTALL: f"reinstall {units} node(s) of {cluster}",
+            ChangeOperation.CONTROL_PLANE_RESTART: f"restart {spec.get('component')} of Cluster {cluster}",
+            }.get(ChangeOperation(op), op)
+    return {"touches": touches[:200], "batches": math.ceil(units / batch) if batch else (1 if units else 0),
+            "batchSize": batch, "budget": f"{risk_op}: {names}" if risk_op else "none (not a risky operation)",
+            "summary": what}
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+    total: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and self.done + len(self.failed) >= self.total
+
+
+def _ready(obj: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def progress(spec: Obj, *, cluster: Obj | None, machines: dict[str, Obj] | None) -> Progress:
+    """How far an executing change got, from the targets' own status (level-triggered: no memory needed)."""
+    op = str(spec["operation"])
+    if op in (ChangeOperation.CONTROL_PLANE_RELEASE, ChangeOperation.CLUSTER_CREATE):
+        p = Progress(total=1)
+        st = (cluster or {}).get("status") or {}
+        if cluster is None:
+            p.messages.append("the Cluster does not exist (yet)")
+        elif st.get("failedPackageVersion") == spec.get("version"):
+            p.failed.append(str(spec.get("cluster")))
+            p.messages.append(f"release {spec.get('version')} failed its post-check and was rolled back")
+        elif st.get("packageVersion") == spec.get("version") and _ready(cluster):
+            p.done = 1
+        return p
+    if op == ChangeOperation.COMPONENT_UPGRADE:
+        targets = list(spec.get("targets") or [])
+        p = Progress(total=len(targets))
+        comp, version = spec.get("component"), spec.get("version")
+        for t in targets:
+            m = (machines or {}).get(t)
+            if m is None:
+                continue
+            st = m.get("status") or {}
+            row: Obj = next((c for c in st.get("components") or [] if c.get("name") == comp), {})
+            fails = next((f for f in st.get("failures") or [] if f.get("name") == f"install/{comp}"), None)
+            if row.get("packageVersion") == version and row.get("installState") == "Installed":
+                p.done += 1
+            elif fails is not None and int(fails.get("count") or 0) >= 3:
+                p.failed.append(t)
+                p.messages.append(f"{t}: {fails.get('message') or 'install failing'}")
+        return p
+    return Progress(total=0)
