@@ -215,7 +215,7 @@ def build_app(portal: Portal) -> Starlette:
         async def stream() -> AsyncIterator[bytes]:
             yield b"retry: 2000\n\n"
             with cache.hub.subscribe() as sub:
-                while True:
+                while not cache.hub.closed:
                     if await request.is_disconnected():
                         return
                     topics = await sub.next(15.0)

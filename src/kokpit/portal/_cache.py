@@ -48,6 +48,13 @@ class Hub:
     def __init__(self) -> None:
         self._subs: set[_Sub] = set()
         self.published = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """End every subscription (the server is stopping: open event streams return)."""
+        self.closed = True
+        for s in self._subs:
+            s.event.set()
 
     def publish(self, topic: str) -> None:
         self.published += 1

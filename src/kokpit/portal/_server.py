@@ -141,6 +141,8 @@ class PortalServer:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.portal is not None:
+            self.portal.cache.hub.close()
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:

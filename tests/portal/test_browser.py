@@ -1,0 +1,157 @@
+"""The portal in a real browser: Playwright driving Debian's chromium (never skipped; .ci/run installs it).
+
+Log in, see the fleet, open a cluster and a machine, watch a page change live (no reload) when an object
+changes, plan a change as one person and approve it as another, watch it progress, pause and abort it; a
+viewer is refused by the API server; a change without the CSRF token is refused; hostile text in objects
+stays text.  With KOKPIT_SCREENSHOTS=DIR the main pages are saved there (docs/ holds the README's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from tests.operators.risk.conftest import eventually
+from tests.portal.conftest import XSS, Running, person
+from tests.portal.test_changes import installed, mpv
+
+from kokpit.portal._kinds import MACHINE, MPV
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = os.environ.get("KOKPIT_SCREENSHOTS", "")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `apt-get install chromium` (.ci/run does)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def session(browser: Browser, portal: Running, token: str) -> tuple[BrowserContext, Page]:
+    ctx = await browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
+    page = await ctx.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    await page.goto(portal.url + "/fleet")
+    await expect(page).to_have_url(portal.url + "/login")
+    await page.fill("#token", token)
+    await page.click("#login")
+    await expect(page).to_have_url(portal.url + "/fleet")
+    return ctx, page
+
+
+async def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"portal-{name}.png"), full_page=True)
+
+
+async def test_fleet_cluster_machine_live_and_escaped(browser: Browser, portal: Running) -> None:
+    ctx, page = await session(browser, portal, portal.fleet.meta.admin_token)
+    await expect(page.locator("#whoami")).to_have_text("kokpit-admin")
+    await expect(page.locator('tr[data-cluster="fleet/c1"]')).to_be_visible()
+    await expect(page.locator('tr[data-cluster="fleet/c1"] td').nth(4)).to_have_text("3", timeout=20000)
+    assert await page.locator("svg.chart").count() >= 1
+    await expect(page.locator("#live-state")).to_have_class("live on")
+    await shot(page, "fleet")
+    await page.click('a[href="/clusters/fleet/c1"]')
+    await expect(page.locator("h1")).to_have_text("Cluster c1")
+    await expect(page.locator("#components")).to_contain_text("c1-kube-apiserver-0 serving")
+    await expect(page.locator("body")).to_contain_text('<script>alert("x")</script>')  # shown as text
+    await shot(page, "cluster")
+    await page.click('a[href="/clusters/fleet/c1/machines/n0"]')
+    await expect(page.locator("h1")).to_have_text("Machine n0")
+    await expect(page.locator("#machine-components")).to_contain_text("Installed")
+    await expect(page.locator("body")).to_contain_text("daemonset-readiness")
+    await shot(page, "machine")
+    # live: the Machine changes in its business cluster; the page follows without a reload
+    await page.evaluate("window.__same_page = 42")
+    await expect(page.locator("#live-state")).to_have_class("live on")
+    await portal.fleet.biz.patch_status(MACHINE, "n0", {"status": {"phase": "Upgrading-live-check"}})
+    await expect(page.locator("#machine-phase")).to_have_text("Upgrading-live-check", timeout=5000)
+    assert await page.evaluate("window.__same_page") == 42
+    # a change without the CSRF token, from the page's own origin with its cookie: refused
+    status = await page.evaluate("fetch('/risk/pause', {method: 'POST'}).then(r => r.status)")
+    assert status == 403
+    assert page.dialogs == []  # type: ignore[attr-defined]  # no injected script ever ran
+    await ctx.close()
+
+
+async def test_viewer_sees_but_cannot_stop(browser: Browser, portal: Running) -> None:
+    ctx, page = await session(browser, portal, portal.fleet.meta.readonly_token)
+    await expect(page.locator('tr[data-cluster="fleet/c2"]')).to_be_visible()
+    await page.click('nav a[href="/risk"]')
+    await page.click("#emergency-stop")
+    await expect(page.locator("h1")).to_have_text("403")
+    await expect(page.locator(".flash.err")).to_contain_text("forbidden")
+    await shot(page, "forbidden")
+    await ctx.close()
+
+
+async def test_change_planned_approved_watched_paused_aborted(browser: Browser, portal: Running) -> None:
+    admin, biz = portal.fleet.admin, portal.fleet.biz
+    for name, v in (("kubelet-v1.37.0", "v1.37.0"), ("kubelet-v1.37.1", "v1.37.1")):
+        try:
+            await biz.create(MPV, mpv(name, v))
+        except Exception:
+            pass
+    for n in ("n0", "n1", "n2"):
+        await biz.patch(MACHINE, n, {"spec": {"packages": ["kubelet-v1.37.0"]}})
+    alice, bob = await person(admin, "alice"), await person(admin, "bob")
+    actx, apage = await session(browser, portal, alice)
+    await apage.click('nav a[href="/changes"]')
+    await apage.click("#new-change")
+    await apage.select_option("#operation", "component-upgrade")
+    await apage.fill("#cluster", "fleet/c1")
+    await apage.fill("#targets", "n0 n1 n2")
+    await apage.fill("#component", "kubelet")
+    await apage.fill("#version", "kubelet-v1.37.1")
+    await apage.fill("#reason", "kernel CVE")
+    await shot(apage, "change-new")
+
+    async def mpvs_cached() -> bool:  # the portal reads c1's MachinePackageVersions through its watch
+        assert portal.server.portal is not None
+        bc = portal.server.portal.cache.cluster_cache("fleet", "c1")
+        return bc is not None and bc.synced and len(bc.mpvs.store) >= 2
+    await eventually(mpvs_cached, what="c1's MachinePackageVersions in the portal's cache")
+    await apage.click("#submit-change")
+    await expect(apage.locator("h1")).to_contain_text("Change ")
+    await expect(apage.locator("#author")).to_have_text("system:serviceaccount:fleet:alice")
+    await expect(apage.locator("#phase")).to_have_text("AwaitingApproval")
+    url = apage.url
+    await apage.click("#approve")  # the author tries
+    await expect(apage.locator(".flash.err")).to_contain_text("author cannot approve")
+
+    bctx, bpage = await session(browser, portal, bob)
+    await bpage.goto(url)
+    await bpage.click("#approve")
+    await expect(bpage.locator("#phase")).to_contain_text("Executing")
+    # alice's page was left open on the change: it follows live
+    await apage.goto(url)
+    await expect(apage.locator("#phase")).to_contain_text("Executing", timeout=5000)
+    await installed(portal, "n0", "v1.37.1")
+    await installed(portal, "n1", "v1.37.1")
+    await expect(apage.locator("#progress")).to_contain_text("2/3 done", timeout=10000)
+    await shot(apage, "change")
+    await bpage.click("#pause")
+    await expect(bpage.locator("#paused-tag")).to_be_visible()
+    await bpage.click("#abort")
+    await expect(apage.locator("#outcome")).to_have_text("Aborted", timeout=10000)
+    await expect(apage.locator("#timeline")).to_contain_text("aborted by")
+    await apage.click('nav a[href="/audit"]')
+    await expect(apage.locator("#audit")).to_contain_text("changerequest.approve")
+    await shot(apage, "audit")
+    await actx.close()
+    await bctx.close()
+    assert XSS  # the fixture's hostile text is in the objects these pages rendered
