@@ -22,12 +22,15 @@ from tests.portal.test_changes import installed, mpv
 from kokpit.portal._kinds import MACHINE, MPV
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_PRESENT = Path(CHROMIUM).exists()
 SHOTS = os.environ.get("KOKPIT_SCREENSHOTS", "")
+if SHOTS:
+    Path(SHOTS).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM_PRESENT:
         pytest.fail("chromium is not installed: `apt-get install chromium` (.ci/run does)")
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
@@ -53,7 +56,6 @@ async def session(browser: Browser, portal: Running, token: str) -> tuple[Browse
 
 async def shot(page: Page, name: str) -> None:
     if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(Path(SHOTS) / f"portal-{name}.png"), full_page=True)
 
 
