@@ -300,6 +300,7 @@ def _add_risk() -> None:
 _add_control_plane()
 _add_risk()
 app.add_typer(__import__("kokpit.cli.portal", fromlist=["portal_app"]).portal_app, name="portal")
+app.add_typer(__import__("kokpit.cli.legacy", fromlist=["legacy_app"]).legacy_app, name="legacy")
 
 
 def main() -> None:

@@ -44,9 +44,9 @@ class JsonHttpClient:
     """Up to ``max_connections`` keep-alive connections to ``base_url``; every call sends and expects JSON."""
 
     def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 50,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
         """``ssl_context`` for an https URL (default: the system's trust, no client certificate); mutual TLS
-        peers (node drivers) pass theirs."""
+        peers (node drivers) pass theirs.  ``token`` is sent as ``Authorization: Bearer`` (the portal's API)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         url = urlsplit(self.base_url)
@@ -56,7 +56,7 @@ class JsonHttpClient:
         self._prefix = url.path.rstrip("/")
         self._pool = LeanPool(url.hostname, url.port or (443 if tls else 80),
                               ssl_context=(ssl_context or ssl.create_default_context()) if tls else None,
-                              token=None,
+                              token=token,
                               size=max_connections, timeout=timeout)
 
     async def request(

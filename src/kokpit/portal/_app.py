@@ -95,7 +95,7 @@ class Portal:
 
     async def _audit(self, request: Request, caller: Caller, action: str, outcome: str, message: str) -> None:
         a = request.state.audit
-        await self.auditor.record(caller, action, outcome=a.get("outcome") or outcome, request=request,
+        await self.auditor.record(caller, a.get("action") or action, outcome=a.get("outcome") or outcome, request=request,
                                   target=a.get("target") or request.url.path,
                                   message=a.get("message") or message, given=a.get("given") or "",
                                   translation=a.get("translation") or (), via=a.get("via") or "")

@@ -12,7 +12,8 @@ __all__ = ["default_extensions"]
 
 def default_extensions() -> list[Callable[[Portal], Awaitable[None]]]:
     from kokpit.portal._actions import register as actions
+    from kokpit.portal._adapter import register as adapter
     from kokpit.portal._audit import register as audit
     from kokpit.portal._changes import register as changes
 
-    return [actions, audit, changes]
+    return [actions, audit, changes, adapter]

@@ -442,7 +442,8 @@ class Up:
         o, d = self.opts, self.data_dir
         port = o.portal_port if _bindable(o.portal_port) else _free_port(o.host)
         await self._child("portal", _kokpit("portal", "--kubeconfig", str(identity), "--host", o.host, "--port",
-                                            str(port), "--data-dir", str(d / "portal"))).start()
+                                            str(port), "--data-dir", str(d / "portal"),
+                                            "--url-file", str(d / "portal" / "url"))).start()
         self.r.line(f"portal: https://{_url_host(o.host)}:{port} (CA: {d / 'portal' / 'pki' / 'ca.crt'}) — log in "
                     f"with the token `kokpit portal token --data-dir {d}` prints (read-only: add --viewer)")
 

@@ -1,0 +1,104 @@
+"""The legacy adapter: imperative commands become ChangeRequests, the answer and the audit show the
+translation, and ambiguous or invalid commands are refused with what to fix (HTTP and `kokpit legacy`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+from tests.operators.risk.conftest import eventually
+from tests.portal.conftest import Running, cpv, person
+from tests.portal.test_changes import api, mpv
+
+from kokpit.portal._adapter import parse_command
+from kokpit.portal._kinds import CPV, MPV
+from kokpit.portal._plan import BadChange
+
+
+def test_grammar() -> None:
+    assert parse_command("reboot node n1,n2 in cluster fleet/c1") == {"verb": "reboot-node", "nodes": ["n1", "n2"],
+                                                                      "cluster": "fleet/c1"}
+    assert parse_command("reinstall node n3") == {"verb": "reinstall-node", "nodes": ["n3"], "cluster": ""}
+    assert parse_command("upgrade component kubelet to 1.37.1 on nodes n1 n2 in cluster c1") == {
+        "verb": "upgrade-component", "component": "kubelet", "version": "1.37.1", "nodes": ["n1", "n2"],
+        "cluster": "c1"}
+    assert parse_command("restart control-plane component kube-apiserver of cluster c1") == {
+        "verb": "restart-control-plane", "component": "kube-apiserver", "cluster": "c1"}
+    assert parse_command("release cluster c1 to v2") == {"verb": "release-cluster", "cluster": "c1", "version": "v2"}
+    assert parse_command("create cluster c9 version v1 nodes 5") == {"verb": "create-cluster", "cluster": "c9",
+                                                                     "version": "v1", "nodes": "5"}
+    with pytest.raises(BadChange, match="the adapter understands"):
+        parse_command("format disk sda")
+    with pytest.raises(BadChange, match="cannot read"):
+        parse_command('reboot node "n1')
+
+
+async def test_commands_translate_refuse_and_audit(portal: Running) -> None:
+    admin, biz = portal.fleet.admin, portal.fleet.biz
+    for body in (cpv("v2b", "v1.37.2"), cpv("v2c", "v1.37.2")):
+        try:
+            await admin.create(CPV, body)
+        except Exception:
+            pass
+    for name, v in (("kubelet-v1.37.0", "v1.37.0"), ("kubelet-v1.37.1", "v1.37.1")):
+        try:
+            await biz.create(MPV, mpv(name, v))
+        except Exception:
+            pass
+    alice = await person(admin, "alice")
+    async with api(portal, alice) as a:
+        async def ready() -> bool:
+            r = await a.post("/api/v1/legacy", json={"command": "upgrade component kubelet to 1.37.1 on nodes n0,n1"})
+            return r.status_code == 201
+        await eventually(ready, what="the adapter to resolve kubelet 1.37.1 in c1")
+        r = await a.get("/api/v1/changes")
+        made = [c for c in r.json()["changes"] if c["operation"] == "component-upgrade"]
+        assert made and made[0]["cluster"] == "c1" and made[0]["author"].endswith(":alice")
+
+        r = await a.post("/api/v1/legacy", json={"command": "release cluster c2 to v1.37.1"})
+        assert r.status_code == 201, r.text
+        out = r.json()
+        assert out["translation"]["changeRequest"]["spec"] == {"operation": "control-plane-release", "cluster": "c2",
+                                                               "version": "v2"}
+        assert out["approvalsRequired"] == 1 and "release Cluster c2 to v2" in out["message"]
+        # ambiguous and invalid: refused, saying what to fix
+        r = await a.post("/api/v1/legacy", json={"command": "release cluster c2 to 1.37.2"})
+        assert r.status_code == 422 and "v2b, v2c" in r.json()["message"] and "name one" in r.json()["message"]
+        r = await a.post("/api/v1/legacy", json={"command": "upgrade component kubelet to 9.9 on nodes n0"})
+        assert r.status_code == 422 and "v1.37.1 (kubelet-v1.37.1)" in r.json()["message"]
+        r = await a.post("/api/v1/legacy", json={"command": "reboot node ghost"})
+        assert r.status_code == 422 and "ghost" in r.json()["message"]
+        r = await a.post("/api/v1/legacy/release-cluster", json={"cluster": "nope", "version": "v2"})
+        assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "cluster"
+        r = await a.post("/api/v1/legacy/explode", json={})
+        assert r.status_code == 422 and "one of" in r.json()["message"]
+        r = await a.post("/api/v1/legacy", content=b"[1,2]", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+
+        async def audited() -> list[dict[str, object]] | None:
+            recs = [x for x in (await a.get("/api/v1/audit")).json()["records"] if x["via"] == "adapter"]
+            return recs if len(recs) >= 6 else None
+        recs = await eventually(audited, what="the adapter's audit records")
+        ok = [x for x in recs if x["action"] == "legacy.release-cluster" and x["outcome"] == "Succeeded"]
+        assert ok and ok[0]["request"] == "release cluster c2 to v1.37.1"
+        assert ok[0]["translation"][0]["kind"] == "ChangeRequest"
+        assert any(x["outcome"] == "Refused" and "v2b" in x["message"] for x in recs)
+
+    # the CLI sends the same to the portal, with the token of a kubeconfig-less user given on the command line
+    assert portal.server.portal is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kokpit", "legacy", "release-cluster", "fleet/c1", "v2", "--portal", portal.url,
+        "--token", alice, "--ca-file", str(portal.server.opts.data_dir / "pki" / "ca.crt"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err_b.decode()
+    answer = json.loads(out_b)
+    assert answer["translation"]["changeRequest"]["spec"]["cluster"] == "c1"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kokpit", "legacy", "run", "release cluster c1 to nothing", "--portal", portal.url,
+        "--token", alice, "--ca-file", str(portal.server.opts.data_dir / "pki" / "ca.crt"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and "no release 'nothing'" in err_b.decode()
