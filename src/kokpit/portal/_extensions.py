@@ -15,5 +15,6 @@ def default_extensions() -> list[Callable[[Portal], Awaitable[None]]]:
     from kokpit.portal._adapter import register as adapter
     from kokpit.portal._audit import register as audit
     from kokpit.portal._changes import register as changes
+    from kokpit.portal._openapi import register as openapi
 
-    return [actions, audit, changes, adapter]
+    return [actions, audit, changes, adapter, openapi]
