@@ -136,7 +136,7 @@ def fleet_view(cache: FleetCache, query: FleetQuery) -> dict[str, Any]:
     pages = max(1, (matched + PAGE - 1) // PAGE)
     page = min(query.page, pages)
     shown = rows[(page - 1) * PAGE: page * PAGE]
-    return {"clusters": [asdict(r) for r in shown], "matched": matched, "total": total, "ready": ready,
+    return {"clusters": [dict(r.__dict__) for r in shown], "matched": matched, "total": total, "ready": ready,
             "page": page, "pages": pages, "versions": versions, "kubeletVersions": kubelets,
             "query": asdict(query)}
 
@@ -172,7 +172,6 @@ def cluster_view(cache: FleetCache, namespace: str, name: str, *, q: str = "", p
     machines: list[Obj] = []
     matched = 0
     if bc is not None:
-        nodes = {(_meta(n)).get("name"): n for n in bc.nodes.store.list()}
         ql = q.lower()
         for m in sorted(bc.machines.store.list(), key=lambda o: str(_meta(o).get("name"))):
             if ql:
@@ -182,7 +181,7 @@ def cluster_view(cache: FleetCache, namespace: str, name: str, *, q: str = "", p
                     continue
             matched += 1
             if (page - 1) * PAGE < matched <= page * PAGE:
-                machines.append(machine_row(m, nodes.get((m.get("spec") or {}).get("nodeName"))))
+                machines.append(machine_row(m, bc.nodes.store.get_by_name(str((m.get("spec") or {}).get("nodeName")))))
     st = c.get("status") or {}
     return {"cluster": asdict(row), "spec": c.get("spec") or {}, "endpoint": st.get("endpoint") or "",
             "conditions": (st.get("conditions") or []), "components": _component_rows(c), "machines": machines,
