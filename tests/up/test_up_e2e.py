@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.portal.upcheck import check_portal
 
 from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import free_port
@@ -282,6 +283,7 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         clusters = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "clusters", "-n", "default")["items"]
         assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
         check_least_privilege(kubectl_bin, data_dir)
+        await check_portal(data_dir, time.monotonic() + 60, nodes=NODES)
 
         # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
         second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))
