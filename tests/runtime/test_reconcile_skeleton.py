@@ -256,3 +256,30 @@ def test_failure_memory_lives_in_status_and_survives_a_new_reader() -> None:
     # a record written by hand that does not parse is no memory, not a crash
     obj["status"]["failures"] = [{"name": "x", "count": "lots"}]
     assert mem.get("x") is None
+
+
+async def test_a_cache_behind_the_reconcilers_own_write_does_not_hide_a_change(make_fake_client: Any) -> None:
+    """The informer cache can lag the reconciler's own last write: diffing the wanted status against that
+    older status would skip a change back (Ready True was written, the cache still shows the False before it,
+    now False is wanted again: nothing differs from the cache, the server keeps True).  The reconciler starts
+    from what its last write returned while the cache is older."""
+    client, clock = make_fake_client(), FakeClock()
+    rec = WidgetReconciler(client, clock)
+    _widget(rec, client, size=2)
+    await rec.reconcile(Request("default", "w"))
+    stale = _sync_cache(rec, client)  # Ready False (NotYet); the cache stays here from now on
+    rec.may_build = True
+    await rec.reconcile(Request("default", "w"))
+    server = client.objects[("widgets", "default", "w")]
+    assert find_condition(server["status"]["conditions"], "Ready")["status"] == "True"
+    assert rec.cache["w"] is stale
+    rec.may_build = False
+    await rec.reconcile(Request("default", "w"))
+    server = client.objects[("widgets", "default", "w")]
+    assert find_condition(server["status"]["conditions"], "Ready")["status"] == "False"
+    assert server["status"]["phase"] == "Building"
+    # once the cache has caught up, it is the cache again
+    _sync_cache(rec, client)
+    n = len(_writes(client))
+    await rec.reconcile(Request("default", "w"))
+    assert len(_writes(client)) == n and rec._written == {}

@@ -227,6 +227,17 @@ def stamp_phase(obj: Obj, phase: str) -> None:
     status["phase"] = phase
 
 
+def _newer(a: Obj, b: Obj) -> bool:
+    """Whether ``a``'s resourceVersion is newer than ``b``'s.  Kubernetes calls resourceVersions opaque;
+    like client-go's MutationCache this compares them as integers (etcd's revisions and kokpit's are) and
+    answers False — trust the cache — when either is not one."""
+    try:
+        return int((a.get("metadata") or {}).get("resourceVersion") or "") > \
+            int((b.get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return False
+
+
 class StepReconciler(Generic[C]):
     """The skeleton: subclasses say how to read, which spec model, which steps, how to observe and phase.
 
@@ -244,6 +255,11 @@ class StepReconciler(Generic[C]):
         self.client = client
         self.recorder = recorder
         self.clock: Clock = clock or RealClock()
+        # request -> the object as this reconciler's last write returned it, while the informer cache is
+        # older: the next reconcile starts from it, or it would diff its wanted status against a status
+        # from before that write and skip a change (a field the last write set, now to be removed, stayed).
+        # client-go's MutationCache, for the reconciler's own writes; dropped as soon as the cache caught up.
+        self._written: dict[Request, Obj] = {}
 
     # ------------------------------------------------------------------ what an operator provides
     def get(self, req: Request) -> Obj | None:
@@ -290,7 +306,9 @@ class StepReconciler(Generic[C]):
     async def reconcile(self, req: Request) -> Result | None:
         raw = self.get(req)
         if raw is None:
+            self._written.pop(req, None)
             return await self.forget(req)
+        raw = self._freshest(req, raw)
         raw, stop = await self.before(req, raw)
         if raw is None:
             return stop
@@ -324,7 +342,21 @@ class StepReconciler(Generic[C]):
         await self.after(ctx)
         return ctx.result()
 
+    def _freshest(self, req: Request, raw: Obj) -> Obj:
+        """``raw`` from the cache, or what this reconciler's last write returned when that is newer."""
+        mine = self._written.get(req)
+        if mine is None:
+            return raw
+        if (raw.get("metadata") or {}).get("uid") != (mine.get("metadata") or {}).get("uid") or \
+                not _newer(mine, raw):
+            del self._written[req]  # the cache caught up (or the object was replaced)
+            return raw
+        return mine
+
     async def _write(self, ctx: ReconcileContext, helper: PatchHelper) -> None:
-        await helper.patch()
+        writes = helper.writes
+        out = await helper.patch()
+        if helper.writes > writes and isinstance(out, dict) and (out.get("metadata") or {}).get("resourceVersion"):
+            self._written[ctx.request] = out
         for type_, reason, message in ctx.events:
             await self.record(ctx.obj, type_, reason, message)
