@@ -10,7 +10,7 @@ import yaml
 from kokpit.operators.cluster import Names
 from kokpit.runtime import Store
 
-from .conftest import Harness
+from .conftest import CPV_COMPONENTS, Harness
 
 
 def _setup(h: Harness, nodes: int = 3) -> None:
@@ -520,3 +520,27 @@ async def test_a_good_pki_secret_is_not_verified_again_until_it_changes(harness:
     await h.clock.advance(_resources.PKI_RECHECK.total_seconds() + 1)
     await h.run()
     assert len(checks) == 2  # and any Secret after PKI_RECHECK
+
+
+async def test_a_release_whose_api_server_serves_another_version_rolls_back(harness: Harness) -> None:
+    """Ready, answering /readyz, but reporting a version other than the release's: that is a failed
+    post-check with its own failing-since timer in status (the probe's is cleared while /readyz answers),
+    so the release rolls back after the timeout instead of waiting forever."""
+    h = harness
+    _setup(h)
+    await h.converge()
+    h.cpv("liar", "v1.40.0", components=[{**c, "image": "kokpit:v1.30.1"} for c in CPV_COMPONENTS])
+    h.cluster(cpv="liar", nodes=3)
+    await h.converge()
+    assert h.pod_versions()["c1-kube-apiserver-0"] == "liar"
+    assert h.prober.version == "v1.30.1"
+    assert "failedPackageVersion" not in h.status()
+    assert any(f["name"] == "probe/apiserver-version" for f in h.status()["failures"])
+    h.new_reconciler()  # the timer is in status: a restarted operator keeps it
+    await h.clock.advance(25)
+    await h.run()
+    assert h.status()["failedPackageVersion"] == "liar"
+    assert "reports v1.30.1, want v1.40.0" in h.cond("Upgrading")["message"]
+    await h.converge()
+    assert set(h.pod_versions().values()) == {"v1"} and h.status()["packageVersion"] == "v1"
+    assert not any(f["name"] == "probe/apiserver-version" for f in h.status().get("failures") or [])

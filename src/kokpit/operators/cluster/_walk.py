@@ -39,12 +39,13 @@ from kokpit.operators.cluster._plan import (
 from kokpit.operators.cluster._probes import Probe
 from kokpit.runtime import FailureMemory
 
-__all__ = ["POD_FAILURE", "PROBE_FAILURE", "Walk", "Walker", "observe_only", "replicas_of"]
+__all__ = ["POD_FAILURE", "PROBE_FAILURE", "VERSION_FAILURE", "Walk", "Walker", "observe_only", "replicas_of"]
 
 Obj = dict[str, Any]
 
 POD_FAILURE = "pod/"  # failure records of Pods replaced because they broke: pod/<pod name>
 PROBE_FAILURE = "probe/apiserver"  # since when the business API server fails its probe
+VERSION_FAILURE = "probe/apiserver-version"  # since when it answers, but with another version than the release's
 
 
 @dataclass
@@ -262,8 +263,11 @@ class Walker:
                                   f"{probe.version})")
             else:
                 ok, health.message = False, f"API server reports {probe.version}, want {self.kv}"
+                # ready, but not the release: a failure with its own timer (the probe's is cleared while
+                # /readyz answers), so a release that serves the wrong version rolls back too
+                self.memory.since(VERSION_FAILURE, health.message, self.now)
         if not ok:
-            since = self.memory.get(PROBE_FAILURE)
+            since = self.memory.get(PROBE_FAILURE if not probe.ready else VERSION_FAILURE)
             health.ready = False
             health.broken = (since.age(self.now) if since else 0.0) > self.timeout
         return health

@@ -47,7 +47,7 @@ from kokpit.operators.cluster._release import Release, choose_release, record_ou
 from kokpit.operators.cluster._resources import INDEXERS_PORTS, PORT_LABEL, SERVICE, PortAllocator, Resources
 from kokpit.operators.cluster._status import cluster_conditions, cluster_phase, invalid_conditions
 from kokpit.operators.cluster._teardown import Teardown
-from kokpit.operators.cluster._walk import PROBE_FAILURE, Walk, Walker, observe_only
+from kokpit.operators.cluster._walk import PROBE_FAILURE, VERSION_FAILURE, Walk, Walker, observe_only
 from kokpit.runtime import (
     EventRecorder,
     FailureMemory,
@@ -265,6 +265,9 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         await self._probe(ctx)
         if ctx.probe.ready:
             ctx.memory.clear(PROBE_FAILURE)
+            kv = str(((ctx.release.target if ctx.release else {}).get("spec") or {}).get("kubernetesVersion"))
+            if not ctx.probe.version or ctx.probe.version == kv:
+                ctx.memory.clear(VERSION_FAILURE)
         else:
             ctx.memory.since(PROBE_FAILURE, ctx.probe.message, ctx.now)
         return done()
