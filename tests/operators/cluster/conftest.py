@@ -142,6 +142,10 @@ class Harness:
         self.client.extra["nodes"].put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}})
         self.new_reconciler()
 
+    def next_rv(self) -> str:
+        """A resourceVersion for a write made by "a user" of the test, after every one before (as a server's)."""
+        return str(next(self.client._rv))
+
     def new_reconciler(self) -> ClusterReconciler:
         """A fresh reconciler (empty memory), as after an operator restart."""
         self.rec = ClusterReconciler(self.client, clusters=self.clusters, cpvs=self.cpvs, pods=self.pods,
@@ -156,7 +160,7 @@ class Harness:
         for c in comps:
             c.setdefault("image", f"kokpit:{kube}")
         self.cpvs.put({"apiVersion": "kokpit.io/v1alpha1", "kind": "ClusterPackageVersion",
-                       "metadata": {"name": name, "resourceVersion": "1"},
+                       "metadata": {"name": name, "resourceVersion": self.next_rv()},
                        "spec": {"kubernetesVersion": kube, "components": comps}})
 
     def cluster(self, name: str = "c1", cpv: str = "v1", nodes: int = 3, policy: str = "Delete",
@@ -164,7 +168,7 @@ class Harness:
         cur = self.clusters.get_by_name(name, "default")
         gen = int((cur or {}).get("metadata", {}).get("generation", 0)) + 1
         meta = (cur or {}).get("metadata") or {"name": name, "namespace": "default", "uid": f"uid-{name}",
-                                               "resourceVersion": "1"}
+                                               "resourceVersion": self.next_rv()}
         meta = {**meta, "generation": gen}
         obj: Obj = {"apiVersion": "kokpit.io/v1alpha1", "kind": "Cluster", "metadata": meta,
                     "spec": {"packageVersion": cpv, "controlPlane": {"replicas": replicas},

@@ -210,6 +210,10 @@ class Harness:
                                           **opts})
         self.new_reconciler()
 
+    def next_rv(self) -> str:
+        """A resourceVersion for a write made by "a user" of the test, after every one before (as a server's)."""
+        return str(next(self.client._rv))
+
     def new_reconciler(self) -> MachineReconciler:
         """A fresh reconciler (empty memory), as after an operator restart."""
         self.poller = NodeStatePoller(self.driver, self.woken.append, clock=self.clock,
@@ -227,14 +231,14 @@ class Harness:
         if health:
             spec["healthCheck"] = {"type": "systemd", "unit": component}
         self.mpvs.put({"apiVersion": "kokpit.io/v1alpha1", "kind": "MachinePackageVersion",
-                       "metadata": {"name": name, "resourceVersion": "1"}, "spec": spec})
+                       "metadata": {"name": name, "resourceVersion": self.next_rv()}, "spec": spec})
 
     def machine(self, name: str = "n1", packages: list[str] | None = None, gates: list[str] | None = None,
                 unschedulable: bool = False, node: bool = True) -> None:
         cur = self.machines.get_by_name(name)
         gen = int((cur or {}).get("metadata", {}).get("generation", 0)) + 1
         obj: Obj = {"apiVersion": "kokpit.io/v1alpha1", "kind": "Machine",
-                    "metadata": {"name": name, "generation": gen, "resourceVersion": "1", "uid": f"uid-{name}"},
+                    "metadata": {"name": name, "generation": gen, "resourceVersion": self.next_rv(), "uid": f"uid-{name}"},
                     "spec": {"nodeName": name, "packages": packages or [],
                              "readinessGates": [{"conditionType": g} for g in gates or []],
                              "unschedulable": unschedulable}}
@@ -249,7 +253,7 @@ class Harness:
     def node(self, name: str, ready: str = "True", unschedulable: bool = False,
              annotations: dict[str, str] | None = None) -> None:
         self.nodes.put({"apiVersion": "v1", "kind": "Node",
-                        "metadata": {"name": name, "resourceVersion": "1", "annotations": annotations or {}},
+                        "metadata": {"name": name, "resourceVersion": self.next_rv(), "annotations": annotations or {}},
                         "spec": {"unschedulable": unschedulable} if unschedulable else {},
                         "status": {"conditions": [{"type": "Ready", "status": ready}]}})
 
