@@ -306,14 +306,14 @@ async def test_cluster_lifecycle_release_rollback_and_delete(apiserver: ApiServe
 async def test_real_api_server_pod_kubectl_and_version_swap(apiserver: ApiServerProcess, tmp_path: Path,
                                                             kubectl_bin: str) -> None:
     port = _free_port()
-    opts = OperatorOptions(workers=2, poll=0.1, resync=0.5, unhealthy_timeout=15.0, release_timeout=15.0,
+    opts = OperatorOptions(workers=2, poll=0.1, resync=0.5, unhealthy_timeout=60.0, release_timeout=60.0,
                            data_root="/clusters", port_range=(port, port))
     async with running(apiserver, tmp_path, processes=True, options=opts) as env:
         c = env.client
         await c.create(CPV, _cpv("v1", "v1.30.0"))
         await c.create(CPV, _cpv("v2", "v1.31.0"))
         await c.create(CLUSTER, {"metadata": {"name": "c1"}, "spec": {"packageVersion": "v1"}}, "default")
-        await env.wait_cluster(lambda o: cond(o, "Ready").get("status") == "True", "c1 Ready", timeout=25)
+        await env.wait_cluster(lambda o: cond(o, "Ready").get("status") == "True", "c1 Ready", timeout=120)
         kc = tmp_path / "business.kubeconfig"
         kc.write_bytes(base64.b64decode((await c.get(SECRET, "c1-kubeconfig", "default"))["data"]["value"]))
 
@@ -329,7 +329,7 @@ async def test_real_api_server_pod_kubectl_and_version_swap(apiserver: ApiServer
         # a release swaps the API server; its data (the host folder) survives the Pod
         await c.patch(CLUSTER, "c1", {"spec": {"packageVersion": "v2"}}, "default")
         await env.wait_cluster(lambda o: o["status"].get("packageVersion") == "v2"
-                               and cond(o, "Ready").get("status") == "True", "c1 on v2", timeout=25)
+                               and cond(o, "Ready").get("status") == "True", "c1 on v2", timeout=120)
         assert "v1.31.0" in await asyncio.to_thread(kubectl, "version", "-o", "yaml")
         assert "kept" in await asyncio.to_thread(kubectl, "get", "configmap", "kept", "-o", "name")
         await c.delete(CLUSTER, "c1", "default")
@@ -339,7 +339,7 @@ async def test_real_api_server_pod_kubectl_and_version_swap(apiserver: ApiServer
                 await env.cluster()
                 return False
             return not env.kubelet.procs
-        await wait_for(gone, "c1 gone and its API server process ended", timeout=20)
+        await wait_for(gone, "c1 gone and its API server process ended", timeout=60)
 
 
 async def test_a_cluster_package_version_in_use_cannot_vanish(apiserver: ApiServerProcess, tmp_path: Path) -> None:
