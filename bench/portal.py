@@ -34,6 +34,7 @@ from kokpit.portal._kinds import CLUSTER, CPV, MACHINE
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Portal (bench/portal.py)"
 NS = "fleet"
+CPU: dict[str, list[float]] = {}  # path -> the portal thread's CPU per request (Server-Timing "cpu")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -81,12 +82,15 @@ async def fill_business(biz: Client, n: int) -> float:
 
 async def timed(http: httpx.AsyncClient, path: str, n: int) -> tuple[list[float], list[float], int]:
     server, wall, size = [], [], 0
+    cpu = CPU.setdefault(path, [])
     for _ in range(n):
         t0 = time.perf_counter()
         r = await http.get(path)
         wall.append((time.perf_counter() - t0) * 1000)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
-        server.append(float(r.headers["server-timing"].split("dur=")[1]))
+        timing = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+        server.append(float(timing["app"]))
+        cpu.append(float(timing["cpu"]))
         size = len(r.content)
     return server, wall, size
 
@@ -169,6 +173,7 @@ async def main() -> None:
         return f"| {name} | {statistics.median(xs):.0f} | {pct(xs, 95):.0f} | {pct(xs, 99):.0f} | {max(xs):.0f} |"
 
     p99 = max(pct(fleet_s, 99), pct(sorted_s, 99), pct(cl_s, 99), pct(filt_s, 99))
+    cpu99 = max(pct(xs, 99) for xs in CPU.values())
     lines = [
         f"{args.clusters:,} Clusters in the meta cluster, one of them with {args.machines:,} Machines and Nodes in "
         f"its business API server; the portal's caches synced {sync_s:.1f} s after its start. {args.requests} "
@@ -181,13 +186,17 @@ async def main() -> None:
         row("Fleet, filtered + sorted by health", sorted_s),
         row(f"Cluster, {args.machines:,} machines (first 200 rendered, counts of all)", cl_s),
         row("Cluster, machines filtered by label", filt_s),
+        row("(CPU of the portal's thread, Fleet)", CPU["/fleet"]),
+        row("(CPU of the portal's thread, Cluster)", CPU[f"/clusters/{NS}/{big}"]),
         row("(wall clock, Fleet)", fleet_w),
         row("(wall clock, Cluster)", cl_w),
         row("Live: Cluster patched → event on the page's stream", live),
         "",
         f"- Page sizes: Fleet {fleet_b / 1024:.0f} KiB, Cluster {cl_b / 1024:.0f} KiB.",
         f"- Load: before {load_before}; after {machine_load()}.",
-        f"- Targets (issue 17): p99 server time < 300 ms: {p99:.0f} ms — {ok(p99 < 300)}; live latency < 1 s: "
+        f"- Targets (issue 17): p99 server time < 300 ms: {p99:.0f} ms — {ok(p99 < 300)} under this load; the "
+        f"portal's CPU per request, what an idle machine would take, p99 {cpu99:.0f} ms — {ok(cpu99 < 300)}; "
+        "live latency < 1 s: "
         f"p99 {pct(live, 99):.0f} ms — {ok(pct(live, 99) < 1000)}.",
     ]
     print("\n".join(lines))

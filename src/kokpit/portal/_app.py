@@ -59,10 +59,12 @@ class Portal:
         may put ``target``, ``translation`` and ``message`` into ``request.state.audit``."""
 
         async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             resp = await inner(request)
-            # the handler's own time (the benchmark's "server time"; browsers show it in their devtools)
-            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+            # the handler's own time (the benchmark's "server time"; browsers show it in their devtools), and
+            # the CPU this thread spent meanwhile (what the time would be on an idle machine)
+            resp.headers["Server-Timing"] = (f"app;dur={(time.perf_counter() - started) * 1000:.2f}, "
+                                             f"cpu;dur={(time.thread_time() - cpu) * 1000:.2f}")
             return resp
 
         async def inner(request: Request) -> Response:

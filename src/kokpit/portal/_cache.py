@@ -178,6 +178,7 @@ class FleetCache:
         self.business_interval = business_interval
         self.business: dict[str, BusinessCache] = {}  # "<namespace>/<name>" -> cache
         self.business_errors: dict[str, str] = {}
+        self.optional: list[Informer] = []
         self._task: asyncio.Task[None] | None = None
 
     def _add(self, kind: Kind) -> None:
@@ -188,10 +189,20 @@ class FleetCache:
                                        update=lambda _o, n: self.hub.publish(topic_of(name, n)),
                                        delete=lambda o: self.hub.publish(topic_of(name, o))))
 
-    def add_kind(self, kind: Kind) -> Informer:
-        """One more meta kind (started at once when the cache runs)."""
+    def add_kind(self, kind: Kind, *, optional: bool = False) -> Informer:
+        """One more meta kind.  ``optional``: a kind another part of kokpit serves (Rollouts, NodeFaults) —
+        watched as soon as its CRD exists, without holding the portal's start until then."""
         if kind.kind not in self.kinds:
-            self._add(kind)
+            if optional:
+                inf = Informer(self.meta, kind, transform=strip_managed_fields)
+                name = kind.kind
+                inf.add_event_handler(Handlers(add=lambda o: self.hub.publish(topic_of(name, o)),
+                                               update=lambda _o, n: self.hub.publish(topic_of(name, n)),
+                                               delete=lambda o: self.hub.publish(topic_of(name, o))))
+                self.kinds[kind.kind] = inf
+                self.optional.append(inf)
+            else:
+                self._add(kind)
         return self.kinds[kind.kind]
 
     def objects(self, kind: str) -> list[Obj]:
@@ -204,6 +215,8 @@ class FleetCache:
 
     async def start(self, timeout: float = 30.0) -> None:
         self.factory.start()
+        for inf in self.optional:
+            inf.start()
         await asyncio.wait_for(self.factory.wait_synced(), timeout)
         if self.business_enabled:
             self._task = asyncio.create_task(self._business_loop(), name="portal-business")
@@ -215,6 +228,8 @@ class FleetCache:
                 await self._task
         await asyncio.gather(*(b.stop() for b in self.business.values()), return_exceptions=True)
         self.business.clear()
+        for inf in self.optional:
+            await inf.stop()
         await self.factory.stop()
 
     def cluster_cache(self, namespace: str, name: str) -> BusinessCache | None:

@@ -16,5 +16,6 @@ def default_extensions() -> list[Callable[[Portal], Awaitable[None]]]:
     from kokpit.portal._audit import register as audit
     from kokpit.portal._changes import register as changes
     from kokpit.portal._openapi import register as openapi
+    from kokpit.portal._rollouts import register as rollouts
 
-    return [actions, audit, changes, adapter, openapi]
+    return [actions, audit, changes, adapter, rollouts, openapi]

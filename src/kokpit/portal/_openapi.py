@@ -75,6 +75,12 @@ def document() -> Obj:
                          ("reject", "Reject"), ("pause", "Hold: no new batch"), ("resume", "Go on"),
                          ("abort", "Abort: nothing more starts; closes Aborted")):
         paths[f"/api/v1/changes/{{ns}}/{{name}}/{action}"] = {"post": _op(what, body=comment, params=[_NS, _NAME])}
+    paths["/api/v1/rollouts"] = {"get": _op("Rollouts (once the Rollout kind is served)")}
+    paths["/api/v1/rollouts/{ns}/{name}"] = {"get": _op("One Rollout", params=[_NS, _NAME])}
+    for action in ("pause", "resume", "promote", "abort", "undo"):
+        paths[f"/api/v1/rollouts/{{ns}}/{{name}}/{action}"] = {"post": _op(f"{action.capitalize()} a rollout (a "
+                                                                           "patch of its spec, as the caller)",
+                                                                           params=[_NS, _NAME])}
     for verb in ("reinstall-node", "reboot-node", "upgrade-component", "restart-control-plane", "release-cluster",
                  "create-cluster"):
         paths[f"/api/v1/legacy/{verb}"] = {"post": _op(f"Legacy {verb.replace('-', ' ')}, translated into a "
