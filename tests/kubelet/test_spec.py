@@ -22,6 +22,7 @@ from kokpit.kubelet import (
 )
 from kokpit.kubelet._http import tail_bytes
 from kokpit.kubelet._procs import ProcessHandle, StateFile, process_start_time
+from kokpit.kubelet._spec import upstream_argv
 
 
 @pytest.mark.parametrize("image", ["kokpit", "kokpit:v0.3.1", "registry.example:5000/org/kokpit:v1",
@@ -46,6 +47,20 @@ def test_container_args() -> None:
     with pytest.raises(ContainerConfigError) as e:
         container_args({"image": "kokpit", "command": ["/bin/sh", "-c", "x"]})
     assert e.value.reason == "CreateContainerError"
+
+
+def test_upstream_images_run_the_local_binary() -> None:
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler images run the installed binary with
+    the same arguments; without one the container waits with ImageNotRunnable naming the binary."""
+    found = {"etcd": "/usr/bin/etcd"}.get
+    got = upstream_argv({"image": "registry.k8s.io/etcd:3.5.21-0", "command": ["etcd", "--name=a"],
+                         "args": ["--x=1"]}, found)
+    assert got == ["/usr/bin/etcd", "--name=a", "--x=1"]
+    assert upstream_argv({"image": "kokpit:v1", "args": ["apiserver"]}, found) is None
+    assert upstream_argv({"image": "nginx"}, found) is None
+    with pytest.raises(ContainerConfigError) as e:
+        upstream_argv({"image": "registry.k8s.io/kube-apiserver:v1.37.0", "command": ["kube-apiserver"]}, found)
+    assert e.value.reason == IMAGE_NOT_RUNNABLE and "kube-apiserver binary" in e.value.message
 
 
 def test_mount_rewrite(tmp_path: Path) -> None:

@@ -5,6 +5,11 @@ Embedded mode has no container runtime, so the kubelet maps Kubernetes concepts 
 * **Runnable images.** An image is a kokpit image when its last path segment, without tag or digest, is
   exactly ``kokpit``: ``kokpit``, ``kokpit:v0.3``, ``registry.example:5000/org/kokpit:v0.3``,
   ``kokpit@sha256:...``.  Anything else (``nginx``, ``kokpit-agent``) is not runnable here.
+* **Upstream images** (the control-plane components of a ClusterPackageVersion of flavor Upstream): an image
+  whose repository name is ``etcd``, ``kube-apiserver``, ``kube-controller-manager`` or ``kube-scheduler``
+  runs the locally installed binary its ``command[0]`` names (found on PATH; Debian's ``etcd-server`` for
+  etcd), with the same arguments, certificates and data volumes.  Without that binary the container waits
+  with ``ImageNotRunnable`` saying which binary is missing.
 * **Command line.** The process is ``<python> -m kokpit.cli.main <args>``: ``args`` is
   ``command[1:] + args`` when ``command[0]`` is ``kokpit`` (or a path ending in ``/kokpit``), and just
   ``args`` when ``command`` is empty (the image's entry point is ``kokpit``).  Any other command cannot run.
@@ -33,6 +38,7 @@ Embedded mode has no container runtime, so the kubelet maps Kubernetes concepts 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +56,7 @@ __all__ = [
     "pod_dir_name",
     "rewrite_paths",
     "rewrite_value",
+    "upstream_argv",
 ]
 
 IMAGE_NOT_RUNNABLE = "ImageNotRunnable"
@@ -71,6 +78,27 @@ def is_kokpit_image(image: str) -> bool:
     name = image.strip().split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.split(":", 1)[0] == "kokpit"
+
+
+UPSTREAM_IMAGES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def _repository(image: str) -> str:
+    return image.strip().split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def upstream_argv(container: Mapping[str, Any], which: Any = shutil.which) -> list[str] | None:
+    """The local process of an upstream image (see the module doc); None when the image is not one."""
+    image = str(container.get("image") or "")
+    repo = _repository(image)
+    if repo not in UPSTREAM_IMAGES:
+        return None
+    command = [str(c) for c in container.get("command") or []] or [repo]
+    binary = which(command[0].rsplit("/", 1)[-1])
+    if binary is None:
+        raise ContainerConfigError(IMAGE_NOT_RUNNABLE, f"image {image!r} runs the local {command[0].rsplit('/', 1)[-1]} "
+                                   "binary in embedded mode, and none is installed on this host")
+    return [binary, *command[1:], *[str(a) for a in container.get("args") or []]]
 
 
 def container_args(container: Mapping[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from kokpit.kubelet._spec import (
     mount_env_name,
     rewrite_paths,
     rewrite_value,
+    upstream_argv,
 )
 
 __all__ = ["BASE_ENV", "PodSetup", "expand"]
@@ -200,7 +201,8 @@ class PodSetup:
         return env
 
     async def command(self, c: Container) -> tuple[list[str], dict[str, str], Path]:
-        args = container_args(c.spec)
+        upstream = upstream_argv(c.spec)
+        args = upstream or container_args(c.spec)
         mounts = await self.mounts(c)
         pod_env = await self.env(c, mounts)
         args = rewrite_paths([expand(a, pod_env) for a in args], mounts)
@@ -212,6 +214,8 @@ class PodSetup:
         cwd = Path(rewrite_value(str(wd), mounts)) if wd else self.dir
         if not cwd.is_dir():
             raise ContainerConfigError("CreateContainerConfigError", f"workingDir {wd} is not a folder")
+        if upstream is not None:
+            return args, env, cwd
         return [self.opts.python, "-m", "kokpit.cli.main", *args], env, cwd
 
     def service_env(self) -> dict[str, str]:

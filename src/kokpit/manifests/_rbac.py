@@ -69,7 +69,8 @@ COMPONENTS: tuple[Component, ...] = (
                  "and admin kubeconfig"),
             rule(("",), ("services",), (*_RO, "create", "delete", "patch"), "the endpoint of each business API "
                  "server"),
-            rule(("",), ("nodes",), ("get",), "finds the node holding a cluster's data to clean it up"),
+            rule(("",), ("nodes",), _RO, "finds the node holding a cluster's data to clean it up; places the "
+                 "etcd members of an Upstream control plane on Ready nodes, spread"),
             _EVENTS,
         ),
         namespace_rules=(_LEADER_ELECTION,),

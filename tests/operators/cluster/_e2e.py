@@ -15,8 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kokpit.api import install_crds
+from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import Client, NotFoundError
 from kokpit.kubelet import Kubelet, KubeletOptions
+from kokpit.operators.cluster import ClusterOperator, OperatorOptions
+from kokpit.runtime import Manager
 
 Obj = dict[str, Any]
 
@@ -82,3 +86,25 @@ async def local_kubelet(client: Client, data_dir: Path) -> AsyncIterator[Kubelet
         for pid in pids(data_dir).values():  # whatever a failed test left behind
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def operator_stack(apiserver: ApiServerProcess, tmp: Path, opts: OperatorOptions,
+                         field_manager: str = "cluster-e2e") -> AsyncIterator[Client]:
+    """CRDs installed, the cluster operator with `opts` and the local kubelet running; all ended after."""
+    client = Client.from_kubeconfig(apiserver.kubeconfig, field_manager=field_manager)
+    await install_crds(client)
+    manager = Manager(client, http_port=None, handle_signals=False)
+    ClusterOperator(manager, opts)
+    try:
+        async with local_kubelet(client, tmp / "kubelet"):
+            mtask = asyncio.create_task(manager.run())
+            try:
+                await asyncio.wait_for(manager.synced.wait(), 10)
+                yield client
+            finally:
+                manager.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(mtask, 10)
+    finally:
+        await client.close()

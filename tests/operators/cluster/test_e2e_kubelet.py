@@ -15,41 +15,22 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import CONFIGMAP, POD, SECRET, ApiError, Client, NotFoundError, TransportError
-from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, ClusterOperator, OperatorOptions
-from kokpit.runtime import Manager
+from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, OperatorOptions
 
-from ._e2e import cond, free_range, local_kubelet, pids, until
+from ._e2e import cond, free_range, operator_stack, pids, until
 
 Obj = dict[str, Any]
 
 
-@contextlib.asynccontextmanager
-async def stack(apiserver: ApiServerProcess, tmp: Path) -> AsyncIterator[Client]:
-    client = Client.from_kubeconfig(apiserver.kubeconfig, field_manager="cluster-e2e")
-    await install_crds(client)
+def stack(apiserver: ApiServerProcess, tmp: Path) -> contextlib.AbstractAsyncContextManager[Client]:
     opts = OperatorOptions(workers=2, poll=0.2, resync=1.0, unhealthy_timeout=10.0, release_timeout=15.0,
                            data_root="/clusters", port_range=free_range())
-    manager = Manager(client, http_port=None, handle_signals=False)
-    ClusterOperator(manager, opts)
-    try:
-        async with local_kubelet(client, tmp / "kubelet"):
-            mtask = asyncio.create_task(manager.run())
-            try:
-                await asyncio.wait_for(manager.synced.wait(), 10)
-                yield client
-            finally:
-                manager.stop()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(mtask, 10)
-    finally:
-        await client.close()
+    return operator_stack(apiserver, tmp, opts)
 
 
 async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_path: Path, kubectl_bin: str) -> None:

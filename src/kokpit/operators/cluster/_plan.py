@@ -83,7 +83,7 @@ def _driver_tls_args(name: str) -> list[str]:
             for x in (flag, f"{DRIVER_TLS_MOUNT}/{f}")]
 DATA_CLEANUP_COMPONENT = "data-cleanup"  # the Pod that removes a deleted cluster's host folder
 _CLEANUP_MOUNT = "/var/lib/kokpit/clusters"
-DATA_COMPONENTS = (APISERVER_COMPONENT, SIMULATOR_COMPONENT)  # the components with a host folder
+DATA_COMPONENTS = (APISERVER_COMPONENT, SIMULATOR_COMPONENT, "etcd")  # the components with a host folder
 
 
 @dataclass(frozen=True)

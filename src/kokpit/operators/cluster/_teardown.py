@@ -65,6 +65,7 @@ class Teardown:
         for name in cleaners:
             await self._delete_pod(names, name)
         await self.ports.release(f"{names.namespace}/{names.cluster}")
+        await self.ports.release(f"{names.namespace}/{names.cluster}#etcd")  # the Upstream flavor's etcd members
         await remove_finalizer(self.client, self.kind, raw, self.finalizer)
         log.info("cluster %s/%s deleted (%s)", names.namespace, names.cluster,
                  "PKI Secret and data retained" if retain else "everything removed")

@@ -30,8 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kokpit._lib.pki import CertPair, new_ca
 
-__all__ = ["PKI_DIR", "EtcdMember", "UpstreamSpec", "etcd_command", "etcd_member_files", "pki_paths", "render_pods",
-           "secret_key", "upstream_pki"]
+__all__ = ["PKI_DIR", "EtcdMember", "UpstreamSpec", "etcd_command", "etcd_member_files", "etcd_pod", "initial_cluster",
+           "member_command", "member_pki_items", "pki_paths", "render_pods", "secret_key", "upstream_pki"]
 
 PKI_DIR = "/etc/kubernetes/pki"
 Obj = dict[str, Any]
@@ -74,6 +74,7 @@ class UpstreamSpec:
     etcd_image: str = "registry.k8s.io/etcd:3.5.21-0"
     data_root: str = "/var/lib/kokpit/clusters"
     image_overrides: dict[str, str] = field(default_factory=dict)
+    kubeconfig_server: str = ""  # where the components' kubeconfigs point (default: the advertise address)
 
     @property
     def service_ip(self) -> str:
@@ -187,7 +188,7 @@ def upstream_pki(spec: UpstreamSpec, now: dt.datetime | None = None) -> dict[str
     out["sa.key"] = _key_pem(sa)
     out["sa.pub"] = sa.public_key().public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    server = f"https://{spec.advertise_address}:{spec.apiserver_port}"
+    server = spec.kubeconfig_server or f"https://{spec.advertise_address}:{spec.apiserver_port}"
     for name, cn, org in (("controller-manager", "system:kube-controller-manager", ""),
                           ("scheduler", "system:kube-scheduler", ""),
                           ("admin", "kubernetes-admin", "system:masters")):
@@ -228,22 +229,59 @@ def _pki_volume(spec: UpstreamSpec) -> tuple[Obj, Obj]:
             {"name": "pki", "mountPath": PKI_DIR, "readOnly": True})
 
 
+def initial_cluster(members: tuple[EtcdMember, ...] | list[EtcdMember]) -> str:
+    """etcd's ``--initial-cluster`` value for these members."""
+    return ",".join(f"{x.name}={x.peer_url}" for x in members)
+
+
 def etcd_command(spec: UpstreamSpec, i: int, *, state: str = "new") -> list[str]:
     """The command line of member `i` (`state` is `existing` for a member added to a running cluster)."""
-    m = spec.members[i]
-    initial = ",".join(f"{x.name}={x.peer_url}" for x in spec.members)
+    return member_command(spec.cluster, spec.members[i], initial_cluster(spec.members), state)
+
+
+def member_command(cluster: str, m: EtcdMember, initial: str, state: str) -> list[str]:
+    """One member's command line: `initial` is the ``--initial-cluster`` it starts with (all members of a new
+    cluster; the running members plus itself for one added later, `state` ``existing``)."""
     return ["etcd", f"--name={m.name}", "--data-dir=/var/lib/etcd",
             f"--listen-client-urls={m.client_url}" + ("" if m.host == "127.0.0.1" else
                                                       f",https://127.0.0.1:{m.client_port}"),
             f"--advertise-client-urls={m.client_url}", f"--listen-peer-urls={m.peer_url}",
             f"--initial-advertise-peer-urls={m.peer_url}", f"--initial-cluster={initial}",
-            f"--initial-cluster-state={state}", f"--initial-cluster-token={spec.cluster}-etcd",
+            f"--initial-cluster-state={state}", f"--initial-cluster-token={cluster}-etcd",
             f"--listen-metrics-urls=http://127.0.0.1:{m.metrics_port}",
             "--client-cert-auth=true", f"--cert-file={_f(f'etcd/{m.name}-server.crt')}",
             f"--key-file={_f(f'etcd/{m.name}-server.key')}", f"--trusted-ca-file={_f('etcd/ca.crt')}",
             "--peer-client-cert-auth=true", f"--peer-cert-file={_f(f'etcd/{m.name}-peer.crt')}",
             f"--peer-key-file={_f(f'etcd/{m.name}-peer.key')}", f"--peer-trusted-ca-file={_f('etcd/ca.crt')}",
             "--snapshot-count=10000"]
+
+
+def member_pki_items(name: str) -> list[Obj]:
+    """The Secret volume items of one member: the CA, its own certificates, the health-check client."""
+    paths = ["etcd/ca.crt", *(f"etcd/{name}-{k}.{e}" for k in ("server", "peer") for e in ("crt", "key")),
+             "etcd/healthcheck-client.crt", "etcd/healthcheck-client.key"]
+    return [{"key": secret_key(p), "path": p} for p in paths]
+
+
+def etcd_pod(spec: UpstreamSpec, m: EtcdMember, initial: str, state: str, *, name: str = "",
+             image: str = "", extra_args: tuple[str, ...] = (), own_pki_only: bool = False) -> Obj:
+    """The Pod of one etcd member; its data folder is the member's own (named after it: member names are
+    never reused, so a new member never finds an old one's data).  `own_pki_only` mounts only this member's
+    files (members added later get their certificates after the others started)."""
+    pki_vol, pki_mount = _pki_volume(spec)
+    if own_pki_only:
+        pki_vol = {"name": "pki", "secret": {"secretName": f"{spec.cluster}-pki", "defaultMode": 0o600,
+                                             "items": member_pki_items(m.name)}}
+    data = {"name": "etcd-data", "hostPath": {
+        "path": f"{spec.data_root}/{spec.namespace}/{spec.cluster}/etcd-{m.name}", "type": "DirectoryOrCreate"}}
+    health = _probe("/health?exclude=NOSPACE&serializable=true", m.metrics_port, "HTTP")
+    pod = _pod(spec, "etcd", 0, image or spec.image_overrides.get("etcd") or spec.etcd_image,
+               [*member_command(spec.cluster, m, initial, state), *extra_args],
+               {"livenessProbe": health, "startupProbe": {**health, "failureThreshold": 24},
+                "readinessProbe": _probe("/health?serializable=false", m.metrics_port, "HTTP")},
+               [data, pki_vol], [{"name": "etcd-data", "mountPath": "/var/lib/etcd"}, pki_mount], "100m")
+    pod["metadata"]["name"] = name or m.name
+    return pod
 
 
 def render_pods(spec: UpstreamSpec, apiserver_replicas: int = 1) -> list[Obj]:
@@ -253,15 +291,8 @@ def render_pods(spec: UpstreamSpec, apiserver_replicas: int = 1) -> list[Obj]:
     def img(component: str) -> str:
         return spec.image_overrides.get(component) or f"{spec.registry}/{component}:{spec.version}"
 
-    pods: list[Obj] = []
-    for i, m in enumerate(spec.members):
-        data = {"name": "etcd-data", "hostPath": {
-            "path": f"{spec.data_root}/{spec.namespace}/{spec.cluster}/etcd-{m.name}", "type": "DirectoryOrCreate"}}
-        health = _probe("/health?exclude=NOSPACE&serializable=true", m.metrics_port, "HTTP")
-        pods.append(_pod(spec, "etcd", i, spec.image_overrides.get("etcd") or spec.etcd_image, etcd_command(spec, i),
-                         {"livenessProbe": health, "startupProbe": {**health, "failureThreshold": 24},
-                          "readinessProbe": _probe("/health?serializable=false", m.metrics_port, "HTTP")},
-                         [data, pki_vol], [{"name": "etcd-data", "mountPath": "/var/lib/etcd"}, pki_mount], "100m"))
+    pods: list[Obj] = [etcd_pod(spec, m, initial_cluster(spec.members), "new", name=f"{spec.cluster}-etcd-{i}")
+                       for i, m in enumerate(spec.members)]
     etcd_servers = ",".join(m.client_url for m in spec.members)
     p = spec.apiserver_port
     apiserver = ["kube-apiserver", f"--advertise-address={spec.advertise_address}", f"--secure-port={p}",

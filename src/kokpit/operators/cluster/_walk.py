@@ -123,7 +123,8 @@ class Walker:
 
     def __init__(self, client: ObjectClient, opts: OperatorOptions, *, names: Names, obj: Obj, spec: ClusterSpec,
                  target: Obj, wiring: Wiring, pods: list[Obj], probe: Probe, memory: FailureMemory,
-                 now: dt.datetime) -> None:
+                 now: dt.datetime, rendered: dict[str, list[Obj]] | None = None,
+                 skip: frozenset[str] = frozenset(), may_act: bool = True) -> None:
         self.client, self.opts = client, opts
         self.names, self.obj, self.spec, self.target, self.wiring = names, obj, spec, target, wiring
         self.pods = {str(p["metadata"]["name"]): p for p in pods}
@@ -134,12 +135,18 @@ class Walker:
         self.releasing = bool(self.last_good) and self.target_name != self.last_good
         self.timeout = opts.release_timeout if self.releasing else opts.unhealthy_timeout
         self.kv = str((target.get("spec") or {}).get("kubernetesVersion"))
-        self.may_act = True  # one step at a time, in order: a component waits for the ones before it
+        self.may_act = may_act  # one step at a time, in order: a component waits for the ones before it
+        # the Upstream flavor: the wanted Pods per component, rendered by _upstreamops (None: kokpit's own)
+        self.rendered = rendered
+        self.skip = skip  # components walked elsewhere (the Upstream flavor's etcd members)
         self.wanted: set[str] = set()
         self.walk = Walk()
 
     async def run(self, driver: bool) -> Walk:
         for comp in component_order(self.target):
+            if str(comp.get("name")) in self.skip:
+                self.wanted |= {n for n, p in self.pods.items() if _labels(p).get(COMPONENT_LABEL) == comp["name"]}
+                continue
             if not await self._component(comp, driver):
                 return self.walk  # the release turns back: nothing after this runs
         if self.walk.converged:
@@ -148,10 +155,15 @@ class Walker:
 
     async def _component(self, comp: Obj, driver: bool) -> bool:
         name = str(comp["name"])
-        replicas = replicas_of(comp, self.spec, driver)
         mine = [p for p in self.pods.values() if _labels(p).get(COMPONENT_LABEL) == name]
-        wants = {self.names.pod(name, i): desired_pod(self.names, self.target, comp, i, self.wiring, self.obj)
-                 for i in range(replicas)}
+        wants: dict[str, Obj | None]
+        if self.rendered is not None:
+            wants = {str(p["metadata"]["name"]): p for p in self.rendered.get(name, [])}
+            replicas = len(wants)
+        else:
+            replicas = replicas_of(comp, self.spec, driver)
+            wants = {self.names.pod(name, i): desired_pod(self.names, self.target, comp, i, self.wiring, self.obj)
+                     for i in range(replicas)}
         # Pods of this component that run something else than wanted (an older release, a dropped replica)
         stale = {str(p["metadata"]["name"]) for p in mine
                  if _pod_hash(p) != _pod_hash(wants.get(str(p["metadata"]["name"])))}

@@ -32,7 +32,8 @@ from kokpit._lib.clock import Clock
 from kokpit.api.cluster import SIMULATOR_COMPONENT, ClusterConditionType, ClusterSpec, DeletionPolicy
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.risk import PermitOutcome
-from kokpit.client import CONFIGMAP, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
+from kokpit.client import CONFIGMAP, NODE, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
+from kokpit.operators.cluster._etcd import ETCD_COMPONENT, EtcdApi, EtcdWalker, HttpEtcdApi
 from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
     CLUSTER_LABEL,
@@ -47,6 +48,7 @@ from kokpit.operators.cluster._release import Release, choose_release, record_ou
 from kokpit.operators.cluster._resources import INDEXERS_PORTS, PORT_LABEL, SERVICE, PortAllocator, Resources
 from kokpit.operators.cluster._status import cluster_conditions, cluster_phase, invalid_conditions
 from kokpit.operators.cluster._teardown import Teardown
+from kokpit.operators.cluster._upstreamops import UpstreamPlane, is_upstream
 from kokpit.operators.cluster._walk import PROBE_FAILURE, VERSION_FAILURE, Walk, Walker, observe_only
 from kokpit.runtime import (
     EventRecorder,
@@ -138,6 +140,7 @@ class ClusterCtx(ReconcileContext):
     endpoint: str | None = None
     probe: Probe = field(default_factory=lambda: Probe(False, None, "not probed"))
     walk: Walk = field(default_factory=Walk)
+    plane: UpstreamPlane | None = None  # the Upstream flavor (etcd, kube-apiserver, ...); None: kokpit's own
 
 
 class ClusterReconciler(StepReconciler[ClusterCtx]):
@@ -149,7 +152,7 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
     def __init__(self, client: OperatorClient, *, clusters: Store, cpvs: Store, pods: Store, services: Store,
                  secrets: Store, recorder: EventRecorder, prober: Prober | None = None,
                  options: OperatorOptions | None = None, clock: Clock | None = None,
-                 ports: Store | None = None) -> None:
+                 ports: Store | None = None, nodes: Store | None = None, etcd: EtcdApi | None = None) -> None:
         super().__init__(client, recorder, clock)
         self.client: OperatorClient = client
         self.clusters, self.cpvs, self.pods, self.services, self.secrets = clusters, cpvs, pods, services, secrets
@@ -158,6 +161,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
                                          else HttpsProber(self.opts.probe_timeout))
         self._backoff = ExponentialBackoff(base=self.opts.retry_base, cap=self.opts.retry_cap)
         self.ports = PortAllocator(client, ports if ports is not None else Store(INDEXERS_PORTS), services, self.opts)
+        self.nodes = nodes if nodes is not None else Store()  # where etcd members can be placed
+        self.etcd: EtcdApi = etcd or HttpEtcdApi(self.opts.probe_timeout)
         self.resources = Resources(client, pods=pods, services=services, secrets=secrets, ports=self.ports,
                                    opts=self.opts)
         self.teardown = Teardown(client, CLUSTER, FINALIZER, resources=self.resources, ports=self.ports,
@@ -225,6 +230,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         """The CPV to run: the one spec names, else (missing, invalid, failed) the last good one."""
         assert ctx.spec is not None
         ctx.release = choose_release(ctx.status, ctx.spec.package_version, self.cpvs.get_by_name)
+        if is_upstream(ctx.release.target):
+            ctx.plane = UpstreamPlane(self.client, self.opts, self.secrets, ctx.names)
         return done()
 
     async def paused_cluster_is_left_alone(self, ctx: ClusterCtx) -> StepResult:
@@ -239,8 +246,12 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
     async def pki_secret_exists(self, ctx: ClusterCtx) -> StepResult:
         assert ctx.spec is not None
         had = self.secrets.get_by_name(ctx.names.pki_secret, ctx.names.namespace)
-        ctx.pki = await self.resources.ensure_pki(ctx.names, ctx.spec.deletion_policy == DeletionPolicy.RETAIN,
-                                                 ctx.now)
+        keep = ctx.spec.deletion_policy == DeletionPolicy.RETAIN
+        if ctx.plane is not None:
+            assert ctx.release is not None
+            ctx.pki = await ctx.plane.ensure_pki(ctx.release.target, keep)
+        else:
+            ctx.pki = await self.resources.ensure_pki(ctx.names, keep, ctx.now)
         return done() if had is ctx.pki else act("PKI", f"wrote {ctx.names.pki_secret}")
 
     async def service_holds_recorded_ports(self, ctx: ClusterCtx) -> StepResult:
@@ -256,6 +267,9 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         if not host:
             return done()  # no address yet: written once the API server Pod has one
         port_host = f"[{host}]" if ":" in host else host
+        if ctx.plane is not None:
+            await ctx.plane.ensure_kubeconfig(f"https://{port_host}:{ctx.api_port}", ctx.pki)
+            return done()
         await self.resources.ensure_kubeconfig(ctx.names, f"https://{port_host}:{ctx.api_port}", ctx.pki)
         return done()
 
@@ -284,10 +298,14 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
                         ctx.spec.simulation.nodes, self.opts.data_root, pki_hash,
                         driver_hash=_hash_of({k: pki_data.get(k) for k in pki.DRIVER_KEYS}),
                         metrics_ports=self.resources.metrics_ports(ctx.names) if ctx.want_driver else {})
-        walker = Walker(self.client, self.opts, names=ctx.names, obj=ctx.obj, spec=ctx.spec,
-                        target=ctx.release.target, wiring=wiring, pods=self.resources.owned_pods(ctx.names),
-                        probe=ctx.probe, memory=ctx.memory, now=ctx.now)
-        ctx.walk = await walker.run(driver)
+        pods = self.resources.owned_pods(ctx.names)
+        if ctx.plane is not None:
+            ctx.walk = await self._upstream_walk(ctx, ctx.plane, wiring, pods)
+        else:
+            walker = Walker(self.client, self.opts, names=ctx.names, obj=ctx.obj, spec=ctx.spec,
+                            target=ctx.release.target, wiring=wiring, pods=pods, probe=ctx.probe,
+                            memory=ctx.memory, now=ctx.now)
+            ctx.walk = await walker.run(driver)
         if self.opts.risk is not None:
             await self._settle_permits(ctx, ctx.walk)
         if ctx.walk.rollback:
@@ -297,6 +315,39 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         return done()
 
     # ------------------------------------------------------------------------------ helpers
+    async def _upstream_walk(self, ctx: ClusterCtx, plane: UpstreamPlane, wiring: Wiring, pods: list[Obj]) -> Walk:
+        """etcd members first (their own walk: membership changes one at a time), then kube-apiserver,
+        controller-manager and scheduler through the component walk, each waiting for the ones before it."""
+        assert ctx.spec is not None and ctx.release is not None and ctx.memory is not None
+        target = ctx.release.target
+        comp = next(c for c in (target.get("spec") or {}).get("components") or [] if c.get("name") == ETCD_COMPONENT)
+        last_good = (ctx.obj.get("status") or {}).get("lastGoodPackageVersion")
+        releasing = bool(last_good) and ctx.release.target_name != last_good
+        etcd_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == ETCD_COMPONENT]
+        # the roster decides membership changes: read it from the server, never from a cache that may lag
+        # behind this process's own last write (a stale roster would add a member twice)
+        ctx.pki = await self.client.get(SECRET, ctx.names.pki_secret, ctx.names.namespace)
+        etcd = await EtcdWalker(
+            self.client, self.opts, self.etcd, names=ctx.names, owner=ctx.obj,
+            spec=plane.spec(target, ctx.api_port), component=comp, target_name=ctx.release.target_name,
+            pods=etcd_pods, secret=ctx.pki, nodes=self.nodes, ports=self.ports, memory=ctx.memory, now=ctx.now,
+            releasing=releasing, may_roll_back=ctx.release.target_name == ctx.spec.package_version).run()
+        if etcd.rollback:
+            return Walk(rows=[etcd.row], converged=False, busy=True, all_ready=False, rollback=etcd.rollback,
+                        actions=etcd.actions)
+        rendered = plane.desired(target, ctx.api_port, etcd.client_urls, ctx.obj, ctx.spec.control_plane.replicas)
+        walker = Walker(self.client, self.opts, names=ctx.names, obj=ctx.obj, spec=ctx.spec, target=target,
+                        wiring=wiring, pods=pods, probe=ctx.probe, memory=ctx.memory, now=ctx.now,
+                        rendered=rendered, skip=frozenset({ETCD_COMPONENT}), may_act=etcd.converged)
+        walk = await walker.run(False)
+        walk.rows.insert(0, etcd.row)
+        walk.actions[:0] = etcd.actions
+        walk.degraded[:0] = list(etcd.degraded)
+        walk.converged &= etcd.converged
+        walk.all_ready &= int(etcd.row.get("readyReplicas") or 0) >= int(etcd.row.get("replicas") or 0)
+        walk.busy |= etcd.busy
+        return walk
+
     async def _settle_permits(self, ctx: ClusterCtx, walk: Walk) -> None:
         """RiskPermitted says why a release step waits; a finished release releases its permits (Succeeded),
         a release turned back releases them Failed (counted by the policies' breakers)."""
@@ -347,6 +398,7 @@ class ClusterOperator:
         self.service_informer = inf.informer(SERVICE, label_selector=CLUSTER_LABEL)
         self.secret_informer = inf.informer(SECRET, label_selector=CLUSTER_LABEL)
         self.port_informer = inf.informer(CONFIGMAP, self.options.port_namespace, label_selector=PORT_LABEL)
+        self.node_informer = inf.informer(NODE)  # where an Upstream cluster's etcd members can be placed
         for informer, indexers in ((self.pod_informer, INDEXERS_OWNED), (self.service_informer, INDEXERS_OWNED),
                                    (self.secret_informer, INDEXERS_OWNED),
                                    (self.cluster_informer, INDEXERS_CLUSTER), (self.port_informer, INDEXERS_PORTS)):
@@ -361,7 +413,7 @@ class ClusterOperator:
             manager.client, clusters=self.cluster_informer.store, cpvs=self.cpv_informer.store,
             pods=self.pod_informer.store, services=self.service_informer.store,
             secrets=self.secret_informer.store, recorder=self.recorder, prober=prober, options=self.options,
-            clock=clock, ports=self.port_informer.store)
+            clock=clock, ports=self.port_informer.store, nodes=self.node_informer.store)
         clusters = self.cluster_informer.store
         self.controller.for_(self.cluster_informer)
 
