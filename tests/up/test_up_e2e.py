@@ -266,6 +266,7 @@ def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
         assert "Forbidden" not in text and " 403" not in text, f"{log} was refused something:\n{text[-3000:]}"
 
 
+@pytest.mark.timeout(600)  # three `kokpit up` fleets in a row: 120 s ran out under a load average of 26
 async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         data_dir: Path, tmp_path: Path, kubectl_bin: str, readme_kokpit_paths: Callable[[], set[str]]) -> None:
     port = free_port()
