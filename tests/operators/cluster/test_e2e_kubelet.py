@@ -60,7 +60,7 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
         async def nodes() -> bool:
             out = await asyncio.to_thread(kubectl, "get", "nodes", "-o", "name")
             return len(out.split()) == 2
-        await until(nodes, "2 simulated nodes in the business cluster", 20)
+        await until(nodes, "2 simulated nodes in the business cluster", 60)  # 20 s ran out under load
         cm = tmp_path / "cm.yaml"
         cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: default}\ndata: {k: v}\n")
         await asyncio.to_thread(kubectl, "apply", "-f", str(cm))
