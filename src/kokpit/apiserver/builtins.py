@@ -9,6 +9,8 @@ what a real server answers.
 
 from __future__ import annotations
 
+import base64
+
 import copy
 from collections.abc import Callable
 from fractions import Fraction
@@ -321,8 +323,21 @@ def default_namespace(ns: _Obj) -> None:
 
 
 def default_secret(secret: _Obj) -> None:
+    """``type`` Opaque; ``stringData`` merged into ``data`` (base64, winning over data for the same key) and
+    dropped, as kube-apiserver converts it on every write: it is write-only and never stored.  A stringData
+    that is not a map of strings stays for validation to refuse."""
     if not secret.get("type"):
         secret["type"] = "Opaque"
+    sd = secret.get("stringData")
+    if isinstance(sd, dict) and all(isinstance(v, str) for v in sd.values()):
+        data = secret.get("data")
+        data = dict(data) if isinstance(data, dict) else {}
+        for k, v in sd.items():
+            data[k] = base64.b64encode(v.encode()).decode()
+        secret["data"] = data
+        del secret["stringData"]
+    elif sd is None:
+        secret.pop("stringData", None)
 
 
 def default_service(svc: _Obj) -> None:

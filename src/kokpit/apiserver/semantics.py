@@ -6,6 +6,7 @@ Only rules a user can trip by hand are here; each names the field and says what 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,29 @@ def _service(obj: Obj, old: Obj | None) -> list[Cause]:
     return out
 
 
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY_MSG = ("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  "
+                   "or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")
+
+
+def _config_keys(obj: Obj, old: Obj | None) -> list[Cause]:
+    """Secret and ConfigMap keys (kube's IsConfigMapKey: they become file names in volumes); keys the stored
+    object already had are left alone (ratcheting)."""
+    out: list[Cause] = []
+    for field in ("data", "binaryData"):
+        had = _dict((old or {}).get(field))
+        for k in _dict(obj.get(field)):
+            if k in had:
+                continue
+            if len(k) > 253:
+                out.append(_invalid(f"{field}[{k}]", k, "must be no more than 253 characters"))
+            elif not _CONFIG_KEY.match(k):
+                out.append(_invalid(f"{field}[{k}]", k, _CONFIG_KEY_MSG))
+            elif k in (".", ".."):
+                out.append(_invalid(f"{field}[{k}]", k, f"must not be '{k}'"))
+    return out
+
+
 HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("", "Pod"): _pod,
     ("apps", "Deployment"): _workload,
@@ -126,4 +150,6 @@ HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("batch", "Job"): _job,
     ("policy", "PodDisruptionBudget"): _pdb,
     ("", "Service"): _service,
+    ("", "Secret"): _config_keys,
+    ("", "ConfigMap"): _config_keys,
 }
