@@ -3,10 +3,12 @@ operator runs *from those manifests* — the Pod of its Deployment's template, r
 process, with its ServiceAccount's mounted token and nothing else — and takes a business Cluster through its
 lifecycle: created and Ready, released to another ClusterPackageVersion, deleted with its data.
 
-What stands in for a real cluster: the embedded API server and the local kubelet (processes, host network, no
-container runtime), and, because the embedded server has no Deployment controller yet, the test creates the
-Pod a ReplicaSet would create from the Deployment's template (only the metrics port is changed: Pods share the
-host's network here).
+What stands in for a real cluster: the embedded API server, the local kubelet (processes, host network, no
+container runtime) and kokpit's controller-manager as the meta cluster's Deployment and ReplicaSet controllers
+(each as its own ServiceAccount, as `kokpit up` runs them).  The Deployment's Pod is made by those controllers
+from the template, nothing by hand.  Because every Pod shares the host's network here, the test applies a
+kustomize overlay over deploy/ that gives each Deployment one replica and a free metrics port — what an overlay
+of a real install would change too.
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ def _ready(obj: dict[str, Any]) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
-async def _kubelet_identity(meta: Client, admin: Path, out: Path) -> Path:
-    """The local kubelet is no part of the manifests (a real cluster has real kubelets): its own RBAC."""
+async def _identity(meta: Client, admin: Path, out: Path, name: str) -> Path:
+    """The local kubelet and the controller-manager are no part of the manifests (a real cluster has its own):
+    their RBAC from the same table, as `kokpit up` installs it."""
+    rbac = "rbac.authorization.k8s.io"
     kinds = {"ServiceAccount": SA,
-             "ClusterRole": Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
-             "ClusterRoleBinding": Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding",
-                                        "clusterrolebindings", namespaced=False)}
-    c = component("local-kubelet")
+             "ClusterRole": Kind(rbac, "v1", "ClusterRole", "clusterroles", namespaced=False),
+             "ClusterRoleBinding": Kind(rbac, "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
+             "Role": Kind(rbac, "v1", "Role", "roles"), "RoleBinding": Kind(rbac, "v1", "RoleBinding", "rolebindings")}
+    c = component(name)
     for obj in component_rbac(c, NS):
         await meta.apply(kinds[obj["kind"]], obj, field_manager="test")
     answer = await meta.create_subresource(SA, c.service_account, "token", {
@@ -61,17 +65,28 @@ async def _kubelet_identity(meta: Client, admin: Path, out: Path) -> Path:
                              answer["status"]["token"], NS)
 
 
-def _operator_pod(port: int) -> dict[str, Any]:
-    docs = list(yaml.safe_load_all((DEPLOY / "cluster-operator.yaml").read_text()))
-    dep = next(d for d in docs if d["kind"] == "Deployment")
-    template = dep["spec"]["template"]
-    spec = template["spec"]
-    c = spec["containers"][0]
-    c["args"] = [f"--metrics-port={port}" if a.startswith("--metrics-port") else a for a in c["args"]]
-    c["ports"] = [{**p, "containerPort": port} for p in c["ports"]]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": f"{dep['metadata']['name']}-", "namespace": NS,
-                         "labels": template["metadata"]["labels"]}, "spec": spec}
+def _overlay(out: Path) -> Path:
+    """A kustomize overlay over deploy/: every Deployment one replica and its own free metrics port."""
+    out.mkdir()
+    patches = []
+    for f in sorted(DEPLOY.glob("*.yaml")):
+        for d in yaml.safe_load_all(f.read_text()):
+            if not d or d.get("kind") != "Deployment":
+                continue
+            port = free_port()
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            args = [f"--metrics-port={port}" if a.startswith("--metrics-port") else a for a in c["args"]]
+            patch = {"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"]},
+                     "spec": {"replicas": 1, "template": {"spec": {"containers": [
+                         {"name": c["name"], "args": args,
+                          "ports": [{**p, "containerPort": port} for p in c.get("ports") or []]}]}}}}
+            (out / f"{d['metadata']['name']}.yaml").write_text(yaml.safe_dump(patch))
+            patches.append({"path": f"{d['metadata']['name']}.yaml"})
+    (out / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY, out)], "patches": patches}))
+    return out
 
 
 def _kubectl(kubectl_bin: str, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,12 +94,10 @@ def _kubectl(kubectl_bin: str, kubeconfig: Path, *args: str) -> subprocess.Compl
                           timeout=120)
 
 
-def _start_kubelet(kubeconfig: Path, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start(log: Path, *args: str) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kokpit.cli.main", "kubelet", "--kubeconfig", str(kubeconfig), "--data-dir",
-             str(data_dir), "--backoff-base", "1", "--backoff-cap", "10", "--stop-pods-on-exit"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "kokpit.cli.main", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -101,22 +114,38 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServerProcess, kubectl_bin: str,
                                                             tmp_path: Path) -> None:
     admin = apiserver.kubeconfig
-    applied = _kubectl(kubectl_bin, admin, "apply", "--server-side", "-k", str(DEPLOY))
+    applied = _kubectl(kubectl_bin, admin, "apply", "--server-side", "-k", str(_overlay(tmp_path / "overlay")))
     assert applied.returncode == 0, applied.stderr
     assert "deployment.apps/kokpit-cluster-operator serverside-applied" in applied.stdout
     assert "poddisruptionbudget.policy/kokpit-cluster-operator serverside-applied" in applied.stdout
     log = tmp_path / "kubelet.log"
     async with Client.from_kubeconfig(admin, max_retries=2) as meta:
-        kubelet_kc = await _kubelet_identity(meta, admin, tmp_path / "ids")
-        kubelet = _start_kubelet(kubelet_kc, tmp_path / "kubelet", log)
+        kubelet = _start(log, "kubelet", "--kubeconfig", str(await _identity(meta, admin, tmp_path / "ids",
+                                                                             "local-kubelet")),
+                         "--data-dir", str(tmp_path / "kubelet"), "--backoff-base", "1", "--backoff-cap", "10",
+                         "--stop-pods-on-exit")
+        kcm_log = tmp_path / "controller-manager.log"
+        kcm = _start(kcm_log, "controller-manager", "--kubeconfig",
+                     str(await _identity(meta, admin, tmp_path / "ids", "meta-controller-manager")),
+                     "--controllers", "deployment,replicaset,disruption", "--metrics-port", str(free_port()),
+                     "--metrics-token-file", str(apiserver.data_dir / "tokens.json"))
         try:
             # made at install, as docs/install.md says: the token /metrics is served to
             await meta.create(Kind("", "v1", "Secret", "secrets"), {
                 "metadata": {"name": "kokpit-metrics-token", "namespace": NS},
                 "data": {"token": base64.b64encode(b"t" * 40).decode()}}, NS)
-            pod = await meta.create(POD, _operator_pod(free_port()))
+            # the Deployment's ReplicaSet makes the operator's Pod from the template; the kubelet runs it
+            deadline = time.monotonic() + READY_WITHIN
+            pods: list[dict[str, Any]] = []
+            while not pods:
+                assert kcm.poll() is None, kcm_log.read_text()[-3000:]
+                assert time.monotonic() < deadline, kcm_log.read_text()[-3000:]
+                pods = (await meta.list(POD, NS, label_selector="app.kubernetes.io/component=cluster-operator")).items
+                await asyncio.sleep(0.5)
+            pod = pods[0]
             name = pod["metadata"]["name"]
             assert pod["spec"]["serviceAccountName"] == "kokpit-cluster-operator"
+            assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
             for cpv in cpvs():
                 await meta.create(CPV, cpv)
             await meta.create(CLUSTER, cluster_body("c1", 2))
@@ -153,5 +182,9 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
                 await asyncio.sleep(0.5)
             logs = _kubectl(kubectl_bin, admin, "logs", "-n", NS, name)
             assert logs.returncode == 0 and "Forbidden" not in logs.stdout, logs.stdout[-3000:]
+            dep = await meta.get(Kind("apps", "v1", "Deployment", "deployments"), "kokpit-cluster-operator", NS)
+            assert dep["status"].get("availableReplicas") == 1, dep["status"]
+            assert "Forbidden" not in kcm_log.read_text(), kcm_log.read_text()[-3000:]
         finally:
+            _stop(kcm)
             _stop(kubelet)

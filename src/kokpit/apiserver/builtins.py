@@ -10,7 +10,6 @@ what a real server answers.
 from __future__ import annotations
 
 import base64
-
 import copy
 from collections.abc import Callable
 from fractions import Fraction

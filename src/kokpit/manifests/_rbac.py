@@ -118,6 +118,31 @@ COMPONENTS: tuple[Component, ...] = (
                                                                  "approvals each operation needs)"),),
         deployed=False,
     ),
+    Component(
+        "meta-controller-manager",
+        "Embedded mode only: the Deployment, ReplicaSet and disruption-budget controllers of the meta cluster "
+        "(kokpit's controller-manager), so `kubectl apply -k deploy/` makes operator Pods by itself (a real meta "
+        "cluster has its own kube-controller-manager).",
+        cluster_rules=(
+            rule(("apps",), ("deployments",), (*_RO, "patch"), "rolls Deployments out: records the revision"),
+            rule(("apps",), ("deployments/status",), ("patch",), "reports replicas and Available/Progressing"),
+            rule(("apps",), ("replicasets",), (*_RO, "create", "patch", "delete"), "one ReplicaSet per template "
+                 "revision, scaled by the rollout"),
+            rule(("apps",), ("replicasets/status",), ("patch",), "reports its replicas"),
+            rule(("apps",), ("statefulsets",), _RO, "desired replicas behind a percentage disruption budget"),
+            rule(("",), ("pods",), (*_RO, "create", "patch", "delete"), "creates and deletes the Pods of each "
+                 "ReplicaSet; adopts and releases them"),
+            rule(("policy",), ("poddisruptionbudgets",), _RO, "the budgets whose status it keeps"),
+            rule(("policy",), ("poddisruptionbudgets/status",), ("patch",), "disruptionsAllowed, which eviction "
+                 "(kubectl drain) spends"),
+            _EVENTS,
+        ),
+        other_namespace_rules=(("kube-system", (
+            rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"), "leader election on the "
+                 "kube-system/kube-controller-manager Lease, as kube-controller-manager does"),
+        )),),
+        deployed=False,
+    ),
 )
 
 # kokpit's own kinds joined to kube's user-facing roles by aggregation (as Cluster API and others ship them)

@@ -414,6 +414,12 @@ class Up:
                                              str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
                                              "--stop-pods-on-exit", *self._metrics_args(kubelet_metrics))).start()
         record_endpoint(d, "kubelet", f"https://{_url_host(o.host)}:{kubelet_metrics}/metrics")
+        # the meta cluster's own Deployment/ReplicaSet/PDB controllers: `kubectl apply -k deploy/` runs by itself
+        kcm_metrics = _free_port(o.host)
+        await self._child("controller-manager", _kokpit(
+            "controller-manager", "--kubeconfig", str(identities["meta-controller-manager"]),
+            "--controllers", "deployment,replicaset,disruption", *self._metrics_args(kcm_metrics))).start()
+        record_endpoint(d, "controller-manager", f"https://{_url_host(o.host)}:{kcm_metrics}/metrics")
         op_metrics = _free_port(o.host)
         sans = [] if o.host == "127.0.0.1" else ["--apiserver-san", o.host]  # business API servers, drivers
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig",
