@@ -5,8 +5,8 @@ files, the etcd members and the Service network; probes on each component's real
 Pure functions, no API calls: the cluster operator stores `upstream_pki` in the Cluster's PKI Secret and
 creates the Pods of `render_pods`; tests validate every Pod against the Kubernetes 1.37 schema, compare the
 flags with a golden file reviewed against the upstream flag documentation, and run the etcd Pods' command
-lines for real (Debian's etcd-server).  Wiring into the operator's reconcile is not done yet (it is being
-rewritten on the reconcile skeleton).
+lines for real (Debian's etcd-server).  The operator uses it through ``_upstreamops`` (PKI Secret, kubeconfig,
+the non-etcd Pods) and ``_etcd`` (the members, one membership change at a time).
 
 Layout inside the Pods (one Secret volume, as kubeadm's /etc/kubernetes/pki):
 ``/etc/kubernetes/pki/{ca,apiserver,apiserver-kubelet-client,front-proxy-ca,front-proxy-client}.{crt,key}``,
