@@ -48,6 +48,10 @@ async def test_cluster_on_the_local_kubelet(apiserver: ApiServerProcess, tmp_pat
         cl = await until(ready, "Cluster Ready", 40)
         assert {x["name"]: x["readyReplicas"] for x in cl["status"]["components"]} == {
             "kube-apiserver": 1, "simulator": 1, "machine-operator": 1}
+        # no business component Pod carries a meta-cluster token (ServiceAccount admission honours the opt-out)
+        for pod in (await c.list(POD, "default", label_selector=f"{CLUSTER_LABEL}=e2e")).items:
+            if pod["metadata"]["labels"].get("kokpit.io/component") != "machine-operator":
+                assert not [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access")], pod
         kc = tmp_path / "e2e.kubeconfig"
         kc.write_bytes(base64.b64decode((await c.get(SECRET, "e2e-kubeconfig", "default"))["data"]["value"]))
 

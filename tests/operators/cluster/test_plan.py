@@ -169,3 +169,15 @@ def test_minted_pki_verifies_and_covers_hosts() -> None:
     ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())  # what the prober trusts
     assert ctx.cert_store_stats()["x509_ca"] == 1
     assert pki.new_token() != pki.new_token()
+
+
+def test_business_components_get_no_meta_credential() -> None:
+    """Least privilege: the API server, simulator and other business components never get a meta-cluster token
+    (not even the namespace's default ServiceAccount's); only the machine operator has a meta identity."""
+    n = Names("team-a", "c")
+    comps = {c["name"]: c for c in CPV["spec"]["components"]}  # type: ignore[index]
+    for name in ("kube-apiserver", "simulator", "etcd"):
+        pod = desired_pod(n, CPV, comps[name], 0, _wiring(), OWNER)
+        assert pod is not None and pod["spec"]["automountServiceAccountToken"] is False, name
+    mo = desired_pod(n, CPV, comps["machine-operator"], 0, _wiring(), OWNER)
+    assert mo is not None and "automountServiceAccountToken" not in mo["spec"]

@@ -241,6 +241,11 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         container["readinessProbe"] = probe
     spec: Obj = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
                  "hostNetwork": True, "terminationGracePeriodSeconds": 10}
+    if name != MACHINE_OPERATOR_COMPONENT:
+        # least privilege: a business component talks to its own cluster (the kubeconfig Secret), never to the
+        # meta cluster, so its Pod gets no meta credential at all (not even the namespace's default
+        # ServiceAccount token); the machine operator's meta identity (Permits) is given to it explicitly
+        spec["automountServiceAccountToken"] = False
     if name == APISERVER_COMPONENT:
         spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": {"matchLabels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name}},
