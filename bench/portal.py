@@ -144,7 +144,8 @@ async def main() -> None:
                   f"{biz_s:.0f}s", file=sys.stderr)
             t0 = time.monotonic()
             srv = PortalServer(PortalOptions(kubeconfig=meta_srv.kubeconfig, port=0, data_dir=Path(d) / "portal",
-                                             extensions=default_extensions(), business_interval=0.5))
+                                             extensions=default_extensions(), business_interval=0.5,
+                                             sweep_interval=5.0))
             url = await srv.start()
             assert srv.portal is not None
             while True:
@@ -153,6 +154,7 @@ async def main() -> None:
                     break
                 await asyncio.sleep(0.2)
             sync_s = time.monotonic() - t0
+            await asyncio.sleep(6)  # one sweep after the caches filled (as a portal that has run a minute)
             async with httpx.AsyncClient(base_url=url, verify=False, timeout=60.0, headers={
                     "Authorization": f"Bearer {meta_srv.admin_token}"}) as http:
                 await http.get("/fleet")  # warm: templates compiled, bearer token reviewed once
