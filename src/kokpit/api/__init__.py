@@ -40,6 +40,7 @@ from kokpit.api.machine import (
 )
 from kokpit.api.meta import Condition, ConditionStatus, FailureRecord, KokpitModel, ObjectMeta, ResourceModel
 from kokpit.api.risk import OperationType, Permit, PermitState, RiskLedger, RiskPolicy
+from kokpit.api.rollout import Rollout, RolloutSpec
 
 __all__ = [
     "KINDS",
@@ -80,6 +81,8 @@ __all__ = [
     "ResourceModel",
     "RiskLedger",
     "RiskPolicy",
+    "Rollout",
+    "RolloutSpec",
     "RunState",
     "crd_for",
     "crds",
@@ -90,7 +93,7 @@ __all__ = [
 ]
 
 KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
-                                    Permit, RiskLedger, ChangeRequest, AuditRecord]
+                                    Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 
