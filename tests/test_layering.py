@@ -89,6 +89,8 @@ LAYERS: dict[str, Layer] = {
     "kokpit.operators.machine": Layer("the machine operator: hosts through node drivers", (*OPERATOR, "kokpit.nodes")),
     "kokpit.operators.risk": Layer("the risk center: Permits decided against RiskPolicies, the RiskLedger, "
                                    "gates (PromQL through client.JsonHttpClient), probers, breakers", OPERATOR),
+    "kokpit.operators.rollout": Layer("the rollout controller: canary waves over Clusters and Machines, through "
+                                      "the risk center, with automatic rollback", OPERATOR),
     "kokpit.scheduler": Layer("a business cluster's scheduler: binds pods to nodes (kube-scheduler's rules)", OPERATOR),
     "kokpit.controllermanager": Layer(
         "a business cluster's controller-manager: workloads, node lifecycle, disruption budgets, readiness reports",
@@ -112,7 +114,8 @@ LAYERS: dict[str, Layer] = {
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
-         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests", "kokpit.portal")),
+         "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests", "kokpit.portal",
+         "kokpit.operators.rollout")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",

@@ -288,10 +288,17 @@ class TargetStatus(StatusModel):
     ClusterPackageVersion, or per changed component the MachinePackageVersion it ran ("" when absent)."""
 
     name: str = Field(description="cluster (Clusters) or cluster/machine (Machines).")
+    node: str | None = Field(default=None, description="The Machine's node (what its permits name).")
     step: int = Field(default=-1, description="The canary step that took it (-1: not yet).")
     state: TargetState = TargetState.PENDING
-    previous: dict[str, str] = Field(default_factory=dict)
-    touched_at: str | None = None
+    previous: dict[str, str] = Field(default_factory=dict, description="packageVersion (Clusters), or "
+                                     "component → MachinePackageVersion (\"\": absent) for each changed component.")
+    permit: str | None = Field(default=None, description="The risk-center Permit (namespace/name) it was changed "
+                                                         "under.")
+    touched_at: str | None = Field(default=None, description="When it was marked for a change (forward or back).")
+    changed: bool | None = Field(default=None, description="The rollout changed its spec (so another value later "
+                                                           "means someone else changed it).")
+    rollback_failed: bool | None = None
     finished_at: str | None = None
     message: str | None = None
 
@@ -377,7 +384,9 @@ class RolloutReason:
 
 class RolloutStatus(StatusModel):
     observed_generation: int | None = None
-    state: str | None = Field(default=None, description="For people only; code decides on conditions.")
+    phase: str | None = Field(default=None, description="The state, for people only (the STATE column: Pending, "
+                              "Progressing, Paused, Completed, Aborted, RollingBack, RolledBack, Invalid); code "
+                              "decides on conditions.")
     revision: int = 0
     change: str | None = Field(default=None, description="The change this revision rolls out, in words.")
     change_hash: str | None = Field(default=None, description="Identifies spec.target of this revision.")
@@ -407,7 +416,7 @@ class Rollout(ResourceModel):
             PrinterColumn("To", ".status.toVersion", description="The version rolled out."),
             PrinterColumn("Step", ".status.currentStep", "integer"),
             PrinterColumn("Updated", ".status.updated", description="updated/total targets."),
-            PrinterColumn("State", ".status.state"),
+            PrinterColumn("State", ".status.phase"),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )

@@ -301,6 +301,7 @@ _add_control_plane()
 _add_risk()
 app.add_typer(__import__("kokpit.cli.portal", fromlist=["portal_app"]).portal_app, name="portal")
 app.add_typer(__import__("kokpit.cli.legacy", fromlist=["legacy_app"]).legacy_app, name="legacy")
+__import__("kokpit.cli._rollout", fromlist=["register"]).register(app)  # kokpit rollout ..., rollout-controller
 
 
 def main() -> None:

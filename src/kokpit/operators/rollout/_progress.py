@@ -1,0 +1,342 @@
+"""The moving parts of a rollout: observing touched targets, changing marked ones, permits, the steps
+forward and the rollback.
+
+Every decision reads the status the previous reconcile wrote and the targets' current state, so each
+function is safe to repeat after a crash at any line.  A target is first *marked* (state Updating or
+RollingBack, with the permit that covers it and ``touchedAt``) and only a later reconcile — after that status
+is durable — changes its spec; a target whose spec already says the wanted value is never changed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from kokpit._lib.clock import Clock, format_time, parse_time
+from kokpit.api.risk import PermitOutcome
+from kokpit.api.rollout import RolloutConditionType, RolloutReason, TargetState, canary_size
+from kokpit.client import ApiError, Client, ConflictError, NotFoundError, TransportError
+from kokpit.operators.rollout._faults import attributed_faults
+from kokpit.operators.rollout._permits import RolloutPermits
+from kokpit.operators.rollout._plan import limit_of
+from kokpit.operators.rollout._schedule import seconds
+from kokpit.runtime import StepResult, Store, act, done, wait
+
+if TYPE_CHECKING:
+    from kokpit.operators.rollout._reconciler import RolloutCtx
+
+__all__ = ["Progress"]
+
+log = logging.getLogger("kokpit.operators.rollout")
+
+Obj = dict[str, Any]
+CT = RolloutConditionType
+R = RolloutReason
+S = TargetState
+FINISHED = {S.UPDATED.value, S.FAILED.value, S.MODIFIED.value, S.ROLLED_BACK.value}
+TOUCHED_FORWARD = {S.UPDATING.value, S.UPDATED.value, S.FAILED.value}
+
+
+
+class Progress:
+    def __init__(self, client: Client, permits: Store, clock: Clock, metrics: Any) -> None:
+        self.client = client
+        self.permits = RolloutPermits(client, permits, clock)
+        self.metrics = metrics
+
+    # ------------------------------------------------------------------------------ observing
+    async def targets_in_flight_are_observed(self, ctx: RolloutCtx) -> StepResult:
+        """Touched targets: done, failed (with the reason), changed by someone else, or past the deadline."""
+        assert ctx.spec is not None and ctx.ops is not None
+        deadline = ctx.spec.progress_deadline_seconds
+        completed = any(c.get("type") == CT.COMPLETED and c.get("status") == "True" for c in ctx.conditions)
+        for t in ctx.targets:
+            state = t.get("state")
+            back = state == S.ROLLING_BACK.value
+            if state not in (S.UPDATING.value, S.ROLLING_BACK.value) and not (
+                    state == S.UPDATED.value and not completed and ctx.direction == "forward"):
+                continue
+            seen = ctx.ops.observe(t, back)
+            if seen.obj is not None and seen.spec_is == "other" and t.get("changed"):
+                self._finish(ctx, t, S.MODIFIED, "changed by someone else during the rollout: left alone")
+                ctx.warning(R.TARGET_MODIFIED, f"{t['name']} was changed by someone else during the rollout; "
+                                               "the rollout leaves it alone")
+                continue
+            fault = attributed_faults(ctx, t) if not back else ""
+            if fault:
+                self._finish(ctx, t, S.FAILED, fault)
+                ctx.warning(R.FAULT_ATTRIBUTED, f"{t['name']}: {fault}")
+                continue
+            if seen.obj is not None and seen.spec_is == "wanted" and seen.verdict.failed:
+                if back:
+                    t["message"] = f"rollback not healthy yet: {seen.verdict.failed}"
+                else:
+                    self._finish(ctx, t, S.FAILED, seen.verdict.failed)
+                    ctx.warning(R.TARGET_FAILED, f"{t['name']}: {seen.verdict.failed}")
+                continue
+            if seen.obj is not None and seen.spec_is == "wanted" and seen.verdict.done:
+                if state != S.UPDATED.value:
+                    self._finish(ctx, t, S.ROLLED_BACK if back else S.UPDATED, None)
+                continue
+            if state == S.UPDATED.value:
+                continue
+            touched = t.get("touchedAt")
+            age = (ctx.now - parse_time(touched)).total_seconds() if touched else 0.0
+            if age > deadline:
+                why = seen.why or (seen.verdict.failed or "did not report the new version")
+                what = "rollback" if back else "change"
+                self._finish(ctx, t, S.FAILED, f"{R.PROGRESS_DEADLINE}: the {what} was not done {deadline}s after "
+                                               f"it was made ({why})")
+                if back:
+                    t["rollbackFailed"] = True
+                ctx.warning(R.PROGRESS_DEADLINE, f"{t['name']}: {t['message']}")
+            elif seen.why:
+                t["message"] = seen.why
+            ctx.requeue_after(min(5.0, max(0.5, deadline - age)))
+        return done()
+
+    def _finish(self, ctx: RolloutCtx, t: Obj, state: TargetState, message: str | None) -> None:
+        t["state"] = state.value
+        t["finishedAt"] = format_time(ctx.now)
+        if message:
+            t["message"] = message[:1024]
+        else:
+            t.pop("message", None)
+
+    # ------------------------------------------------------------------------------ changing
+    async def marked_targets_run_the_change(self, ctx: RolloutCtx) -> StepResult:
+        """Change every marked target whose spec is still the other version (marked in a reconcile whose status
+        is already written)."""
+        assert ctx.ops is not None
+        changed = 0
+        for t in ctx.targets:
+            state = t.get("state")
+            if state not in (S.UPDATING.value, S.ROLLING_BACK.value):
+                continue
+            back = state == S.ROLLING_BACK.value
+            seen = ctx.ops.observe(t, back)
+            if seen.obj is None or seen.spec_is == "wanted":
+                t["changed"] = True if seen.obj is not None else t.get("changed", False)
+                continue
+            if seen.spec_is == "other":
+                self._finish(ctx, t, S.MODIFIED, "changed by someone else before the rollout reached it: left alone")
+                ctx.warning(R.TARGET_MODIFIED, f"{t['name']} no longer runs the version recorded when the rollout "
+                                               "started; the rollout leaves it alone")
+                continue
+            try:
+                await ctx.ops.change(t, seen.obj, back)
+            except ConflictError:
+                ctx.requeue_after(0.2)  # it changed under us: look again
+                continue
+            except NotFoundError:
+                continue
+            except (ApiError, TransportError) as e:
+                t["message"] = f"cannot change the target: {e}"[:1024]
+                ctx.requeue_after(2.0)
+                continue
+            t["changed"] = True
+            changed += 1
+        return act("Changed", f"{changed} target(s) changed") if changed else done()
+
+    # ------------------------------------------------------------------------------ permits
+    async def permits_are_settled(self, ctx: RolloutCtx) -> StepResult:
+        """Renew held permits; release those whose targets are all finished."""
+        keys = list(ctx.status.get("permits") or [])
+        if not keys:
+            return done()
+        open_by_permit: dict[str, list[Obj]] = defaultdict(list)
+        for t in ctx.targets:
+            if t.get("permit"):
+                open_by_permit[t["permit"]].append(t)
+        keep = []
+        for key in keys:
+            covered = open_by_permit.get(key, [])
+            if covered and all(t.get("state") in FINISHED for t in covered):
+                failed = [t["name"] for t in covered if t.get("state") == S.FAILED.value]
+                await self.permits.release(key, PermitOutcome.FAILED if failed else PermitOutcome.SUCCEEDED,
+                                           f"failed: {', '.join(failed)}" if failed else "")
+                continue
+            if not covered:  # asked for but nothing was granted under it (yet)
+                keep.append(key)
+                continue
+            await self.permits.renew(key, ctx.now)
+            keep.append(key)
+        ctx.status["permits"] = keep
+        if keep:
+            ctx.requeue_after(30.0)
+        return done()
+
+    async def release_all(self, ctx: RolloutCtx, outcome: PermitOutcome, message: str) -> None:
+        for key in ctx.status.get("permits") or []:
+            await self.permits.release(key, outcome, message)
+        ctx.status["permits"] = []
+
+    async def _admit(self, ctx: RolloutCtx, candidates: list[Obj], back: bool, step: int) -> list[Obj]:
+        """Ask the risk center for ``candidates`` (one permit per cluster); mark the granted ones."""
+        assert ctx.ops is not None
+        groups: dict[str, list[Obj]] = defaultdict(list)
+        for t in candidates:
+            groups[ctx.ops.permit_scope(t)[0]].append(t)
+        marked: list[Obj] = []
+        waiting: list[str] = []
+        denied = False
+        ns = ctx.request.namespace or ""
+        intent = f"rollout/{ctx.obj['metadata'].get('uid', '')}/{ctx.status.get('revision')}/" \
+                 f"{'back' if back else 'forward'}"
+        permits: list[str] = list(ctx.status.get("permits") or [])
+        asked_keys: set[str] = set()
+        for cluster, ts in sorted(groups.items()):
+            scope = [ctx.ops.permit_scope(t)[1] for t in ts]
+            if ctx.ops.op.target_kind.value == "Cluster":
+                scope = ["control-plane"]
+            try:
+                asked = await self.permits.ask(ctx.ops.op, ns, cluster, scope, holder=ctx.holder, intent=intent,
+                                               repair=back, reason=f"{ctx.key}: {ctx.status.get('change')}"[:1024])
+            except (ApiError, TransportError) as e:
+                waiting.append(f"{cluster}: cannot ask the risk center: {e}")
+                continue
+            asked_keys.add(asked.key)
+            if asked.key not in permits:
+                permits.append(asked.key)
+            if not asked.granted:
+                waiting.append(asked.waiting)
+                denied |= asked.denied
+                continue
+            granted = set(asked.granted)
+            for t in ts:
+                if ctx.ops.op.target_kind.value == "Cluster" or ctx.ops.permit_scope(t)[1] in granted:
+                    t["state"] = S.ROLLING_BACK.value if back else S.UPDATING.value
+                    t["permit"] = asked.key
+                    t["touchedAt"] = format_time(ctx.now)
+                    t.pop("finishedAt", None)
+                    t.pop("message", None)
+                    if not back:
+                        t["step"] = step
+                    marked.append(t)
+        # a permit asked for an earlier set of candidates (still queued) is withdrawn
+        live = {t.get("permit") for t in ctx.targets}
+        for key in list(permits):
+            if key not in live and key not in asked_keys:
+                await self.permits.release(key, PermitOutcome.ABORTED, "withdrawn: the batch changed")
+                permits.remove(key)
+        ctx.status["permits"] = permits
+        if waiting and not marked:
+            ctx.risk = (False, "RiskDenied" if denied else "RiskQueued", "; ".join(waiting)[:2048])
+            ctx.requeue_after(5.0)
+        elif marked:
+            ctx.risk = (True, R.RISK_GRANTED, f"{len(marked)} target(s) granted")
+        return marked
+
+    # ------------------------------------------------------------------------------ forward
+    async def steps_are_worked_through(self, ctx: RolloutCtx) -> StepResult:
+        assert ctx.spec is not None
+        spec = ctx.spec
+        total = len(ctx.targets)
+        steps = ctx.status.setdefault("steps", [])
+        while True:
+            i = int(ctx.status.get("currentStep") or 0)
+            if i >= len(spec.strategy.steps):
+                if not any(c.get("type") == CT.COMPLETED and c.get("status") == "True" for c in ctx.conditions):
+                    ctx.condition(CT.COMPLETED, True, R.COMPLETED, f"{total} target(s) run the new version")
+                    ctx.status["finishedAt"] = format_time(ctx.now)
+                    ctx.normal(R.COMPLETED, f"revision {ctx.status.get('revision')} completed: "
+                                            f"{ctx.status.get('change')}")
+                return done()
+            step = spec.strategy.steps[i]
+            rec = next((s for s in steps if s.get("index") == i), None)
+            if rec is None:
+                kind = "canary" if step.canary is not None else "pause" if step.pause is not None else "analysis"
+                rec = {"index": i, "type": kind, "startedAt": format_time(ctx.now)}
+                steps.append(rec)
+            started = parse_time(rec["startedAt"])
+            if step.canary is not None:
+                res = await self._canary(ctx, i, canary_size(step.canary, total), rec)
+            elif step.pause is not None:
+                res = self._pause(ctx, i, step.pause.duration, started)
+            else:
+                assert step.analysis is not None
+                res = self._analysis(ctx, i, step.analysis.duration, step.analysis.failure_limit, started)
+            if res is not None:
+                return res
+            rec.setdefault("finishedAt", format_time(ctx.now))
+            rec.setdefault("outcome", "Succeeded")
+            if self.metrics is not None:
+                self.metrics.step_done(rec)
+            ctx.status["currentStep"] = i + 1
+
+    async def _canary(self, ctx: RolloutCtx, i: int, goal: int, rec: Obj) -> StepResult | None:
+        assert ctx.spec is not None
+        batch = ctx.targets[:goal]
+        if all(t.get("state") in FINISHED for t in batch):
+            rec.setdefault("finishedAt", format_time(ctx.now))
+            bake = seconds(ctx.spec.strategy.bake_time)
+            left = bake - (ctx.now - parse_time(rec["finishedAt"])).total_seconds()
+            if left > 0:
+                ctx.waiting_for = f"baking step {i} for {left:.0f}s more"
+                return wait(R.BAKING, ctx.waiting_for, after=left)
+            return None
+        if ctx.spec.paused:
+            ctx.waiting_for = "paused by spec.paused"
+            return wait(R.PAUSED_BY_USER, ctx.waiting_for)
+        inflight = sum(1 for t in ctx.targets if t.get("state") == S.UPDATING.value)
+        cap = limit_of(ctx.spec.strategy.max_unavailable, len(ctx.targets))
+        room = len(batch) if cap <= 0 else max(0, max(cap, 1) - inflight)
+        pending = [t for t in batch if t.get("state") == S.PENDING.value][:room]
+        if pending:
+            await self._admit(ctx, pending, back=False, step=i)
+        left = sum(1 for t in batch if t.get("state") not in FINISHED)
+        ctx.waiting_for = f"step {i}: {left} of {len(batch)} target(s) of the batch not done yet"
+        return wait(R.BATCH_IN_PROGRESS, ctx.waiting_for, after=5.0)
+
+    def _pause(self, ctx: RolloutCtx, i: int, duration: str | None, started: dt.datetime) -> StepResult | None:
+        assert ctx.spec is not None
+        if ctx.spec.promoted_step >= i:
+            return None
+        if duration is None:
+            ctx.waiting_for = f"step {i}: paused until promoted (kokpit rollout promote)"
+            return wait(R.WAITING_FOR_PROMOTION, ctx.waiting_for)
+        left = seconds(duration) - (ctx.now - started).total_seconds()
+        if left > 0:
+            ctx.waiting_for = f"step {i}: pausing {left:.0f}s more"
+            return wait(R.PAUSE_STEP, ctx.waiting_for, after=left)
+        return None
+
+    def _analysis(self, ctx: RolloutCtx, i: int, duration: str, limit: int, started: dt.datetime
+                  ) -> StepResult | None:
+        failed = [t["name"] for t in ctx.targets if t.get("state") == S.FAILED.value]
+        if len(failed) > limit:
+            msg = f"analysis of step {i}: {len(failed)} failed target(s) (failureLimit {limit}): " + \
+                  ", ".join(failed)[:512]
+            ctx.condition(CT.ABORTED, True, R.ANALYSIS_FAILED, msg)
+            ctx.warning(R.ANALYSIS_FAILED, msg)
+            for s in ctx.status.get("steps") or []:
+                if s.get("index") == i:
+                    s["finishedAt"], s["outcome"], s["message"] = format_time(ctx.now), "Failed", msg
+            return act(R.ANALYSIS_FAILED, msg, after=0)
+        left = seconds(duration) - (ctx.now - started).total_seconds()
+        if left > 0:
+            ctx.waiting_for = f"step {i}: analysing {left:.0f}s more ({len(failed)} failed so far)"
+            return wait(R.ANALYZING, ctx.waiting_for, after=min(left, 2.0))
+        return None
+
+    # ------------------------------------------------------------------------------ back
+    async def touched_targets_are_rolled_back(self, ctx: RolloutCtx) -> StepResult:
+        todo = [t for t in ctx.targets if t.get("state") in TOUCHED_FORWARD and not t.get("rollbackFailed")]
+        if todo:
+            await self._admit(ctx, todo, back=True, step=-1)
+        left = [t for t in ctx.targets if t.get("state") in TOUCHED_FORWARD | {S.ROLLING_BACK.value}
+                and not t.get("rollbackFailed")]
+        if left:
+            ctx.waiting_for = f"rolling back: {len(left)} target(s) not back yet"
+            return wait(R.ROLLING_BACK, ctx.waiting_for, after=5.0)
+        n = sum(1 for t in ctx.targets if t.get("state") == S.ROLLED_BACK.value)
+        stuck = [t["name"] for t in ctx.targets if t.get("rollbackFailed")]
+        msg = f"{n} touched target(s) are back on their previous version"
+        if stuck:
+            msg += f"; {len(stuck)} could not be rolled back (see their message): {', '.join(stuck)[:512]}"
+        ctx.condition(CT.ROLLED_BACK, True, R.ROLLED_BACK, msg)
+        ctx.status["finishedAt"] = format_time(ctx.now)
+        ctx.warning(R.ROLLED_BACK, f"rolled back {n} target(s) of revision {ctx.status.get('revision')}")
+        return done()

@@ -1,0 +1,72 @@
+"""A Rollout's status from what one reconcile found: counts, the UPDATED column, conditions, the state.
+
+Conditions decide (``Valid``, ``Progressing``, ``Paused``, ``Completed``, ``Aborted``, ``RolledBack``,
+``RiskPermitted``); the ``state`` column is derived last from them, for people (``kubectl get rollouts``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from kokpit.api.rollout import RolloutConditionType, RolloutReason, RolloutState, TargetState
+from kokpit.runtime import PhaseRule, derive_phase, find_condition, is_true
+
+if TYPE_CHECKING:
+    from kokpit.operators.rollout._reconciler import RolloutCtx
+
+__all__ = ["STATE_RULES", "finish_status", "rollout_state"]
+
+Obj = dict[str, Any]
+CT = RolloutConditionType
+R = RolloutReason
+
+STATE_RULES = (
+    PhaseRule(RolloutState.INVALID, CT.VALID, ("False",)),
+    PhaseRule(RolloutState.ROLLED_BACK, CT.ROLLED_BACK, ("True",)),
+    PhaseRule(RolloutState.ROLLING_BACK, CT.ROLLED_BACK, ("False",), (R.ROLLING_BACK,)),
+    PhaseRule(RolloutState.ABORTED, CT.ABORTED, ("True",)),
+    PhaseRule(RolloutState.COMPLETED, CT.COMPLETED, ("True",)),
+    PhaseRule(RolloutState.PAUSED, CT.PAUSED, ("True",)),
+    PhaseRule(RolloutState.PROGRESSING, CT.PROGRESSING, ("True",)),
+)
+
+
+def rollout_state(conditions: list[Obj] | None) -> str:
+    return derive_phase(conditions, STATE_RULES, RolloutState.PENDING)
+
+
+_PAUSE_REASONS = {R.PAUSED_BY_USER, R.WAITING_FOR_PROMOTION, R.PAUSE_STEP}
+
+
+def finish_status(ctx: RolloutCtx) -> None:
+    st = ctx.status
+    targets = st.get("targets") or []
+    counts = Counter(str(t.get("state") or TargetState.PENDING.value) for t in targets)
+    st["counts"] = {s.value: counts.get(s.value, 0) for s in TargetState if counts.get(s.value)}
+    st["updated"] = f"{counts.get(TargetState.UPDATED.value, 0)}/{len(targets)}"
+    waiting = ctx.results.get(ctx.waiting) if ctx.waiting else None
+    reason, message = (waiting.reason, waiting.message) if waiting is not None else ("", "")
+    if not targets:
+        if ctx.cond(CT.VALID) is None or (ctx.cond(CT.VALID) or {}).get("status") != "False":
+            ctx.condition(CT.PROGRESSING, False, reason or "NotStarted", message or "targets not frozen yet")
+        return
+    done = is_true(ctx.conditions, CT.COMPLETED) or is_true(ctx.conditions, CT.ROLLED_BACK)
+    if ctx.direction == "stopped" or done:
+        ctx.condition(CT.PROGRESSING, False, R.COMPLETED if is_true(ctx.conditions, CT.COMPLETED) and not
+                      is_true(ctx.conditions, CT.ROLLED_BACK) else (find_condition(ctx.conditions, CT.ABORTED) or
+                                                                    {}).get("reason", "Stopped"),
+                      "nothing left to do")
+    else:
+        ctx.condition(CT.PROGRESSING, True, reason or R.BATCH_IN_PROGRESS,
+                      message or f"step {st.get('currentStep', 0)}")
+    if not is_true(ctx.conditions, CT.COMPLETED):
+        ctx.condition(CT.COMPLETED, False, R.NOT_COMPLETED, st.get("updated", ""))
+    if ctx.spec is not None and ctx.spec.paused and ctx.direction == "forward" and not done:
+        ctx.condition(CT.PAUSED, True, R.PAUSED_BY_USER, "spec.paused: no new target is started")
+    elif reason in _PAUSE_REASONS and not done:
+        ctx.condition(CT.PAUSED, True, reason, message)
+    else:
+        ctx.condition(CT.PAUSED, False, "NotPaused", "")
+    if ctx.risk is not None:
+        ctx.condition(CT.RISK_PERMITTED, *ctx.risk)

@@ -1,0 +1,74 @@
+"""The rollout controller's wiring: meta-cluster informers (Rollout, Cluster, ClusterPackageVersion, Permit),
+the business clusters machine Rollouts reach, one controller and :class:`RolloutReconciler` on a Manager.
+
+Any change that can move a Rollout wakes it: its own object, a Cluster or ClusterPackageVersion of its
+namespace, a Permit it holds (by ``spec.holder``), and every Machine, MachinePackageVersion or NodeFault change
+in a business cluster it reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kokpit._lib.clock import Clock
+from kokpit.operators.rollout._fleet import BusinessClusters
+from kokpit.operators.rollout._metrics import RolloutMetrics
+from kokpit.operators.rollout._reconciler import ROLLOUT, RolloutOptions, RolloutReconciler
+from kokpit.operators.rollout._targets import CLUSTER, CPV
+from kokpit.runtime import Controller, EventRecorder, Manager, Request, Result
+from kokpit.runtime.permits import PERMIT
+
+__all__ = ["RolloutController"]
+
+log = logging.getLogger("kokpit.operators.rollout")
+
+Obj = dict[str, Any]
+HOLDER_PREFIX = "rollout/"
+
+
+class RolloutController:
+    """Wires the rollout controller onto ``manager`` (leader-elected: one controller acts at a time)."""
+
+    def __init__(self, manager: Manager, options: RolloutOptions | None = None, *, clock: Clock | None = None) -> None:
+        self.manager = manager
+        self.options = options or RolloutOptions()
+        inf = manager.informers
+        self.rollouts = inf.informer(ROLLOUT)
+        self.clusters = inf.informer(CLUSTER)
+        self.cpvs = inf.informer(CPV)
+        self.permits = inf.informer(PERMIT)
+        self.metrics = RolloutMetrics(manager.registry)
+        self.business = BusinessClusters(manager.client, self._business_changed)
+        self.recorder = EventRecorder(manager.client, "rollout-controller", clock=clock)
+        self.reconciler = RolloutReconciler(
+            manager.client, self.recorder, rollouts=self.rollouts.store, clusters=self.clusters.store,
+            cpvs=self.cpvs.store, permits=self.permits.store, business=self.business, options=self.options,
+            clock=clock, metrics=self.metrics)
+        self.controller: Controller = manager.controller("rollout", self._reconcile, workers=self.options.workers)
+        self.controller.for_(self.rollouts)
+        self.controller.watches(self.clusters, lambda o: self._in_namespace(str(o["metadata"].get("namespace"))))
+        self.controller.watches(self.cpvs, lambda _o: [Request.for_object(r) for r in self.rollouts.objects()])
+        self.controller.watches(self.permits, self._holder)
+
+    def _in_namespace(self, ns: str) -> list[Request]:
+        return [Request.for_object(r) for r in self.rollouts.store.by_namespace(ns)]
+
+    def _holder(self, permit: Obj) -> list[Request]:
+        holder = str((permit.get("spec") or {}).get("holder") or "")
+        if not holder.startswith(HOLDER_PREFIX):
+            return []
+        ns, _, name = holder[len(HOLDER_PREFIX):].partition("/")
+        return [Request(ns, name)] if name else []
+
+    def _business_changed(self, cluster_key: str) -> None:
+        ns = cluster_key.split("/", 1)[0]
+        for r in self.rollouts.store.by_namespace(ns):
+            if ((r.get("spec") or {}).get("target") or {}).get("machines") is not None:
+                self.controller.queue.add(Request.for_object(r))
+
+    async def _reconcile(self, req: Request) -> Result | None:
+        return await self.reconciler.reconcile(req)
+
+    async def close(self) -> None:
+        await self.business.close()
