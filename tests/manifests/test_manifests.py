@@ -71,7 +71,10 @@ def test_least_privilege() -> None:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], r
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), r
     secret_readers = {r["metadata"]["name"] for r in roles for rule in r["rules"] if "secrets" in rule["resources"]}
-    assert secret_readers == {"kokpit:cluster-operator"}
+    assert secret_readers == {"kokpit:cluster-operator", "kokpit:rollout-controller"}
+    # the rollout controller only reads a business cluster's kubeconfig Secret by name (no list, no write)
+    ro = next(r for r in roles if r["metadata"]["name"] == "kokpit:rollout-controller")
+    assert [rule["verbs"] for rule in ro["rules"] if "secrets" in rule["resources"]] == [["get"]]
     leases = [r for r in roles if any("leases" in rule["resources"] for rule in r["rules"])]
     assert all(r["kind"] == "Role" for r in leases)  # leader election stays in kokpit's namespace
 

@@ -298,8 +298,8 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         await wait_risk_center(data_dir, deadline + 60)
         # every process serves metrics (listed by kokpit status, each answering its cluster's token)...
         rows = [line.split() for line in status.stdout.splitlines() if "/metrics " in line]
-        assert {"apiserver", "kubelet", "cluster-operator", "risk-center", "kube-apiserver", "simulator",
-                "machine-operator",
+        assert {"apiserver", "kubelet", "cluster-operator", "risk-center", "rollout-controller", "kube-apiserver",
+                "simulator", "machine-operator",
                 "kube-scheduler",
                 "kube-controller-manager"} <= \
             {r[1] for r in rows}, status.stdout

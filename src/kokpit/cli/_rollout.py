@@ -370,7 +370,8 @@ def rollout_controller(
     metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
                                       help="Act only while holding the kokpit-rollout-controller Lease."),
-    lease_namespace: str = typer.Option("default", "--lease-namespace", help="Namespace of the Lease."),
+    lease_namespace: str | None = typer.Option(None, "--lease-namespace", help="Namespace of the Lease "
+                                               "(default: the kubeconfig's, or the Pod's)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Rollouts reconciled at once."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

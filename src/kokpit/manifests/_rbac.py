@@ -82,6 +82,27 @@ COMPONENTS: tuple[Component, ...] = (
               "--metrics-token-file=/etc/kokpit/metrics/token"),
     ),
     Component(
+        "rollout-controller",
+        "Canary rollouts: releases Clusters to a ClusterPackageVersion and changes business clusters' Machines "
+        "batch by batch, through risk-center Permits, with automatic rollback.",
+        cluster_rules=(
+            rule((KOKPIT,), ("rollouts",), _RO, "watches Rollouts"),
+            rule((KOKPIT,), ("rollouts/status",), ("get", "patch", "update"), "keeps each Rollout's progress"),
+            rule((KOKPIT,), ("clusters",), (*_RO, "patch"), "selects target Clusters; sets spec.packageVersion"),
+            rule((KOKPIT,), ("clusterpackageversions", "riskpolicies"), _RO, "checks the release exists; reads "
+                 "the risk center's gate readings for analysis steps"),
+            rule((KOKPIT,), ("permits",), (*_RO, "create", "delete", "patch"), "asks for, renews and replaces "
+                 "the Permit of each batch"),
+            rule((KOKPIT,), ("permits/status",), ("patch",), "releases a Permit with the batch's outcome"),
+            rule(("",), ("secrets",), ("get",), "reads a business cluster's <name>-kubeconfig Secret to reach "
+                 "its Machines (by name only: no list)"),
+            _EVENTS,
+        ),
+        namespace_rules=(_LEADER_ELECTION,),
+        args=("rollout-controller", "--leader-elect", "--metrics-port=8080",
+              "--metrics-token-file=/etc/kokpit/metrics/token"),
+    ),
+    Component(
         "local-kubelet",
         "Embedded mode only: registers Node `local` and runs kokpit Pods as processes (a real meta cluster has "
         "real kubelets).  The rules are those of kube's system:node role that this kubelet uses.",

@@ -432,7 +432,11 @@ class Up:
         await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
                                                  "--default-policies", *self._metrics_args(risk_metrics))).start()
         record_endpoint(d, "risk-center", f"https://{_url_host(o.host)}:{risk_metrics}/metrics")
-        self.r.line("started the local kubelet, the cluster operator and the risk center")
+        ro_metrics = _free_port(o.host)  # canary rollouts (issue 16), as its ServiceAccount
+        await self._child("rollout-controller", _kokpit("rollout-controller", "--kubeconfig", str(identities[
+            "rollout-controller"]), *self._metrics_args(ro_metrics))).start()
+        record_endpoint(d, "rollout-controller", f"https://{_url_host(o.host)}:{ro_metrics}/metrics")
+        self.r.line("started the local kubelet, the cluster operator, the risk center and the rollout controller")
         await self._start_portal(identities["portal"])
         names = cluster_names(o.clusters)
         made = await _create_missing(meta, CLUSTER, [cluster_body(n, o.nodes) for n in names], CLUSTER_NAMESPACE)

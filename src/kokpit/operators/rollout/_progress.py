@@ -41,10 +41,12 @@ TOUCHED_FORWARD = {S.UPDATING.value, S.UPDATED.value, S.FAILED.value}
 
 
 class Progress:
-    def __init__(self, client: Client, permits: Store, clock: Clock, metrics: Any) -> None:
+    def __init__(self, client: Client, permits: Store, clock: Clock, metrics: Any,
+                 policies: Store | None = None) -> None:
         self.client = client
         self.permits = RolloutPermits(client, permits, clock)
         self.metrics = metrics
+        self.policies = policies  # RiskPolicies: the risk center's gate readings, for analysis steps
 
     # ------------------------------------------------------------------------------ observing
     async def targets_in_flight_are_observed(self, ctx: RolloutCtx) -> StepResult:
@@ -305,10 +307,18 @@ class Progress:
 
     def _analysis(self, ctx: RolloutCtx, i: int, duration: str, limit: int, started: dt.datetime
                   ) -> StepResult | None:
+        """Health and business metrics for ``duration``: more than ``limit`` failed targets, or a failing gate
+        of a RiskPolicy covering the operation in a cluster the rollout touched, fails the analysis."""
         failed = [t["name"] for t in ctx.targets if t.get("state") == S.FAILED.value]
+        why = ""
         if len(failed) > limit:
-            msg = f"analysis of step {i}: {len(failed)} failed target(s) (failureLimit {limit}): " + \
-                  ", ".join(failed)[:512]
+            why = f"{len(failed)} failed target(s) (failureLimit {limit}): " + ", ".join(failed)[:512]
+        else:
+            gates = self.failing_gates(ctx)
+            if gates:
+                why = "business-metric gate(s) failing: " + "; ".join(gates)[:1024]
+        if why:
+            msg = f"analysis of step {i}: {why}"
             ctx.condition(CT.ABORTED, True, R.ANALYSIS_FAILED, msg)
             ctx.warning(R.ANALYSIS_FAILED, msg)
             for s in ctx.status.get("steps") or []:
@@ -320,6 +330,23 @@ class Progress:
             ctx.waiting_for = f"step {i}: analysing {left:.0f}s more ({len(failed)} failed so far)"
             return wait(R.ANALYZING, ctx.waiting_for, after=min(left, 2.0))
         return None
+
+    def failing_gates(self, ctx: RolloutCtx) -> list[str]:
+        """Gates the risk center reads as failing (RiskPolicy status.gates) for the clusters the rollout
+        touched, among the policies that cover its operation."""
+        if self.policies is None or ctx.ops is None:
+            return []
+        ns = ctx.request.namespace or ""
+        touched = {f"{ns}/{ctx.ops.permit_scope(t)[0]}" for t in ctx.targets if t.get("touchedAt")}
+        out = []
+        for p in self.policies.list():
+            if ctx.ops.op.value not in ((p.get("spec") or {}).get("operations") or []):
+                continue
+            for g in (p.get("status") or {}).get("gates") or []:
+                if g.get("scope") in touched | {"*"} and not g.get("passing"):
+                    out.append(f"{p['metadata']['name']}/{g.get('name')} in {g.get('scope')}: "
+                               f"{g.get('message') or 'failing'}")
+        return out
 
     # ------------------------------------------------------------------------------ back
     async def touched_targets_are_rolled_back(self, ctx: RolloutCtx) -> StepResult:

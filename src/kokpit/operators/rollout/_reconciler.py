@@ -104,7 +104,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
 
     def __init__(self, client: Client, recorder: EventRecorder, *, rollouts: Store, clusters: Store, cpvs: Store,
                  permits: Store, business: BusinessClusters, options: RolloutOptions | None = None,
-                 clock: Clock | None = None, metrics: Any = None) -> None:
+                 clock: Clock | None = None, metrics: Any = None, policies: Store | None = None) -> None:
         super().__init__(client, recorder, clock)
         self.meta = client
         self.rollouts = rollouts
@@ -112,7 +112,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         self.cpvs = cpvs
         self.business = business
         self.opts = options or RolloutOptions()
-        self.progress = Progress(client, permits, self.clock, metrics)
+        self.progress = Progress(client, permits, self.clock, metrics, policies)
         self.metrics = metrics
         self._freeze = asyncio.Lock()
         # targets frozen by this process but maybe not in the informer cache yet (a cache: a restart

@@ -17,7 +17,7 @@ from kokpit.operators.rollout._metrics import RolloutMetrics
 from kokpit.operators.rollout._reconciler import ROLLOUT, RolloutOptions, RolloutReconciler
 from kokpit.operators.rollout._targets import CLUSTER, CPV
 from kokpit.runtime import Controller, EventRecorder, Manager, Request, Result
-from kokpit.runtime.permits import PERMIT
+from kokpit.runtime.permits import PERMIT, RISK_POLICY
 
 __all__ = ["RolloutController"]
 
@@ -38,18 +38,20 @@ class RolloutController:
         self.clusters = inf.informer(CLUSTER)
         self.cpvs = inf.informer(CPV)
         self.permits = inf.informer(PERMIT)
+        self.policies = inf.informer(RISK_POLICY)
         self.metrics = RolloutMetrics(manager.registry)
         self.business = BusinessClusters(manager.client, self._business_changed)
         self.recorder = EventRecorder(manager.client, "rollout-controller", clock=clock)
         self.reconciler = RolloutReconciler(
             manager.client, self.recorder, rollouts=self.rollouts.store, clusters=self.clusters.store,
             cpvs=self.cpvs.store, permits=self.permits.store, business=self.business, options=self.options,
-            clock=clock, metrics=self.metrics)
+            clock=clock, metrics=self.metrics, policies=self.policies.store)
         self.controller: Controller = manager.controller("rollout", self._reconcile, workers=self.options.workers)
         self.controller.for_(self.rollouts)
         self.controller.watches(self.clusters, lambda o: self._in_namespace(str(o["metadata"].get("namespace"))))
         self.controller.watches(self.cpvs, lambda _o: [Request.for_object(r) for r in self.rollouts.objects()])
         self.controller.watches(self.permits, self._holder)
+        self.controller.watches(self.policies, lambda _o: self._analysing())
 
     def _in_namespace(self, ns: str) -> list[Request]:
         return [Request.for_object(r) for r in self.rollouts.store.by_namespace(ns)]
@@ -60,6 +62,16 @@ class RolloutController:
             return []
         ns, _, name = holder[len(HOLDER_PREFIX):].partition("/")
         return [Request(ns, name)] if name else []
+
+    def _analysing(self) -> list[Request]:
+        """Rollouts in an analysis step (a gate reading changed)."""
+        out = []
+        for r in self.rollouts.objects():
+            steps = ((r.get("spec") or {}).get("strategy") or {}).get("steps") or []
+            i = int((r.get("status") or {}).get("currentStep") or 0)
+            if i < len(steps) and "analysis" in steps[i]:
+                out.append(Request.for_object(r))
+        return out
 
     def _business_changed(self, cluster_key: str) -> None:
         ns = cluster_key.split("/", 1)[0]

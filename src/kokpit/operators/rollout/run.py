@@ -21,13 +21,15 @@ LEASE = "kokpit-rollout-controller"
 
 async def run_controller(kubeconfig: str | Path | None, options: RolloutOptions | None = None, *,
                          http_port: int | None = 0, http_host: str = "127.0.0.1", handle_signals: bool = True,
-                         leader_election: bool = True, lease_namespace: str = "default",
+                         leader_election: bool = True, lease_namespace: str | None = None,
                          metrics_tokens: list[str] | None = None) -> None:
     """Run the rollout controller until SIGTERM/SIGINT (or cancellation)."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-rollout-controller")
     controller: RolloutController | None = None
     try:
-        le = LeaderElectionConfig(name=LEASE, namespace=lease_namespace) if leader_election else None
+        # the Lease lives in the kubeconfig's (in a Pod: its own) namespace unless told otherwise
+        ns = lease_namespace or client.namespace or "default"
+        le = LeaderElectionConfig(name=LEASE, namespace=ns) if leader_election else None
         manager = Manager(client, leader_election=le, http_host=http_host, http_port=http_port,
                           handle_signals=handle_signals, cache_transform=strip_managed_fields,
                           metrics_tokens=metrics_tokens)
