@@ -10,10 +10,15 @@ failing its progress deadline, which aborts the rollout and rolls the touched Cl
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import pytest
 from tests.operators.rollout.conftest import CLUSTER, ROLLOUT, Proc, cond, until
 
 from kokpit.api import install_crds
-from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import EVENT, NAMESPACE, Client, Kind
 from kokpit.runtime.permits import PERMIT
 
@@ -44,6 +49,7 @@ class Meta:
         self.api = api
         self.tmp = tmp
         self.procs: dict[str, Proc] = {}
+        self.metrics_port = free_port()
 
     def start(self, name: str, args: list[str]) -> Proc:
         self.procs[name] = Proc(args, self.tmp / f"{name}.log").start()
@@ -51,7 +57,20 @@ class Meta:
 
     def start_controller(self) -> Proc:
         return self.start("controller", ["rollout-controller", "--kubeconfig", str(self.api.kubeconfig),
-                                         "--lease-namespace", NS])
+                                         "--lease-namespace", NS, "--metrics-port", str(self.metrics_port),
+                                         "--metrics-token-file", str(self.api.data_dir / "tokens.json")])
+
+    def metrics(self, token: str | None) -> tuple[int, str]:
+        """GET the controller's /metrics over HTTPS (self-signed) with ``token``."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        req = urllib.request.Request(f"https://127.0.0.1:{self.metrics_port}/metrics", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), ""
 
     async def versions(self) -> dict[str, str]:
         out = {}
@@ -140,6 +159,14 @@ async def test_canary_promote_kill9_mid_batch_then_undo(meta: Meta) -> None:
     _kubectl(meta, "patch", "rollout", "cp", "-n", NS, "--type", "merge", "-p", '{"spec":{"undo":true}}')
     r = await meta.wait("cp", "RolledBack")
     assert await meta.versions() == {"ca": "v1", "cb": "v1", "cc": "v1"}
+    # metrics over HTTPS to holders of the cluster's tokens only
+    tokens = json.loads((meta.api.data_dir / "tokens.json").read_text())
+    status, text = await asyncio.to_thread(meta.metrics, tokens["readonly"])
+    assert status == 200, status
+    assert 'kokpit_rollouts{state="RolledBack"} 1.0' in text
+    assert 'kokpit_rollout_targets{namespace="fleet",rollout="cp",state="RolledBack"} 3.0' in text
+    assert "kokpit_rollout_step_duration_seconds_count" in text and "kokpit_rollout_rollbacks_total" in text
+    assert (await asyncio.to_thread(meta.metrics, None))[0] in (401, 403)
 
 
 async def test_a_cluster_that_never_gets_there_fails_and_the_touched_ones_roll_back(meta: Meta) -> None:
