@@ -77,13 +77,25 @@ class Proc:
             os.killpg(self.p.pid, signal.SIGKILL)
             self.p.wait(10)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.p is not None and self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.terminate()
+        if self.p is not None and self.p.poll() is None:
             try:
                 self.p.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill9()
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """SIGTERM every process at once, then wait for each (kill -9 after 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.stop()
 
     def tail(self, n: int = 3000) -> str:
         try:
@@ -195,8 +207,7 @@ async def make_fleet(apiserver: ApiServerProcess, tmp: Path, *, nodes: int = 4, 
             fleet.start_controller()
             yield fleet
         finally:
-            for p in fleet.procs.values():
-                p.stop()
+            stop_all(list(fleet.procs.values()))
             manager.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)

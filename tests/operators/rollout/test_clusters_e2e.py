@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.operators.rollout.conftest import CLUSTER, ROLLOUT, Proc, cond, until
+from tests.operators.rollout.conftest import CLUSTER, ROLLOUT, Proc, cond, stop_all, until
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import EVENT, NAMESPACE, Client, Kind
 from kokpit.runtime.permits import PERMIT
 
+pytestmark = pytest.mark.timeout(900)  # real processes on a loaded, shared machine
 Obj = dict[str, Any]
 CPV = Kind("kokpit.io", "v1alpha1", "ClusterPackageVersion", "clusterpackageversions", namespaced=False)
 NS = "fleet"
@@ -113,8 +114,7 @@ async def meta(apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIterator[Met
             m.start_controller()
             yield m
         finally:
-            for p in m.procs.values():
-                p.stop()
+            stop_all(list(m.procs.values()))
 
 
 async def _all(m: Meta, version: str) -> bool:

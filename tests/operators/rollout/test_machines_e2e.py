@@ -14,12 +14,14 @@ import shutil
 import sys
 from typing import Any
 
+import pytest
 from tests.operators.rollout.conftest import NS, ROLLOUT, Fleet, cond, until
 
 from kokpit.client import EVENT, ApiError
 from kokpit.operators.machine import MACHINE, MPV
 from kokpit.runtime.permits import PERMIT
 
+pytestmark = pytest.mark.timeout(900)  # real processes on a loaded, shared machine
 Obj = dict[str, Any]
 OLD, NEW = "kubelet-1.30", "kubelet-1.31"
 

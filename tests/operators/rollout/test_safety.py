@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from tests.operators.rollout.conftest import Fleet
 
+pytestmark = pytest.mark.timeout(900)  # real processes on a loaded, shared machine
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 

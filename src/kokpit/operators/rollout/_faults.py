@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["attributed_faults", "fault_names_rollout"]
 
 Obj = dict[str, Any]
-_RESOLVED = {"Resolved", "Expired", "Cleared", "Closed"}
+_RESOLVED = {"Resolved", "Expired", "Invalid", "Cleared", "Closed"}
 
 
 def _entries(fault: Obj) -> list[Any]:

@@ -9,6 +9,7 @@ is durable — changes its spec; a target whose spec already says the wanted val
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -37,6 +38,8 @@ R = RolloutReason
 S = TargetState
 FINISHED = {S.UPDATED.value, S.FAILED.value, S.MODIFIED.value, S.ROLLED_BACK.value}
 TOUCHED_FORWARD = {S.UPDATING.value, S.UPDATED.value, S.FAILED.value}
+CHANGES_PER_RECONCILE = 500  # target spec changes written by one reconcile (the rest: the next one)
+CHANGE_CONCURRENCY = 32
 
 
 
@@ -110,36 +113,49 @@ class Progress:
     # ------------------------------------------------------------------------------ changing
     async def marked_targets_run_the_change(self, ctx: RolloutCtx) -> StepResult:
         """Change every marked target whose spec is still the other version (marked in a reconcile whose status
-        is already written)."""
+        is already written): up to ``CHANGES_PER_RECONCILE`` of them, ``CHANGE_CONCURRENCY`` at once, so a
+        batch of thousands is written in a few reconciles that each stay short."""
         assert ctx.ops is not None
-        changed = 0
+        ops = ctx.ops
+        todo: list[tuple[Obj, Obj, bool]] = []
         for t in ctx.targets:
             state = t.get("state")
             if state not in (S.UPDATING.value, S.ROLLING_BACK.value):
                 continue
             back = state == S.ROLLING_BACK.value
-            seen = ctx.ops.observe(t, back)
+            seen = ops.observe(t, back)
             if seen.obj is None or seen.spec_is == "wanted":
-                t["changed"] = True if seen.obj is not None else t.get("changed", False)
+                if seen.obj is not None:
+                    t["changed"] = True
                 continue
             if seen.spec_is == "other":
                 self._finish(ctx, t, S.MODIFIED, "changed by someone else before the rollout reached it: left alone")
                 ctx.warning(R.TARGET_MODIFIED, f"{t['name']} no longer runs the version recorded when the rollout "
                                                "started; the rollout leaves it alone")
                 continue
-            try:
-                await ctx.ops.change(t, seen.obj, back)
-            except ConflictError:
-                ctx.requeue_after(0.2)  # it changed under us: look again
-                continue
-            except NotFoundError:
-                continue
-            except (ApiError, TransportError) as e:
-                t["message"] = f"cannot change the target: {e}"[:1024]
-                ctx.requeue_after(2.0)
-                continue
-            t["changed"] = True
-            changed += 1
+            todo.append((t, seen.obj, back))
+        if len(todo) > CHANGES_PER_RECONCILE:
+            ctx.requeue_after(0.01)  # the rest in the next reconcile, after this one's status is written
+            todo = todo[:CHANGES_PER_RECONCILE]
+        slots = asyncio.Semaphore(CHANGE_CONCURRENCY)
+
+        async def change(t: Obj, obj: Obj, back: bool) -> bool:
+            async with slots:
+                try:
+                    await ops.change(t, obj, back)
+                except ConflictError:
+                    ctx.requeue_after(0.2)  # it changed under us: look again
+                    return False
+                except NotFoundError:
+                    return False
+                except (ApiError, TransportError) as e:
+                    t["message"] = f"cannot change the target: {e}"[:1024]
+                    ctx.requeue_after(2.0)
+                    return False
+                t["changed"] = True
+                return True
+
+        changed = sum(await asyncio.gather(*(change(*x) for x in todo)))
         return act("Changed", f"{changed} target(s) changed") if changed else done()
 
     # ------------------------------------------------------------------------------ permits
