@@ -90,18 +90,19 @@ class Proc:
                 self.kill9()
 
 
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except FileNotFoundError:
+            return ""
+
+
 def stop_all(procs: list[Proc]) -> None:
     """SIGTERM every process at once, then wait for each (kill -9 after 10 s)."""
     for p in procs:
         p.terminate()
     for p in procs:
         p.stop()
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except FileNotFoundError:
-            return ""
 
 
 @dataclass
