@@ -283,3 +283,25 @@ def test_kubeconfig_dict_shape_and_errors() -> None:
         kubeconfig_dict(server="http://h:1", ca_pem=b"PEM", token="t")
     with pytest.raises(ValueError, match="URL"):
         kubeconfig_dict(server="h:1", ca_pem=None, token="t")
+
+
+def test_kubelet_client_certificate_is_issued_by_the_ca_and_follows_it(tmp_path: Path) -> None:
+    """The certificate the server shows kubelets (pods/log): signed by the cluster CA, clientAuth only, the
+    kubelet client identity; kept across starts, re-issued with a new CA."""
+    from kokpit._lib.pki import KUBELET_CLIENT_NAME
+
+    pki = ensure_pki(tmp_path, [])
+    assert pki.kubelet_client_cert is not None and pki.kubelet_client_key is not None
+    cert = x509.load_pem_x509_certificate(pki.kubelet_client_cert.read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.ca_pem))
+    assert cert.subject.rfc4514_string() == f"CN={KUBELET_CLIENT_NAME}"
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert stat.S_IMODE(pki.kubelet_client_key.stat().st_mode) == 0o600
+    first = pki.kubelet_client_cert.read_bytes()
+    assert ensure_pki(tmp_path, []).kubelet_client_cert.read_bytes() == first  # type: ignore[union-attr]
+    (tmp_path / "pki" / "ca.key").unlink()  # a new CA: everything it signed is re-issued
+    again = ensure_pki(tmp_path, [])
+    assert again.kubelet_client_cert is not None
+    x509.load_pem_x509_certificate(again.kubelet_client_cert.read_bytes()).verify_directly_issued_by(
+        x509.load_pem_x509_certificate(again.ca_pem))

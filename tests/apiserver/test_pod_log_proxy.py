@@ -1,16 +1,18 @@
 """pods/log as a proxy (kokpit._lib.http1 underneath): what the API server sends to the Node's kubelet
 endpoint, how it relays the kubelet's answer, and the Status it answers when the kubelet is unreachable.
-The kubelet here is a small asyncio server speaking the documented containerLogs contract; the real
+The kubelet here is a small asyncio TLS server speaking the documented containerLogs contract; the real
 kubelet is exercised end to end (kubectl logs, logs -f) in tests/kubelet/test_kubelet.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
 
+from kokpit._lib.pki import KUBELET_CLIENT_NAME, self_signed_server_context
 from kokpit.apiserver.testing import ApiServerProcess
 
 NS = "default"
@@ -33,19 +35,26 @@ async def _node_with_kubelet_port(apiserver: ApiServerProcess, name: str, port: 
 
 
 @pytest.fixture
-async def fake_kubelet() -> AsyncIterator[tuple[int, list[bytes], list[bytes]]]:
-    """(port, request heads received, the answer to send: status line + headers + body pieces)."""
+async def fake_kubelet(apiserver: ApiServerProcess) -> AsyncIterator[tuple[int, list[bytes], list[bytes]]]:
+    """(port, request heads received, the answer to send: status line + headers + body pieces).  Like the
+    kubelet, it serves TLS and requires a client certificate of the cluster CA, and it checks the caller is
+    the API server's kubelet client identity."""
     heads: list[bytes] = []
     answer: list[bytes] = []
+    ctx = self_signed_server_context(["127.0.0.1"], "fake-kubelet")
+    ctx.load_verify_locations(cafile=str(apiserver.ca_file))
+    ctx.verify_mode = ssl.CERT_REQUIRED
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        subject = dict(x[0] for x in writer.get_extra_info("peercert")["subject"])
+        assert subject["commonName"] == KUBELET_CLIENT_NAME
         heads.append(await reader.readuntil(b"\r\n\r\n"))
         for piece in answer:
             writer.write(piece)
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
     try:
         yield int(server.sockets[0].getsockname()[1]), heads, answer
     finally:

@@ -146,6 +146,81 @@ async def test_node_registration_and_lease(env: tuple[Client, KubeletRunner]) ->
     assert renewed
 
 
+def _ask_logs(port: int, cert: tuple[Path, Path] | None, host: str = "127.0.0.2") -> tuple[int, str]:
+    """The kubelet's containerLogs asked directly over TLS, with ``cert`` (file, key) or none."""
+    import http.client
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/containerLogs/default/nothing-here/c")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def _client_cert(tmp: Path, ca_cert: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
+    from kokpit._lib import pki
+
+    made = pki.new_client_cert(pki.CertPair(ca_cert.read_bytes(), ca_key.read_bytes()), name)
+    crt, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    crt.write_bytes(made.cert_pem)
+    key.write_bytes(made.key_pem)
+    return crt, key
+
+
+async def test_kubelet_binds_and_advertises_its_address_and_authenticates_log_readers(
+        apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """Issue 13: `--address` is where the log endpoint listens and what the Node and its Pods advertise; the
+    endpoint serves the API server's kubelet client certificate only — none: 401, another identity of the
+    cluster CA: 403, another CA: no TLS session at all."""
+    import ssl
+
+    from kokpit._lib import pki
+
+    client = Client.from_kubeconfig(apiserver.kubeconfig)
+    runner = KubeletRunner(client, tmp_path / "kubelet", address="127.0.0.2", bind_pending=False)
+    try:
+        kubelet = await runner.start()
+        port = kubelet.log_server.port
+        assert kubelet.log_server._server is not None
+        assert {s.getsockname()[0] for s in kubelet.log_server._server.sockets} == {"127.0.0.2"}
+        node = await client.get(NODE, "local")
+        assert node["status"]["addresses"][0] == {"type": "InternalIP", "address": "127.0.0.2"}
+        await client.create(POD, pod("where", [{"name": "c", "image": "kokpit", "command": ["kokpit"],
+                                                "args": ["--help"]}], nodeName="local", restartPolicy="Never"))
+        p = await until(lambda: _get_if(client, "where", lambda p: bool((p.get("status") or {}).get("hostIP"))),
+                        what="pod status")
+        assert p["status"]["hostIP"] == p["status"]["podIP"] == "127.0.0.2"
+
+        pki_dir = apiserver.data_dir / "pki"
+        ours = (pki_dir / "kubelet-client.crt", pki_dir / "kubelet-client.key")
+        code, body = await asyncio.to_thread(_ask_logs, port, ours)
+        assert code == 404 and "nothing-here" in body, body  # authenticated: only the Pod is missing
+        code, body = await asyncio.to_thread(_ask_logs, port, None)
+        assert code == 401 and "client certificate" in body, body
+        other = _client_cert(tmp_path, apiserver.ca_file, pki_dir / "ca.key", "someone-else")
+        code, body = await asyncio.to_thread(_ask_logs, port, other)
+        assert code == 403 and "user=someone-else" in body, body
+        foreign_ca = pki.new_ca("not-the-cluster-ca")
+        (tmp_path / "f-ca.crt").write_bytes(foreign_ca.cert_pem)
+        (tmp_path / "f-ca.key").write_bytes(foreign_ca.key_pem)
+        forged = _client_cert(tmp_path, tmp_path / "f-ca.crt", tmp_path / "f-ca.key", pki.KUBELET_CLIENT_NAME)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.to_thread(_ask_logs, port, forged)
+        # and the API server, with its certificate, still reads through: a 400 naming the Pod, not a refusal
+        status, body_b = await asyncio.to_thread(apiserver.request, "GET", f"/api/v1/namespaces/{NS}/pods/where/log")
+        assert status in (200, 400) and b"Unauthorized" not in body_b and b"Forbidden" not in body_b, body_b
+    finally:
+        await runner.stop(stop_pods=True)
+        await client.close()
+
+
 async def _renewed(client: Client, first: str) -> bool:
     lease = await client.get(LEASE, "local", "kube-node-lease")
     return bool(lease["spec"]["renewTime"] != first)
@@ -413,7 +488,8 @@ async def test_cli_kubelet_process(apiserver: ApiServerProcess, tmp_path: Path) 
         spec = apiserver_pod("cli-api", port)
         spec["spec"]["nodeName"] = "laptop"
         await client.create(POD, spec)
-        p = await until(lambda: _get_if(client, "cli-api", is_ready), what="pod Ready")
+        # a whole API server process starting under the kubelet process: slow on a loaded machine
+        p = await until(lambda: _get_if(client, "cli-api", is_ready), timeout=90, what="pod Ready")
         pid = pid_of(p)
         procs[0].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(procs[0].wait(), 10) == 0

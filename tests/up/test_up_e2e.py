@@ -26,6 +26,9 @@ from kokpit.operators.cluster import CLUSTER
 
 CLUSTERS, NODES = 2, 10
 READY_WITHIN = 90.0
+# `kokpit up --host`: an address of this machine other than the default, so that a server that ignores
+# --host (listening on 127.0.0.1 or a wildcard, advertising another address) is caught (127.0.0.0/8 is lo's)
+HOST = "127.0.0.2"
 
 Obj = dict[str, Any]
 
@@ -59,7 +62,7 @@ class Up:
         with open(self.out, "wb") as f:
             self.proc = subprocess.Popen(
                 kokpit("up", "--clusters", str(CLUSTERS), "--nodes", str(NODES), "--data-dir", str(data_dir),
-                       "--port", str(port)), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                       "--port", str(port), "--host", HOST), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.out.read_text(errors="replace")
@@ -178,18 +181,54 @@ def listening(pids: set[int]) -> list[tuple[int, str, int]]:
     return out
 
 
+def kubelet_log_without_credentials(port: int, pod: Obj) -> tuple[int, str]:
+    """(status, body) of the kubelet's containerLogs asked directly, over TLS but without a client
+    certificate: what anyone on the machine could try."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(HOST, port, context=ctx, timeout=10)
+    try:
+        m = pod["metadata"]
+        conn.request("GET", f"/containerLogs/{m['namespace']}/{m['name']}/{pod['spec']['containers'][0]['name']}")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
 def fleet_pids(data_dir: Path) -> set[int]:
     return {int(line.split(":")[0]) for line in procs_mentioning(str(data_dir))}
 
 
 async def check_secure_surface(kubectl_bin: str, data_dir: Path, kc: Path, readme: set[str]) -> None:
-    """Issue 13: nothing the fleet runs listens on a wildcard address, the node driver is reached with
-    credentials `kokpit simulator fault --cluster` finds itself, and the README's .kokpit/ paths exist."""
+    """Issue 13: everything the fleet runs listens on the --host address only (the local kubelet and the Pods it
+    runs included) and advertises it, the kubelet's log endpoint serves the API server's client certificate
+    only (kubectl logs works, a caller without one gets 401), the node driver is reached with credentials
+    `kokpit simulator fault --cluster` finds itself, and the README's .kokpit/ paths exist."""
     socks = listening(fleet_pids(data_dir))
     assert socks, "found no listening sockets of the fleet"
     wild = [s for s in socks if s[1] in ("0.0.0.0", "0000:0000:0000:0000:0000:0000:0000:0000")]
     assert wild == [], f"listening on a wildcard address: {wild}"
-    assert all(s[1] == "127.0.0.1" for s in socks), socks
+    assert all(s[1] == HOST for s in socks), socks
+
+    meta_kc = data_dir / "kubeconfig"
+    local = kubectl_json(kubectl_bin, meta_kc, "get", "node", "local")["status"]
+    assert local["addresses"][0] == {"type": "InternalIP", "address": HOST}, local["addresses"]
+    log_port = int(local["daemonEndpoints"]["kubeletEndpoint"]["Port"])
+    assert any(s[2] == log_port for s in socks)
+    pods = kubectl_json(kubectl_bin, meta_kc, "get", "pods", "-A")["items"]
+    assert pods and all(p["status"].get("hostIP") == HOST for p in pods if p["spec"].get("nodeName") == "local")
+    api_pod = next(p for p in pods if "apiserver" in p["metadata"]["name"] and p["spec"].get("nodeName") == "local"
+                   and p["status"].get("phase") == "Running")
+    logs = await asyncio.to_thread(subprocess.run, [kubectl_bin, "--kubeconfig", str(meta_kc), "logs", "-n",
+                                                    api_pod["metadata"]["namespace"], api_pod["metadata"]["name"],
+                                                    "--tail", "20"], capture_output=True, text=True, timeout=30)
+    assert logs.returncode == 0 and logs.stdout, logs.stderr  # through the API server's client certificate
+    code, _ = await asyncio.to_thread(kubelet_log_without_credentials, log_port, api_pod)
+    assert code == 401
 
     node = "sim-00003"
     hit = run(kokpit("simulator", "fault", "--cluster", "cluster-1", "--data-dir", str(data_dir), "--node", node,
@@ -205,7 +244,7 @@ async def check_secure_surface(kubectl_bin: str, data_dir: Path, kc: Path, readm
     assert healed.returncode == 0, healed.stderr
     node_obj = kubectl_json(kubectl_bin, kc, "get", "node", node)
     url = node_obj["metadata"]["annotations"]["kokpit.io/simulator-driver"]
-    assert url.startswith("https://127.0.0.1:"), url  # advertised as reachable, never 0.0.0.0
+    assert url.startswith(f"https://{HOST}:"), url  # advertised as reachable, never 0.0.0.0
     no_creds = run(kokpit("simulator", "fault", "--url", url, "--node", node, "--type", "hardware"))
     assert no_creds.returncode == 1 and "client certificate" in no_creds.stderr
 
@@ -240,7 +279,6 @@ def stop_and_check_no_orphans(up: Up) -> None:
     assert left == [], left
 
 
-@pytest.mark.timeout(300)
 def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
     """The kubelet and the cluster operator ran the fleet up as their ServiceAccounts, with the RBAC of the
     install manifests, and were never refused anything (a missing permission shows up as a 403 in a log)."""

@@ -20,7 +20,6 @@ import ipaddress
 import json
 import logging
 import ssl
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,20 +61,6 @@ def _url_host(host: str) -> str:
     return host
 
 
-def _self_signed(host: str) -> ssl.SSLContext:
-    ca = pki.new_ca("kokpit-metrics-ca")
-    cert = pki.new_serving_cert(ca, [host, "localhost"], common_name="kokpit-metrics")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    with tempfile.TemporaryDirectory(prefix="kokpit-metrics-") as d:  # ssl loads keys from files only
-        crt, key = Path(d) / "tls.crt", Path(d) / "tls.key"
-        crt.write_bytes(cert.cert_pem + ca.cert_pem)
-        key.touch(0o600)
-        key.write_bytes(cert.key_pem)
-        ctx.load_cert_chain(crt, key)
-    return ctx
-
-
 class MetricsServer:
     """``https://HOST:PORT`` serving ``/metrics`` of ``registry`` to holders of ``tokens``, and probes.
 
@@ -98,7 +83,8 @@ class MetricsServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> str:
-        ctx = await asyncio.to_thread(_self_signed, self.host)
+        ctx = await asyncio.to_thread(pki.self_signed_server_context, [self.host, "localhost"],
+                                        "kokpit-metrics")
         self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=ctx)
         self.port = int(self._server.sockets[0].getsockname()[1])
         self.url = f"https://{_url_host(self.host)}:{self.port}/metrics"

@@ -18,8 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+import ssl
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +38,7 @@ __all__ = [
     "DRIVER_KEYS",
     "DRIVER_SERVING_CERT",
     "DRIVER_SERVING_KEY",
+    "KUBELET_CLIENT_NAME",
     "CertPair",
     "cert_valid",
     "driver_pki",
@@ -42,8 +46,13 @@ __all__ = [
     "new_client_cert",
     "new_serving_cert",
     "new_token",
+    "self_signed_server_context",
     "serving_cert_covers",
 ]
+
+# the common name of the API server's client certificate towards kubelets (kubeadm's name for it): the one
+# identity a kubelet's log endpoint serves (kube-apiserver --kubelet-client-certificate)
+KUBELET_CLIENT_NAME = "kube-apiserver-kubelet-client"
 
 # the node driver's PKI as keys of the per-Cluster PKI Secret (and file names in a simulator's pki folder)
 DRIVER_CA_CERT = "driver-ca.crt"
@@ -202,3 +211,20 @@ def serving_cert_covers(cert_pem: bytes, hosts: list[str], *, now: dt.datetime |
         except ValueError:
             want.add(h.lower())
     return want <= have
+
+
+def self_signed_server_context(hosts: list[str], common_name: str) -> ssl.SSLContext:
+    """A TLS 1.2+ server context with a fresh in-memory CA and serving certificate for ``hosts`` — the
+    self-signed default of kubelet and kube-controller-manager when no certificate is given.  The callers
+    authenticate (a token, a client certificate); the certificate only encrypts."""
+    ca = new_ca(f"{common_name}-ca")
+    cert = new_serving_cert(ca, hosts, common_name=common_name)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="kokpit-tls-") as d:  # ssl loads keys from files only
+        crt, key = Path(d) / "tls.crt", Path(d) / "tls.key"
+        crt.write_bytes(cert.cert_pem + ca.cert_pem)
+        key.touch(0o600)
+        key.write_bytes(cert.key_pem)
+        ctx.load_cert_chain(crt, key)
+    return ctx

@@ -17,6 +17,7 @@ live beside it:
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -77,6 +78,7 @@ class App:
         self.auth = auth
         self.config = config
         self.rbac: Authorization | None = None  # set by server.build: RBAC and the review/token APIs
+        self.kubelet_tls: ssl.SSLContext | None = None  # set by server.serve: its kubelet client certificate
         self.metrics = CollectorRegistry()
         self._requests = Counter("apiserver_request_total", "API requests by verb, resource and code",
                                  ["verb", "group", "resource", "code"], registry=self.metrics)
@@ -138,7 +140,7 @@ class App:
             if info.verb == "get" and info.subresource == "log":
                 rt = resource_type(self.registry, info)
                 await subresources.pod_log(self.rest, self.store, rt, info.namespace, info.name, query,
-                                           receive, send)
+                                           receive, send, self.kubelet_tls)
                 self._observe(info, 200, None)  # a followed log's lifetime is no latency either
                 return
             body = await read_body(receive, headers)

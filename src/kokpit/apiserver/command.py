@@ -31,6 +31,10 @@ def apiserver(
                                               "default: the server's own PKI under the data dir."),
     tls_private_key_file: Path | None = typer.Option(None, "--tls-private-key-file", help="Its key (PEM)."),
     ca_file: Path | None = typer.Option(None, "--ca-file", help="CA of --tls-cert-file, for the kubeconfigs."),
+    kubelet_client_certificate: Path | None = typer.Option(
+        None, "--kubelet-client-certificate", help="Client certificate (PEM) shown to kubelets for pods/log; "
+        "default: the server's own PKI's, signed by its CA."),
+    kubelet_client_key: Path | None = typer.Option(None, "--kubelet-client-key", help="Its key (PEM)."),
     token_file: Path | None = typer.Option(None, "--token-file", help="JSON {admin, readonly} bearer tokens; "
                                            "default: generated under the data dir."),
     standby: bool = typer.Option(False, "--standby", help="When another server holds --data-dir, wait and "
@@ -54,7 +58,9 @@ def apiserver(
                           event_ttl=event_ttl, bookmark_interval=bookmark_interval,
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
                           token_file=token_file, standby=standby, instance=instance_name,
-                          authorization_mode=authorization_mode))
+                          authorization_mode=authorization_mode,
+                          kubelet_client_cert_file=kubelet_client_certificate,
+                          kubelet_client_key_file=kubelet_client_key))
     except DataDirInUse as e:
         fail(f"{e}; stop it first or pass another --data-dir")
     except (RuntimeError, PermissionError) as e:

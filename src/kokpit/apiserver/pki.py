@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kokpit._lib import pki as _lib_pki
+
 __all__ = [
     "ALWAYS_HOSTS",
     "CA_VALIDITY",
@@ -67,6 +69,9 @@ class Pki:
     server_cert: Path
     server_key: Path
     ca_pem: bytes
+    # the client certificate this server presents to kubelets (pods/log), CN KUBELET_CLIENT_NAME
+    kubelet_client_cert: Path | None = None
+    kubelet_client_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -258,11 +263,29 @@ def ensure_pki(data_dir: Path, hosts: list[str], *, now: dt.datetime | None = No
             cert, key = _new_server(ca, ca_key, ips, names, now)
             atomic_write(paths["server.key"], _pem_key(key), 0o600)
             atomic_write(paths["server.crt"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        for key_name in ("ca.key", "server.key"):  # tighten files someone loosened by hand
-            if paths[key_name].stat().st_mode & 0o077:
-                os.chmod(paths[key_name], 0o600)
+        ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+        _ensure_kubelet_client(pki_dir, ca_pem, _pem_key(ca_key), now)
+        for key_name in ("ca.key", "server.key", "kubelet-client.key"):  # tighten files loosened by hand
+            if (pki_dir / key_name).stat().st_mode & 0o077:
+                os.chmod(pki_dir / key_name, 0o600)
     return Pki(ca_cert=paths["ca.crt"], ca_key=paths["ca.key"], server_cert=paths["server.crt"],
-               server_key=paths["server.key"], ca_pem=ca.public_bytes(serialization.Encoding.PEM))
+               server_key=paths["server.key"], ca_pem=ca_pem, kubelet_client_cert=pki_dir / "kubelet-client.crt",
+               kubelet_client_key=pki_dir / "kubelet-client.key")
+
+
+def _ensure_kubelet_client(pki_dir: Path, ca_pem: bytes, ca_key_pem: bytes, now: dt.datetime) -> None:
+    """The client certificate this server shows kubelets (kube-apiserver --kubelet-client-certificate):
+    signed by the cluster CA, which kubelets trust for callers, ``clientAuth`` only; re-issued when missing,
+    not matching its key, near expiry or signed by an older CA."""
+    crt, key = pki_dir / "kubelet-client.crt", pki_dir / "kubelet-client.key"
+    pair = _load_pair(crt, key)
+    if pair is not None and _lib_pki.cert_valid(pair[0].public_bytes(serialization.Encoding.PEM), ca_pem=ca_pem,
+                                                now=now, renew_before=RENEW_BEFORE):
+        return
+    made = _lib_pki.new_client_cert(_lib_pki.CertPair(ca_pem, ca_key_pem), _lib_pki.KUBELET_CLIENT_NAME,
+                                    days=SERVER_VALIDITY.days, now=now)
+    atomic_write(key, made.key_pem, 0o600)
+    atomic_write(crt, made.cert_pem, 0o644)
 
 
 # --- tokens ----------------------------------------------------------------------------------------------------

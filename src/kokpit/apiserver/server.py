@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 import uvicorn
 
-from kokpit.apiserver import builtins, schema
+from kokpit.apiserver import builtins, schema, subresources
 from kokpit.apiserver.app import App, AppConfig
 from kokpit.apiserver.auth import Authenticator
 from kokpit.apiserver.controllers import Controllers
@@ -71,6 +72,9 @@ class ServerOptions:
     tls_key_file: Path | None = None
     ca_file: Path | None = None  # the CA that signed tls_cert_file, written into the kubeconfigs
     token_file: Path | None = None  # JSON {"admin": ..., "readonly": ...}
+    # what this server presents to kubelets (pods/log); default: its own PKI's (DATA/pki/kubelet-client.*)
+    kubelet_client_cert_file: Path | None = None
+    kubelet_client_key_file: Path | None = None
     # wait for the data dir's lock (a hot standby) instead of failing when another server holds it
     standby: bool = False
     standby_poll: float = 0.2
@@ -248,6 +252,7 @@ async def serve(opts: ServerOptions) -> None:
     built = await build(opts, auth, lock)
     ssl_kwargs: dict[str, Any] = {}
     ca_pem: bytes | None = None
+    kubelet_client = (opts.kubelet_client_cert_file, opts.kubelet_client_key_file)
     if opts.tls and opts.tls_cert_file and opts.tls_key_file:
         ssl_kwargs = {"ssl_certfile": str(opts.tls_cert_file), "ssl_keyfile": str(opts.tls_key_file)}
         ca_pem = opts.ca_file.read_bytes() if opts.ca_file else None
@@ -255,6 +260,14 @@ async def serve(opts: ServerOptions) -> None:
         pki = ensure_pki(data_dir, _hosts(opts))
         ssl_kwargs = {"ssl_certfile": str(pki.server_cert), "ssl_keyfile": str(pki.server_key)}
         ca_pem = pki.ca_pem
+        if kubelet_client[0] is None:
+            kubelet_client = (pki.kubelet_client_cert, pki.kubelet_client_key)
+    if kubelet_client[0] is not None and kubelet_client[1] is not None:
+        try:
+            built.app.kubelet_tls = subresources.kubelet_client_context(kubelet_client[0], kubelet_client[1])
+        except (OSError, ssl.SSLError) as e:
+            await _shutdown(built)
+            raise RuntimeError(f"cannot load the kubelet client certificate {kubelet_client[0]}: {e}") from None
     built.sa_controllers.set_root_ca(ca_pem)
     sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -23,7 +25,7 @@ from kokpit.apiserver.responses import Receive, Response, Send, json_response, s
 from kokpit.apiserver.rest import Rest, WriteOptions
 from kokpit.apiserver.storage.store import Entry, Store
 
-__all__ = ["bind", "evict", "get_scale", "patch_scale", "pod_log", "update_scale"]
+__all__ = ["bind", "evict", "get_scale", "kubelet_client_context", "patch_scale", "pod_log", "update_scale"]
 
 _LOG_CONNECT_TIMEOUT = 5.0
 _LOG_HEAD_TIMEOUT = 10.0
@@ -109,12 +111,27 @@ async def patch_scale(rest: Rest, rt: ResourceType, ns: str | None, name: str, p
     return await update_scale(rest, rt, ns, name, scale, opts)
 
 
+def kubelet_client_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """How this server calls kubelets: TLS presenting its kubelet client certificate (kube-apiserver
+    --kubelet-client-certificate/--kubelet-client-key).  The kubelet's self-signed serving certificate is not
+    verified, as kube-apiserver does not without --kubelet-certificate-authority; the kubelet is the side
+    that authenticates (logs may hold secrets, the caller's identity is what matters)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
 async def pod_log(rest: Rest, store: Store, rt: ResourceType, ns: str | None, name: str, query: dict[str, str],
-                  receive: Receive, send: Send) -> None:
+                  receive: Receive, send: Send, tls: ssl.SSLContext | None = None) -> None:
     """pods/log, proxied from the Pod's kubelet.  The contract (the server imports no kubelet code): the
     kubelet publishes its port as the Node's status.daemonEndpoints.kubeletEndpoint.Port and serves
-    plain-HTTP ``GET /containerLogs/<ns>/<pod>/<container>?tailLines=&follow=&previous=&limitBytes=`` on
-    the Node's InternalIP; a non-200 answer's text becomes a 400 (as kube relays kubelet errors)."""
+    ``GET /containerLogs/<ns>/<pod>/<container>?tailLines=&follow=&previous=&limitBytes=`` over HTTPS on the
+    Node's InternalIP to the client certificate ``tls`` presents (see :func:`kubelet_client_context`; None:
+    plain HTTP, for a server without a CA key); a non-200 answer's text becomes a 400 (as kube relays
+    kubelet errors)."""
     if rt.kind != "Pod" or rt.group != "":
         raise errors.not_found(rt.plural, name, rt.group)
     pod = rest.get(rt, ns, name).obj
@@ -142,7 +159,7 @@ async def pod_log(rest: Rest, store: Store, rt: ResourceType, ns: str | None, na
     target = "/containerLogs/" + "/".join(quote(str(x), safe="") for x in (ns, name, container))
     if params:
         target += "?" + urlencode(params)
-    kubelet = Http1Pool(host, int(port), size=1)
+    kubelet = Http1Pool(host, int(port), size=1, ssl_context=tls)
     try:
         async with kubelet.stream("GET", target, connect_timeout=_LOG_CONNECT_TIMEOUT,
                                   timeout=_LOG_HEAD_TIMEOUT) as answer:
@@ -154,7 +171,7 @@ async def pod_log(rest: Rest, store: Store, rt: ResourceType, ns: str | None, na
     except ConnectError as e:
         raise errors.bad_request(f"cannot reach the kubelet of node {node_name} at {host}:{port}: "
                                  f"{e.__cause__ or e}") from None
-    except (TransportError, OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+    except (TransportError, OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as e:
         raise errors.bad_request(f"reading logs from the kubelet of node {node_name} failed: "
                                  f"{e.__cause__ or e}") from None
 

@@ -161,6 +161,10 @@ def kubelet_cmd(
                                       "Running/Ready (cluster operator scale benchmarks). Not the fleet "
                                       "simulator (`kokpit simulator`), which simulates whole hosts."),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Log endpoint port (0 picks a free one)."),
+    address: str = typer.Option("127.0.0.1", "--address", help="The address the log endpoint listens on and "
+                                "the Node advertises (InternalIP, the Pods' hostIP); never a wildcard."),
+    client_ca_file: Path | None = typer.Option(None, "--client-ca-file", help="CA whose client certificates "
+                                               "may read logs (default: the CA of --kubeconfig)."),
     bind_pending: bool = typer.Option(True, "--bind-pending/--no-bind-pending",
                                       help="Bind unscheduled Pods (default scheduler) to this Node."),
     backoff_base: float = typer.Option(10.0, "--backoff-base", min=0.01, help="First CrashLoopBackOff delay (s)."),
@@ -180,8 +184,15 @@ def kubelet_cmd(
 
     if kubeconfig is not None and not kubeconfig.is_file():
         fail(f"kubeconfig {kubeconfig} not found")
+    from kokpit.nodes.mtls import is_wildcard
+
+    if is_wildcard(address):
+        fail(f"--address {address or '(empty)'} would listen on every interface; pass one address of this machine")
+    if client_ca_file is not None and not client_ca_file.is_file():
+        fail(f"--client-ca-file {client_ca_file} not found")
     setup_logging(verbose, quiet_http=True)
     opts = KubeletOptions(data_dir=data_dir, node_name=node_name, fake_runtime=fake_runtime, log_port=port,
+                          address=address, client_ca_pem=client_ca_file.read_bytes() if client_ca_file else None,
                           bind_pending=bind_pending, backoff_base=backoff_base, backoff_cap=backoff_cap,
                           metrics_port=metrics_port, metrics_host=metrics_host,
                           metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])

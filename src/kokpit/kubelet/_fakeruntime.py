@@ -24,9 +24,10 @@ log = logging.getLogger("kokpit.kubelet")
 class FakeRuntime:
     """Pods of ``pods`` (the Node's informer) are queued by key; ``worker()`` tasks report their status."""
 
-    def __init__(self, client: Client, pods: Informer) -> None:
+    def __init__(self, client: Client, pods: Informer, address: str = "127.0.0.1") -> None:
         self.client = client
         self.pods = pods
+        self.address = address  # the Node's InternalIP: the Pods' hostIP and podIP
         self.queue: WorkQueue[str] = WorkQueue("kubelet-fake-runtime")
         self.writes = 0
 
@@ -76,7 +77,7 @@ class FakeRuntime:
                      for t, s in (("Initialized", "True"), ("Ready", "False"), ("ContainersReady", "False"),
                                   ("PodScheduled", "True"))]
             await self.client.patch_status(POD, name, {"status": {
-                "phase": "Succeeded", "conditions": conds, "containerStatuses": done, "hostIP": "127.0.0.1",
+                "phase": "Succeeded", "conditions": conds, "containerStatuses": done, "hostIP": self.address,
                 "startTime": now, "qosClass": "BestEffort"}}, ns)
             self.writes += 1
             return
@@ -87,7 +88,7 @@ class FakeRuntime:
                "state": {"running": {"startedAt": now}}, "lastState": {}}
               for c in (pod.get("spec") or {}).get("containers") or []]
         body = {"status": {"phase": "Running", "conditions": conds, "containerStatuses": cs,
-                           "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": "127.0.0.1",
-                           "podIPs": [{"ip": "127.0.0.1"}], "startTime": now, "qosClass": "BestEffort"}}
+                           "hostIP": self.address, "hostIPs": [{"ip": self.address}], "podIP": self.address,
+                           "podIPs": [{"ip": self.address}], "startTime": now, "qosClass": "BestEffort"}}
         await self.client.patch_status(POD, name, body, ns)
         self.writes += 1

@@ -3,9 +3,17 @@
 Probes are one GET each (HTTP/1.0, connection closed after), like kubelet's: any status 200–399 passes, an
 https endpoint is probed without verifying its certificate.  The log endpoint is the contract with the API
 server's ``pods/log`` handler (which may not import kubelet code): the kubelet serves
-``GET /containerLogs/<namespace>/<pod>/<container>?tailLines=N&follow=true&previous=true&limitBytes=N`` in
-plain HTTP on 127.0.0.1 and publishes the port as the Node's ``status.daemonEndpoints.kubeletEndpoint.Port``.
+``GET /containerLogs/<namespace>/<pod>/<container>?tailLines=N&follow=true&previous=true&limitBytes=N`` over
+HTTPS on its ``--address`` and publishes the port as the Node's ``status.daemonEndpoints.kubeletEndpoint.Port``.
 Errors are a non-2xx status with a one-line text explanation the API server passes on.
+
+Logs hold secrets often enough that the endpoint authenticates, as kubelet's does with ``--client-ca-file``
+and anonymous access off: the caller must present a client certificate signed by the cluster CA (the CA of
+the kubelet's own kubeconfig, which signs the API server's kubelet client certificate) whose common name is
+:data:`~kokpit._lib.pki.KUBELET_CLIENT_NAME`.  No certificate → 401; another identity → 403; a certificate
+of another CA fails the handshake.  The serving certificate is self-signed at start (kubelet's default
+without ``--tls-cert-file``; kube-apiserver does not verify it either unless given
+``--kubelet-certificate-authority``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from kokpit._lib.pki import KUBELET_CLIENT_NAME, self_signed_server_context
 
 __all__ = ["LogRequest", "LogServer", "LogSource", "http_probe", "tail_bytes", "tcp_probe"]
 
@@ -106,19 +116,33 @@ class LogSource:
 
 
 class LogServer:
-    """``GET /containerLogs/...`` on 127.0.0.1; ``lookup`` maps a request to a :class:`LogSource` or raises
-    ``LookupError`` with the message to send back (404)."""
+    """``GET /containerLogs/...`` over HTTPS on ``host``, to the API server's client certificate only;
+    ``lookup`` maps a request to a :class:`LogSource` or raises ``LookupError`` with the message to send
+    back (404).  ``client_ca_pem`` None: no caller can be authenticated, every request is refused (401)."""
 
     def __init__(self, lookup: Callable[[LogRequest], LogSource], *, host: str = "127.0.0.1", port: int = 0,
+                 client_ca_pem: bytes | None = None, users: frozenset[str] = frozenset({KUBELET_CLIENT_NAME}),
                  follow_poll: float = 0.2) -> None:
+        if not host or host in ("0.0.0.0", "::"):
+            raise ValueError("the kubelet's log endpoint binds to one address, not a wildcard")
         self.lookup = lookup
         self.host = host
         self.port = port
+        self.client_ca_pem = client_ca_pem
+        self.users = users
         self.follow_poll = follow_poll
         self._server: asyncio.Server | None = None
 
+    def _context(self) -> ssl.SSLContext:
+        ctx = self_signed_server_context([self.host, "localhost"], "kokpit-kubelet")
+        if self.client_ca_pem:
+            ctx.load_verify_locations(cadata=self.client_ca_pem.decode())
+            ctx.verify_mode = ssl.CERT_OPTIONAL  # a certificate of another CA fails; none at all gets a 401
+        return ctx
+
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        ctx = await asyncio.to_thread(self._context)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=ctx)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -132,7 +156,7 @@ class LogServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
             pass
         except Exception:
             log.exception("log request failed")
@@ -141,11 +165,25 @@ class LogServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _refusal(self, writer: asyncio.StreamWriter) -> tuple[int, bytes] | None:
+        """(401, why) without a verified client certificate, (403, why) for another identity, else None."""
+        cert = writer.get_extra_info("peercert") if self.client_ca_pem else None
+        if not cert:
+            return 401, b"Unauthorized: a client certificate of the cluster CA is required\n"
+        cn = next((v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"), "")
+        if cn not in self.users:
+            return 403, f"Forbidden (user={cn}, verb=get, resource=nodes, subresource=proxy)\n".encode()
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(10):
             request_line = (await reader.readline()).decode("latin-1").split()
             while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                 pass
+        refused = self._refusal(writer)
+        if refused is not None:
+            await _send(writer, *refused)
+            return
         if len(request_line) < 2 or request_line[0] != "GET":
             await _send(writer, 405, b"only GET is served\n")
             return
@@ -206,7 +244,8 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 
 async def _send(writer: asyncio.StreamWriter, code: int, body: bytes) -> None:
-    reason = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}.get(code, "Error")
+    reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+              405: "Method Not Allowed"}.get(code, "Error")
     writer.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
     await writer.drain()

@@ -23,6 +23,7 @@ running Pod's image, ephemeral containers, log timestamps and ``sinceSeconds``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -50,7 +51,7 @@ from kokpit.kubelet._spec import pod_dir_name
 from kokpit.kubelet._worker import PodWorker
 from kokpit.runtime import Handlers, Informer, strip_managed_fields
 
-__all__ = ["Kubelet", "KubeletOptions", "run_kubelet"]
+__all__ = ["Kubelet", "KubeletOptions", "cluster_ca", "run_kubelet"]
 
 log = logging.getLogger("kokpit.kubelet")
 
@@ -66,13 +67,14 @@ class Kubelet:
         self.state = StateFile(self.opts.data_dir / "kubelet-state.json")
         self.records: dict[str, PodRecord] = {}
         self.workers: dict[str, PodWorker] = {}  # by pod uid
-        self.log_server = LogServer(self._log_lookup, host=opts.log_host, port=opts.log_port)
+        self.log_server = LogServer(self._log_lookup, host=opts.address, port=opts.log_port,
+                                    client_ca_pem=opts.client_ca_pem or cluster_ca(client))
         self.pods = Informer(client, POD, field_selector=f"spec.nodeName={self.node}",
                              transform=strip_managed_fields)
         self.node_reporter = NodeReporter(client, self.opts, lambda: self.log_server.port)
         self.binder = Binder(client, self.node, self.node_reporter.labels)
         self.tokens = TokenCache()  # ServiceAccount tokens of the Pods' projected volumes
-        self.fake_runtime = FakeRuntime(client, self.pods) if opts.fake_runtime else None
+        self.fake_runtime = FakeRuntime(client, self.pods, opts.address) if opts.fake_runtime else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()
         self.metrics: MetricsServer | None = None
@@ -116,7 +118,7 @@ class Kubelet:
         if fake is None:
             await self._end_orphans()
         self._ready.set()
-        log.info("kubelet: node %s ready (logs on %s:%d, %d pods)", self.node, self.opts.log_host,
+        log.info("kubelet: node %s ready (logs on %s:%d, %d pods)", self.node, self.opts.address,
                  self.log_server.port, len(self.pods.store))
         await asyncio.Event().wait()
 
@@ -217,6 +219,18 @@ class Kubelet:
             if w.namespace == req.namespace and w.name == req.pod:
                 return w.log_source(req)
         raise LookupError(f'pod "{req.pod}" in namespace "{req.namespace}" is not running on node {self.node}')
+
+
+def cluster_ca(client: Client) -> bytes | None:
+    """The CA of the kubelet's kubeconfig (or in-cluster config): the cluster CA, which signs the API
+    server's kubelet client certificate — kubeadm points kubelet's --client-ca-file at the same file."""
+    cluster = client.config.cluster
+    with contextlib.suppress(ValueError, OSError):
+        if cluster.certificate_auth_data:
+            return base64.b64decode(cluster.certificate_auth_data)
+        if cluster.certificate_auth:
+            return Path(cluster.certificate_auth).read_bytes()
+    return None
 
 
 class _PodsCollector(Collector):

@@ -70,7 +70,7 @@ class NodeReporter:
                 cond("PIDPressure", False, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", True, "KubeletReady", "kokpit local kubelet is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+            "addresses": [{"type": "InternalIP", "address": self.opts.address},
                           {"type": "Hostname", "address": self.node}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port()}},
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": platform.release(),

@@ -28,8 +28,13 @@ class KubeletOptions:
     node_name: str = "local"
     fake_runtime: bool = False
     bind_pending: bool = True
-    log_host: str = "127.0.0.1"
+    # kubelet's --address and --node-ip in one: the log endpoint listens here, and the Node's InternalIP, the
+    # Pods' hostIP/podIP and the default probe host are this address (never a wildcard)
+    address: str = "127.0.0.1"
     log_port: int = 0
+    # who may read logs: client certificates signed by this CA (PEM; None: the CA of the kubelet's kubeconfig,
+    # the cluster CA that signs the API server's kubelet client certificate, as kubeadm sets --client-ca-file)
+    client_ca_pem: bytes | None = None
     lease_duration: int = 40
     lease_renew_interval: float = 10.0
     node_status_interval: float = 60.0

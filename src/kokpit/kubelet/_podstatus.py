@@ -11,7 +11,8 @@ __all__ = ["PodStatus"]
 
 
 class PodStatus:
-    def __init__(self, written: Obj | None) -> None:
+    def __init__(self, written: Obj | None, address: str = "127.0.0.1") -> None:
+        self.address = address  # the Node's InternalIP: every Pod shares the host's network
         self._conditions: dict[str, Obj] = {str(c.get("type")): c for c in (written or {}).get("conditions") or []}
 
     def _condition(self, ctype: str, ok: bool, reason: str | None = None) -> Obj:
@@ -49,8 +50,9 @@ class PodStatus:
             self._condition("ContainersReady", all_ready, not_ready),
             self._condition("PodScheduled", True),
         ]
-        status: Obj = {"phase": phase, "conditions": conditions, "hostIP": "127.0.0.1",
-                       "hostIPs": [{"ip": "127.0.0.1"}], "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        ip = self.address
+        status: Obj = {"phase": phase, "conditions": conditions, "hostIP": ip, "hostIPs": [{"ip": ip}],
+                       "podIP": ip, "podIPs": [{"ip": ip}],
                        "containerStatuses": [c.status() for c in mains], "qosClass": "BestEffort"}
         if init_containers:
             status["initContainerStatuses"] = [c.status() for c in init_containers]

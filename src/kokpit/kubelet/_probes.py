@@ -58,12 +58,12 @@ class Prober:
             h = spec["httpGet"] or {}
             port = self._port(c, h.get("port"))
             headers = {str(x.get("name")): str(x.get("value")) for x in h.get("httpHeaders") or []}
-            return await http_probe(str(h.get("host") or "127.0.0.1"), port, str(h.get("path") or "/"),
+            return await http_probe(str(h.get("host") or self.setup.opts.address), port, str(h.get("path") or "/"),
                                     https=str(h.get("scheme") or "HTTP").upper() == "HTTPS", timeout=timeout,
                                     headers=headers)
         if "tcpSocket" in spec:
             t = spec["tcpSocket"] or {}
-            return await tcp_probe(str(t.get("host") or "127.0.0.1"), self._port(c, t.get("port")),
+            return await tcp_probe(str(t.get("host") or self.setup.opts.address), self._port(c, t.get("port")),
                                    timeout=timeout)
         if "exec" in spec:
             return await self._exec(c, [str(a) for a in (spec["exec"] or {}).get("command") or []], timeout)

@@ -28,8 +28,9 @@ Embedded mode has no container runtime, so the kubelet maps Kubernetes concepts 
   at 80% of its lifetime (``_projected.py``); a container mounting it at the usual path gets
   ``KOKPIT_SERVICE_ACCOUNT_DIR`` and ``KUBERNETES_SERVICE_HOST/PORT``, so in-cluster config works.  Other
   volume types make a container that mounts them wait with ``CreateContainerConfigError``.
-* **Network.** Every Pod shares the host's network: podIP and hostIP are 127.0.0.1, probes go to
-  127.0.0.1:<port>, so two Pods must not listen on the same port.
+* **Network.** Every Pod shares the host's network: podIP and hostIP are the kubelet's ``--address``
+  (127.0.0.1 unless ``kokpit up --host`` chose another), probes go to that address's <port>, so two Pods must
+  not listen on the same port.
 * **Environment.** A small base (PATH, HOME, LANG, PYTHONPATH, VIRTUAL_ENV, ...), ``PYTHONUNBUFFERED=1``,
   ``HOSTNAME`` (the Pod name), ``KOKPIT_POD_DIR``, then ``envFrom`` and ``env`` (``value`` with ``$(VAR)``
   expansion, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``) and the ``KOKPIT_MOUNT_*`` variables.

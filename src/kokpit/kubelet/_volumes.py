@@ -149,7 +149,7 @@ class PodSetup:
     def _field_value(self, path: str) -> str:
         m = meta(self.pod)
         if path in ("status.podIP", "status.hostIP"):
-            return "127.0.0.1"
+            return self.opts.address
         simple = {"metadata.name": m.get("name"), "metadata.namespace": m.get("namespace"),
                   "metadata.uid": m.get("uid"), "spec.nodeName": self.opts.node_name,
                   "spec.serviceAccountName": (self.pod.get("spec") or {}).get("serviceAccountName")}

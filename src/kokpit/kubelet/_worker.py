@@ -51,7 +51,7 @@ class PodWorker:
         self.task: asyncio.Task[None] | None = None
         self.start_time: str | None = (pod.get("status") or {}).get("startTime")
         self._written: Obj | None = None
-        self.pod_status = PodStatus(pod.get("status"))
+        self.pod_status = PodStatus(pod.get("status"), kubelet.opts.address)
         self.setup = PodSetup(kubelet.client, kubelet.opts, self.dir, lambda: self.pod, kubelet.tokens)
         self.prober = Prober(self.setup, kubelet.opts.python)
         self._volumes_ready = False

@@ -411,8 +411,9 @@ class Up:
         # each component runs as its ServiceAccount with the RBAC the install manifests give it
         identities = await install_identities(meta, self.meta_kubeconfig, d / "identities")
         await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(identities["local-kubelet"]), "--data-dir",
-                                             str(d / "kubelet"), "--backoff-base", "1", "--backoff-cap", "30",
-                                             "--stop-pods-on-exit", *self._metrics_args(kubelet_metrics))).start()
+                                             str(d / "kubelet"), "--address", o.host, "--backoff-base", "1",
+                                             "--backoff-cap", "30", "--stop-pods-on-exit",
+                                             *self._metrics_args(kubelet_metrics))).start()
         record_endpoint(d, "kubelet", f"https://{_url_host(o.host)}:{kubelet_metrics}/metrics")
         # the meta cluster's own Deployment/ReplicaSet/PDB controllers: `kubectl apply -k deploy/` runs by itself
         kcm_metrics = _free_port(o.host)
