@@ -313,6 +313,18 @@ async def test_crash_loop_backoff(env: tuple[Client, KubeletRunner], kubectl_bin
         subprocess.run, [kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig), "logs", "crasher", "-c", "c",
                           "--previous"], capture_output=True, text=True, timeout=20)
     assert "No such option: --no-such-flag" in out.stdout, out.stderr
+    ev = await until(lambda: _event(client, "crasher", "BackOff"), what="a BackOff Event")
+    assert ev["type"] == "Warning" and ev["source"] == {"component": "kubelet", "host": "local"}
+    assert ev["message"].startswith("Back-off restarting failed container c in pod crasher_default(")
+
+
+async def _event(client: Client, pod_name: str, reason: str) -> Obj | None:
+    """The Event of ``reason`` about Pod ``pod_name`` (kubectl describe pod's Events), if recorded."""
+    from kokpit.client import EVENT
+
+    items = (await client.list(EVENT, NS)).items
+    return next((e for e in items if e["involvedObject"].get("name") == pod_name and e["reason"] == reason
+                 and e["involvedObject"].get("kind") == "Pod"), None)
 
 
 async def test_liveness_exec_probe_failure_restarts(env: tuple[Client, KubeletRunner]) -> None:
@@ -329,6 +341,10 @@ async def test_liveness_exec_probe_failure_restarts(env: tuple[Client, KubeletRu
                     what="a restart after the liveness probe failed")
     last = cstatus(p)["lastState"]["terminated"]
     assert "Liveness probe failed" in last["message"]
+    ev = await until(lambda: _event(client, "sick", "Unhealthy"), what="an Unhealthy Event")
+    assert ev["type"] == "Warning" and ev["message"].startswith("Liveness probe failed: ")
+    killing = await until(lambda: _event(client, "sick", "Killing"), what="a Killing Event")
+    assert killing["message"] == "Container apiserver failed liveness probe, will be restarted"
 
 
 async def test_init_containers_then_success(env: tuple[Client, KubeletRunner], kubectl_bin: str,
@@ -372,6 +388,20 @@ async def test_non_kokpit_image_waits_with_reason(env: tuple[Client, KubeletRunn
     assert "only kokpit images" in waiting["message"]
     assert p["status"]["phase"] == "Pending" and p["spec"]["nodeName"] == "local"
     assert _recorded_pids(runner.data_dir) == []
+    ev = await until(lambda: _event(client, "web", "Failed"), what="a Failed Event")
+    assert ev["type"] == "Warning" and ev["message"].startswith("Error: ImageNotRunnable: image 'nginx:1.27'")
+    # the kubelet retries every 2 s: after two more tries the same error is still one Event, not three
+    assert runner.kubelet is not None
+    worker = next(w for w in runner.kubelet.workers.values() if w.name == "web")
+    tries: set[float] = set()
+
+    async def retried() -> bool:
+        tries.add(worker.containers[0].next_start)
+        return len(tries) >= 3
+
+    await until(retried, what="two more start attempts")
+    again = await _event(client, "web", "Failed")
+    assert again is not None and again["count"] == 1
 
 
 async def test_restart_adopts_running_process(env: tuple[Client, KubeletRunner]) -> None:

@@ -49,7 +49,7 @@ from kokpit.kubelet._procs import ContainerRecord, PodRecord, ProcessHandle, Sta
 from kokpit.kubelet._projected import TokenCache
 from kokpit.kubelet._spec import pod_dir_name
 from kokpit.kubelet._worker import PodWorker
-from kokpit.runtime import Handlers, Informer, strip_managed_fields
+from kokpit.runtime import EventRecorder, Handlers, Informer, strip_managed_fields
 
 __all__ = ["Kubelet", "KubeletOptions", "cluster_ca", "run_kubelet"]
 
@@ -74,6 +74,7 @@ class Kubelet:
         self.node_reporter = NodeReporter(client, self.opts, lambda: self.log_server.port)
         self.binder = Binder(client, self.node, self.node_reporter.labels)
         self.tokens = TokenCache()  # ServiceAccount tokens of the Pods' projected volumes
+        self.recorder = EventRecorder(client, "kubelet", host=self.node)  # Events on its Pods, as kubelet's
         self.fake_runtime = FakeRuntime(client, self.pods, opts.address) if opts.fake_runtime else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()

@@ -20,9 +20,13 @@ from kokpit.kubelet._volumes import PodSetup
 __all__ = ["Prober", "run_due_probes"]
 
 
-async def run_due_probes(c: Container, now: float,
-                         run: Callable[[Obj], Awaitable[tuple[bool, str]]]) -> tuple[str, str, Obj] | None:
-    """Run the probes of ``c`` that are due and record their verdicts.  Returns (Startup|Liveness, why, the
+PROBE_NAMES = {"startupProbe": "Startup", "livenessProbe": "Liveness", "readinessProbe": "Readiness"}
+
+
+async def run_due_probes(c: Container, now: float, run: Callable[[Obj], Awaitable[tuple[bool, str]]],
+                         failed: Callable[[str, str], None] | None = None) -> tuple[str, str, Obj] | None:
+    """Run the probes of ``c`` that are due and record their verdicts; ``failed(Startup|Liveness|Readiness,
+    why)`` hears of every failed attempt (kubelet's Unhealthy event).  Returns (Startup|Liveness, why, the
     probe's spec) when one crossed its failure threshold and the container must be restarted."""
     order = ["startupProbe"] if "startupProbe" in c.probes and c.probes["startupProbe"].ok is not True \
         else ["livenessProbe", "readinessProbe"]
@@ -38,10 +42,12 @@ async def run_due_probes(c: Container, now: float,
                 p.ok = True
         else:
             p.failures, p.successes = p.failures + 1, 0
+            if failed is not None:
+                failed(PROBE_NAMES[kind], why)
             if p.failures >= int(p.spec.get("failureThreshold") or 3):
                 p.ok = False
                 if kind != "readinessProbe":
-                    return ("Liveness" if kind == "livenessProbe" else "Startup"), why, p.spec
+                    return PROBE_NAMES[kind], why, p.spec
     return None
 
 

@@ -3,7 +3,10 @@
 Each pass (on a Pod event, or every ``sync_interval``): reap exited processes, prepare volumes once, run
 init containers in order, then keep the main containers running — restart policy with CrashLoopBackOff
 (10 s doubling to 5 min, reset after 10 min of running), probes — and write the status back when it
-changed.  A deleted Pod's processes get SIGTERM, its grace period, then SIGKILL, and the worker confirms the
+changed, then the Events of the pass, with kubelet's reasons: Warning ``BackOff`` when a container is
+restarted with back-off, ``Unhealthy`` for each failed probe, ``Failed`` when a container cannot be
+started (a non-kokpit image, a missing Secret, a command that cannot run — once per distinct error), and
+Normal ``Killing`` before a restart a probe asked for.  A deleted Pod's processes get SIGTERM, its grace period, then SIGKILL, and the worker confirms the
 deletion (grace 0).  A worker built for a Pod whose processes a previous kubelet started adopts them.
 """
 
@@ -51,6 +54,7 @@ class PodWorker:
         self.task: asyncio.Task[None] | None = None
         self.start_time: str | None = (pod.get("status") or {}).get("startTime")
         self._written: Obj | None = None
+        self.events: list[tuple[str, str, str]] = []  # (type, reason, message), recorded after the pass
         self.pod_status = PodStatus(pod.get("status"), kubelet.opts.address)
         self.setup = PodSetup(kubelet.client, kubelet.opts, self.dir, lambda: self.pod, kubelet.tokens)
         self.prober = Prober(self.setup, kubelet.opts.python)
@@ -112,6 +116,8 @@ class PodWorker:
                 log.warning("%s/%s: sync failed: %s", self.namespace, self.name, e)
             except Exception:  # a bug must not orphan the pod's processes: log and keep holding them
                 log.exception("%s/%s: pod worker failed", self.namespace, self.name)
+            if self.events:
+                await self._record_events()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.k.opts.sync_interval)
@@ -173,10 +179,29 @@ class PodWorker:
             c.next_start = now + delay
             c.waiting = ("CrashLoopBackOff", f"back-off {delay:g}s restarting failed container={c.name} "
                                              f"pod={self.name}_{self.namespace}({self.uid})")
+            self._event("Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod "
+                                              f"{self.name}_{self.namespace}({self.uid})")
         else:
             c.terminated = term
             c.waiting = None
             c.done = True
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    async def _record_events(self) -> None:
+        """Best effort (the recorder never raises), aggregated by the recorder into counts."""
+        events, self.events = self.events, []
+        pod = {**self.pod, "apiVersion": "v1", "kind": "Pod"}  # an informer's list items carry no kind
+        for type_, reason, message in events:
+            await self.k.recorder.event(pod, type_, reason, message)
+
+    def _cannot_start(self, c: Container, reason: str, message: str, now: float) -> None:
+        """Waiting with ``reason``, retried in 2 s; a Warning ``Failed`` the first time this error is seen."""
+        if c.waiting != (reason, message):
+            self._event("Warning", "Failed", f"Error: {reason}: {message}")
+        c.waiting = (reason, message)
+        c.next_start = now + 2.0
 
     async def _ensure_started(self, c: Container, now: float) -> None:
         if c.handle is not None or now < c.next_start:
@@ -186,12 +211,10 @@ class PodWorker:
                 raise self.setup.error
             argv, env, cwd = await self._command(c)
         except ContainerConfigError as e:
-            c.waiting = (e.reason, e.message)
-            c.next_start = now + 2.0
+            self._cannot_start(c, e.reason, e.message, now)
             return
         except (ApiError, TransportError) as e:
-            c.waiting = ("CreateContainerConfigError", str(e))
-            c.next_start = now + 2.0
+            self._cannot_start(c, "CreateContainerConfigError", str(e), now)
             return
         log_path = self.dir / f"{c.name}.log"
         if c.terminated is not None and log_path.exists():
@@ -201,8 +224,7 @@ class PodWorker:
         try:
             c.handle = ProcessHandle.spawn(argv, env=env, cwd=cwd, log_path=log_path)
         except OSError as e:
-            c.waiting = ("RunContainerError", str(e))
-            c.next_start = now + 2.0
+            self._cannot_start(c, "RunContainerError", str(e), now)
             return
         c.started_at = now_text()
         c.started_mono = now
@@ -221,11 +243,14 @@ class PodWorker:
         return await self.setup.command(c)
 
     async def _probe(self, c: Container, now: float) -> None:
-        failed = await run_due_probes(c, now, lambda spec: self.prober.run(c, spec))
+        failed = await run_due_probes(c, now, lambda spec: self.prober.run(c, spec),
+                                      lambda kind, why: self._event("Warning", "Unhealthy",
+                                                                    f"{kind} probe failed: {why}"))
         if failed is None:
             return
         what, why, spec = failed
         log.info("%s/%s: %s probe failed for %s (%s); restarting", self.namespace, self.name, what, c.name, why)
+        self._event("Normal", "Killing", f"Container {c.name} failed {what.lower()} probe, will be restarted")
         await self._stop_container(c, float(spec.get("terminationGracePeriodSeconds") or (
             (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)), f"{what} probe failed: {why}")
         self._reap(c, self.k.loop_time())

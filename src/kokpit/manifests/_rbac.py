@@ -118,6 +118,7 @@ COMPONENTS: tuple[Component, ...] = (
                  "scheduler)"),
             rule(("",), ("secrets", "configmaps"), ("get",), "Secret and ConfigMap volumes and env of its Pods"),
             rule(("",), ("serviceaccounts/token",), ("create",), "the ServiceAccount token each Pod gets mounted"),
+            _EVENTS,  # BackOff, Unhealthy, Failed on its Pods, as kubelet's
         ),
         deployed=False,
     ),

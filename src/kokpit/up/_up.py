@@ -42,6 +42,7 @@ from kokpit.up._defaults import (
     mpvs,
     workload_bodies,
 )
+from kokpit.up._events import ComponentEvents
 from kokpit.up._fleet import Fleet, Snapshot, read_kubeconfig, render_rich, render_text
 from kokpit.up._identities import install_identities
 from kokpit.up._metrics import MetricsEndpoint, record_endpoint
@@ -318,11 +319,13 @@ class Up:
         self.fleet: Fleet | None = None
         self.ready_at: float | None = None
         self.pids: dict[str, int] = {}
+        self.events = ComponentEvents()
 
     def _child(self, name: str, argv: list[str]) -> Child:
         def exited(name: str, code: int, delay: float) -> None:
             self.r.line(f"{name} exited with code {code}; restarting in {delay:.0f}s "
                         f"(log: {self.data_dir / 'logs' / (name + '.log')})")
+            self.events.exited(name, code, self.data_dir / "logs" / f"{name}.log")  # a Warning on Node local
         c = Child(name, argv, self.data_dir / "logs" / f"{name}.log", on_exit=exited, on_spawn=self._spawned)
         self.children[name] = c
         return c
@@ -402,6 +405,7 @@ class Up:
         d, o = self.data_dir, self.opts
         self.r.line(f"starting the meta API server on https://{_url_host(o.host)}:{o.port} (data in {d})")
         self.meta = meta = await self._start_apiserver()
+        self.events.bind(meta)
         self.r.line("meta API server ready; installing CRDs")
         await install_crds(meta)
         made = await _create_missing(meta, CPV, cpvs())
@@ -516,6 +520,7 @@ class Up:
                 await t
         if self.fleet is not None:
             await self.fleet.close()
+        await self.events.close()
         if self.meta is not None:
             await self.meta.close()
         t0 = time.monotonic()

@@ -158,6 +158,9 @@ async def test_broken_component_is_replaced_with_backoff_then_degraded(harness: 
     h.pods.put(sim)
     await h.run()
     assert h.pods.get_by_name("c1-simulator-0", "default") is None  # replaced at once
+    # a repair of a broken control plane is no routine step: a Warning naming the Pod and why
+    repairs = [e for e in h.events("ComponentReplaced") if e["type"] == "Warning"]
+    assert len(repairs) == 1 and repairs[0]["message"].startswith("replaced c1-simulator-0: "), h.events()
     await h.converge()
     assert h.cond("Degraded")["status"] == "False"
     # keeps failing: replaced after backoff, Degraded after max_failures

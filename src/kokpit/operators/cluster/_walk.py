@@ -59,6 +59,7 @@ class Walk:
     rollback: str = ""  # why the release step failed (the operator turns back)
     degraded: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)  # broken Pods replaced: a person should see (Warning)
     risk: tuple[str, str] | None = None  # (RiskQueued | RiskDenied | RiskPending, why) while a step waits for it
 
 
@@ -305,7 +306,7 @@ class Walker:
             if f is None or f.retry_in(self.now) <= 0:
                 await self._delete(pod_name)
                 self.memory.record(key, health.message, self.now)
-                self.walk.actions.append(f"replaced {pod_name}: {health.message}")
+                self.walk.repairs.append(f"replaced {pod_name}: {health.message}")
         return True
 
     async def _remove_pods_outside_the_release(self) -> None:

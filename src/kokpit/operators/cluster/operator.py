@@ -29,7 +29,13 @@ from typing import Any
 from kokpit._lib import pki
 from kokpit._lib.backoff import ExponentialBackoff
 from kokpit._lib.clock import Clock
-from kokpit.api.cluster import SIMULATOR_COMPONENT, ClusterConditionType, ClusterSpec, DeletionPolicy
+from kokpit.api.cluster import (
+    SIMULATOR_COMPONENT,
+    ClusterConditionType,
+    ClusterReason,
+    ClusterSpec,
+    DeletionPolicy,
+)
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.risk import PermitOutcome
 from kokpit.client import CONFIGMAP, NODE, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
@@ -214,6 +220,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         cluster_conditions(ctx, ctx.spec, walk, ctx.probe)
         for msg in walk.actions:
             ctx.normal("ControlPlane", msg)
+        for msg in walk.repairs:  # a broken control plane being repaired: not routine, a person should know
+            ctx.warning(ClusterReason.COMPONENT_REPLACED, msg)
         if walk.rollback:
             ctx.warning("ReleaseFailed", walk.rollback)
             ctx.requeue_after(0.01)
