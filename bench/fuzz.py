@@ -5,7 +5,7 @@ over the core kinds and every kokpit CRD with a fixed seed, then checks what the
 response contradicting the schema, no dropped connection, the server alive, the seeded objects identical
 before and after a kill -9 and restart) and records the result in docs/benchmarks.md.
 
-    nice .venv/bin/python bench/fuzz.py --cases 20000 --docs docs/benchmarks.md
+    nice -n 19 .venv/bin/python bench/fuzz.py --cases 20000 --docs docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def _merge(parts: list[Report]) -> Report:
         out.operations += p.operations
         out.seconds = max(out.seconds, p.seconds)
         out.codes.update(p.codes)
+        out.by_method.update(p.by_method)
         out.server_errors += p.server_errors
         out.schema_violations += p.schema_violations
         out.transport_errors += p.transport_errors
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- {report.summary()}" + ("" if report.cases >= args.cases else
                                    f" (stopped at the {args.minutes:g}-minute deadline, short of {args.cases:,})"),
         f"- status codes: {', '.join(f'{c}: {n:,}' for c, n in sorted(report.codes.items()))}",
+        f"- by method: {report.by_method_text()}",
+        f"- successful writes: {', '.join(f'{w} {n:,}' for w, n in report.writes().items())}",
         f"- server alive after the run: {'yes' if alive else 'NO'}; seeded objects identical after the run: "
         f"{'yes' if intact else 'NO'}; after kill -9 and restart ({restart_s:.1f} s): "
         f"{'yes' if intact_after else 'NO'}",
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(load)
     if args.docs is not None:
         exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
-        command = shlex.join(["nice", exe, os.path.relpath(Path(sys.argv[0]).resolve(), ROOT), *sys.argv[1:]])
+        script = os.path.relpath(Path(sys.argv[0]).resolve(), ROOT)
+        command = shlex.join(["nice", "-n", str(os.nice(0)), exe, script, *sys.argv[1:]])
         replace_section(args.docs, SECTION, command, f"client and server on the same machine; {load}", lines)
         print(f"wrote the section {SECTION!r} of {args.docs}")
     shutil.rmtree(base, ignore_errors=True)

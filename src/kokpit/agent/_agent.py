@@ -24,7 +24,7 @@ from kokpit.agent._faults import FAULT_TYPES, FaultChecker, NodeReporter
 from kokpit.agent._host import HostRoot
 from kokpit.nodes.driver import ComponentAction, ComponentSpec, DriverError
 from kokpit.nodes.repair import SiteRepair
-from kokpit.nodes.simulator import node_state_to_dict
+from kokpit.nodes.simulator import DriverHttpError, node_state_to_dict, states_answer
 
 __all__ = ["Agent", "AgentApp", "AgentConfig"]
 
@@ -91,12 +91,7 @@ class Agent:
         return h
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retryable = retryable
+_HttpError = DriverHttpError
 
 
 class AgentApp:
@@ -154,19 +149,7 @@ class AgentApp:
         if rest == ["nodes"] and method == "GET":
             return "nodes", 200, {"nodes": list(agent.hosts)}
         if rest == ["states"] and method == "POST":
-            names = (body or {}).get("nodes")
-            names = list(agent.hosts) if names is None else names
-            if not isinstance(names, list):
-                raise _HttpError(400, "nodes must be a list of node names")
-            out: dict[str, Any] = {}
-            unknown: list[str] = []
-            for n in names:
-                h = agent.hosts.get(str(n))
-                if h is None:
-                    unknown.append(str(n))
-                else:
-                    out[h.node] = node_state_to_dict(h.node_state())
-            return "states", 200, {"nodes": out, "unknown": unknown}
+            return "states", 200, states_answer(body, agent.hosts, lambda h: h.node_state())
         if len(rest) >= 2 and rest[0] == "nodes":
             h = agent.host(rest[1])
             if len(rest) == 2 and method == "GET":

@@ -8,7 +8,8 @@ faulted or silent (timed-out) node is a retryable one — or ``reachable=False``
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from kokpit.client import HttpTimeoutError, JsonHttpClient, JsonResponse, TransportError
 from kokpit.nodes.driver import (
@@ -21,7 +22,41 @@ from kokpit.nodes.driver import (
 )
 from kokpit.nodes.mtls import TLSFiles, client_context
 
-__all__ = ["SimulatorDriver", "node_state_from_dict", "node_state_to_dict"]
+__all__ = ["DriverHttpError", "SimulatorDriver", "node_state_from_dict", "node_state_to_dict", "states_answer"]
+
+_H = TypeVar("_H")
+
+
+class DriverHttpError(Exception):
+    """An error answer of a driver endpoint (the simulator's or the agent's): ``status`` and the body
+    ``{"error": message, "retryable": ...}`` that :func:`_error` reads back on the caller's side."""
+
+    def __init__(self, status: int, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+
+
+def states_answer(body: Any, hosts: Mapping[str, _H], state: Callable[[_H], NodeState]) -> dict[str, Any]:
+    """``POST /v1/states {"nodes": [names]}``: the states of the nodes asked for (every one without a list),
+    and the names not served here; the same answer from every driver endpoint."""
+    if body is not None and not isinstance(body, dict):
+        raise DriverHttpError(400, 'body must be {"nodes": [names]}')
+    names = (body or {}).get("nodes")
+    names = list(hosts) if names is None else names
+    if not isinstance(names, list):
+        raise DriverHttpError(400, "nodes must be a list of node names")
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    for n in names:
+        h = hosts.get(str(n))
+        if h is None:
+            unknown.append(str(n))
+        else:
+            s = state(h)
+            out[s.node] = node_state_to_dict(s)
+    return {"nodes": out, "unknown": unknown}
 
 
 def node_state_to_dict(s: NodeState) -> dict[str, Any]:

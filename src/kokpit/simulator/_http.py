@@ -25,17 +25,12 @@ from typing import Any
 
 from kokpit._lib.asgi import BodyError, Receive, Scope, Send, read_json, send_body
 from kokpit.nodes.driver import ComponentAction, ComponentSpec
-from kokpit.nodes.simulator import node_state_to_dict
+from kokpit.nodes.simulator import DriverHttpError, node_state_to_dict, states_answer
 from kokpit.simulator._hosts import FaultError, HostBook, UnknownNodeError
 
 __all__ = ["DriverApp"]
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retryable = retryable
+_HttpError = DriverHttpError
 
 
 class DriverApp:
@@ -84,19 +79,7 @@ class DriverApp:
         if rest == ["nodes"] and method == "GET":
             return 200, {"nodes": list(book.hosts)}
         if rest == ["states"] and method == "POST":
-            names = (body or {}).get("nodes")
-            names = list(book.hosts) if names is None else names
-            if not isinstance(names, list):
-                raise _HttpError(400, "nodes must be a list of node names")
-            out: dict[str, Any] = {}
-            unknown: list[str] = []
-            for n in names:
-                h = book.hosts.get(str(n))
-                if h is None:
-                    unknown.append(str(n))
-                else:
-                    out[h.name] = node_state_to_dict(h.node_state())
-            return 200, {"nodes": out, "unknown": unknown}
+            return 200, states_answer(body, book.hosts, lambda h: h.node_state())
         if len(rest) >= 2 and rest[0] == "nodes":
             node = rest[1]
             book.host(node)  # 404 first

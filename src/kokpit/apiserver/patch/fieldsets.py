@@ -74,40 +74,29 @@ def _is_key_field(path: Path) -> bool:
 
 def _applied_set(value: Any, info: _Info, sch: _Schema, path: Path, out: set[Path]) -> None:
     """What an apply configuration owns: leaves, list items, atomic values and empty containers."""
-    if isinstance(value, dict) and not info.map_atomic:
-        if not value:
-            if path:
-                out.add(path)
-            return
-        for key, child in value.items():
-            _applied_set(child, sch.info(info.child(key)), sch, (*path, "f:" + key), out)
-        return
-    if isinstance(value, list) and value:
-        kind = _list_kind((value,), info)
-        if kind == "map":
-            items = sch.info(info.items)
-            for item in value:
-                p = (*path, _item_key(item, info))
-                out.add(p)
-                for key, child in item.items():
-                    _applied_set(child, sch.info(items.child(key)), sch, (*p, "f:" + key), out)
-            return
-        if kind == "set":
-            for item in value:
-                out.add((*path, "v:" + _dumps(item)))
-            return
-    out.add(path)
+    _paths(value, info, sch, path, out, every=False)
 
 
 def _all_paths(value: Any, info: _Info, sch: _Schema, path: Path, out: set[Path]) -> None:
     """Every node of a subtree that appeared or disappeared.  Like kube-apiserver's records: structs with
     fields and associative/set lists are not nodes of their own (Go's typed objects always have them);
     maps (labels, data, schemaless objects), list items and leaves are."""
+    _paths(value, info, sch, path, out, every=True)
+
+
+def _paths(value: Any, info: _Info, sch: _Schema, path: Path, out: set[Path], *, every: bool) -> None:
+    """The walk both sets share; they differ only in which objects are nodes of their own (``every``: see
+    :func:`_all_paths`; else only an empty one below the root, see :func:`_applied_set`)."""
     if isinstance(value, dict) and not info.map_atomic:
-        if not value or (info.props is None and path != ("f:metadata",)):
-            out.add(path)
+        if every:
+            if not value or (info.props is None and path != ("f:metadata",)):
+                out.add(path)
+        elif not value:
+            if path:
+                out.add(path)
+            return
         for key, child in value.items():
-            _all_paths(child, sch.info(info.child(key)), sch, (*path, "f:" + key), out)
+            _paths(child, sch.info(info.child(key)), sch, (*path, "f:" + key), out, every=every)
         return
     if isinstance(value, list) and value:
         kind = _list_kind((value,), info)
@@ -117,7 +106,7 @@ def _all_paths(value: Any, info: _Info, sch: _Schema, path: Path, out: set[Path]
                 p = (*path, _item_key(item, info))
                 out.add(p)
                 for key, child in item.items():
-                    _all_paths(child, sch.info(items.child(key)), sch, (*p, "f:" + key), out)
+                    _paths(child, sch.info(items.child(key)), sch, (*p, "f:" + key), out, every=every)
             return
         if kind == "set":
             for item in value:
