@@ -318,8 +318,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
             await self._settle_permits(ctx, ctx.walk)
         if ctx.walk.rollback:
             return wait("RollingBack", ctx.walk.rollback)
-        if ctx.walk.actions:
-            return act("ControlPlane", "; ".join(ctx.walk.actions))
+        if ctx.walk.actions or ctx.walk.repairs:
+            return act("ControlPlane", "; ".join([*ctx.walk.actions, *ctx.walk.repairs]))
         return done()
 
     # ------------------------------------------------------------------------------ helpers
