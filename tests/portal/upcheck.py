@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 
 
-async def check_portal(data_dir: Path, deadline: float, nodes: int) -> None:
+async def check_portal(data_dir: Path, deadline: float, nodes: int, host: str = "127.0.0.1") -> None:
     """The URL `kokpit up` wrote answers over HTTPS with the portal's CA; the admin token logs in and sees every
     cluster's nodes (from the portal's watches of the business clusters); the viewer is refused a change."""
     url = (data_dir / "portal" / "url").read_text().strip()
-    assert url.startswith("https://127.0.0.1:"), url
+    assert url.startswith(f"https://{host}:"), url  # kokpit up --host
     tokens = json.loads((data_dir / "meta" / "tokens.json").read_text())
     ctx = ssl.create_default_context(cafile=str(data_dir / "portal" / "pki" / "ca.crt"))
     async with httpx.AsyncClient(base_url=url, verify=ctx, timeout=20.0) as http:

@@ -322,7 +322,7 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         clusters = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "clusters", "-n", "default")["items"]
         assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
         check_least_privilege(kubectl_bin, data_dir)
-        await check_portal(data_dir, time.monotonic() + 60, nodes=NODES)
+        await check_portal(data_dir, time.monotonic() + 60, nodes=NODES, host=HOST)
 
         # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
         second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))
