@@ -24,6 +24,7 @@ from kokpit.api.cluster import (
     DeletionPolicy,
 )
 from kokpit.api.crdgen import KindInfo, PrinterColumn, crd_for, list_map, list_set, structural_schema
+from kokpit.api.fault import FaultState, FaultSubscription, FaultType, NodeFault, Severity
 from kokpit.api.machine import (
     ComponentStatus,
     InstallState,
@@ -61,6 +62,9 @@ __all__ = [
     "ConditionStatus",
     "DeletionPolicy",
     "FailureRecord",
+    "FaultState",
+    "FaultSubscription",
+    "FaultType",
     "InstallState",
     "KindInfo",
     "KokpitModel",
@@ -72,6 +76,7 @@ __all__ = [
     "MachineReason",
     "MachineSpec",
     "MachineStatus",
+    "NodeFault",
     "ObjectMeta",
     "OperationType",
     "Permit",
@@ -84,6 +89,7 @@ __all__ = [
     "Rollout",
     "RolloutSpec",
     "RunState",
+    "Severity",
     "crd_for",
     "crds",
     "install_crds",
@@ -93,7 +99,8 @@ __all__ = [
 ]
 
 KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
-                                    Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout]
+                                    Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout, FaultType, NodeFault,
+                                    FaultSubscription]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 
