@@ -242,6 +242,8 @@ class NodeConditionSignal(SpecModel):
 
     type: str = Field(min_length=1, max_length=316, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$")
     status: Annotated[str, Field(json_schema_extra={"enum": ["True", "False", "Unknown"]})] = "True"
+    component: str = Field(default="", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+                           description="The component the fault is about (per-component types).")
 
 
 class NodeEventSignal(SpecModel):
@@ -251,6 +253,8 @@ class NodeEventSignal(SpecModel):
 
     reason: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
     source: str = Field(default="", max_length=253)
+    component: str = Field(default="", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+                           description="The component the fault is about (per-component types).")
 
 
 class FaultTypeSpec(SpecModel):
@@ -382,6 +386,10 @@ class NodeFaultStatus(StatusModel):
                                   description="The MaintenanceFlow handling this episode (set by the flow).")
     resolution: Resolution | None = None
     history: list[FaultEpisode] = Field(default_factory=list, max_length=HISTORY_MAX)
+    observed_episode: str = Field(default="", max_length=40, description="The event center's bookmark: the "
+                                  "firstSeen of the episode it announced (Events, webhooks).")
+    ended_at: _Time | None = Field(default=None, description="When the episode ended (Resolved/Expired/"
+                                                              "Invalid); retention counts from here.")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
 
 

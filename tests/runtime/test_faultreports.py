@@ -1,0 +1,84 @@
+"""The merge of one fault report into a NodeFault's status (pure), and the reporter's checks before writing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pydantic import ValidationError
+
+from kokpit.api.fault import HISTORY_MAX, SOURCES_MAX, NodeFaultStatus, SourceKind
+from kokpit.runtime.faultreports import FaultReport, apply_report
+
+T0 = dt.datetime(2026, 12, 7, 1, 0, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def rep(reporter: str = "node-agent/n1", **kw: object) -> FaultReport:
+    return FaultReport("n1", "disk-failure", reporter, **kw)  # type: ignore[arg-type]
+
+
+def test_repeated_reports_update_one_fault_and_keep_every_source() -> None:
+    s1 = apply_report(None, rep(message="sda: I/O error"), at(0))
+    assert s1 is not None and s1["state"] == "Active" and s1["count"] == 1
+    s2 = apply_report(s1, rep(message="sda: I/O error again"), at(5))
+    assert s2 is not None and s2["count"] == 2 and s2["firstSeen"] == s1["firstSeen"] != s2["lastSeen"]
+    s3 = apply_report(s2, rep("kernel-monitor/n1", kind=SourceKind.NODE_PROBLEM_DETECTOR, message="IOError"), at(7))
+    assert s3 is not None and s3["count"] == 3 and s3["reporter"] == "kernel-monitor/n1"
+    by = {s["reporter"]: s for s in s3["sources"]}
+    assert by["node-agent/n1"]["count"] == 2 and by["node-agent/n1"]["message"] == "sda: I/O error again"
+    assert by["kernel-monitor/n1"]["kind"] == "NodeProblemDetector" and by["kernel-monitor/n1"]["count"] == 1
+    NodeFaultStatus.model_validate(s3)  # what the schema accepts
+    assert s1["count"] == 1  # inputs are not mutated
+
+
+def test_clears_resolve_only_when_every_reporter_cleared() -> None:
+    s = apply_report(None, rep(), at(0))
+    s = apply_report(s, rep("other/n1"), at(1))
+    assert apply_report(s, rep("stranger/n1", cleared=True), at(2)) is None  # never reported it
+    s = apply_report(s, rep(cleared=True), at(3))
+    assert s is not None and s["state"] == "Active"
+    s = apply_report(s, rep("other/n1", cleared=True, message="fixed"), at(4))
+    assert s is not None and s["state"] == "Resolved" and s["resolution"]["by"] == "other/n1"
+    assert s["resolution"]["reason"] == "ReportCleared" and s["endedAt"]
+    assert apply_report(s, rep(cleared=True), at(5)) is None  # nothing active to clear
+
+
+def test_a_report_after_the_end_opens_a_new_episode_and_keeps_history() -> None:
+    s = apply_report(None, rep(), at(0))
+    s = apply_report(s, rep(), at(1))
+    assert s is not None
+    s = {**s, "state": "Expired", "endedAt": "2026-12-07T01:05:00.000000Z", "maintenanceFlow": "flow-1",
+         "severity": "Critical"}
+    s2 = apply_report(s, rep(message="back"), at(600))
+    assert s2 is not None and s2["state"] == "Active" and s2["count"] == 1
+    assert s2["firstSeen"] == s2["lastSeen"] and "maintenanceFlow" not in s2 and s2["severity"] == "Critical"
+    assert s2["history"][0]["state"] == "Expired" and s2["history"][0]["count"] == 2
+    assert s2["history"][0]["maintenanceFlow"] == "flow-1"
+    assert s2["history"][0]["endedAt"] == "2026-12-07T01:05:00.000000Z"
+    for i in range(HISTORY_MAX + 3):  # history is bounded
+        s2 = apply_report({**s2, "state": "Resolved"}, rep(), at(700 + i))
+        assert s2 is not None
+    assert len(s2["history"]) == HISTORY_MAX
+
+
+def test_sources_are_bounded_keeping_the_most_recent() -> None:
+    s = None
+    for i in range(SOURCES_MAX + 5):
+        s = apply_report(s, rep(f"agent-{i}/n1"), at(i))
+    assert s is not None and len(s["sources"]) == SOURCES_MAX
+    assert {x["reporter"] for x in s["sources"]} == {f"agent-{i}/n1" for i in range(5, SOURCES_MAX + 5)}
+    assert s["count"] == SOURCES_MAX + 5
+
+
+def test_bad_reports_are_refused_before_any_request() -> None:
+    for kw in ({"node": "Bad_Node"}, {"type": "Disk Failure"}, {"reporter": ""}, {"reporter": "has space"},
+               {"component": "Bad!"}):
+        args = {"node": "n1", "type": "disk-failure", "reporter": "a/b", **kw}
+        with pytest.raises(ValidationError):
+            FaultReport(**args)  # type: ignore[arg-type]
+    assert FaultReport("n1", "component-unhealthy", "a/b", component="kubelet").name == \
+        "n1.component-unhealthy.kubelet"
