@@ -170,7 +170,7 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         r = await client.get(ROLLOUT, "swap", NS)
         steps = "; ".join(f"step {s['index']} {_secs(s)}" for s in r["status"].get("steps") or [])
         print(f"rollout swap v2 → v1: {rolled:.1f}s ({steps})", flush=True)
-        out += [f"### Machines: N={n} (simulator, install latency 0, zero bake)", "",
+        out += [f"**Machines: N={n}** (simulator, install latency 0, zero bake)", "",
                 "| phase | seconds |", "|---|---|",
                 f"| direct swap: every Machine patched at once, until every Node reports v2 | {direct:.1f} |",
                 f"| rollout 1 → 10% → 50% → 100% (maxUnavailable unlimited), until Completed and every Node on v1 "
@@ -200,7 +200,7 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         r = await client.get(ROLLOUT, "back", NS)
         touched = sum(1 for x in r["status"]["targets"] if x.get("touchedAt"))
         print(f"rollback of {touched} touched Machines: {back:.1f}s", flush=True)
-        out += [f"### Rollback: {touched} touched Machines of {n}", "",
+        out += [f"**Rollback: {touched} touched Machines of {n}**", "",
                 f"A Rollout to v2 whose first batch is {k} Machines (one fails to install v2), then an analysis "
                 "step with failureLimit 0: the batch completes, the analysis fails, the rollout aborts.", "",
                 f"- from the abort until the rollout is RolledBack and every Node reports v1 again: **{back:.1f} s**",
@@ -289,7 +289,7 @@ async def clusters_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         r = await client.get(ROLLOUT, "cp", "fleet")
         steps = "; ".join(f"step {s['index']} {_secs(s)}" for s in r["status"].get("steps") or [])
         print(f"control-plane wave over {m} Clusters: {wave:.1f}s ({steps})", flush=True)
-        out += [f"### Clusters: M={m} (cluster operator --trust-pod-readiness, kubelet --fake-runtime)", "",
+        out += [f"**Clusters: M={m}** (cluster operator --trust-pod-readiness, kubelet --fake-runtime)", "",
                 f"- Rollout to v2, steps 1 → 5% → 100%, no maxUnavailable limit, permits granted at once: "
                 f"**{wave:.1f} s** until Completed ({steps})", ""]
     finally:
@@ -372,7 +372,7 @@ async def safety_phase(args: argparse.Namespace, tmp: Path, out: list[str]) -> N
                     ok += 1
     finally:
         api.stop()
-    out += [f"### Safety: {ok}/{args.safety_runs} seeded runs stopped before the next batch", "",
+    out += [f"**Safety: {ok}/{args.safety_runs} seeded runs stopped before the next batch**", "",
             f"{args.safety_nodes} Machines; each run breaks one canary node (an install failure of the new kubelet, or "
             "the kubelet stopped after its update), steps canary → pause 2s → 100%, maxFailures 0. Held in a run: "
             "the rollout aborts and rolls back, no Machine outside the canary batch changes generation, every "
