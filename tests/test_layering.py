@@ -87,6 +87,9 @@ LAYERS: dict[str, Layer] = {
         "the cluster operator: business clusters' control planes as Pods", OPERATOR,
         network={"_resources": "binds a socket to see whether a NodePort is free on this host (embedded mode)"}),
     "kokpit.operators.machine": Layer("the machine operator: hosts through node drivers", (*OPERATOR, "kokpit.nodes")),
+    "kokpit.operators.maintenance": Layer(
+        "maintenance flows: isolate, migrate, drain, repair (node drivers), verify, restore; escalation, storms",
+        (*OPERATOR, "kokpit.nodes")),
     "kokpit.operators.risk": Layer("the risk center: Permits decided against RiskPolicies, the RiskLedger, "
                                    "gates (PromQL through client.JsonHttpClient), probers, breakers", OPERATOR),
     "kokpit.operators.rollout": Layer("the rollout controller: canary waves over Clusters and Machines, through "
@@ -114,6 +117,7 @@ LAYERS: dict[str, Layer] = {
         "the `kokpit` command: the top of the stack, may start anything",
         (_LIB, _API, _CLIENT, _RUNTIME, "kokpit.apiserver", "kokpit.kubelet", "kokpit.nodes", "kokpit.simulator",
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
+         "kokpit.operators.maintenance",
          "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests", "kokpit.portal",
          "kokpit.operators.rollout")),
 }

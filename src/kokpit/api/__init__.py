@@ -39,6 +39,7 @@ from kokpit.api.machine import (
     ReadinessGate,
     RunState,
 )
+from kokpit.api.maintenance import MaintenanceFlow, MaintenancePolicy
 from kokpit.api.meta import Condition, ConditionStatus, FailureRecord, KokpitModel, ObjectMeta, ResourceModel
 from kokpit.api.risk import OperationType, Permit, PermitState, RiskLedger, RiskPolicy
 from kokpit.api.rollout import Rollout, RolloutSpec
@@ -76,6 +77,8 @@ __all__ = [
     "MachineReason",
     "MachineSpec",
     "MachineStatus",
+    "MaintenanceFlow",
+    "MaintenancePolicy",
     "NodeFault",
     "ObjectMeta",
     "OperationType",
@@ -100,7 +103,7 @@ __all__ = [
 
 KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
                                     Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout, FaultType, NodeFault,
-                                    FaultSubscription]
+                                    FaultSubscription, MaintenancePolicy, MaintenanceFlow]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 
 

@@ -66,6 +66,8 @@ def simulator(
     name_prefix: str = typer.Option("sim-", "--name-prefix", help="Node names are <prefix>00001, ..."),
     install_seconds: float = typer.Option(0.0, "--install-seconds", min=0.0,
                                           help="How long a component install/upgrade/uninstall takes."),
+    repair_seconds: float = typer.Option(2.0, "--repair-seconds", min=0.0,
+                                         help="How long a simulated reboot, reinstall or restart takes."),
     fail_probability: float = typer.Option(0.0, "--fail-probability", min=0.0, max=1.0,
                                            help="Chance an install fails (seeded)."),
     fail_component: list[str] | None = typer.Option(None, "--fail-component",
@@ -100,7 +102,8 @@ def simulator(
                             status_report_period=parse_duration(status_period), data_dir=data_dir,
                             driver_host=driver_host, driver_port=driver_port, driver_advertise=driver_advertise,
                             tls=tls, name_prefix=name_prefix,
-                            install_seconds=install_seconds, fail_probability=fail_probability,
+                            install_seconds=install_seconds, repair_seconds=repair_seconds,
+                            fail_probability=fail_probability,
                             fail_rules=rules, metrics_port=metrics_port, metrics_host=metrics_host,
                             metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
     if opts.lease_period <= 0:

@@ -111,11 +111,20 @@ def machine_operator(
                                                 "its risk center before upgrading or removing a component."),
     risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
     risk_namespace: str = typer.Option("default", "--risk-namespace", help="That Cluster's namespace."),
+    maintenance: bool = typer.Option(True, "--maintenance/--no-maintenance", help="Run the maintenance flows "
+                                     "(repair faulty nodes: NodeFault → MaintenanceFlow) in this process."),
+    maintenance_policy: str = typer.Option("default", "--maintenance-policy", help="MaintenancePolicy to use "
+                                           "(installed with defaults when missing)."),
+    maintenance_verify_grace: float = typer.Option(30.0, "--maintenance-verify-grace", min=0.0, help="Seconds "
+                                                   "a repaired fault must stay unreported to count as gone."),
+    maintenance_poll: float = typer.Option(5.0, "--maintenance-poll", min=0.05, help="Seconds between looks "
+                                           "while a flow waits."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the machine operator: hold every node at the final state its Machine declares."""
     import asyncio
 
+    from kokpit.cli._maintenance import maintenance_add_ons
     from kokpit.nodes.agent import RoutedDriver
     from kokpit.nodes.mtls import TLSFiles
     from kokpit.nodes.simulator import SimulatorDriver
@@ -146,7 +155,10 @@ def machine_operator(
     try:
         asyncio.run(run_operator(kubeconfig, routed, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
                                  risk_cluster=risk_cluster, risk_namespace=risk_namespace, http_host=metrics_host,
-                                 metrics_tokens=tokens))
+                                 metrics_tokens=tokens, add_ons=maintenance_add_ons(
+                                     maintenance, policy=maintenance_policy, verify_grace=maintenance_verify_grace,
+                                     poll=maintenance_poll, risk_cluster=risk_cluster,
+                                     risk_namespace=risk_namespace)))
     except KeyboardInterrupt:
         pass
 
@@ -308,11 +320,19 @@ def _add_risk() -> None:
     register(app)
 
 
+def _add_fault() -> None:
+    """`kokpit fault ...` (resolve and retry a node's maintenance flow) lives in its own module."""
+    from kokpit.cli._fault import fault_app
+
+    app.add_typer(fault_app, name="fault")
+
+
 _add_control_plane()
 _add_risk()
 app.add_typer(__import__("kokpit.cli.portal", fromlist=["portal_app"]).portal_app, name="portal")
 app.add_typer(__import__("kokpit.cli.legacy", fromlist=["legacy_app"]).legacy_app, name="legacy")
 __import__("kokpit.cli._rollout", fromlist=["register"]).register(app)  # kokpit rollout ..., rollout-controller
+_add_fault()
 
 
 def main() -> None:

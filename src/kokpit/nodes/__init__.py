@@ -14,6 +14,9 @@ from kokpit.nodes.driver import (
     InstallState,
     NodeDriver,
     NodeState,
+    RepairDriver,
+    RepairKind,
+    RepairState,
     RunState,
 )
 
@@ -26,5 +29,8 @@ __all__ = [
     "InstallState",
     "NodeDriver",
     "NodeState",
+    "RepairDriver",
+    "RepairKind",
+    "RepairState",
     "RunState",
 ]

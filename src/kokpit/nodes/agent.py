@@ -24,6 +24,8 @@ from kokpit.nodes.driver import (
     HealthResult,
     NodeDriver,
     NodeState,
+    RepairKind,
+    RepairState,
 )
 from kokpit.nodes.mtls import TLSFiles
 from kokpit.nodes.simulator import SimulatorDriver
@@ -133,6 +135,10 @@ class AgentDriver:
     async def health(self, node: str, component: str) -> HealthResult:
         return await self._client(node).health(node, component)
 
+    async def repair(self, node: str, action: RepairKind, request_id: str, *, component: str = "",
+                     reason: str = "") -> RepairState:
+        return await self._client(node).repair(node, action, request_id, component=component, reason=reason)
+
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for c in clients:
@@ -175,6 +181,15 @@ class DriverRouter:
 
     async def health(self, node: str, component: str) -> HealthResult:
         return await self._driver(node).health(node, component)
+
+    async def repair(self, node: str, action: RepairKind, request_id: str, *, component: str = "",
+                     reason: str = "") -> RepairState:
+        d = self._driver(node)
+        fn = getattr(d, "repair", None)
+        if fn is None:
+            raise DriverError(f"node {node}: driver {self.choose(node)!r} cannot repair nodes", retryable=False)
+        out: RepairState = await fn(node, action, request_id, component=component, reason=reason)
+        return out
 
     async def close(self) -> None:
         for d in self.drivers.values():

@@ -24,6 +24,9 @@ __all__ = [
     "InstallState",
     "NodeDriver",
     "NodeState",
+    "RepairDriver",
+    "RepairKind",
+    "RepairState",
     "RunState",
 ]
 
@@ -97,6 +100,46 @@ class HealthResult:
     message: str = ""
 
 
+class RepairKind(StrEnum):
+    """Repairs of a whole node or one of its components (maintenance flows, issue 15)."""
+
+    RESTART_COMPONENT = "restart-component"
+    REBOOT = "reboot"
+    REINSTALL = "reinstall"  # the OS: every component is gone afterwards (the machine operator reinstalls)
+
+
+@dataclass(frozen=True)
+class RepairState:
+    """A repair as the node reports it.  ``state``: Running, Succeeded, Failed, or Accepted (a site repair
+    handed to a command or webhook whose completion is only seen on the node itself)."""
+
+    request_id: str
+    action: str
+    state: str
+    message: str = ""
+    operation_id: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("Succeeded", "Failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requestId": self.request_id, "action": self.action, "state": self.state,
+                "message": self.message, "reference": self.operation_id, "startedAt": self.started_at,
+                "finishedAt": self.finished_at, "accepted": self.state != "Failed",
+                "retryable": False}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], request_id: str = "", action: str = "") -> RepairState:
+        """Also reads a node agent's site-repair answer (``accepted``, ``message``, ``reference``)."""
+        state = str(d.get("state") or ("Accepted" if d.get("accepted") else "Failed"))
+        return cls(request_id=str(d.get("requestId") or request_id), action=str(d.get("action") or action),
+                   state=state, message=str(d.get("message") or ""), operation_id=str(d.get("reference") or ""),
+                   started_at=str(d.get("startedAt") or ""), finished_at=str(d.get("finishedAt") or ""))
+
+
 class DriverError(Exception):
     """The driver could not talk to the node or the node refused the action. `retryable` False means the
     request itself is wrong (unknown node, malformed spec) and retrying cannot help."""
@@ -126,4 +169,15 @@ class NodeDriver(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+class RepairDriver(Protocol):
+    """Drivers that can repair a node (the simulator; node agents for reboot/reinstall via the site's repair
+    command or webhook).  ``repair`` is idempotent by ``request_id``: asking again with the same id reports
+    the repair already started (or finished) and never starts a second one — a restarted maintenance flow
+    asks with the id it recorded before the first call."""
+
+    async def repair(self, node: str, action: RepairKind, request_id: str, *, component: str = "",
+                     reason: str = "") -> RepairState:
         ...

@@ -19,6 +19,8 @@ from kokpit.nodes.driver import (
     DriverError,
     HealthResult,
     NodeState,
+    RepairKind,
+    RepairState,
 )
 from kokpit.nodes.mtls import TLSFiles, client_context
 
@@ -141,6 +143,13 @@ class SimulatorDriver:
                                 f"health of {component} on {node}")
         data = resp.data or {}
         return HealthResult(bool(data.get("healthy")), str(data.get("message") or ""))
+
+    async def repair(self, node: str, action: RepairKind, request_id: str, *, component: str = "",
+                     reason: str = "") -> RepairState:
+        """Start (or, with the same ``request_id``, look up) a repair: the driver API's ``/repairs``."""
+        body = {"action": str(action), "requestId": request_id, "component": component, "reason": reason}
+        resp = await self._call("POST", f"/v1/nodes/{node}/repairs", body, f"{action} of {node}")
+        return RepairState.from_dict(resp.data or {}, request_id, str(action))
 
     async def fault(self, node: str | None, kind: str, component: str = "", version: str = "") -> dict[str, Any]:
         """Inject or lift a fault (the simulator's fault API; not part of NodeDriver)."""

@@ -37,6 +37,7 @@ from kokpit.nodes.driver import (
     NodeState,
     RunState,
 )
+from kokpit.simulator._repairs import complete_repair, start_repair
 
 __all__ = [
     "CRITICAL_COMPONENTS",
@@ -158,6 +159,10 @@ class Host:
     # in the same row as the state, so a crash can never keep one without the other (chaos checks read it
     # to prove no action was done twice)
     log: list[dict[str, str]] = field(default_factory=list)
+    # repairs (simulator/_repairs.py) by requestId, oldest first; the one running, if any
+    repairs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repairing: str = ""
+    repair_seq: int = 0
 
     def record(self, event: str, component: str, version: str, at: str) -> None:
         self.log.append({"event": event, "component": component, "version": version, "at": at})
@@ -169,6 +174,9 @@ class Host:
 
     def readiness(self) -> tuple[bool, str, str]:
         """(ready, reason, message) as the kubelet would report it in the Ready condition."""
+        if self.repairing:
+            action = self.repairs.get(self.repairing, {}).get("action", "repair")
+            return False, "NodeRepairing", f"the node is down for a {action}"
         if self.hardware:
             return False, "HardwareFault", self.hardware
         for name in CRITICAL_COMPONENTS:
@@ -185,6 +193,8 @@ class Host:
         comps = {n: c.state() for n, c in sorted(self.components.items())}
         if self.hung:
             return NodeState(self.name, False, comps, "timed out waiting for the node")
+        if self.repairing:
+            return NodeState(self.name, False, comps, "node down for a repair")
         if self.hardware:
             return NodeState(self.name, False, comps, f"node unreachable: {self.hardware}")
         return NodeState(self.name, True, comps)
@@ -197,7 +207,8 @@ class Host:
     def to_record(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "hardware": self.hardware, "hung": self.hung,
                 "failRules": [r.to_dict() for r in self.fail_rules], "created": self.created,
-                "components": [c.to_record() for c in self.components.values()], "log": self.log}
+                "components": [c.to_record() for c in self.components.values()], "log": self.log,
+                "repairs": list(self.repairs.values()), "repairing": self.repairing, "repairSeq": self.repair_seq}
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Host:
@@ -205,7 +216,9 @@ class Host:
                    components={c["name"]: Component.from_record(c) for c in d.get("components") or []},
                    hardware=d.get("hardware", ""), hung=bool(d.get("hung")),
                    fail_rules=[FailRule(r["component"], r.get("version", "")) for r in d.get("failRules") or []],
-                   created=d.get("created", ""), log=list(d.get("log") or []))
+                   created=d.get("created", ""), log=list(d.get("log") or []),
+                   repairs={r["requestId"]: r for r in d.get("repairs") or []}, repairing=d.get("repairing", ""),
+                   repair_seq=int(d.get("repairSeq", 0)))
 
 
 class HostDB:
@@ -253,6 +266,7 @@ class HostBook:
         *,
         seed: int = 0,
         install_seconds: float = 0.0,
+        repair_seconds: float = 0.0,
         fail_probability: float = 0.0,
         fail_rules: Iterable[FailRule] = (),
         db: HostDB | None = None,
@@ -261,6 +275,8 @@ class HostBook:
     ) -> None:
         self.seed = seed
         self.install_seconds = max(0.0, install_seconds)
+        self.repair_seconds = max(0.0, repair_seconds)
+        self.repair_due: list[tuple[float, str, str]] = []  # (deadline, node, requestId) of running repairs
         self.fail_probability = fail_probability
         self.fail_rules: list[FailRule] = []
         self.db = db
@@ -291,6 +307,9 @@ class HostBook:
             for c in host.components.values():
                 if c.action:
                     self._schedule(host.name, c)
+            if host.repairing and host.repairing in host.repairs:
+                heapq.heappush(self.repair_due, (float(host.repairs[host.repairing].get("deadline") or 0),
+                                                 host.name, host.repairing))
         stored_rules = [FailRule(r["component"], r.get("version", "")) for r in meta.get("failRules") or []]
         for rule in [*stored_rules, *fail_rules]:
             if rule not in self.fail_rules:
@@ -331,6 +350,30 @@ class HostBook:
                 fn(node)
             except Exception:
                 log.exception("host listener failed for %s", node)
+
+    # the hooks simulator/_repairs.py uses
+    def wall(self) -> float:
+        return self._wall()
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def changed(self, node: str) -> None:
+        self._changed(node)
+
+    def event(self, node: str, type_: str, reason: str, message: str) -> None:
+        self._event(node, type_, reason, message)
+
+    def unfreeze(self, node: str) -> None:
+        """Actions frozen by a hang or hardware fault resume (after a recovery or a reboot)."""
+        for item in self._frozen.pop(node, []):
+            heapq.heappush(self._deadlines, item)
+        self.wake()
+
+    def repair(self, node: str, action: str, request_id: str, component: str = "", reason: str = "") -> Any:
+        """Start or look up a repair (:func:`kokpit.simulator._repairs.start_repair`)."""
+        return start_repair(self, node, action, request_id, component, reason)
 
     def _event(self, node: str, type_: str, reason: str, message: str) -> None:
         for fn in self.event_listeners:
@@ -427,6 +470,10 @@ class HostBook:
         """Complete every action whose time has come; returns the next deadline (wall time) if any.
         Actions on hung or hardware-faulted hosts wait (the machine is frozen) and finish after recovery."""
         now = self._wall()
+        while self.repair_due and self.repair_due[0][0] <= now:
+            _, node, rid = heapq.heappop(self.repair_due)
+            if node in self.hosts:
+                complete_repair(self, self.hosts[node], rid)
         while self._deadlines and self._deadlines[0][0] <= now:
             item = heapq.heappop(self._deadlines)
             deadline, _, node, name = item
@@ -434,12 +481,13 @@ class HostBook:
             c = host.components.get(name) if host else None
             if host is None or c is None or not c.action or c.deadline != deadline:
                 continue  # superseded
-            if host.hung or host.hardware:
+            if host.hung or host.hardware or host.repairing:
                 self._frozen.setdefault(node, []).append(item)
                 continue
             self._complete(host, c)
             self._changed(node)
-        return self._deadlines[0][0] if self._deadlines else None
+        due = [d[0] for d in (self._deadlines[:1] + self.repair_due[:1])]
+        return min(due) if due else None
 
     async def _timer(self) -> None:
         assert self._wake is not None
@@ -520,10 +568,7 @@ class HostBook:
     def _recover(self, host: Host) -> None:
         changed = bool(host.hardware or host.hung or host.fail_rules)
         host.hardware, host.hung, host.fail_rules = "", False, []
-        for item in self._frozen.pop(host.name, []):
-            heapq.heappush(self._deadlines, item)
-            if self._wake is not None:
-                self._wake.set()
+        self.unfreeze(host.name)
         for c in host.components.values():
             if c.installed and not c.action and c.run_state == RunState.STOPPED \
                     and c.install_state == InstallState.INSTALLED:

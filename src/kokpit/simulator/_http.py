@@ -9,6 +9,8 @@ for thousands of hosts and every request should cost as little as possible.  Rou
     GET  /v1/nodes/N                           NodeState
     POST /v1/nodes/N/actions {"action": "install"|"uninstall", "component": ComponentSpec}  ComponentState
     GET  /v1/nodes/N/health/C                  {"healthy": bool, "message": str}
+    POST /v1/nodes/N/repairs {"action": "restart-component"|"reboot"|"reinstall", "requestId", "component",
+                              "reason"}        RepairState (idempotent by requestId; reaches hung hosts too)
     GET  /v1/actionlog                         {"nodes": {name: [{"event", "component", "version", "at"}]}}
     GET  /v1/faults                            {"installFailures": [...], "nodes": {name: faults}}
     POST /v1/faults {"type", "node", "component", "version"}   the node's (or every node's) faults
@@ -98,6 +100,17 @@ class DriverApp:
                 await self._reachable(node)
                 state = book.start_action(node, action, spec)
                 await book.persist()  # the decision (and any instant result) is durable before we answer
+                return 200, state.to_dict()
+            if rest[2:] == ["repairs"] and method == "POST":
+                if not isinstance(body, dict):
+                    raise _HttpError(400, "body must be {\"action\": ..., \"requestId\": ..., \"component\": ...}")
+                host, rid = book.host(node), str(body.get("requestId") or "")
+                if host.repairing and rid not in host.repairs:  # like a BMC busy with the last one: later
+                    raise _HttpError(409, f"node {node} is being repaired ({host.repairing}); retry later",
+                                     retryable=True)
+                state = book.repair(node, str(body.get("action") or ""), str(body.get("requestId") or ""),
+                                    str(body.get("component") or ""), str(body.get("reason") or ""))
+                await book.persist()  # the repair is on record before the caller hears of it
                 return 200, state.to_dict()
             if len(rest) == 4 and rest[2] == "health" and method == "GET":
                 await self._reachable(node)

@@ -63,6 +63,7 @@ class SimulatorOptions:
     metrics_tokens: list[str] = field(default_factory=list)
     name_prefix: str = "sim-"
     install_seconds: float = 0.0
+    repair_seconds: float = 2.0  # how long a simulated reboot / reinstall / component restart takes
     fail_probability: float = 0.0
     fail_rules: list[FailRule] = field(default_factory=list)
     hang_seconds: float = 300.0
@@ -114,7 +115,8 @@ class Simulator:
             self._lock_data_dir(o.data_dir)
             db = HostDB(o.data_dir / "hosts.sqlite")
         self.book = book = HostBook(node_names(o.name_prefix, o.nodes), seed=o.seed,
-                                    install_seconds=o.install_seconds, fail_probability=o.fail_probability,
+                                    install_seconds=o.install_seconds, repair_seconds=o.repair_seconds,
+                                    fail_probability=o.fail_probability,
                                     fail_rules=o.fail_rules, db=db)
         await book.start()
         # renewals are latency-bound (the server's group commit), so concurrency grows with the fleet

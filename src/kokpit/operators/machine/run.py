@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from kokpit.client import Client
@@ -18,7 +19,11 @@ from kokpit.runtime import Manager
 from kokpit.runtime.informer import strip_managed_fields
 from kokpit.runtime.permits import PermitClient, PermitGate
 
-__all__ = ["run_operator"]
+__all__ = ["AddOn", "run_operator"]
+
+AddOn = Callable[[Manager, NodeDriver, Client | None], Callable[[], Awaitable[None]] | None]
+"""Another controller sharing the process (the maintenance flows): wired onto the Manager with the node
+driver and the risk center's client (the meta cluster, or None); may return an async closer."""
 
 log = logging.getLogger("kokpit.operators.machine")
 
@@ -35,6 +40,7 @@ async def run_operator(
     risk_namespace: str = "default",
     http_host: str = "127.0.0.1",
     metrics_tokens: list[str] | None = None,
+    add_ons: Sequence[AddOn] = (),
 ) -> None:
     """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end.
 
@@ -52,8 +58,13 @@ async def run_operator(
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
                           cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens)
         MachineOperator(manager, driver, options)
+        closers = [c for add in add_ons if (c := add(manager, driver, meta)) is not None]
         log.info("machine operator starting against %s", client.server)
-        await manager.run()
+        try:
+            await manager.run()
+        finally:
+            for close in closers:
+                await close()
     finally:
         await driver.close()
         await client.close()

@@ -1,0 +1,160 @@
+"""Pure decisions of the flow controller: which flow a fault starts, the storm breaker, escalation.
+
+Everything here takes plain objects and ``now`` and returns an answer, so it is unit-tested without a server;
+the reconciler (``_flow.py``) applies the answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from kokpit._lib.clock import parse_time
+from kokpit.api.maintenance import (
+    DEFAULT_ESCALATION,
+    FlowConditionType,
+    MaintenancePolicySpec,
+    parse_duration,
+)
+from kokpit.operators.maintenance._faultref import ACCEPTED, ACTIVE, OBSERVE_ONLY
+from kokpit.runtime import find_condition, is_true
+
+__all__ = [
+    "Escalation",
+    "Storm",
+    "active_faults",
+    "escalate",
+    "flow_is_open",
+    "policy_spec",
+    "resolve_limit",
+    "starting_flow",
+    "storm",
+]
+
+Obj = dict[str, Any]
+
+
+def policy_spec(policy: Obj | None) -> tuple[MaintenancePolicySpec | None, str]:
+    """The typed spec of a MaintenancePolicy, or None and why it cannot be used."""
+    if policy is None:
+        return None, "not found"
+    try:
+        return MaintenancePolicySpec.model_validate(policy.get("spec") or {}), ""
+    except ValidationError as e:
+        first = e.errors()[0]
+        return None, f"spec.{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+
+
+def active_faults(faults: Iterable[Obj]) -> list[Obj]:
+    """NodeFaults a flow acts on: Active, accepted by the event center, and not observe-only."""
+    out = []
+    for f in faults:
+        st = f.get("status") or {}
+        if st.get("state") != ACTIVE:
+            continue
+        if not is_true(st.get("conditions"), ACCEPTED):
+            continue
+        if st.get("flow") == OBSERVE_ONLY:
+            continue
+        out.append(f)
+    return out
+
+
+def starting_flow(spec: MaintenancePolicySpec, faults: list[Obj]) -> tuple[str, Obj]:
+    """The flow a set of faults starts with (the strongest any of them asks for) and the fault it is for."""
+    order = list(spec.escalation) or list(DEFAULT_ESCALATION)
+
+    def rank(f: Obj) -> tuple[int, str]:
+        flow = spec.flow_for(str(f["spec"]["type"]), str((f.get("status") or {}).get("flow") or ""))
+        return (order.index(flow) if flow in order else -1), str(f["metadata"]["name"])
+
+    best = max(faults, key=rank)
+    return spec.flow_for(str(best["spec"]["type"]), str((best.get("status") or {}).get("flow") or "")), best
+
+
+def flow_is_open(flow: Obj) -> bool:
+    return not is_true((flow.get("status") or {}).get("conditions"), FlowConditionType.COMPLETED.value) \
+        and not (flow.get("metadata") or {}).get("deletionTimestamp")
+
+
+def resolve_limit(value: int | str, total: int) -> int:
+    """An integer or a percentage of ``total`` (rounded down, as the risk center and Cluster API do)."""
+    if isinstance(value, int):
+        return value
+    return math.floor(total * int(value.rstrip("%")) / 100)
+
+
+@dataclass(frozen=True)
+class Storm:
+    open: bool
+    arrivals: int  # flows created within the window
+    faulty: int  # flows still open
+    nodes: int
+    limit: int
+    message: str
+
+
+def storm(spec: MaintenancePolicySpec, flows: Iterable[Obj], nodes: int, was_open: bool, now: dt.datetime) -> Storm:
+    """The storm breaker: trips when more flows than the limit started within the window; once open it
+    stays open until no more than the limit are still unfinished (hysteresis: a storm is an arrival rate,
+    its end is the fleet being back)."""
+    window = parse_duration(spec.storm.window)
+    limit = resolve_limit(spec.storm.max_faulty, nodes)
+    arrivals = faulty = 0
+    for f in flows:
+        created = (f.get("metadata") or {}).get("creationTimestamp")
+        if created and (now - parse_time(str(created))).total_seconds() <= window:
+            arrivals += 1
+        if flow_is_open(f):
+            faulty += 1
+    is_open = faulty > limit if was_open else arrivals > limit
+    if is_open:
+        msg = (f"fault storm: {arrivals} nodes got a maintenance flow within {spec.storm.window}, {faulty} still "
+               f"under repair, limit {limit} of {nodes} nodes (maxFaulty {spec.storm.max_faulty}); no new node is "
+               "isolated until no more than the limit are under repair")
+    else:
+        msg = f"{arrivals} flows within {spec.storm.window}, {faulty} open; limit {limit} of {nodes} nodes"
+    return Storm(is_open, arrivals, faulty, nodes, limit, msg)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """What happens after a failed repair attempt: try ``flow`` again as attempt ``attempt`` (possibly a
+    stronger flow), or hand the node to a person (``flow`` None)."""
+
+    flow: str | None
+    attempt: int
+    level: int
+    message: str
+
+
+def escalate(spec: MaintenancePolicySpec, flow: str, attempt: int, level: int, why: str) -> Escalation:
+    tpl = spec.flow(flow)
+    if tpl is not None and attempt < tpl.max_attempts:
+        return Escalation(flow, attempt + 1, level, f"{why}; retrying {flow} (attempt {attempt + 1} of "
+                                                   f"{tpl.max_attempts})")
+    nxt = spec.next_flow(flow)
+    if nxt is None:
+        return Escalation(None, attempt, level, f"{why}; {flow} was the last automatic repair: a person must "
+                                                f"finish it (kokpit fault resolve|retry)")
+    return Escalation(nxt, 1, level + 1, f"{why}; escalating from {flow} to {nxt}")
+
+
+def timed_out(started_at: str | None, timeout: str, now: dt.datetime) -> bool:
+    if not started_at:
+        return False
+    return (now - parse_time(started_at)).total_seconds() > parse_duration(timeout)
+
+
+def condition_true(obj: Obj | None, type_: str) -> bool:
+    return bool(obj) and is_true(((obj or {}).get("status") or {}).get("conditions"), type_)
+
+
+def condition_status(obj: Obj | None, type_: str) -> str | None:
+    c = find_condition(((obj or {}).get("status") or {}).get("conditions"), type_)
+    return str(c.get("status")) if c else None

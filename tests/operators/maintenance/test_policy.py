@@ -1,0 +1,68 @@
+"""The flow controller's pure decisions: which flow a set of faults starts with, escalation, the storm
+breaker (trips on arrivals, closes on what is still open), and which faults a flow acts on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from kokpit._lib.clock import format_time
+from kokpit.api.maintenance import MaintenancePolicySpec, default_policy_spec
+from kokpit.operators.maintenance._policy import active_faults, escalate, resolve_limit, starting_flow, storm
+
+Obj = dict[str, Any]
+NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+
+
+def fault(name: str, type_: str, flow: str, state: str = "Active", accepted: bool = True) -> Obj:
+    return {"metadata": {"name": name}, "spec": {"nodeName": "n1", "type": type_},
+            "status": {"state": state, "flow": flow, "conditions": [
+                {"type": "Accepted", "status": "True" if accepted else "False"}]}}
+
+
+def flow(age_s: float, completed: bool = False) -> Obj:
+    conds = [{"type": "Completed", "status": "True"}] if completed else []
+    return {"metadata": {"creationTimestamp": format_time(NOW - dt.timedelta(seconds=age_s))},
+            "spec": {"policy": "default"}, "status": {"conditions": conds}}
+
+
+def test_the_strongest_fault_picks_the_flow_and_routes_override_the_catalog() -> None:
+    spec = default_policy_spec()
+    faults = [fault("a", "kubelet-unhealthy", "component-restart"), fault("b", "disk-failure", "hardware-repair")]
+    assert starting_flow(spec, faults)[0] == "hardware-repair"
+    routed = MaintenancePolicySpec.model_validate({**spec.to_wire(), "faultTypes": [
+        {"type": "disk-failure", "flow": "reinstall"}]})
+    assert starting_flow(routed, faults)[0] == "reinstall"
+    assert starting_flow(spec, [fault("c", "mystery", "")])[0] == "reboot"  # defaultFlow
+
+
+def test_only_active_accepted_repairable_faults_count() -> None:
+    got = active_faults([fault("a", "t", "reboot"), fault("b", "t", "reboot", state="Expired"),
+                         fault("c", "t", "reboot", accepted=False), fault("d", "t", "none")])
+    assert [f["metadata"]["name"] for f in got] == ["a"]
+
+
+def test_escalation_retries_then_escalates_then_hands_to_a_person() -> None:
+    spec = default_policy_spec()
+    e = escalate(spec, "component-restart", 1, 0, "timed out")
+    assert (e.flow, e.attempt, e.level) == ("component-restart", 2, 0)  # maxAttempts 2
+    e = escalate(spec, "component-restart", 2, 0, "timed out")
+    assert (e.flow, e.attempt, e.level) == ("reboot", 1, 1) and "escalating from component-restart" in e.message
+    e = escalate(spec, "hardware-repair", 1, 3, "timed out")
+    assert e.flow is None and "a person must finish it" in e.message
+
+
+def test_storm_trips_on_arrivals_and_closes_when_few_remain_open() -> None:
+    spec = MaintenancePolicySpec.model_validate({**default_policy_spec().to_wire(),
+                                                 "storm": {"maxFaulty": "20%", "window": "10m"}})
+    assert resolve_limit("20%", 10) == 2 and resolve_limit(3, 10) == 3 and resolve_limit("33%", 6) == 1
+    calm = [flow(30), flow(60)]
+    assert not storm(spec, calm, 10, False, NOW).open
+    burst = [flow(5) for _ in range(3)]
+    s = storm(spec, burst, 10, False, NOW)
+    assert s.open and s.arrivals == 3 and s.limit == 2 and "fault storm" in s.message
+    # arrivals older than the window do not trip it; once open it stays open while more than 2 are open
+    old = [flow(3600) for _ in range(3)]
+    assert not storm(spec, old, 10, False, NOW).open
+    assert storm(spec, old, 10, True, NOW).open
+    assert not storm(spec, [flow(5, completed=True) for _ in range(3)] + [flow(5)], 10, True, NOW).open
