@@ -46,7 +46,6 @@ from kokpit.operators.maintenance._policy import condition_status, escalate, pol
 from kokpit.runtime import (
     EventRecorder,
     InvalidSpec,
-    PatchHelper,
     PhaseRule,
     ReconcileContext,
     Request,
@@ -127,13 +126,6 @@ class FlowCtx(ReconcileContext):
         self.status["step"] = step.value
 
 
-def _rv(obj: Obj) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except (TypeError, ValueError):  # opaque resourceVersions: trust the cache
-        return 1 << 62
-
-
 _PHASES = (
     PhaseRule("Completed", CT.COMPLETED, ("True",)),
     PhaseRule("ManualRequired", CT.MANUAL_REQUIRED, ("True",)),
@@ -162,31 +154,10 @@ class FlowReconciler(StepReconciler[FlowCtx]):
         self.metrics = metrics
         self.opts = options or FlowOptions()
         self.storm_open = storm_open or (lambda policy: False)
-        self._written: dict[str, Obj] = {}  # flows as last written, until the cache has them (see get)
 
     # ------------------------------------------------------------------------------ the skeleton's parts
     def get(self, req: Request) -> Obj | None:
-        """The flow from the cache — or the copy this reconciler last wrote, while the cache has not caught up
-        with it: the next step builds on this step's status (the pods' fates, the repair intent), and a
-        status computed from a stale copy would overwrite what was just recorded."""
-        cached = self.flows.get_by_name(req.name)
-        mine = self._written.get(req.name)
-        if mine is None or cached is None:
-            self._written.pop(req.name, None)
-            return cached
-        if _rv(cached) >= _rv(mine):
-            del self._written[req.name]
-            return cached
-        return mine
-
-    def _remember(self, obj: Obj | None) -> None:
-        if obj and obj.get("metadata", {}).get("resourceVersion") and obj.get("spec") is not None:
-            self._written[str(obj["metadata"]["name"])] = obj
-
-    async def _write(self, ctx: ReconcileContext, helper: PatchHelper) -> None:
-        self._remember(await helper.patch())
-        for type_, reason, message in ctx.events:
-            await self.record(ctx.obj, type_, reason, message)
+        return self.flows.get_by_name(req.name)
 
     def context(self, req: Request, obj: Obj, spec: Any, now: dt.datetime, mono: float) -> FlowCtx:
         ctx = FlowCtx(req, obj, now, mono, spec=spec, flow_name=req.name)
@@ -277,7 +248,9 @@ class FlowReconciler(StepReconciler[FlowCtx]):
 
     async def _write_status_now(self, ctx: FlowCtx, fields: Obj) -> None:
         """Persist ``fields`` of the status before acting on them (the repair intent)."""
-        self._remember(await self.client.patch(FLOW, ctx.flow_name, {"status": fields}, subresource="status"))
+        out = await self.client.patch(FLOW, ctx.flow_name, {"status": fields}, subresource="status")
+        if isinstance(out, dict) and (out.get("metadata") or {}).get("resourceVersion"):
+            self._written[ctx.request] = out  # the skeleton's mutation cache: the next reconcile starts here
 
     # ------------------------------------------------------------------------------ steps
     async def human_requests_are_recorded(self, ctx: FlowCtx) -> StepResult:
