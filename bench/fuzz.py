@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="kokpit-fuzz-"))
     load0 = os.getloadavg()[0]
-    srv = ApiServerProcess(base / "apiserver").start(timeout=180)  # nice -n 19 on a busy machine: slow
+    srv = ApiServerProcess(base / "apiserver")
     problems: list[str] = []
     try:
+        srv.start(timeout=180)  # nice -n 19 on a busy machine: slow; a server that never got ready is ended too
         server = Server(srv.url, str(srv.ca_file), srv.admin_token)
         install_crds(server, crds())
         before = seed(server)
