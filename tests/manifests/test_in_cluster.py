@@ -31,6 +31,7 @@ from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import POD, ApiError, Client, Kind, TransportError
 from kokpit.manifests import component, component_rbac
 from kokpit.operators.cluster import CLUSTER, CPV
+from kokpit.runtime.permits import PERMIT
 from kokpit.up._defaults import DEFAULT_CPV, cluster_body, cpvs
 from kokpit.up._identities import _write_kubeconfig
 
@@ -185,6 +186,11 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
             dep = await meta.get(Kind("apps", "v1", "Deployment", "deployments"), "kokpit-cluster-operator", NS)
             assert dep["status"].get("availableReplicas") == 1, dep["status"]
             assert "Forbidden" not in kcm_log.read_text(), kcm_log.read_text()[-3000:]
+            # the release asked the risk center (its Deployment from the same manifests): the control-plane-release
+            # permits were granted and released Succeeded
+            permits = (await meta.list(PERMIT, "default")).items
+            releases = [p for p in permits if p["spec"]["operation"] == "control-plane-release"]
+            assert releases and {p["status"].get("outcome") for p in releases} == {"Succeeded"}, permits
         finally:
             _stop(kcm)
             _stop(kubelet)

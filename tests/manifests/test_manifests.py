@@ -61,7 +61,8 @@ def test_deployments_are_hardened_and_highly_available() -> None:
 
 
 def test_least_privilege() -> None:
-    """No wildcards, Secrets only for the component that makes PKI, nothing cluster-scoped beyond the table."""
+    """No wildcards, Secrets only for the component that makes PKI (and, read by name, the risk center that
+    observes business clusters through their kubeconfigs), nothing cluster-scoped beyond the table."""
     roles = [o for o in _objects() if o["kind"] in ("ClusterRole", "Role")]
     for r in roles:
         if r["metadata"]["name"].startswith("kokpit:aggregate-to-"):
@@ -70,11 +71,12 @@ def test_least_privilege() -> None:
         for rule in r["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], r
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), r
-    secret_readers = {r["metadata"]["name"] for r in roles for rule in r["rules"] if "secrets" in rule["resources"]}
-    assert secret_readers == {"kokpit:cluster-operator", "kokpit:rollout-controller"}
-    # the rollout controller only reads a business cluster's kubeconfig Secret by name (no list, no write)
-    ro = next(r for r in roles if r["metadata"]["name"] == "kokpit:rollout-controller")
-    assert [rule["verbs"] for rule in ro["rules"] if "secrets" in rule["resources"]] == [["get"]]
+    secret_readers = {r["metadata"]["name"]: rule["verbs"] for r in roles for rule in r["rules"]
+                      if "secrets" in rule["resources"]}
+    # the cluster operator makes the PKI; the rollout controller and the risk center only read a business
+    # cluster's kubeconfig Secret by name (no list, no write)
+    assert set(secret_readers) == {"kokpit:cluster-operator", "kokpit:rollout-controller", "kokpit:risk-center"}
+    assert secret_readers["kokpit:rollout-controller"] == ["get"] and secret_readers["kokpit:risk-center"] == ["get"]
     leases = [r for r in roles if any("leases" in rule["resources"] for rule in r["rules"])]
     assert all(r["kind"] == "Role" for r in leases)  # leader election stays in kokpit's namespace
 

@@ -299,7 +299,7 @@ def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
     hidden = subprocess.run([kubectl_bin, "--kubeconfig", str(viewer), "get", "secrets", "-n", "default"],
                             capture_output=True, text=True, timeout=30)
     assert hidden.returncode != 0 and 'cannot list resource "secrets"' in hidden.stderr
-    for log in ("kubelet", "cluster-operator"):
+    for log in ("kubelet", "cluster-operator", "risk-center"):
         text = (data_dir / "logs" / f"{log}.log").read_text()
         assert "Forbidden" not in text and " 403" not in text, f"{log} was refused something:\n{text[-3000:]}"
 
@@ -323,6 +323,14 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         assert len(clusters) == CLUSTERS and all(ready(c) for c in clusters)
         check_least_privilege(kubectl_bin, data_dir)
         await check_portal(data_dir, time.monotonic() + 60, nodes=NODES, host=HOST)
+        # every actor asks (issue 14): each machine operator runs as its cluster's Permits-only identity
+        mo = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "pod", "-n", "default",
+                          "cluster-1-machine-operator-0")
+        assert mo["spec"]["serviceAccountName"] == "cluster-1-machine-operator"
+        assert "--risk-in-cluster" in mo["spec"]["containers"][0]["args"]
+        role = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "role", "-n", "default",
+                            "cluster-1-machine-operator")
+        assert {r for rule in role["rules"] for r in rule["resources"]} == {"permits", "permits/status"}
 
         # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
         second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))

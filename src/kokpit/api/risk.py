@@ -273,6 +273,7 @@ class RiskReason:
     # the actors' conditions (Machine, Cluster) while they wait for the risk center
     RISK_DENIED: Final = "RiskDenied"
     RISK_QUEUED: Final = "RiskQueued"
+    QUEUED_BEHIND: Final = "QueuedBehind"  # first come, first served: an earlier permit waits for this budget
 
 
 class BudgetStatus(StatusModel):
@@ -388,6 +389,9 @@ class PermitSpec(SpecModel):
     holder: str = Field(min_length=1, max_length=253, description="Who acts, e.g. machine-operator/cluster-1.")
     ttl_seconds: int = Field(default=300, ge=1, le=86_400, description="Expires this long after renewTime.")
     renew_time: str | None = Field(default=None, description="The holder's last heartbeat (RFC 3339).")
+    request_time: str | None = Field(default=None, description="When the holder asked (RFC 3339 with "
+                                     "microseconds): the queue is first come, first served, and "
+                                     "creationTimestamp only has seconds.")
     repair: bool = Field(default=False, description="Repairs the failure a pre-check finds (may start anyway).")
     partial: bool = Field(default=False, description="Grant the first targets that fit when not all do.")
     reason: str = Field(default="", max_length=1024, description="Why, for people.")

@@ -109,6 +109,8 @@ def machine_operator(
     slow_poll: float = typer.Option(10.0, "--slow-poll", min=0.1, help="Seconds between polls of all nodes."),
     risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
                                                 "its risk center before upgrading or removing a component."),
+    risk_in_cluster: bool = typer.Option(False, "--risk-in-cluster", help="Reach the meta cluster's risk center "
+                                         "as the Pod's own ServiceAccount (what the cluster operator gives it)."),
     risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
     risk_namespace: str = typer.Option("default", "--risk-namespace", help="That Cluster's namespace."),
     maintenance: bool = typer.Option(True, "--maintenance/--no-maintenance", help="Run the maintenance flows "
@@ -134,6 +136,8 @@ def machine_operator(
         fail(f"kubeconfig {kubeconfig} not found")
     if risk_kubeconfig is not None and (not risk_kubeconfig.is_file() or not risk_cluster):
         fail("--risk-kubeconfig needs an existing file and --risk-cluster NAME")
+    if risk_in_cluster and (risk_kubeconfig is not None or not risk_cluster):
+        fail("--risk-in-cluster needs --risk-cluster NAME and no --risk-kubeconfig")
     setup_logging(verbose, quiet_http=True)
     tokens = metrics_tokens(metrics_port, metrics_token_file)
     opts = OperatorOptions(create_machines_for_nodes=create_machines_for_nodes, workers=workers,
@@ -154,7 +158,8 @@ def machine_operator(
         fail(f"cannot use the node driver settings: {e}")
     try:
         asyncio.run(run_operator(kubeconfig, routed, opts, http_port=metrics_port, risk_kubeconfig=risk_kubeconfig,
-                                 risk_cluster=risk_cluster, risk_namespace=risk_namespace, http_host=metrics_host,
+                                 risk_in_cluster=risk_in_cluster, risk_cluster=risk_cluster,
+                                 risk_namespace=risk_namespace, http_host=metrics_host,
                                  metrics_tokens=tokens, add_ons=maintenance_add_ons(
                                      maintenance, policy=maintenance_policy, verify_grace=maintenance_verify_grace,
                                      poll=maintenance_poll, risk_cluster=risk_cluster,

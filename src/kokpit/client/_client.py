@@ -177,8 +177,9 @@ class Client:
 
     @classmethod
     def in_cluster(
-        cls, service_account_dir: str | os.PathLike[str] = SERVICE_ACCOUNT, **kwargs: Any
+        cls, service_account_dir: str | os.PathLike[str] | None = None, **kwargs: Any
     ) -> Client:
+        """The Pod's own ServiceAccount (its folder: the usual one, or ``$KOKPIT_SERVICE_ACCOUNT_DIR``)."""
         return cls(load_config(in_cluster=True, service_account_dir=service_account_dir), **kwargs)
 
     @property

@@ -16,6 +16,7 @@ __all__ = ["AGGREGATED", "COMPONENTS", "Component", "component", "rule"]
 
 Obj = dict[str, Any]
 KOKPIT = "kokpit.io"
+_RBAC_GROUP = "rbac.authorization.k8s.io"
 _RO = ("get", "list", "watch")
 
 
@@ -71,6 +72,15 @@ COMPONENTS: tuple[Component, ...] = (
                  "server"),
             rule(("",), ("nodes",), _RO, "finds the node holding a cluster's data to clean it up; places the "
                  "etcd members of an Upstream control plane on Ready nodes, spread"),
+            rule((KOKPIT,), ("permits",), (*_RO, "create", "patch", "delete"), "asks the risk center before a "
+                 "release or a repair replaces a control-plane Pod (issue 14); holds what it grants each machine "
+                 "operator's Role, which RBAC requires of whoever writes that Role"),
+            rule((KOKPIT,), ("permits/status",), ("patch",), "records checks and releases its permits with the "
+                 "outcome"),
+            rule(("",), ("serviceaccounts",), (*_RO, "create", "patch", "delete"), "one ServiceAccount per "
+                 "business cluster: its machine operator's least-privilege identity in the meta cluster"),
+            rule((_RBAC_GROUP,), ("roles", "rolebindings"), (*_RO, "create", "patch", "delete"), "that identity's "
+                 "Role (Permits only) and its binding, in the Cluster's namespace"),
             _EVENTS,
         ),
         namespace_rules=(_LEADER_ELECTION,),
@@ -78,7 +88,28 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("configmaps",), (*_RO, "create", "delete"), "one record per host port it handed out "
                  "(kube-system, as Kubernetes keeps its own allocations), so a restart never hands one out twice"),
         )),),
-        args=("cluster-operator", "--leader-elect", "--metrics-port=8080",
+        args=("cluster-operator", "--leader-elect", "--ask-risk-center", "--metrics-port=8080",
+              "--metrics-token-file=/etc/kokpit/metrics/token"),
+    ),
+    Component(
+        "risk-center",
+        "Decides every risky operation's Permit against the RiskPolicies (budgets, gates, breakers) from state "
+        "kept in the API; probes each business cluster with a small Pod for the pod-creation gate.",
+        cluster_rules=(
+            rule((KOKPIT,), ("permits",), (*_RO, "patch"), "watches every Permit; fences a decision with its uid"),
+            rule((KOKPIT,), ("permits/status",), ("patch",), "answers: Granted, Queued, Denied, Released, Expired"),
+            rule((KOKPIT,), ("riskpolicies",), (*_RO, "create"), "reads the policies; --default-policies creates "
+                 "the shipped ones that are missing"),
+            rule((KOKPIT,), ("riskpolicies/status",), ("patch",), "publishes budgets, gates and breakers"),
+            rule((KOKPIT,), ("riskledgers",), ("get", "create", "update"), "commits every grant to the ledger "
+                 "with optimistic concurrency before any actor hears of it"),
+            rule((KOKPIT,), ("clusters",), _RO, "the scope of policies: Clusters by label, their readiness"),
+            rule(("",), ("secrets",), ("get",), "each business cluster's kubeconfig Secret: observes its nodes "
+                 "and runs the synthetic pod prober there"),
+            _EVENTS,
+        ),
+        namespace_rules=(_LEADER_ELECTION,),
+        args=("risk-center", "--leader-elect", "--default-policies", "--metrics-port=8080",
               "--metrics-token-file=/etc/kokpit/metrics/token"),
     ),
     Component(

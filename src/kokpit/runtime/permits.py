@@ -229,7 +229,8 @@ class PermitClient:
         return {"apiVersion": PERMIT.api_version, "kind": "Permit", "metadata": meta,
                 "spec": {"operation": op, "cluster": self.cluster, "targets": list(targets),
                          "holder": self.holder, "ttlSeconds": self.ttl_seconds,
-                         "renewTime": format_micro_time(self._clock.now()), "repair": repair,
+                         "renewTime": format_micro_time(self._clock.now()),
+                         "requestTime": format_micro_time(self._clock.now()), "repair": repair,
                          "partial": partial, "reason": reason}}
 
     async def request(self, operation: OperationType | str, targets: Sequence[str], *, name: str | None = None,
@@ -280,6 +281,17 @@ class PermitClient:
         """Start the shared watch of this cluster's permits (idempotent)."""
         if self._watch_task is None or self._watch_task.done():
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
+
+    async def synced(self, timeout: float = 10.0) -> bool:
+        """Start the shared watch and wait (at most ``timeout``) until it has listed this cluster's permits,
+        so :meth:`cached` and :meth:`open_permits` answer from the API's state, not from an empty cache."""
+        self.start_watch()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._watching.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def cached(self, name: str) -> PermitView | None:
         """The permit as the shared watch last saw it (None: not seen, or the watch has not started)."""

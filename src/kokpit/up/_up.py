@@ -429,12 +429,12 @@ class Up:
         sans = [] if o.host == "127.0.0.1" else ["--apiserver-san", o.host]  # business API servers, drivers
         await self._child("cluster-operator", _kokpit("cluster-operator", "--kubeconfig",
                                                       str(identities["cluster-operator"]),
-                                                      "--data-root", "/clusters", *sans,
+                                                      "--data-root", "/clusters", *sans, "--ask-risk-center",
                                                       "--port-range", _port_range(d), *self._metrics_args(op_metrics))
                           ).start()
         record_endpoint(d, "cluster-operator", f"https://{_url_host(o.host)}:{op_metrics}/metrics")
         risk_metrics = _free_port(o.host)
-        await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(self.meta_kubeconfig),
+        await self._child("risk-center", _kokpit("risk-center", "--kubeconfig", str(identities["risk-center"]),
                                                  "--default-policies", *self._metrics_args(risk_metrics))).start()
         record_endpoint(d, "risk-center", f"https://{_url_host(o.host)}:{risk_metrics}/metrics")
         ro_metrics = _free_port(o.host)  # canary rollouts (issue 16), as its ServiceAccount

@@ -13,6 +13,7 @@ from kokpit._lib.clock import FakeClock, format_time
 from kokpit.apiserver.patch import json_merge_patch
 from kokpit.client import AlreadyExistsError, Kind, NotFoundError
 from kokpit.operators.cluster import COMPONENT_LABEL, ClusterReconciler, OperatorOptions, Probe
+from kokpit.operators.cluster._identity import IDENTITY_KINDS
 from kokpit.operators.cluster._resources import INDEXERS_PORTS
 from kokpit.operators.cluster.operator import INDEXERS_CLUSTER, INDEXERS_OWNED
 from kokpit.runtime import EventRecorder, Request, Result, Store
@@ -152,7 +153,8 @@ class Harness:
                                      services=self.services, secrets=self.secrets,
                                      recorder=EventRecorder(self.client, "cluster-operator", clock=self.clock),
                                      prober=self.prober, options=self.options, clock=self.clock,
-                                     ports=self.port_records)
+                                     ports=self.port_records,
+                                     identities={k.plural: self.client._store(k) for k in IDENTITY_KINDS})
         return self.rec
 
     def cpv(self, name: str, kube: str, components: list[Obj] | None = None) -> None:

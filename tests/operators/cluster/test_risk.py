@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit.api.risk import PermitOutcome
-from kokpit.runtime.permits import Admission, PermitView
+from kokpit.runtime.permits import Admission, PermitGate, PermitView
 
 from .conftest import Harness
 
@@ -21,13 +21,20 @@ class FakeGate:
     granted: dict[str, PermitView] = field(default_factory=dict)
     finished: list[tuple[str, PermitOutcome]] = field(default_factory=list)
 
-    async def admit(self, operation: Any, targets: list[str], intent: str, **_: Any) -> Admission:
+    repair_flags: list[bool] = field(default_factory=list)
+
+    async def admit(self, operation: Any, targets: list[str], intent: str, *, repair: bool = False,
+                    **_: Any) -> Admission:
         self.asked.append((str(operation), tuple(targets), intent))
+        self.repair_flags.append(repair)
         name = f"{targets[0]}-{intent}"
+        if name in self.granted and name not in {n for n, _ in self.finished}:
+            return Admission(True, "Granted", "", name)
         if not self.grant:
             return Admission(False, "RiskQueued", f"permit {name} is Queued (kokpit-control-plane: "
                              "MaxConcurrent)", name, 1.0)
-        self.granted[name] = PermitView({"metadata": {"name": name}, "spec": {"operation": str(operation)},
+        self.granted[name] = PermitView({"metadata": {"name": name, "annotations": {"kokpit.io/intent": intent}},
+                                         "spec": {"operation": str(operation), "targets": list(targets)},
                                          "status": {"state": "Granted"}})
         return Admission(True, "Granted", "", name)
 
@@ -35,8 +42,22 @@ class FakeGate:
         done = {n for n, _ in self.finished}
         return [v for n, v in self.granted.items() if n not in done]
 
+    def open_for(self, target: str) -> list[PermitView]:
+        return [v for v in self.open_all() if target in v.obj["spec"]["targets"]]
+
+    @staticmethod
+    def intent(view: PermitView) -> str:
+        return PermitGate.intent(view)
+
     async def finish(self, view: PermitView, outcome: PermitOutcome, message: str = "") -> None:
         self.finished.append((view.name, outcome))
+
+
+def _break(h: Harness, pod: str) -> None:
+    p = h.pods.get_by_name(pod, "default")
+    assert p is not None
+    p.setdefault("status", {})["phase"] = "Failed"
+    h.pods.put(p)
 
 
 async def test_release_waits_for_the_permit_then_releases_it() -> None:
@@ -62,3 +83,77 @@ async def test_release_waits_for_the_permit_then_releases_it() -> None:
     assert h.cond("RiskPermitted")["status"] == "True"
     assert gate.finished and {o for _, o in gate.finished} == {PermitOutcome.SUCCEEDED}
     assert {n for n, _ in gate.finished} == set(gate.granted)
+
+
+async def test_a_broken_pod_is_replaced_only_with_a_repair_permit() -> None:
+    """control-plane-repair (issue 14 item 6): a broken Pod waits while the permit is Queued (RiskPermitted
+    says why), is replaced once granted (asked with repair=True: its pre-check is the failure itself), and the
+    permit is released Succeeded when the replacement is healthy; a replacement that breaks again ends the
+    first attempt Failed and asks anew."""
+    gate = FakeGate(grant=True)
+    h = Harness(risk=lambda ns, cluster: gate)
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1", nodes=3)
+    await h.converge()
+    gate.grant = False
+    _break(h, "c1-simulator-0")
+    await h.run()
+    assert h.pods.get_by_name("c1-simulator-0", "default") is not None  # queued: not replaced
+    assert gate.asked[-1] == ("control-plane-repair", ("c1-simulator-0",), "repair-1") and gate.repair_flags[-1]
+    c = h.cond("RiskPermitted")
+    assert c["status"] == "False" and c["reason"] == "RiskQueued"
+    gate.grant = True
+    await h.run()
+    assert h.pods.get_by_name("c1-simulator-0", "default") is None  # granted: replaced
+    await h.converge()
+    assert gate.finished == [("c1-simulator-0-repair-1", PermitOutcome.SUCCEEDED)]
+    assert h.cond("RiskPermitted")["status"] == "True"
+    # a second episode: granted, replaced, and the replacement breaks again before it was ever healthy
+    _break(h, "c1-simulator-0")
+    await h.clock.advance(60)
+    await h.run()
+    assert gate.asked[-1][2] == "repair-2"  # the count (and backoff) carries on until a long healthy spell
+    assert h.pods.get_by_name("c1-simulator-0", "default") is None
+    await h.run()  # recreated, not yet judged healthy
+    _break(h, "c1-simulator-0")
+    await h.clock.advance(60)
+    await h.run()
+    assert gate.asked[-1][2] == "repair-3"
+    assert ("c1-simulator-0-repair-2", PermitOutcome.FAILED) in gate.finished
+    assert h.pods.get_by_name("c1-simulator-0", "default") is None
+
+
+async def test_the_machine_operator_gets_its_own_least_privilege_identity() -> None:
+    """With actors asking, the cluster operator provisions <cluster>-machine-operator (ServiceAccount, Role
+    on Permits only, RoleBinding; owned by the Cluster), runs the machine-operator Pod as it with in-cluster
+    risk flags, and puts back rules someone widened."""
+    gate = FakeGate(grant=True)
+    h = Harness(risk=lambda ns, cluster: gate)
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1", nodes=3)
+    await h.converge()
+    sa = h.client.extra["serviceaccounts"].get_by_name("c1-machine-operator", "default")
+    role = h.client.extra["roles"].get_by_name("c1-machine-operator", "default")
+    rb = h.client.extra["rolebindings"].get_by_name("c1-machine-operator", "default")
+    assert sa is not None and role is not None and rb is not None
+    assert {r["resources"][0] for r in role["rules"]} == {"permits", "permits/status"}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "c1-machine-operator", "namespace": "default"}]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-c1" for o in (sa, role, rb))
+    mo = h.pods.get_by_name("c1-machine-operator-0", "default")
+    assert mo is not None and mo["spec"]["serviceAccountName"] == "c1-machine-operator"
+    args = mo["spec"]["containers"][0]["args"]
+    assert args[args.index("--risk-cluster") + 1] == "c1" and "--risk-in-cluster" in args
+    role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+    h.client.extra["roles"].put(role)
+    await h.run()
+    role = h.client.extra["roles"].get_by_name("c1-machine-operator", "default")
+    assert role is not None and {r["resources"][0] for r in role["rules"]} == {"permits", "permits/status"}
+
+
+async def test_without_the_risk_center_nothing_is_provisioned(harness: Harness) -> None:
+    harness.cpv("v1", "v1.30.0")
+    harness.cluster(cpv="v1", nodes=3)
+    await harness.converge()
+    assert harness.client.extra.get("serviceaccounts") is None or not harness.client.extra["serviceaccounts"].list()
+    mo = harness.pods.get_by_name("c1-machine-operator-0", "default")
+    assert mo is not None and "serviceAccountName" not in mo["spec"]

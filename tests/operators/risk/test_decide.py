@@ -265,3 +265,36 @@ def test_cluster_operations_count_clusters() -> None:
 def test_unknown_cluster_is_denied() -> None:
     d = decide(ask(["n1"], cluster_key="default/nope"), world())
     assert d.state is PermitState.DENIED and d.refusals[0].reason == "ClusterNotFound"
+
+
+def test_a_node_already_down_is_not_isolated_while_too_many_are_down() -> None:
+    """maxUnavailable short-circuits like MachineHealthCheck's maxUnhealthy: with more nodes down than it
+    allows, even isolating one of those down nodes is refused (a partition must not get them all isolated)."""
+    w = world(policy(maxUnavailable=3), clusters=[cluster(n=10, down=4)])
+    d = decide(ask(["n0"], uid="a"), w)
+    assert d.state is PermitState.QUEUED and d.refusals[0].reason == "MaxUnavailable"
+    assert "4/3" in d.refusals[0].message and "this one among them" in d.refusals[0].message
+    w = world(policy(maxUnavailable=3), clusters=[cluster(n=10, down=3)])
+    assert decide(ask(["n0"], uid="a"), w).state is PermitState.GRANTED  # 3 down, n0 among them: fits
+
+
+def test_first_come_first_served_within_a_budget() -> None:
+    """Asks are decided in the order they were made; once one waits for a budget, a later ask may not take
+    what it waits for — a later small batch does not overtake an earlier large one — while asks that cost
+    the budget nothing, or belong to another budget, still go."""
+    w = world(policy(maxConcurrent=3), clusters=[cluster(), cluster("default/c2")],
+              usages=[Usage("u1", "node-isolate", "default/c1", ("n1",), NOW - 5)])
+    big = decide(Ask("big", ISO, "default/c1", ("n2", "n3", "n4"), name="default/big"), w)
+    assert big.state is PermitState.QUEUED and big.refusals[0].reason == "MaxConcurrent"
+    small = decide(Ask("small", ISO, "default/c1", ("n5",), name="default/small"), w)
+    assert small.state is PermitState.QUEUED
+    assert [(r.policy, r.reason) for r in small.refusals] == [("p", "QueuedBehind")]
+    assert "default/big asked first" in small.refusals[0].message
+    assert decide(Ask("again", ISO, "default/c1", ("n1",), name="default/again"), w).state is PermitState.GRANTED
+    assert decide(Ask("other", ISO, "default/c2", ("n5",), name="default/other"), w).state is PermitState.GRANTED
+    # the next pass, once n1 is released: the earlier large batch goes first
+    w = world(policy(maxConcurrent=3), clusters=[cluster(), cluster("default/c2")])
+    assert decide(Ask("big", ISO, "default/c1", ("n2", "n3", "n4"), name="default/big"), w).state \
+        is PermitState.GRANTED
+    assert decide(Ask("small", ISO, "default/c1", ("n5",), name="default/small"), w).refusals[0].reason \
+        == "MaxConcurrent"

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.operators.risk.conftest import Center, eventually, policy
+from tests.operators.risk.conftest import Center, business_is_meta, eventually, policy
 
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import Client, NotFoundError
+from kokpit.client import NODE, Client, NotFoundError
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.machine import MACHINE, MPV, MachineOperator, OperatorOptions
 from kokpit.operators.risk._ledger import LEDGER
@@ -43,15 +44,6 @@ async def _versions(c: Client) -> dict[str, str]:
 async def test_machine_operator_upgrades_one_node_at_a_time_through_permits(
         meta: Client, apiserver: ApiServerProcess, tmp_path: Path) -> None:
     await policy(meta, "one-upgrade", operations=["component-upgrade"], maxConcurrent=1)
-    center = Center(apiserver.kubeconfig).start()
-    sim = Simulator(SimulatorOptions(nodes=len(NODES), driver_port=0, name_prefix="rk-", install_seconds=0.4,
-                                     lease_period=1.0, data_dir=tmp_path / "sim"), meta)
-    await sim.start()
-    permits = PermitClient(meta, namespace="default", cluster="c1", holder="machine-operator/c1")
-    manager = Manager(meta, http_port=None, handle_signals=False)
-    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls)
-    MachineOperator(manager, driver, FAST.__class__(**{**FAST.__dict__, "risk": PermitGate(permits, poll=0.5)}))
-    task = asyncio.create_task(manager.run())
     worst = 0
     queued_seen: list[Obj] = []
     stop = asyncio.Event()
@@ -77,33 +69,52 @@ async def test_machine_operator_upgrades_one_node_at_a_time_through_permits(
     sampler = asyncio.create_task(watch_ledger())
     machines = asyncio.create_task(watch_machines())
     try:
-        for name, comp, ver, deps in (("containerd-1.7", "containerd", "1.7.0", []),
-                                      ("kubelet-1.30", "kubelet", "1.30.0", ["containerd"]),
-                                      ("kubelet-1.31", "kubelet", "1.31.0", ["containerd"])):
-            await meta.create(MPV, {"metadata": {"name": name},
-                                    "spec": {"component": comp, "version": ver, "dependsOn": deps}})
-        for n in NODES:
-            await meta.create(MACHINE, {"metadata": {"name": n},
-                                        "spec": {"nodeName": n, "packages": ["containerd-1.7", "kubelet-1.30"]}})
-        await eventually(lambda: _all(meta, "1.30.0"), timeout=60, what="first installs")
-        assert (await meta.list(PERMIT, "default")).items == []  # installing on new nodes asks nothing
-        for n in NODES:
-            await meta.patch(MACHINE, n, {"spec": {"packages": ["containerd-1.7", "kubelet-1.31"]}})
-        await eventually(lambda: _all(meta, "1.31.0"), timeout=90, what="the upgrade wave")
-        items = await eventually(lambda: _released(meta), timeout=30, what="every permit released")
-        assert len(items) == len(NODES)
-        assert {p["status"]["outcome"] for p in items} == {"Succeeded"}
-        assert all(p["status"]["postCheck"]["passed"] for p in items)
-        assert {p["spec"]["targets"][0] for p in items} == set(NODES)
-        assert worst == 1, worst  # one upgrade at a time, as the policy says
-        assert queued_seen and queued_seen[0]["status"] == "False"
-        assert "one-upgrade" in queued_seen[0]["message"] and "MaxConcurrent" in queued_seen[0]["message"]
-        m = await meta.get(MACHINE, NODES[0])
-        assert _cond(m, "RiskPermitted").get("status") in (None, "True")
+        async with _fleet(meta, apiserver, tmp_path, len(NODES)):
+            for name, comp, ver, deps in (("containerd-1.7", "containerd", "1.7.0", []),
+                                          ("kubelet-1.30", "kubelet", "1.30.0", ["containerd"]),
+                                          ("kubelet-1.31", "kubelet", "1.31.0", ["containerd"])):
+                await meta.create(MPV, {"metadata": {"name": name},
+                                        "spec": {"component": comp, "version": ver, "dependsOn": deps}})
+            for n in NODES:
+                await meta.create(MACHINE, {"metadata": {"name": n},
+                                            "spec": {"nodeName": n, "packages": ["containerd-1.7", "kubelet-1.30"]}})
+            await eventually(lambda: _all(meta, "1.30.0"), timeout=60, what="first installs")
+            assert (await meta.list(PERMIT, "default")).items == []  # installing on new nodes asks nothing
+            for n in NODES:
+                await meta.patch(MACHINE, n, {"spec": {"packages": ["containerd-1.7", "kubelet-1.31"]}})
+            await eventually(lambda: _all(meta, "1.31.0"), timeout=90, what="the upgrade wave")
+            items = await eventually(lambda: _released(meta), timeout=30, what="every permit released")
+            assert len(items) == len(NODES)
+            assert {p["status"]["outcome"] for p in items} == {"Succeeded"}
+            assert all(p["status"]["postCheck"]["passed"] for p in items)
+            assert {p["spec"]["targets"][0] for p in items} == set(NODES)
+            assert worst == 1, worst  # one upgrade at a time, as the policy says
+            assert queued_seen and queued_seen[0]["status"] == "False"
+            assert "one-upgrade" in queued_seen[0]["message"] and "MaxConcurrent" in queued_seen[0]["message"]
+            m = await meta.get(MACHINE, NODES[0])
+            assert _cond(m, "RiskPermitted").get("status") in (None, "True")
     finally:
         stop.set()
         machines.cancel()
         sampler.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _fleet(meta: Client, apiserver: ApiServerProcess, tmp_path: Path, nodes: int) -> AsyncIterator[
+        SimulatorDriver]:
+    """A risk center, a simulated fleet and a machine operator that asks it (as cluster c1's actor)."""
+    center = Center(apiserver.kubeconfig).start()
+    sim = Simulator(SimulatorOptions(nodes=nodes, driver_port=0, name_prefix="rk-", install_seconds=0.4,
+                                     lease_period=1.0, data_dir=tmp_path / "sim"), meta)
+    await sim.start()
+    permits = PermitClient(meta, namespace="default", cluster="c1", holder="machine-operator/c1")
+    manager = Manager(meta, http_port=None, handle_signals=False)
+    driver = SimulatorDriver(sim.driver_url, tls=sim.client_tls)
+    MachineOperator(manager, driver, FAST.__class__(**{**FAST.__dict__, "risk": PermitGate(permits, poll=0.5)}))
+    task = asyncio.create_task(manager.run())
+    try:
+        yield driver
+    finally:
         manager.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
@@ -120,3 +131,54 @@ async def _all(meta: Client, version: str) -> bool:
 async def _released(meta: Client) -> list[Obj] | None:
     items = (await meta.list(PERMIT, "default")).items
     return items if items and all((p.get("status") or {}).get("state") == "Released" for p in items) else None
+
+
+async def _unschedulable(meta: Client, node: str) -> bool:
+    return bool(((await meta.get(NODE, node)).get("spec") or {}).get("unschedulable"))
+
+
+async def test_machine_operator_cordons_only_with_a_node_isolate_permit(
+        meta: Client, apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """Cordons of its own ask (node-isolate): the first broken node is cordoned and its permit released
+    Succeeded; a second broken node would exceed maxUnavailable 1, so it stays schedulable and its Machine
+    says RiskQueued naming the policy; once the first recovers (and is uncordoned) the second is cordoned."""
+    await policy(meta, "isolate-one", operations=["node-isolate"], maxUnavailable=1)
+    await business_is_meta(meta, apiserver, "c1", nodes=0)  # the risk center observes the simulated Nodes
+    a, b = NODES[0], NODES[1]
+    async with _fleet(meta, apiserver, tmp_path, 2) as driver:
+        await meta.create(MPV, {"metadata": {"name": "containerd-1.7"},
+                                "spec": {"component": "containerd", "version": "1.7.0"}})
+        for n in (a, b):
+            await meta.create(MACHINE, {"metadata": {"name": n},
+                                        "spec": {"nodeName": n, "packages": ["containerd-1.7"]}})
+
+        async def ready() -> bool:
+            ms = [await meta.get(MACHINE, n) for n in (a, b)]
+            return all(_cond(m, "Ready").get("status") == "True" for m in ms)
+
+        await eventually(ready, timeout=60, what="both Machines Ready")
+        await driver.fault(a, "component-stop", "containerd")
+        await eventually(lambda: _unschedulable(meta, a), timeout=30, what=f"{a} cordoned")
+        done = await eventually(lambda: _isolations(meta, a, "Released"), timeout=30, what="a's permit released")
+        assert done[0]["status"]["outcome"] == "Succeeded"
+        await driver.fault(b, "component-stop", "containerd")
+
+        async def queued() -> Obj | None:
+            c = _cond(await meta.get(MACHINE, b), "RiskPermitted")
+            return c if c.get("reason") == "RiskQueued" else None
+
+        c = await eventually(queued, timeout=30, what=f"{b}'s cordon queued")
+        assert c["status"] == "False" and "isolate-one" in c["message"] and "MaxUnavailable" in c["message"]
+        assert not await _unschedulable(meta, b)  # denied: the node stays as it is
+        await driver.fault(a, "recover")
+        await eventually(lambda: _unschedulable(meta, b), timeout=45, what=f"{b} cordoned once {a} recovered")
+        assert not await _unschedulable(meta, a)
+        done = await eventually(lambda: _isolations(meta, b, "Released"), timeout=30, what="b's permit released")
+        assert done[0]["status"]["outcome"] == "Succeeded"
+
+
+async def _isolations(meta: Client, node: str, state: str) -> list[Obj] | None:
+    items = [p for p in (await meta.list(PERMIT, "default")).items
+             if p["spec"]["operation"] == "node-isolate" and p["spec"]["targets"] == [node]
+             and (p.get("status") or {}).get("state") == state]
+    return items or None

@@ -106,6 +106,11 @@ class Names:
     def kubeconfig_secret(self) -> str:
         return f"{self.cluster}-kubeconfig"
 
+    @property
+    def actor_service_account(self) -> str:
+        """The machine operator's meta-cluster identity (only Permits; see ``_identity``)."""
+        return f"{self.cluster}-machine-operator"
+
     def pod(self, component: str, index: int) -> str:
         return f"{self.cluster}-{component}-{index}"
 
@@ -134,6 +139,8 @@ class Wiring:
     pki_hash: str
     driver_hash: str = ""  # of the node driver's credentials: the Pods that mount them restart when they change
     metrics_ports: dict[str, int] = field(default_factory=dict)  # component -> its /metrics port
+    # the machine operator asks the risk center as its own ServiceAccount (Names.actor_service_account)
+    asks_risk_center: bool = False
 
 
 def validate_cpv(cpv: Obj | None) -> tuple[str, str] | None:
@@ -232,6 +239,9 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
             mounts.append({"name": "driver-tls", "mountPath": DRIVER_TLS_MOUNT, "readOnly": True})
             volumes.append({"name": "driver-tls", "secret": {"secretName": names.pki_secret, "items": [
                 {"key": k, "path": f} for k, f in zip(keys, ("ca.crt", "tls.crt", "tls.key"), strict=True)]}})
+    if name == MACHINE_OPERATOR_COMPONENT and wiring.asks_risk_center:
+        # the meta cluster through the Pod's own ServiceAccount token (in-cluster config), as that cluster's actor
+        args = [*args, "--risk-in-cluster", "--risk-cluster", names.cluster, "--risk-namespace", names.namespace]
     container: Obj = {"name": name, "image": str(component["image"]), "args": args, "volumeMounts": mounts}
     if env:
         container["env"] = env
@@ -246,6 +256,8 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         # meta cluster, so its Pod gets no meta credential at all (not even the namespace's default
         # ServiceAccount token); the machine operator's meta identity (Permits) is given to it explicitly
         spec["automountServiceAccountToken"] = False
+    if name == MACHINE_OPERATOR_COMPONENT and wiring.asks_risk_center:
+        spec["serviceAccountName"] = names.actor_service_account
     if name == APISERVER_COMPONENT:
         spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": {"matchLabels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name}},

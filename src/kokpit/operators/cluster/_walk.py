@@ -21,7 +21,7 @@ from kokpit.api.cluster import (
     ClusterComponentStatus,
     ClusterSpec,
 )
-from kokpit.api.risk import OperationType
+from kokpit.api.risk import OperationType, PermitOutcome
 from kokpit.client import POD, AlreadyExistsError, NotFoundError, ObjectClient
 from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
@@ -89,6 +89,10 @@ def _versions(pods: list[Obj]) -> str:
 def _restarts(pods: list[Obj]) -> int:
     return sum(int(c.get("restartCount") or 0) for p in pods
                for c in (p.get("status") or {}).get("containerStatuses") or [])
+
+
+def _operation(view: Any) -> str:
+    return str(((view.obj.get("spec") or {}).get("operation")) or "")
 
 
 def observe_only(pods: list[Obj], target: Obj, spec: ClusterSpec) -> Walk:
@@ -251,6 +255,35 @@ class Walker:
         self._wait(c, f"{pod_name} waits for the risk center: {adm.message}")
         return False
 
+    async def _repair_permitted(self, c: _Component, pod_name: str, f: Any) -> bool:
+        """A broken Pod is replaced only with a control-plane-repair Permit (``repair``: its pre-check may
+        fail — it is the very failure being repaired).  One permit per attempt (``repair-<n>``); a replacement
+        that broke again ends the previous attempt's permit Failed (the breaker counts it)."""
+        if self.opts.risk is None:
+            return True
+        gate = self.opts.risk(self.names.namespace, self.names.cluster)
+        intent = f"repair-{(f.count if f is not None else 0) + 1}"
+        for view in gate.open_for(pod_name):
+            if view.granted and _operation(view) == OperationType.CONTROL_PLANE_REPAIR and \
+                    gate.intent(view) != intent:
+                await gate.finish(view, PermitOutcome.FAILED, f"{pod_name} broke again after its replacement")
+        adm = await gate.admit(OperationType.CONTROL_PLANE_REPAIR, [pod_name], intent, repair=True,
+                               reason=f"replace broken {pod_name} of {self.names.cluster}")
+        if adm.granted:
+            return True
+        self.walk.risk = (adm.reason, adm.message)
+        c.messages.append(f"{pod_name} waits for the risk center to be replaced: {adm.message}")
+        return False
+
+    async def _repaired(self, pod_name: str) -> None:
+        """The replacement of a broken Pod is healthy: its repair permit is released Succeeded."""
+        if self.opts.risk is None:
+            return
+        gate = self.opts.risk(self.names.namespace, self.names.cluster)
+        for view in gate.open_for(pod_name):
+            if view.granted and _operation(view) == OperationType.CONTROL_PLANE_REPAIR:
+                await gate.finish(view, PermitOutcome.SUCCEEDED, f"the replacement of {pod_name} is healthy")
+
     async def _label_release(self, c: _Component, pod_name: str, cur: Obj) -> Obj:
         """The same Pod in both releases: nothing to restart, but it must say which release it runs."""
         if _labels(cur).get(VERSION_LABEL) == self.target_name:
@@ -291,6 +324,7 @@ class Walker:
         f = self.memory.get(key)
         if health.ready:
             c.healthy += 1
+            await self._repaired(pod_name)
             # a replacement counts as a fix once it has stayed healthy past its backoff and a timeout
             if f is not None and (self.now - f.retry_at).total_seconds() >= self.opts.unhealthy_timeout:
                 self.memory.clear(key)
@@ -303,7 +337,7 @@ class Walker:
                 self.walk.rollback = (f"release {self.target_name} failed its post-check ({health.message}); "
                                       f"rolling back to {self.last_good}")
                 return False
-            if f is None or f.retry_in(self.now) <= 0:
+            if (f is None or f.retry_in(self.now) <= 0) and await self._repair_permitted(c, pod_name, f):
                 await self._delete(pod_name)
                 self.memory.record(key, health.message, self.now)
                 self.walk.repairs.append(f"replaced {pod_name}: {health.message}")

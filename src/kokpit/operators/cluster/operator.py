@@ -40,6 +40,7 @@ from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.risk import PermitOutcome
 from kokpit.client import CONFIGMAP, NODE, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
 from kokpit.operators.cluster._etcd import ETCD_COMPONENT, EtcdApi, EtcdWalker, HttpEtcdApi
+from kokpit.operators.cluster._identity import IDENTITY_KINDS, ActorIdentity
 from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
     CLUSTER_LABEL,
@@ -158,7 +159,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
     def __init__(self, client: OperatorClient, *, clusters: Store, cpvs: Store, pods: Store, services: Store,
                  secrets: Store, recorder: EventRecorder, prober: Prober | None = None,
                  options: OperatorOptions | None = None, clock: Clock | None = None,
-                 ports: Store | None = None, nodes: Store | None = None, etcd: EtcdApi | None = None) -> None:
+                 ports: Store | None = None, nodes: Store | None = None, etcd: EtcdApi | None = None,
+                 identities: dict[str, Store] | None = None) -> None:
         super().__init__(client, recorder, clock)
         self.client: OperatorClient = client
         self.clusters, self.cpvs, self.pods, self.services, self.secrets = clusters, cpvs, pods, services, secrets
@@ -171,6 +173,7 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         self.etcd: EtcdApi = etcd or HttpEtcdApi(self.opts.probe_timeout)
         self.resources = Resources(client, pods=pods, services=services, secrets=secrets, ports=self.ports,
                                    opts=self.opts)
+        self.identity = ActorIdentity(client, identities or {k.plural: Store() for k in IDENTITY_KINDS})
         self.teardown = Teardown(client, CLUSTER, FINALIZER, resources=self.resources, ports=self.ports,
                                  recorder=recorder, opts=self.opts, clock=self.clock)
 
@@ -200,6 +203,7 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
             Step("service_holds_recorded_ports", self.service_holds_recorded_ports),
             Step("kubeconfig_points_at_the_endpoint", self.kubeconfig_points_at_the_endpoint),
             Step("api_server_is_probed", self.api_server_is_probed),
+            Step("machine_operator_identity_exists", self.machine_operator_identity_exists),
             Step("components_run_the_target_release", self.components_run_the_target_release),
         ]
 
@@ -294,6 +298,13 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
             ctx.memory.since(PROBE_FAILURE, ctx.probe.message, ctx.now)
         return done()
 
+    async def machine_operator_identity_exists(self, ctx: ClusterCtx) -> StepResult:
+        """When actors ask the risk center: the machine operator's own ServiceAccount, allowed Permits only."""
+        if self.opts.risk is None:
+            return done()
+        wrote = await self.identity.ensure(ctx.names, ctx.obj)
+        return act("Identity", "; ".join(wrote)) if wrote else done()
+
     async def components_run_the_target_release(self, ctx: ClusterCtx) -> StepResult:
         """The walk: one step at a time, API server first; a failed release step turns the release back."""
         assert ctx.spec is not None and ctx.release is not None and ctx.memory is not None
@@ -305,7 +316,8 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         wiring = Wiring(kv, ctx.api_port, ctx.driver_port if ctx.want_driver else None, host,
                         ctx.spec.simulation.nodes, self.opts.data_root, pki_hash,
                         driver_hash=_hash_of({k: pki_data.get(k) for k in pki.DRIVER_KEYS}),
-                        metrics_ports=self.resources.metrics_ports(ctx.names) if ctx.want_driver else {})
+                        metrics_ports=self.resources.metrics_ports(ctx.names) if ctx.want_driver else {},
+                        asks_risk_center=self.opts.risk is not None)
         pods = self.resources.owned_pods(ctx.names)
         if ctx.plane is not None:
             ctx.walk = await self._upstream_walk(ctx, ctx.plane, wiring, pods)
@@ -407,6 +419,9 @@ class ClusterOperator:
         self.secret_informer = inf.informer(SECRET, label_selector=CLUSTER_LABEL)
         self.port_informer = inf.informer(CONFIGMAP, self.options.port_namespace, label_selector=PORT_LABEL)
         self.node_informer = inf.informer(NODE)  # where an Upstream cluster's etcd members can be placed
+        # the machine operators' meta-cluster identities (only watched when actors ask the risk center)
+        self.identity_informers = {k.plural: inf.informer(k, label_selector=CLUSTER_LABEL) for k in IDENTITY_KINDS} \
+            if self.options.risk is not None else {}
         for informer, indexers in ((self.pod_informer, INDEXERS_OWNED), (self.service_informer, INDEXERS_OWNED),
                                    (self.secret_informer, INDEXERS_OWNED),
                                    (self.cluster_informer, INDEXERS_CLUSTER), (self.port_informer, INDEXERS_PORTS)):
@@ -421,7 +436,8 @@ class ClusterOperator:
             manager.client, clusters=self.cluster_informer.store, cpvs=self.cpv_informer.store,
             pods=self.pod_informer.store, services=self.service_informer.store,
             secrets=self.secret_informer.store, recorder=self.recorder, prober=prober, options=self.options,
-            clock=clock, ports=self.port_informer.store, nodes=self.node_informer.store)
+            clock=clock, ports=self.port_informer.store, nodes=self.node_informer.store,
+            identities={k: i.store for k, i in self.identity_informers.items()} or None)
         clusters = self.cluster_informer.store
         self.controller.for_(self.cluster_informer)
 

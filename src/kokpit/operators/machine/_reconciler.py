@@ -45,7 +45,7 @@ from kokpit.operators.machine._plan import IN_FLIGHT, StepKind, converged, next_
 from kokpit.operators.machine._poller import NodeStatePoller
 from kokpit.operators.machine._reports import OWN_TYPES, Untrusted, evaluate_gates, trusted_reports
 from kokpit.operators.machine._resolve import Resolution, removal_order, resolve
-from kokpit.operators.machine._risk import admit_step, settle
+from kokpit.operators.machine._risk import admit_cordon, admit_step, cordoned, settle
 from kokpit.operators.machine._status import (
     Health,
     MachineCtx,
@@ -59,6 +59,7 @@ from kokpit.runtime import (
     EventRecorder,
     FailureMemory,
     InvalidSpec,
+    PatchHelper,
     Request,
     Result,
     Step,
@@ -69,6 +70,7 @@ from kokpit.runtime import (
     done,
     find_condition,
     remove_condition,
+    stamp_phase,
     wait,
 )
 from kokpit.runtime.permits import PermitGate
@@ -218,10 +220,6 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         else:
             ctx.ready = (True, R.READY, "node Ready, components ready, readiness gates True")
         ctx.condition(CT.READY, *ctx.ready)
-        if ctx.risk is not None:
-            ctx.condition(CT.RISK_PERMITTED, False, *ctx.risk)
-        elif (find_condition(ctx.conditions, CT.RISK_PERMITTED) or {}).get("status") == "False":
-            ctx.condition(CT.RISK_PERMITTED, True, "Permitted", "no change waits for the risk center")
         finish_status(ctx)
         self._forget_stale_failures(ctx)
         if ctx.actions:  # one Event per reconcile, however many steps it chained
@@ -234,11 +232,38 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         assert ctx.spec is not None
         return machine_phase(ctx.conditions, ctx.spec.unschedulable)
 
+    async def finish(self, ctx: MachineCtx, helper: PatchHelper) -> Result | None:
+        """The skeleton's finish, with the risk center asked about a cordon of our own in between: the
+        cordon is decided from the conditions ``observe`` derives, and its answer goes into RiskPermitted."""
+        assert ctx.spec is not None
+        was_ready = (find_condition(ctx.conditions, CT.READY) or {}).get("status") == "True"
+        self.observe(ctx)
+        if self.opts.risk is not None:
+            node = self.nodes.get_by_name(ctx.node)
+            ctx.may_cordon = await admit_cordon(
+                self.opts.risk, ctx, want_cordon=ctx.spec.unschedulable or not ctx.ready[0],
+                person=ctx.spec.unschedulable, was_ready=was_ready,
+                cordoned_now=bool(((node or {}).get("spec") or {}).get("unschedulable")))
+            if not ctx.may_cordon:
+                ctx.requeue_after(self.opts.risk.poll)
+        if ctx.risk is not None:
+            ctx.condition(CT.RISK_PERMITTED, False, *ctx.risk)
+        elif (find_condition(ctx.conditions, CT.RISK_PERMITTED) or {}).get("status") == "False":
+            ctx.condition(CT.RISK_PERMITTED, True, "Permitted", "no change waits for the risk center")
+        stamp_phase(ctx.obj, self.phase(ctx))
+        await self._write(ctx, helper)
+        await self.after(ctx)
+        return ctx.result()
+
     async def after(self, ctx: MachineCtx) -> None:
         assert ctx.spec is not None
-        await self._sync_cordon(ctx.obj, self.nodes.get_by_name(ctx.node),
-                                want_cordon=ctx.spec.unschedulable or not ctx.ready[0],
-                                person=ctx.spec.unschedulable, reason=ctx.ready[1])
+        if not ctx.may_cordon:
+            return  # the risk center has not granted the cordon: the Node stays as it is
+        done = await self._sync_cordon(ctx.obj, self.nodes.get_by_name(ctx.node),
+                                       want_cordon=ctx.spec.unschedulable or not ctx.ready[0],
+                                       person=ctx.spec.unschedulable, reason=ctx.ready[1])
+        if done and self.opts.risk is not None and not ctx.spec.unschedulable:
+            await cordoned(self.opts.risk, ctx)
 
     async def record(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         await self._event(type_, obj, reason, message)
@@ -515,15 +540,15 @@ class MachineReconciler(StepReconciler[MachineCtx]):
 
     # ------------------------------------------------------------------------------ scheduling
     async def _sync_cordon(self, machine: Obj, node: Obj | None, *, want_cordon: bool, person: bool,
-                           reason: str) -> None:
-        """Flip the Node's cordon when it must, with one Event per flip.
+                           reason: str) -> bool:
+        """Flip the Node's cordon when it must, with one Event per flip; True when it cordoned now.
 
         The cached Node can lag our own last write to it: the Machine's status write wakes the next reconcile
         before the Node's watch event arrives, and that reconcile would cordon (and record ``Cordoned``)
         again.  So the patch is conditional on the cached resourceVersion; a stale cache gets a 409 and the
         decision is taken again on the live Node."""
         if node is None:
-            return
+            return False
         for attempt in range(2):
             name = node["metadata"]["name"]
             unsched = bool((node.get("spec") or {}).get("unschedulable"))
@@ -537,7 +562,7 @@ class MachineReconciler(StepReconciler[MachineCtx]):
                 body = {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDON_ANNOTATION: None}}}
                 event = ("Uncordoned", f"node {name} is ready; made it schedulable")
             else:
-                return
+                return False
             rv = node["metadata"].get("resourceVersion")
             if rv:
                 body["metadata"]["resourceVersion"] = rv
@@ -549,7 +574,8 @@ class MachineReconciler(StepReconciler[MachineCtx]):
                 node = await self.client.get(NODE, name)
                 continue
             await self._event("Normal", machine, *event)
-            return
+            return want_cordon
+        return False
 
     # ------------------------------------------------------------------------------ machines for nodes
     async def reconcile_node(self, req: Request) -> Result | None:

@@ -1,23 +1,41 @@
 """The machine operator asks the risk center before it changes a component that already runs.
 
 Upgrades, rollbacks (an upgrade to an older version) and uninstalls of a component on a node take a
-``component-upgrade`` Permit for that node first (first installs on a new node disrupt nothing and do not
+``component-upgrade`` Permit for that node first (while it waits the node is not cordoned for the change it
+has not started: it runs what it ran) (first installs on a new node disrupt nothing and do not
 ask).  The permit is named after the change (``<component>=<version>``, or ``=-`` for an uninstall), so every
 reconcile finds the same one; while it is Queued or Denied the step waits and the Machine's ``RiskPermitted``
 condition says why, naming the policies.  When the node reports the change done, the permit is released with
 the post-check's outcome: installed, running and healthy is Succeeded, a failed install or a failing health
 check is Failed (and counts for the policies' failure breakers).
+
+Cordons of its own (a Machine that was Ready and is not) take a ``node-isolate`` Permit first (a person's
+``spec.unschedulable`` does not ask: that is the person's decision; nor does holding a new node that never
+was Ready unschedulable until it reaches its final state, nor the cordon of a node that is out for a granted
+component upgrade: that permit covers it).  While it is Queued or Denied the Node
+stays schedulable as it is and ``RiskPermitted`` says why; the permit is released Succeeded as soon as the
+cordon is on (from then on the cordoned node counts against ``maxUnavailable`` by observation), and Aborted
+when the node recovers before it was granted.
 """
 
 from __future__ import annotations
 
+from kokpit.api import MachineConditionType, MachineReason
 from kokpit.api.risk import OperationType, PermitOutcome
 from kokpit.nodes import InstallState, NodeState
-from kokpit.operators.machine._plan import Step, StepKind
+from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind
 from kokpit.operators.machine._status import MachineCtx
-from kokpit.runtime.permits import PermitGate
+from kokpit.runtime import find_condition
+from kokpit.runtime.permits import PermitGate, PermitView
 
-__all__ = ["admit_step", "settle"]
+__all__ = ["CORDON_INTENT", "admit_cordon", "admit_step", "cordoned", "settle"]
+
+CORDON_INTENT = "cordon"
+
+
+def _isolations(gate: PermitGate, node: str) -> list[PermitView]:
+    return [v for v in gate.open_for(node)
+            if (v.obj.get("spec") or {}).get("operation") == OperationType.NODE_ISOLATE.value]
 
 
 def _intent(step: Step) -> str:
@@ -35,7 +53,55 @@ async def admit_step(gate: PermitGate, ctx: MachineCtx, step: Step) -> float | N
     if adm.granted:
         return None
     ctx.risk = (adm.reason, adm.message)
+    ctx.change_waits = True
     return adm.retry_after
+
+
+async def admit_cordon(gate: PermitGate, ctx: MachineCtx, *, want_cordon: bool, person: bool,
+                       cordoned_now: bool, was_ready: bool) -> bool:
+    """Whether the operator may cordon the Node now (True also when there is nothing to ask).
+
+    Only a node in service is isolated: one whose Machine was Ready (or whose isolation was already asked
+    for).  A new node that never was Ready is held unschedulable until it reaches its final state, as the
+    seed asks; that takes nothing out of service and asks nothing."""
+    await gate.permits.synced()  # the open permits are the memory of an isolation asked before a restart
+    if want_cordon and not person and ctx.change_waits and _only_pending(ctx):
+        return False  # the change waits for its permit: the node runs what it ran, healthy; it stays as it is
+    if not want_cordon or person:
+        for view in _isolations(gate, ctx.node):  # recovered (or a person decides) before the cordon
+            await gate.finish(view, PermitOutcome.ABORTED, f"node {ctx.node} no longer needs isolating")
+        return True
+    if cordoned_now:
+        await cordoned(gate, ctx)  # a cordon made before a restart let go of its permit
+        return True
+    if not was_ready and not _isolations(gate, ctx.node):
+        return True
+    if any(v.granted for v in gate.open_for(ctx.node)
+           if (v.obj.get("spec") or {}).get("operation") == OperationType.COMPONENT_UPGRADE.value):
+        return True  # the node is out for a change the risk center granted: the cordon is part of it
+    adm = await gate.admit(OperationType.NODE_ISOLATE, [ctx.node], CORDON_INTENT,
+                           reason=f"cordon node {ctx.node}: Machine not ready ({ctx.ready[1]})")
+    if adm.granted:
+        return True
+    if ctx.risk is None:
+        ctx.risk = (adm.reason, f"not cordoning node {ctx.node}: {adm.message}")
+    return False
+
+
+def _only_pending(ctx: MachineCtx) -> bool:
+    """Not Ready only because a declared change has not started (nothing failed, nothing in flight)."""
+    if ctx.ready[1] != MachineReason.COMPONENTS_NOT_READY:
+        return False
+    c = find_condition(ctx.conditions, MachineConditionType.COMPONENTS_READY) or {}
+    return c.get("reason") in (MachineReason.UPGRADING, MachineReason.UNINSTALLING) and \
+        not any(x.install_state in IN_FLIGHT for x in (ctx.state.components.values() if ctx.state else ()))
+
+
+async def cordoned(gate: PermitGate, ctx: MachineCtx) -> None:
+    """The cordon is on: the isolation is done (its effect counts as a cordoned node from now on)."""
+    for view in _isolations(gate, ctx.node):
+        if view.granted:
+            await gate.finish(view, PermitOutcome.SUCCEEDED, f"node {ctx.node} cordoned")
 
 
 async def settle(gate: PermitGate, ctx: MachineCtx, state: NodeState) -> None:

@@ -65,6 +65,8 @@ class MachineCtx(ReconcileContext):
     actions: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) of steps started
     ready: tuple[bool, str, str] = (False, R.NODE_NOT_READY, "")
     risk: tuple[str, str] | None = None  # (RiskQueued | RiskDenied | RiskPending, why) while a change waits
+    may_cordon: bool = True  # False while the risk center has not granted the cordon of a NotReady node
+    change_waits: bool = False  # a component change waits for its permit (the node runs what it ran)
 
 
 def node_ready(node: Obj | None) -> tuple[bool, str, str]:

@@ -36,6 +36,7 @@ async def run_operator(
     http_port: int | None = 0,
     handle_signals: bool = True,
     risk_kubeconfig: str | Path | None = None,
+    risk_in_cluster: bool = False,
     risk_cluster: str = "",
     risk_namespace: str = "default",
     http_host: str = "127.0.0.1",
@@ -44,13 +45,16 @@ async def run_operator(
 ) -> None:
     """Run the machine operator until SIGTERM/SIGINT (or cancellation); closes ``driver`` at the end.
 
-    With ``risk_kubeconfig`` (the meta cluster, as Cluster ``risk_namespace/risk_cluster``'s actors) every
-    upgrade, rollback and uninstall of a running component first takes a risk-center Permit."""
+    With ``risk_kubeconfig`` (the meta cluster, as Cluster ``risk_namespace/risk_cluster``'s actors) or
+    ``risk_in_cluster`` (the meta cluster through the Pod's own ServiceAccount: the least-privilege identity
+    the cluster operator provisions) every upgrade, rollback and uninstall of a running component and every
+    cordon of its own first takes a risk-center Permit."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-machine-operator")
     meta: Client | None = None
     permits: PermitClient | None = None
-    if risk_kubeconfig is not None:
-        meta = Client.from_kubeconfig(risk_kubeconfig, field_manager="kokpit-machine-operator")
+    if risk_kubeconfig is not None or risk_in_cluster:
+        meta = Client.from_kubeconfig(risk_kubeconfig, field_manager="kokpit-machine-operator") \
+            if risk_kubeconfig is not None else Client.in_cluster(field_manager="kokpit-machine-operator")
         permits = PermitClient(meta, namespace=risk_namespace, cluster=risk_cluster,
                                holder=f"machine-operator/{risk_cluster}")
         options = dataclasses.replace(options or OperatorOptions(), risk=PermitGate(permits))

@@ -10,7 +10,8 @@ data and the controller is only plumbing.  The rules:
   are decided again whenever something changes;
 - budgets count *units*: nodes for node operations, clusters for cluster operations; ``maxConcurrent`` counts
   distinct units in flight, ``maxPerWindow`` units started in the sliding window (released ones included),
-  ``maxUnavailable`` in-flight units plus nodes already NotReady or cordoned (clusters not Ready);
+  ``maxUnavailable`` in-flight units plus nodes already NotReady or cordoned (clusters not Ready), the
+  target itself included: while more are down than it allows, nothing more is done to any of them;
 - a percentage is of the scope's units, rounded down but at least 1 when the percentage is above 0%;
 - targets are granted greedily in order: all of them, or (``partial``) the longest prefix that fits.
 """
@@ -91,6 +92,7 @@ class Ask:
     cluster: str
     targets: tuple[str, ...]
     partial: bool = False
+    name: str = ""  # namespace/name, for the reason of the asks queued behind this one
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,7 @@ class _Budget:
         if group != ALL:
             self.cluster_keys.add(group)
         self.inflight: set[Any] = set()
+        self.waiting = ""  # the first ask this budget queued in this pass: later ones may not overtake it
         self.journal: list[tuple[Any, bool, bool]] = []
         self.window_count = 0
         self.window_oldest: float | None = None
@@ -339,12 +342,29 @@ class _Budget:
             retry = (self.window_oldest or now) + self.p.per_window[1]
             return Refusal(name, R.MAX_PER_WINDOW, f"{self.window_count}/{self.max_window} started{where} in the "
                            f"last {self.p.per_window[1]:.0f}s (maxPerWindow)", retry_at=retry)
-        if self.max_unavailable is not None and unit not in self.unavailable \
-                and len(self.unavailable) + 1 > self.max_unavailable:
+        # the short-circuit of MachineHealthCheck's maxUnhealthy / Medik8s' minHealthy / kube's unhealthy zone:
+        # a unit that is itself already down is refused too while too many are down (a partition that makes
+        # many nodes look NotReady must not get them all isolated)
+        if self.max_unavailable is not None and len(self.unavailable | {unit}) > self.max_unavailable:
+            already = " (this one among them)" if unit in self.unavailable else ""
             return Refusal(name, R.MAX_UNAVAILABLE, f"{len(self.unavailable)}/{self.max_unavailable} "
-                           f"{self.kind.value.lower()}s unavailable or in flight{where} (maxUnavailable "
+                           f"{self.kind.value.lower()}s unavailable or in flight{where}{already} (maxUnavailable "
                            f"{self.p.max_unavailable})")
+        if self.waiting and self._costs(unit):
+            # first come, first served: an ask decided earlier in this pass (asked earlier) waits for this
+            # budget; a later one may not take what it waits for (a small later batch never starves a large one)
+            return Refusal(name, R.QUEUED_BEHIND, f"{self.waiting} asked first and waits for this budget{where}")
         return None
+
+    def could_fit(self, units: int) -> bool:
+        """Whether ``units`` new units fit this budget at all (when nothing else is in flight)."""
+        return all(limit is None or units <= limit
+                   for limit in (self.max_concurrent, self.max_window, self.max_unavailable))
+
+    def _costs(self, unit: Any) -> bool:
+        """Whether granting ``unit`` would use up any of this budget's limits."""
+        return (self.max_concurrent is not None and unit not in self.inflight) or self.max_window is not None \
+            or (self.max_unavailable is not None and unit not in self.unavailable)
 
     def add(self, unit: Any) -> None:
         new_inflight, new_unavailable = unit not in self.inflight, unit not in self.unavailable
@@ -437,6 +457,11 @@ def decide(ask: Ask, w: World) -> Decision:
     if len(granted) < len(ask.targets) and not (ask.partial and granted):
         for b, mark in zip(applying, marks, strict=True):
             b.rollback(mark)
+        refusing = {r.policy for r in refusals}
+        for b in applying:
+            units = 1 if kind is TargetKind.CLUSTER else sum(1 for t in ask.targets if b.p.node_in_scope(cluster, t))
+            if b.p.name in refusing and not b.waiting and b.could_fit(units):
+                b.waiting = ask.name or ask.uid  # (a batch larger than the limit itself would block for ever)
         return Decision(PermitState.QUEUED, refusals=refusals)
     w.usages.append(Usage(ask.uid, ask.operation.value, ask.cluster, tuple(granted), w.now))
     return Decision(PermitState.GRANTED, tuple(granted), refusals)

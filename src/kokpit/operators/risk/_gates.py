@@ -5,12 +5,19 @@ over 5 minutes" in every cluster it covers.  The built-in source needs no extra 
 business cluster creates a small Pod every few seconds, times create → Running the way kube's pod-startup
 SLO does, and deletes it (the results are Prometheus metrics too).  A Prometheus gate runs an instant query.
 A source that cannot be read is a **failing** gate whose message says so — never a passing one.
+
+The prober's samples are what a builtin gate decides on, so they live in the API, not only in memory: after
+every probe the prober writes them to the ConfigMap ``kokpit-probe/kokpit-probe-samples`` of the business
+cluster it probes (the samples of the last hour, one compact line each), and a prober that starts — after a
+risk-center restart or a leader hand-over — reads them back first.  A restart therefore decides the same as
+the process before it did, instead of failing every gate until ``minSamples`` new probes ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -23,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from kokpit._lib.clock import Clock, RealClock
 from kokpit.api.risk import BuiltinMetric, Comparison, MetricGate
 from kokpit.client import (
+    CONFIGMAP,
     NAMESPACE,
     POD,
     AlreadyExistsError,
@@ -35,13 +43,16 @@ from kokpit.client import (
 from kokpit.operators.risk._decide import GateReading, NodeInfo
 from kokpit.operators.risk._schedule import parse_duration
 
-__all__ = ["PROBE_NAMESPACE", "PodProber", "ProbeSample", "compare", "evaluate_builtin", "query_prometheus"]
+__all__ = ["PROBE_NAMESPACE", "SAMPLES_CONFIGMAP", "PodProber", "ProbeSample", "compare", "decode_samples",
+           "encode_samples", "evaluate_builtin", "query_prometheus"]
 
 log = logging.getLogger("kokpit.operators.risk.gates")
 
 Obj = dict[str, Any]
 PROBE_NAMESPACE = "kokpit-probe"
 PROBE_LABEL = "kokpit.io/probe"
+SAMPLES_CONFIGMAP = "kokpit-probe-samples"
+_SAMPLES_KEY = "samples"
 
 
 def compare(value: float, comparison: Comparison, threshold: float) -> bool:
@@ -55,6 +66,24 @@ class ProbeSample:
     ok: bool
     latency: float  # create → Running (the timeout for failures)
     message: str = ""
+
+
+def encode_samples(samples: Any) -> str:
+    """One line per sample: ``<epoch> <1|0> <latency> <message as JSON>`` (compact: an hour fits easily)."""
+    return "\n".join(f"{s.at:.3f} {int(s.ok)} {s.latency:.3f} {json.dumps(s.message)}" for s in samples)
+
+
+def decode_samples(text: str) -> list[ProbeSample]:
+    """The samples of :func:`encode_samples`; lines that do not parse are skipped (never a crash)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        try:
+            msg = json.loads(parts[3]) if len(parts) > 3 else ""
+            out.append(ProbeSample(float(parts[0]), parts[1] == "1", float(parts[2]), str(msg)))
+        except (ValueError, IndexError):
+            continue
+    return out
 
 
 def _p99(values: list[float]) -> float:
@@ -153,6 +182,30 @@ class PodProber:
         for p in (await self.client.list(POD, PROBE_NAMESPACE, label_selector={PROBE_LABEL: "true"})).items:
             with contextlib.suppress(NotFoundError):
                 await self.client.delete(POD, p["metadata"]["name"], PROBE_NAMESPACE, grace_period_seconds=0)
+        await self.load()
+
+    async def load(self) -> int:
+        """Take up the samples an earlier prober of this cluster persisted (within ``keep``); how many."""
+        try:
+            cm = await self.client.get(CONFIGMAP, SAMPLES_CONFIGMAP, PROBE_NAMESPACE)
+        except NotFoundError:
+            return 0
+        horizon = self._clock.now().timestamp() - self.keep
+        old = [x for x in decode_samples(str((cm.get("data") or {}).get(_SAMPLES_KEY) or "")) if x.at >= horizon]
+        seen = {x.at for x in self.samples}
+        merged = sorted([*(x for x in old if x.at not in seen), *self.samples], key=lambda x: x.at)
+        self.samples = deque(merged)
+        return len(old)
+
+    async def save(self) -> None:
+        """Write the samples to the business cluster (what a restarted prober starts from)."""
+        data = {_SAMPLES_KEY: encode_samples(self.samples)}
+        try:
+            await self.client.patch(CONFIGMAP, SAMPLES_CONFIGMAP, {"data": data}, PROBE_NAMESPACE)
+        except NotFoundError:
+            with contextlib.suppress(AlreadyExistsError):
+                await self.client.create(CONFIGMAP, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                    "name": SAMPLES_CONFIGMAP, "namespace": PROBE_NAMESPACE}, "data": data}, PROBE_NAMESPACE)
 
     def _pod(self) -> Obj:
         self._seq += 1
@@ -184,6 +237,10 @@ class PodProber:
         self.metrics.created.labels(self.cluster, "success" if ok else "failure").inc()
         if ok:
             self.metrics.startup.labels(self.cluster).observe(latency)
+        try:
+            await self.save()
+        except (ApiError, TransportError, OSError) as e:  # kept in memory; the next probe writes them all
+            log.info("prober of %s cannot persist its samples: %s", self.cluster, e)
         return sample
 
     async def _wait_running(self, name: str, rv: str) -> tuple[bool, str]:

@@ -85,6 +85,13 @@ def _key(obj: Obj) -> str:
     return f"{m.get('namespace', '')}/{m.get('name')}"
 
 
+def _queue_order(p: Obj) -> tuple[str, str, str]:
+    """First come, first served: the server's creation second, then the holder's request time (microseconds;
+    older clients send none), then the name."""
+    return (str(p["metadata"].get("creationTimestamp")), str((p.get("spec") or {}).get("requestTime") or ""),
+            _key(p))
+
+
 def _summary(targets: list[str]) -> str:
     if not targets:
         return "0"
@@ -237,7 +244,7 @@ class RiskCenter:
         self.status.observe(w, policy_objs, self.readings)  # trips from failures released in this very pass
         w.tripped = self.status.tripped(policy_objs, now)
         pending = sorted((p for uid, p in permits.items() if uid not in in_ledger and self._pending(p)),
-                         key=lambda p: (str(p["metadata"].get("creationTimestamp")), _key(p)))
+                         key=_queue_order)
         decisions: list[tuple[Obj, Any]] = []
         for p in pending:  # 3. decide
             exp = self._expires(p)
@@ -251,7 +258,7 @@ class RiskCenter:
             except (ValueError, KeyError):
                 continue
             ask = Ask(str(p["metadata"]["uid"]), op, f"{p['metadata'].get('namespace')}/{spec.get('cluster')}",
-                      tuple(spec.get("targets") or ()), bool(spec.get("partial")))
+                      tuple(spec.get("targets") or ()), bool(spec.get("partial")), name=_key(p))
             d = decide(ask, w)
             decisions.append((p, d))
             if d.state is PermitState.GRANTED:

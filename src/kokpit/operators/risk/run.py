@@ -30,17 +30,18 @@ async def install_default_policies(client: Client) -> int:
 
 async def run_center(kubeconfig: str | Path | None, options: CenterOptions | None = None, *,
                      http_port: int | None = 0, http_host: str = "127.0.0.1", handle_signals: bool = True,
-                     leader_election: bool = True, lease_namespace: str = "default",
+                     leader_election: bool = True, lease_namespace: str | None = None,
                      defaults: bool = False, metrics_tokens: list[str] | None = None) -> None:
     """Run the risk center until SIGTERM/SIGINT (or cancellation); ``metrics_tokens`` are what its
-    /metrics (HTTPS) accepts."""
+    /metrics (HTTPS) accepts.  The Lease lives in ``lease_namespace``, else the client's (the Pod's)."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-risk-center")
     try:
         if defaults:
             made = await install_default_policies(client)
             if made:
                 log.info("created %d default RiskPolicies", made)
-        le = LeaderElectionConfig(name="kokpit-risk-center", namespace=lease_namespace) if leader_election else None
+        le = LeaderElectionConfig(name="kokpit-risk-center",
+                                  namespace=lease_namespace or client.namespace) if leader_election else None
         manager = Manager(client, leader_election=le, http_host=http_host, http_port=http_port,
                           handle_signals=handle_signals, cache_transform=strip_managed_fields,
                           metrics_tokens=metrics_tokens)
