@@ -31,7 +31,7 @@ from kokpit.api.risk import OperationType, PermitOutcome
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import CONFIGMAP, Client
 from kokpit.operators.risk import CLUSTER
-from kokpit.operators.risk._ledger import LEDGER
+from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime.permits import RISK_POLICY, PermitClient
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -92,7 +92,7 @@ async def sustained(c: Client, pc: PermitClient, n: int, actors: int, limit: int
         nonlocal worst, samples
         while not stop.is_set():
             led = await c.get(LEDGER, "default")
-            inflight = sum(len(e["targets"]) for e in (led.get("status") or {}).get("entries") or []
+            inflight = sum(len(e["targets"]) for e in entries(led)
                            if not e.get("releasedAt") and e["operation"] == "node-reboot")
             worst = max(worst, inflight)
             samples += 1
@@ -112,9 +112,11 @@ async def sustained(c: Client, pc: PermitClient, n: int, actors: int, limit: int
     return n / (end - t0), worst, samples
 
 
-def spawn_center(srv: ApiServerProcess, log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_center(srv: ApiServerProcess, log_path: Path, profile: str | None = None) -> subprocess.Popen[bytes]:
+    """The risk center as its own process (under cProfile with ``profile``: the stats file it writes on exit)."""
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "kokpit.cli.main", "risk-center", "--kubeconfig",
+        return subprocess.Popen([sys.executable, *prof, "-m", "kokpit.cli.main", "risk-center", "--kubeconfig",
                                  str(srv.kubeconfig), "--no-leader-elect"], stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -126,6 +128,7 @@ async def main() -> None:
     ap.add_argument("--limit", type=int, default=50, help="maxConcurrent of the sustained phase")
     ap.add_argument("--writes", type=int, default=3000)
     ap.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
+    ap.add_argument("--profile", help="run the risk center under cProfile, writing its stats to this file")
     args = ap.parse_args()
     load_before = machine_load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +144,7 @@ async def main() -> None:
                 await c.create(RISK_POLICY, {"metadata": {"name": "reboot"}, "spec": {
                     "operations": ["node-reboot"], "scope": {"allClusters": True}, "maxConcurrent": args.limit}})
                 writes = await write_rate(c, args.writes)
-                center = proc = spawn_center(srv, Path(tmp) / "risk.log")
+                center = proc = spawn_center(srv, Path(tmp) / "risk.log", args.profile)
                 pc = PermitClient(c, namespace="default", cluster="c1", holder="bench", ttl_seconds=600)
                 warm = await pc.request(OperationType.NODE_DRAIN, ["warm"])
                 await pc.wait(warm.name, timeout=60)

@@ -205,6 +205,7 @@ class PermitClient:
         self._watch_task: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
         self._latest: dict[str, Obj] = {}  # the watch's view of this cluster's permits
+        self._listeners: list[Callable[[Obj], None]] = []
 
     def now(self) -> Any:
         return self._clock.now()
@@ -310,12 +311,22 @@ class PermitClient:
                 out.append(v)
         return out
 
+    def add_listener(self, fn: Callable[[Obj], None]) -> None:
+        """Call ``fn(permit)`` for every permit the shared watch sees change: a level-triggered actor enqueues
+        the objects it covers, so a grant is acted on at once rather than at the next poll."""
+        self._listeners.append(fn)
+
     def _deliver(self, obj: Obj) -> None:
         name = str(obj["metadata"]["name"])
         self._latest[name] = obj
         for w in self._waiters.get(name, ()):
             w.latest = obj
             w.event.set()
+        for fn in self._listeners:
+            try:
+                fn(obj)
+            except Exception:  # a listener's bug must not stop the watch
+                log.exception("permit listener failed")
 
     async def wait(self, name: str, *, timeout: float | None = None, granted_only: bool = True,
                    until: Callable[[PermitView], bool] | None = None) -> PermitView:

@@ -19,7 +19,7 @@ from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import EVENT, NODE, Client
 from kokpit.operators.risk import RESET_ANNOTATION
-from kokpit.operators.risk._ledger import LEDGER
+from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitDenied, PreCheckFailed, node_ready_check
 
 DRAIN = OperationType.NODE_DRAIN
@@ -27,7 +27,7 @@ Obj = dict[str, Any]
 
 
 def _inflight(ledger: Obj) -> set[str]:
-    return {t for e in (ledger.get("status") or {}).get("entries") or [] if not e.get("releasedAt")
+    return {t for e in entries(ledger) if not e.get("releasedAt")
             for t in e["targets"]}
 
 
@@ -91,7 +91,9 @@ async def test_budget_survives_kill_9_and_dead_holders_expire(meta: Client, apis
     proc = _spawn_center(apiserver)
     try:
         await eventually(lambda: _ledger_exists(meta), what="the risk center's first pass")
-        dead = permits(meta, holder="dead", ttl=8)  # will never renew nor release
+        # will never renew nor release; its TTL outlasts a restart of the risk center on a loaded machine (the
+        # new process must find the budget spent, not already expired)
+        dead = permits(meta, holder="dead", ttl=40)
         first = await dead.request(DRAIN, ["n1"])
         got = await dead.wait(first.name, timeout=30)
         assert got.granted and got.granted_targets == ["n1"]
@@ -100,11 +102,11 @@ async def test_budget_survives_kill_9_and_dead_holders_expire(meta: Client, apis
         alive = permits(meta, holder="alive")
         second = await alive.request(OperationType.NODE_REBOOT, ["n2"])
         proc = _spawn_center(apiserver)  # a fresh process: nothing but the API to go on
-        answer = await alive.wait(second.name, timeout=30, granted_only=False)
+        answer = await alive.wait(second.name, timeout=40, granted_only=False)
         assert answer.state is PermitState.QUEUED, answer.obj["status"]
         assert answer.policies == ["one-at-a-time"] and "MaxConcurrent" in answer.summary()
         # the dead holder's permit expires after its TTL, and the queued one gets the budget
-        granted = await alive.wait(second.name, timeout=30)
+        granted = await alive.wait(second.name, timeout=90)
         assert granted.granted
         expired = await dead.get(first.name)
         assert expired.state is PermitState.EXPIRED
@@ -245,4 +247,39 @@ async def test_failed_pre_check_does_not_start_unless_it_is_the_repair(
         assert done.status["outcome"] == "Succeeded" and done.status["postCheck"]["passed"] is True
     finally:
         await pc.close()
+        await center.stop()
+
+
+async def test_permits_are_granted_first_come_first_served_within_a_policy(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """A later, smaller request does not overtake an earlier, larger one waiting for the same budget (it is
+    QueuedBehind it); another cluster's budget is not held up; as capacity frees the earlier goes first."""
+    await policy(meta, "drain-2", operations=["node-drain"], maxConcurrent=2)
+    center = Center(apiserver.kubeconfig).start()
+    pc, other = permits(meta), permits(meta, cluster="c2")
+    try:
+        first = await pc.request(DRAIN, ["n1"])
+        assert (await pc.wait(first.name, timeout=30)).granted
+        await center.stop()  # the next requests queue up while no one decides: one pass sees them all
+        big = await pc.request(DRAIN, ["n2", "n3"])
+        small = await pc.request(DRAIN, ["n4"])
+        elsewhere = await other.request(DRAIN, ["n4"])
+        center.start()
+        small_v = await pc.wait(small.name, timeout=30, granted_only=False)
+        assert small_v.state is PermitState.QUEUED, small_v.status
+        assert [(r["policy"], r["reason"]) for r in small_v.status["reasons"]] == [("drain-2", "QueuedBehind")]
+        assert big.name in small_v.status["reasons"][0]["message"]
+        big_v = await pc.wait(big.name, timeout=30, granted_only=False)
+        assert big_v.state is PermitState.QUEUED and big_v.status["reasons"][0]["reason"] == "MaxConcurrent"
+        assert (await other.wait(elsewhere.name, timeout=30)).granted  # c2's own budget
+        await pc.release(first.name, PermitOutcome.SUCCEEDED)
+        assert (await pc.wait(big.name, timeout=30)).granted  # the earlier request goes first...
+        small_v = await pc.wait(small.name, timeout=30, until=lambda v: v.status["reasons"][0]["reason"]
+                                == "MaxConcurrent" if v.status.get("reasons") else False)
+        assert small_v.state is PermitState.QUEUED  # ...and the later one still waits, now for capacity
+        await pc.release(big.name, PermitOutcome.SUCCEEDED)
+        assert (await pc.wait(small.name, timeout=30)).granted
+    finally:
+        await pc.close()
+        await other.close()
         await center.stop()

@@ -298,3 +298,19 @@ def test_first_come_first_served_within_a_budget() -> None:
         is PermitState.GRANTED
     assert decide(Ask("small", ISO, "default/c1", ("n5",), name="default/small"), w).refusals[0].reason \
         == "MaxConcurrent"
+
+
+def test_ledger_lines_round_trip_and_old_ledgers_still_read() -> None:
+    """The ledger keeps one compact line per grant (cheap for the API server to validate and store); a ledger
+    written in the older object-per-grant form is still read."""
+    from kokpit.operators.risk._ledger import decode, encode, entries, with_entries
+
+    e = {"uid": "u-1", "namespace": "default", "name": "c1-node-drain-abc", "operation": "node-drain",
+         "cluster": "c1", "targets": ["n1", "n2"], "grantedAt": "2026-12-07T01:00:00.123456Z"}
+    done = {**e, "uid": "u-2", "releasedAt": "2026-12-07T01:05:00.000000Z", "outcome": "Failed"}
+    assert decode(encode(e)) == e and decode(encode(done)) == done
+    assert decode("garbage") is None
+    written = with_entries({"metadata": {"name": "default", "managedFields": [{}]}}, [e, done])
+    assert "managedFields" not in written["metadata"] and "entries" not in written["status"]
+    assert entries(written) == [e, done]
+    assert entries({"status": {"entries": [e], "grants": [encode(done)]}}) == [e, done]

@@ -222,3 +222,45 @@ async def test_failing_pod_creation_stops_a_running_upgrade_wave(
 
 async def _true(v: bool) -> bool:
     return v
+
+
+async def test_probe_samples_survive_a_restart_so_the_gate_decides_the_same(meta: Client) -> None:
+    """The prober persists what a builtin gate decides on (kokpit-probe/kokpit-probe-samples in the business
+    cluster): a new prober (a restarted or newly elected risk center) reads the samples back and the gate gives
+    the same reading at once, instead of failing until minSamples new probes ran."""
+    from prometheus_client import CollectorRegistry
+
+    from kokpit.api.risk import MetricGate
+    from kokpit.client import CONFIGMAP
+    from kokpit.operators.risk._gates import (
+        PROBE_NAMESPACE,
+        SAMPLES_CONFIGMAP,
+        PodProber,
+        ProbeMetrics,
+        ProbeSample,
+        evaluate_builtin,
+    )
+
+    gate = MetricGate.model_validate({"name": "pods", "builtin": "podCreationSuccessRate", "threshold": 0.9,
+                                      "window": "5m", "minSamples": 3})
+    first = PodProber("default/c1", meta, ProbeMetrics(CollectorRegistry()), interval=0.1, timeout=0.3)
+    await first._setup()
+    now = time.time()
+    for i, ok in enumerate((True, True, False, True)):
+        first.samples.append(ProbeSample(now - 60 + i, ok, 0.2 if ok else 30.0, "" if ok else "pod \"x\" failed"))
+    first.samples.append(ProbeSample(now - 7200, True, 0.1))  # older than the prober keeps
+    sample = await first.probe_once()  # nothing runs the Pod here: a real failed probe, persisted like the rest
+    assert not sample.ok and "not Running" in sample.message
+    cm = await meta.get(CONFIGMAP, SAMPLES_CONFIGMAP, PROBE_NAMESPACE)
+    assert len(cm["data"]["samples"].splitlines()) == 6
+    before = evaluate_builtin(gate, list(first.samples), None, time.time())
+    assert before.value is not None and not before.passing  # 3 of 5 recent probes succeeded
+
+    second = PodProber("default/c1", meta, ProbeMetrics(CollectorRegistry()), interval=0.1, timeout=0.3)
+    assert evaluate_builtin(gate, list(second.samples), None, time.time()).value is None  # nothing in memory
+    await second._setup()  # what run() does first
+    assert [round(s.at, 3) for s in second.samples] == sorted(round(s.at, 3) for s in first.samples
+                                                             if s.at > now - 3600)
+    assert second.samples[2].message == "pod \"x\" failed"
+    after = evaluate_builtin(gate, list(second.samples), None, time.time())
+    assert (after.passing, after.value) == (before.passing, before.value)

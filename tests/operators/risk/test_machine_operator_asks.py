@@ -16,7 +16,7 @@ from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import NODE, Client, NotFoundError
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.machine import MACHINE, MPV, MachineOperator, OperatorOptions
-from kokpit.operators.risk._ledger import LEDGER
+from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime import Manager
 from kokpit.runtime.permits import PERMIT, PermitClient, PermitGate
 from kokpit.simulator import Simulator, SimulatorOptions
@@ -52,7 +52,7 @@ async def test_machine_operator_upgrades_one_node_at_a_time_through_permits(
         nonlocal worst
         listed = await meta.list(LEDGER)
         async for ev in meta.watch(LEDGER, resource_version=listed.resource_version, timeout_seconds=120):
-            inflight = [e for e in (ev.object.get("status") or {}).get("entries") or [] if not e.get("releasedAt")]
+            inflight = [e for e in entries(ev.object) if not e.get("releasedAt")]
             worst = max(worst, len(inflight))
             if stop.is_set():
                 return

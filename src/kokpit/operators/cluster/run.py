@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kokpit.client import Client
 from kokpit.operators.cluster.operator import ClusterOperator, OperatorOptions, Prober
-from kokpit.runtime import Manager
+from kokpit.runtime import Manager, Request
 from kokpit.runtime.informer import strip_managed_fields
 from kokpit.runtime.leaderelection import LeaderElectionConfig
 from kokpit.runtime.permits import PermitClient, PermitGate
@@ -39,12 +39,16 @@ async def run_operator(
     Lease name, reconcile only while holding it (in the client's namespace: the Pod's, in-cluster)."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-cluster-operator")
     gates: dict[tuple[str, str], PermitGate] = {}
+    op: ClusterOperator | None = None
     if ask_risk_center:
         def gate(namespace: str, cluster: str) -> PermitGate:
             g = gates.get((namespace, cluster))
             if g is None:
                 g = gates[(namespace, cluster)] = PermitGate(PermitClient(
                     client, namespace=namespace, cluster=cluster, holder="cluster-operator"))
+                if op is not None:  # a permit's answer wakes its Cluster at once
+                    queue = op.controller.queue
+                    g.permits.add_listener(lambda _p: queue.add(Request(namespace, cluster)))
             return g
 
         options = dataclasses.replace(options or OperatorOptions(), risk=gate)
@@ -54,7 +58,7 @@ async def run_operator(
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
                           cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens,
                           leader_election=election)
-        ClusterOperator(manager, options, prober=prober)
+        op = ClusterOperator(manager, options, prober=prober)
         log.info("cluster operator starting against %s", client.server)
         await manager.run()
     finally:

@@ -140,6 +140,8 @@ class MachineOperator:
             if _node_significant(old) != _node_significant(new) else None,
             delete=lambda o: self._wake_node(o["metadata"]["name"])))
         manager.add_runnable(self.poller.run)
+        if self.options.risk is not None:  # a permit's answer wakes the Machines of its nodes at once
+            self.options.risk.permits.add_listener(self._wake_targets)
         # a MachinePackageVersion a Machine asks for or still runs cannot be deleted under it
         mpvs = self.mpv_informer.store
         self.protection = InUseProtector(manager.client, MPV, mpvs, lambda n: mpv_users(machines, n),
@@ -174,6 +176,10 @@ class MachineOperator:
                 # a backlog (10,000 Machines created at once) cost the operator and the simulator a third of
                 # their CPU re-reading reports nobody was waiting for (bench/fleet.py)
                 self.poller.track(node, active=False)
+
+    def _wake_targets(self, permit: Obj) -> None:
+        for node in (permit.get("spec") or {}).get("targets") or ():
+            self._wake_node(str(node))
 
     def _wake_node(self, node: str) -> None:
         for m in self.machine_informer.store.by_index("node", node):

@@ -19,8 +19,8 @@ from kokpit.api.machine import GROUP, VERSION
 from kokpit.client import AlreadyExistsError, Kind, NotFoundError
 from kokpit.operators.risk._decide import Usage
 
-__all__ = ["LEDGER", "LEDGER_NAME", "entries", "entry_of", "fmt", "load_ledger", "released", "ts", "usage_of",
-           "with_entries"]
+__all__ = ["LEDGER", "LEDGER_NAME", "decode", "encode", "entries", "entry_of", "fmt", "load_ledger", "released",
+           "ts", "usage_of", "with_entries"]
 
 Obj = dict[str, Any]
 LEDGER = Kind(GROUP, VERSION, "RiskLedger", "riskledgers", namespaced=False)
@@ -82,12 +82,33 @@ async def load_ledger(client: Any) -> Obj:
         return got
 
 
+_FIELDS = ("uid", "namespace", "name", "operation", "cluster", "grantedAt", "releasedAt", "outcome")
+
+
+def encode(e: Obj) -> str:
+    """One grant as one line of ``status.grants`` (names, times and reasons never hold spaces or commas)."""
+    return " ".join([*(str(e.get(k) or "-") for k in _FIELDS), ",".join(e.get("targets") or ()) or "-"])
+
+
+def decode(line: str) -> Obj | None:
+    parts = line.split(" ")
+    if len(parts) != len(_FIELDS) + 1:
+        return None
+    out: Obj = {k: v for k, v in zip(_FIELDS, parts, strict=False) if v != "-"}
+    out["targets"] = [] if parts[-1] == "-" else parts[-1].split(",")
+    return out if {"uid", "namespace", "name", "operation", "cluster", "grantedAt"} <= out.keys() else None
+
+
 def entries(ledger: Obj) -> list[Obj]:
-    return list((ledger.get("status") or {}).get("entries") or [])
+    """The grants as dicts, from the compact lines (and the older object form, if a ledger still has it)."""
+    st = ledger.get("status") or {}
+    out = list(st.get("entries") or [])
+    out += [e for line in st.get("grants") or [] if (e := decode(str(line))) is not None]
+    return out
 
 
 def with_entries(ledger: Obj, items: Iterable[Obj]) -> Obj:
     out = {k: v for k, v in ledger.items() if k != "status"}
     out["metadata"] = {k: v for k, v in (ledger.get("metadata") or {}).items() if k != "managedFields"}
-    out["status"] = {"entries": list(items)}
+    out["status"] = {"grants": [encode(e) for e in items]}
     return out

@@ -4,7 +4,8 @@ One decision loop (leader-elected) runs *passes*: any change of a Permit, RiskPo
 Node, a gate flip or a timer (expiry, retry, blackout end) wakes it, and a pass decides everything pending
 at once (so 1,000 requests arriving together cost a handful of passes, not 1,000).  A pass:
 
-1. reads the RiskLedger from the API server (its resourceVersion is the fence);
+1. reads the RiskLedger from the API server (its resourceVersion is the fence; the copy this process wrote
+   last stands in for the read: anyone else's write makes the next commit fail with 409 and re-read);
 2. syncs it with the Permits: released ones (``status.outcome``), expired ones (no renewal within
    ``ttlSeconds``) and deleted ones leave the in-flight budget; released entries are kept while a window or a
    breaker needs them;
@@ -139,6 +140,10 @@ class RiskCenter:
             src.add_event_handler(Handlers(add=lambda _o: self.wake(), update=lambda _a, _b: self.wake(),
                                            delete=lambda _o: self.wake()))
         self.passes = 0
+        # the ledger as this process last wrote it: the next pass starts from it instead of a GET (a write
+        # by anyone else makes ours fail with 409, which drops it); re-read at least every resync
+        self._ledger: Obj | None = None
+        self._ledger_read = 0.0
         manager.add_runnable(self.run, needs_leader_election=True)
 
     def _on_permit(self, obj: Obj) -> None:
@@ -175,10 +180,12 @@ class RiskCenter:
                 failures = 0
                 self.metrics.passes.labels("ok").inc()
             except ConflictError:
+                self._ledger = None
                 self.metrics.passes.labels("conflict").inc()
                 log.info("ledger changed under this pass (another decider?); starting over")
                 continue
             except (ApiError, TransportError, OSError) as e:
+                self._ledger = None
                 failures += 1
                 self.metrics.passes.labels("error").inc()
                 log.warning("decision pass failed: %s", e)
@@ -209,7 +216,10 @@ class RiskCenter:
         """One pass; returns when the next pass is needed at the latest (None: only on events)."""
         self.passes += 1
         now = self._clock.now().timestamp()
-        ledger = await load_ledger(self.client)
+        mono = self._clock.monotonic()
+        if self._ledger is None or mono - self._ledger_read > self.opts.resync:
+            self._ledger, self._ledger_read = await load_ledger(self.client), mono
+        ledger = self._ledger
         views = [PolicyView.from_obj(p) for p in self.policies.objects()]
         retention = max([v.needs_history for v in views] + [0.0])
         permits = {str(p["metadata"].get("uid")): p for p in self.permits.objects()}
@@ -270,7 +280,8 @@ class RiskCenter:
             else:
                 out.wake(d.retry_at)
         if changed:  # 4. commit: a 409 here means someone else decided; the caller starts over
-            await self.client.update(LEDGER, with_entries(ledger, kept))
+            self._ledger = None  # unknown until the write's answer (a failure re-reads it)
+            self._ledger = await self.client.update(LEDGER, with_entries(ledger, kept))
         for uid, e in in_ledger.items():  # 5. announce
             p = permits.get(uid)
             if p is not None:
