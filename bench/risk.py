@@ -43,11 +43,12 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
 
 
-async def write_rate(c: Client, n: int) -> float:
+async def write_rate(c: Client, n: int, offset: int = 0) -> float:
     body = "x" * 400
 
     async def one(i: int) -> None:
-        await c.create(CONFIGMAP, {"metadata": {"name": f"w-{i}", "namespace": "default"}, "data": {"d": body}})
+        await c.create(CONFIGMAP, {"metadata": {"name": f"w-{offset + i}", "namespace": "default"},
+                                   "data": {"d": body}})
 
     t0 = time.monotonic()
     end = await bounded(n, 64, one)
@@ -143,14 +144,16 @@ async def main() -> None:
                     "operations": ["node-drain"], "scope": {"allClusters": True}, "maxConcurrent": args.burst}})
                 await c.create(RISK_POLICY, {"metadata": {"name": "reboot"}, "spec": {
                     "operations": ["node-reboot"], "scope": {"allClusters": True}, "maxConcurrent": args.limit}})
+                assert srv.proc is not None
+                server_pid = srv.proc.pid
+                w_cpu0 = cpu_seconds(server_pid)
                 writes = await write_rate(c, args.writes)
+                write_cpu = (cpu_seconds(server_pid) - w_cpu0) / args.writes  # server CPU per create
                 center = proc = spawn_center(srv, Path(tmp) / "risk.log", args.profile)
                 pc = PermitClient(c, namespace="default", cluster="c1", holder="bench", ttl_seconds=600)
                 warm = await pc.request(OperationType.NODE_DRAIN, ["warm"])
                 await pc.wait(warm.name, timeout=60)
                 await pc.release(warm.name, PermitOutcome.SUCCEEDED)
-                assert srv.proc is not None
-                server_pid = srv.proc.pid
                 cpu0 = {"server": cpu_seconds(server_pid), "risk": cpu_seconds(proc.pid)}
                 t0 = time.monotonic()
                 from_sent, from_ack, burst_rate = await burst(pc, args.burst)
@@ -158,17 +161,26 @@ async def main() -> None:
                 cpu1 = {"server": cpu_seconds(server_pid), "risk": cpu_seconds(proc.pid)}
                 sus_rate, worst, samples = await sustained(c, pc, args.sustained, args.actors, args.limit)
                 await pc.close()
+                writes_after = await write_rate(c, args.writes, offset=args.writes)
         finally:
             if center is not None:
                 center.terminate()
                 center.wait(15)
             srv.stop()
     burst_cpu = {k: (cpu1[k] - cpu0[k]) / (t1 - t0) for k in cpu0}
+    per_decision = {k: (cpu1[k] - cpu0[k]) / args.burst for k in cpu0}  # CPU seconds per decision
+    writes_before = writes
+    writes = (writes_before + writes_after) / 2  # the load moves: the write rate before and after, averaged
     p50, p99 = pct(from_sent, 50) * 1000, pct(from_sent, 99) * 1000
     a50, a99 = pct(from_ack, 50) * 1000, pct(from_ack, 99) * 1000
     lines = [
         "| phase | figure |", "|---|---|",
-        f"| API server write rate (ConfigMap creates, 64 at once) | {writes:,.0f}/s |",
+        f"| API server write rate (ConfigMap creates, 64 at once; mean of before and after) | {writes:,.0f}/s "
+        f"({writes_before:,.0f}/s before, {writes_after:,.0f}/s after) |",
+        f"| API server CPU per ConfigMap create | {write_cpu * 1000:.1f} ms |",
+        f"| CPU per permit decision in the burst (request, decision, answer, release) | API server "
+        f"{per_decision['server'] * 1000:.1f} ms = **{per_decision['server'] / write_cpu:.1f} creates**, risk "
+        f"center {per_decision['risk'] * 1000:.1f} ms |",
         f"| burst: {args.burst:,} permits requested at once, request sent → Granted seen | p50 {p50:.0f} ms, "
         f"p99 **{p99:.0f} ms** (mean {statistics.mean(from_sent) * 1000:.0f} ms) |",
         f"| burst: create acknowledged → Granted seen | p50 {a50:.0f} ms, p99 {a99:.0f} ms |",

@@ -96,7 +96,8 @@ COMPONENTS: tuple[Component, ...] = (
         "Decides every risky operation's Permit against the RiskPolicies (budgets, gates, breakers) from state "
         "kept in the API; probes each business cluster with a small Pod for the pod-creation gate.",
         cluster_rules=(
-            rule((KOKPIT,), ("permits",), (*_RO, "patch"), "watches every Permit; fences a decision with its uid"),
+            rule((KOKPIT,), ("permits",), (*_RO, "patch", "delete"), "watches every Permit; deletes those "
+                 "finished more than an hour ago (the ledger keeps what windows and breakers need)"),
             rule((KOKPIT,), ("permits/status",), ("patch",), "answers: Granted, Queued, Denied, Released, Expired"),
             rule((KOKPIT,), ("riskpolicies",), (*_RO, "create"), "reads the policies; --default-policies creates "
                  "the shipped ones that are missing"),

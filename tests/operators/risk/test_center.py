@@ -283,3 +283,31 @@ async def test_permits_are_granted_first_come_first_served_within_a_policy(
         await pc.close()
         await other.close()
         await center.stop()
+
+
+async def test_finished_permits_are_deleted_but_their_window_still_counts(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """Released permits are garbage-collected after finished_ttl, so what everyone watches stays bounded; the
+    ledger keeps the grant for the policy's window, which still refuses the next one."""
+    import dataclasses
+
+    from tests.operators.risk.conftest import FAST
+
+    await policy(meta, "one-per-hour", operations=["node-reboot"], maxPerWindow={"count": 1, "window": "1h"})
+    center = Center(apiserver.kubeconfig, dataclasses.replace(FAST, finished_ttl=1.0)).start()
+    pc = permits(meta)
+    try:
+        first = await pc.request(OperationType.NODE_REBOOT, ["n1"])
+        assert (await pc.wait(first.name, timeout=30)).granted
+        await pc.release(first.name, PermitOutcome.SUCCEEDED)
+
+        async def gone() -> bool:
+            return first.name not in {p["metadata"]["name"] for p in (await meta.list(PERMIT, "default")).items}
+
+        await eventually(gone, timeout=30, what="the finished permit deleted")
+        second = await pc.request(OperationType.NODE_REBOOT, ["n2"])
+        answer = await pc.wait(second.name, timeout=30, granted_only=False)
+        assert answer.state is PermitState.QUEUED and "MaxPerWindow" in answer.summary()
+    finally:
+        await pc.close()
+        await center.stop()

@@ -9,9 +9,10 @@ watch (its one shared watch), patch (renewal), delete (asking anew after a finis
 (``serviceAccountName``), so the token reaches it the Kubernetes way: a bound, rotated, projected token that
 dies with the Pod, never a long-lived Secret.
 
-Which Cluster's permits: RBAC has no label selectors, so the Role is namespaced to the Cluster's namespace
-and kokpit's ValidatingAdmissionPolicy ``kokpit-permit-own-cluster`` (shipped by ``kokpit manifests`` and
-``kokpit up``) refuses a write by ``<cluster>-machine-operator`` to a Permit of another Cluster.
+Which Cluster's permits: RBAC has no label selectors, so the boundary is the Role's namespace, the
+Cluster's: no other namespace's Permits, nothing but Permits.  Clusters that share a namespace share that
+boundary (a ValidatingAdmissionPolicy matching the ServiceAccount to ``spec.cluster`` would close it; the
+embedded API server does not serve that kind yet), so one namespace per Cluster isolates them fully.
 
 Every object is owned by the Cluster (garbage-collected with it) and labelled ``kokpit.io/cluster``.
 """

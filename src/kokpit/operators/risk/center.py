@@ -79,6 +79,9 @@ class CenterOptions:
     write_concurrency: int = 64
     resync: float = 30.0  # a pass at least this often, whatever happens
     events: bool = True
+    # released and expired Permits are deleted this long after their release (the ledger keeps what windows
+    # and breakers need on its own), so the permits the center and every actor watch stay bounded
+    finished_ttl: float = 3600.0
 
 
 def _key(obj: Obj) -> str:
@@ -143,6 +146,7 @@ class RiskCenter:
         # the ledger as this process last wrote it: the next pass starts from it instead of a GET (a write
         # by anyone else makes ours fail with 409, which drops it); re-read at least every resync
         self._ledger: Obj | None = None
+        self._collecting: asyncio.Task[None] | None = None
         self._ledger_read = 0.0
         manager.add_runnable(self.run, needs_leader_election=True)
 
@@ -289,8 +293,43 @@ class RiskCenter:
         for p, d in decisions:
             self._answer(p, d, now, out)
         await self._write(out.patches)
+        self._collect(permits.values(), in_ledger, now)
         await self.status.maybe_publish(policy_objs, w, force=self.status.breakers_changed)
         return out.wake_at
+
+    def _collect(self, permits: Any, in_ledger: dict[str, Obj], now: float) -> None:
+        """Delete permits finished more than ``finished_ttl`` ago (at most 200 a pass, in the background)."""
+        if self._collecting is not None and not self._collecting.done():
+            return
+        old = []
+        for p in permits:
+            st = p.get("status") or {}
+            if st.get("state") not in (PermitState.RELEASED.value, PermitState.EXPIRED.value):
+                continue
+            rel = ts(st.get("releasedAt"))
+            entry = in_ledger.get(str(p["metadata"].get("uid")))
+            if rel is None or rel > now - self.opts.finished_ttl or (entry is not None and not entry.get("releasedAt")):
+                continue
+            old.append(p)
+            if len(old) >= 200:
+                break
+        if not old:
+            return
+
+        async def delete_all() -> None:
+            for p in old:
+                meta = p["metadata"]
+                with contextlib.suppress(NotFoundError, ConflictError):
+                    try:
+                        await self.client.delete(PERMIT, str(meta["name"]), str(meta.get("namespace")),
+                                                 precondition_uid=str(meta.get("uid")))
+                    except (ApiError, TransportError) as e:
+                        log.info("deleting finished permit %s: %s", _key(p), e)
+                        return
+
+        self._collecting = asyncio.get_running_loop().create_task(delete_all())
+        self._tasks.add(self._collecting)
+        self._collecting.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def _pending(p: Obj) -> bool:
