@@ -147,6 +147,8 @@ class RiskCenter:
         # by anyone else makes ours fail with 409, which drops it); re-read at least every resync
         self._ledger: Obj | None = None
         self._collecting: asyncio.Task[None] | None = None
+        self._expiry: dict[str, tuple[str, float | None]] = {}  # uid -> (resourceVersion, expiry)
+        self._announced: dict[str, tuple[str, Any]] = {}  # uid -> (resourceVersion, releasedAt) settled
         self._ledger_read = 0.0
         manager.add_runnable(self.run, needs_leader_election=True)
 
@@ -212,6 +214,19 @@ class RiskCenter:
         return World(views, clusters, usages, now, dict(self.readings))
 
     def _expires(self, p: Obj) -> float | None:
+        """When the permit expires unless renewed (memoized per resourceVersion: a pass asks this of every
+        permit in flight, and parsing their times again each pass was most of a pass's own CPU)."""
+        meta = p.get("metadata") or {}
+        key = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+        hit = self._expiry.get(key[0])
+        if hit is not None and hit[0] == key[1]:
+            return hit[1]
+        exp = self._expiry_of(p)
+        self._expiry[key[0]] = (key[1], exp)
+        return exp
+
+    @staticmethod
+    def _expiry_of(p: Obj) -> float | None:
         spec, st, meta = p.get("spec") or {}, p.get("status") or {}, p.get("metadata") or {}
         start = ts(spec.get("renewTime")) or ts(st.get("grantedAt")) or ts(meta.get("creationTimestamp"))
         return None if start is None else start + float(spec.get("ttlSeconds") or 300)
@@ -338,6 +353,10 @@ class RiskCenter:
 
     def _announce(self, p: Obj, e: Obj, out: _Pass) -> None:
         """The status a permit with a ledger entry must show: Granted while in flight, then Released/Expired."""
+        sig = (str(p["metadata"].get("resourceVersion")), e.get("releasedAt"))
+        uid = str(p["metadata"].get("uid"))
+        if self._announced.get(uid) == sig:
+            return  # this version of the permit already shows what this entry says
         st = p.get("status") or {}
         rel = e.get("releasedAt")
         if rel is None:
@@ -348,10 +367,12 @@ class RiskCenter:
         else:
             state = PermitState.EXPIRED if e.get("outcome") == R.EXPIRED else PermitState.RELEASED
             if st.get("state") == state.value:
+                self._announced[uid] = sig
                 return
             patch = {"state": state.value, "releasedAt": rel, "expiresAt": None}
         if all(st.get(k) == v for k, v in patch.items() if v is not None) and \
                 all(k not in st for k, v in patch.items() if v is None):
+            self._announced[uid] = sig
             return
         out.patches.append((p, patch))
 
@@ -402,6 +423,8 @@ class RiskCenter:
             live = {str(p["metadata"].get("uid")) for p in self.permits.objects()}
             self._sent = {k: v for k, v in self._sent.items() if k in live}
             self._first_seen = {k: v for k, v in self._first_seen.items() if k in live}
+            self._expiry = {k: v for k, v in self._expiry.items() if k in live}
+            self._announced = {k: v for k, v in self._announced.items() if k in live}
 
     def _count(self, p: Obj, patch: Obj) -> None:
         op = str(p["spec"].get("operation"))
