@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,12 +21,23 @@ from kokpit.cli._common import (
     setup_logging,
 )
 
+if TYPE_CHECKING:
+    from kokpit.runtime.component import ComponentConfig
+
 __all__ = ["register"]
 
 
 def _check(kubeconfig: Path | None) -> None:
     if kubeconfig is not None and not kubeconfig.is_file():
         fail(f"kubeconfig {kubeconfig} not found")
+
+
+def _component(host: str, port: int | None, token_file: Path | None, leader_elect: bool,
+               qps: float | None) -> ComponentConfig:
+    from kokpit.runtime.component import ComponentConfig
+
+    return ComponentConfig(http_host=host, http_port=port, leader_elect=leader_elect, qps=qps,
+                           metrics_tokens=metrics_tokens(port, token_file))
 
 
 def scheduler(
@@ -49,9 +61,8 @@ def scheduler(
     setup_logging(verbose, quiet_http=True)
     opts = SchedulerOptions(bind_concurrency=bind_concurrency, scheduled_events=scheduled_events)
     try:
-        asyncio.run(run_scheduler(kubeconfig, opts, http_host=metrics_host, http_port=metrics_port,
-                                  leader_elect=leader_elect, qps=qps,
-                                  metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
+        asyncio.run(run_scheduler(kubeconfig, opts, _component(metrics_host, metrics_port, metrics_token_file,
+                                                               leader_elect, qps)))
     except KeyboardInterrupt:
         pass
 
@@ -67,6 +78,10 @@ def controller_manager(
     leader_elect: bool = typer.Option(True, "--leader-elect/--no-leader-elect",
                                       help="Elect a leader on the kube-system/kube-controller-manager Lease."),
     qps: float | None = typer.Option(None, "--qps", min=1, help="Client requests per second (default: unlimited)."),
+    pod_update_batch_period: float = typer.Option(
+        0.5, "--pod-update-batch-period", min=0.0,
+        help="Seconds a ReplicaSet, DaemonSet or Job waits to look at status-only updates of its pods, so "
+             "that one pass covers them all (creations, deletions and terminal pods are seen at once)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the controller-manager: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs, node lifecycle,
@@ -80,10 +95,9 @@ def controller_manager(
         fail(f"--controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
     setup_logging(verbose, quiet_http=True)
     try:
-        asyncio.run(run_controller_manager(kubeconfig, ControllerManagerOptions(controllers=names),
-                                           http_host=metrics_host, http_port=metrics_port,
-                                           leader_elect=leader_elect, qps=qps,
-                                           metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
+        opts = ControllerManagerOptions(controllers=names, pod_update_batch_period=pod_update_batch_period)
+        asyncio.run(run_controller_manager(kubeconfig, opts, _component(metrics_host, metrics_port,
+                                                                        metrics_token_file, leader_elect, qps)))
     except KeyboardInterrupt:
         pass
 

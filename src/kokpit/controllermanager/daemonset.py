@@ -24,14 +24,11 @@ from kokpit._lib.podutil import (
     node_affinity_matches,
     untolerated_taint,
 )
-from kokpit.client import NODE, POD, AlreadyExistsError, ApiError, Client, Kind, NotFoundError
+from kokpit.client import NODE, AlreadyExistsError, ApiError, Client, Kind, NotFoundError
 from kokpit.controllermanager._common import (
     BURST_REPLICAS,
     CONTROLLERREVISION,
     DAEMONSET,
-    Expectations,
-    create_pods,
-    delete_pods,
     ensure_owner_index,
     owned,
     owner_reference,
@@ -39,8 +36,8 @@ from kokpit.controllermanager._common import (
     template_hash,
     write_status,
 )
-from kokpit.runtime import EventRecorder, Handlers, Informer, Manager, Request, Result, owner_mapper
-from kokpit.runtime.informer import object_key
+from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD, PodControl
+from kokpit.runtime import Handlers, Informer, Manager, Request, Result
 
 __all__ = ["DaemonSetController", "daemon_tolerations", "node_should_run", "sync_revisions"]
 
@@ -69,10 +66,14 @@ def daemon_tolerations(spec: Obj) -> list[Obj]:
     return tols
 
 
-def node_should_run(template_spec: Obj, node: Obj) -> bool:
-    return (node_affinity_matches(template_spec, node)
-            and untolerated_taint(daemon_tolerations(template_spec), (node.get("spec") or {}).get("taints") or [])
-            is None)
+def node_should_run(template_spec: Obj, node: Obj, tolerations: list[Obj] | None = None) -> bool:
+    """Whether a daemon pod of this template belongs on ``node``; pass ``daemon_tolerations(template_spec)``
+    as ``tolerations`` when asking for every node of a cluster (it is the same for all of them)."""
+    taints = (node.get("spec") or {}).get("taints")
+    if taints and untolerated_taint(daemon_tolerations(template_spec) if tolerations is None else tolerations,
+                                    taints) is not None:
+        return False
+    return node_affinity_matches(template_spec, node)
 
 
 def _pinned(spec: Obj, node: str) -> Obj:
@@ -132,29 +133,17 @@ def _max_unavailable(ds: Obj, desired: int) -> int:
 
 
 class DaemonSetController:
-    def __init__(self, manager: Manager, *, workers: int = 2) -> None:
+    def __init__(self, manager: Manager, *, workers: int = 2,
+                 batch_period: float = POD_UPDATE_BATCH_PERIOD) -> None:
         self.client = manager.client
         self.ds = manager.informers.informer(DAEMONSET)
         self.nodes = manager.informers.informer(NODE)
-        self.pods = manager.informers.informer(POD)
         self.revisions = manager.informers.informer(CONTROLLERREVISION)
-        ensure_owner_index(self.pods)
         ensure_owner_index(self.revisions)
-        self.events = EventRecorder(self.client, "daemonset-controller")
-        self.expectations = Expectations()
         self.controller = c = manager.controller("daemonset", self.reconcile, workers=workers)
         c.for_(self.ds)
-        c.owns(self.pods, "DaemonSet", "apps/v1")
+        self.pods = PodControl(manager, c, DAEMONSET, "daemonset-controller", batch_period=batch_period)
         self.nodes.add_event_handler(Handlers(add=self._all, update=self._node_changed, delete=self._all))
-        self.pods.add_event_handler(Handlers(add=self._created, delete=self._deleted))
-
-    def _created(self, pod: Obj) -> None:
-        for req in owner_mapper("DaemonSet", "apps/v1")(pod):
-            self.expectations.created(str(req))
-
-    def _deleted(self, pod: Obj) -> None:
-        for req in owner_mapper("DaemonSet", "apps/v1")(pod):
-            self.expectations.deleted(str(req), object_key(pod))
 
     def _all(self, _node: Obj) -> None:
         for ds in self.ds.store.list():
@@ -166,19 +155,13 @@ class DaemonSetController:
             self._all(new)
 
     async def reconcile(self, req: Request) -> Result | None:
-        try:
-            return await self._reconcile(req)
-        except BaseException:
-            # a failed or cancelled pass (leadership lost mid-create) may have sent fewer writes than
-            # expected: drop the expectation so the next pass recounts from the cache instead of waiting
-            self.expectations.forget(str(req))
-            raise
+        return await self.pods.guard(req, self._reconcile)
 
     async def _reconcile(self, req: Request) -> Result | None:
         key = str(req)
         ds = self.ds.store.get(key)
         if ds is None:
-            self.expectations.forget(key)
+            self.pods.forget(key)
             return None
         meta, spec = ds.get("metadata") or {}, ds.get("spec") or {}
         if meta.get("deletionTimestamp"):
@@ -186,18 +169,22 @@ class DaemonSetController:
         template = spec.get("template") or {}
         h, _rev = await sync_revisions(self.client, self.revisions, ds, DAEMONSET, template)
         by_node: dict[str, list[Obj]] = defaultdict(list)
-        for p in owned(self.pods, ds):
+        for p in self.pods.owned(ds):
             if not (p.get("metadata") or {}).get("deletionTimestamp"):
                 by_node[_target_node(p)].append(p)
         tspec = template.get("spec") or {}
-        desired_nodes = [n for n in self.nodes.store.list() if node_should_run(tspec, n)]
-        desired = {str(n["metadata"]["name"]) for n in desired_nodes}
-        create, delete = [], []
+        tols = daemon_tolerations(tspec)
+        desired = {str(n["metadata"]["name"]) for n in self.nodes.store.list() if node_should_run(tspec, n, tols)}
+        create: list[str] = []
+        delete: list[Obj] = []
         for name in sorted(desired):
-            pods = by_node.get(name, [])
-            failed = [p for p in pods if (p.get("status") or {}).get("phase") in TERMINAL_PHASES]
-            delete += failed
-            alive = [p for p in pods if p not in failed]
+            pods = by_node.get(name)
+            if not pods:
+                create.append(name)
+                continue
+            alive = [p for p in pods if (p.get("status") or {}).get("phase") not in TERMINAL_PHASES]
+            if len(alive) < len(pods):
+                delete += [p for p in pods if (p.get("status") or {}).get("phase") in TERMINAL_PHASES]
             if not alive:
                 create.append(name)
             elif len(alive) > 1:  # keep the oldest
@@ -207,30 +194,25 @@ class DaemonSetController:
                 delete += pods
         now = time.time()
         min_ready = int(spec.get("minReadySeconds") or 0)
-        if self.expectations.satisfied(key):
+        if self.pods.satisfied(key):
             if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate" and not create:
                 delete += self._rolling_victims(ds, by_node, desired, h, now, min_ready, delete)
-            create, delete = create[:BURST_REPLICAS], delete[:BURST_REPLICAS]
-            if create or delete:
-                self.expectations.expect(key, adds=len(create), deletes=[object_key(p) for p in delete])
-            labels = {REVISION_HASH: h}
             pods = []
-            for n in create:
-                pod = pod_from_template(template, ds, DAEMONSET, generate_name=f"{meta.get('name')}-", labels=labels)
+            for n in create[:BURST_REPLICAS]:
+                pod = pod_from_template(template, ds, DAEMONSET, generate_name=f"{meta.get('name')}-",
+                                        labels={REVISION_HASH: h})
                 pod["spec"] = _pinned(pod["spec"], n)
                 pods.append(pod)
-            errors = await create_pods(self.client, pods, lambda: self.expectations.created(key))
-            if errors:
-                await self.events.warning(ds, "FailedCreate", f"Error creating: {errors[0]}")
-            await delete_pods(self.client, delete)
+            await self.pods.apply(key, ds, pods, delete[:BURST_REPLICAS])
         return await self._status(ds, by_node, desired, h, now, min_ready)
 
     def _rolling_victims(self, ds: Obj, by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float,
                          min_ready: int, already: list[Obj]) -> list[Obj]:
         max_unavailable = _max_unavailable(ds, len(desired))
         unavailable = sum(1 for n in desired if not any(is_available(p, min_ready, now) for p in by_node.get(n, [])))
+        taken = {id(p) for p in already}
         old = [p for n in sorted(desired) for p in by_node.get(n, [])
-               if ((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) != h and p not in already]
+               if ((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) != h and id(p) not in taken]
         old_unavailable = [p for p in old if not is_available(p, min_ready, now)]
         old_available = [p for p in old if is_available(p, min_ready, now)]
         budget = max(0, max_unavailable - unavailable)
@@ -241,11 +223,15 @@ class DaemonSetController:
         scheduled = {n for n, pods in by_node.items() if any(_bound(p) for p in pods)}
         ready = available = updated = 0
         for n in desired:
-            pods = by_node.get(n, [])
-            ready += any(is_ready(p) for p in pods)
-            available += any(is_available(p, min_ready, now) for p in pods)
-            updated += any(((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) == h and _bound(p)
-                           for p in pods)
+            r = a = u = False
+            for p in by_node.get(n) or ():  # one pass over each pod: this runs for every node of the cluster
+                if is_ready(p):
+                    r = True
+                    a = a or is_available(p, min_ready, now)
+                u = u or (_bound(p) and ((p.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) == h)
+            ready += r
+            available += a
+            updated += u
         status = {
             "desiredNumberScheduled": len(desired), "currentNumberScheduled": len(scheduled & desired),
             "numberMisscheduled": len(scheduled - desired), "numberReady": ready, "numberAvailable": available,

@@ -15,18 +15,14 @@ from typing import Any
 
 from kokpit._lib.clock import format_time, parse_time
 from kokpit._lib.podutil import is_active, is_ready
-from kokpit.client import POD
 from kokpit.controllermanager._common import (
     JOB,
-    Expectations,
-    create_pods,
     delete_pods,
-    ensure_owner_index,
-    owned,
     pod_from_template,
     write_status,
 )
-from kokpit.runtime import EventRecorder, Handlers, Manager, Request, Result, owner_mapper
+from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD, PodControl
+from kokpit.runtime import Manager, Request, Result
 
 __all__ = ["JobController"]
 
@@ -41,39 +37,26 @@ def _finished(job: Obj) -> str | None:
 
 
 class JobController:
-    def __init__(self, manager: Manager, *, workers: int = 4) -> None:
+    def __init__(self, manager: Manager, *, workers: int = 4,
+                 batch_period: float = POD_UPDATE_BATCH_PERIOD) -> None:
         self.client = manager.client
         self.jobs = manager.informers.informer(JOB)
-        self.pods = manager.informers.informer(POD)
-        ensure_owner_index(self.pods)
-        self.events = EventRecorder(self.client, "job-controller")
-        self.expectations = Expectations()
         c = manager.controller("job", self.reconcile, workers=workers)
         c.for_(self.jobs)
-        c.owns(self.pods, "Job", "batch/v1")
-        self.pods.add_event_handler(Handlers(add=self._created))
-
-    def _created(self, pod: Obj) -> None:
-        for req in owner_mapper("Job", "batch/v1")(pod):
-            self.expectations.created(str(req))
+        self.pods = PodControl(manager, c, JOB, "job-controller", batch_period=batch_period)
+        self.events = self.pods.events
 
     async def reconcile(self, req: Request) -> Result | None:
-        try:
-            return await self._reconcile(req)
-        except BaseException:
-            # a failed or cancelled pass (leadership lost mid-create) may have sent fewer writes than
-            # expected: drop the expectation so the next pass recounts from the cache instead of waiting
-            self.expectations.forget(str(req))
-            raise
+        return await self.pods.guard(req, self._reconcile)
 
     async def _reconcile(self, req: Request) -> Result | None:
         key = str(req)
         job = self.jobs.store.get(key)
         if job is None:
-            self.expectations.forget(key)
+            self.pods.forget(key)
             return None
         meta, spec = job.get("metadata") or {}, job.get("spec") or {}
-        pods = owned(self.pods, job)
+        pods = self.pods.owned(job)
         active = [p for p in pods if is_active(p)]
         succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
         failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
@@ -109,22 +92,15 @@ class JobController:
                 conds += [self._cond("FailureTarget", reason, message, stamp), self._cond("Failed", reason, message, stamp)]
                 done = "Failed"
                 await self.events.warning(job, reason, message)
-            if done is None and not spec.get("suspend") and self.expectations.satisfied(key):
+            if done is None and not spec.get("suspend") and self.pods.satisfied(key):
                 want = parallelism if completions is None else min(parallelism, int(completions) - succeeded)
                 need = want - len(active)
-                if need > 0:
-                    self.expectations.expect(key, adds=need)
-                    name = str(meta.get("name"))
-                    labels = {"batch.kubernetes.io/job-name": name, "job-name": name,
-                              "batch.kubernetes.io/controller-uid": str(meta.get("uid")),
-                              "controller-uid": str(meta.get("uid"))}
-                    new = [pod_from_template(spec.get("template") or {}, job, JOB, generate_name=f"{name}-",
-                                             labels=labels) for _ in range(need)]
-                    errors = await create_pods(self.client, new, lambda: self.expectations.created(key))
-                    if errors:
-                        await self.events.warning(job, "FailedCreate", f"Error creating: {errors[0]}")
-                elif need < 0:
-                    await delete_pods(self.client, active[:(-need)])
+                name, uid = str(meta.get("name")), str(meta.get("uid"))
+                labels = {"batch.kubernetes.io/job-name": name, "job-name": name,
+                          "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
+                await self.pods.apply(key, job, [
+                    pod_from_template(spec.get("template") or {}, job, JOB, generate_name=f"{name}-", labels=labels)
+                    for _ in range(max(0, need))], active[:max(0, -need)])
             if done is None and deadline is not None:
                 requeue = max(0.5, int(deadline) - (now - started).total_seconds())
         if done is not None and active:

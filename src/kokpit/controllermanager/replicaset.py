@@ -15,20 +15,9 @@ from typing import Any
 
 from kokpit._lib.clock import format_time
 from kokpit._lib.podutil import is_active, is_available, is_ready, ready_since
-from kokpit.client import POD
-from kokpit.controllermanager._common import (
-    BURST_REPLICAS,
-    REPLICASET,
-    Expectations,
-    create_pods,
-    delete_pods,
-    ensure_owner_index,
-    owned,
-    pod_from_template,
-    write_status,
-)
-from kokpit.runtime import EventRecorder, Handlers, Manager, Request, Result, owner_mapper
-from kokpit.runtime.informer import object_key
+from kokpit.controllermanager._common import BURST_REPLICAS, REPLICASET, pod_from_template, write_status
+from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD, PodControl
+from kokpit.runtime import Manager, Request, Result
 
 __all__ = ["ReplicaSetController", "deletion_rank"]
 
@@ -50,61 +39,35 @@ def _neg(s: str) -> tuple[int, ...]:
 
 
 class ReplicaSetController:
-    def __init__(self, manager: Manager, *, workers: int = 8) -> None:
+    def __init__(self, manager: Manager, *, workers: int = 8,
+                 batch_period: float = POD_UPDATE_BATCH_PERIOD) -> None:
         self.client = manager.client
         self.rs = manager.informers.informer(REPLICASET)
-        self.pods = manager.informers.informer(POD)
-        ensure_owner_index(self.pods)
-        self.events = EventRecorder(self.client, "replicaset-controller")
-        self.expectations = Expectations()
         c = manager.controller("replicaset", self.reconcile, workers=workers)
         c.for_(self.rs)
-        c.owns(self.pods, "ReplicaSet", "apps/v1")
-        self.pods.add_event_handler(Handlers(add=self._created, delete=self._deleted))
-
-    def _created(self, pod: Obj) -> None:
-        for req in owner_mapper("ReplicaSet", "apps/v1")(pod):
-            self.expectations.created(str(req))
-
-    def _deleted(self, pod: Obj) -> None:
-        for req in owner_mapper("ReplicaSet", "apps/v1")(pod):
-            self.expectations.deleted(str(req), object_key(pod))
+        self.pods = PodControl(manager, c, REPLICASET, "replicaset-controller", batch_period=batch_period)
 
     async def reconcile(self, req: Request) -> Result | None:
-        try:
-            return await self._reconcile(req)
-        except BaseException:
-            # a failed or cancelled pass (leadership lost mid-create) may have sent fewer writes than
-            # expected: drop the expectation so the next pass recounts from the cache instead of waiting
-            self.expectations.forget(str(req))
-            raise
+        return await self.pods.guard(req, self._reconcile)
 
     async def _reconcile(self, req: Request) -> Result | None:
         key = str(req)
         rs = self.rs.store.get(key)
         if rs is None:
-            self.expectations.forget(key)
+            self.pods.forget(key)
             return None
         meta, spec = rs.get("metadata") or {}, rs.get("spec") or {}
-        pods = [p for p in owned(self.pods, rs) if is_active(p)]
+        pods = [p for p in self.pods.owned(rs) if is_active(p)]
         failure: str | None = None
-        if not meta.get("deletionTimestamp") and self.expectations.satisfied(key):
-            want = int(spec.get("replicas", 1) or 0)
-            diff = want - len(pods)
+        if not meta.get("deletionTimestamp") and self.pods.satisfied(key):
+            diff = int(spec.get("replicas", 1) or 0) - len(pods)
             if diff > 0:
-                n = min(diff, BURST_REPLICAS)
-                self.expectations.expect(key, adds=n)
                 name = str(meta.get("name"))
-                new = [pod_from_template(spec.get("template") or {}, rs, REPLICASET, generate_name=f"{name}-")
-                       for _ in range(n)]
-                errors = await create_pods(self.client, new, lambda: self.expectations.created(key))
-                if errors:
-                    failure = errors[0]
-                    await self.events.warning(rs, "FailedCreate", f"Error creating: {failure}")
+                failure = await self.pods.apply(key, rs, [
+                    pod_from_template(spec.get("template") or {}, rs, REPLICASET, generate_name=f"{name}-")
+                    for _ in range(min(diff, BURST_REPLICAS))], [])
             elif diff < 0:
-                victims = sorted(pods, key=deletion_rank)[:min(-diff, BURST_REPLICAS)]
-                self.expectations.expect(key, deletes=[object_key(p) for p in victims])
-                await delete_pods(self.client, victims)
+                await self.pods.apply(key, rs, [], sorted(pods, key=deletion_rank)[:min(-diff, BURST_REPLICAS)])
         return await self._status(rs, pods, failure)
 
     async def _status(self, rs: Obj, pods: list[Obj], failure: str | None) -> Result | None:

@@ -7,9 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kokpit.client import Client
+from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD
 from kokpit.controllermanager.daemonset import DaemonSetController
 from kokpit.controllermanager.deployment import DeploymentController
 from kokpit.controllermanager.disruption import DisruptionController
@@ -18,19 +17,19 @@ from kokpit.controllermanager.job import JobController
 from kokpit.controllermanager.nodelifecycle import NodeLifecycleController, NodeLifecycleOptions
 from kokpit.controllermanager.replicaset import ReplicaSetController
 from kokpit.controllermanager.statefulset import StatefulSetController
-from kokpit.runtime import LeaderElectionConfig, Manager
-from kokpit.runtime.informer import strip_managed_fields
+from kokpit.runtime import Manager
+from kokpit.runtime.component import ComponentConfig, run_component
 
 __all__ = ["CONTROLLERS", "ControllerManagerOptions", "build", "run_controller_manager"]
 
 log = logging.getLogger("kokpit.controllermanager")
 
-CONTROLLERS: dict[str, Callable[[Manager, Any], object]] = {
-    "replicaset": lambda m, _o: ReplicaSetController(m),
+CONTROLLERS: dict[str, Callable[[Manager, ControllerManagerOptions], object]] = {
+    "replicaset": lambda m, o: ReplicaSetController(m, batch_period=o.pod_update_batch_period),
     "deployment": lambda m, _o: DeploymentController(m),
-    "daemonset": lambda m, _o: DaemonSetController(m),
+    "daemonset": lambda m, o: DaemonSetController(m, batch_period=o.pod_update_batch_period),
     "statefulset": lambda m, _o: StatefulSetController(m),
-    "job": lambda m, _o: JobController(m),
+    "job": lambda m, o: JobController(m, batch_period=o.pod_update_batch_period),
     "disruption": lambda m, _o: DisruptionController(m),
     "nodelifecycle": lambda m, o: NodeLifecycleController(m, o.node_lifecycle),
     "daemonset-readiness": lambda m, _o: DaemonSetReadinessReporter(m),
@@ -41,6 +40,7 @@ CONTROLLERS: dict[str, Callable[[Manager, Any], object]] = {
 class ControllerManagerOptions:
     controllers: list[str] = field(default_factory=lambda: list(CONTROLLERS))
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
+    pod_update_batch_period: float = POD_UPDATE_BATCH_PERIOD  # --pod-update-batch-period
 
 
 def build(manager: Manager, options: ControllerManagerOptions) -> list[object]:
@@ -51,25 +51,8 @@ def build(manager: Manager, options: ControllerManagerOptions) -> list[object]:
 
 
 async def run_controller_manager(kubeconfig: str | Path | None, options: ControllerManagerOptions | None = None,
-                                 *, http_host: str = "127.0.0.1", http_port: int | None = 0,
-                                 leader_elect: bool = True, identity: str | None = None,
-                                 qps: float | None = None, handle_signals: bool = True,
-                                 metrics_tokens: list[str] | None = None) -> None:
+                                 config: ComponentConfig | None = None) -> None:
     """Run until SIGTERM/SIGINT or cancellation."""
     options = options or ControllerManagerOptions()
-    client = Client.from_kubeconfig(kubeconfig, field_manager="kube-controller-manager", qps=qps,
-                                    burst=max(10, int(qps or 10)))
-    try:
-        le = None
-        if leader_elect:
-            le = LeaderElectionConfig(name="kube-controller-manager", namespace="kube-system")
-            if identity:
-                le.identity = identity
-        manager = Manager(client, leader_election=le, http_host=http_host, http_port=http_port,
-                          handle_signals=handle_signals, cache_transform=strip_managed_fields,
-                          metrics_tokens=metrics_tokens)
-        build(manager, options)
-        log.info("controller-manager starting against %s (%s)", client.server, ", ".join(options.controllers))
-        await manager.run()
-    finally:
-        await client.close()
+    log.info("controllers: %s", ", ".join(options.controllers))
+    await run_component(kubeconfig, "kube-controller-manager", lambda m: build(m, options), config)

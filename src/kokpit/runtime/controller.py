@@ -66,6 +66,7 @@ class TerminalError(Exception):
 Reconciler = Callable[[Request], Awaitable[Result | None]]
 Predicate = Callable[[Obj], bool]
 Mapper = Callable[[Obj], Iterable[Request]]
+UpdateDelay = Callable[[Obj, Obj], float]
 
 
 def owner_mapper(
@@ -123,8 +124,14 @@ class Controller:
         return WorkQueue(self.name, rate_limiter=self._rate_limiter, clock=self._clock, metrics=self.metrics)
 
     # ------------------------------------------------------------------ wiring
-    def watches(self, source: Source, mapper: Mapper, predicate: Predicate | None = None) -> Controller:
-        """Enqueue what ``mapper`` returns for every add/update/delete of ``source`` objects."""
+    def watches(self, source: Source, mapper: Mapper, predicate: Predicate | None = None, *,
+                update_delay: UpdateDelay | None = None) -> Controller:
+        """Enqueue what ``mapper`` returns for every add/update/delete of ``source`` objects.
+
+        ``update_delay(old, new)`` (seconds, 0 for at once) batches updates: keys enqueued with a delay
+        are reconciled once for every update that arrives meanwhile, as kube's Job and EndpointSlice
+        controllers batch pod updates, so an owner of thousands of pods is not re-read for every one of
+        their status changes.  Adds and deletes are never delayed."""
 
         def enqueue(obj: Obj) -> None:
             if predicate is not None and not predicate(obj):
@@ -135,8 +142,9 @@ class Controller:
         def update(old: Obj, new: Obj) -> None:
             if predicate is not None and not (predicate(new) or predicate(old)):
                 return
+            delay = update_delay(old, new) if update_delay is not None else 0.0
             for req in {*mapper(old), *mapper(new)}:
-                self.queue.add(req)
+                self.queue.add_after(req, delay)
 
         handler: EventHandler = Handlers(add=enqueue, update=update, delete=enqueue)
         source.add_event_handler(handler)
@@ -154,9 +162,12 @@ class Controller:
         owner_kind: str,
         owner_api_version: str | None = None,
         predicate: Predicate | None = None,
+        *,
+        update_delay: UpdateDelay | None = None,
     ) -> Controller:
         """Objects this controller creates: enqueue their controlling owner."""
-        return self.watches(source, owner_mapper(owner_kind, owner_api_version), predicate)
+        return self.watches(source, owner_mapper(owner_kind, owner_api_version), predicate,
+                            update_delay=update_delay)
 
     # ------------------------------------------------------------------ running
     async def wait_synced(self) -> None:

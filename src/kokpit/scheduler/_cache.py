@@ -72,14 +72,27 @@ class NodeInfo:
     pods: dict[str, PodInfo] = field(default_factory=dict)
     owners: Counter[str] = field(default_factory=Counter)
     with_anti_affinity: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    hard_taints: list[Obj] = field(default_factory=list)  # NoSchedule and NoExecute taints
+    _alloc: Obj | None = None
 
     def set_node(self, node: Obj) -> None:
+        """Take the node's new object; what filters read is computed here once, not per decision (the
+        object changes every status heartbeat, so allocatable is re-parsed only when it changed)."""
         self.node = node
-        alloc = (node.get("status") or {}).get("allocatable") or (node.get("status") or {}).get("capacity") or {}
-        self.cpu = parse_quantity(alloc.get("cpu")) if "cpu" in alloc else float("inf")
-        self.mem = parse_quantity(alloc.get("memory")) if "memory" in alloc else float("inf")
-        self.max_pods = int(parse_quantity(alloc.get("pods"))) if "pods" in alloc else DEFAULT_MAX_PODS
-        self.zone = str(((node.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL) or "")
+        status = node.get("status") or {}
+        alloc = status.get("allocatable") or status.get("capacity") or {}
+        if alloc != self._alloc:
+            self._alloc = alloc
+            self.cpu = parse_quantity(alloc.get("cpu")) if "cpu" in alloc else float("inf")
+            self.mem = parse_quantity(alloc.get("memory")) if "memory" in alloc else float("inf")
+            self.max_pods = int(parse_quantity(alloc.get("pods"))) if "pods" in alloc else DEFAULT_MAX_PODS
+        self.labels = dict((node.get("metadata") or {}).get("labels") or {})
+        self.zone = str(self.labels.get(ZONE_LABEL) or "")
+        spec = node.get("spec") or {}
+        self.unschedulable = bool(spec.get("unschedulable"))
+        self.hard_taints = [t for t in spec.get("taints") or [] if t.get("effect") in ("NoSchedule", "NoExecute")]
 
     def add(self, p: PodInfo) -> None:
         self.pods[p.key] = p

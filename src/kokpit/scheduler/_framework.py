@@ -14,19 +14,18 @@ decision costs the same at 100 and at 10,000 nodes.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit._lib.podutil import (
     match_node_selector_term,
-    node_affinity_matches,
     required_node_terms,
     selector_matches,
     tolerates,
 )
 from kokpit.scheduler._cache import NodeInfo, PodInfo, SchedulerCache
 
-__all__ = ["HOSTNAME_LABEL", "Decision", "failure_message", "feasible_to_find", "schedule"]
+__all__ = ["HOSTNAME_LABEL", "Decision", "best_node", "failure_message", "feasible_to_find", "schedule"]
 
 Obj = dict[str, Any]
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -56,7 +55,11 @@ def _term_selects(term: Obj, term_ns: str, ns: str, labels: dict[str, str]) -> b
 
 @dataclass
 class PodView:
-    """The parts of the pod being scheduled that every filter reads (computed once per attempt)."""
+    """The parts of the pod being scheduled that every filter reads (computed once per attempt).
+
+    Filtering visits hundreds of nodes per decision, so the pod's side of every check is prepared here:
+    its nodeSelector and required node terms, and a memo of which taints (by key, value and effect) its
+    tolerations accept — nodes of a fleet carry the same few taints."""
 
     key: str
     namespace: str
@@ -68,6 +71,9 @@ class PodView:
     owner: str
     anti_terms: list[Obj]
     tolerates_unschedulable: bool
+    node_selector: list[tuple[str, Any]] = field(default_factory=list)
+    node_terms: list[Obj] | None = None
+    _tolerated: dict[tuple[Any, Any, Any], bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, key: str, pod: Obj) -> PodView:
@@ -76,19 +82,34 @@ class PodView:
         tols = list(spec.get("tolerations") or [])
         return cls(key, info.namespace, info.labels, spec, tols, info.cpu, info.mem, info.owner,
                    [t for t in _anti_terms(spec) if t.get("topologyKey") == HOSTNAME_LABEL],
-                   tolerates(tols, UNSCHEDULABLE_TAINT))
+                   tolerates(tols, UNSCHEDULABLE_TAINT), list((spec.get("nodeSelector") or {}).items()),
+                   required_node_terms(spec))
+
+    def tolerates(self, taint: Obj) -> bool:
+        k = (taint.get("key"), taint.get("value"), taint.get("effect"))
+        ok = self._tolerated.get(k)
+        if ok is None:
+            ok = self._tolerated[k] = tolerates(self.tolerations, taint)
+        return ok
+
+    def matches_node(self, info: NodeInfo) -> bool:
+        """nodeSelector and required node affinity (terms ORed) admit the node."""
+        labels = info.labels
+        for k, v in self.node_selector:
+            if labels.get(k) != v:
+                return False
+        terms = self.node_terms
+        return terms is None or any(match_node_selector_term(t, info.node) for t in terms)
 
 
 def filter_node(pod: PodView, info: NodeInfo) -> str | None:
     """None when the pod fits the node, else kube-scheduler's reason."""
-    node = info.node
-    nspec = node.get("spec") or {}
-    if nspec.get("unschedulable") and not pod.tolerates_unschedulable:
+    if info.unschedulable and not pod.tolerates_unschedulable:
         return "node(s) were unschedulable"
-    for taint in nspec.get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(pod.tolerations, taint):
+    for taint in info.hard_taints:
+        if not pod.tolerates(taint):
             return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
-    if not node_affinity_matches(pod.spec, node):
+    if not pod.matches_node(info):
         return "node(s) didn't match Pod's node affinity/selector"
     if len(info.pods) + 1 > info.max_pods:
         return "Too many pods"
@@ -108,25 +129,51 @@ def filter_node(pod: PodView, info: NodeInfo) -> str | None:
     return None
 
 
-def _score(pod: PodView, info: NodeInfo, cache: SchedulerCache, max_node: int, max_zone: int) -> float:
-    # least allocated: the share of cpu and memory left after placing the pod (0..100 each, averaged)
-    parts = []
-    for cap, used, want in ((info.cpu, info.nz_cpu, pod.cpu or 0.1), (info.mem, info.nz_mem, pod.mem or 209715200)):
-        if cap and cap != float("inf"):
-            parts.append(max(0.0, (cap - used - want) / cap) * 100)
-    pods_left = max(0.0, (info.max_pods - len(info.pods) - 1) / max(1, info.max_pods)) * 100
-    least = sum(parts) / len(parts) if parts else pods_left
-    if not pod.owner:
-        return least
-    # spread: fewer pods of the same controller on the node (1/3) and in its zone (2/3) score higher
-    on_node = info.owners.get(pod.owner, 0)
-    node_spread = 100 * (1 - on_node / max_node) if max_node else 100
-    if info.zone and max_zone:
-        zone_count = cache.zone_owners.get(info.zone, Counter()).get(pod.owner, 0)
-        spread = node_spread / 3 + 2 * (100 * (1 - zone_count / max_zone)) / 3
-    else:
-        spread = node_spread
-    return least + spread
+_NO_OWNERS: Counter[str] = Counter()
+_INF = float("inf")
+
+
+def best_node(pod: PodView, feasible: list[NodeInfo], cache: SchedulerCache) -> NodeInfo:
+    """The highest-scoring feasible node (the first one on a tie).
+
+    Least allocated: the share of cpu and memory left after placing the pod (0..100 each, averaged; the
+    pod share of the node when it declares neither).  Spread, for pods with a controller: fewer pods of the
+    same controller on the node (1/3) and in its zone (2/3) score higher, up to 100 more."""
+    want_cpu, want_mem = pod.cpu or 0.1, pod.mem or 209715200
+    owner = pod.owner
+    zone_owners = cache.zone_owners
+    zone_count: dict[str, int] = {}
+    max_node = max_zone = 0
+    if owner:
+        for i in feasible:
+            max_node = max(max_node, i.owners.get(owner, 0))
+            if i.zone not in zone_count:
+                zone_count[i.zone] = (zone_owners.get(i.zone) or _NO_OWNERS).get(owner, 0)
+        max_zone = max(zone_count.values(), default=0)
+    best, best_score = feasible[0], -1.0
+    for info in feasible:
+        total, parts = 0.0, 0
+        cap = info.cpu
+        if cap and cap != _INF:
+            total += max(0.0, (cap - info.nz_cpu - want_cpu) / cap) * 100
+            parts += 1
+        cap = info.mem
+        if cap and cap != _INF:
+            total += max(0.0, (cap - info.nz_mem - want_mem) / cap) * 100
+            parts += 1
+        if parts:
+            score = total / parts
+        else:
+            score = max(0.0, (info.max_pods - len(info.pods) - 1) / max(1, info.max_pods)) * 100
+        if owner:
+            node_spread = 100 * (1 - info.owners.get(owner, 0) / max_node) if max_node else 100
+            if info.zone and max_zone:
+                score += node_spread / 3 + 2 * (100 * (1 - zone_count[info.zone] / max_zone)) / 3
+            else:
+                score += node_spread
+        if score > best_score:
+            best, best_score = info, score
+    return best
 
 
 @dataclass
@@ -149,7 +196,7 @@ def _candidate_names(pod: PodView, cache: SchedulerCache) -> list[str] | None:
             return None
         names.update(str(v) for v in fields[0].get("values") or [])
     return [n for n in names if n in cache.nodes and any(match_node_selector_term(t, cache.nodes[n].node)
-                                                         for t in terms)] or []
+                                                         for t in terms)]
 
 
 class Sampler:
@@ -194,11 +241,7 @@ def schedule(pod: PodView, cache: SchedulerCache, sampler: Sampler) -> Decision:
             sampler.next_start = (start + evaluated) % n
     if not feasible:
         return Decision(None, evaluated, reasons)
-    max_node = max((i.owners.get(pod.owner, 0) for i in feasible), default=0) if pod.owner else 0
-    max_zone = max((cache.zone_owners.get(i.zone, Counter()).get(pod.owner, 0) for i in feasible),
-                   default=0) if pod.owner else 0
-    best = max(feasible, key=lambda i: _score(pod, i, cache, max_node, max_zone))
-    return Decision(best.name, evaluated, reasons)
+    return Decision(best_node(pod, feasible, cache).name, evaluated, reasons)
 
 
 def failure_message(total: int, reasons: Counter[str]) -> str:
