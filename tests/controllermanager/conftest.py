@@ -47,7 +47,7 @@ class ControlPlane:
     scheduler: Scheduler | None = None
     managers: list[tuple[Manager, asyncio.Task[None], Client]] = field(default_factory=list)
 
-    restart_cm: Callable[[], Awaitable[None]] | None = None
+    restart_cm: Callable[..., Awaitable[None]] | None = None
 
     @property
     def nodes(self) -> list[str]:
@@ -88,8 +88,11 @@ async def plane(shared_apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIter
         build(m2, opts)
         cp.managers.append((m2, asyncio.get_running_loop().create_task(m2.run()), c2))
 
-        async def restart_cm() -> None:
-            """Stop the controller-manager (all its memory goes) and start a fresh one on the same Lease."""
+        async def restart_cm(node_lifecycle: NodeLifecycleOptions | None = None) -> None:
+            """Stop the controller-manager (all its memory goes) and start a fresh one on the same Lease
+            (with other node lifecycle options, e.g. a new risk-center client, when given)."""
+            if node_lifecycle is not None:
+                opts.node_lifecycle = node_lifecycle
             _m_old, task_old, c_old = cp.managers.pop()
             task_old.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

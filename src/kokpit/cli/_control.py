@@ -82,20 +82,33 @@ def controller_manager(
         0.5, "--pod-update-batch-period", min=0.0,
         help="Seconds a ReplicaSet, DaemonSet or Job waits to look at status-only updates of its pods, so "
              "that one pass covers them all (creations, deletions and terminal pods are seen at once)."),
+    risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
+                                                "its risk center (node-drain) before taint-based eviction."),
+    risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
+    risk_namespace: str = typer.Option("default", "--risk-namespace", help="That Cluster's namespace."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the controller-manager: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs, node lifecycle,
     disruption budgets."""
-    from kokpit.controllermanager import CONTROLLERS, ControllerManagerOptions, run_controller_manager
+    from kokpit.controllermanager import (
+        CONTROLLERS,
+        ControllerManagerOptions,
+        RiskAccess,
+        run_controller_manager,
+    )
 
     _check(kubeconfig)
+    if risk_kubeconfig is not None and (not risk_kubeconfig.is_file() or not risk_cluster):
+        fail("--risk-kubeconfig needs an existing file and --risk-cluster NAME")
     names = list(CONTROLLERS) if controllers.strip() == "*" else [c.strip() for c in controllers.split(",") if c.strip()]
     unknown = [n for n in names if n not in CONTROLLERS]
     if unknown:
         fail(f"--controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
     setup_logging(verbose, quiet_http=True)
     try:
-        opts = ControllerManagerOptions(controllers=names, pod_update_batch_period=pod_update_batch_period)
+        opts = ControllerManagerOptions(controllers=names, pod_update_batch_period=pod_update_batch_period,
+                                        risk=RiskAccess(risk_kubeconfig, risk_cluster, risk_namespace)
+                                        if risk_kubeconfig is not None else None)
         asyncio.run(run_controller_manager(kubeconfig, opts, _component(metrics_host, metrics_port,
                                                                         metrics_token_file, leader_elect, qps)))
     except KeyboardInterrupt:

@@ -15,7 +15,13 @@ from kokpit.controllermanager._common import (
     REPLICASET,
     STATEFULSET,
 )
-from kokpit.controllermanager.run import CONTROLLERS, ControllerManagerOptions, build, run_controller_manager
+from kokpit.controllermanager.run import (
+    CONTROLLERS,
+    ControllerManagerOptions,
+    RiskAccess,
+    build,
+    run_controller_manager,
+)
 
 __all__ = [
     "CONTROLLERREVISION",
@@ -27,6 +33,7 @@ __all__ = [
     "REPLICASET",
     "STATEFULSET",
     "ControllerManagerOptions",
+    "RiskAccess",
     "build",
     "run_controller_manager",
 ]

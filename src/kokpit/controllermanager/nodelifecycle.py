@@ -14,6 +14,14 @@ upstream's rate limits and unhealthy-zone safety.
 - Pods on a node with NoExecute taints are deleted when a taint is not tolerated, or when the smallest
   ``tolerationSeconds`` of the matching tolerations has passed since the taint's ``timeAdded`` (new pods
   get 300 s from the API server's DefaultTolerationSeconds).  Their controllers recreate them elsewhere.
+- With a risk center (``NodeLifecycleOptions.risk``), evicting a node's pods is a ``node-drain`` operation
+  like any other: before the first deletion the controller takes a Permit for the node, named after the
+  node's NoExecute taints and when they were added (so a restarted controller-manager finds the same one);
+  while the permit is Queued or Denied nothing is evicted and a Warning Event on the Node says why (naming
+  the policies); when every pod the taints evict is gone, or the taints are lifted, the permit is released
+  (Succeeded, or Aborted if it was never granted).  The upstream rate limits above still apply first: the
+  risk center adds the fleet's budgets (e.g. maxUnavailable counting NotReady nodes) rather than replacing
+  them.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from typing import Any
 
 from kokpit._lib.clock import Clock, RealClock, format_time, parse_time
 from kokpit._lib.podutil import is_active, tolerates
+from kokpit.api.risk import OperationType, PermitOutcome
 from kokpit.client import LEASE, NODE, POD, NotFoundError
 from kokpit.runtime import EventRecorder, Handlers, Manager, Request, Result
 from kokpit.runtime.informer import Informer
+from kokpit.runtime.permits import PermitGate
 
 __all__ = ["NodeLifecycleController", "NodeLifecycleOptions", "zone_state"]
 
@@ -51,6 +61,7 @@ class NodeLifecycleOptions:
     secondary_eviction_rate: float = 0.01  # --secondary-node-eviction-rate
     large_cluster_size: int = 50  # --large-cluster-size-threshold
     unhealthy_zone_threshold: float = 0.55  # --unhealthy-zone-threshold
+    risk: PermitGate | None = None  # ask the risk center (node-drain) before evicting (--risk-kubeconfig)
 
 
 def zone_state(ready: int, not_ready: int, threshold: float) -> str:
@@ -81,6 +92,11 @@ def _ts(s: Any) -> float | None:
         return parse_time(str(s)).timestamp()
     except ValueError:
         return None
+
+
+def _eviction_intent(taints: list[Obj]) -> str:
+    """What a node-drain permit is for: the node's NoExecute taints and when each was added."""
+    return ",".join(sorted(f"{t.get('key')}={t.get('value') or ''}@{t.get('timeAdded') or ''}" for t in taints))
 
 
 def _node_index(pod: Obj) -> list[str]:
@@ -240,12 +256,15 @@ class NodeLifecycleController:
         return out
 
     async def _evict(self, node: Obj, now: float) -> list[float]:
+        name = str(node["metadata"]["name"])
         taints = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("effect") == "NoExecute"]
+        intent = _eviction_intent(taints)
         if not taints:
+            await self._settle(name, intent, "the node's NoExecute taints were lifted")
             return []
         waits: list[float] = []
         victims: list[Obj] = []
-        for pod in self.pods.store.by_index("node", str(node["metadata"]["name"])):
+        for pod in self.pods.store.by_index("node", name):
             if not is_active(pod):
                 continue
             tols = list((pod.get("spec") or {}).get("tolerations") or [])
@@ -265,8 +284,34 @@ class NodeLifecycleController:
                 victims.append(pod)
             elif deadline is not None:
                 waits.append(deadline - now)
+        gate = self.options.risk
+        if gate is not None:
+            if not victims:
+                if not waits:
+                    await self._settle(name, "", f"every pod the NoExecute taints evict is gone from node {name}")
+                else:
+                    await self._settle(name, intent, "the node's NoExecute taints changed")
+                return waits
+            await self._settle(name, intent, "the node's NoExecute taints changed")
+            adm = await gate.admit(OperationType.NODE_DRAIN, [name], intent,
+                                   reason=f"taint-based eviction of {len(victims)} pod(s) from node {name} ({intent})")
+            if not adm.granted:
+                await self.events.warning(node, adm.reason, f"Taint-based eviction of {len(victims)} pod(s) from node "
+                                                            f"{name} waits for the risk center: {adm.message}")
+                return [*waits, adm.retry_after or gate.poll]
         await asyncio.gather(*(self._delete(p) for p in victims))
         return waits
+
+    async def _settle(self, node: str, keep: str, why: str) -> None:
+        """Release this controller's open node-drain permits of ``node`` except the one for intent ``keep``:
+        Succeeded when it had been granted (its evictions are done), Aborted when it never was."""
+        gate = self.options.risk
+        if gate is None:
+            return
+        for view in gate.open_for(node):
+            if keep and PermitGate.intent(view) == keep:
+                continue
+            await gate.finish(view, PermitOutcome.SUCCEEDED if view.granted else PermitOutcome.ABORTED, why)
 
     async def _delete(self, pod: Obj) -> None:
         meta = pod.get("metadata") or {}

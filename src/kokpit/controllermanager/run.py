@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kokpit.client import Client
 from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD
 from kokpit.controllermanager.daemonset import DaemonSetController
 from kokpit.controllermanager.deployment import DeploymentController
@@ -19,8 +21,9 @@ from kokpit.controllermanager.replicaset import ReplicaSetController
 from kokpit.controllermanager.statefulset import StatefulSetController
 from kokpit.runtime import Manager
 from kokpit.runtime.component import ComponentConfig, run_component
+from kokpit.runtime.permits import PermitClient, PermitGate
 
-__all__ = ["CONTROLLERS", "ControllerManagerOptions", "build", "run_controller_manager"]
+__all__ = ["CONTROLLERS", "ControllerManagerOptions", "RiskAccess", "build", "run_controller_manager"]
 
 log = logging.getLogger("kokpit.controllermanager")
 
@@ -37,10 +40,21 @@ CONTROLLERS: dict[str, Callable[[Manager, ControllerManagerOptions], object]] = 
 
 
 @dataclass
+class RiskAccess:
+    """The meta cluster whose risk center this business cluster's controller-manager asks, as Cluster
+    ``namespace/cluster`` (``--risk-kubeconfig``, ``--risk-cluster``, ``--risk-namespace``)."""
+
+    kubeconfig: str | Path
+    cluster: str
+    namespace: str = "default"
+
+
+@dataclass
 class ControllerManagerOptions:
     controllers: list[str] = field(default_factory=lambda: list(CONTROLLERS))
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
     pod_update_batch_period: float = POD_UPDATE_BATCH_PERIOD  # --pod-update-batch-period
+    risk: RiskAccess | None = None  # ask the risk center before evicting (node-drain permits)
 
 
 def build(manager: Manager, options: ControllerManagerOptions) -> list[object]:
@@ -55,4 +69,18 @@ async def run_controller_manager(kubeconfig: str | Path | None, options: Control
     """Run until SIGTERM/SIGINT or cancellation."""
     options = options or ControllerManagerOptions()
     log.info("controllers: %s", ", ".join(options.controllers))
-    await run_component(kubeconfig, "kube-controller-manager", lambda m: build(m, options), config)
+    meta: Client | None = None
+    permits: PermitClient | None = None
+    if options.risk is not None:
+        meta = Client.from_kubeconfig(options.risk.kubeconfig, field_manager="kube-controller-manager")
+        permits = PermitClient(meta, namespace=options.risk.namespace, cluster=options.risk.cluster,
+                               holder=f"controller-manager/{options.risk.cluster}")
+        options = dataclasses.replace(options, node_lifecycle=dataclasses.replace(
+            options.node_lifecycle, risk=PermitGate(permits)))
+    try:
+        await run_component(kubeconfig, "kube-controller-manager", lambda m: build(m, options), config)
+    finally:
+        if permits is not None:
+            await permits.close()
+        if meta is not None:
+            await meta.close()
