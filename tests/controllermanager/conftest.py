@@ -19,6 +19,7 @@ from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import NAMESPACE, NODE, Client
 from kokpit.controllermanager import ControllerManagerOptions, build
 from kokpit.controllermanager.nodelifecycle import NodeLifecycleOptions
+from kokpit.controllermanager.podgc import PodGCOptions
 from kokpit.runtime import LeaderElectionConfig, Manager
 from kokpit.scheduler import Scheduler
 from kokpit.simulator import Simulator, SimulatorOptions
@@ -68,7 +69,8 @@ async def plane(shared_apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIter
     cp = ControlPlane(client)
 
     async def start(nodes: int = 3, controllers: list[str] | None = None,
-                    node_lifecycle: NodeLifecycleOptions | None = None, **sim_kw: Any) -> ControlPlane:
+                    node_lifecycle: NodeLifecycleOptions | None = None, pod_gc: PodGCOptions | None = None,
+                    **sim_kw: Any) -> ControlPlane:
         prefix = f"cm{next(_ids)}-"
         cp.sim = Simulator(SimulatorOptions(nodes=nodes, name_prefix=prefix, driver_port=0, lease_period=0.5,
                                             data_dir=tmp_path / "sim", **sim_kw), client)
@@ -85,6 +87,8 @@ async def plane(shared_apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIter
             opts.controllers = controllers
         if node_lifecycle is not None:
             opts.node_lifecycle = node_lifecycle
+        if pod_gc is not None:
+            opts.pod_gc = pod_gc
         build(m2, opts)
         cp.managers.append((m2, asyncio.get_running_loop().create_task(m2.run()), c2))
 

@@ -155,3 +155,35 @@ async def test_restart_replays_cached_objects(make_source: Any, make_obj: Any) -
     await wait_for(lambda: seen == ["x", "x"])
     t2.cancel()
     await asyncio.gather(t2, return_exceptions=True)
+
+
+async def test_update_delay_batches_updates_but_never_adds(make_source: Any, make_obj: Any) -> None:
+    """Updates the delay function defers reach reconcile once per window; adds and immediate updates at once."""
+    seen: list[tuple[Request, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def reconcile(req: Request) -> Result:
+        seen.append((req, loop.time()))
+        return Result()
+
+    pods = make_source()
+    c = Controller("c", reconcile, metrics=RuntimeMetrics())
+    c.owns(pods, "Cluster", update_delay=lambda old, new: 0.0 if new.get("urgent") else 0.3)
+    task = asyncio.create_task(c.run())
+    await c.started.wait()
+    ref = {"ownerReferences": [{"kind": "Cluster", "name": "a", "controller": True, "apiVersion": "x/v1"}]}
+    pods.add(make_obj("p", "ns", **ref))
+    await wait_for(lambda: len(seen) == 1)
+    t0 = loop.time()
+    for i in range(5):  # five status-only updates in a row: one reconcile, after the window
+        pods.update({**make_obj("p", "ns", **ref), "status": {"n": i}})
+    await asyncio.sleep(0.1)
+    assert len(seen) == 1
+    await wait_for(lambda: len(seen) == 2)
+    assert seen[1][1] - t0 >= 0.25
+    await asyncio.sleep(0.4)
+    assert len(seen) == 2
+    pods.update({**make_obj("p", "ns", **ref), "urgent": True})  # an update that matters: at once
+    await wait_for(lambda: len(seen) == 3, timeout=0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -82,6 +82,9 @@ def controller_manager(
         0.5, "--pod-update-batch-period", min=0.0,
         help="Seconds a ReplicaSet, DaemonSet or Job waits to look at status-only updates of its pods, so "
              "that one pass covers them all (creations, deletions and terminal pods are seen at once)."),
+    terminated_pod_gc_threshold: int = typer.Option(
+        12500, "--terminated-pod-gc-threshold", min=0,
+        help="Finished (Succeeded/Failed) pods kept before the oldest are deleted (0: keep them all)."),
     risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
                                                 "its risk center (node-drain) before taint-based eviction."),
     risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
@@ -109,6 +112,7 @@ def controller_manager(
         opts = ControllerManagerOptions(controllers=names, pod_update_batch_period=pod_update_batch_period,
                                         risk=RiskAccess(risk_kubeconfig, risk_cluster, risk_namespace)
                                         if risk_kubeconfig is not None else None)
+        opts.pod_gc.terminated_threshold = terminated_pod_gc_threshold
         asyncio.run(run_controller_manager(kubeconfig, opts, _component(metrics_host, metrics_port,
                                                                         metrics_token_file, leader_elect, qps)))
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from kokpit.controllermanager.disruption import DisruptionController
 from kokpit.controllermanager.dsreadiness import DaemonSetReadinessReporter
 from kokpit.controllermanager.job import JobController
 from kokpit.controllermanager.nodelifecycle import NodeLifecycleController, NodeLifecycleOptions
+from kokpit.controllermanager.podgc import PodGCController, PodGCOptions
 from kokpit.controllermanager.replicaset import ReplicaSetController
 from kokpit.controllermanager.statefulset import StatefulSetController
 from kokpit.runtime import Manager
@@ -36,6 +37,7 @@ CONTROLLERS: dict[str, Callable[[Manager, ControllerManagerOptions], object]] = 
     "disruption": lambda m, _o: DisruptionController(m),
     "nodelifecycle": lambda m, o: NodeLifecycleController(m, o.node_lifecycle),
     "daemonset-readiness": lambda m, _o: DaemonSetReadinessReporter(m),
+    "podgc": lambda m, o: PodGCController(m, o.pod_gc),
 }
 
 
@@ -54,6 +56,7 @@ class ControllerManagerOptions:
     controllers: list[str] = field(default_factory=lambda: list(CONTROLLERS))
     node_lifecycle: NodeLifecycleOptions = field(default_factory=NodeLifecycleOptions)
     pod_update_batch_period: float = POD_UPDATE_BATCH_PERIOD  # --pod-update-batch-period
+    pod_gc: PodGCOptions = field(default_factory=PodGCOptions)
     risk: RiskAccess | None = None  # ask the risk center before evicting (node-drain permits)
 
 
