@@ -126,6 +126,10 @@ class Components:
     def stop(self) -> None:
         stop_all(self.procs.values())
 
+    def flaps(self, name: str) -> int:
+        """Times the component lost leadership (each one stops its controllers and starts them over)."""
+        return self.logs[name].read_text(errors="replace").count("lost leadership")
+
 
 def stop_all(procs: Any) -> None:
     procs = list(procs)
@@ -241,6 +245,9 @@ async def run(args: argparse.Namespace, kc: Path, tmp: Path, api_pid: int,
                 try:
                     print(f"--- {label}", flush=True)
                     lines, drained = await steps(c, view, args, {"apiserver": api_pid, **comps.pids})
+                    lines.append("| leader election | " + ", ".join(
+                        f"{n} lost its Lease {comps.flaps(n)} times" for n in comps.logs) + " | | |")
+                    print(lines[-1], flush=True)
                     out.append((label, lines))
                     if i + 1 < len(variants):
                         await reset(c, view, drained, args.timeout)
@@ -309,7 +316,8 @@ def main() -> None:
     if len(results) == 2:
         (_, before), (_, after) = results
         ratios = ", ".join(f"{what} {_seconds(b) / _seconds(a):.1f}x faster"
-                           for what, b, a in zip(("DaemonSet", "Deployment", "drain"), before, after, strict=True))
+                           for what, b, a in zip(("DaemonSet", "Deployment", "drain"), before[:3], after[:3],
+                                                     strict=True))
         rows.append(f"\nSame run, same machine load: after vs before — {ratios}.")
         print(rows[-1].strip(), flush=True)
     if args.record:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +87,15 @@ def _ready(node: Obj) -> str:
 
 
 def _ts(s: Any) -> float | None:
-    if not s:
-        return None
+    return _parse_ts(str(s)) if s else None
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_ts(s: str) -> float | None:
+    """Heartbeat times are scanned every monitor period for every node and change only every renewal:
+    parsed once each."""
     try:
-        return parse_time(str(s)).timestamp()
+        return parse_time(s).timestamp()
     except ValueError:
         return None
 

@@ -165,6 +165,15 @@ class Scheduler:
         return None
 
     async def _bind(self, req: Request, pod: Obj, node: str) -> None:
+        """Bind, then record the Scheduled Event, both inside the bind slot: a burst of binds is not
+        followed by an unbounded burst of Event writes queueing ahead of everything else this client sends."""
+        try:
+            if await self._bind_once(req, pod, node) and self.options.scheduled_events:
+                await self.events.normal(pod, "Scheduled", f"Successfully assigned {req.namespace}/{req.name} to {node}")
+        finally:
+            self._bind_slots.release()
+
+    async def _bind_once(self, req: Request, pod: Obj, node: str) -> bool:
         key = f"{req.namespace}/{req.name}"
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": req.name, "namespace": req.namespace,
                                                                      "uid": (pod.get("metadata") or {}).get("uid")},
@@ -176,23 +185,20 @@ class Scheduler:
             log.debug("binding %s to %s: %s", key, node, e)
             self._in_flight.discard(key)
             self.cache.unplace(key)
-            return
+            return False
         except (ApiError, TransportError) as e:
             self.metrics.binds.labels("error").inc()
             log.warning("binding %s to %s failed: %s; retrying", key, node, e)
             self._in_flight.discard(key)
             self.cache.unplace(key)
             self.controller.queue.add_rate_limited(req)
-            return
+            return False
         except BaseException:
             self._in_flight.discard(key)
             raise
-        finally:
-            self._bind_slots.release()
         self.bound += 1
         self.metrics.binds.labels("bound").inc()
-        if self.options.scheduled_events:
-            await self.events.normal(pod, "Scheduled", f"Successfully assigned {key} to {node}")
+        return True
 
     async def _unschedulable(self, pod: Obj, message: str) -> None:
         conds = (pod.get("status") or {}).get("conditions") or []
