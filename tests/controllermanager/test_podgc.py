@@ -27,7 +27,7 @@ async def _names(c: Client, ns: str) -> set[str]:
     return {p["metadata"]["name"] for p in (await c.list(POD, ns)).items}
 
 
-async def test_pod_gc_orphans_terminated_and_unscheduled(plane: Callable[..., Awaitable[ControlPlane]],
+async def test_pod_gc_orphans_and_terminated_over_threshold(plane: Callable[..., Awaitable[ControlPlane]],
                                                          namespace: str) -> None:
     cp = await plane(nodes=1, controllers=["podgc"], pod_gc=PodGCOptions(period=0.3, terminated_threshold=2))
     c, ns = cp.client, namespace
