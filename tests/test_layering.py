@@ -92,6 +92,9 @@ LAYERS: dict[str, Layer] = {
         (*OPERATOR, "kokpit.nodes")),
     "kokpit.operators.risk": Layer("the risk center: Permits decided against RiskPolicies, the RiskLedger, "
                                    "gates (PromQL through client.JsonHttpClient), probers, breakers", OPERATOR),
+    "kokpit.operators.faults": Layer("node faults: the catalog, the event center (NodeFaults), the detector "
+                                     "(node-problem-detector, Lease, Ready, components), webhooks (client."
+                                     "JsonHttpClient)", OPERATOR),
     "kokpit.operators.rollout": Layer("the rollout controller: canary waves over Clusters and Machines, through "
                                       "the risk center, with automatic rollback", OPERATOR),
     "kokpit.scheduler": Layer("a business cluster's scheduler: binds pods to nodes (kube-scheduler's rules)", OPERATOR),
@@ -119,7 +122,7 @@ LAYERS: dict[str, Layer] = {
          "kokpit.operators.cluster", "kokpit.operators.machine", "kokpit.operators.risk", "kokpit.up",
          "kokpit.operators.maintenance",
          "kokpit.scheduler", "kokpit.controllermanager", "kokpit.agent", "kokpit.manifests", "kokpit.portal",
-         "kokpit.operators.rollout")),
+         "kokpit.operators.rollout", "kokpit.operators.faults")),
 }
 
 NETWORK_MODULES = ("lightkube", "httpx", "httpx2", "uvicorn", "urllib.request", "urllib3", "http.client",

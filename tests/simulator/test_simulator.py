@@ -417,7 +417,8 @@ async def test_fault_and_state_cli(client: Client, start_sim: Starter) -> None:
     assert code == 1 and "requires a client certificate" in err  # no credentials, no fault
     code, out, _ = await run_cli("fault", "--url", sim.driver_url, *tls, "--node", name, "--type", "hardware")
     assert code == 0 and json.loads(out) == {"node": name, "hardware": "simulated hardware fault", "hung": False,
-                                             "stoppedComponents": [], "installFailures": []}
+                                             "stoppedComponents": [], "installFailures": [], "reported": {},
+                                             "podsFail": False}
     await eventually(lambda: client.get(NODE, name), lambda n: ready_status(n) == "False")
     code, out, _ = await run_cli("state", "--url", sim.driver_url, *tls, "--node", name)
     assert code == 0 and json.loads(out)["reachable"] is False

@@ -375,6 +375,7 @@ class MachineReason:
     # synced gate conditions
     INVALID_REPORT: Final = "InvalidReport"
     REPORTED: Final = "Reported"
+    REPORT_STALE: Final = "ReportStale"  # a report with a TTL was not refreshed in time
 
 
 class ReadinessGate(SpecModel):
@@ -426,9 +427,11 @@ class ComponentStatus(StatusModel):
 
 
 class MachineCondition(Condition):
-    """A Machine condition; ``source`` names the reporter of a synced readiness-gate condition."""
+    """A Machine condition; a synced readiness-gate condition names its reporter (``source``) and, when the
+    reporter gives one, when it last said so (``lastHeartbeatTime``)."""
 
     source: str | None = None
+    last_heartbeat_time: str | None = None
 
 
 class MachineStatus(StatusModel):

@@ -73,6 +73,10 @@ def simulator(
     fail_component: list[str] | None = typer.Option(None, "--fail-component",
                                                     help="COMPONENT or COMPONENT=VERSION whose installs "
                                                     "always fail (repeatable)."),
+    fault_report_ttl: int = typer.Option(60, "--fault-report-ttl", min=1, help="Seconds a host's NodeFault "
+                                         "report of an injected fault holds unless refreshed."),
+    fault_report_refresh: float = typer.Option(20.0, "--fault-report-refresh", min=0.1, help="Seconds between "
+                                               "refreshes of a lasting injected fault's report."),
     metrics_port: int | None = METRICS_PORT,
     metrics_host: str = METRICS_HOST,
     metrics_token_file: Path | None = METRICS_TOKEN_FILE,
@@ -105,6 +109,7 @@ def simulator(
                             install_seconds=install_seconds, repair_seconds=repair_seconds,
                             fail_probability=fail_probability,
                             fail_rules=rules, metrics_port=metrics_port, metrics_host=metrics_host,
+                            fault_report_ttl=fault_report_ttl, fault_report_refresh=fault_report_refresh,
                             metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
     if opts.lease_period <= 0:
         fail("--lease-period must be positive")
@@ -197,7 +202,10 @@ _SIM_DIR = typer.Option(None, "--simulator-dir", help="A standalone simulator's 
 @simulator_app.command("fault")
 def fault(
     node: str = typer.Option("*", "--node", help="Node name; '*' for every node (install-failure, recover)."),
-    kind: str = typer.Option(..., "--type", help="component-stop | hardware | hang | install-failure | recover"),
+    kind: str = typer.Option(..., "--type", help="component-stop | hardware | hang | install-failure | recover, "
+                             "or a fault the host reports (a NodeFault): disk-failure | memory-ecc | nic-down | "
+                             "gpu-fault | kernel-deadlock | readonly-filesystem | clock-skew | disk-pressure | "
+                             "os-corrupted"),
     component: str = typer.Option("", "--component", help="Component (component-stop, install-failure)."),
     version: str = typer.Option("", "--version", help="Version that fails (install-failure; empty: any)."),
     cluster: str = _CLUSTER,

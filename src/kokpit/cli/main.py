@@ -121,11 +121,17 @@ def machine_operator(
                                                    "a repaired fault must stay unreported to count as gone."),
     maintenance_poll: float = typer.Option(5.0, "--maintenance-poll", min=0.05, help="Seconds between looks "
                                            "while a flow waits."),
+    faults: bool = typer.Option(True, "--faults/--no-faults", help="Also run the fault controllers (event "
+                                "center, detector, node-problem-detector ingestion, webhooks)."),
+    fault_retention: str = typer.Option("24h", "--fault-retention", help="Keep Resolved/Expired faults this long."),
+    lease_grace: str = typer.Option("40s", "--lease-grace", help="A node Lease not renewed this long is a "
+                                    "node-unreachable fault."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the machine operator: hold every node at the final state its Machine declares."""
     import asyncio
 
+    from kokpit.cli._faults import fault_add_ons
     from kokpit.cli._maintenance import maintenance_add_ons
     from kokpit.nodes.agent import RoutedDriver
     from kokpit.nodes.mtls import TLSFiles
@@ -163,6 +169,8 @@ def machine_operator(
                                  metrics_tokens=tokens, add_ons=maintenance_add_ons(
                                      maintenance, policy=maintenance_policy, verify_grace=maintenance_verify_grace,
                                      poll=maintenance_poll, risk_cluster=risk_cluster,
+                                     risk_namespace=risk_namespace) + fault_add_ons(
+                                     faults, fault_retention, lease_grace, risk_cluster=risk_cluster,
                                      risk_namespace=risk_namespace)))
     except KeyboardInterrupt:
         pass
@@ -328,6 +336,7 @@ def _add_risk() -> None:
 def _add_fault() -> None:
     """`kokpit fault ...` (resolve and retry a node's maintenance flow) lives in its own module."""
     from kokpit.cli._fault import fault_app
+    from kokpit.cli._faults import fault_rows  # noqa: F401  (adds `kokpit fault list|show` to the group)
 
     app.add_typer(fault_app, name="fault")
 

@@ -6,12 +6,13 @@ It reaches the API server only through :mod:`kokpit.client` and :mod:`kokpit.run
 """
 
 from kokpit.simulator._heartbeats import LEASE_NAMESPACE, SIMULATED_LABEL
-from kokpit.simulator._hosts import FAULT_TYPES, FailRule, HostBook, HostDB
+from kokpit.simulator._hosts import FAULT_TYPES, REPORTED_FAULTS, FailRule, HostBook, HostDB
 from kokpit.simulator._simulator import Simulator, SimulatorOptions, node_names, run, serve
 
 __all__ = [
     "FAULT_TYPES",
     "LEASE_NAMESPACE",
+    "REPORTED_FAULTS",
     "SIMULATED_LABEL",
     "FailRule",
     "HostBook",

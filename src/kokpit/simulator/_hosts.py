@@ -42,6 +42,7 @@ from kokpit.simulator._repairs import complete_repair, start_repair
 __all__ = [
     "CRITICAL_COMPONENTS",
     "FAULT_TYPES",
+    "REPORTED_FAULTS",
     "Component",
     "FailRule",
     "FaultError",
@@ -53,7 +54,12 @@ __all__ = [
 
 log = logging.getLogger("kokpit.simulator.hosts")
 
-FAULT_TYPES = ("component-stop", "hardware", "hang", "install-failure", "recover")
+REPORTED_FAULTS = ("disk-failure", "memory-ecc", "nic-down", "gpu-fault", "kernel-deadlock", "readonly-filesystem",
+                   "clock-skew", "disk-pressure", "os-corrupted")
+"""Fault types (of the default FaultType catalog) a simulated host *reports*, as a node agent would: they
+become NodeFaults (``_faultreports``); the host otherwise keeps running."""
+FAULT_TYPES = ("component-stop", "hardware", "hang", "install-failure", "pod-start-failure", "recover",
+               *REPORTED_FAULTS)
 # a stopped container runtime or kubelet makes the node NotReady, as on a real host
 CRITICAL_COMPONENTS = ("containerd", "kubelet")
 ACTION_LOG_LIMIT = 64  # entries kept per host
@@ -154,6 +160,8 @@ class Host:
     hardware: str = ""  # hardware fault message; "" = healthy hardware
     hung: bool = False
     fail_rules: list[FailRule] = field(default_factory=list)
+    reported: dict[str, str] = field(default_factory=dict)  # fault type → message the host's agent reports
+    pods_fail: bool = False  # pods bound here fail to start (CreateContainerError): a silent, business fault
     created: str = ""
     # what the machine did (started, installed, failed, uninstalled, restarted), newest last, bounded: stored
     # in the same row as the state, so a crash can never keep one without the other (chaos checks read it
@@ -202,13 +210,15 @@ class Host:
     def faults(self) -> dict[str, Any]:
         stopped = sorted(n for n, c in self.components.items() if c.installed and c.run_state == RunState.STOPPED)
         return {"hardware": self.hardware, "hung": self.hung, "stoppedComponents": stopped,
-                "installFailures": [r.to_dict() for r in self.fail_rules]}
+                "installFailures": [r.to_dict() for r in self.fail_rules], "reported": dict(self.reported),
+                "podsFail": self.pods_fail}
 
     def to_record(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "hardware": self.hardware, "hung": self.hung,
                 "failRules": [r.to_dict() for r in self.fail_rules], "created": self.created,
                 "components": [c.to_record() for c in self.components.values()], "log": self.log,
-                "repairs": list(self.repairs.values()), "repairing": self.repairing, "repairSeq": self.repair_seq}
+                "repairs": list(self.repairs.values()), "repairing": self.repairing, "repairSeq": self.repair_seq,
+                "reported": self.reported, "podsFail": self.pods_fail}
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Host:
@@ -218,7 +228,8 @@ class Host:
                    fail_rules=[FailRule(r["component"], r.get("version", "")) for r in d.get("failRules") or []],
                    created=d.get("created", ""), log=list(d.get("log") or []),
                    repairs={r["requestId"]: r for r in d.get("repairs") or []}, repairing=d.get("repairing", ""),
-                   repair_seq=int(d.get("repairSeq", 0)))
+                   repair_seq=int(d.get("repairSeq", 0)),
+                   reported=dict(d.get("reported") or {}), pods_fail=bool(d.get("podsFail")))
 
 
 class HostDB:
@@ -559,6 +570,12 @@ class HostBook:
         elif kind == "hardware":
             host.hardware = "simulated hardware fault"
             self._event(host.name, "Warning", "HardwareFault", f"{host.hardware} (injected): the node is unreachable")
+        elif kind == "pod-start-failure":
+            host.pods_fail = True
+            self._event(host.name, "Warning", "FaultInjected", "pods fail to start on this host (injected)")
+        elif kind in REPORTED_FAULTS:
+            host.reported[kind] = f"{kind} on {host.name} (injected)"
+            self._event(host.name, "Warning", "FaultInjected", f"{kind} injected: the host reports it")
         elif kind == "hang":
             host.hung = True
             self._event(host.name, "Warning", "NodeHung", "the node stopped answering (injected fault)")
@@ -566,8 +583,8 @@ class HostBook:
         return {"node": host.name, **host.faults()}
 
     def _recover(self, host: Host) -> None:
-        changed = bool(host.hardware or host.hung or host.fail_rules)
-        host.hardware, host.hung, host.fail_rules = "", False, []
+        changed = bool(host.hardware or host.hung or host.fail_rules or host.reported or host.pods_fail)
+        host.hardware, host.hung, host.fail_rules, host.reported, host.pods_fail = "", False, [], {}, False
         self.unfreeze(host.name)
         for c in host.components.values():
             if c.installed and not c.action and c.run_state == RunState.STOPPED \
@@ -583,7 +600,8 @@ class HostBook:
         nodes = {}
         for h in self.hosts.values():
             f = h.faults()
-            if f["hardware"] or f["hung"] or f["stoppedComponents"] or f["installFailures"]:
+            if f["hardware"] or f["hung"] or f["stoppedComponents"] or f["installFailures"] or f["reported"] \
+                    or f["podsFail"]:
                 nodes[h.name] = f
         return {"installFailures": [r.to_dict() for r in self.fail_rules], "nodes": nodes}
 

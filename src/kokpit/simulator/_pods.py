@@ -96,6 +96,11 @@ class PodRunner:
         if host.healthy:
             if phase == "Running" and ready:
                 return await self._maybe_finish(req, pod)
+            if host.pods_fail and phase == "Pending":  # an injected start failure: the kubelet's waiting reason
+                if not _waiting(pod, "CreateContainerError"):
+                    await self._patch(req, self._start_failed(pod, host.index))
+                    self.failed += 1
+                return None
             await self._patch(req, self._running(pod, host.index, now))
             self.started += 1
         elif phase != "Running":
@@ -173,10 +178,24 @@ class PodRunner:
             "containerStatuses": containers,
         }}
 
+    @staticmethod
+    def _start_failed(pod: Obj, index: int) -> Obj:
+        waiting = {"waiting": {"reason": "CreateContainerError",
+                               "message": "failed to create containerd task: injected pod-start-failure"}}
+        containers = [{"name": c.get("name"), "image": c.get("image", ""), "imageID": "", "ready": False,
+                       "started": False, "restartCount": 0, "state": waiting, "lastState": {}}
+                      for c in (pod.get("spec") or {}).get("containers") or []]
+        return {"status": {"phase": "Pending", "hostIP": node_ip(index), "containerStatuses": containers}}
+
     def _not_ready(self, pod: Obj, now: str, message: str) -> Obj:
         containers = [{**cs, "ready": False} for cs in (pod.get("status") or {}).get("containerStatuses") or []]
         return {"status": {"conditions": self._conditions("False", now, pod), "containerStatuses": containers,
                            "message": f"node is not ready: {message}"}}
+
+
+def _waiting(pod: Obj, reason: str) -> bool:
+    return any(((c.get("state") or {}).get("waiting") or {}).get("reason") == reason
+               for c in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
 def _ensure_index(inf: Informer, name: str, fn: Any) -> None:

@@ -27,6 +27,7 @@ from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import NODE, POD, Client
 from kokpit.nodes.mtls import DriverServer, TLSFiles, is_wildcard, local_pki
 from kokpit.runtime import EventRecorder, Handlers, InformerFactory
+from kokpit.simulator._faultreports import HostFaultReporter
 from kokpit.simulator._heartbeats import SIMULATED_LABEL, NodeHeartbeats
 from kokpit.simulator._hosts import FailRule, HostBook, HostDB
 from kokpit.simulator._http import DriverApp
@@ -70,6 +71,8 @@ class SimulatorOptions:
     heartbeat_workers: int = 0  # concurrent Lease renewals; 0: scale with --nodes (8..64)
     pod_workers: int = 8
     qps: float | None = None
+    fault_report_ttl: int = 60  # TTL of the NodeFault reports the hosts make for injected faults
+    fault_report_refresh: float = 20.0  # how often a lasting fault is reported again (a heartbeat)
 
 
 class Simulator:
@@ -88,6 +91,7 @@ class Simulator:
         self.book: HostBook | None = None
         self.heartbeats: NodeHeartbeats | None = None
         self.runner: PodRunner | None = None
+        self.fault_reporter: HostFaultReporter | None = None
         self.factory = InformerFactory(self.client)
         self.driver_url = ""
         self._server: DriverServer | None = None
@@ -130,6 +134,9 @@ class Simulator:
         self.runner = PodRunner(self.client, book, pods, workers=o.pod_workers)
         book.listeners.append(self.heartbeats.host_changed)
         book.listeners.append(self.runner.host_changed)
+        self.fault_reporter = HostFaultReporter(self.client, book, ttl=o.fault_report_ttl,
+                                                refresh=o.fault_report_refresh)
+        book.listeners.append(self.fault_reporter.host_changed)
         self.recorder = EventRecorder(self.client, "kokpit-simulator")
         self._events: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue(maxsize=10_000)
         book.event_listeners.append(self._queue_event)
@@ -147,6 +154,7 @@ class Simulator:
         log.info("registered %d nodes in %.2fs; driver at %s", len(book.hosts), secs, self.driver_url)
         self.heartbeats.start()
         self.factory.start()
+        await self.fault_reporter.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.runner.controller.run(), name="sim-pods"))
         self._tasks.append(loop.create_task(self._post_events(), name="sim-events"))
@@ -210,6 +218,8 @@ class Simulator:
             await self.metrics.stop()
         if self.heartbeats is not None:
             await self.heartbeats.stop()
+        if self.fault_reporter is not None:
+            await self.fault_reporter.stop()
         await self.factory.stop()
         await cancel_and_wait(self._tasks)
         self._tasks = []

@@ -506,7 +506,7 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         """Condition ConfigMaps of the node synced into the Machine's conditions; ReadinessGatesMet from them."""
         assert ctx.spec is not None
         trusted = {rg.condition_type: rg.sources for rg in ctx.spec.readiness_gates if rg.sources}
-        reports, untrusted = trusted_reports(self.configmaps.by_index("node", ctx.node), trusted)
+        reports, untrusted = trusted_reports(self.configmaps.by_index("node", ctx.node), trusted, ctx.now)
         self._flag_untrusted(ctx, untrusted)
         conds = ctx.conditions
         for c in list(conds):
@@ -518,6 +518,10 @@ class MachineReconciler(StepReconciler[MachineCtx]):
             synced = find_condition(conds, t)
             assert synced is not None
             synced["source"] = r.source
+            if r.heartbeat_time:  # who last said so (source) and when (its heartbeat)
+                synced["lastHeartbeatTime"] = r.heartbeat_time
+            if r.expires_at is not None:  # look again when the report turns stale
+                ctx.requeue_after((r.expires_at - ctx.now).total_seconds() + 0.05)
         g = evaluate_gates([rg.condition_type for rg in ctx.spec.readiness_gates], reports)
         ctx.condition(CT.READINESS_GATES_MET, g.met, g.reason, g.message)
         return g.met

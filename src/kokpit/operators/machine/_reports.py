@@ -3,17 +3,22 @@
 Any component may put a ConfigMap labelled ``kokpit.io/node=<node>`` and
 ``kokpit.io/condition-source=<reporter>`` in any namespace; each data key is a condition type and its value
 JSON ``{"status": "True|False|Unknown", "reason": ..., "message": ...}`` or a bare ``True``/``False``.
+A value may also carry ``"heartbeatTime"`` (RFC 3339) and ``"ttlSeconds"``: a report not refreshed within
+its TTL is *stale* and counts as ``Unknown`` (reason ``ReportStale``) — a node is never schedulable on stale
+good news; the machine operator looks again when the TTL runs out.
 Parsing is strict about what it accepts and explicit about what it rejects: a malformed value becomes an
 ``Unknown`` condition whose message names the ConfigMap and key, so the reporter can fix it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kokpit._lib.clock import parse_time
 from kokpit.api import MachineConditionType, MachineReason
 
 __all__ = [
@@ -46,6 +51,8 @@ class Report:
     reason: str
     message: str
     source: str
+    heartbeat_time: str = ""  # when the reporter last said so (its own clock), if it says
+    expires_at: dt.datetime | None = None  # a report with a TTL turns stale then
 
 
 def _source(cm: Obj) -> str:
@@ -54,12 +61,15 @@ def _source(cm: Obj) -> str:
     return str(src) if src else f"configmap/{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
-def _parse_value(raw: str) -> tuple[str, str, str] | str:
-    """(status, reason, message), or an error string."""
+Parsed = tuple[str, str, str, str, float | None]
+
+
+def _parse_value(raw: str) -> Parsed | str:
+    """(status, reason, message, heartbeatTime, ttlSeconds), or an error string."""
     text = raw.strip()
     bare = _STATUSES.get(text.lower())
     if bare is not None:
-        return bare, MachineReason.REPORTED, ""
+        return bare, MachineReason.REPORTED, "", "", None
     try:
         val = json.loads(text)
     except ValueError:
@@ -71,11 +81,23 @@ def _parse_value(raw: str) -> tuple[str, str, str] | str:
         return f'has status {val.get("status")!r}; want "True", "False" or "Unknown"'
     reason = val.get("reason") or MachineReason.REPORTED
     message = val.get("message") or ""
-    return status, str(reason), str(message)
+    heartbeat, ttl = val.get("heartbeatTime"), val.get("ttlSeconds")
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            return f"has ttlSeconds {ttl!r}; want a positive number of seconds"
+        if not heartbeat:
+            return "has ttlSeconds but no heartbeatTime (when the reporter last said so)"
+    if heartbeat is not None:
+        try:
+            parse_time(str(heartbeat))
+        except ValueError:
+            return f"has heartbeatTime {heartbeat!r}; want an RFC 3339 time"
+    return status, str(reason), str(message), str(heartbeat or ""), float(ttl) if ttl is not None else None
 
 
-def parse_configmap(cm: Obj) -> list[Report]:
-    """Every condition a Condition ConfigMap reports (invalid values become Unknown + InvalidReport)."""
+def parse_configmap(cm: Obj, now: dt.datetime | None = None) -> list[Report]:
+    """Every condition a Condition ConfigMap reports (invalid values become Unknown + InvalidReport; with
+    ``now``, a report past its TTL becomes Unknown + ReportStale)."""
     meta = cm.get("metadata") or {}
     where = f"ConfigMap {meta.get('namespace', '')}/{meta.get('name', '')}"
     src = _source(cm)
@@ -88,7 +110,14 @@ def parse_configmap(cm: Obj) -> list[Report]:
             out.append(Report(key, "Unknown", MachineReason.INVALID_REPORT,
                               f"{where} key {key} {parsed}", src))
         else:
-            out.append(Report(key, parsed[0], parsed[1], parsed[2], src))
+            status, reason, message, heartbeat, ttl = parsed
+            expires = parse_time(heartbeat) + dt.timedelta(seconds=ttl) if ttl is not None else None
+            if expires is not None and now is not None and now >= expires:
+                out.append(Report(key, "Unknown", MachineReason.REPORT_STALE,
+                                  f"{where} key {key}: {status} reported at {heartbeat} was not refreshed within "
+                                  f"{ttl:g}s", src, heartbeat, None))
+            else:
+                out.append(Report(key, status, reason, message, src, heartbeat, expires))
     return out
 
 
@@ -101,10 +130,10 @@ def _merge(reports: Iterable[Report]) -> dict[str, Report]:
     return best
 
 
-def merge_reports(configmaps: list[Obj]) -> dict[str, Report]:
+def merge_reports(configmaps: list[Obj], now: dt.datetime | None = None) -> dict[str, Report]:
     """One report per condition type; when reporters disagree the most pessimistic one wins
     (False over Unknown over True), ties broken by source name, so the answer is deterministic."""
-    return _merge(r for cm in configmaps for r in parse_configmap(cm))
+    return _merge(r for cm in configmaps for r in parse_configmap(cm, now))
 
 
 @dataclass(frozen=True)
@@ -115,8 +144,8 @@ class Untrusted:
     configmap: str  # namespace/name, so a person can find and remove it
 
 
-def trusted_reports(configmaps: list[Obj], trusted: Mapping[str, Collection[str]]) -> tuple[
-        dict[str, Report], list[Untrusted]]:
+def trusted_reports(configmaps: list[Obj], trusted: Mapping[str, Collection[str]],
+                    now: dt.datetime | None = None) -> tuple[dict[str, Report], list[Untrusted]]:
     """:func:`merge_reports` over the reports a gate trusts: a condition type with a non-empty list of
     trusted sources takes reports from those sources only; the others are returned to be flagged.
 
@@ -127,7 +156,7 @@ def trusted_reports(configmaps: list[Obj], trusted: Mapping[str, Collection[str]
     for cm in configmaps:
         meta = cm.get("metadata") or {}
         where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        for r in parse_configmap(cm):
+        for r in parse_configmap(cm, now):
             allowed = trusted.get(r.type)
             if allowed and r.source not in allowed:
                 ignored.append(Untrusted(r, where))
