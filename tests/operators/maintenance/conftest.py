@@ -125,7 +125,8 @@ class Fleet:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "operator.log"
 
-    async def start(self, *, repair_seconds: float = 0.5, policy: Obj | None = None) -> Fleet:
+    async def start(self, *, repair_seconds: float = 0.5, policy: Obj | None = None,
+                    isolate_limit: Obj | None = None) -> Fleet:
         c = self.c
         await install_crds(c)
         await c.apply(CRD, nodefault_crd(), field_manager="test", force=True)
@@ -134,7 +135,8 @@ class Fleet:
         await c.create(CLUSTER, {"metadata": {"name": "c1", "namespace": "default"}, "spec": {"packageVersion": "v1"}})
         await c.create(SECRET, {"metadata": {"name": "c1-kubeconfig", "namespace": "default"},
                                 "data": {"value": base64.b64encode(raw).decode()}})
-        for name, ops, limit in (("isolate", ["node-isolate", "node-drain"], {"maxUnavailable": "50%"}),
+        for name, ops, limit in (("isolate", ["node-isolate", "node-drain"],
+                                  isolate_limit or {"maxUnavailable": "50%"}),
                                  ("repairs", ["node-reboot", "node-reinstall", "component-upgrade"],
                                   {"maxConcurrent": 2})):
             await c.create(RISK_POLICY, {"metadata": {"name": name},
