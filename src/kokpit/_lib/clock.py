@@ -11,9 +11,9 @@ import datetime as dt
 import heapq
 import itertools
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Clock", "FakeClock", "RealClock", "format_micro_time", "format_time", "parse_time"]
+__all__ = ["Clock", "FakeClock", "RealClock", "format_micro_time", "format_time", "parse_time", "parse_time_or_none"]
 
 
 class Clock(Protocol):
@@ -96,3 +96,11 @@ def format_micro_time(t: dt.datetime) -> str:
 def parse_time(s: str) -> dt.datetime:
     """Parse metav1.Time or MicroTime."""
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def parse_time_or_none(s: Any) -> dt.datetime | None:
+    """A time from an object written by someone else: None when absent or not a time (never raises)."""
+    try:
+        return parse_time(str(s)) if s else None
+    except ValueError:
+        return None

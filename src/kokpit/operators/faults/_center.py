@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time
+from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time_or_none
 from kokpit.api.fault import (
     COMPONENT_LABEL,
     SEVERITY_LABEL,
@@ -56,11 +56,7 @@ class CenterOptions:
     cause_window: float = 600.0  # a component changed this recently still counts as "in flight"
 
 
-def _t(s: Any) -> dt.datetime | None:
-    try:
-        return parse_time(str(s)) if s else None
-    except ValueError:
-        return None
+_t = parse_time_or_none  # tolerant: these times come from reports and other writers
 
 
 def machine_causes(machine: Obj | None, now: dt.datetime, window: float) -> list[Obj]:

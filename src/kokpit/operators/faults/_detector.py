@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kokpit._lib.clock import Clock, RealClock, parse_time
+from kokpit._lib.clock import Clock, RealClock, parse_time_or_none
 from kokpit.api.fault import FaultState, SourceKind
 from kokpit.client import ApiError, TransportError
 from kokpit.operators.faults._metrics import FaultMetrics
@@ -48,11 +48,7 @@ CONDITION_PREFIX = "node-condition/"
 DETECTOR_PREFIXES = (CONDITION_PREFIX, "fault-detector/")
 
 
-def _t(s: Any) -> dt.datetime | None:
-    try:
-        return parse_time(str(s)) if s else None
-    except ValueError:
-        return None
+_t = parse_time_or_none  # tolerant: these times come from reports and other writers
 
 
 @dataclass(frozen=True)

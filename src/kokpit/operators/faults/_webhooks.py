@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time
+from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time_or_none
 from kokpit.api.fault import FaultReason, FaultSubscriptionSpec, Severity
 from kokpit.client import ApiError, ConflictError, JsonHttpClient, NotFoundError, TransportError
 from kokpit.operators.faults._metrics import FaultMetrics
@@ -225,8 +225,4 @@ class WebhookDeliverer:
         return None
 
 
-def _t(s: Any) -> dt.datetime | None:
-    try:
-        return parse_time(str(s)) if s else None
-    except ValueError:
-        return None
+_t = parse_time_or_none  # tolerant: these times come from reports and other writers
