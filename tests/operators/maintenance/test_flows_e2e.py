@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.operators.maintenance.conftest import Fleet, cond, eventually, report_fault
+from tests.operators.maintenance.conftest import Fleet, cond, eventually, fast_policy, report_fault
 
 from kokpit.api.maintenance import MIGRATE_LABEL, TAINT_KEY
 from kokpit.client import POD, Client, Kind, NotFoundError
@@ -113,7 +113,11 @@ async def _labelled(fleet: Fleet, name: str) -> Obj | None:
 async def test_component_restart_and_hardware_ticket_flows(fleet_factory: Callable[..., Awaitable[Fleet]]) -> None:
     from tests.operators.maintenance.test_escalation_e2e import kokpit_fault
 
-    fleet = await fleet_factory(nodes=3)
+    # One attempt must be enough here (the test counts one restart): give it a timeout a loaded CI machine
+    # meets; escalation after a timeout has its own test.
+    policy = fast_policy()
+    policy["spec"]["flows"][0]["timeout"] = "40s"
+    fleet = await fleet_factory(nodes=3, policy=policy)
     c, a, b = fleet.c, fleet.nodes[0], fleet.nodes[1]
     assert fleet.sim is not None and fleet.sim.book is not None
     book = fleet.sim.book

@@ -61,6 +61,11 @@ class Meta:
                                          "--lease-namespace", NS, "--metrics-port", str(self.metrics_port),
                                          "--metrics-token-file", str(self.api.data_dir / "tokens.json")])
 
+    def start_operator(self) -> Proc:
+        return self.start("operator", ["cluster-operator", "--kubeconfig", str(self.api.kubeconfig), "--data-root",
+                                       str(self.tmp / "clusters"), "--port-range", "21000-21999",
+                                       "--trust-pod-readiness"])
+
     def metrics(self, token: str | None) -> tuple[int, str]:
         """GET the controller's /metrics over HTTPS (self-signed) with ``token``."""
         ctx = ssl.create_default_context()
@@ -104,8 +109,7 @@ async def meta(apiserver: ApiServerProcess, tmp_path: Path) -> AsyncIterator[Met
         try:
             m.start("kubelet", ["kubelet", "--kubeconfig", kc, "--data-dir", str(tmp_path / "kubelet"),
                                 "--fake-runtime", "--port", "0"])
-            m.start("operator", ["cluster-operator", "--kubeconfig", kc, "--data-root", str(tmp_path / "clusters"),
-                                 "--port-range", "21000-21999", "--trust-pod-readiness"])
+            m.start_operator()
             m.start("center", ["risk-center", "--kubeconfig", kc, "--no-leader-elect", "--gate-interval", "0.3"])
             for n in NAMES:
                 await c.create(CLUSTER, {"metadata": {"name": n, "namespace": NS, "labels": {"tier": "web"}},
@@ -142,6 +146,9 @@ async def test_canary_promote_kill9_mid_batch_then_undo(meta: Meta) -> None:
         {("control-plane-release", "ca")}
     table = _kubectl(meta, "get", "rollouts", "-n", NS)
     assert "Clusters" in table and "Paused" in table and "1/3" in table and "v2" in table
+    # The cluster operator is down while the last batch starts, so the batch stays in flight however fast
+    # the fake runtime releases (a poll could otherwise miss a window of a few hundred milliseconds).
+    meta.procs["operator"].kill9()
     _kubectl(meta, "patch", "rollout", "cp", "-n", NS, "--type", "merge", "-p", '{"spec":{"promotedStep":1}}')
 
     async def mid_batch() -> bool:
@@ -151,6 +158,7 @@ async def test_canary_promote_kill9_mid_batch_then_undo(meta: Meta) -> None:
     await until(mid_batch, "the last batch in flight", 120)
     meta.procs["controller"].kill9()
     meta.start_controller()
+    meta.start_operator()
     r = await meta.wait("cp", "Completed")
     assert await meta.versions() == {"ca": "v2", "cb": "v2", "cc": "v2"}
     for cl in (await c.list(CLUSTER, NS)).items:
