@@ -315,7 +315,7 @@ class Bench:
                str(self.api.kubeconfig), "--driver-url", driver_url, "--workers", str(self.args.workers),
                "--driver-tls-dir", str(self.tmp / "sim" / "pki" / "client"),
                "--metrics-port", str(self.metrics_port), "--metrics-token-file",
-               str(self.api.data_dir / "tokens.json")]
+               str(self.api.data_dir / "tokens.json"), *(self.args.operator_arg or [])]
         with open(self.tmp / "operator.log", "wb") as log:
             self.op = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -596,6 +596,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=5.0, help="seconds between convergence and the window")
     p.add_argument("--timeout", type=float, default=600.0, help="give up on a phase after S seconds")
     p.add_argument("--no-swap", action="store_true")
+    p.add_argument("--operator-arg", action="append", metavar="ARG",
+                   help="an extra argument for kokpit machine-operator (repeatable), e.g. --operator-arg=--no-faults")
     p.add_argument("--no-health-checks", dest="health_checks", action="store_false",
                    help="MPVs without health checks (no driver health calls)")
     p.add_argument("--note", action="append", help="a line of notes appended to the docs section (repeatable)")
