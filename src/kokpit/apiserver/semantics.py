@@ -93,12 +93,37 @@ def _job(obj: Obj, old: Obj | None) -> list[Cause]:
     spec = _dict(obj.get("spec"))
     for f in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"):
         _non_negative(spec.get(f), f"spec.{f}", out)
+    _job_completion_mode(spec, _dict(_dict((old or {}).get("spec"))) if old is not None else None, out)
     policy = _dict(_dict(spec.get("template")).get("spec")).get("restartPolicy")
     if policy not in ("OnFailure", "Never"):
         out.append(Cause("spec.template.spec.restartPolicy",
                          f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
                          "FieldValueNotSupported"))
     return out
+
+
+def _job_completion_mode(spec: Obj, old: Obj | None, out: list[Cause]) -> None:
+    """Indexed Jobs (kube's ValidateJobSpec): the mode is one of two, needs completions, and the per-index
+    failure fields need it; the mode and backoffLimitPerIndex are immutable."""
+    mode = spec.get("completionMode")
+    indexed = mode == "Indexed"
+    if mode is not None and mode not in ("NonIndexed", "Indexed"):
+        out.append(Cause("spec.completionMode", f'Unsupported value: "{mode}": supported values: "NonIndexed", '
+                         '"Indexed"', "FieldValueNotSupported"))
+    if indexed and spec.get("completions") is None:
+        out.append(Cause("spec.completions", "Required value: when completion mode is Indexed", "FieldValueRequired"))
+    for f in ("backoffLimitPerIndex", "maxFailedIndexes"):
+        _non_negative(spec.get(f), f"spec.{f}", out)
+        if spec.get(f) is not None and not indexed:
+            out.append(_invalid(f"spec.{f}", spec[f], "requires indexed completion mode"))
+    mfi, completions = spec.get("maxFailedIndexes"), spec.get("completions")
+    if indexed and isinstance(mfi, int) and isinstance(completions, int) and mfi > completions:
+        out.append(_invalid("spec.maxFailedIndexes", mfi, "must be less than or equal to completions"))
+    if old is not None:
+        if (mode or "NonIndexed") != (old.get("completionMode") or "NonIndexed"):
+            out.append(_invalid("spec.completionMode", mode, "field is immutable"))
+        if spec.get("backoffLimitPerIndex") != old.get("backoffLimitPerIndex"):
+            out.append(_invalid("spec.backoffLimitPerIndex", spec.get("backoffLimitPerIndex"), "field is immutable"))
 
 
 def _pdb(obj: Obj, old: Obj | None) -> list[Cause]:

@@ -6,6 +6,9 @@ the same), status is ``active/ready/succeeded/failed`` with ``startTime``/``comp
 conditions kubectl and clients read: ``SuccessCriteriaMet`` + ``Complete``, or ``FailureTarget`` +
 ``Failed`` (reason BackoffLimitExceeded / DeadlineExceeded).  A finished Job deletes its running pods.
 Pods carry ``batch.kubernetes.io/job-name`` and ``batch.kubernetes.io/controller-uid`` labels.
+An Indexed Job (``completionMode: Indexed``) runs one pod per completion index (see :mod:`._jobindex`),
+reports ``status.completedIndexes`` (and ``failedIndexes`` with ``backoffLimitPerIndex``) and fails with
+reason FailedIndexes or MaxFailedIndexesExceeded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from kokpit.controllermanager._common import (
     pod_from_template,
     write_status,
 )
+from kokpit.controllermanager._jobindex import compress_indexes, indexed_pod, plan_indexes
 from kokpit.controllermanager._pods import POD_UPDATE_BATCH_PERIOD, PodControl
 from kokpit.runtime import Manager, Request, Result
 
@@ -68,12 +72,27 @@ class JobController:
         done = _finished(job)
         completions = spec.get("completions")
         parallelism = int(spec.get("parallelism", 1) or 0)
+        indexed = spec.get("completionMode") == "Indexed" and completions is not None
+        per_index = spec.get("backoffLimitPerIndex") if indexed else None
+        plan = plan_indexes(pods, int(completions or 0), parallelism, per_index) if indexed else None
+        if plan is not None:
+            succeeded = len(plan.succeeded)
+            status["completedIndexes"] = compress_indexes(plan.succeeded)
+            if per_index is not None:
+                status["failedIndexes"] = compress_indexes(plan.failed)
         requeue: float | None = None
         if done is None and not meta.get("deletionTimestamp"):
             deadline = spec.get("activeDeadlineSeconds")
             started = parse_time(str(status["startTime"]))
             reason = message = ""
-            if failed > int(spec.get("backoffLimit", 6)):
+            max_failed = spec.get("maxFailedIndexes")
+            if plan is not None and per_index is not None:
+                if max_failed is not None and len(plan.failed) > int(max_failed):
+                    reason, message = ("MaxFailedIndexesExceeded",
+                                       "Job has exceeded the specified maximal number of failed indexes")
+                elif plan.failed and len(plan.succeeded) + len(plan.failed) >= int(completions or 0):
+                    reason, message = "FailedIndexes", "Job has failed indexes"
+            elif failed > int(spec.get("backoffLimit", 6)):
                 reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
             elif deadline is not None and (now - started).total_seconds() >= int(deadline):
                 reason, message = "DeadlineExceeded", "Job was active longer than specified deadline"
@@ -98,9 +117,15 @@ class JobController:
                 name, uid = str(meta.get("name")), str(meta.get("uid"))
                 labels = {"batch.kubernetes.io/job-name": name, "job-name": name,
                           "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
-                await self.pods.apply(key, job, [
-                    pod_from_template(spec.get("template") or {}, job, JOB, generate_name=f"{name}-", labels=labels)
-                    for _ in range(max(0, need))], active[:max(0, -need)])
+                template = spec.get("template") or {}
+                if plan is not None:
+                    await self.pods.apply(key, job, [indexed_pod(
+                        pod_from_template(template, job, JOB, generate_name=f"{name}-", labels=labels), name, i,
+                        plan.failures[i], per_index=per_index is not None) for i in plan.create], plan.delete)
+                else:
+                    await self.pods.apply(key, job, [
+                        pod_from_template(template, job, JOB, generate_name=f"{name}-", labels=labels)
+                        for _ in range(max(0, need))], active[:max(0, -need)])
             if done is None and deadline is not None:
                 requeue = max(0.5, int(deadline) - (now - started).total_seconds())
         if done is not None and active:
