@@ -157,3 +157,44 @@ async def test_change_planned_approved_watched_paused_aborted(browser: Browser, 
     await actx.close()
     await bctx.close()
     assert XSS  # the fixture's hostile text is in the objects these pages rendered
+
+
+async def test_resolve_a_manual_required_node(browser: Browser, portal: Running) -> None:
+    """The Faults and flows page lists the node a person must finish; Resolve (with a note) puts the same
+    request on its flow as ``kokpit fault resolve`` — as the logged-in user — and the page follows the flow's
+    answer live.  A viewer's Resolve is refused by the API server."""
+    from tests.portal.test_faults import seed
+
+    from kokpit.portal._kinds import FLOW
+
+    biz = portal.fleet.biz
+    await seed(biz)
+    vctx, viewer = await session(browser, portal, portal.fleet.meta.readonly_token)
+    await viewer.goto(portal.url + "/faults")
+    await viewer.locator('tr[data-node="n2"] button.resolve').click()
+    await expect(viewer.locator("body")).to_contain_text("maintenanceflows")  # the API server's 403
+    assert "request" not in (await biz.get(FLOW, "n2-abc"))["spec"]
+    await vctx.close()
+
+    ctx, page = await session(browser, portal, portal.fleet.meta.admin_token)
+    await page.click('nav a[href="/faults"]')
+    await expect(page.locator("h1")).to_have_text("Faults and flows")
+    row = page.locator('tr[data-node="n2"]')
+    await expect(row).to_contain_text("hardware-repair", timeout=20000)
+    await expect(page.locator('#faults tr[data-fault="n2.kernel-deadlock"]')).to_contain_text("Critical")
+    await expect(page.locator("#flows")).to_contain_text("Isolate")
+    await shot(page, "faults")
+    await row.locator('input[name="note"]').fill("replaced the disk")
+    await row.locator("button.resolve").click()
+    await expect(page).to_have_url(portal.url + "/faults")
+    req = (await biz.get(FLOW, "n2-abc"))["spec"]["request"]
+    assert req["action"] == "Resolve" and req["user"] == "kokpit-admin" and req["note"] == "replaced the disk"
+    # the flow controller's answer (here written by the test): the page follows without a reload
+    await biz.patch_status(FLOW, "n2-abc", {"status": {"phase": "Running", "step": "Verify", "conditions": [
+        {"type": "ManualRequired", "status": "False", "reason": "ResolvedByPerson", "message": "resolved",
+         "lastTransitionTime": "2026-12-07T04:10:00Z"}],
+        "humanActions": [{"id": req["id"], "action": "Resolve", "user": "kokpit-admin", "at": "2026-12-07T04:10:00Z"}]}})
+    await expect(page.locator('#flows tr[data-flow="n2-abc"]')).to_contain_text("Resolve by kokpit-admin",
+                                                                                 timeout=10000)
+    await expect(page.locator("#manual-count")).to_have_text("0")
+    await ctx.close()

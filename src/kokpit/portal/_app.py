@@ -171,7 +171,7 @@ def build_app(portal: Portal) -> Starlette:
         pics = {"versions": _svg.bars("Clusters by release", list(view["versions"].items())),
                 "kubelets": _svg.bars("Nodes by kubelet version", list(view["kubeletVersions"].items()))}
         return web.render(request, "fleet.html", {"title": "Fleet", "v": view, "pics": pics,
-                                                  "watch": "Cluster/,Node@,Permit/"}, caller=caller)
+                                                  "watch": "Cluster/,Node@,Permit/,NodeFault@,MaintenanceFlow@,Rollout/"}, caller=caller)
 
     async def cluster(request: Request, caller: Caller) -> Response:
         ns, name = request.path_params["ns"], request.path_params["name"]
@@ -208,7 +208,7 @@ def build_app(portal: Portal) -> Starlette:
         if wants_json(request):
             return json_response(view)
         return web.render(request, "machine.html", {"title": f"Machine {m}", "v": view,
-                                                    "watch": f"Machine@{c}/{m},Node@{c}/{view['row']['node']}"},
+                                                    "watch": f"Machine@{c}/{m},Node@{c}/{view['row']['node']},NodeFault@{c}/,MaintenanceFlow@{c}/"},
                           caller=caller)
 
     async def risk(request: Request, caller: Caller) -> Response:

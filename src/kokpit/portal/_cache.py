@@ -24,11 +24,22 @@ import yaml
 from lightkube.config.kubeconfig import KubeConfig
 
 from kokpit.client import ApiError, Client, Kind, TransportError
-from kokpit.portal._kinds import CLUSTER, CPV, MACHINE, MPV, NODE, PERMIT, RISK_POLICY, SECRET
+from kokpit.portal._kinds import (
+    CLUSTER,
+    CPV,
+    FLOW,
+    MACHINE,
+    MPV,
+    NODE,
+    NODE_FAULT,
+    PERMIT,
+    RISK_POLICY,
+    SECRET,
+)
 from kokpit.runtime.conditions import find_condition
 from kokpit.runtime.informer import Handlers, Informer, InformerFactory, strip_managed_fields
 
-__all__ = ["BusinessCache", "FleetCache", "Hub", "NodeCounts", "topic_of"]
+__all__ = ["BusinessCache", "FleetCache", "Hub", "NodeCounts", "flow_open", "topic_of"]
 
 log = logging.getLogger("kokpit.portal")
 Obj = dict[str, Any]
@@ -101,11 +112,21 @@ class NodeCounts:
     isolated: int = 0  # cordoned: spec.unschedulable on the Node
     not_ready: int = 0
     converged: int = 0  # Machines Ready at their newest spec
+    repair: int = 0  # nodes with an open MaintenanceFlow
+    manual: int = 0  # ... of which a person must finish (ManualRequired)
+    faults: int = 0  # Active NodeFaults
     versions: dict[str, int] = field(default_factory=dict)  # kubelet version -> nodes
 
 
+def flow_open(flow: Obj) -> bool:
+    """Not Completed and not being deleted (what ``kokpit fault resolve|retry`` may still act on)."""
+    return _cond(flow, "Completed") != "True" and not (flow.get("metadata") or {}).get("deletionTimestamp")
+
+
 class BusinessCache:
-    """Machines and Nodes of one business cluster, and their counts (recomputed when dirty)."""
+    """Machines, Nodes, NodeFaults and MaintenanceFlows of one business cluster, and their counts (recomputed
+    when dirty).  Faults and flows are served by CRDs the fault operators install; their informers retry until
+    those are served and never hold ``synced``."""
 
     def __init__(self, name: str, client: Client, hub: Hub) -> None:
         self.name = name
@@ -114,8 +135,11 @@ class BusinessCache:
         self.machines = Informer(client, MACHINE, transform=strip_managed_fields)
         self.nodes = Informer(client, NODE, transform=strip_managed_fields)
         self.mpvs = Informer(client, MPV, transform=strip_managed_fields)
+        self.faults = Informer(client, NODE_FAULT, transform=strip_managed_fields)
+        self.flows = Informer(client, FLOW, transform=strip_managed_fields)
         self._counts: NodeCounts | None = None
-        for kind, inf in (("Machine", self.machines), ("Node", self.nodes)):
+        for kind, inf in (("Machine", self.machines), ("Node", self.nodes), ("NodeFault", self.faults),
+                          ("MaintenanceFlow", self.flows)):
             inf.add_event_handler(self._handler(kind))
 
     def _handler(self, kind: str) -> Handlers:
@@ -125,15 +149,17 @@ class BusinessCache:
 
         return Handlers(add=changed, update=lambda _old, new: changed(new), delete=changed)
 
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        return self.machines, self.nodes, self.mpvs, self.faults, self.flows
+
     def start(self) -> None:
-        self.machines.start()
-        self.nodes.start()
-        self.mpvs.start()
+        for inf in self.informers:
+            inf.start()
 
     async def stop(self) -> None:
-        await self.machines.stop()
-        await self.nodes.stop()
-        await self.mpvs.stop()
+        for inf in self.informers:
+            await inf.stop()
         await self.client.close()
 
     @property
@@ -158,6 +184,14 @@ class BusinessCache:
                 if _cond(m, "Ready") == "True" and int(st.get("observedGeneration") or 0) >= int(
                         meta.get("generation") or 0):
                     n.converged += 1
+            for f in self.faults.store.list():
+                if (f.get("status") or {}).get("state") == "Active":
+                    n.faults += 1
+            for fl in self.flows.store.list():
+                if flow_open(fl):
+                    n.repair += 1
+                    if _cond(fl, "ManualRequired") == "True":
+                        n.manual += 1
             self._counts = n
         return self._counts
 

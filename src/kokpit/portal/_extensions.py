@@ -15,7 +15,8 @@ def default_extensions() -> list[Callable[[Portal], Awaitable[None]]]:
     from kokpit.portal._adapter import register as adapter
     from kokpit.portal._audit import register as audit
     from kokpit.portal._changes import register as changes
+    from kokpit.portal._faults import register as faults
     from kokpit.portal._openapi import register as openapi
     from kokpit.portal._rollouts import register as rollouts
 
-    return [actions, audit, changes, adapter, rollouts, openapi]
+    return [actions, audit, changes, faults, adapter, rollouts, openapi]

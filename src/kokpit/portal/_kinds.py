@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kokpit.api import Cluster, ClusterPackageVersion, Machine, MachinePackageVersion
+from kokpit.api import (
+    Cluster,
+    ClusterPackageVersion,
+    Machine,
+    MachinePackageVersion,
+    MaintenanceFlow,
+    NodeFault,
+)
 from kokpit.client import EVENT, NODE, POD, SECRET, Kind
 from kokpit.runtime.permits import PERMIT, RISK_POLICY
 
@@ -16,9 +23,11 @@ __all__ = [
     "CLUSTER",
     "CPV",
     "EVENT",
+    "FLOW",
     "MACHINE",
     "MPV",
     "NODE",
+    "NODE_FAULT",
     "PERMIT",
     "POD",
     "RISK_POLICY",
@@ -39,6 +48,8 @@ CLUSTER: Final = kind_of(Cluster)
 CPV: Final = kind_of(ClusterPackageVersion)
 MACHINE: Final = kind_of(Machine)
 MPV: Final = kind_of(MachinePackageVersion)
+NODE_FAULT: Final = kind_of(NodeFault)  # business cluster (the event center's)
+FLOW: Final = kind_of(MaintenanceFlow)  # business cluster (the maintenance flows')
 SSAR: Final = Kind("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
                    namespaced=False)
 SELF_SUBJECT_REVIEW: Final = Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",

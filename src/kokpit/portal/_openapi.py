@@ -75,6 +75,17 @@ def document() -> Obj:
                          ("reject", "Reject"), ("pause", "Hold: no new batch"), ("resume", "Go on"),
                          ("abort", "Abort: nothing more starts; closes Aborted")):
         paths[f"/api/v1/changes/{{ns}}/{{name}}/{action}"] = {"post": _op(what, body=comment, params=[_NS, _NAME])}
+    paths["/api/v1/faults"] = {"get": _op("Open NodeFaults, MaintenanceFlows by step, ManualRequired nodes (filter "
+                                          "cluster=NAMESPACE/NAME)", params=[
+        {"name": "cluster", "in": "query", "schema": {"type": "string"}}])}
+    node_params = [_NS, {"name": "cluster", "in": "path", "required": True, "schema": {"type": "string"}},
+                   {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}]
+    note = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 4096}}}
+    for action, what in (("resolve", "A person repaired the node: the flow verifies it and gives it back"),
+                         ("retry", "Start automatic repair of the node again from its flow's first repair")):
+        paths[f"/api/v1/faults/{{ns}}/{{cluster}}/{{node}}/{action}"] = {"post": _op(
+            f"{what} (kokpit fault {action}; needs patch on maintenanceflows in the Cluster's namespace)",
+            body=note, params=node_params, ok="202")}
     paths["/api/v1/rollouts"] = {"get": _op("Rollouts (once the Rollout kind is served)")}
     paths["/api/v1/rollouts/{ns}/{name}"] = {"get": _op("One Rollout", params=[_NS, _NAME])}
     for action in ("pause", "resume", "promote", "abort", "undo"):

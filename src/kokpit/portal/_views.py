@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kokpit.portal._cache import FleetCache
+from kokpit.portal._cache import BusinessCache, FleetCache, flow_open
 from kokpit.runtime.conditions import find_condition
 
-__all__ = ["FleetQuery", "cluster_view", "fleet_view", "machine_view", "risk_view"]
+__all__ = ["SORTS", "FleetQuery", "cluster_view", "fault_row", "fleet_view", "flow_row", "machine_view", "node_faults",
+           "open_flow", "risk_view"]
 
 Obj = dict[str, Any]
 PAGE = 200
@@ -28,14 +29,14 @@ def _meta(obj: Obj) -> Obj:
 class FleetQuery:
     q: str = ""
     health: str = ""  # "", "ready", "notready"
-    sort: str = "name"  # name, version, health, nodes, ready, changes
+    sort: str = "name"  # one of SORTS
     desc: bool = False
     page: int = 1
 
     @classmethod
     def parse(cls, params: Any) -> FleetQuery:
         sort = str(params.get("sort") or "name")
-        if sort not in ("name", "version", "health", "nodes", "ready", "changes"):
+        if sort not in SORTS:
             sort = "name"
         health = str(params.get("health") or "")
         try:
@@ -75,18 +76,41 @@ def _permits_by_cluster(cache: FleetCache) -> dict[str, int]:
     return out
 
 
-def cluster_row(cache: FleetCache, c: Obj, permits: dict[str, int]) -> ClusterRow:
+_DONE = frozenset({"Completed", "Aborted", "RolledBack", "Invalid"})
+
+
+def _rollouts_by_cluster(cache: FleetCache) -> dict[str, int]:
+    """Rollouts still running (a column for people: the phase the rollout controller derives) per
+    "<namespace>/<cluster>" they name."""
+    out: dict[str, int] = {}
+    for r in cache.objects("Rollout"):
+        if str((r.get("status") or {}).get("phase") or "Pending") in _DONE:
+            continue
+        t = (r.get("spec") or {}).get("target") or {}
+        names = set((t.get("clusters") or {}).get("names") or []) | set((t.get("machines") or {}).get(
+            "clusterNames") or [])
+        names |= {str(x.get("name") or "").split("/", 1)[0] for x in (r.get("status") or {}).get("targets") or []}
+        ns = _meta(r).get("namespace")
+        for n in names:
+            if n:
+                out[f"{ns}/{n}"] = out.get(f"{ns}/{n}", 0) + 1
+    return out
+
+
+def cluster_row(cache: FleetCache, c: Obj, permits: dict[str, int],
+                rollouts: dict[str, int] | None = None) -> ClusterRow:
     meta, spec, st = _meta(c), c.get("spec") or {}, c.get("status") or {}
     ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
     version = str(st.get("packageVersion") or "")
     cpv = cache.get("ClusterPackageVersion", version) if version else None
     ready = _cond(c, "Ready")
     bc = cache.cluster_cache(ns, name)
-    nodes = ready_n = isolated = None
+    nodes = ready_n = isolated = repair = faults = None
     note = ""
     if bc is not None and bc.synced:
         counts = bc.counts()
         nodes, ready_n, isolated = counts.total, counts.ready, counts.isolated
+        repair, faults = counts.repair, counts.faults
     elif bc is not None:
         note = "reading nodes…"
     else:
@@ -95,8 +119,9 @@ def cluster_row(cache: FleetCache, c: Obj, permits: dict[str, int]) -> ClusterRo
                       kubernetes=str(((cpv or {}).get("spec") or {}).get("kubernetesVersion") or "-"),
                       ready=str(ready.get("status")), phase=str(st.get("phase") or ""),
                       reason=str(ready.get("reason") or ""), nodes=nodes, nodes_ready=ready_n,
-                      nodes_isolated=isolated, nodes_repair=None, faults=None,
-                      changes=permits.get(f"{ns}/{name}", 0), rollouts=None, note=note)
+                      nodes_isolated=isolated, nodes_repair=repair, faults=faults,
+                      changes=permits.get(f"{ns}/{name}", 0),
+                      rollouts=None if rollouts is None else rollouts.get(f"{ns}/{name}", 0), note=note)
 
 
 _SORT = {
@@ -106,13 +131,16 @@ _SORT = {
     "nodes": lambda r: (r.nodes or 0, r.name),
     "ready": lambda r: (r.nodes_ready or 0, r.name),
     "changes": lambda r: (r.changes, r.name),
+    "faults": lambda r: (r.faults or 0, r.name),
+    "repair": lambda r: (r.nodes_repair or 0, r.name),
 }
+SORTS = tuple(_SORT)
 
 
 def fleet_view(cache: FleetCache, query: FleetQuery) -> dict[str, Any]:
     """Every Cluster as a row (filtered, sorted, one page of 200) plus fleet-wide totals for the pictures."""
-    permits = _permits_by_cluster(cache)
-    rows = [cluster_row(cache, c, permits) for c in cache.objects("Cluster")]
+    permits, rollouts = _permits_by_cluster(cache), _rollouts_by_cluster(cache)
+    rows = [cluster_row(cache, c, permits, rollouts) for c in cache.objects("Cluster")]
     versions: dict[str, int] = {}
     kubelets: dict[str, int] = {}
     for r in rows:
@@ -167,7 +195,7 @@ def cluster_view(cache: FleetCache, namespace: str, name: str, *, q: str = "", p
     c = cache.get("Cluster", name, namespace)
     if c is None:
         return None
-    row = cluster_row(cache, c, _permits_by_cluster(cache))
+    row = cluster_row(cache, c, _permits_by_cluster(cache), _rollouts_by_cluster(cache))
     bc = cache.cluster_cache(namespace, name)
     machines: list[Obj] = []
     matched = 0
@@ -191,6 +219,54 @@ def cluster_view(cache: FleetCache, namespace: str, name: str, *, q: str = "", p
             "releases": sorted(_meta(x).get("name", "") for x in cache.objects("ClusterPackageVersion"))}
 
 
+def _true(o: Obj, type_: str) -> Obj | None:
+    return next((c for c in (o.get("status") or {}).get("conditions") or [] if c.get("type") == type_
+                 and c.get("status") == "True"), None)
+
+
+def open_flow(flows: list[Obj], node: str) -> Obj | None:
+    """The node's open MaintenanceFlow (the newest, as ``kokpit fault`` picks it)."""
+    mine = [f for f in flows if (f.get("spec") or {}).get("nodeName") == node and flow_open(f)]
+    return max(mine, key=lambda f: str(_meta(f).get("creationTimestamp") or "")) if mine else None
+
+
+def fault_row(ns: str, cluster: str, f: Obj) -> Obj:
+    spec, st = f.get("spec") or {}, f.get("status") or {}
+    return {"namespace": ns, "cluster": cluster, "name": _meta(f).get("name", ""), "node": spec.get("nodeName", ""),
+            "type": spec.get("type", ""), "component": spec.get("component", ""),
+            "severity": st.get("severity") or "", "state": st.get("state") or "", "count": st.get("count", 0),
+            "firstSeen": st.get("firstSeen") or "", "lastSeen": st.get("lastSeen") or "",
+            "reporter": st.get("reporter") or "", "message": st.get("message") or "",
+            "flow": st.get("maintenanceFlow") or "",
+            "causedBy": [f"{c.get('kind')} {c.get('name')}" for c in st.get("possiblyCausedBy") or []]}
+
+
+def flow_row(ns: str, cluster: str, f: Obj) -> Obj:
+    spec, st = f.get("spec") or {}, f.get("status") or {}
+    manual = _true(f, "ManualRequired")
+    return {"namespace": ns, "cluster": cluster, "name": _meta(f).get("name", ""), "node": spec.get("nodeName", ""),
+            "faultType": spec.get("faultType", ""), "flow": st.get("currentFlow") or spec.get("flow", ""),
+            "step": st.get("step") or "", "phase": st.get("phase") or "", "level": st.get("level", 0),
+            "attempt": st.get("attempt", 0), "created": _meta(f).get("creationTimestamp") or "",
+            "manual": manual is not None, "manualSince": (manual or {}).get("lastTransitionTime") or "",
+            "message": (manual or {}).get("message") or "",
+            "ticket": (st.get("ticket") or {}).get("id") or "",
+            "humanActions": [f"{a.get('action')} by {a.get('user')}" for a in (st.get("humanActions") or [])[-3:]]}
+
+
+def node_faults(bc: BusinessCache | None, node: str) -> tuple[list[Obj], list[Obj]]:
+    """A node's faults (every state, newest first) and its flows (open ones first) — for the Machine page."""
+    if bc is None or not node:
+        return [], []
+    ns = cl = ""
+    faults = [fault_row(ns, cl, f) for f in bc.faults.store.list() if (f.get("spec") or {}).get("nodeName") == node]
+    faults.sort(key=lambda r: (r["state"] != "Active", r["lastSeen"]), reverse=False)
+    flows = [flow_row(ns, cl, f) | {"open": flow_open(f)} for f in bc.flows.store.list()
+             if (f.get("spec") or {}).get("nodeName") == node]
+    flows.sort(key=lambda r: (not r["open"], r["created"]))
+    return faults, flows
+
+
 def machine_view(cache: FleetCache, namespace: str, cluster: str, name: str) -> dict[str, Any] | None:
     bc = cache.cluster_cache(namespace, cluster)
     if bc is None:
@@ -201,11 +277,13 @@ def machine_view(cache: FleetCache, namespace: str, cluster: str, name: str) -> 
     spec, st = m.get("spec") or {}, m.get("status") or {}
     node = bc.nodes.store.get_by_name(str(spec.get("nodeName") or ""))
     gate_types = {g.get("conditionType") for g in spec.get("readinessGates") or []}
+    faults, flows = node_faults(bc, str(spec.get("nodeName") or name))
     return {"cluster": cluster, "namespace": namespace, "name": name, "row": machine_row(m, node),
             "packages": spec.get("packages") or [], "components": st.get("components") or [],
             "conditions": [dict(c, gate=c.get("type") in gate_types) for c in st.get("conditions") or []],
             "failures": st.get("failures") or [],
             "nodeConditions": ((node or {}).get("status") or {}).get("conditions") or [],
+            "faults": faults, "flows": flows,
             "labels": _meta(m).get("labels") or {}}
 
 

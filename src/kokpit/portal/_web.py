@@ -65,13 +65,12 @@ class Web:
         # pages beyond the fleet, in menu order; extensions add theirs (Changes, Faults, Rollouts, Audit)
         self.nav: list[tuple[int, str, str]] = [(40, "/risk", "Risk")]
         self.env.globals["nav"] = [("/risk", "Risk")]
+        self._bearer: dict[str, tuple[Caller, float]] = {}  # token -> (who, when): a script's calls in a row
+        self.static_dir = str(resources.files("kokpit.portal") / "static")
 
     def add_nav(self, order: int, href: str, label: str) -> None:
         self.nav.append((order, href, label))
         self.env.globals["nav"] = [(h, label_) for _, h, label_ in sorted(self.nav)]
-        self._bearer: dict[str, tuple[Caller, float]] = {}
-        static = resources.files("kokpit.portal") / "static"
-        self.static_dir = str(static)
 
     # ------------------------------------------------------------------ who
     async def caller(self, request: Request) -> Caller | None:

@@ -78,6 +78,14 @@ DEFAULT_TYPES: dict[str, Obj] = dict([
     # the business signal
     _t("pod-start-failures", "Workload", "Major", "reboot",
        "Pods fail to start on this node at a high rate while the rest of the cluster is fine.", ttl="10m"),
+    # a person asked for a repair (an approved ChangeRequest, the legacy adapter's reboot-node, reinstall-node,
+    # restart-component): reported with a Person source naming the change, repaired by the same flows,
+    # permits and storm breaker as any fault; the day-long TTL outlives a queue behind the risk budgets
+    _t("reboot-requested", "System", "Minor", "reboot", "A person asked for the node to be rebooted.", ttl="24h"),
+    _t("reinstall-requested", "System", "Minor", "reinstall", "A person asked for the node's operating system "
+       "to be reinstalled.", ttl="24h"),
+    _t("component-restart-requested", "Component", "Minor", "component-restart", "A person asked for a "
+       "component of the node to be restarted.", ttl="24h", per_component=True),
 ])
 """name → FaultType spec of every default type."""
 
