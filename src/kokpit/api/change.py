@@ -51,6 +51,7 @@ class ChangeOperation(StrEnum):
     COMPONENT_UPGRADE = "component-upgrade"  # Machines' package for component → MachinePackageVersion version
     NODE_REBOOT = "node-reboot"
     NODE_REINSTALL = "node-reinstall"
+    COMPONENT_RESTART = "component-restart"  # restart component on nodes (a maintenance flow per node)
     CLUSTER_CREATE = "cluster-create"
 
 
@@ -65,10 +66,12 @@ class ObjectRef(StatusModel):
 _RULES: Final[list[JsonValue]] = [
     {"rule": "self.operation == 'cluster-create' || size(self.cluster) > 0", "fieldPath": ".cluster",
      "reason": "FieldValueRequired", "message": "cluster is required (the Cluster this change is for)"},
-    {"rule": "!(self.operation in ['node-reboot', 'node-reinstall', 'component-upgrade']) || size(self.targets) > 0",
+    {"rule": "!(self.operation in ['node-reboot', 'node-reinstall', 'component-restart', 'component-upgrade']) || "
+             "size(self.targets) > 0",
      "fieldPath": ".targets", "reason": "FieldValueRequired",
      "message": "targets is required: the Machines (nodes) to change"},
-    {"rule": "!(self.operation in ['component-upgrade', 'control-plane-restart']) || size(self.component) > 0",
+    {"rule": "!(self.operation in ['component-upgrade', 'component-restart', 'control-plane-restart']) || "
+             "size(self.component) > 0",
      "fieldPath": ".component", "reason": "FieldValueRequired", "message": "component is required"},
     {"rule": "!(self.operation in ['component-upgrade', 'control-plane-release', 'cluster-create']) || "
              "size(self.version) > 0", "fieldPath": ".version", "reason": "FieldValueRequired",

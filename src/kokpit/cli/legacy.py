@@ -88,7 +88,7 @@ def _verb(_: str, **fields: Any) -> dict[str, Any]:
 def reinstall_node(nodes: list[str] = typer.Argument(..., help="Node names."), cluster: str = _CLUSTER,
                    portal: str | None = _PORTAL, token: str | None = _TOKEN, kubeconfig: Path | None = _KUBECONFIG,
                    ca_file: Path | None = _CA, data_dir: Path = _DATA_DIR) -> None:
-    """Reinstall nodes (becomes a node-reinstall ChangeRequest)."""
+    """Reinstall nodes (a node-reinstall ChangeRequest: a maintenance flow per node, after approval)."""
     _send("/api/v1/legacy/reinstall-node", _verb("", nodes=nodes, cluster=cluster), portal, token, kubeconfig,
           ca_file, data_dir)
 
@@ -97,9 +97,21 @@ def reinstall_node(nodes: list[str] = typer.Argument(..., help="Node names."), c
 def reboot_node(nodes: list[str] = typer.Argument(..., help="Node names."), cluster: str = _CLUSTER,
                 portal: str | None = _PORTAL, token: str | None = _TOKEN, kubeconfig: Path | None = _KUBECONFIG,
                 ca_file: Path | None = _CA, data_dir: Path = _DATA_DIR) -> None:
-    """Reboot nodes (becomes a node-reboot ChangeRequest)."""
+    """Reboot nodes (a node-reboot ChangeRequest: a maintenance flow per node)."""
     _send("/api/v1/legacy/reboot-node", _verb("", nodes=nodes, cluster=cluster), portal, token, kubeconfig,
           ca_file, data_dir)
+
+
+@legacy_app.command("restart-component")
+def restart_component(component: str = typer.Argument(..., help="kubelet, containerd, ..."),
+                      nodes: list[str] = typer.Option(..., "--nodes", "-n", help="Node names (repeat or comma-separate)."),
+                      cluster: str = _CLUSTER, portal: str | None = _PORTAL, token: str | None = _TOKEN,
+                      kubeconfig: Path | None = _KUBECONFIG, ca_file: Path | None = _CA,
+                      data_dir: Path = _DATA_DIR) -> None:
+    """Restart a component on nodes (a component-restart ChangeRequest: a maintenance flow per node)."""
+    names = [n for x in nodes for n in x.split(",") if n]
+    _send("/api/v1/legacy/restart-component", _verb("", component=component, nodes=names, cluster=cluster), portal,
+          token, kubeconfig, ca_file, data_dir)
 
 
 @legacy_app.command("upgrade-component")

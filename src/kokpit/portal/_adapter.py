@@ -31,10 +31,11 @@ from kokpit.portal._web import Caller, status_doc
 __all__ = ["VERBS", "parse_command", "register", "translate"]
 
 Obj = dict[str, Any]
-VERBS = ("reinstall-node", "reboot-node", "upgrade-component", "restart-control-plane", "release-cluster",
-         "create-cluster")
+VERBS = ("reinstall-node", "reboot-node", "restart-component", "upgrade-component", "restart-control-plane",
+         "release-cluster", "create-cluster")
 _LIST = re.compile(r"[\s,]+")
 GRAMMAR = ("reinstall node N[,N...] [in cluster C] | reboot node N[,N...] [in cluster C] | "
+           "restart component COMP on nodes N[,N...] [in cluster C] | "
            "upgrade component COMP to VERSION on nodes N[,N...] [in cluster C] | "
            "restart control-plane component COMP of cluster C | release cluster C to VERSION | "
            "create cluster C version VERSION [nodes COUNT]  (any cluster may be written NAMESPACE/NAME)")
@@ -69,6 +70,12 @@ def parse_command(line: str) -> Obj:
         end = low.index("in") if "in" in low[start:] and low.index("in") > start else len(w)
         return {"verb": "upgrade-component", "component": " ".join(w[2:i_to]), "version": " ".join(w[i_to + 1:i_on]),
                 "nodes": _names(w[start:end]), "cluster": cluster()}
+    if low[:2] == ["restart", "component"] and "on" in low:
+        i_on = low.index("on")
+        start = i_on + 2 if i_on + 1 < len(low) and low[i_on + 1] in ("nodes", "node") else i_on + 1
+        end = low.index("in") if "in" in low[start:] and low.index("in") > start else len(w)
+        return {"verb": "restart-component", "component": " ".join(w[2:i_on]), "nodes": _names(w[start:end]),
+                "cluster": cluster()}
     if low[:3] == ["restart", "control-plane", "component"] or low[:2] == ["restart", "control-plane"]:
         comp = w[3] if low[2:3] == ["component"] and len(w) > 3 else (w[2] if len(w) > 2 else "")
         return {"verb": "restart-control-plane", "component": comp, "cluster": cluster()}
@@ -133,6 +140,13 @@ def translate(portal: Portal, fields: Obj) -> tuple[str, Obj]:
         cns, cname = cluster_of_nodes()
         op = ChangeOperation.NODE_REINSTALL if verb == "reinstall-node" else ChangeOperation.NODE_REBOOT
         return cns, {"operation": op.value, "cluster": cname, "targets": nodes}
+    if verb == "restart-component":
+        cns, cname = cluster_of_nodes()
+        comp = str(fields.get("component") or "")
+        if not comp:
+            raise BadChange("component", "say which component to restart (kubelet, containerd, ...)")
+        return cns, {"operation": ChangeOperation.COMPONENT_RESTART.value, "cluster": cname, "targets": nodes,
+                     "component": comp}
     if verb == "upgrade-component":
         cns, cname = cluster_of_nodes()
         comp, version = str(fields.get("component") or ""), str(fields.get("version") or "")

@@ -107,10 +107,10 @@ class ChangeService:
         if bc is not None and bc.synced:
             machines = {str(m["metadata"]["name"]): m for m in bc.machines.store.list()}
             mpvs = {str(m["metadata"]["name"]): m for m in bc.mpvs.store.list()}
-        if spec["operation"] in (ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL,
-                                 ChangeOperation.CONTROL_PLANE_RESTART):
-            raise BadChange("spec.operation", f"{spec['operation']} needs the MaintenanceFlow kind (issue 15), "
-                            "which this meta cluster does not serve yet")
+        if spec["operation"] == ChangeOperation.CONTROL_PLANE_RESTART:
+            raise BadChange("spec.operation", "control-plane-restart is not offered: the cluster operator has no "
+                            "restart request to honour yet; release the Cluster, or delete the component's Pod "
+                            "(the cluster operator replaces it)")
         cpvs = {str(c["metadata"]["name"]) for c in cache.objects("ClusterPackageVersion")}
         validate(spec, cluster=cluster, cpvs=cpvs, machines=machines, mpvs=mpvs)
 

@@ -21,16 +21,23 @@ from typing import Any
 
 from kokpit.api import ChangeRequest
 from kokpit.api.change import ChangeOperation
+from kokpit.api.fault import SourceKind
 from kokpit.client import ApiError, Client, ConflictError, NotFoundError, TransportError
 from kokpit.portal._cache import BusinessCache, FleetCache
 from kokpit.portal._kinds import MACHINE, kind_of
-from kokpit.portal._plan import progress
+from kokpit.portal._plan import NODE_OPERATIONS, Progress, progress, requested_fault
+from kokpit.runtime.faultreports import FaultReport, FaultReporter
 
-__all__ = ["CHANGE", "ChangeEngine", "now_iso", "set_cond"]
+__all__ = ["CHANGE", "ChangeEngine", "change_reporter", "now_iso", "set_cond"]
 
 log = logging.getLogger("kokpit.portal.changes")
 CHANGE = kind_of(ChangeRequest)
 Obj = dict[str, Any]
+
+
+def change_reporter(namespace: str, name: str) -> str:
+    """The reporter name a change's requests carry in NodeFault sources (provenance: which change asked)."""
+    return f"changerequest/{namespace}/{name}"
 
 
 def now_iso() -> str:
@@ -128,7 +135,7 @@ class ChangeEngine:
         if spec.get("cancel") and not st.get("outcome"):
             close(st, "Aborted", "aborted: nothing more is started")
         elif cond(cr, "Executing"):
-            await self._advance(spec, str(ns), st)
+            await self._advance(spec, str(ns), str(name), st)
         if repr(st) != before:
             st["phase"] = phase(st)
             try:
@@ -138,22 +145,60 @@ class ChangeEngine:
             except (ConflictError, NotFoundError):
                 pass  # changed or gone meanwhile: the next pass sees the new state
 
-    async def _advance(self, spec: Obj, ns: str, st: Obj) -> None:
+    async def _advance(self, spec: Obj, ns: str, name: str, st: Obj) -> None:
         cluster_name = str(spec.get("cluster") or "")
         cluster = self.cache.get("Cluster", cluster_name, ns)
         bc = self.cache.cluster_cache(ns, cluster_name)
+        synced = bc is not None and bc.synced
         machines = {str((m.get("metadata") or {}).get("name")): m for m in bc.machines.store.list()} \
-            if bc is not None and bc.synced else None
-        p = progress(spec, cluster=cluster, machines=machines)
+            if bc is not None and synced else None
+        op = str(spec.get("operation") or "")
+        reporter = change_reporter(ns, name)
+        faults = flows = None
+        if op in NODE_OPERATIONS and bc is not None:
+            faults = {str(f["metadata"]["name"]): f for f in bc.faults.store.list()}
+            flows = {str(f["metadata"]["name"]): f for f in bc.flows.store.list()}
+        recorded = {str(o.get("name")) for o in st.get("objects") or [] if o.get("kind") == "NodeFault"}
+        p = progress(spec, cluster=cluster, machines=machines, faults=faults, flows=flows, reporter=reporter,
+                     recorded=recorded)
         st["done"], st["total"] = p.done, p.total
-        st["progress"] = f"{p.done}/{p.total} done" + (f", {len(p.failed)} failed" if p.failed else "")
-        if spec.get("operation") == ChangeOperation.COMPONENT_UPGRADE and machines is not None and bc is not None:
+        st["progress"] = f"{p.done}/{p.total} done" + (f", {len(p.failed)} failed" if p.failed else "") + \
+            (f", {len(p.waiting)} waiting for a person" if p.waiting else "")
+        if op == ChangeOperation.COMPONENT_UPGRADE and machines is not None and bc is not None:
             await self._next_batch(spec, st, machines, p.failed, bc)
+        elif op in NODE_OPERATIONS and machines is not None and bc is not None and bc.faults.has_synced:
+            await self._next_requests(spec, st, machines, p, bc, reporter)
         if p.finished:
             if p.failed:
                 close(st, "Failed", "; ".join(p.messages)[:1000] or f"{len(p.failed)} target(s) failed")
             else:
                 close(st, "Succeeded", st["progress"])
+
+    async def _next_requests(self, spec: Obj, st: Obj, machines: dict[str, Obj], p: Progress, bc: BusinessCache,
+                             reporter: str) -> None:
+        """Ask for the next nodes' repairs: a NodeFault of the operation's type per node, reported as a person
+        (the change), at most batchSize in flight, none after a failure, while one waits for a person, or while
+        paused.  The maintenance flows do the rest — isolate, migrate, repair through the risk center, verify,
+        give back — and resolve the fault, which is what "done" is read from."""
+        in_flight = len(p.started) - p.done - len(p.failed)
+        batch = int((st.get("plan") or {}).get("batchSize") or 1)
+        if p.failed or p.waiting or spec.get("paused"):
+            return
+        author = str(st.get("author") or "someone")
+        approvers = ", ".join(str(a.get("user")) for a in st.get("approvals") or [])
+        reporter_client = FaultReporter(bc.client)
+        for t in [t for t in spec.get("targets") or [] if t not in p.started][:max(0, batch - in_flight)]:
+            node, ftype, fname = requested_fault(spec, machines.get(t), t)
+            comp = str(spec.get("component") or "") if ftype == "component-restart-requested" else ""
+            why = f"{spec.get('operation')} asked by {author}" + (f", approved by {approvers}" if approvers else "") \
+                + (f": {spec.get('reason')}" if spec.get("reason") else "")
+            await reporter_client.report(FaultReport(node=node, type=ftype, reporter=reporter, message=why[:1000],
+                                                     reason="ChangeRequested", component=comp,
+                                                     kind=SourceKind.PERSON))
+            st.setdefault("objects", []).append({"kind": "NodeFault", "name": fname, "cluster": spec.get("cluster"),
+                                                 "verb": "report"})
+            st.setdefault("history", []).append({"time": now_iso(), "user": "kokpit-portal", "action": "started",
+                                                 "message": f"{t}: {ftype} reported"})
 
     async def _next_batch(self, spec: Obj, st: Obj, machines: dict[str, Obj], failed: list[str],
                           bc: BusinessCache) -> None:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kokpit.api.change import ChangeOperation
+from kokpit.portal._adapter import VERBS
 from kokpit.portal._app import Portal, json_response
 from kokpit.portal._web import Caller
 
@@ -92,8 +93,7 @@ def document() -> Obj:
         paths[f"/api/v1/rollouts/{{ns}}/{{name}}/{action}"] = {"post": _op(f"{action.capitalize()} a rollout (a "
                                                                            "patch of its spec, as the caller)",
                                                                            params=[_NS, _NAME])}
-    for verb in ("reinstall-node", "reboot-node", "upgrade-component", "restart-control-plane", "release-cluster",
-                 "create-cluster"):
+    for verb in VERBS:
         paths[f"/api/v1/legacy/{verb}"] = {"post": _op(f"Legacy {verb.replace('-', ' ')}, translated into a "
                                                        "ChangeRequest", body=legacy_fields, ok="201")}
     return {"openapi": "3.1.0",

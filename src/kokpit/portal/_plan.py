@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit.api.change import ChangeOperation
+from kokpit.api.fault import fault_name
 
-__all__ = ["DEFAULT_APPROVALS", "RISK_OPERATION", "BadChange", "Progress", "approvals_required", "plan",
-           "progress", "validate"]
+__all__ = ["DEFAULT_APPROVALS", "NODE_OPERATIONS", "RISK_OPERATION", "BadChange", "Progress", "approvals_required",
+           "plan", "progress", "requested_fault", "validate"]
 
 Obj = dict[str, Any]
 
 # how many people other than the author must approve, per operation (a ConfigMap may override)
 DEFAULT_APPROVALS: dict[str, int] = {op.value: 1 for op in ChangeOperation} | {
-    ChangeOperation.NODE_REBOOT.value: 0}
+    ChangeOperation.NODE_REBOOT.value: 0, ChangeOperation.COMPONENT_RESTART.value: 0}
 # the risk-center operation each change draws its budget from ("" for none)
 RISK_OPERATION: dict[str, str] = {
     ChangeOperation.CONTROL_PLANE_RELEASE.value: "control-plane-release",
@@ -27,8 +28,27 @@ RISK_OPERATION: dict[str, str] = {
     ChangeOperation.COMPONENT_UPGRADE.value: "component-upgrade",
     ChangeOperation.NODE_REBOOT.value: "node-reboot",
     ChangeOperation.NODE_REINSTALL.value: "node-reinstall",
+    ChangeOperation.COMPONENT_RESTART.value: "component-upgrade",  # what the flow's ComponentRestart repair asks
     ChangeOperation.CLUSTER_CREATE.value: "",
 }
+# node operations are repairs a person asks for: a NodeFault of this type (the fault catalog routes it to its
+# maintenance flow), reported with a Person source naming the change, per target node
+NODE_OPERATIONS: dict[str, str] = {
+    ChangeOperation.NODE_REBOOT.value: "reboot-requested",
+    ChangeOperation.NODE_REINSTALL.value: "reinstall-requested",
+    ChangeOperation.COMPONENT_RESTART.value: "component-restart-requested",
+}
+_MACHINE_OPS = (ChangeOperation.COMPONENT_UPGRADE, ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL,
+                ChangeOperation.COMPONENT_RESTART)
+
+
+def requested_fault(spec: Obj, machine: Obj | None, target: str) -> tuple[str, str, str]:
+    """(node, fault type, NodeFault name) a node operation reports for ``target`` (a Machine name)."""
+    op = str(spec.get("operation") or "")
+    node = str(((machine or {}).get("spec") or {}).get("nodeName") or target)
+    comp = str(spec.get("component") or "") if op == ChangeOperation.COMPONENT_RESTART else ""
+    ftype = NODE_OPERATIONS[op]
+    return node, ftype, fault_name(node, ftype, comp)
 
 
 class BadChange(ValueError):
@@ -73,7 +93,7 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
                 (cluster.get("spec") or {}).get("packageVersion") == spec.get("version"):
             raise BadChange("spec.version", f"Cluster {spec.get('cluster')} already wants {spec.get('version')}")
     targets = list(spec.get("targets") or [])
-    if op in (ChangeOperation.COMPONENT_UPGRADE, ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL):
+    if op in _MACHINE_OPS:
         if machines is None:
             raise BadChange("spec.cluster", f"the API server of Cluster {spec.get('cluster')} is not readable "
                             "yet: its Machines cannot be checked")
@@ -96,6 +116,16 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
                                                  for p in (machines[t].get("spec") or {}).get("packages") or [])]
         if lacking:
             raise BadChange("spec.targets", f"{', '.join(lacking[:5])} run no {comp}: nothing to upgrade there")
+    if op == ChangeOperation.COMPONENT_RESTART:
+        assert machines is not None
+        comp = str(spec.get("component") or "")
+        if not comp:
+            raise BadChange("spec.component", "say which component to restart (kubelet, containerd, ...)")
+        lacking = [t for t in targets if comp not in
+                   {str(c.get("name")) for c in (machines[t].get("status") or {}).get("components") or []}
+                   | {_component_of(mpvs or {}, p) for p in (machines[t].get("spec") or {}).get("packages") or []}]
+        if lacking:
+            raise BadChange("spec.targets", f"{', '.join(lacking[:5])} run no {comp}: nothing to restart there")
 
 
 def _limit(value: Any, total: int) -> int | None:
@@ -113,7 +143,7 @@ def plan(spec: Obj, *, namespace: str, policies: list[Obj], nodes_in_cluster: in
     cluster = str(spec.get("cluster") or "")
     targets = list(spec.get("targets") or [])
     touches: list[Obj]
-    if op in (ChangeOperation.COMPONENT_UPGRADE, ChangeOperation.NODE_REBOOT, ChangeOperation.NODE_REINSTALL):
+    if op in _MACHINE_OPS:
         touches = [{"kind": "Machine", "name": t, "cluster": cluster} for t in targets]
         units, pool = len(targets), max(nodes_in_cluster, len(targets))
     else:
@@ -131,6 +161,7 @@ def plan(spec: Obj, *, namespace: str, policies: list[Obj], nodes_in_cluster: in
                                                f"{units} node(s) of {cluster}",
             ChangeOperation.NODE_REBOOT: f"reboot {units} node(s) of {cluster}",
             ChangeOperation.NODE_REINSTALL: f"reinstall {units} node(s) of {cluster}",
+            ChangeOperation.COMPONENT_RESTART: f"restart {spec.get('component')} on {units} node(s) of {cluster}",
             ChangeOperation.CONTROL_PLANE_RESTART: f"restart {spec.get('component')} of Cluster {cluster}",
             }.get(ChangeOperation(op), op)
     return {"touches": touches[:200], "batches": math.ceil(units / batch) if batch else (1 if units else 0),
@@ -144,6 +175,8 @@ class Progress:
     failed: list[str] = field(default_factory=list)
     total: int = 0
     messages: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # targets a person must finish (ManualRequired)
+    started: set[str] = field(default_factory=set)  # node operations: targets whose request was reported
 
     @property
     def finished(self) -> bool:
@@ -155,9 +188,51 @@ def _ready(obj: Obj) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
-def progress(spec: Obj, *, cluster: Obj | None, machines: dict[str, Obj] | None) -> Progress:
+def _node_progress(spec: Obj, machines: dict[str, Obj] | None, faults: dict[str, Obj], flows: dict[str, Obj],
+                   reporter: str, recorded: set[str]) -> Progress:
+    """A node operation's targets: started once its request was reported (recorded in the change's objects, or
+    the change's reporter among the fault's sources), done when the flow resolved that fault, failed when the
+    fault expired or was refused, waiting while its flow needs a person."""
+    targets = list(spec.get("targets") or [])
+    p = Progress(total=len(targets))
+    for t in targets:
+        _node, _type, name = requested_fault(spec, (machines or {}).get(t), t)
+        f = faults.get(name)
+        st = (f or {}).get("status") or {}
+        ours = any(s.get("reporter") == reporter for s in st.get("sources") or [])
+        if name not in recorded and not ours:
+            continue
+        p.started.add(t)
+        if f is None or not ours:
+            continue  # reported, not in the cache yet (or a newer episode by someone else: wait for it)
+        state = st.get("state")
+        flow = flows.get(str(st.get("maintenanceFlow") or ""))
+        if state == "Resolved":
+            p.done += 1
+        elif state in ("Expired", "Invalid"):
+            p.failed.append(t)
+            why = next((c.get("message") for c in st.get("conditions") or [] if c.get("type") == "Accepted"
+                        and c.get("status") == "False"), "") or f"the request {state.lower()} before a flow took it"
+            p.messages.append(f"{t}: {why}")
+        elif flow is not None and _is(flow, "ManualRequired"):
+            p.waiting.append(t)
+            p.messages.append(f"{t}: maintenance flow {flow['metadata']['name']} waits for a person "
+                              "(resolve or retry it on the Faults and flows page)")
+    return p
+
+
+def _is(obj: Obj, type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def progress(spec: Obj, *, cluster: Obj | None, machines: dict[str, Obj] | None,
+             faults: dict[str, Obj] | None = None, flows: dict[str, Obj] | None = None, reporter: str = "",
+             recorded: set[str] | None = None) -> Progress:
     """How far an executing change got, from the targets' own status (level-triggered: no memory needed)."""
     op = str(spec["operation"])
+    if op in NODE_OPERATIONS:
+        return _node_progress(spec, machines, faults or {}, flows or {}, reporter, recorded or set())
     if op in (ChangeOperation.CONTROL_PLANE_RELEASE, ChangeOperation.CLUSTER_CREATE):
         p = Progress(total=1)
         st = (cluster or {}).get("status") or {}
