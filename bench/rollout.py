@@ -40,6 +40,7 @@ import contextlib
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,29 @@ def rollout_body(name: str, target: Obj, steps: list[Obj], **spec: Any) -> Obj:
             "spec": {"target": target, "strategy": {"steps": steps, "maxUnavailable": 0}, **spec}}
 
 
+def profile(args: argparse.Namespace, phase: str, pids: dict[str, int | None]) -> list[subprocess.Popen[bytes]]:
+    """With --profile DIR: py-spy (raw collapsed stacks) of each process until :func:`stop_profiles`."""
+    if args.profile is None:
+        return []
+    spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy into the venv)")
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o",
+                              str(args.profile / f"{phase}-{role}.raw")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for role, pid in pids.items() if pid is not None]
+
+
+def stop_profiles(spies: list[subprocess.Popen[bytes]]) -> None:
+    for p in spies:
+        p.send_signal(signal.SIGINT)
+    for p in spies:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def phase_of(r: Obj) -> str:
     return str((r.get("status") or {}).get("phase") or "")
 
@@ -161,12 +185,16 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         await asyncio.sleep(3.0)  # imports and informers' first lists, as the direct swap had its operator warm
         target = {"machines": {"clusterNames": ["c1"], "packages": [
             {"component": "kubelet", "from": "kubelet-v2", "to": "kubelet-v1"}]}}
+        spies = profile(args, "swap", {"rollout-controller": extra[1].pid, "risk-center": extra[0].pid,
+                                       "machine-operator": fb.op.pid if fb.op else None,
+                                       "apiserver": api.proc.pid if api.proc else None})
         t0 = time.monotonic()
         await client.create(ROLLOUT, rollout_body("swap", target, [{"canary": 1}, {"canary": "10%"},
                                                                    {"canary": "50%"}, {"canary": "100%"}]), NS)
         await poll(lambda: _done(client, "swap", "Completed"), args.timeout, "the rollout swap", 0.2)
         await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K1) >= n), args.timeout, "every Node on v1", 0.2)
         rolled = time.monotonic() - t0
+        stop_profiles(spies)
         r = await client.get(ROLLOUT, "swap", NS)
         steps = "; ".join(f"step {s['index']} {_secs(s)}" for s in r["status"].get("steps") or [])
         print(f"rollout swap v2 → v1: {rolled:.1f}s ({steps})", flush=True)
@@ -392,6 +420,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--docs-file", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--note", action="append", help="a line of notes for the docs section (repeatable)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--profile", type=Path, help="py-spy every process of the rollout swap into DIR (raw stacks)")
     return p.parse_args(argv)
 
 

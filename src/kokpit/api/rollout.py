@@ -174,10 +174,12 @@ class PauseStep(SpecModel):
 
 
 class AnalysisStep(SpecModel):
-    """Health and business-metric gates through the risk center for ``duration``: every target updated so far
-    must stay healthy (no failed component, no fault attributed to the rollout), and the risk center's gates
-    must keep granting (a ``component-upgrade`` / ``control-plane-release`` permit for the next batch is asked
-    and must not be Denied).  More than ``failureLimit`` failed targets fail the analysis."""
+    """Health checks and business-metric gates for ``duration``: every target updated so far must stay
+    healthy (a Cluster Available, UpToDate, not Degraded, its components healthy; a Machine Ready — node
+    Ready, components running and passing their health checks, readiness gates met — and NodeHealthy; no
+    fault attributed to the rollout), and no gate the risk center reads for a RiskPolicy covering the
+    operation may fail in a touched cluster.  More than ``failureLimit`` failed or unhealthy targets fail the
+    analysis."""
 
     duration: str = Field(default="0s", max_length=32, pattern=DURATION_PATTERN)
     failure_limit: int = Field(default=0, ge=0, le=100_000, description="Failed targets the analysis tolerates.")
@@ -368,6 +370,7 @@ class RolloutReason:
     NOT_COMPLETED: Final = "NotCompleted"
     FAILURE_LIMIT: Final = "FailureLimitExceeded"
     ANALYSIS_FAILED: Final = "AnalysisFailed"
+    HEALTH_CHECK_FAILED: Final = "HealthCheckFailed"
     ABORTED_BY_USER: Final = "AbortedByUser"
     NOT_ABORTED: Final = "NotAborted"
     ROLLING_BACK: Final = "RollingBack"

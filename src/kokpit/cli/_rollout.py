@@ -10,9 +10,7 @@ Every control command is a patch of the Rollout's spec (``paused``, ``promotedSt
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -109,26 +107,29 @@ def parse_steps(text: str) -> list[Obj]:
 
 
 # ------------------------------------------------------------------------------------------ create
-async def _business_mpv_component(meta: Any, namespace: str, cluster: str, mpv: str) -> str:
-    """The component MachinePackageVersion ``mpv`` carries in business cluster ``cluster`` (through its
-    kubeconfig Secret, as the controller reaches it)."""
-    from kokpit.client import SECRET, Client, NotFoundError
+async def _business_mpv_components(meta: Any, namespace: str, clusters: list[str], mpv: str) -> str:
+    """The component MachinePackageVersion ``mpv`` carries — checked in every business cluster of ``clusters``
+    (through its kubeconfig Secret, as the controller reaches it): it must exist in each and carry the same
+    component everywhere, or the rollout could not change that cluster's Machines."""
+    from kokpit.client import KubeconfigUnavailable, NotFoundError, read_business_kubeconfig
     from kokpit.operators.rollout._fleet import MPV
 
-    try:
-        secret = await meta.get(SECRET, f"{cluster}-kubeconfig", namespace)
-    except NotFoundError:
-        fail(f"business cluster {namespace}/{cluster} has no kubeconfig Secret {cluster}-kubeconfig (does the "
-             "Cluster exist and run?)")
-    with tempfile.NamedTemporaryFile("wb", suffix=".kubeconfig") as f:
-        f.write(base64.b64decode((secret.get("data") or {}).get("value") or ""))
-        f.flush()
-        async with Client.from_kubeconfig(f.name, max_retries=1, timeout=10.0) as b:
+    found: dict[str, str] = {}
+    for cluster in clusters:
+        try:
+            kc = await read_business_kubeconfig(meta, namespace, cluster)
+        except KubeconfigUnavailable as e:
+            fail(f"business cluster {namespace}/{cluster} cannot be reached: {e} (does the Cluster exist and run?)")
+        async with kc.client(max_retries=1, timeout=10.0) as b:
             try:
                 obj = await b.get(MPV, mpv)
             except NotFoundError:
                 fail(f"MachinePackageVersion {mpv} does not exist in business cluster {cluster}")
-    return str(obj["spec"]["component"])
+        found[cluster] = str(obj["spec"]["component"])
+    if len(set(found.values())) > 1:
+        fail(f"MachinePackageVersion {mpv} carries different components in the business clusters: "
+             + ", ".join(f"{c}: {comp}" for c, comp in sorted(found.items())))
+    return next(iter(found.values()))
 
 
 @rollout_app.command("create")
@@ -199,12 +200,12 @@ def create(
                 packages: list[Obj] = []
                 for r in replace:
                     old, new = r.split("=", 1)
-                    comp = await _business_mpv_component(c, namespace, chosen[0], old)
-                    if await _business_mpv_component(c, namespace, chosen[0], new) != comp:
-                        fail(f"--replace {r}: {new} is not a {comp} package version")
+                    comp = await _business_mpv_components(c, namespace, chosen, old)
+                    if (new_comp := await _business_mpv_components(c, namespace, chosen, new)) != comp:
+                        fail(f"--replace {r}: {new} is a {new_comp} package version, {old} a {comp} one")
                     packages.append({"component": comp, "from": old, "to": new})
                 for a in add:
-                    packages.append({"component": await _business_mpv_component(c, namespace, chosen[0], a), "to": a})
+                    packages.append({"component": await _business_mpv_components(c, namespace, chosen, a), "to": a})
                 packages += [{"component": comp} for comp in remove]
                 target = {"machines": {"packages": packages, "machineSelector": parse_selector(machines),
                                        **({"clusterNames": cluster} if cluster else {}),

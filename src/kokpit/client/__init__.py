@@ -4,6 +4,14 @@ Everything else — the runtime, operators, the portal — goes through :class:`
 limits, metrics and watch semantics (bookmarks, resume, 410) are decided once, here.
 """
 
+from kokpit.client._business import (
+    KUBECONFIG_KEY,
+    BusinessKubeconfig,
+    KubeconfigUnavailable,
+    kubeconfig_secret_name,
+    load_config_data,
+    read_business_kubeconfig,
+)
 from kokpit.client._client import Client, ObjectList, PatchType, WatchEvent, load_config, to_typed
 from kokpit.client._errors import (
     AlreadyExistsError,
@@ -23,6 +31,7 @@ __all__ = [
     "CONFIGMAP",
     "CRD",
     "EVENT",
+    "KUBECONFIG_KEY",
     "LEASE",
     "NAMESPACE",
     "NODE",
@@ -30,6 +39,7 @@ __all__ = [
     "SECRET",
     "AlreadyExistsError",
     "ApiError",
+    "BusinessKubeconfig",
     "CanCreate",
     "CanDelete",
     "CanGet",
@@ -41,6 +51,7 @@ __all__ = [
     "JsonHttpClient",
     "JsonResponse",
     "Kind",
+    "KubeconfigUnavailable",
     "LeanPool",
     "NotFoundError",
     "ObjectClient",
@@ -49,6 +60,9 @@ __all__ = [
     "ResourceExpiredError",
     "TransportError",
     "WatchEvent",
+    "kubeconfig_secret_name",
     "load_config",
+    "load_config_data",
+    "read_business_kubeconfig",
     "to_typed",
 ]

@@ -16,17 +16,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.operators.cluster._e2e import cond as cond
+from tests.operators.cluster._e2e import until as _until
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import SECRET, Client, Kind, NotFoundError
+from kokpit.client import SECRET, Client, Kind
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.machine import MACHINE, MPV, MachineOperator, OperatorOptions
 from kokpit.runtime import Manager
@@ -41,20 +42,9 @@ NS = "default"
 
 
 async def until(fn: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0) -> Any:
-    """Await ``fn()`` until it is truthy; fail naming ``what`` (and the last answer) after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(NotFoundError):
-            last = await fn()
-            if last:
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
-
-
-def cond(obj: Obj, t: str) -> Obj:
-    return next((dict(c) for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == t), {})
+    """Await ``fn()`` until it is truthy; fail naming ``what`` (and the last answer) after ``timeout`` (the
+    cluster e2e tests' wait, with the longer default a fleet of real processes needs)."""
+    return await _until(fn, what, timeout)
 
 
 class Proc:

@@ -8,8 +8,10 @@ from typing import Any
 from kokpit.api.rollout import PackageChange, TargetOrder
 from kokpit.operators.rollout._faults import fault_names_rollout
 from kokpit.operators.rollout._plan import (
+    cluster_health,
     cluster_verdict,
     limit_of,
+    machine_health,
     machine_packages_after,
     machine_previous,
     machine_spec_is,
@@ -115,3 +117,40 @@ def test_fault_attribution_by_rollout_or_permit() -> None:
     assert fault_names_rollout(g, "default", "kb", {"default/c1-component-upgrade-abc"})
     assert not fault_names_rollout(g, "default", "kb", {"default/another"})
     assert fault_names_rollout({"spec": {"possiblyCausedBy": "rollout/default/kb"}}, "default", "kb", set())
+
+
+def _cond(t: str, status: str = "True", reason: str = "", message: str = "") -> Obj:
+    return {"type": t, "status": status, "reason": reason, "message": message}
+
+
+def test_machine_health_reads_ready_components_and_node() -> None:
+    healthy = {"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "conditions": [
+        _cond("Ready"), _cond("ComponentsReady"), _cond("NodeHealthy")]}}
+    assert machine_health(healthy) == ""
+    gates = {**healthy, "status": {**healthy["status"], "conditions": [
+        _cond("Ready", "False", "GatesNotMet", "ReadinessGatesMet is not True"), _cond("ComponentsReady"),
+        _cond("NodeHealthy")]}}
+    assert machine_health(gates) == "Ready=False GatesNotMet: ReadinessGatesMet is not True"
+    unreachable = {**healthy, "status": {**healthy["status"], "conditions": [
+        _cond("Ready"), _cond("ComponentsReady"), _cond("NodeHealthy", "Unknown", "NodeUnreachable", "gone")]}}
+    assert machine_health(unreachable) == "NodeHealthy=Unknown NodeUnreachable: gone"
+    assert machine_health({"metadata": {}, "status": {}}) == "Ready is not reported"
+    # the machine operator has not looked at the current spec yet: no verdict
+    assert machine_health({**gates, "metadata": {"generation": 3}}) is None
+
+
+def test_cluster_health_reads_availability_release_and_components() -> None:
+    ok = {"metadata": {"generation": 4}, "status": {
+        "observedGeneration": 4, "conditions": [_cond("Available"), _cond("UpToDate"), _cond("Degraded", "False")],
+        "components": [{"name": "kube-apiserver", "replicas": 1, "readyReplicas": 1, "healthy": True}]}}
+    assert cluster_health(ok) == ""
+    down = {**ok, "status": {**ok["status"], "conditions": [_cond("Available", "False", "ProbeFailed", "no answer"),
+                                                            _cond("UpToDate")]}}
+    assert cluster_health(down) == "Available=False ProbeFailed: no answer"
+    degraded = {**ok, "status": {**ok["status"], "conditions": [
+        _cond("Available"), _cond("UpToDate"), _cond("Degraded", "True", "RestartLoop", "etcd restarts")]}}
+    assert cluster_health(degraded) == "Degraded RestartLoop: etcd restarts"
+    sick = {**ok, "status": {**ok["status"], "components": [
+        {"name": "kube-scheduler", "replicas": 2, "readyReplicas": 1, "healthy": False, "message": "crash"}]}}
+    assert cluster_health(sick) == "component kube-scheduler: 1/2 ready, unhealthy: crash"
+    assert cluster_health({**down, "metadata": {"generation": 5}}) is None

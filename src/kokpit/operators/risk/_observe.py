@@ -2,33 +2,29 @@
 
 ``maxUnavailable`` and percentages need the nodes of every cluster in scope, and the built-in prober needs to
 create Pods there, so the risk center keeps one slim Node informer per business cluster, reached through the
-cluster's ``<name>-kubeconfig`` Secret in the meta cluster (as every kokpit tool reaches a business cluster).
+cluster's ``<name>-kubeconfig`` Secret in the meta cluster (:func:`kokpit.client.read_business_kubeconfig`, as the
+rollout controller reaches it).
 A cluster whose nodes are not observed yet reports ``None``: limits that need them then deny (never guess).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kokpit.client import NODE, SECRET, ApiError, Client, NotFoundError, TransportError
+from kokpit.client import NODE, Client, KubeconfigUnavailable, read_business_kubeconfig
 from kokpit.operators.risk._decide import NodeInfo
 from kokpit.runtime import Handlers, Informer, is_true
 
-__all__ = ["KUBECONFIG_KEY", "ClusterObserver"]
+__all__ = ["ClusterObserver"]
 
 log = logging.getLogger("kokpit.operators.risk.observe")
 
 Obj = dict[str, Any]
-KUBECONFIG_KEY = "value"
 
 
 def _slim_node(obj: Obj) -> Obj:
@@ -55,7 +51,6 @@ class ClusterObserver:
         self.on_change = on_change
         self.timeout = timeout
         self._clusters: dict[str, _Business] = {}
-        self._dir = tempfile.mkdtemp(prefix="kokpit-risk-")  # 0700: the business kubeconfigs hold tokens
 
     async def sync(self, keys: set[str]) -> None:
         """Observe exactly the clusters ``keys`` (namespace/name)."""
@@ -65,36 +60,21 @@ class ClusterObserver:
         for key in keys:
             ns, name = key.split("/", 1)
             try:
-                secret = await self.meta.get(SECRET, f"{name}-kubeconfig", ns)
-            except NotFoundError:
+                kc = await read_business_kubeconfig(self.meta, ns, name)
+            except KubeconfigUnavailable as e:  # not there yet (a new Cluster), or broken: the next sync looks again
+                log.debug("business cluster %s: %s", key, e)
                 continue
-            except (ApiError, TransportError) as e:
-                log.info("cannot read the kubeconfig of %s: %s", key, e)
-                continue
-            raw = (secret.get("data") or {}).get(KUBECONFIG_KEY)
-            if not raw:
-                continue
-            digest = hashlib.sha256(raw.encode()).hexdigest()
             cur = self._clusters.get(key)
-            if cur is not None and cur.digest == digest:
+            if cur is not None and cur.digest == kc.digest:
                 continue
             if cur is not None:
                 await self._stop(key)
-            path = os.path.join(self._dir, f"{ns}.{name}.kubeconfig")
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(base64.b64decode(raw))
-                client = Client.from_kubeconfig(path, field_manager="kokpit-risk-center", timeout=self.timeout,
-                                                max_retries=1)
-            except Exception as e:  # a broken Secret must not stop the others
-                log.warning("kubeconfig of %s does not load: %s", key, e)
-                continue
+            client = kc.client(field_manager="kokpit-risk-center", timeout=self.timeout, max_retries=1)
             inf = Informer(client, NODE, transform=_slim_node)
             inf.add_event_handler(Handlers(add=self._changed, update=lambda _a, b: self._changed(b),
                                            delete=self._changed))
             inf.start()
-            self._clusters[key] = _Business(digest, client, inf)
+            self._clusters[key] = _Business(kc.digest, client, inf)
 
     def _changed(self, _obj: Obj) -> None:
         self.on_change()
@@ -124,6 +104,3 @@ class ClusterObserver:
 
     async def close(self) -> None:
         await asyncio.gather(*(self._stop(k) for k in list(self._clusters)))
-        import shutil
-
-        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The business clusters a machine Rollout reaches: one client and slim Machine, MachinePackageVersion and
-NodeFault caches per cluster, through the cluster's ``<name>-kubeconfig`` Secret in the meta cluster (the way
-``kokpit status`` and ``kokpit simulator fault --cluster`` reach a business cluster).
+NodeFault caches per cluster, through the cluster's ``<name>-kubeconfig`` Secret in the meta cluster (read by
+:func:`kokpit.client.read_business_kubeconfig`, as the risk center reads it).
 
 Connections are opened when a Rollout first asks for a cluster and kept while any Rollout still does; a
 kubeconfig that changes (new credentials) reconnects.  Everything here is a cache a restart rebuilds by
@@ -10,19 +10,23 @@ looking again: the rollout's decisions live in its status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kokpit._lib.clock import Clock, RealClock
 from kokpit.api.machine import GROUP, VERSION
-from kokpit.client import CRD, SECRET, ApiError, Client, Kind, NotFoundError, TransportError
+from kokpit.client import (
+    CRD,
+    ApiError,
+    Client,
+    Kind,
+    KubeconfigUnavailable,
+    TransportError,
+    read_business_kubeconfig,
+)
 from kokpit.runtime import Handlers, Informer
 
 __all__ = ["MACHINE", "MPV", "NODE_FAULT", "Business", "BusinessClusters"]
@@ -33,16 +37,17 @@ Obj = dict[str, Any]
 MACHINE = Kind(GROUP, VERSION, "Machine", "machines", namespaced=False)
 MPV = Kind(GROUP, VERSION, "MachinePackageVersion", "machinepackageversions", namespaced=False)
 NODE_FAULT = Kind(GROUP, VERSION, "NodeFault", "nodefaults", namespaced=False)
-KUBECONFIG_KEY = "value"
 
 
 def _slim_machine(obj: Obj) -> Obj:
-    """What the rollout reads of a Machine: labels, spec, and the status rows of its components."""
+    """What the rollout reads of a Machine: labels, spec, its components' status rows, failures and conditions
+    (the analysis' health check)."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     return {"metadata": {k: meta[k] for k in ("name", "labels", "resourceVersion", "generation", "uid") if k in meta},
             "spec": obj.get("spec") or {},
-            "status": {k: status[k] for k in ("components", "failures", "conditions") if k in status}}
+            "status": {k: status[k] for k in ("components", "failures", "conditions", "observedGeneration")
+                       if k in status}}
 
 
 def _slim_mpv(obj: Obj) -> Obj:
@@ -91,16 +96,24 @@ def _fault_node(obj: Obj) -> list[str]:
 
 class BusinessClusters:
     """Connections to the business clusters Rollouts ask for; ``on_change(cluster_key)`` on every change of
-    a Machine, MachinePackageVersion or NodeFault there."""
+    a Machine, MachinePackageVersion or NodeFault there.
 
-    def __init__(self, meta: Client, on_change: Callable[[str], None], *, timeout: float = 10.0) -> None:
+    The kubeconfig Secret of a connected cluster is read again at most every ``recheck`` seconds (when a
+    Rollout asks for the cluster, so an idle controller reads nothing) and at once while the connection has
+    not synced; another digest — rotated credentials, a moved endpoint — closes the connection and opens one
+    on the new kubeconfig (the controller may ``get`` Secrets, not watch them: least privilege)."""
+
+    def __init__(self, meta: Client, on_change: Callable[[str], None], *, timeout: float = 10.0,
+                 recheck: float = 30.0, clock: Clock | None = None) -> None:
         self.meta = meta
         self.on_change = on_change
         self.timeout = timeout
+        self.recheck = recheck
+        self.clock = clock or RealClock()
         self._clusters: dict[str, Business] = {}
+        self._checked: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
-        self._dir = tempfile.mkdtemp(prefix="kokpit-rollout-")  # 0700: the kubeconfigs hold credentials
 
     def error(self, key: str) -> str:
         """Why ``key`` cannot be reached ("" when it can, or has not been tried)."""
@@ -111,11 +124,18 @@ class BusinessClusters:
         return b if b is not None and b.synced else None
 
     async def ensure(self, key: str, user: str) -> Business | None:
-        """The cluster's connection (opened on first use); None while it is not reachable or not synced."""
+        """The cluster's connection (opened on first use, reopened when its kubeconfig changed); None while
+        it is not reachable or not synced."""
         async with self._lock:
             b = self._clusters.get(key)
+            users: set[str] = set()
+            if b is not None and (not b.synced or self.clock.monotonic() - self._checked.get(key, 0.0)
+                                  >= self.recheck) and await self._rotated(key, b):
+                users = set(b.users)
+                await self._close(key)
+                b = None
             if b is None:
-                b = await self._open(key)
+                b = await self._open(key, users)
             if b is None:
                 return None
             b.users.add(user)
@@ -131,34 +151,36 @@ class BusinessClusters:
                 if not b.users:
                     await self._close(key)
 
-    async def _open(self, key: str) -> Business | None:
+    async def _rotated(self, key: str, b: Business) -> bool:
+        """Whether the kubeconfig Secret of ``key`` now says something else than what ``b`` was opened on."""
         ns, name = key.split("/", 1)
+        self._checked[key] = self.clock.monotonic()
         try:
-            secret = await self.meta.get(SECRET, f"{name}-kubeconfig", ns)
-        except NotFoundError:
-            self._errors[key] = f"Secret {ns}/{name}-kubeconfig does not exist (the Cluster has no kubeconfig yet)"
-            return None
-        except (ApiError, TransportError) as e:
-            self._errors[key] = f"cannot read Secret {ns}/{name}-kubeconfig: {e}"
-            return None
-        raw = (secret.get("data") or {}).get(KUBECONFIG_KEY)
-        if not raw:
-            self._errors[key] = f"Secret {ns}/{name}-kubeconfig has no key {KUBECONFIG_KEY}"
-            return None
-        digest = hashlib.sha256(raw.encode()).hexdigest()
-        path = os.path.join(self._dir, f"{ns}.{name}.kubeconfig")
+            kc = await read_business_kubeconfig(self.meta, ns, name)
+        except KubeconfigUnavailable as e:
+            # unreadable right now (being rewritten, the meta server busy): keep the connection that works
+            log.info("business cluster %s: %s", key, e)
+            return False
+        if kc.digest == b.digest:
+            return False
+        log.info("business cluster %s: its kubeconfig changed; reconnecting", key)
+        return True
+
+    async def _open(self, key: str, users: set[str]) -> Business | None:
+        ns, name = key.split("/", 1)
+        self._checked[key] = self.clock.monotonic()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64decode(raw))
-            client = Client.from_kubeconfig(path, field_manager="kokpit-rollout-controller", timeout=self.timeout,
-                                            max_retries=2)
+            kc = await read_business_kubeconfig(self.meta, ns, name)
+            client = kc.client(field_manager="kokpit-rollout-controller", timeout=self.timeout, max_retries=2)
+        except KubeconfigUnavailable as e:
+            self._errors[key] = str(e)
+            return None
         except Exception as e:  # a broken Secret must not stop the others
             self._errors[key] = f"the kubeconfig of {key} does not load: {e}"
             return None
         machines = Informer(client, MACHINE, transform=_slim_machine)
         mpvs = Informer(client, MPV, transform=_slim_mpv)
-        b = Business(key, digest, client, machines, mpvs)
+        b = Business(key, kc.digest, client, machines, mpvs, users=users)
         with contextlib.suppress(ApiError, TransportError):  # NodeFaults, where that kind is installed
             await client.get(CRD, f"{NODE_FAULT.plural}.{NODE_FAULT.group}")
             b.faults = Informer(client, NODE_FAULT, indexers={"node": _fault_node})
@@ -175,6 +197,7 @@ class BusinessClusters:
 
     async def _close(self, key: str) -> None:
         b = self._clusters.pop(key, None)
+        self._checked.pop(key, None)
         if b is None:
             return
         for inf in (b.machines, b.mpvs, b.faults):
@@ -183,23 +206,6 @@ class BusinessClusters:
         with contextlib.suppress(Exception):
             await b.client.close()
 
-    async def refresh(self, key: str) -> None:
-        """Reconnect when the cluster's kubeconfig Secret changed (new credentials or endpoint)."""
-        b = self._clusters.get(key)
-        if b is None:
-            return
-        ns, name = key.split("/", 1)
-        with contextlib.suppress(ApiError, TransportError):
-            raw = ((await self.meta.get(SECRET, f"{name}-kubeconfig", ns)).get("data") or {}).get(KUBECONFIG_KEY)
-            if raw and hashlib.sha256(raw.encode()).hexdigest() != b.digest:
-                users = set(b.users)
-                async with self._lock:
-                    await self._close(key)
-                    nb = await self._open(key)
-                    if nb is not None:
-                        nb.users |= users
-
     async def close(self) -> None:
         for key in list(self._clusters):
             await self._close(key)
-        shutil.rmtree(self._dir, ignore_errors=True)

@@ -22,9 +22,11 @@ __all__ = [
     "MachineVerdict",
     "change_hash",
     "change_text",
+    "cluster_health",
     "cluster_verdict",
     "forward_wanted",
     "limit_of",
+    "machine_health",
     "machine_packages_after",
     "machine_previous",
     "machine_spec_is",
@@ -219,3 +221,51 @@ def cluster_verdict(cluster: Obj, cpv: str) -> MachineVerdict:
     current = gen is None or status.get("observedGeneration") == gen
     up = any(c.get("type") == "UpToDate" and c.get("status") == "True" for c in status.get("conditions") or [])
     return MachineVerdict(done=current and up and status.get("packageVersion") == cpv, spec_is=spec_is)
+
+
+# ------------------------------------------------------------------------------------------------ health
+def _failing(conditions: Sequence[Obj], types: Sequence[str]) -> str:
+    """The first condition of ``types`` that is not True, in words ("" when all are)."""
+    by_type = {str(c.get("type")): c for c in conditions}
+    for t in types:
+        c = by_type.get(t)
+        if c is None:
+            return f"{t} is not reported"
+        if c.get("status") != "True":
+            return f"{t}={c.get('status')} {c.get('reason') or ''}: {c.get('message') or ''}".strip(": ")
+    return ""
+
+
+def machine_health(machine: Obj) -> str | None:
+    """The analysis' health check of one updated Machine: "" healthy; why not, in words; None while the
+    machine operator has not looked at its current spec yet (no verdict).  Ready is the machine operator's
+    summary of the node's Ready condition, ComponentsReady (installed, running, health checks passing),
+    NodeHealthy and the full readiness gates (synced Condition ConfigMaps)."""
+    meta, status = machine.get("metadata") or {}, machine.get("status") or {}
+    gen, seen = meta.get("generation"), status.get("observedGeneration")
+    if gen is not None and seen is not None and int(seen) < int(gen):
+        return None
+    return _failing(status.get("conditions") or [], ("Ready", "ComponentsReady", "NodeHealthy"))
+
+
+def cluster_health(cluster: Obj) -> str | None:
+    """The analysis' health check of one released Cluster: "" healthy; why not; None while the cluster
+    operator has not observed its current spec.  Available (the API server answers), UpToDate, not Degraded,
+    and every control-plane component healthy with its replicas ready."""
+    meta, status = cluster.get("metadata") or {}, cluster.get("status") or {}
+    gen, seen = meta.get("generation"), status.get("observedGeneration")
+    if gen is not None and seen is not None and int(seen) < int(gen):
+        return None
+    conds = status.get("conditions") or []
+    why = _failing(conds, ("Available", "UpToDate"))
+    if why:
+        return why
+    degraded = next((c for c in conds if c.get("type") == "Degraded" and c.get("status") == "True"), None)
+    if degraded is not None:
+        return f"Degraded {degraded.get('reason') or ''}: {degraded.get('message') or ''}".strip(": ")
+    for comp in status.get("components") or []:
+        if not comp.get("healthy") or int(comp.get("readyReplicas") or 0) < int(comp.get("replicas") or 0):
+            return (f"component {comp.get('name')}: {comp.get('readyReplicas', 0)}/{comp.get('replicas', 0)} ready"
+                    f"{', unhealthy' if not comp.get('healthy') else ''}"
+                    f"{': ' + comp['message'] if comp.get('message') else ''}")
+    return ""

@@ -40,6 +40,7 @@ FINISHED = {S.UPDATED.value, S.FAILED.value, S.MODIFIED.value, S.ROLLED_BACK.val
 TOUCHED_FORWARD = {S.UPDATING.value, S.UPDATED.value, S.FAILED.value}
 CHANGES_PER_RECONCILE = 500  # target spec changes written by one reconcile (the rest: the next one)
 CHANGE_CONCURRENCY = 32
+HEALTH_FAILED = "health check failed: "
 
 
 
@@ -323,13 +324,34 @@ class Progress:
 
     def _analysis(self, ctx: RolloutCtx, i: int, duration: str, limit: int, started: dt.datetime
                   ) -> StepResult | None:
-        """Health and business metrics for ``duration``: more than ``limit`` failed targets, or a failing gate
-        of a RiskPolicy covering the operation in a cluster the rollout touched, fails the analysis."""
+        """Health checks and business metrics for ``duration``.  Every target updated so far is checked again
+        on each look (a Cluster Available, UpToDate, not Degraded, its components healthy; a Machine Ready —
+        node Ready, components running and passing their health checks, readiness gates met — and
+        NodeHealthy; faults attributed to the rollout fail a target as soon as they appear, in any step).
+        More failed or unhealthy targets than ``limit``, or a failing gate of a RiskPolicy covering the
+        operation in a cluster the rollout touched, fails the analysis: the unhealthy targets are marked
+        Failed with what their check said, and the rollout aborts."""
+        assert ctx.ops is not None
         failed = [t["name"] for t in ctx.targets if t.get("state") == S.FAILED.value]
+        unhealthy: list[tuple[Obj, str]] = []
+        for t in ctx.targets:
+            if t.get("state") != S.UPDATED.value:
+                continue
+            check = ctx.ops.health(t)
+            if check:
+                unhealthy.append((t, check))
+            elif check == "" and str(t.get("message") or "").startswith(HEALTH_FAILED):
+                t.pop("message", None)  # recovered: the earlier reading no longer holds
         why = ""
-        if len(failed) > limit:
-            why = f"{len(failed)} failed target(s) (failureLimit {limit}): " + ", ".join(failed)[:512]
+        if len(failed) + len(unhealthy) > limit:
+            for t, check in unhealthy:
+                self._finish(ctx, t, S.FAILED, HEALTH_FAILED + check)
+                ctx.warning(R.HEALTH_CHECK_FAILED, f"{t['name']}: {HEALTH_FAILED}{check}")
+            names = failed + [t["name"] for t, _ in unhealthy]
+            why = (f"{len(names)} failed or unhealthy target(s) (failureLimit {limit}): " + ", ".join(names))[:1024]
         else:
+            for t, check in unhealthy:  # tolerated (within failureLimit), but shown
+                t["message"] = (HEALTH_FAILED + check)[:1024]
             gates = self.failing_gates(ctx)
             if gates:
                 why = "business-metric gate(s) failing: " + "; ".join(gates)[:1024]
@@ -343,7 +365,8 @@ class Progress:
             return act(R.ANALYSIS_FAILED, msg, after=0)
         left = seconds(duration) - (ctx.now - started).total_seconds()
         if left > 0:
-            ctx.waiting_for = f"step {i}: analysing {left:.0f}s more ({len(failed)} failed so far)"
+            ctx.waiting_for = (f"step {i}: analysing {left:.0f}s more ({len(failed)} failed, {len(unhealthy)} "
+                               "unhealthy so far)")
             return wait(R.ANALYZING, ctx.waiting_for, after=min(left, 2.0))
         return None
 

@@ -19,8 +19,10 @@ from kokpit.client import Client, Kind
 from kokpit.operators.rollout._fleet import MACHINE, Business
 from kokpit.operators.rollout._plan import (
     MachineVerdict,
+    cluster_health,
     cluster_verdict,
     forward_wanted,
+    machine_health,
     machine_packages_after,
     machine_spec_is,
     machine_verdict,
@@ -52,6 +54,9 @@ class TargetKindOps(Protocol):
     async def change(self, target: Obj, obj: Obj, back: bool) -> None: ...
 
     def permit_scope(self, target: Obj) -> tuple[str, str]: ...
+
+    def health(self, target: Obj) -> str | None:
+        """The analysis' health check of an updated target: "" healthy, why not, or None (no verdict yet)."""
 
 
 class ClusterTargets:
@@ -86,6 +91,12 @@ class ClusterTargets:
 
     def permit_scope(self, target: Obj) -> tuple[str, str]:
         return target["name"], "control-plane"
+
+    def health(self, target: Obj) -> str | None:
+        obj = self.clusters.get_by_name(target["name"], self.namespace)
+        if obj is None:
+            return f"Cluster {self.namespace}/{target['name']} does not exist"
+        return cluster_health(obj)
 
 
 class MachineTargets:
@@ -131,3 +142,13 @@ class MachineTargets:
     def permit_scope(self, target: Obj) -> tuple[str, str]:
         cluster, machine = self._where(target)
         return cluster, str(target.get("node") or machine)
+
+    def health(self, target: Obj) -> str | None:
+        cluster, machine = self._where(target)
+        b = self.business.get(cluster)
+        if b is None:
+            return f"business cluster {cluster} cannot be reached"
+        obj = b.machine(machine)
+        if obj is None:
+            return f"Machine {machine} does not exist in cluster {cluster}"
+        return machine_health(obj)
