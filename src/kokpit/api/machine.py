@@ -379,7 +379,11 @@ class MachineReason:
 
 
 class ReadinessGate(SpecModel):
-    condition_type: str = Field(min_length=1, max_length=316, description="A condition that must be True.")
+    condition_type: str = Field(
+        min_length=1, max_length=253, pattern=_LABEL_VALUE,
+        description="A condition that must be True: a key of a Condition ConfigMap's data (letters, digits, "
+                    "'-', '_', '.'), so a gate no report could ever satisfy is refused instead of cordoning the "
+                    "node for good.")
     sources: list[Annotated[str, Field(min_length=1, max_length=63, pattern=_LABEL_VALUE)]] = Field(
         default_factory=list, json_schema_extra=list_set(), max_length=32,
         description="The condition sources (label kokpit.io/condition-source of a Condition ConfigMap) trusted "
