@@ -54,6 +54,8 @@ EXPECTED = [
     ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, (), (),
      ("create",), ()),
     ("policy", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), (), ALL_VERBS, ("status",)),
+    ("", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), (), ALL_VERBS, ("status",)),
+    ("scheduling.k8s.io", "priorityclasses", "PriorityClass", False, ("pc",), (), ALL_VERBS, ()),
 ]
 
 

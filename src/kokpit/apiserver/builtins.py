@@ -431,6 +431,19 @@ def default_daemonset(obj: _Obj) -> None:
     _default_template(obj)
 
 
+def _default_priority_class(pc: _Obj) -> None:
+    pc.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
+def _default_pvc(pvc: _Obj) -> None:
+    spec = pvc.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("volumeMode", "Filesystem")
+    status = pvc.setdefault("status", {})
+    if isinstance(status, dict):
+        status.setdefault("phase", "Pending")
+
+
 def _default_crd(obj: _Obj) -> None:
     spec = obj.get("spec")
     if isinstance(spec, dict):
@@ -477,6 +490,10 @@ def _builtin_types() -> list[ResourceType]:
                      categories=("all",), subresources=("status",), has_status=True,
                      schema=_schema(core + "Service"), field_selectors=dict(_SERVICE_FIELDS),
                      default_hook=default_service),
+        # storage is out of scope (no provisioner): claims are kept, StatefulSets make one per ordinal
+        ResourceType("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", True,
+                     short_names=("pvc",), subresources=("status",), has_status=True,
+                     schema=_schema(core + "PersistentVolumeClaim"), default_hook=_default_pvc),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True,
                      short_names=("sa",), subresources=("token",), schema=_schema(core + "ServiceAccount")),
         ResourceType("", "v1", "Event", "events", "event", True, short_names=("ev",),
@@ -510,6 +527,10 @@ def _builtin_types() -> list[ResourceType]:
                      schema=_schema("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."
                                     "CustomResourceDefinition"),
                      default_hook=_default_crd),
+        # spec.priority of pods comes from these (apiserver/priority.py); the scheduler preempts by it
+        ResourceType("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", False,
+                     short_names=("pc",), schema=_schema("io.k8s.api.scheduling.v1.PriorityClass"),
+                     default_hook=_default_priority_class),
         # answered, never stored (`kubectl auth can-i`)
         ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
                      "selfsubjectaccessreview", False, verbs=("create",),

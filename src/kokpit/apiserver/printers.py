@@ -548,6 +548,41 @@ _PDB = _Printer(
     _pdb_cells)
 
 
+_PRIORITYCLASS = _Printer(
+    (_NAME_COL, _col("Value", "integer", "Value is the integer value of this priority class."),
+     _col("Global-Default", "boolean", "GlobalDefault specifies whether this PriorityClass should be considered "
+                                       "as the default priority."), _AGE_COL,
+     _col("PreemptionPolicy", description="PreemptionPolicy is the Policy for preempting pods with lower "
+                                           "priority.")),
+    lambda pc, now: [_name(pc), int(pc.get("value") or 0), bool(pc.get("globalDefault")), _age(pc, now),
+                     pc.get("preemptionPolicy") or ""])
+
+
+def _pvc_cells(pvc: _Obj, now: datetime) -> list[Any]:
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    capacity = str((status.get("capacity") or {}).get("storage") or "")
+    modes = ",".join({"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX",
+                      "ReadWriteOncePod": "RWOP"}.get(m, m) for m in status.get("accessModes") or [])
+    return [_name(pvc), status.get("phase") or "", spec.get("volumeName") or "", capacity, modes,
+            spec.get("storageClassName") or "", spec.get("volumeAttributesClassName") or "<unset>", _age(pvc, now),
+            spec.get("volumeMode") or ""]
+
+
+_PVC = _Printer(
+    (_NAME_COL, _col("Status", description="Phase represents the current phase of PersistentVolumeClaim."),
+     _col("Volume", description="VolumeName is the binding reference to the PersistentVolume backing this "
+                                "claim."),
+     _col("Capacity", description="Capacity represents the actual resources of the underlying volume."),
+     _col("Access Modes", description="AccessModes contains the actual access modes the volume backing the PVC "
+                                      "has."),
+     _col("StorageClass", description="StorageClassName is the name of the StorageClass required by the claim."),
+     _col("VolumeAttributesClass", description="Name of the VolumeAttributesClass used by this claim."),
+     _AGE_COL,
+     _col("VolumeMode", priority=1, description="volumeMode defines what type of volume is required by the "
+                                                "claim.")),
+    _pvc_cells)
+
+
 def _created_at(obj: _Obj) -> str | None:
     t = _parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
@@ -575,6 +610,8 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("apps", "ReplicaSet"): _REPLICASET,
     ("batch", "Job"): _JOB,
     ("policy", "PodDisruptionBudget"): _PDB,
+    ("scheduling.k8s.io", "PriorityClass"): _PRIORITYCLASS,
+    ("", "PersistentVolumeClaim"): _PVC,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _CRD,
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 from kokpit.apiserver.errors import APIError, Cause
 from kokpit.apiserver.selectors import label_selector_from_dict
 
-__all__ = ["HOOKS"]
+__all__ = ["HIGHEST_USER_PRIORITY", "HOOKS", "SYSTEM_PRIORITY_CLASSES"]
 
 Obj = dict[str, Any]
 
@@ -166,6 +166,44 @@ def _config_keys(obj: Obj, old: Obj | None) -> list[Cause]:
     return out
 
 
+HIGHEST_USER_PRIORITY = 1_000_000_000
+SYSTEM_PRIORITY_CLASSES = {
+    "system-cluster-critical": (2_000_000_000, "Used for system critical pods that must run in the cluster, "
+                                               "but can be moved to another node if necessary."),
+    "system-node-critical": (2_000_001_000, "Used for system critical pods that must not be moved from their "
+                                            "current node."),
+}
+_POLICIES = ("PreemptLowerPriority", "Never")
+
+
+def _priority_class(pc: Obj, old: Obj | None) -> list[Cause]:
+    """``value`` up to one billion (system classes excepted), ``system-`` names reserved, the value and
+    preemption policy immutable."""
+    out: list[Cause] = []
+    name = str((pc.get("metadata") or {}).get("name") or "")
+    value = pc.get("value")
+    system = SYSTEM_PRIORITY_CLASSES.get(name)
+    if system is not None:
+        if value != system[0]:
+            out.append(Cause("value", f"Invalid value: {value}: value of system priority class {name} must be "
+                                      f"{system[0]}", "FieldValueInvalid"))
+    elif name.startswith("system-"):
+        out.append(Cause("metadata.name", f'Invalid value: "{name}": priority class names with \'system-\' '
+                                          "prefix are reserved", "FieldValueInvalid"))
+    elif isinstance(value, int) and value > HIGHEST_USER_PRIORITY:
+        out.append(Cause("value", f"Invalid value: {value}: maximum allowed value of a user defined priority is "
+                                  f"{HIGHEST_USER_PRIORITY}", "FieldValueInvalid"))
+    policy = pc.get("preemptionPolicy")
+    if policy is not None and policy not in _POLICIES:
+        out.append(Cause("preemptionPolicy", f'Unsupported value: "{policy}": supported values: '
+                                             '"Never", "PreemptLowerPriority"', "FieldValueNotSupported"))
+    if old is not None:
+        for f in ("value", "preemptionPolicy"):
+            if pc.get(f) != old.get(f):
+                out.append(Cause(f, f"Invalid value: {pc.get(f)}: field is immutable", "FieldValueInvalid"))
+    return out
+
+
 HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("", "Pod"): _pod,
     ("apps", "Deployment"): _workload,
@@ -177,4 +215,5 @@ HOOKS: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("", "Service"): _service,
     ("", "Secret"): _config_keys,
     ("", "ConfigMap"): _config_keys,
+    ("scheduling.k8s.io", "PriorityClass"): _priority_class,
 }

@@ -32,6 +32,7 @@ from kokpit.apiserver.auth import Authenticator
 from kokpit.apiserver.controllers import Controllers
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.pki import Tokens, ensure_pki, ensure_tokens, write_kubeconfig
+from kokpit.apiserver.priority import PriorityAdmission, ensure_system_priority_classes
 from kokpit.apiserver.rbac import RBACAuthorizer
 from kokpit.apiserver.rbac_admission import Admission, ServiceAccountControllers
 from kokpit.apiserver.rbac_policy import Aggregator, ensure_bootstrap_policy
@@ -191,7 +192,13 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
     authorization = Authorization(authorizer, issuer)
     authorization.enabled = opts.authorization_mode == "RBAC"
     app.rbac = authorization
-    rest.admit = Admission(store.get, authorizer)
+    service_accounts, priorities = Admission(store.get, authorizer), PriorityAdmission(rest, registry)
+
+    def admit(rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        priorities(rt, obj, old)
+        service_accounts(rt, obj, old)
+
+    rest.admit = admit
     if auth is not None:
         auth.service_accounts = issuer.authenticate
         authorization.authenticate = lambda token: auth.authenticate(f"Bearer {token}")
@@ -205,6 +212,7 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
                                   WriteOptions(field_manager="kokpit-apiserver"))
     await controllers.start()
     await ensure_bootstrap_policy(rest, registry)
+    await ensure_system_priority_classes(rest, registry)
     aggregator = Aggregator(rest, registry)
     await aggregator.start()
     sa_controllers = ServiceAccountControllers(rest, registry, issuer)

@@ -33,6 +33,15 @@ class PodInfo:
     mem: float
     owner: str  # controller uid ("" without one)
     anti_affinity: list[Obj]  # its required pod anti-affinity terms (checked against incoming pods)
+    priority: int = 0  # spec.priority (set by the API server's Priority admission)
+    uid: str = ""
+    created: str = ""  # creationTimestamp: among victims of equal priority the older is more important
+    obj: Obj | None = None  # the pod as last seen (preemption deletes it with a uid precondition)
+
+    @property
+    def wide_anti_affinity(self) -> bool:
+        """A required anti-affinity term over a domain wider than one node (zone, rack)."""
+        return any(t.get("topologyKey") != "kubernetes.io/hostname" for t in self.anti_affinity)
 
     @property
     def nz_cpu(self) -> float:
@@ -52,7 +61,8 @@ class PodInfo:
         terms = ((((pod.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {})
                  .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
         return cls(key, str(meta.get("namespace") or ""), dict(meta.get("labels") or {}), cpu, mem,
-                   str(ref.get("uid") or ""), list(terms))
+                   str(ref.get("uid") or ""), list(terms), int((pod.get("spec") or {}).get("priority") or 0),
+                   str(meta.get("uid") or ""), str(meta.get("creationTimestamp") or ""), pod)
 
 
 @dataclass
@@ -75,6 +85,7 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     unschedulable: bool = False
     hard_taints: list[Obj] = field(default_factory=list)  # NoSchedule and NoExecute taints
+    nominated: dict[str, PodInfo] = field(default_factory=dict)  # pending pods that preempted room here
     _alloc: Obj | None = None
 
     def set_node(self, node: Obj) -> None:
@@ -132,6 +143,9 @@ class SchedulerCache:
         self.placed: dict[str, str] = {}  # pod key -> node name (bound or assumed)
         self.assumed: set[str] = set()
         self.zone_owners: dict[str, Counter[str]] = {}  # zone -> owner uid -> pods
+        self.nominations: dict[str, str] = {}  # pending pod key -> its status.nominatedNodeName
+        self.priorities: Counter[int] = Counter()  # placed pods by priority (is anything preemptible?)
+        self.zone_anti_affinity_pods = 0  # placed pods with a required anti-affinity term beyond hostname
 
     # ------------------------------------------------------------------ nodes
     def upsert_node(self, node: Obj) -> NodeInfo:
@@ -162,6 +176,12 @@ class SchedulerCache:
             self._index[last] = i
         for owner, n in info.owners.items():
             self._zone_add(info.zone, owner, -n)
+        for p in info.pods.values():
+            if p.wide_anti_affinity:
+                self.zone_anti_affinity_pods -= 1
+            self.priorities[p.priority] -= 1
+            if self.priorities[p.priority] <= 0:
+                del self.priorities[p.priority]
         # pods keep their placement record: if the node comes back their accounting is rebuilt from events
 
     # ------------------------------------------------------------------ pods
@@ -184,6 +204,9 @@ class SchedulerCache:
             return
         p = PodInfo.of(key, pod)
         info.add(p)
+        self.priorities[p.priority] += 1
+        if p.wide_anti_affinity:
+            self.zone_anti_affinity_pods += 1
         self._zone_add(info.zone, p.owner, 1)
 
     def unplace(self, key: str) -> None:
@@ -196,7 +219,29 @@ class SchedulerCache:
             return
         p = info.remove(key)
         if p is not None:
+            if p.wide_anti_affinity:
+                self.zone_anti_affinity_pods -= 1
+            self.priorities[p.priority] -= 1
+            if self.priorities[p.priority] <= 0:
+                del self.priorities[p.priority]
             self._zone_add(info.zone, p.owner, -1)
+
+    def has_lower_priority(self, priority: int) -> bool:
+        """Whether any placed pod has a lower priority (else preemption cannot help)."""
+        return any(p < priority for p in self.priorities)
+
+    def nominate(self, key: str, pod: Obj | None, node_name: str) -> None:
+        """Keep room on ``node_name`` for a pending pod whose preemption freed it (status.nominatedNodeName):
+        pods of no higher priority may not take it meanwhile.  An empty name, or None, drops it."""
+        old = self.nominations.pop(key, None)
+        if old is not None and old in self.nodes:
+            self.nodes[old].nominated.pop(key, None)
+        if pod is None or not node_name:
+            return
+        self.nominations[key] = node_name
+        info = self.nodes.get(node_name)
+        if info is not None:
+            info.nominated[key] = PodInfo.of(key, pod)
 
     def observe_pod(self, key: str, pod: Obj | None) -> bool:
         """Apply an informer view of a pod; True when resources on some node were freed."""

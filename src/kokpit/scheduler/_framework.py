@@ -2,9 +2,11 @@
 
 Filters (each answers None when the node fits, else the reason kube-scheduler prints): the node's
 ``spec.unschedulable``, taints against tolerations, nodeSelector and required node affinity, requested
-cpu/memory/pod count against allocatable, required pod anti-affinity by hostname (both the incoming pod's
-terms and those of pods already on the node).  Scores: least allocated (cpu and memory) and spreading of a
-controller's pods across nodes and zones, the defaults of kube-scheduler's profile in spirit.
+cpu/memory/pod count against allocatable (less what nominated pods of at least the same priority have
+booked), pod topology spread constraints, required pod (anti-)affinity (hostname terms here, per node;
+wider domains and the spread counts in :mod:`._topology`).  Scores: least allocated (cpu and memory),
+spreading of a controller's pods across nodes and zones (kube's default constraints in spirit), soft
+spread constraints and preferred pod (anti-)affinity.
 
 The search stops after enough feasible nodes (``percentageOfNodesToScore``: adaptive, 50% of nodes minus
 one point per 125 nodes, at least 5%, at least 100 nodes), starting where the previous search ended, so a
@@ -20,15 +22,14 @@ from typing import Any
 from kokpit._lib.podutil import (
     match_node_selector_term,
     required_node_terms,
-    selector_matches,
     tolerates,
 )
 from kokpit.scheduler._cache import NodeInfo, PodInfo, SchedulerCache
+from kokpit.scheduler._topology import HOSTNAME_LABEL, Topology, needs_topology, term_matches
 
 __all__ = ["HOSTNAME_LABEL", "Decision", "best_node", "failure_message", "feasible_to_find", "schedule"]
 
 Obj = dict[str, Any]
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 MIN_FEASIBLE = 100
 
@@ -44,13 +45,6 @@ def feasible_to_find(n: int) -> int:
 def _anti_terms(spec: Obj) -> list[Obj]:
     return list((((spec.get("affinity") or {}).get("podAntiAffinity") or {})
                  .get("requiredDuringSchedulingIgnoredDuringExecution")) or [])
-
-
-def _term_selects(term: Obj, term_ns: str, ns: str, labels: dict[str, str]) -> bool:
-    namespaces = term.get("namespaces") or []
-    if term.get("namespaceSelector") is None and ns not in (namespaces or [term_ns]):
-        return False
-    return selector_matches(term.get("labelSelector"), labels)
 
 
 @dataclass
@@ -73,6 +67,10 @@ class PodView:
     tolerates_unschedulable: bool
     node_selector: list[tuple[str, Any]] = field(default_factory=list)
     node_terms: list[Obj] | None = None
+    priority: int = 0
+    preempts: bool = True  # preemptionPolicy PreemptLowerPriority (the default) rather than Never
+    nominated_node: str = ""  # status.nominatedNodeName: where an earlier preemption made room
+    topology: Topology | None = None  # spread constraints and zone-wide (anti-)affinity, when it has any
     _tolerated: dict[tuple[Any, Any, Any], bool] = field(default_factory=dict)
 
     @classmethod
@@ -83,7 +81,8 @@ class PodView:
         return cls(key, info.namespace, info.labels, spec, tols, info.cpu, info.mem, info.owner,
                    [t for t in _anti_terms(spec) if t.get("topologyKey") == HOSTNAME_LABEL],
                    tolerates(tols, UNSCHEDULABLE_TAINT), list((spec.get("nodeSelector") or {}).items()),
-                   required_node_terms(spec))
+                   required_node_terms(spec), info.priority, spec.get("preemptionPolicy") != "Never",
+                   str((pod.get("status") or {}).get("nominatedNodeName") or ""))
 
     def tolerates(self, taint: Obj) -> bool:
         k = (taint.get("key"), taint.get("value"), taint.get("effect"))
@@ -111,21 +110,33 @@ def filter_node(pod: PodView, info: NodeInfo) -> str | None:
             return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
     if not pod.matches_node(info):
         return "node(s) didn't match Pod's node affinity/selector"
-    if len(info.pods) + 1 > info.max_pods:
+    n, cpu, mem = len(info.pods), info.req_cpu, info.req_mem
+    if info.nominated:  # room an earlier preemption freed for a pod of at least this priority stays booked
+        for other in info.nominated.values():
+            if other.key != pod.key and other.priority >= pod.priority:
+                n, cpu, mem = n + 1, cpu + other.cpu, mem + other.mem
+    if n + 1 > info.max_pods:
         return "Too many pods"
-    if pod.cpu and info.req_cpu + pod.cpu > info.cpu + 1e-9:
+    if pod.cpu and cpu + pod.cpu > info.cpu + 1e-9:
         return "Insufficient cpu"
-    if pod.mem and info.req_mem + pod.mem > info.mem + 0.5:
+    if pod.mem and mem + pod.mem > info.mem + 0.5:
         return "Insufficient memory"
+    top = pod.topology
+    if top is not None and top.spreads:
+        why = top.filter_spread(info)
+        if why is not None:
+            return why
     if pod.anti_terms:
         for other in info.pods.values():
-            if any(_term_selects(t, pod.namespace, other.namespace, other.labels) for t in pod.anti_terms):
+            if any(term_matches(t, pod.namespace, other.namespace, other.labels) for t in pod.anti_terms):
                 return "node(s) didn't match pod anti-affinity rules"
     if info.with_anti_affinity:
         for other in info.pods.values():
             if any(t.get("topologyKey") == HOSTNAME_LABEL
-                   and _term_selects(t, other.namespace, pod.namespace, pod.labels) for t in other.anti_affinity):
+                   and term_matches(t, other.namespace, pod.namespace, pod.labels) for t in other.anti_affinity):
                 return "node(s) didn't satisfy existing pods anti-affinity rules"
+    if top is not None:
+        return top.filter_affinity(info)
     return None
 
 
@@ -171,6 +182,8 @@ def best_node(pod: PodView, feasible: list[NodeInfo], cache: SchedulerCache) -> 
                 score += node_spread / 3 + 2 * (100 * (1 - zone_count[info.zone] / max_zone)) / 3
             else:
                 score += node_spread
+        if pod.topology is not None:
+            score += pod.topology.score(info)
         if score > best_score:
             best, best_score = info, score
     return best
@@ -209,6 +222,11 @@ class Sampler:
 def schedule(pod: PodView, cache: SchedulerCache, sampler: Sampler) -> Decision:
     """Pick the best feasible node for ``pod`` or say, per reason, why none fits."""
     reasons: Counter[str] = Counter()
+    if pod.topology is None and needs_topology(pod.spec, cache):
+        pod.topology = Topology.of(pod, cache, pod.matches_node)
+    nominated = cache.nodes.get(pod.nominated_node) if pod.nominated_node else None
+    if nominated is not None and filter_node(pod, nominated) is None:
+        return Decision(nominated.name, 1, reasons)  # the room its preemption made (kube's evaluateNominatedNode)
     pinned = _candidate_names(pod, cache)
     feasible: list[NodeInfo] = []
     evaluated = 0

@@ -4,24 +4,39 @@ One decision at a time against the incremental cache (so two decisions never boo
 sent concurrently.  A pod that fits nowhere gets ``PodScheduled=False`` with reason ``Unschedulable`` and
 kube-scheduler's message ("0/3 nodes are available: ..."), and a FailedScheduling Warning Event; it is
 retried when the cluster changes (a node added or changed, a pod gone) and at least every 30 s — never in a
-hot loop.  Everything it decides is in the API: a restarted scheduler relists and carries on.
+hot loop.  Pending pods are taken highest ``spec.priority`` first; one that fits nowhere may preempt pods
+of lower priority (:mod:`._preemption`): it is nominated to the node (``status.nominatedNodeName``, room
+other pods of no higher priority may not take) and the victims get ``DisruptionTarget``
+(PreemptionByScheduler), a ``Preempted`` Event and are deleted, as kube-scheduler does.  Everything it
+decides is in the API: a restarted scheduler relists and carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kokpit._lib.clock import Clock, RealClock, format_time
 from kokpit._lib.podutil import TERMINAL_PHASES
-from kokpit.client import NODE, POD, ApiError, ConflictError, NotFoundError, TransportError
-from kokpit.runtime import EventRecorder, Handlers, Manager, Request, Result
+from kokpit.client import NODE, POD, ApiError, ConflictError, Kind, NotFoundError, TransportError
+from kokpit.runtime import Controller, EventRecorder, Handlers, Manager, Request, Result
 from kokpit.runtime.informer import Informer, object_key
-from kokpit.scheduler._cache import SchedulerCache
+from kokpit.runtime.workqueue import WorkQueue
+from kokpit.scheduler._cache import PodInfo, SchedulerCache
 from kokpit.scheduler._framework import PodView, Sampler, failure_message, schedule
+from kokpit.scheduler._preemption import (
+    Candidate,
+    budgets_of,
+    find_candidate,
+    postfilter_message,
+    without_candidates,
+)
 
 __all__ = ["SCHEDULER_NAME", "Scheduler", "SchedulerOptions"]
 
@@ -30,6 +45,42 @@ log = logging.getLogger("kokpit.scheduler")
 Obj = dict[str, Any]
 SCHEDULER_NAME = "default-scheduler"
 UNSCHEDULABLE_RETRY = 30.0
+PDB = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
+
+
+class _ByPriority:
+    """The active queue's order: highest priority first, then first come (kube-scheduler's activeQ sort).
+    Stands in for the work queue's deque (append, popleft, len, clear)."""
+
+    def __init__(self, priority_of: Callable[[Request], int]) -> None:
+        self._priority_of = priority_of
+        self._heap: list[tuple[int, int, Request]] = []
+        self._seq = itertools.count()
+
+    def append(self, item: Request) -> None:
+        heapq.heappush(self._heap, (-self._priority_of(item), next(self._seq), item))
+
+    def popleft(self) -> Request:
+        return heapq.heappop(self._heap)[2]
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class _SchedulingController(Controller):
+    """A Controller whose queue hands out the highest-priority pending pod first."""
+
+    def __init__(self, name: str, reconcile: Any, priority_of: Callable[[Request], int], **kwargs: Any) -> None:
+        self._priority_of = priority_of
+        super().__init__(name, reconcile, **kwargs)
+
+    def _new_queue(self) -> WorkQueue[Request]:
+        q: WorkQueue[Request] = super()._new_queue()
+        q._queue = _ByPriority(self._priority_of)  # type: ignore[assignment]
+        return q
 
 
 class SchedulerOptions:
@@ -55,6 +106,10 @@ class _Metrics:
         self.pending = Gauge("scheduler_pending_pods", "Pods waiting for a node by queue.", ["queue"],
                              registry=registry)
         self.binds = Counter("scheduler_binds_total", "Bindings by result.", ["result"], registry=registry)
+        self.preemptions = Counter("scheduler_preemption_attempts_total", "Preemption attempts by result.",
+                                   ["result"], registry=registry)
+        self.victims = Counter("scheduler_preemption_victims_total", "Pods deleted to make room.",
+                               registry=registry)
 
 
 class Scheduler:
@@ -77,7 +132,10 @@ class Scheduler:
         self._binding: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # pod keys bound or being bound, not yet seen bound by the informer
         self._wake_pending = False
-        self.controller = manager.controller("scheduler", self.reconcile, workers=1, reconcile_timeout=None)
+        self.pdbs: Informer = manager.informers.informer(PDB)
+        self.controller = _SchedulingController("scheduler", self.reconcile, self._priority_of, workers=1,
+                                                reconcile_timeout=None, metrics=manager.metrics, clock=self._clock)
+        manager.add_controller(self.controller)
         self.controller.watches(self.pods, lambda o: [Request.for_object(o)], _pending)
         self.pods.add_event_handler(Handlers(add=self._pod_seen, update=lambda _o, n: self._pod_seen(n),
                                              delete=self._pod_gone))
@@ -86,6 +144,10 @@ class Scheduler:
         self.bound = 0
 
     # ------------------------------------------------------------------ cache upkeep (informer callbacks)
+    def _priority_of(self, req: Request) -> int:
+        pod = self.pods.store.get(f"{req.namespace}/{req.name}")
+        return int(((pod or {}).get("spec") or {}).get("priority") or 0)
+
     def _pod_seen(self, pod: Obj) -> None:
         key = object_key(pod)
         if self.cache.observe_pod(key, pod):
@@ -93,9 +155,16 @@ class Scheduler:
         if not _pending(pod):
             self.unschedulable.discard(key)
             self._in_flight.discard(key)
+            if key in self.cache.nominations:
+                self.cache.nominate(key, None, "")
+        else:
+            nominated = str((pod.get("status") or {}).get("nominatedNodeName") or "")
+            if nominated or key in self.cache.nominations:
+                self.cache.nominate(key, pod, nominated)
 
     def _pod_gone(self, pod: Obj) -> None:
         key = object_key(pod)
+        self.cache.nominate(key, None, "")
         self.unschedulable.discard(key)
         self._in_flight.discard(key)
         if self.cache.observe_pod(key, None):
@@ -152,7 +221,24 @@ class Scheduler:
             self.metrics.attempts.labels("unschedulable").inc()
             self.unschedulable.add(key)
             self.metrics.pending.labels("unschedulable").set(len(self.unschedulable))
-            await self._unschedulable(pod, failure_message(len(self.cache.nodes), decision.reasons))
+            total = len(self.cache.nodes)
+            message = failure_message(total, decision.reasons)
+            candidate: Candidate | None = None
+            if not view.preempts:
+                message += " " + postfilter_message(total, None)
+            else:
+                pre = (find_candidate(view, self.cache, budgets_of(self.pdbs.store.list()), self.sampler.next_start)
+                       if self.cache.has_lower_priority(view.priority) else without_candidates(decision.reasons))
+                if pre.candidate is None:
+                    self.metrics.preemptions.labels("no-candidate").inc()
+                    message += " " + postfilter_message(total, pre)
+                else:
+                    self.metrics.preemptions.labels("preempted").inc()
+                    candidate = pre.candidate
+            await self._unschedulable(pod, message, candidate.node if candidate else "")
+            if candidate is not None:
+                self.cache.nominate(key, pod, candidate.node)
+                await self._evict_victims(pod, candidate)
             return Result(requeue_after=UNSCHEDULABLE_RETRY)
         self.metrics.attempts.labels("scheduled").inc()
         self.unschedulable.discard(key)
@@ -200,20 +286,50 @@ class Scheduler:
         self.metrics.binds.labels("bound").inc()
         return True
 
-    async def _unschedulable(self, pod: Obj, message: str) -> None:
+    async def _evict_victims(self, pod: Obj, candidate: Candidate) -> None:
+        """Delete the victims as kube-scheduler's preemption does: each gets the DisruptionTarget condition
+        (reason PreemptionByScheduler) and a Preempted Event naming the preemptor, then is deleted with its
+        own grace period (a uid precondition: a pod recreated under the same name is not touched)."""
+        uid = (pod.get("metadata") or {}).get("uid")
+
+        async def one(victim: PodInfo) -> None:
+            obj = victim.obj or {}
+            meta = obj.get("metadata") or {}
+            name, ns = str(meta.get("name")), meta.get("namespace")
+            conds = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"]
+            cond = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                    "message": f"{SCHEDULER_NAME}: preempting to accommodate a higher priority pod",
+                    "lastTransitionTime": format_time(self._clock.now())}
+            try:
+                await self.client.patch_status(POD, name, {"status": {"conditions": [*conds, cond]}}, ns)
+                await self.client.delete(POD, name, ns, precondition_uid=meta.get("uid"))
+            except (NotFoundError, ConflictError):
+                return
+            except (ApiError, TransportError) as e:
+                log.warning("preempting %s/%s: %s", ns, name, e)
+                return
+            self.metrics.victims.inc()
+            await self.events.normal(obj, "Preempted", f"Preempted by pod {uid} on node {candidate.node}")
+
+        await asyncio.gather(*(one(v) for v in candidate.victims))
+
+    async def _unschedulable(self, pod: Obj, message: str, nominated: str = "") -> None:
         conds = (pod.get("status") or {}).get("conditions") or []
         cur = next((c for c in conds if c.get("type") == "PodScheduled"), None)
         meta = pod.get("metadata") or {}
+        had = str((pod.get("status") or {}).get("nominatedNodeName") or "")
         if not (cur and cur.get("status") == "False" and cur.get("reason") == "Unschedulable"
-                and cur.get("message") == message):
+                and cur.get("message") == message) or (nominated and nominated != had):
             cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                     "lastProbeTime": None,
                     "lastTransitionTime": (cur or {}).get("lastTransitionTime") if (cur or {}).get("status") == "False"
                     else format_time(self._clock.now())}
             others = [c for c in conds if c.get("type") != "PodScheduled"]
             try:
-                await self.client.patch_status(POD, str(meta.get("name")),
-                                               {"status": {"conditions": [*others, cond]}}, meta.get("namespace"))
+                status: Obj = {"conditions": [*others, cond]}
+                if nominated:
+                    status["nominatedNodeName"] = nominated
+                await self.client.patch_status(POD, str(meta.get("name")), {"status": status}, meta.get("namespace"))
             except NotFoundError:
                 return
         await self.events.warning(pod, "FailedScheduling", message)
