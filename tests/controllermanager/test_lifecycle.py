@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kokpit.client import EVENT, NODE, POD, ApiError, Client
+from kokpit.controllermanager._claims import PVC
 from kokpit.controllermanager._common import DEPLOYMENT, JOB, PDB, STATEFULSET
 from kokpit.controllermanager.nodelifecycle import FULL, NORMAL, PARTIAL, NodeLifecycleOptions, zone_state
 from kokpit.nodes.simulator import SimulatorDriver
@@ -146,3 +147,50 @@ async def test_jobs_complete_and_fail_after_backoff_limit(plane: Callable[..., A
     bad = await eventually(lambda: c.get(JOB, "bad", ns), lambda j: "Failed" in cond(j), what="bad fails")
     assert cond(bad)["Failed"] == "BackoffLimitExceeded" and bad["status"]["failed"] == 2
     assert json.dumps(bad["status"]).count("BackoffLimitExceeded") >= 1
+
+
+async def test_statefulset_claims_follow_the_retention_policy(plane: Callable[..., Awaitable[ControlPlane]],
+                                                              namespace: str) -> None:
+    cp = await plane(nodes=2, controllers=["statefulset"])
+    c, ns = cp.client, namespace
+
+    def sts(name: str, **retention: str) -> Obj:
+        return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name}, "spec": {
+            "replicas": 2, "serviceName": name, "selector": {"matchLabels": {"app": name}},
+            "persistentVolumeClaimRetentionPolicy": retention,
+            "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": {"tier": "storage"}}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "containers": [{"name": "c", "image": "postgres:17",
+                                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/pg"}]}]}}}}
+
+    async def claims(app: str) -> dict[str, Obj]:
+        return {p["metadata"]["name"]: p for p in (await c.list(PVC, ns, label_selector=f"app={app}")).items}
+
+    await c.create(STATEFULSET, sts("keep"), ns)
+    await c.create(STATEFULSET, sts("drop", whenScaled="Delete", whenDeleted="Delete"), ns)
+    for app in ("keep", "drop"):
+        await eventually(lambda app=app: running_pods(c, ns, f"app={app}"), lambda ps: len(ps) == 2,
+                         what=f"{app} has 2 pods")
+    kept = await claims("keep")
+    assert sorted(kept) == ["data-keep-0", "data-keep-1"]
+    assert kept["data-keep-1"]["metadata"]["labels"] == {"tier": "storage", "app": "keep"}
+    assert kept["data-keep-1"]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert not kept["data-keep-1"]["metadata"].get("ownerReferences")  # Retain: nothing owns them
+    pod1 = await c.get(POD, "keep-1", ns)
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-keep-1"}} in pod1["spec"]["volumes"]
+    dropped = await claims("drop")
+    assert [r["kind"] for r in dropped["data-drop-0"]["metadata"]["ownerReferences"]] == ["StatefulSet"]
+    for app in ("keep", "drop"):
+        await c.patch(STATEFULSET, app, {"spec": {"replicas": 1}}, ns)
+    await eventually(lambda: claims("drop"), lambda cs: sorted(cs) == ["data-drop-0"], what="scaled claim deleted")
+    await eventually(lambda: running_pods(c, ns, "app=keep"), lambda ps: len(ps) == 1, what="keep scaled down")
+    assert (await claims("keep"))["data-keep-1"]["metadata"]["uid"] == kept["data-keep-1"]["metadata"]["uid"]
+    # scaling up again: the retained claim is the new pod's, not a fresh one
+    await c.patch(STATEFULSET, "keep", {"spec": {"replicas": 2}}, ns)
+    await eventually(lambda: running_pods(c, ns, "app=keep"), lambda ps: len(ps) == 2, what="keep scaled up")
+    assert (await claims("keep"))["data-keep-1"]["metadata"]["uid"] == kept["data-keep-1"]["metadata"]["uid"]
+    await c.delete(STATEFULSET, "drop", ns)  # whenDeleted: Delete — the claims go with the set
+    await c.delete(STATEFULSET, "keep", ns)
+    await eventually(lambda: claims("drop"), lambda cs: not cs, what="claims deleted with the set")
+    assert sorted(await claims("keep")) == ["data-keep-0", "data-keep-1"]

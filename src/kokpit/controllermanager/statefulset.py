@@ -6,7 +6,8 @@ from the highest ordinal down to ``partition``, one at a time, each only when al
 failed pod is deleted and recreated under the same name.  Revisions are ControllerRevisions (the pods'
 ``controller-revision-hash``), as ``kubectl rollout status|undo statefulset`` expect.  Stateful services
 need this identity, which is why kokpit's maintenance flows hand such pods to their own MigrateController
-instead of counting on a ReplicaSet to recreate them anywhere.
+instead of counting on a ReplicaSet to recreate them anywhere.  ``volumeClaimTemplates`` give every
+ordinal its own PersistentVolumeClaims, kept or deleted as the retention policy says (:mod:`._claims`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from kokpit._lib.podutil import TERMINAL_PHASES, is_ready
 from kokpit.client import POD, AlreadyExistsError, NotFoundError
+from kokpit.controllermanager._claims import PVC, ensure_claims, keep_retention, mount_claims
 from kokpit.controllermanager._common import (
     CONTROLLERREVISION,
     STATEFULSET,
@@ -32,6 +34,7 @@ __all__ = ["StatefulSetController"]
 Obj = dict[str, Any]
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+CLAIM_WAIT = "claim"
 
 
 def _ordinal(sts_name: str, pod: Obj) -> int | None:
@@ -50,6 +53,7 @@ class StatefulSetController:
         self.sts = manager.informers.informer(STATEFULSET)
         self.pods = manager.informers.informer(POD)
         self.revisions = manager.informers.informer(CONTROLLERREVISION)
+        self.claims = manager.informers.informer(PVC)
         ensure_owner_index(self.pods)
         ensure_owner_index(self.revisions)
         self.events = EventRecorder(self.client, "statefulset-controller")
@@ -73,7 +77,11 @@ class StatefulSetController:
             o = _ordinal(name, p)
             if o is not None:
                 by_ord[o] = p
+        await keep_retention(self.client, self.claims, sts, by_ord, replicas)
         acted = await self._sync(sts, by_ord, replicas, ordered, template, update_rev)
+        if acted == CLAIM_WAIT:
+            await self._status(sts, by_ord, replicas, update_rev)
+            return Result(requeue_after=2.0)  # a claim of the same name is still being deleted
         if not acted:
             await self._roll(sts, by_ord, replicas, update_rev)
         return await self._status(sts, by_ord, replicas, update_rev)
@@ -82,8 +90,9 @@ class StatefulSetController:
         return str(((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) or "")
 
     async def _sync(self, sts: Obj, by_ord: dict[int, Obj], replicas: int, ordered: bool, template: Obj,
-                    update_rev: str) -> bool:
-        """Create missing ordinals, replace failed pods, remove surplus ones; True when it acted."""
+                    update_rev: str) -> bool | str:
+        """Create missing ordinals, replace failed pods, remove surplus ones; True when it acted,
+        ``CLAIM_WAIT`` when an ordinal waits for its claim."""
         meta, spec = sts.get("metadata") or {}, sts.get("spec") or {}
         name = str(meta.get("name"))
         for o in range(replicas):
@@ -101,6 +110,12 @@ class StatefulSetController:
                 body["spec"].setdefault("hostname", pod_name)
                 if spec.get("serviceName"):
                     body["spec"].setdefault("subdomain", spec["serviceName"])
+                mount_claims(sts, body, o)
+                waiting = await ensure_claims(self.client, self.claims, self.events, sts, o, pod_name)
+                if waiting is not None:
+                    await self.events.warning(sts, "FailedCreate", f"create Pod {pod_name} in StatefulSet {name} "
+                                                                   f"failed error: {waiting}")
+                    return CLAIM_WAIT
                 try:
                     await self.client.create(POD, body)
                     await self.events.normal(sts, "SuccessfulCreate", f"create Pod {pod_name} in StatefulSet {name} "
