@@ -87,6 +87,8 @@ def controller_manager(
         help="Finished (Succeeded/Failed) pods kept before the oldest are deleted (0: keep them all)."),
     risk_kubeconfig: Path | None = typer.Option(None, "--risk-kubeconfig", help="Meta cluster kubeconfig: ask "
                                                 "its risk center (node-drain) before taint-based eviction."),
+    risk_in_cluster: bool = typer.Option(False, "--risk-in-cluster", help="Reach the meta cluster's risk center "
+                                         "as the Pod's own ServiceAccount (what the cluster operator gives it)."),
     risk_cluster: str = typer.Option("", "--risk-cluster", help="This business cluster's Cluster name."),
     risk_namespace: str = typer.Option("default", "--risk-namespace", help="That Cluster's namespace."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -103,6 +105,8 @@ def controller_manager(
     _check(kubeconfig)
     if risk_kubeconfig is not None and (not risk_kubeconfig.is_file() or not risk_cluster):
         fail("--risk-kubeconfig needs an existing file and --risk-cluster NAME")
+    if risk_in_cluster and (risk_kubeconfig is not None or not risk_cluster):
+        fail("--risk-in-cluster needs --risk-cluster NAME and no --risk-kubeconfig")
     names = list(CONTROLLERS) if controllers.strip() == "*" else [c.strip() for c in controllers.split(",") if c.strip()]
     unknown = [n for n in names if n not in CONTROLLERS]
     if unknown:
@@ -111,7 +115,7 @@ def controller_manager(
     try:
         opts = ControllerManagerOptions(controllers=names, pod_update_batch_period=pod_update_batch_period,
                                         risk=RiskAccess(risk_kubeconfig, risk_cluster, risk_namespace)
-                                        if risk_kubeconfig is not None else None)
+                                        if risk_kubeconfig is not None or risk_in_cluster else None)
         opts.pod_gc.terminated_threshold = terminated_pod_gc_threshold
         asyncio.run(run_controller_manager(kubeconfig, opts, _component(metrics_host, metrics_port,
                                                                         metrics_token_file, leader_elect, qps)))

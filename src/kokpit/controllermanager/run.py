@@ -44,11 +44,19 @@ CONTROLLERS: dict[str, Callable[[Manager, ControllerManagerOptions], object]] = 
 @dataclass
 class RiskAccess:
     """The meta cluster whose risk center this business cluster's controller-manager asks, as Cluster
-    ``namespace/cluster`` (``--risk-kubeconfig``, ``--risk-cluster``, ``--risk-namespace``)."""
+    ``namespace/cluster`` (``--risk-kubeconfig`` or ``--risk-in-cluster``, ``--risk-cluster``,
+    ``--risk-namespace``).  ``kubeconfig`` None means in-cluster config: the Pod's own ServiceAccount in the
+    meta cluster, the least-privilege actor identity the cluster operator provisions (as for the machine
+    operator)."""
 
-    kubeconfig: str | Path
+    kubeconfig: str | Path | None
     cluster: str
     namespace: str = "default"
+
+    def client(self) -> Client:
+        if self.kubeconfig is None:
+            return Client.in_cluster(field_manager="kube-controller-manager")
+        return Client.from_kubeconfig(self.kubeconfig, field_manager="kube-controller-manager")
 
 
 @dataclass
@@ -75,7 +83,7 @@ async def run_controller_manager(kubeconfig: str | Path | None, options: Control
     meta: Client | None = None
     permits: PermitClient | None = None
     if options.risk is not None:
-        meta = Client.from_kubeconfig(options.risk.kubeconfig, field_manager="kube-controller-manager")
+        meta = options.risk.client()
         permits = PermitClient(meta, namespace=options.risk.namespace, cluster=options.risk.cluster,
                                holder=f"controller-manager/{options.risk.cluster}")
         options = dataclasses.replace(options, node_lifecycle=dataclasses.replace(
