@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,29 @@ def kokpit(*args: str) -> list[str]:
 
 
 class PodView:
-    """Every pod's node, readiness and owner kind, from one list+watch."""
+    """Every pod's node, readiness and owner kind, from one list+watch.
+
+    The counts the steps wait on are kept incrementally (ready, not deleting, per owner kind and node):
+    at the documented size (30,000 pods) recounting every pod on every watch event would cost this script
+    more CPU than the components it measures."""
 
     def __init__(self) -> None:
         self.pods: dict[str, tuple[str, bool, str, bool]] = {}  # key -> (node, ready, owner kind, deleting)
         self.first_bind: float | None = None
         self.bound_at: list[float] = []
         self.changed = asyncio.Event()
+        self._ready: Counter[tuple[str, str]] = Counter()  # (owner kind, node) -> ready, not deleting pods
+        self._total: Counter[str] = Counter()  # owner kind -> ready, not deleting pods
+
+    def _tally(self, entry: tuple[str, bool, str, bool] | None, n: int) -> None:
+        if entry is not None and entry[1] and not entry[3]:
+            self._ready[(entry[2], entry[0])] += n
+            self._total[entry[2]] += n
 
     def see(self, pod: Obj, deleted: bool = False) -> None:
         meta = pod.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
+        self._tally(self.pods.get(key), -1)
         if deleted:
             self.pods.pop(key, None)
         else:
@@ -68,11 +81,12 @@ class PodView:
             if node and (old is None or not old[0]):
                 self.bound_at.append(time.monotonic())
             self.pods[key] = (node, ready, str(owner), bool(meta.get("deletionTimestamp")))
+            self._tally(self.pods[key], 1)
         self.changed.set()
 
-    def count(self, owner: str, *, ready: bool = True, avoid: set[str] | None = None) -> int:
-        return sum(1 for node, r, o, deleting in self.pods.values()
-                   if o == owner and (r or not ready) and not deleting and not (avoid and node in avoid))
+    def count(self, owner: str, *, avoid: set[str] | None = None) -> int:
+        """Ready, not deleting pods of ``owner`` kind (outside the ``avoid`` nodes)."""
+        return self._total[owner] - sum(self._ready.get((owner, node), 0) for node in avoid or ())
 
 
 async def follow(client: Client, view: PodView) -> None:
