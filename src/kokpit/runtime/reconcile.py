@@ -122,6 +122,16 @@ class ReconcileContext:
     waiting: str | None = None  # the step that answered wait, if any
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message) to record
     requeues: list[float] = field(default_factory=list)
+    # set by StepReconciler.reconcile: write the status as it stands now (see checkpoint())
+    _checkpoint: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def checkpoint(self) -> None:
+        """Write the status as it stands now, before the steps go on: what a step records must be durable
+        before a later step acts on it (a rollout marks targets, then changes them in the same reconcile
+        instead of waiting for the next one).  The status is written again at the end as usual; an exception
+        in a later step keeps what was checkpointed.  Without a skeleton behind the context: nothing."""
+        if self._checkpoint is not None:
+            await self._checkpoint()
 
     @property
     def status(self) -> Obj:
@@ -319,6 +329,11 @@ class StepReconciler(Generic[C]):
         except ValidationError as e:
             return await self.reject(req, helper, INVALID_SPEC, spec_error(e), now, mono)
         ctx = self.context(req, helper.obj, spec, now, mono)
+
+        async def checkpoint() -> None:
+            await self._write(ctx, helper, events=False)
+
+        ctx._checkpoint = checkpoint
         try:
             await run_steps(ctx, self.steps(ctx))
         except InvalidSpec as e:
@@ -353,10 +368,11 @@ class StepReconciler(Generic[C]):
             return raw
         return mine
 
-    async def _write(self, ctx: ReconcileContext, helper: PatchHelper) -> None:
+    async def _write(self, ctx: ReconcileContext, helper: PatchHelper, *, events: bool = True) -> None:
         writes = helper.writes
         out = await helper.patch()
         if helper.writes > writes and isinstance(out, dict) and (out.get("metadata") or {}).get("resourceVersion"):
             self._written[ctx.request] = out
-        for type_, reason, message in ctx.events:
-            await self.record(ctx.obj, type_, reason, message)
+        if events:
+            for type_, reason, message in ctx.events:
+                await self.record(ctx.obj, type_, reason, message)

@@ -20,7 +20,7 @@ from kokpit.api.risk import PermitOutcome
 from kokpit.api.rollout import RolloutConditionType, RolloutReason, TargetState, canary_size
 from kokpit.client import ApiError, Client, ConflictError, NotFoundError, TransportError
 from kokpit.operators.rollout._faults import attributed_faults
-from kokpit.operators.rollout._permits import RolloutPermits
+from kokpit.operators.rollout._permits import Asked, RolloutPermits
 from kokpit.operators.rollout._plan import limit_of
 from kokpit.operators.rollout._schedule import seconds
 from kokpit.runtime import StepResult, Store, act, done, wait
@@ -40,6 +40,7 @@ FINISHED = {S.UPDATED.value, S.FAILED.value, S.MODIFIED.value, S.ROLLED_BACK.val
 TOUCHED_FORWARD = {S.UPDATING.value, S.UPDATED.value, S.FAILED.value}
 CHANGES_PER_RECONCILE = 500  # target spec changes written by one reconcile (the rest: the next one)
 CHANGE_CONCURRENCY = 32
+PERMIT_CONCURRENCY = 32  # permits asked, renewed or released at once
 HEALTH_FAILED = "health check failed: "
 
 
@@ -169,27 +170,37 @@ class Progress:
         for t in ctx.targets:
             if t.get("permit"):
                 open_by_permit[t["permit"]].append(t)
-        keep = []
-        for key in keys:
+        slots = asyncio.Semaphore(PERMIT_CONCURRENCY)
+
+        async def settle(key: str) -> bool:
+            """Renew or release one permit; whether it is still held."""
             covered = open_by_permit.get(key, [])
-            if covered and all(t.get("state") in FINISHED for t in covered):
-                failed = [t["name"] for t in covered if t.get("state") == S.FAILED.value]
-                await self.permits.release(key, PermitOutcome.FAILED if failed else PermitOutcome.SUCCEEDED,
-                                           f"failed: {', '.join(failed)}" if failed else "")
-                continue
             if not covered:  # asked for but nothing was granted under it (yet)
-                keep.append(key)
-                continue
-            await self.permits.renew(key, ctx.now)
-            keep.append(key)
+                return True
+            async with slots:
+                if all(t.get("state") in FINISHED for t in covered):
+                    failed = [t["name"] for t in covered if t.get("state") == S.FAILED.value]
+                    await self.permits.release(key, PermitOutcome.FAILED if failed else PermitOutcome.SUCCEEDED,
+                                               f"failed: {', '.join(failed)}" if failed else "")
+                    return False
+                await self.permits.renew(key, ctx.now)
+                return True
+
+        held = await asyncio.gather(*(settle(k) for k in keys))
+        keep = [k for k, h in zip(keys, held, strict=True) if h]
         ctx.status["permits"] = keep
         if keep:
             ctx.requeue_after(30.0)
         return done()
 
     async def release_all(self, ctx: RolloutCtx, outcome: PermitOutcome, message: str) -> None:
-        for key in ctx.status.get("permits") or []:
-            await self.permits.release(key, outcome, message)
+        slots = asyncio.Semaphore(PERMIT_CONCURRENCY)
+
+        async def release(key: str) -> None:
+            async with slots:
+                await self.permits.release(key, outcome, message)
+
+        await asyncio.gather(*(release(k) for k in ctx.status.get("permits") or []))
         ctx.status["permits"] = []
 
     async def _admit(self, ctx: RolloutCtx, candidates: list[Obj], back: bool, step: int) -> list[Obj]:
@@ -206,15 +217,28 @@ class Progress:
                  f"{'back' if back else 'forward'}"
         permits: list[str] = list(ctx.status.get("permits") or [])
         asked_keys: set[str] = set()
-        for cluster, ts in sorted(groups.items()):
-            scope = [ctx.ops.permit_scope(t)[1] for t in ts]
-            if ctx.ops.op.target_kind.value == "Cluster":
-                scope = ["control-plane"]
-            try:
-                asked = await self.permits.ask(ctx.ops.op, ns, cluster, scope, holder=ctx.holder, intent=intent,
-                                               repair=back, reason=f"{ctx.key}: {ctx.status.get('change')}"[:1024])
-            except (ApiError, TransportError) as e:
-                waiting.append(f"{cluster}: cannot ask the risk center: {e}")
+        slots = asyncio.Semaphore(PERMIT_CONCURRENCY)
+        reason = f"{ctx.key}: {ctx.status.get('change')}"[:1024]
+        op = ctx.ops.op
+
+        async def ask(cluster: str, ts: list[Obj]) -> Asked | str:
+            assert ctx.ops is not None
+            scope = ["control-plane"] if op.target_kind.value == "Cluster" else \
+                [ctx.ops.permit_scope(t)[1] for t in ts]
+            async with slots:
+                try:
+                    return await self.permits.ask(op, ns, cluster, scope, holder=ctx.holder, intent=intent,
+                                                  repair=back, reason=reason)
+                except (ApiError, TransportError) as e:
+                    return f"{cluster}: cannot ask the risk center: {e}"
+
+        # one permit per cluster (a Cluster rollout: per target), asked at once: a batch of thousands of
+        # Clusters must not wait for thousands of round trips one after the other
+        order = sorted(groups.items())
+        answers = await asyncio.gather(*(ask(cluster, ts) for cluster, ts in order))
+        for (_, ts), asked in zip(order, answers, strict=True):
+            if isinstance(asked, str):
+                waiting.append(asked)
                 continue
             asked_keys.add(asked.key)
             if asked.key not in permits:
@@ -234,6 +258,7 @@ class Progress:
                     if not back:
                         t["step"] = step
                     marked.append(t)
+        ctx.marked += len(marked)
         # a permit asked for an earlier set of candidates (still queued) is withdrawn
         live = {t.get("permit") for t in ctx.targets}
         for key in list(permits):

@@ -12,9 +12,10 @@ Its steps, each idempotent and safe to repeat after a kill -9 at any line:
    (forward, stopped, or rolling back), remembered in the ``Aborted`` / ``RolledBack`` conditions;
 5. ``targets_in_flight_are_observed`` — what each touched target reports (done, failed, a fault attributed
    to the rollout, changed by someone else, past its progress deadline);
-6. ``marked_targets_run_the_change`` — a target is marked in status first and changed in a later reconcile,
-   so a restarted controller never changes a target it has not recorded (and never twice: a target whose
-   spec already says the new value is not touched again);
+6. ``marked_targets_run_the_change`` — a target is marked in status first and changed only once that is
+   written (a later reconcile, or the same one after a checkpoint of the status), so a restarted controller
+   never changes a target it has not recorded (and never twice: a target whose spec already says the new
+   value is not touched again);
 7. ``permits_are_settled`` — renew held permits, release those whose targets are all finished;
 8. ``touched_targets_are_rolled_back`` or ``steps_are_worked_through`` — the direction's work.
 """
@@ -85,6 +86,7 @@ class RolloutCtx(ReconcileContext):
     direction: str = "forward"  # forward | stopped | back
     risk: tuple[bool, str, str] | None = None  # RiskPermitted (status, reason, message) when a permit was asked
     waiting_for: str = ""
+    marked: int = 0  # targets marked (granted) in this reconcile, to be changed once that is written
 
     @property
     def targets(self) -> list[Obj]:
@@ -343,10 +345,17 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         return done()
 
     async def the_direction_is_followed(self, ctx: RolloutCtx) -> StepResult:
-        if ctx.direction == "back":
-            return await self.progress.touched_targets_are_rolled_back(ctx)
+        """Work the steps forward (or roll back); targets the risk center granted here are marked, the marks
+        checkpointed (durable), and only then changed — in this reconcile, not one watch event later."""
         if ctx.direction == "stopped":
             return done()
-        return await self.progress.steps_are_worked_through(ctx)
+        if ctx.direction == "back":
+            res = await self.progress.touched_targets_are_rolled_back(ctx)
+        else:
+            res = await self.progress.steps_are_worked_through(ctx)
+        if ctx.marked:
+            await ctx.checkpoint()
+            await self.progress.marked_targets_run_the_change(ctx)
+        return res
 
 
