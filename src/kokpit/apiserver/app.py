@@ -128,7 +128,7 @@ class App:
             if self.rbac is not None and self.auth is not None:  # impersonation, then RBAC (rbac_requests.py)
                 user = self.rbac.check(user, scope["method"], info.resource_request, info.verb, info.group,
                                        info.resource, info.subresource, info.namespace, info.name, path,
-                                       headers, scope["headers"])
+                                       headers, scope["headers"], query.get("fieldSelector", ""))
             if info.verb == "watch":
                 rt = resource_type(self.registry, info)
                 await serve_watch(self.rest, self.store, rt, info.namespace if rt.namespaced else None,

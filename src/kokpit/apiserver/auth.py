@@ -108,9 +108,13 @@ def forbidden_message(user: User, verb: str, resource: str, group: str, namespac
 
 
 def forbidden_error(user: User, verb: str, resource: str, group: str, namespace: str | None,
-                    name: str | None, *, subresource: str | None = None, path: str | None = None) -> APIError:
-    """The 403 Status kube-apiserver sends, with details {name, group, kind=resource} filled the same way."""
+                    name: str | None, *, subresource: str | None = None, path: str | None = None,
+                    reason: str = "") -> APIError:
+    """The 403 Status kube-apiserver sends, with details {name, group, kind=resource} filled the same way;
+    an authorizer's `reason` is appended as kube's responsewriters.Forbidden does."""
     msg = forbidden_message(user, verb, resource, group, namespace, name, subresource=subresource, path=path)
+    if reason:
+        msg = f"{msg}: {reason}"
     if not resource:
         return forbidden(msg)
     return forbidden(msg, name=name or None, group=group, kind=resource)

@@ -41,8 +41,13 @@ def apiserver(
                                  "take over when it ends (a hot standby replica) instead of failing."),
     instance_name: str = typer.Option("", "--instance-name", help="Name sent as X-Kokpit-Instance on "
                                       "/healthz, /livez and /readyz (default HOST/PID): which replica serves."),
-    authorization_mode: str = typer.Option("RBAC", "--authorization-mode", help="RBAC, or AlwaysAllow "
-                                           "(every authenticated request is allowed: benchmarks only)."),
+    authorization_mode: str = typer.Option("Node,RBAC", "--authorization-mode", help="Node,RBAC (kubelets "
+                                           "decided by the Node authorizer and NodeRestriction, then RBAC), RBAC, "
+                                           "or AlwaysAllow (every authenticated request is allowed: benchmarks "
+                                           "only)."),
+    token_auth_file: Path | None = typer.Option(None, "--token-auth-file", help="kube's static token file (CSV: "
+                                                'token,user,uid,"group1,group2"), e.g. a kubelet as '
+                                                "system:node:NAME in group system:nodes."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the embedded Kubernetes-compatible API server."""
@@ -58,7 +63,7 @@ def apiserver(
                           event_ttl=event_ttl, bookmark_interval=bookmark_interval,
                           tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file, ca_file=ca_file,
                           token_file=token_file, standby=standby, instance=instance_name,
-                          authorization_mode=authorization_mode,
+                          authorization_mode=authorization_mode, token_auth_file=token_auth_file,
                           kubelet_client_cert_file=kubelet_client_certificate,
                           kubelet_client_key_file=kubelet_client_key))
     except DataDirInUse as e:

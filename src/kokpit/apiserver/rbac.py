@@ -17,7 +17,9 @@ the revoking request returned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "Attributes",
     "CompiledRule",
     "RBACAuthorizer",
+    "StoreWorker",
     "compile_rule",
     "covers",
     "service_account_username",
@@ -182,6 +185,34 @@ def _describe_subject(kind: str, key: str) -> str:
         ns, _, name = key.partition(":")
         return f'ServiceAccount "{name}/{ns}"'
     return f'{kind} "{key}"'
+
+
+class StoreWorker:
+    """A store listener and the one background task that acts on what it heard, started and stopped together:
+    the in-server controllers of RBAC (ServiceAccounts and root CA, ClusterRole aggregation) all work this way.
+
+    `listen()` first (nothing written while a controller reads its initial state is missed, since listeners
+    are called synchronously), then `spawn()` the loop; `stop()` undoes both."""
+
+    def __init__(self, store: Store, on_event: Callable[[Event], None]) -> None:
+        self.store = store
+        self.on_event = on_event
+        self._task: asyncio.Task[None] | None = None
+
+    def listen(self) -> None:
+        self.store.listeners.append(self.on_event)
+
+    def spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        self._task = asyncio.create_task(loop(), name=name)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.store.listeners.remove(self.on_event)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
 
 
 class RBACAuthorizer:

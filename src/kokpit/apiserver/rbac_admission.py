@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import contextvars
 import logging
 import secrets
@@ -28,7 +27,8 @@ from typing import Any
 
 from kokpit.apiserver import errors
 from kokpit.apiserver.auth import User
-from kokpit.apiserver.rbac import RBAC_GROUP, Attributes, RBACAuthorizer, covers
+from kokpit.apiserver.rbac import RBAC_GROUP, Attributes, RBACAuthorizer, StoreWorker, covers
+from kokpit.apiserver.rbac_node import node_identity, node_restriction
 from kokpit.apiserver.rbac_tokens import TokenIssuer
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import ResourceType
@@ -45,6 +45,7 @@ SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 _SA_ANNOTATION = "kubernetes.io/service-account.name"
 _SYSTEM = WriteOptions(field_manager="kokpit-apiserver", field_validation="Ignore")
 _ALNUM = "bcdfghjklmnpqrstvwxz2456789"
+_NODE_RESTRICTED = frozenset({"Node", "Pod", "Lease"})
 
 # the authenticated caller of the request being served; unset for the server's own writes
 current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar("kokpit_user", default=None)
@@ -60,11 +61,17 @@ def _meta(obj: Obj) -> Obj:
 class Admission:
     """Rest's admission hook: called with every object about to be validated (old is None on create)."""
 
-    def __init__(self, store_get: Any, authorizer: RBACAuthorizer) -> None:
+    def __init__(self, store_get: Any, authorizer: RBACAuthorizer, node_restriction: bool = False) -> None:
         self.get = store_get
         self.authorizer = authorizer
+        self.node_restriction = node_restriction  # kube's NodeRestriction plugin (rbac_node.py)
 
     def __call__(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        if self.node_restriction and rt.kind in _NODE_RESTRICTED and rt.group in ("", "coordination.k8s.io"):
+            user = current_user.get()
+            node = node_identity(user) if user is not None else None
+            if node is not None:
+                node_restriction(node, rt.kind, obj, old)
         if rt.group == "" and rt.kind == "Pod" and old is None:
             self._pod(obj)
         elif rt.group == RBAC_GROUP:
@@ -174,7 +181,7 @@ class ServiceAccountControllers:
         self.ca_pem: bytes | None = None
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._bg = StoreWorker(rest.store, self._on_event)
 
     def _enqueue(self, kind: str, key: str) -> None:
         if (kind, key) not in self._queued:
@@ -202,21 +209,16 @@ class ServiceAccountControllers:
 
     async def start(self) -> None:
         store = self.rest.store
-        store.listeners.append(self._on_event)
+        self._bg.listen()
         for bucket, kind in (("/core/namespaces/", "namespace"), ("/core/secrets/", "secret")):
             _rv, items = store.range(bucket)
             for k, e in items:
                 if kind == "namespace" or e.obj.get("type") == SA_TOKEN_TYPE:
                     self._enqueue(kind, k if kind == "namespace" else bucket + k)
-        self._task = asyncio.create_task(self._worker(), name="kokpit-serviceaccounts")
+        self._bg.spawn(self._worker, "kokpit-serviceaccounts")
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.rest.store.listeners.remove(self._on_event)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._bg.stop()
 
     async def _worker(self) -> None:
         while True:

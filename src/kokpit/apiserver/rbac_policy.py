@@ -16,16 +16,17 @@ The embedded server's read-only token (group `kokpit:viewers`) is bound to `view
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
+from kokpit._lib.podutil import selector_matches
 from kokpit.apiserver.errors import APIError
+from kokpit.apiserver.rbac import StoreWorker
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.rest import Rest, WriteOptions
-from kokpit.apiserver.storage.store import Event, Store
+from kokpit.apiserver.storage.store import Event
 
-__all__ = ["Aggregator", "bootstrap_objects", "ensure_bootstrap_policy", "label_selector_matches"]
+__all__ = ["Aggregator", "bootstrap_objects", "ensure_bootstrap_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -182,26 +183,6 @@ async def ensure_bootstrap_policy(rest: Rest, registry: Registry) -> None:
 
 # ------------------------------------------------------------------------------------------ aggregation
 
-def label_selector_matches(sel: Any, labels: dict[str, Any]) -> bool:
-    """A metav1.LabelSelector (matchLabels + matchExpressions); an empty selector matches everything."""
-    if not isinstance(sel, dict):
-        return False
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for ex in sel.get("matchExpressions") or []:
-        key, op, values = ex.get("key"), ex.get("operator"), ex.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 class Aggregator:
     """kube's clusterrole-aggregation controller: an aggregated ClusterRole's rules are the union of the
     rules of every ClusterRole its selectors match, recomputed whenever any ClusterRole changes."""
@@ -210,25 +191,19 @@ class Aggregator:
         self.rest = rest
         self.registry = registry
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._bg = StoreWorker(rest.store, self._on_event)
 
     def _on_event(self, ev: Event) -> None:
         if ev.key.startswith(CLUSTERROLES):
             self._wake.set()
 
     async def start(self) -> None:
-        store: Store = self.rest.store
-        store.listeners.append(self._on_event)
+        self._bg.listen()
         await self.sync()
-        self._task = asyncio.create_task(self._loop(), name="kokpit-rbac-aggregation")
+        self._bg.spawn(self._loop, "kokpit-rbac-aggregation")
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.rest.store.listeners.remove(self._on_event)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._bg.stop()
 
     async def _loop(self) -> None:
         while True:
@@ -254,7 +229,7 @@ class Aggregator:
                 if other == name:
                     continue
                 labels = (o.get("metadata") or {}).get("labels") or {}
-                if any(label_selector_matches(s, labels) for s in sels):
+                if any(isinstance(s, dict) and selector_matches(s, labels) for s in sels):
                     for r in o.get("rules") or []:
                         if r not in rules:
                             rules.append(r)

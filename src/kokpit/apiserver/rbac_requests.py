@@ -16,6 +16,7 @@ from kokpit.apiserver import errors
 from kokpit.apiserver.auth import ADMIN_GROUP, User, forbidden_error
 from kokpit.apiserver.rbac import RBAC_GROUP, Attributes, RBACAuthorizer
 from kokpit.apiserver.rbac_admission import current_user
+from kokpit.apiserver.rbac_node import NodeAuthorizer, node_identity, token_restriction
 from kokpit.apiserver.rbac_tokens import TokenIssuer, token_request
 from kokpit.apiserver.resources import PrinterColumn, ResourceType
 
@@ -108,17 +109,31 @@ class Authorization:
     """The RBAC authorizer as the HTTP layer uses it."""
 
     def __init__(self, authorizer: RBACAuthorizer, issuer: TokenIssuer,
-                 authenticate: Callable[[str], User | None] | None = None) -> None:
+                 authenticate: Callable[[str], User | None] | None = None,
+                 node: NodeAuthorizer | None = None) -> None:
         self.authorizer = authorizer
         self.issuer = issuer
         # every token the server accepts (static and ServiceAccount), for TokenReview
         self.authenticate = authenticate or issuer.authenticate
         self.enabled = True  # off only for the benchmark's same-run comparison
+        self.node = node  # --authorization-mode=Node,RBAC: kubelets are decided by the Node authorizer first
+
+    def decide(self, a: Attributes, field_selector: str = "") -> tuple[bool, str]:
+        """kube's union authorizer over Node then RBAC: (allowed, reason); a refusal's reason is the Node
+        authorizer's, which kube appends to the 403 message."""
+        node = node_identity(a.user) if self.node is not None else None
+        if node is None or self.node is None:
+            return self.authorizer.authorize(a)
+        ok, why = self.node.authorize(a, node, field_selector)
+        if ok:
+            return True, "allowed by the Node authorizer"
+        allowed, reason = self.authorizer.authorize(a)
+        return (True, reason) if allowed else (False, why)
 
     # ------------------------------------------------------------------ the per-request check
     def check(self, user: User | None, method: str, resource_request: bool, verb: str, group: str,
               resource: str, subresource: str, namespace: str | None, name: str, path: str,
-              headers: dict[str, str], raw_headers: list[tuple[bytes, bytes]]) -> User:
+              headers: dict[str, str], raw_headers: list[tuple[bytes, bytes]], field_selector: str = "") -> User:
         """Impersonate if asked, then authorize; returns the user the request runs as, or raises 403."""
         user = user or ANONYMOUS
         if any(h in headers for h in _IMPERSONATE) or any(h.startswith("impersonate-extra-") for h in headers):
@@ -129,9 +144,18 @@ class Authorization:
         if not resource_request:
             verb = method.lower()
         a = Attributes(user, verb, resource_request, group, resource, subresource, namespace or "", name, path)
-        if not self.authorizer.allowed(a):
+        allowed, reason = self.decide(a, field_selector)
+        if not allowed:
             raise forbidden_error(user, verb, resource, group, namespace or "", name,
-                                  subresource=subresource or None, path=None if resource_request else path)
+                                  subresource=subresource or None, path=None if resource_request else path,
+                                  reason=reason)
+        if self.node is not None and group == "" and resource == "pods" and name and (
+                (verb == "delete" and not subresource) or (verb == "create" and subresource == "eviction")):
+            node = node_identity(user)
+            if node is not None and self.node.pod_bound_here(node, namespace or "", name) is False:
+                what = "delete" if verb == "delete" else "evict"
+                raise errors.APIError(403, "Forbidden", f'pods "{name}" is forbidden: node "{node}" can only '
+                                      f"{what} pods with spec.nodeName set to itself", name=name, kind="pods")
         return user
 
     def _impersonate(self, user: User, headers: dict[str, str], raw: list[tuple[bytes, bytes]]) -> User:
@@ -158,7 +182,7 @@ class Authorization:
         checks += [("authentication.k8s.io", f"userextras/{k}", "", v) for k, vs in extra.items() for v in vs]
         for group, resource, ns, value in checks:
             res, _, sub = resource.partition("/")
-            if not self.authorizer.allowed(Attributes(user, "impersonate", True, group, res, sub, ns, value)):
+            if not self.decide(Attributes(user, "impersonate", True, group, res, sub, ns, value))[0]:
                 raise forbidden_error(user, "impersonate", res, group, ns, value, subresource=sub or None)
         return User(name, _with_authenticated(name, groups), uid,
                     tuple((k, tuple(v)) for k, v in extra.items()))
@@ -171,6 +195,9 @@ class Authorization:
     def create(self, rt: ResourceType, namespace: str | None, name: str, body: Any, user: User | None) -> Obj:
         user = user or ANONYMOUS
         if rt.kind == "ServiceAccount":
+            node = node_identity(user) if self.node is not None else None
+            if node is not None and self.node is not None:
+                token_restriction(node, self.node, namespace or "", name, body)
             return token_request(self.issuer, namespace or "", name, body)
         def bad(what: str) -> errors.APIError:  # kube's decoder: a wrong shape is a 400, not a 422
             return errors.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
@@ -229,7 +256,8 @@ class Authorization:
         else:
             assert nra is not None
             a = Attributes(subject, str(nra.get("verb") or ""), False, path=str(nra.get("path") or ""))
-        allowed, reason = self.authorizer.authorize(a)
+        allowed, reason = self.decide(a, str((ra or {}).get("fieldSelector", {}).get("rawSelector") or "")
+                                      if isinstance((ra or {}).get("fieldSelector"), dict) else "")
         if allowed and not reason:
             reason = "allowed by the system:masters group"
         return {"allowed": allowed, "reason": reason} if reason else {"allowed": allowed}

@@ -28,13 +28,14 @@ import uvicorn
 
 from kokpit.apiserver import builtins, schema, subresources
 from kokpit.apiserver.app import App, AppConfig
-from kokpit.apiserver.auth import Authenticator
+from kokpit.apiserver.auth import Authenticator, load_token_file
 from kokpit.apiserver.controllers import Controllers
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.pki import Tokens, ensure_pki, ensure_tokens, write_kubeconfig
 from kokpit.apiserver.priority import PriorityAdmission, ensure_system_priority_classes
 from kokpit.apiserver.rbac import RBACAuthorizer
 from kokpit.apiserver.rbac_admission import Admission, ServiceAccountControllers
+from kokpit.apiserver.rbac_node import NodeAuthorizer
 from kokpit.apiserver.rbac_policy import Aggregator, ensure_bootstrap_policy
 from kokpit.apiserver.rbac_requests import Authorization, rbac_resource_types
 from kokpit.apiserver.rbac_tokens import TokenIssuer, load_or_create_key
@@ -42,12 +43,13 @@ from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.rest import NAMESPACE_FINALIZER, Rest, WriteOptions
 from kokpit.apiserver.storage.store import Store
 
-__all__ = ["DataDirInUse", "ServerOptions", "build", "run"]
+__all__ = ["AUTHORIZATION_MODES", "DataDirInUse", "ServerOptions", "build", "run"]
 
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = "1"
 _DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+AUTHORIZATION_MODES = ("Node,RBAC", "RBAC", "AlwaysAllow")
 
 
 class DataDirInUse(RuntimeError):
@@ -80,8 +82,11 @@ class ServerOptions:
     standby: bool = False
     standby_poll: float = 0.2
     instance: str = ""  # the name this process answers health checks with (default host/pid)
-    # kube-apiserver's --authorization-mode: RBAC, or AlwaysAllow (every authenticated request; benchmarks)
-    authorization_mode: str = "RBAC"
+    # kube-apiserver's --authorization-mode: Node,RBAC (kubelets by the Node authorizer and NodeRestriction,
+    # everyone by RBAC), RBAC, or AlwaysAllow (every authenticated request; benchmarks)
+    authorization_mode: str = "Node,RBAC"
+    # kube-apiserver's --token-auth-file (CSV token,user,uid,"groups"): e.g. kubelets as system:node:NAME
+    token_auth_file: Path | None = None
     service_account_key_file: Path | None = None  # RSA key signing ServiceAccount tokens (default DATA/sa.key)
 
 
@@ -185,14 +190,17 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
     app = App(store, registry, rest, auth, AppConfig(version_label=opts.version_label, server_address=address,
                                                        instance=instance,
                                                        bookmark_interval=opts.bookmark_interval))
-    if opts.authorization_mode not in ("RBAC", "AlwaysAllow"):
-        raise RuntimeError(f"--authorization-mode must be RBAC or AlwaysAllow (got {opts.authorization_mode!r})")
+    if opts.authorization_mode not in AUTHORIZATION_MODES:
+        raise RuntimeError(f"--authorization-mode must be one of {', '.join(AUTHORIZATION_MODES)} (got "
+                           f"{opts.authorization_mode!r})")
     issuer = TokenIssuer(load_or_create_key(opts.service_account_key_file or opts.data_dir / "sa.key"), store)
     authorizer = RBACAuthorizer(store)
-    authorization = Authorization(authorizer, issuer)
-    authorization.enabled = opts.authorization_mode == "RBAC"
+    nodes = NodeAuthorizer(store) if opts.authorization_mode.startswith("Node,") else None
+    authorization = Authorization(authorizer, issuer, node=nodes)
+    authorization.enabled = opts.authorization_mode != "AlwaysAllow"
     app.rbac = authorization
-    service_accounts, priorities = Admission(store.get, authorizer), PriorityAdmission(rest, registry)
+    service_accounts = Admission(store.get, authorizer, node_restriction=nodes is not None)
+    priorities = PriorityAdmission(rest, registry)
 
     def admit(rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         priorities(rt, obj, old)
@@ -256,7 +264,11 @@ async def serve(opts: ServerOptions) -> None:
         if lock is None:
             return
     tokens = _load_tokens(opts.token_file) if opts.token_file else ensure_tokens(data_dir)
-    auth = Authenticator(tokens)
+    try:
+        static = load_token_file(opts.token_auth_file) if opts.token_auth_file else None
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"--token-auth-file: {e}") from None
+    auth = Authenticator(tokens, extra=static)
     built = await build(opts, auth, lock)
     ssl_kwargs: dict[str, Any] = {}
     ca_pem: bytes | None = None
@@ -334,6 +346,8 @@ async def _shutdown(built: Built) -> None:
     await built.sa_controllers.stop()
     await built.aggregator.stop()
     built.authorization.authorizer.close()
+    if built.authorization.node is not None:
+        built.authorization.node.close()
     await built.controllers.stop()
     await built.store.close()
     built.lock.close()
