@@ -22,7 +22,7 @@ def _cm(name: str) -> bytes:
                        "data": {"k": name}}).encode()
 
 
-def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and text in path.read_text(errors="replace"):

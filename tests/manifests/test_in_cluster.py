@@ -14,26 +14,28 @@ of a real install would change too.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from kokpit._lib.metricsserver import scrape
 from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import POD, ApiError, Client, Kind, TransportError
-from kokpit.manifests import component, component_rbac
+from kokpit.manifests import METRICS_READER, component, component_rbac
 from kokpit.operators.cluster import CLUSTER, CPV
 from kokpit.runtime.permits import PERMIT
 from kokpit.up._defaults import DEFAULT_CPV, cluster_body, cpvs
-from kokpit.up._identities import _write_kubeconfig
+from kokpit.up._identities import _write_kubeconfig, node_tokens
+from kokpit.up._up import NODE_TOKENS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NS = "kokpit-system"
@@ -60,10 +62,28 @@ async def _identity(meta: Client, admin: Path, out: Path, name: str) -> Path:
     c = component(name)
     for obj in component_rbac(c, NS):
         await meta.apply(kinds[obj["kind"]], obj, field_manager="test")
+    if c.node:  # the local kubelet is system:node:local, authenticated by the server's --token-auth-file
+        return _write_kubeconfig(admin, out, c.name, c.node_user, node_tokens(out.parent / NODE_TOKENS)[c.node], NS)
     answer = await meta.create_subresource(SA, c.service_account, "token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 7200}}, NS)
     return _write_kubeconfig(admin, out, c.name, f"system:serviceaccount:{NS}:{c.service_account}",
                              answer["status"]["token"], NS)
+
+
+async def _scraper_token(meta: Client, name: str, cluster_role: str | None) -> str:
+    """A ServiceAccount's token, bound to `cluster_role` (Prometheus' identity in a real install)."""
+    await meta.create(SA, {"metadata": {"name": name}}, "default")
+    if cluster_role:
+        await meta.create(Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+                               namespaced=False), {
+            "metadata": {"name": name}, "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role}})
+    answer = await meta.create_subresource(SA, name, "token", {"apiVersion": "authentication.k8s.io/v1",
+                                                                "kind": "TokenRequest", "spec": {}}, "default")
+    return str(answer["status"]["token"])
+
+
+METRICS_PORTS: dict[str, int] = {}  # Deployment -> the metrics port the overlay gave it
 
 
 def _overlay(out: Path) -> Path:
@@ -74,7 +94,7 @@ def _overlay(out: Path) -> Path:
         for d in yaml.safe_load_all(f.read_text()):
             if not d or d.get("kind") != "Deployment":
                 continue
-            port = free_port()
+            port = METRICS_PORTS[d["metadata"]["name"]] = free_port()
             c = d["spec"]["template"]["spec"]["containers"][0]
             args = [f"--metrics-port={port}" if a.startswith("--metrics-port") else a for a in c["args"]]
             patch = {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -111,6 +131,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+@pytest.fixture
+def apiserver(tmp_path: Path) -> Iterator[ApiServerProcess]:
+    """The meta API server as `kokpit up` starts it: the local kubelet's token in --token-auth-file."""
+    node_tokens(tmp_path / NODE_TOKENS)
+    srv = ApiServerProcess(tmp_path / "apiserver", extra_args=["--bookmark-interval", "1", "--token-auth-file",
+                                                               str(tmp_path / NODE_TOKENS)]).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.mark.timeout(900)
 async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServerProcess, kubectl_bin: str,
                                                             tmp_path: Path) -> None:
@@ -128,13 +160,8 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
         kcm_log = tmp_path / "controller-manager.log"
         kcm = _start(kcm_log, "controller-manager", "--kubeconfig",
                      str(await _identity(meta, admin, tmp_path / "ids", "meta-controller-manager")),
-                     "--controllers", "deployment,replicaset,disruption", "--metrics-port", str(free_port()),
-                     "--metrics-token-file", str(apiserver.data_dir / "tokens.json"))
+                     "--controllers", "deployment,replicaset,disruption", "--metrics-port", str(free_port()))
         try:
-            # made at install, as docs/install.md says: the token /metrics is served to
-            await meta.create(Kind("", "v1", "Secret", "secrets"), {
-                "metadata": {"name": "kokpit-metrics-token", "namespace": NS},
-                "data": {"token": base64.b64encode(b"t" * 40).decode()}}, NS)
             # the Deployment's ReplicaSet makes the operator's Pod from the template; the kubelet runs it
             deadline = time.monotonic() + READY_WITHIN
             pods: list[dict[str, Any]] = []
@@ -165,6 +192,11 @@ async def test_operator_from_the_manifests_manages_a_cluster(apiserver: ApiServe
                 assert time.monotonic() < deadline, op.get("status")
                 await asyncio.sleep(0.5)
                 op = await meta.get(POD, name, NS)
+            # /metrics is served to whom the API server allows: no token Secret was made for it
+            url = f"https://127.0.0.1:{METRICS_PORTS['kokpit-cluster-operator']}/metrics"
+            code, body = await scrape(url, await _scraper_token(meta, "prometheus", METRICS_READER))
+            assert code == 200 and b"kokpit_" in body, (code, body[:300])
+            assert (await scrape(url, await _scraper_token(meta, "stranger", None)))[0] == 403
             pid = str(op["status"]["containerStatuses"][0]["containerID"]).removeprefix("kokpit://")
             lease = await meta.get(LEASE, "kokpit-cluster-operator", NS)
             assert f"_{pid}_" in lease["spec"]["holderIdentity"], lease["spec"]

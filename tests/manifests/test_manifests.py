@@ -64,6 +64,9 @@ def test_least_privilege() -> None:
     """No wildcards, Secrets only for the component that makes PKI (and, read by name, the risk center that
     observes business clusters through their kubeconfigs), nothing cluster-scoped beyond the table."""
     roles = [o for o in _objects() if o["kind"] in ("ClusterRole", "Role")]
+    reader = next(r for r in roles if r["metadata"]["name"] == "kokpit:metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]  # what a scraper is bound to
+    roles.remove(reader)
     for r in roles:
         if r["metadata"]["name"].startswith("kokpit:aggregate-to-"):
             assert r["rules"] == [{"apiGroups": ["kokpit.io"], "resources": ["*"], "verbs": r["rules"][0]["verbs"]}]
@@ -77,6 +80,16 @@ def test_least_privilege() -> None:
     # cluster's kubeconfig Secret by name (no list, no write)
     assert set(secret_readers) == {"kokpit:cluster-operator", "kokpit:rollout-controller", "kokpit:risk-center"}
     assert secret_readers["kokpit:rollout-controller"] == ["get"] and secret_readers["kokpit:risk-center"] == ["get"]
+    # /metrics is authorized by the API server: each Deployment's identity may ask it, and nothing more
+    for d in (o for o in _objects() if o["kind"] == "Deployment"):
+        role = next(r for r in roles if r["kind"] == "ClusterRole" and r["metadata"]["name"] == "kokpit:"
+                    + d["metadata"]["name"].removeprefix("kokpit-"))
+        reviews = [rule for rule in role["rules"] if rule["apiGroups"][0].startswith("authori")
+                   or rule["apiGroups"][0].startswith("authenti")]
+        assert reviews == [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                           {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+                            "verbs": ["create"]}], role
+        assert not any(v.get("secret") for v in d["spec"]["template"]["spec"].get("volumes") or []), d
     leases = [r for r in roles if any("leases" in rule["resources"] for rule in r["rules"])]
     assert all(r["kind"] == "Role" for r in leases)  # leader election stays in kokpit's namespace
 

@@ -280,18 +280,22 @@ def stop_and_check_no_orphans(up: Up) -> None:
 
 
 def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
-    """The kubelet and the cluster operator ran the fleet up as their ServiceAccounts, with the RBAC of the
-    install manifests, and were never refused anything (a missing permission shows up as a 403 in a log)."""
-    for name in ("local-kubelet", "cluster-operator"):
+    """The cluster operator ran the fleet up as its ServiceAccount, with the RBAC of the install manifests, the
+    local kubelet as the node `system:node:local` (Node authorizer), and neither was ever refused anything (a
+    missing permission shows up as a 403 in a log)."""
+    for name, user in (("local-kubelet", "system:node:local"),
+                       ("cluster-operator", "system:serviceaccount:kokpit-system:kokpit-cluster-operator")):
         kc = data_dir / "identities" / f"{name}.kubeconfig"
         who = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "whoami", "-o", "json"],
                              capture_output=True, text=True, timeout=30)
         assert who.returncode == 0, who.stderr
-        assert json.loads(who.stdout)["status"]["userInfo"]["username"] == \
-            f"system:serviceaccount:kokpit-system:kokpit-{name}"
-        can = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "can-i", "create",
-                              "clusterrolebindings"], capture_output=True, text=True, timeout=30)
-        assert can.stdout.strip() == "no"
+        assert json.loads(who.stdout)["status"]["userInfo"]["username"] == user
+        for verb, what in (("create", "clusterrolebindings"), ("get", "secrets/used-by-no-pod")):
+            if name == "cluster-operator" and verb == "get":
+                continue  # it keeps the clusters' Secrets
+            can = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "can-i", verb, what, "-n",
+                                  "default"], capture_output=True, text=True, timeout=30)
+            assert can.stdout.split()[:1] == ["no"], (name, verb, what, can.stdout, can.stderr)
     viewer = data_dir / "meta" / "viewer.kubeconfig"  # kube's `view`, which kokpit's kinds join by aggregation
     seen = subprocess.run([kubectl_bin, "--kubeconfig", str(viewer), "get", "clusters", "-n", "default", "-o", "name"],
                           capture_output=True, text=True, timeout=30)

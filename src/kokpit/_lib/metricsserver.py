@@ -6,6 +6,11 @@ server's ``tokens.json``: its admin and read-only tokens; any string value of a 
 per line, is accepted).  ``/healthz``, ``/livez`` and ``/readyz`` answer anyone, as kube-apiserver's do,
 because kubelets probe them without credentials and they reveal nothing but "ok".
 
+A component that talks to an API server can instead hand the decision to it (``authorize``), as
+controller-runtime's secure metrics and kube-rbac-proxy do: the token is reviewed (TokenReview) and the
+user must be allowed ``get`` on the non-resource URL ``/metrics`` (SubjectAccessReview), so a cluster grants
+scraping with RBAC (``kokpit:metrics-reader``) and no token Secret needs to be made by hand.
+
 The serving certificate is made in memory at start (a fresh CA and certificate for the bound address),
 like kube-controller-manager's self-signed default: the token, not the certificate, is the protection, and
 scrapers reach the address they were told (``kokpit status`` lists them).
@@ -20,7 +25,7 @@ import ipaddress
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -69,11 +74,13 @@ class MetricsServer:
     """
 
     def __init__(self, registry: CollectorRegistry, *, host: str, port: int, tokens: list[str],
-                 ready: Callable[[], bool] | None = None) -> None:
+                 ready: Callable[[], bool] | None = None,
+                 authorize: Callable[[str], Awaitable[int]] | None = None) -> None:
         if not host or host in ("0.0.0.0", "::"):
             raise ValueError("the metrics endpoint binds to one address, not a wildcard")
-        if not tokens:
+        if not tokens and authorize is None:
             raise ValueError("the metrics endpoint needs at least one bearer token")
+        self.authorize = authorize  # token -> 200, 401 or 403 (the API server's answer), for tokens not above
         self.registry = registry
         self.host = host
         self.port = port
@@ -97,12 +104,20 @@ class MetricsServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
+    async def _authorized(self, headers: dict[str, str]) -> int:
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
+        if scheme.lower() != "bearer" or not token.strip():
+            return 401
         given = token.strip().encode()
-        return any(hmac.compare_digest(given, t) for t in self._tokens)  # each compared in constant time
+        if any(hmac.compare_digest(given, t) for t in self._tokens):  # each compared in constant time
+            return 200
+        if self.authorize is None:
+            return 401
+        try:
+            return await self.authorize(token.strip())
+        except Exception as e:  # the API server is unreachable: refuse, never open
+            log.warning("metrics: cannot review a token with the API server: %s", e)
+            return 401
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -125,11 +140,13 @@ class MetricsServer:
                 code, body = (200, b"ok") if ok else (503, b"not ready")
             elif path != "/metrics":
                 code, body = 404, b"not found"
-            elif not self._authorized(headers):
+            elif (auth := await self._authorized(headers)) == 401:
                 code, body = 401, b"Unauthorized: a bearer token of this cluster is required"
+            elif auth != 200:
+                code, body = 403, b'Forbidden: the user may not get "/metrics"'
             else:
                 code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-            reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
                       503: "Service Unavailable"}[code]
             extra = "WWW-Authenticate: Bearer\r\n" if code == 401 else ""
             head = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"

@@ -16,16 +16,21 @@ METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve /metrics (HTTPS,
                             "/readyz on this port (0: any free one; default: off). Needs --metrics-token-file.")
 METRICS_HOST = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics endpoint binds to.")
 METRICS_TOKEN_FILE = typer.Option(None, "--metrics-token-file", help="Bearer tokens /metrics accepts: the "
-                                  "cluster API server's tokens.json ({admin, readonly}) or one per line.")
+                                  "cluster API server's tokens.json ({admin, readonly}) or one per line. Without "
+                                  "it the API server decides (TokenReview, then SubjectAccessReview for get on "
+                                  "/metrics: bind the kokpit:metrics-reader ClusterRole).")
 
 
-def metrics_tokens(port: int | None, token_file: Path | None) -> list[str] | None:
-    """The tokens for ``--metrics-port`` (None when metrics are off); a clear error when they are missing."""
+def metrics_tokens(port: int | None, token_file: Path | None, *, delegated: bool = True) -> list[str] | None:
+    """The tokens for ``--metrics-port`` (None when metrics are off; ``[]``: ask the API server, for a component
+    that has one, i.e. ``delegated``); a clear error when a token file is needed and missing."""
     from kokpit._lib.metricsserver import load_tokens
 
     if port is None:
         return None
     if token_file is None:
+        if delegated:
+            return []
         fail("--metrics-port needs --metrics-token-file: /metrics is served only to holders of the cluster's "
              "bearer tokens")
     try:

@@ -110,7 +110,7 @@ def simulator(
                             fail_probability=fail_probability,
                             fail_rules=rules, metrics_port=metrics_port, metrics_host=metrics_host,
                             fault_report_ttl=fault_report_ttl, fault_report_refresh=fault_report_refresh,
-                            metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
+                            metrics_tokens=metrics_tokens(metrics_port, metrics_token_file, delegated=False) or [])
     if opts.lease_period <= 0:
         fail("--lease-period must be positive")
     try:

@@ -50,6 +50,7 @@ from kokpit.kubelet._projected import TokenCache
 from kokpit.kubelet._spec import pod_dir_name
 from kokpit.kubelet._worker import PodWorker
 from kokpit.runtime import EventRecorder, Handlers, Informer, strip_managed_fields
+from kokpit.runtime.metricsauth import DelegatedMetricsAuth
 
 __all__ = ["Kubelet", "KubeletOptions", "cluster_ca", "run_kubelet"]
 
@@ -95,7 +96,8 @@ class Kubelet:
             self.client.metrics.registry.register(_PodsCollector(self))
             self.metrics = MetricsServer(self.client.metrics.registry, host=self.opts.metrics_host,
                                          port=self.opts.metrics_port, tokens=self.opts.metrics_tokens,
-                                         ready=self._ready.is_set)
+                                         ready=self._ready.is_set, authorize=None if self.opts.metrics_tokens
+                                         else DelegatedMetricsAuth(self.client))  # as kubelet's webhook authz
             await self.metrics.start()
         if fake is None:
             await self.log_server.start()

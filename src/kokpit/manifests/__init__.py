@@ -5,8 +5,10 @@ from kokpit.manifests._rbac import AGGREGATED, COMPONENTS, Component, component
 from kokpit.manifests._render import (
     DEFAULT_IMAGE,
     DEFAULT_NAMESPACE,
+    METRICS_READER,
     ManifestError,
     component_rbac,
+    metrics_reader_role,
     render,
     render_files,
 )
@@ -16,10 +18,12 @@ __all__ = [
     "COMPONENTS",
     "DEFAULT_IMAGE",
     "DEFAULT_NAMESPACE",
+    "METRICS_READER",
     "Component",
     "ManifestError",
     "component",
     "component_rbac",
+    "metrics_reader_role",
     "render",
     "render_files",
 ]

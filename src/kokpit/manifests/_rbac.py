@@ -40,16 +40,31 @@ class Component:
     deployed: bool = True
     args: tuple[str, ...] = field(default_factory=tuple)
     replicas: int = 2
+    # a kubelet: authenticates as system:node:<node> in system:nodes (not a ServiceAccount), so kube's Node
+    # authorizer and NodeRestriction decide what it does; its rules are only what they do not grant
+    node: str = ""
 
     @property
     def service_account(self) -> str:
         return f"kokpit-{self.name}"
+
+    @property
+    def node_user(self) -> str:
+        """A kubelet's user name (kube's system:node:<name>); "" for a ServiceAccount component."""
+        return f"system:node:{self.node}" if self.node else ""
 
 
 _LEADER_ELECTION = rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"),
                         "leader election: one replica reconciles, the others stand by on a Lease in kokpit's "
                         "namespace")
 _EVENTS = rule(("",), ("events",), ("create", "patch"), "Events for people (aggregated: a repeat is a patch)")
+# what kube's system:auth-delegator grants: /metrics is served to whom the API server says may get it
+_METRICS_AUTH = (
+    rule(("authentication.k8s.io",), ("tokenreviews",), ("create",), "/metrics: asks the API server who a "
+         "scraper's bearer token belongs to (TokenReview), as controller-runtime's secure metrics do"),
+    rule(("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), "/metrics: asks whether that user may "
+         "get the non-resource URL /metrics (kokpit:metrics-reader grants it)"),
+)
 
 COMPONENTS: tuple[Component, ...] = (
     Component(
@@ -82,14 +97,14 @@ COMPONENTS: tuple[Component, ...] = (
             rule((_RBAC_GROUP,), ("roles", "rolebindings"), (*_RO, "create", "patch", "delete"), "that identity's "
                  "Role (Permits only) and its binding, in the Cluster's namespace"),
             _EVENTS,
+            *_METRICS_AUTH,
         ),
         namespace_rules=(_LEADER_ELECTION,),
         other_namespace_rules=(("kube-system", (
             rule(("",), ("configmaps",), (*_RO, "create", "delete"), "one record per host port it handed out "
                  "(kube-system, as Kubernetes keeps its own allocations), so a restart never hands one out twice"),
         )),),
-        args=("cluster-operator", "--leader-elect", "--ask-risk-center", "--metrics-port=8080",
-              "--metrics-token-file=/etc/kokpit/metrics/token"),
+        args=("cluster-operator", "--leader-elect", "--ask-risk-center", "--metrics-port=8080"),
     ),
     Component(
         "risk-center",
@@ -108,10 +123,10 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("secrets",), ("get",), "each business cluster's kubeconfig Secret: observes its nodes "
                  "and runs the synthetic pod prober there"),
             _EVENTS,
+            *_METRICS_AUTH,
         ),
         namespace_rules=(_LEADER_ELECTION,),
-        args=("risk-center", "--leader-elect", "--default-policies", "--metrics-port=8080",
-              "--metrics-token-file=/etc/kokpit/metrics/token"),
+        args=("risk-center", "--leader-elect", "--default-policies", "--metrics-port=8080"),
     ),
     Component(
         "rollout-controller",
@@ -129,30 +144,25 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("secrets",), ("get",), "reads a business cluster's <name>-kubeconfig Secret to reach "
                  "its Machines (by name only: no list)"),
             _EVENTS,
+            *_METRICS_AUTH,
         ),
         namespace_rules=(_LEADER_ELECTION,),
-        args=("rollout-controller", "--leader-elect", "--metrics-port=8080",
-              "--metrics-token-file=/etc/kokpit/metrics/token"),
+        args=("rollout-controller", "--leader-elect", "--metrics-port=8080"),
     ),
     Component(
         "local-kubelet",
-        "Embedded mode only: registers Node `local` and runs kokpit Pods as processes (a real meta cluster has "
-        "real kubelets).  The rules are those of kube's system:node role that this kubelet uses.",
+        "Embedded mode only: the kubelet of Node `local`, running kokpit Pods as processes (a real meta cluster "
+        "has real kubelets).  It authenticates as system:node:local in system:nodes, so kube's Node authorizer "
+        "and NodeRestriction decide what it does — its Node and Lease, the Pods bound to it, the Secrets, "
+        "ConfigMaps and ServiceAccount tokens those Pods use.  RBAC adds only what no real kubelet does.",
         cluster_rules=(
-            rule(("",), ("nodes",), ("get", "create", "patch"), "registers its Node"),
-            rule(("",), ("nodes/status",), ("patch",), "reports the Node's conditions and capacity"),
-            rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update", "patch"),
-                 "renews its Node Lease in kube-node-lease"),
-            rule(("",), ("pods",), (*_RO, "delete"), "watches the Pods bound to it (and pending ones); removes a "
-                 "Pod once its processes ended"),
-            rule(("",), ("pods/status",), ("patch",), "reports container states and readiness"),
-            rule(("",), ("pods/binding",), ("create",), "binds pending Pods to itself (embedded mode has no "
-                 "scheduler)"),
-            rule(("",), ("secrets", "configmaps"), ("get",), "Secret and ConfigMap volumes and env of its Pods"),
-            rule(("",), ("serviceaccounts/token",), ("create",), "the ServiceAccount token each Pod gets mounted"),
-            _EVENTS,  # BackOff, Unhealthy, Failed on its Pods, as kubelet's
+            rule(("",), ("pods",), ("list", "watch"), "watches pending Pods (spec.nodeName unset) to bind them: "
+                 "the Node authorizer lets a node list only the Pods already bound to it"),
+            rule(("",), ("pods/binding",), ("create",), "binds pending Pods to itself, since the embedded meta "
+                 "cluster runs no scheduler (NodeRestriction refuses a binding to any other node)"),
         ),
         deployed=False,
+        node="local",
     ),
     Component(
         "portal",
@@ -190,6 +200,7 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("policy",), ("poddisruptionbudgets/status",), ("patch",), "disruptionsAllowed, which eviction "
                  "(kubectl drain) spends"),
             _EVENTS,
+            *_METRICS_AUTH,
         ),
         other_namespace_rules=(("kube-system", (
             rule(("coordination.k8s.io",), ("leases",), ("get", "create", "update"), "leader election on the "

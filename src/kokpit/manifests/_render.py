@@ -19,13 +19,14 @@ import yaml
 from kokpit import __version__
 from kokpit.manifests._rbac import AGGREGATED, COMPONENTS, KOKPIT, Component
 
-__all__ = ["DEFAULT_IMAGE", "DEFAULT_NAMESPACE", "ManifestError", "component_rbac", "render", "render_files"]
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_NAMESPACE", "METRICS_READER", "ManifestError", "component_rbac",
+           "metrics_reader_role", "render", "render_files"]
 
 DEFAULT_NAMESPACE = "kokpit-system"
 DEFAULT_IMAGE = f"ghcr.io/kokpit-dev/kokpit:v{__version__}"
 RBAC = "rbac.authorization.k8s.io"
 METRICS_PORT = 8080
-METRICS_SECRET = "kokpit-metrics-token"  # key `token`; created at install, never checked in
+METRICS_READER = "kokpit:metrics-reader"  # bind it to the scraper (Prometheus) to let it read /metrics
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 Obj = dict[str, Any]
@@ -47,12 +48,17 @@ def _rules(rules: tuple[Obj, ...]) -> list[Obj]:
 
 
 def component_rbac(c: Component, namespace: str) -> list[Obj]:
-    """ServiceAccount, ClusterRole + binding, leader-election Role + binding of one component."""
+    """ServiceAccount, ClusterRole + binding, leader-election Role + binding of one component (a kubelet: its
+    node's User instead of a ServiceAccount)."""
     sa = c.service_account
-    subject = [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
+    subject: list[Obj] = [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
     out: list[Obj] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": namespace,
                                                                     "labels": _labels(c)}},
+    ]
+    if c.node:
+        subject, out = [{"kind": "User", "apiGroup": RBAC, "name": c.node_user}], []
+    out += [
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole",
          "metadata": {"name": f"kokpit:{c.name}", "labels": _labels(c)}, "rules": _rules(c.cluster_rules)},
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding",
@@ -73,6 +79,14 @@ def component_rbac(c: Component, namespace: str) -> list[Obj]:
     return out
 
 
+def metrics_reader_role() -> Obj:
+    """Who may scrape kokpit's components: `get` on /metrics (kube's system:monitoring has it too); each
+    component asks the API server (SubjectAccessReview) whether a scraper holds it."""
+    return {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole",
+            "metadata": {"name": METRICS_READER, "labels": _labels()},
+            "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}
+
+
 def _aggregated() -> list[Obj]:
     return [{"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole",
              "metadata": {"name": f"kokpit:aggregate-to-{name}", "labels": {
@@ -85,7 +99,8 @@ def _aggregated() -> list[Obj]:
 def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
     labels = _labels(c)
     name = c.service_account
-    # the Manager serves /metrics (bearer token) and the probes (open) over HTTPS on one port
+    # the Manager serves /metrics (bearer token, decided by the API server: TokenReview + SubjectAccessReview)
+    # and the probes (open) over HTTPS on one port
     probe = {"httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}, "periodSeconds": 10,
              "failureThreshold": 3}
     container = {
@@ -96,8 +111,7 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "metrics-token", "mountPath": "/etc/kokpit/metrics", "readOnly": True}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace,
@@ -108,10 +122,7 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
                       "serviceAccountName": name, "terminationGracePeriodSeconds": 30,
                       "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                                           "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                      "containers": [container], "volumes": [
-                          {"name": "tmp", "emptyDir": {}},
-                          # the bearer token Prometheus presents for /metrics: made at install (docs/install.md)
-                          {"name": "metrics-token", "secret": {"secretName": METRICS_SECRET}}]}}}},
+                      "containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]}}}},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {
             "name": name, "namespace": namespace, "labels": labels},
          "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
@@ -136,6 +147,7 @@ def render(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> di
             "name": namespace, "labels": {**_labels(), "pod-security.kubernetes.io/enforce": "restricted"}}}],
         "crds.yaml": crds(),
         "rbac-aggregated.yaml": _aggregated(),
+        "metrics-reader.yaml": [metrics_reader_role()],
     }
     for c in COMPONENTS:
         if not c.deployed:

@@ -24,6 +24,7 @@ from kokpit.runtime.controller import Controller, Reconciler
 from kokpit.runtime.informer import InformerFactory, Transform
 from kokpit.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 from kokpit.runtime.metrics import RuntimeMetrics
+from kokpit.runtime.metricsauth import DelegatedMetricsAuth
 
 __all__ = ["Manager", "Runnable"]
 
@@ -35,8 +36,10 @@ Runnable = Callable[[], Coroutine[Any, Any, None]]
 class Manager:
     """Runs informers, controllers and runnables; ``http_port=None`` disables the probe/metrics server.
 
-    ``metrics_tokens`` are the bearer tokens ``/metrics`` accepts (the cluster's, from a token file); without
-    them a random one is made (:attr:`metrics_tokens`), so the endpoint is never open.
+    ``metrics_tokens`` are the bearer tokens ``/metrics`` accepts (the cluster's, from a token file); an empty
+    list hands every token to the API server instead (TokenReview + SubjectAccessReview on ``/metrics``:
+    :mod:`kokpit.runtime.metricsauth`); None makes a random one (:attr:`metrics_tokens`), so the endpoint is
+    never open.
     """
 
     def __init__(
@@ -53,7 +56,8 @@ class Manager:
         metrics_tokens: list[str] | None = None,
     ) -> None:
         self.client = client
-        self.metrics_tokens = list(metrics_tokens or [secrets.token_urlsafe(32)])
+        self.metrics_tokens = list(metrics_tokens) if metrics_tokens is not None else [secrets.token_urlsafe(32)]
+        self.metrics_auth = DelegatedMetricsAuth(client) if not self.metrics_tokens else None
         self.registry = client.metrics.registry
         self.metrics = RuntimeMetrics(self.registry)
         self._clock: Clock = clock or RealClock()
@@ -117,7 +121,7 @@ class Manager:
         try:
             if self._http_port is not None:
                 server = MetricsServer(self.registry, host=self.http_host, port=self._http_port,
-                                       tokens=self.metrics_tokens, ready=self._ready)
+                                       tokens=self.metrics_tokens, ready=self._ready, authorize=self.metrics_auth)
                 await server.start()
                 self._server = server
                 log.info("metrics at %s", server.url)

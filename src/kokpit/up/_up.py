@@ -44,7 +44,7 @@ from kokpit.up._defaults import (
 )
 from kokpit.up._events import ComponentEvents
 from kokpit.up._fleet import Fleet, Snapshot, read_kubeconfig, render_rich, render_text
-from kokpit.up._identities import install_identities
+from kokpit.up._identities import install_identities, node_tokens
 from kokpit.up._metrics import MetricsEndpoint, record_endpoint
 from kokpit.up._metrics import check as check_metrics
 from kokpit.up._metrics import endpoints as metrics_endpoints
@@ -59,6 +59,7 @@ MAX_CLUSTERS: Final = 20
 MAX_NODES: Final = 10_000
 LOCK_FILE: Final = "up.lock"
 PIDS_FILE: Final = "up.pids"
+NODE_TOKENS: Final = "node-tokens.csv"  # kube's --token-auth-file of the meta API server: its kubelets
 
 Obj = dict[str, Any]
 WORKLOAD_KINDS: Final = {"Namespace": NAMESPACE, "DaemonSet": DAEMONSET, "Deployment": DEPLOYMENT,
@@ -320,6 +321,7 @@ class Up:
         self.ready_at: float | None = None
         self.pids: dict[str, int] = {}
         self.events = ComponentEvents()
+        self.node_tokens: dict[str, str] = {}
 
     def _child(self, name: str, argv: list[str]) -> Child:
         def exited(name: str, code: int, delay: float) -> None:
@@ -340,9 +342,11 @@ class Up:
         d = self.data_dir
         with contextlib.suppress(FileNotFoundError):
             self.meta_kubeconfig.unlink()  # rewritten once the server listens: its appearance means "bound"
+        self.node_tokens = node_tokens(d / "meta" / NODE_TOKENS)  # the local kubelet is system:node:local
         api = self._child("apiserver", _kokpit("apiserver", "--data-dir", str(d / "meta"), "--port",
                                                str(self.opts.port), "--host", self.opts.host,
-                                               "--kubeconfig", str(self.meta_kubeconfig)))
+                                               "--kubeconfig", str(self.meta_kubeconfig),
+                                               "--token-auth-file", str(d / "meta" / NODE_TOKENS)))
         await api.start()
         deadline = time.monotonic() + 60
         while not self.meta_kubeconfig.exists():
@@ -364,9 +368,10 @@ class Up:
                 await asyncio.sleep(0.1)
 
     def _metrics_args(self, port: int) -> list[str]:
-        """A child's /metrics: HTTPS on this machine's address, the meta API server's tokens."""
-        return ["--metrics-host", self.opts.host, "--metrics-port", str(port),
-                "--metrics-token-file", str(self.data_dir / "meta" / "tokens.json")]
+        """A child's /metrics: HTTPS on this machine's address, served to whom the meta API server allows (each
+        child asks it with its own identity — TokenReview, SubjectAccessReview — as the manifests' Deployments
+        do; the read-only token is bound to system:monitoring, so `kokpit status` scrapes with it)."""
+        return ["--metrics-host", self.opts.host, "--metrics-port", str(port)]
 
     async def _business_setup(self, name: str) -> None:
         """CRDs, MachinePackageVersions and one Machine per simulated node in one business cluster."""
@@ -413,7 +418,7 @@ class Up:
             self.r.line(f"created {made} ClusterPackageVersions")
         kubelet_metrics = _free_port(o.host)
         # each component runs as its ServiceAccount with the RBAC the install manifests give it
-        identities = await install_identities(meta, self.meta_kubeconfig, d / "identities")
+        identities = await install_identities(meta, self.meta_kubeconfig, d / "identities", nodes=self.node_tokens)
         await self._child("kubelet", _kokpit("kubelet", "--kubeconfig", str(identities["local-kubelet"]), "--data-dir",
                                              str(d / "kubelet"), "--address", o.host, "--backoff-base", "1",
                                              "--backoff-cap", "30", "--stop-pods-on-exit",
