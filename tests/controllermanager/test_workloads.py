@@ -212,3 +212,81 @@ async def test_rollout_survives_a_controller_manager_restart(plane: Callable[...
     assert sorted(r["spec"]["replicas"] for r in rss) == [0, 4]  # no third ReplicaSet, nothing doubled
     pods = await running_pods(c, ns, "app=api")
     assert len(pods) == 4 and {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.28"}
+
+
+async def test_daemonset_that_fits_no_node_waits_without_churn(plane: Callable[..., Awaitable[ControlPlane]],
+                                                               namespace: str) -> None:
+    """Bad input from the issue: a DaemonSet whose pods fit no node. As in kube, one pod per eligible node is
+    created and each waits with PodScheduled=False (the scheduler's reason); the DaemonSet reports them
+    unavailable and neither controller loops: the same pods stay, none is recreated."""
+    cp = await plane(nodes=2, controllers=["daemonset"])
+    c, ns = cp.client, namespace
+    await c.create(DAEMONSET, {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "fat"}, "spec": {
+        "selector": {"matchLabels": {"app": "fat"}}, "template": {"metadata": {"labels": {"app": "fat"}}, "spec": {
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "500"}}}]}}}}, ns)
+
+    def waiting(pods: list[Obj]) -> bool:
+        return len(pods) == 2 and all(any(x["type"] == "PodScheduled" and x["status"] == "False"
+                                          for x in p["status"].get("conditions") or []) for p in pods)
+
+    async def pods() -> list[Obj]:
+        return (await c.list(POD, ns, label_selector="app=fat")).items
+
+    first = await eventually(pods, waiting, what="both daemon pods unschedulable")
+    for p in first:
+        cond = next(x for x in p["status"]["conditions"] if x["type"] == "PodScheduled")
+        assert cond["reason"] == "Unschedulable" and "1 Insufficient cpu" in cond["message"]
+    ds = await eventually(lambda: c.get(DAEMONSET, "fat", ns), lambda d: (d.get("status") or {}).get(
+        "desiredNumberScheduled") == 2, what="status")
+    assert ds["status"]["numberReady"] == 0 and ds["status"]["numberUnavailable"] == 2
+    await asyncio.sleep(3)  # a while of nothing happening is the point: no pod deleted or added meanwhile
+    assert sorted(p["metadata"]["uid"] for p in await pods()) == sorted(p["metadata"]["uid"] for p in first)
+
+
+async def test_daemonset_surge_update_keeps_every_node_served(plane: Callable[..., Awaitable[ControlPlane]],
+                                                              namespace: str, shared_apiserver: ApiServerProcess,
+                                                              kubectl_bin: str) -> None:
+    """``maxSurge: 1, maxUnavailable: 0``: the new pod starts next to the old one and the old one goes only once
+    the new one is available, so no node is ever without a ready daemon pod; one node surges at a time."""
+    cp = await plane(nodes=3, controllers=["daemonset"])
+    c, ns = cp.client, namespace
+    mine = set(cp.nodes)
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "proxy"}, "spec": {
+        "selector": {"matchLabels": {"app": "proxy"}},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {"metadata": {"labels": {"app": "proxy"}}, "spec": {
+            "containers": [{"name": "envoy", "image": "envoy:1.30"}]}}}}
+    await c.create(DAEMONSET, ds, ns)
+
+    def ready_by_node(ps: list[Obj]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n: [] for n in mine}
+        for p in ps:
+            if p["spec"].get("nodeName") in mine and any(x["type"] == "Ready" and x["status"] == "True"
+                                                        for x in p["status"].get("conditions") or []):
+                out[p["spec"]["nodeName"]].append(p["spec"]["containers"][0]["image"])
+        return out
+
+    await eventually(lambda: running_pods(c, ns, "app=proxy"), lambda ps: all(ready_by_node(ps).values()),
+                     what="a ready pod per node")
+    updated = copy.deepcopy(ds["spec"]["template"])
+    updated["spec"]["containers"][0]["image"] = "envoy:1.31"
+    await c.patch(DAEMONSET, "proxy", {"spec": {"template": updated}}, ns)
+    surged: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:  # watch the rollout closely: every node keeps a ready pod all along
+        pods = (await c.list(POD, ns, label_selector="app=proxy")).items
+        by_node = ready_by_node([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+        assert all(by_node.values()), f"a node without a ready daemon pod mid-rollout: {by_node}"
+        live = [p for p in pods if p["spec"].get("nodeName") in mine and not p["metadata"].get("deletionTimestamp")]
+        pairs = {n for n in mine if sum(p["spec"]["nodeName"] == n for p in live) == 2}
+        assert len(pairs) <= 1, f"more nodes surging than maxSurge 1: {pairs}"
+        surged |= pairs
+        if all(imgs == ["envoy:1.31"] for imgs in by_node.values()) and len(live) == len(mine):
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"rollout stuck: {by_node}"
+        await asyncio.sleep(0.05)
+    assert surged, "no node ever ran the old and the new pod side by side"
+    env = {**os.environ, "KUBECONFIG": str(shared_apiserver.kubeconfig)}
+    out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "rollout", "status", "daemonset/proxy", "-n", ns,
+                                                   "--timeout=30s"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "successfully rolled out" in out.stdout, out.stderr

@@ -124,12 +124,53 @@ async def sync_revisions(client: Client, revisions: Informer, owner: Obj, kind: 
     return h, newest + 1
 
 
-def _max_unavailable(ds: Obj, desired: int) -> int:
+def _fenceposts(ds: Obj, desired: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as node counts, percentages rounded up, both 0 → 1 unavailable (upstream's
+    daemonset util.UnavailableCount/SurgeCount)."""
     ru = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}
-    v = ru.get("maxUnavailable", 1)
-    if isinstance(v, str) and v.endswith("%"):
-        return max(1, -(-int(float(v[:-1]) * desired) // 100))
-    return max(1, int(v or 1))
+
+    def scaled(v: Any) -> int:
+        if isinstance(v, str) and v.endswith("%"):
+            return -(-int(float(v[:-1] or 0) * desired) // 100)
+        return int(v or 0)
+
+    surge, unavailable = scaled(ru.get("maxSurge", 0)), scaled(ru.get("maxUnavailable", 1))
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def _hash(pod: Obj) -> str:
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_HASH) or "")
+
+
+def _surge(by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float, min_ready: int, surge: int,
+           already: list[Obj]) -> tuple[list[str], list[Obj]]:
+    """A surge rolling update (``maxSurge`` > 0): nodes that get a new pod next to their old one, and old pods
+    whose new pod is available (upstream's rollingUpdate with surge).  An old pod that is not available is
+    replaced at once, outside the surge budget; otherwise at most ``surge`` nodes run both at a time."""
+    taken = {id(p) for p in already}
+    create: list[str] = []
+    delete: list[Obj] = []
+    candidates: list[str] = []
+    surging = 0
+    for n in sorted(desired):
+        pods = [p for p in by_node.get(n, []) if id(p) not in taken
+                and (p.get("status") or {}).get("phase") not in TERMINAL_PHASES]
+        old = [p for p in pods if _hash(p) != h]
+        if not old:
+            continue
+        new = [p for p in pods if _hash(p) == h]
+        if new:
+            if any(is_available(p, min_ready, now) for p in new):
+                delete += old
+            else:
+                surging += 1
+        elif not any(is_available(p, min_ready, now) for p in old):
+            create.append(n)
+        else:
+            candidates.append(n)
+    return create + candidates[:max(0, surge - surging)], delete
 
 
 class DaemonSetController:
@@ -177,6 +218,8 @@ class DaemonSetController:
         desired = {str(n["metadata"]["name"]) for n in self.nodes.store.list() if node_should_run(tspec, n, tols)}
         create: list[str] = []
         delete: list[Obj] = []
+        rolling = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+        surge, max_unavailable = _fenceposts(ds, len(desired)) if rolling else (0, 0)
         for name in sorted(desired):
             pods = by_node.get(name)
             if not pods:
@@ -187,6 +230,8 @@ class DaemonSetController:
                 delete += [p for p in pods if (p.get("status") or {}).get("phase") in TERMINAL_PHASES]
             if not alive:
                 create.append(name)
+            elif len(alive) == 2 and surge and sorted(_hash(p) == h for p in alive) == [False, True]:
+                pass  # a surge pair: the old pod goes once the new one is available
             elif len(alive) > 1:  # keep the oldest
                 delete += sorted(alive, key=lambda p: str(p["metadata"].get("creationTimestamp")))[1:]
         for name, pods in by_node.items():
@@ -195,8 +240,12 @@ class DaemonSetController:
         now = time.time()
         min_ready = int(spec.get("minReadySeconds") or 0)
         if self.pods.satisfied(key):
-            if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate" and not create:
-                delete += self._rolling_victims(ds, by_node, desired, h, now, min_ready, delete)
+            if rolling and not create and surge:
+                more, victims = _surge(by_node, desired, h, now, min_ready, surge, delete)
+                create += more
+                delete += victims
+            elif rolling and not create:
+                delete += self._rolling_victims(by_node, desired, h, now, min_ready, max_unavailable, delete)
             pods = []
             for n in create[:BURST_REPLICAS]:
                 pod = pod_from_template(template, ds, DAEMONSET, generate_name=f"{meta.get('name')}-",
@@ -206,9 +255,8 @@ class DaemonSetController:
             await self.pods.apply(key, ds, pods, delete[:BURST_REPLICAS])
         return await self._status(ds, by_node, desired, h, now, min_ready)
 
-    def _rolling_victims(self, ds: Obj, by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float,
-                         min_ready: int, already: list[Obj]) -> list[Obj]:
-        max_unavailable = _max_unavailable(ds, len(desired))
+    def _rolling_victims(self, by_node: dict[str, list[Obj]], desired: set[str], h: str, now: float,
+                         min_ready: int, max_unavailable: int, already: list[Obj]) -> list[Obj]:
         unavailable = sum(1 for n in desired if not any(is_available(p, min_ready, now) for p in by_node.get(n, [])))
         taken = {id(p) for p in already}
         old = [p for n in sorted(desired) for p in by_node.get(n, [])
