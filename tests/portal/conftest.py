@@ -162,8 +162,8 @@ CLUSTER_ROLE_BINDING = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBindi
 
 
 async def person(admin: Client, name: str) -> str:
-    """A ServiceAccount ``fleet/<name>`` who may read kokpit's kinds, plan and approve changes and release
-    Clusters (a release manager); returns its token."""
+    """A ServiceAccount ``fleet/<name>`` who may read kokpit's kinds, plan and approve changes, release
+    Clusters and start or steer Rollouts (a release manager); returns its token."""
     await admin.apply(CLUSTER_ROLE, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                                      "metadata": {"name": "test-release-manager"},
                                      "rules": [{"apiGroups": ["kokpit.io"], "resources": ["*"],
@@ -172,6 +172,8 @@ async def person(admin: Client, name: str) -> str:
                                                 "verbs": ["create", "patch", "approve"]},
                                                {"apiGroups": ["kokpit.io"], "resources": ["clusters"],
                                                 "verbs": ["patch", "create"]},
+                                               {"apiGroups": ["kokpit.io"], "resources": ["rollouts"],
+                                                "verbs": ["create", "patch"]},
                                                {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]},
                       field_manager="test", force=True)
     await admin.apply(SA, {"apiVersion": "v1", "kind": "ServiceAccount",

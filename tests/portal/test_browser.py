@@ -17,9 +17,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from tests.operators.risk.conftest import eventually
 from tests.portal.conftest import XSS, Running, person
-from tests.portal.test_changes import installed, mpv
+from tests.portal.test_changes import mpv, rollout_status
 
-from kokpit.portal._kinds import MACHINE, MPV
+from kokpit.portal._kinds import MACHINE, MPV, ROLLOUT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_PRESENT = Path(CHROMIUM).exists()
@@ -142,14 +142,19 @@ async def test_change_planned_approved_watched_paused_aborted(browser: Browser, 
     # alice's page was left open on the change: it follows live
     await apage.goto(url)
     await expect(apage.locator("#phase")).to_contain_text("Executing", timeout=5000)
-    await installed(portal, "n0", "v1.37.1")
-    await installed(portal, "n1", "v1.37.1")
+    # it runs as a Rollout: its controller's progress (reported here by the test) shows live on the change
+    name = url.rstrip("/").rsplit("/", 1)[1]
+    await expect(apage.locator("#rollout")).to_contain_text(f"Rollout {name}", timeout=10000)
+    await portal.fleet.admin.patch_status(ROLLOUT, name, {"status": rollout_status(["n0", "n1", "n2"], updated=2)},
+                                          "fleet")
     await expect(apage.locator("#progress")).to_contain_text("2/3 done", timeout=10000)
     await shot(apage, "change")
     await bpage.click("#pause")
     await expect(bpage.locator("#paused-tag")).to_be_visible()
+    assert (await portal.fleet.admin.get(ROLLOUT, name, "fleet"))["spec"]["paused"] is True
     await bpage.click("#abort")
     await expect(apage.locator("#outcome")).to_have_text("Aborted", timeout=10000)
+    assert (await portal.fleet.admin.get(ROLLOUT, name, "fleet"))["spec"]["abort"] is True
     await expect(apage.locator("#timeline")).to_contain_text("aborted by")
     await apage.click('nav a[href="/audit"]')
     await expect(apage.locator("#audit")).to_contain_text("changerequest.approve")

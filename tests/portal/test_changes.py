@@ -10,7 +10,7 @@ from tests.operators.risk.conftest import eventually
 from tests.portal.conftest import Running, login, person
 
 from kokpit.client import NotFoundError
-from kokpit.portal._kinds import CLUSTER, MACHINE, MPV, RISK_POLICY
+from kokpit.portal._kinds import CLUSTER, MACHINE, MPV, RISK_POLICY, ROLLOUT
 
 Obj = dict[str, Any]
 
@@ -20,11 +20,25 @@ def mpv(name: str, version: str) -> Obj:
             "spec": {"component": "kubelet", "version": version}}
 
 
-async def installed(portal: Running, machine: str, version: str) -> None:
-    """What the machine operator reports once a node runs the new package."""
-    await portal.fleet.biz.patch_status(MACHINE, machine, {"status": {"components": [
-        {"name": "kubelet", "version": version, "installState": "Installed", "runState": "Running",
-         "packageVersion": f"kubelet-{version}"}]}})
+def rollout_status(machines: list[str], *, updated: int, completed: bool = False, cluster: str = "c1") -> Obj:
+    """What the rollout controller reports (the controller itself is tested in tests/operators/rollout and
+    end to end with the portal in test_rollout_e2e.py)."""
+    targets = [{"name": f"{cluster}/{m}", "state": "Updated" if i < updated else "Pending"}
+               for i, m in enumerate(machines)]
+    st: Obj = {"targets": targets, "counts": {"Updated": updated, "Pending": len(machines) - updated},
+               "phase": "Completed" if completed else "Progressing", "updated": f"{updated}/{len(machines)}"}
+    if completed:
+        st["conditions"] = [{"type": "Completed", "status": "True", "reason": "Completed",
+                             "message": "every target runs the new version",
+                             "lastTransitionTime": "2026-12-07T05:00:00Z"}]
+    return st
+
+
+async def _rollout(admin: Any, name: str) -> Obj | None:
+    try:
+        return dict(await admin.get(ROLLOUT, name, "fleet"))
+    except NotFoundError:
+        return None
 
 
 def api(portal: Running, token: str) -> httpx.AsyncClient:
@@ -93,31 +107,47 @@ async def test_upgrade_change_batches_pauses_and_closes(portal: Running) -> None
         r = await b.post(base + "/approve", json={"comment": "looks right"})
         assert r.status_code == 200, r.text
 
-        async def machine_packages(name: str) -> list[str]:
-            return list((await biz.get(MACHINE, name))["spec"]["packages"])
-
-        async def started(name: str) -> bool:
-            return await machine_packages(name) == ["kubelet-v1.37.1"]
-        await eventually(lambda: started("n0"), what="the first batch (n0) to be pointed at the new package")
-        assert await machine_packages("n1") == ["kubelet-v1.37.0"]  # one at a time: the budget's batch
+        # approved: it runs as a Rollout (created with bob's token), not batched by the portal
+        ro = await eventually(lambda: _rollout(admin, name), what="the change's Rollout")
+        assert ro["spec"]["target"]["machines"] == {
+            "clusterNames": ["c1"], "machineSelector": {"matchLabels": {f"change.kokpit.io/{name}": "true"}},
+            "packages": [{"component": "kubelet", "from": "kubelet-v1.37.0", "to": "kubelet-v1.37.1"}]}
+        assert ro["spec"]["strategy"]["steps"] == [{"canary": 1}, {"canary": "100%"}]  # the budget's batch
+        assert ro["spec"]["strategy"]["maxUnavailable"] == 1
+        assert ro["metadata"]["managedFields"][0]["manager"] == "kokpit-portal"
+        labelled = {m["metadata"]["name"] for m in (await biz.list(MACHINE)).items
+                    if (m["metadata"].get("labels") or {}).get(f"change.kokpit.io/{name}") == "true"}
+        assert labelled == {"n0", "n1"}
+        m0 = await biz.get(MACHINE, "n0")
+        assert m0["spec"]["packages"] == ["kubelet-v1.37.0"]  # the rollout controller changes Machines, not the portal
         assert (await b.post(base + "/pause")).status_code == 200
-        await installed(portal, "n0", "v1.37.1")
+        assert (await admin.get(ROLLOUT, name, "fleet"))["spec"]["paused"] is True
+        r = await v.post(base + "/resume")  # a viewer may not steer the Rollout: the API server's 403
+        assert r.status_code == 403 and (await admin.get(ROLLOUT, name, "fleet"))["spec"]["paused"] is True
+        assert (await b.post(base + "/resume")).status_code == 200
+        assert (await admin.get(ROLLOUT, name, "fleet"))["spec"]["paused"] is False
+        # the rollout controller's progress, as it reports it, becomes the change's
+        await admin.patch_status(ROLLOUT, name, {"status": rollout_status(["n0", "n1"], updated=1)}, "fleet")
 
         async def progress(want: str) -> bool:
             return (await a.get(base)).json()["status"].get("progress", "").startswith(want)
-        await eventually(lambda: progress("1/2"), what="progress 1/2")
-        assert await machine_packages("n1") == ["kubelet-v1.37.0"]  # paused: no new batch
-        assert (await b.post(base + "/resume")).status_code == 200
-        await eventually(lambda: started("n1"), what="the second batch after resume")
-        await installed(portal, "n1", "v1.37.1")
+        await eventually(lambda: progress("1/2 done"), what="progress 1/2 from the Rollout")
+        page = (await b.get(f"/changes/fleet/{name}")).text
+        assert f'href="/rollouts/fleet/{name}"' in page and "step 0/2" in page  # the change page shows its Rollout
+        await admin.patch_status(ROLLOUT, name, {"status": rollout_status(["n0", "n1"], updated=2,
+                                                                          completed=True)}, "fleet")
 
         async def closed() -> Obj | None:
             got = (await a.get(base)).json()
             return got if got["status"].get("outcome") else None
         final = await eventually(closed, what="the change to close")
         assert final["status"]["outcome"] == "Succeeded" and final["status"]["phase"] == "Succeeded"
+        assert final["status"]["progress"] == "2/2 done"
         actions = [h["action"] for h in final["status"]["history"]]
         assert actions[0] == "planned" and "approved" in actions and "paused" in actions and actions[-1] == "closed"
+        # undo acts on the Rollout (its controller rolls every target back)
+        assert (await b.post(base + "/undo")).status_code == 200
+        assert (await admin.get(ROLLOUT, name, "fleet"))["spec"]["undo"] is True
 
         async def audited() -> list[Obj] | None:
             recs = (await a.get("/api/v1/audit")).json()["records"]
@@ -167,3 +197,43 @@ async def test_release_change_is_made_with_the_approvers_token_and_abort(portal:
             assert c1["spec"]["packageVersion"] == "v1"
         except NotFoundError:
             raise AssertionError("c1 vanished") from None
+
+
+async def test_release_of_several_clusters_runs_as_a_rollout(portal: Running) -> None:
+    admin = portal.fleet.admin
+    alice, bob = await person(admin, "alice"), await person(admin, "bob")
+    for c in ("c1", "c2"):
+        await admin.patch(CLUSTER, c, {"spec": {"packageVersion": "v1"}}, "fleet")
+    async with api(portal, alice) as a, api(portal, bob) as b:
+        r = await a.post("/api/v1/legacy", json={"command": "release cluster c1,ghost to v2"})
+        assert r.status_code == 422 and "ghost" in r.json()["message"]
+        r = await a.post("/api/v1/legacy", json={"command": "release cluster fleet/c1,fleet/c2 to v1.37.1"})
+        assert r.status_code == 201, r.text
+        out = r.json()
+        name = out["translation"]["changeRequest"]["name"]
+        assert out["translation"]["changeRequest"]["spec"] == {"operation": "control-plane-release",
+                                                               "targets": ["c1", "c2"], "version": "v2"}
+        assert [t["name"] for t in out["plan"]["touches"]] == ["c1", "c2"]
+        r = await b.post(f"/api/v1/changes/fleet/{name}/approve")
+        assert r.status_code == 200, r.text
+        ro = await admin.get(ROLLOUT, name, "fleet")
+        assert ro["spec"]["target"] == {"clusters": {"names": ["c1", "c2"], "packageVersion": "v2"}}
+        # nothing is released by the portal itself: the rollout controller takes the Clusters one by one
+        assert {(await admin.get(CLUSTER, c, "fleet"))["spec"]["packageVersion"] for c in ("c1", "c2")} == {"v1"}
+        await admin.patch_status(ROLLOUT, name, {"status": {"targets": [{"name": "c1", "state": "Updated"},
+                                                                        {"name": "c2", "state": "RolledBack"}],
+                                                            "counts": {"Updated": 1, "RolledBack": 1},
+                                                            "conditions": [{"type": "Aborted", "status": "True",
+                                                                            "reason": "FailureLimitExceeded",
+                                                                            "message": "c2 failed its post-check",
+                                                                            "lastTransitionTime": "2026-12-07T05:00:00Z"},
+                                                                           {"type": "RolledBack", "status": "True",
+                                                                            "reason": "RolledBack", "message": "",
+                                                                            "lastTransitionTime": "2026-12-07T05:00:00Z"}]}},
+                                 "fleet")
+
+        async def closed() -> Obj | None:
+            got = (await a.get(f"/api/v1/changes/fleet/{name}")).json()
+            return got if got["status"].get("outcome") else None
+        final = await eventually(closed, what="the change to close with the Rollout's outcome")
+        assert final["status"]["outcome"] == "Failed" and "RolledBack" in final["status"]["history"][-1]["message"]

@@ -64,8 +64,10 @@ class ObjectRef(StatusModel):
 
 
 _RULES: Final[list[JsonValue]] = [
-    {"rule": "self.operation == 'cluster-create' || size(self.cluster) > 0", "fieldPath": ".cluster",
-     "reason": "FieldValueRequired", "message": "cluster is required (the Cluster this change is for)"},
+    {"rule": "self.operation == 'cluster-create' || size(self.cluster) > 0 || "
+             "(self.operation == 'control-plane-release' && size(self.targets) > 0)", "fieldPath": ".cluster",
+     "reason": "FieldValueRequired", "message": "cluster is required (the Cluster this change is for; a release "
+                                                "of several Clusters names them in targets)"},
     {"rule": "!(self.operation in ['node-reboot', 'node-reinstall', 'component-restart', 'component-upgrade']) || "
              "size(self.targets) > 0",
      "fieldPath": ".targets", "reason": "FieldValueRequired",
@@ -85,7 +87,8 @@ class ChangeRequestSpec(SpecModel):
     cluster: str = Field(default="", max_length=63, description="The Cluster (same namespace); for "
                          "cluster-create the name of the new one.")
     targets: list[str] = Field(default_factory=list, max_length=10000,
-                               description="Machines (node names) for node operations and component upgrades.")
+                               description="Machines (node names) for node operations and component upgrades; "
+                                           "Clusters for a release of several (run as a Rollout).")
     component: str = Field(default="", max_length=63, description="kubelet, containerd, kube-apiserver, ...")
     version: str = Field(default="", max_length=253, description="MachinePackageVersion (component-upgrade) or "
                          "ClusterPackageVersion (release, cluster-create) to move to.")

@@ -37,7 +37,7 @@ _LIST = re.compile(r"[\s,]+")
 GRAMMAR = ("reinstall node N[,N...] [in cluster C] | reboot node N[,N...] [in cluster C] | "
            "restart component COMP on nodes N[,N...] [in cluster C] | "
            "upgrade component COMP to VERSION on nodes N[,N...] [in cluster C] | "
-           "restart control-plane component COMP of cluster C | release cluster C to VERSION | "
+           "restart control-plane component COMP of cluster C | release cluster C[,C...] to VERSION | "
            "create cluster C version VERSION [nodes COUNT]  (any cluster may be written NAMESPACE/NAME)")
 
 
@@ -107,15 +107,16 @@ def translate(portal: Portal, fields: Obj) -> tuple[str, Obj]:
     if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
         raise BadChange("nodes", "nodes must be a list of node names")
 
-    def one_cluster() -> tuple[str, str]:
-        matches = [c for c in clusters if c[1] == name and (not ns or c[0] == ns)]
-        if not name:
+    def one_cluster(written: str | None = None) -> tuple[str, str]:
+        want_ns, want = _split(written) if written is not None else (ns, name)
+        matches = [c for c in clusters if c[1] == want and (not want_ns or c[0] == want_ns)]
+        if not want:
             raise BadChange("cluster", "say which cluster (cluster C or NAMESPACE/NAME)")
         if not matches:
-            raise BadChange("cluster", f"no Cluster {fields.get('cluster')!r}; clusters: "
+            raise BadChange("cluster", f"no Cluster {written or fields.get('cluster')!r}; clusters: "
                             + ", ".join(f"{a}/{b}" for a, b in sorted(clusters)[:20]))
         if len(matches) > 1:
-            raise BadChange("cluster", f"Cluster {name!r} exists in namespaces "
+            raise BadChange("cluster", f"Cluster {want!r} exists in namespaces "
                             + ", ".join(sorted(m[0] for m in matches)) + ": write NAMESPACE/NAME")
         return matches[0]
 
@@ -176,9 +177,18 @@ def translate(portal: Portal, fields: Obj) -> tuple[str, Obj]:
         return cns, {"operation": ChangeOperation.CONTROL_PLANE_RESTART.value, "cluster": cname,
                      "component": str(fields.get("component") or "")}
     if verb == "release-cluster":
+        many = _names([str(fields.get("cluster") or "")])
+        version = _release(portal, str(fields.get("version") or ""))
+        if len(many) > 1:  # a wave over several Clusters: one namespace, run as a Rollout
+            picked = [one_cluster(one) for one in many]
+            if len({p[0] for p in picked}) > 1:
+                raise BadChange("cluster", "a release of several Clusters covers one namespace; write one "
+                                "command per namespace")
+            return picked[0][0], {"operation": ChangeOperation.CONTROL_PLANE_RELEASE.value,
+                                  "targets": [p[1] for p in picked], "version": version}
         cns, cname = one_cluster()
         return cns, {"operation": ChangeOperation.CONTROL_PLANE_RELEASE.value, "cluster": cname,
-                     "version": _release(portal, str(fields.get("version") or ""))}
+                     "version": version}
     # create-cluster
     if not name:
         raise BadChange("cluster", "name the new cluster")

@@ -21,12 +21,20 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kokpit.api.change import APPROVE_VERB, ChangeOperation
-from kokpit.client import CONFIGMAP, ApiError, Client, ConflictError, NotFoundError
+from kokpit.client import CONFIGMAP, AlreadyExistsError, ApiError, Client, ConflictError, NotFoundError
 from kokpit.portal import _svg
 from kokpit.portal._app import Portal, json_response
+from kokpit.portal._asrollout import (
+    CHANGE_LABEL_PREFIX,
+    as_rollout,
+    label_targets,
+    rollout_of,
+    runs_as_rollout,
+)
 from kokpit.portal._engine import CHANGE, ChangeEngine, close, cond, now_iso, phase, set_cond
-from kokpit.portal._kinds import CLUSTER
-from kokpit.portal._plan import BadChange, approvals_required, plan, validate
+from kokpit.portal._kinds import CLUSTER, ROLLOUT
+from kokpit.portal._plan import BadChange, approvals_required, plan, upgraded_from, validate
+from kokpit.portal._rollouts import rollout_row
 from kokpit.portal._web import Caller, security_headers, status_doc
 
 __all__ = ["POLICY_CONFIGMAP", "ChangeService", "parse_change", "register"]
@@ -51,17 +59,17 @@ def parse_change(data: Any) -> Obj:
     raw_targets = data.get("targets")
     if isinstance(raw_targets, list):
         if not all(isinstance(t, str) for t in raw_targets):
-            raise BadChange("spec.targets", "targets must be a list of Machine names")
+            raise BadChange("spec.targets", "targets must be a list of Machine (or Cluster) names")
         targets = [t.strip() for t in raw_targets if t.strip()]
     elif isinstance(raw_targets, str):
         targets = [t for t in re.split(r"[\s,]+", raw_targets) if t]
     elif raw_targets is None:
         targets = []
     else:
-        raise BadChange("spec.targets", "targets must be a list of Machine names")
+        raise BadChange("spec.targets", "targets must be a list of Machine (or Cluster) names")
     for t in targets:
         if not _NAME.match(t) or len(t) > 253:
-            raise BadChange("spec.targets", f"{t[:80]!r} is not a Machine name")
+            raise BadChange("spec.targets", f"{t[:80]!r} is not a Machine or Cluster name")
     nodes_raw = data.get("nodes")
     try:
         nodes = int(nodes_raw) if nodes_raw not in (None, "") else 0
@@ -112,7 +120,9 @@ class ChangeService:
                             "restart request to honour yet; release the Cluster, or delete the component's Pod "
                             "(the cluster operator replaces it)")
         cpvs = {str(c["metadata"]["name"]) for c in cache.objects("ClusterPackageVersion")}
-        validate(spec, cluster=cluster, cpvs=cpvs, machines=machines, mpvs=mpvs)
+        clusters = {str(c["metadata"]["name"]): c for c in cache.objects("Cluster")
+                    if c["metadata"].get("namespace") == namespace} if spec.get("targets") else None
+        validate(spec, cluster=cluster, cpvs=cpvs, machines=machines, mpvs=mpvs, clusters=clusters)
 
     async def create(self, caller: Caller, namespace: str, spec: Obj, *, via: str = "portal") -> Obj:
         """Validate, create as the author, then record author, plan and approvals needed (portal identity);
@@ -133,7 +143,7 @@ class ChangeService:
                                 "message": spec.get("reason") or ""}]}
         set_cond(st, "Planned", "True", "Planned", st["plan"]["summary"])
         if required == 0:
-            await self._execute(caller, namespace, spec, st)
+            await self._execute(caller, namespace, name, spec, st)
         else:
             set_cond(st, "Approved", "False", "AwaitingApproval", f"{required} approval(s) by someone other than "
                      f"{caller.user}")
@@ -142,11 +152,13 @@ class ChangeService:
         self.engine.kick()
         return out
 
-    async def _execute(self, caller: Caller, namespace: str, spec: Obj, st: Obj) -> None:
+    async def _execute(self, caller: Caller, namespace: str, name: str, spec: Obj, st: Obj) -> None:
         """Make the change (meta-cluster parts with ``caller``'s token) and mark the request Executing."""
         c = self.portal.web.users.client(caller.token)
         op, cluster = spec["operation"], str(spec.get("cluster") or "")
-        if op == ChangeOperation.CONTROL_PLANE_RELEASE:
+        if runs_as_rollout(spec):
+            await self._as_rollout(c, namespace, name, spec, st)
+        elif op == ChangeOperation.CONTROL_PLANE_RELEASE:
             await c.patch(CLUSTER, cluster, {"spec": {"packageVersion": spec["version"]}}, namespace)
             st.setdefault("objects", []).append({"kind": "Cluster", "name": cluster, "namespace": namespace,
                                                  "verb": "patch"})
@@ -161,6 +173,31 @@ class ChangeService:
         set_cond(st, "Executing", "True", "Executing", "changes made; watching the targets")
         st.setdefault("history", []).append({"time": now_iso(), "user": caller.user, "action": "executing",
                                              "message": (st.get("plan") or {}).get("summary", "")})
+
+    async def _as_rollout(self, c: Client, namespace: str, name: str, spec: Obj, st: Obj) -> None:
+        """Label the target Machines (the portal's access to their cluster), then create the Rollout with
+        ``c`` — the approver's token, so their RBAC decides whether they may start a rollout."""
+        replaces = ""
+        if spec["operation"] == ChangeOperation.COMPONENT_UPGRADE:
+            bc = self.portal.cache.cluster_cache(namespace, str(spec.get("cluster") or ""))
+            if bc is None:
+                raise BadChange("spec.cluster", f"the API server of Cluster {spec.get('cluster')} is not readable")
+            machines = {str(m["metadata"]["name"]): m for m in bc.machines.store.list()}
+            mpvs = {str(m["metadata"]["name"]): m for m in bc.mpvs.store.list()}
+            olds = upgraded_from(spec, machines, mpvs)
+            replaces = next(iter(olds)) if len(olds) == 1 else ""
+            await label_targets(bc.client, name, list(spec.get("targets") or []))
+            st.setdefault("history", []).append({
+                "time": now_iso(), "user": "kokpit-portal", "action": "labelled",
+                "message": f"{len(spec.get('targets') or [])} Machine(s) of {spec.get('cluster')}: "
+                           f"{CHANGE_LABEL_PREFIX}{name}=true"})
+        try:
+            await c.create(ROLLOUT, as_rollout(namespace, name, spec, st, str(st.get("author") or ""),
+                                               replaces=replaces), namespace)
+        except AlreadyExistsError:
+            pass  # made by an earlier attempt of this approval
+        st.setdefault("objects", []).append({"kind": "Rollout", "name": name, "namespace": namespace,
+                                             "verb": "create"})
 
     async def _fresh(self, namespace: str, name: str) -> Obj:
         return await self.own.get(CHANGE, name, namespace)
@@ -190,7 +227,7 @@ class ChangeService:
             st.setdefault("history", []).append({"time": now_iso(), "user": caller.user, "action": "approved",
                                                  "message": comment[:1024]})
             if len(st["approvals"]) >= int(st.get("approvalsRequired") or 0):
-                await self._execute(caller, namespace, cr.get("spec") or {}, st)
+                await self._execute(caller, namespace, name, cr.get("spec") or {}, st)
             st["phase"] = phase(st)
             try:
                 out = await self.own.patch_status(CHANGE, name, {"metadata": {"resourceVersion": cr["metadata"][
@@ -214,10 +251,19 @@ class ChangeService:
         return await self.own.patch_status(CHANGE, name, {"status": st}, namespace)
 
     async def set_flag(self, caller: Caller, namespace: str, name: str, flag: str, value: bool) -> Obj:
-        """Pause, resume or abort: a patch of the request's spec with the caller's own token (RBAC decides)."""
-        out = await self.portal.web.users.client(caller.token).patch(CHANGE, name, {"spec": {flag: value}},
-                                                                     namespace)
-        what = {"paused": "paused" if value else "resumed", "cancel": "aborted"}[flag]
+        """Pause, resume, abort or undo: a patch of the request's spec with the caller's own token (RBAC
+        decides) — and of its Rollout's spec first, when it runs as one (``undo`` only exists there)."""
+        user = self.portal.web.users.client(caller.token)
+        cr = await self._fresh(namespace, name)
+        ref = rollout_of(cr.get("status") or {})
+        if ref is not None:
+            patch = {"paused": {"paused": value}, "cancel": {"abort": value}, "undo": {"undo": value}}[flag]
+            await user.patch(ROLLOUT, ref[1], {"spec": patch}, ref[0] or namespace)
+        elif flag == "undo":
+            raise BadChange("status", f"change {name} did not run as a Rollout: there is nothing to undo; plan "
+                            "the change back instead")
+        out = await user.patch(CHANGE, name, {"spec": {flag: value}}, namespace) if flag != "undo" else cr
+        what = {"paused": "paused" if value else "resumed", "cancel": "aborted", "undo": "undo"}[flag]
         try:
             await self.own.patch_status(CHANGE, name, {"status": {"history": [
                 *((out.get("status") or {}).get("history") or []),
@@ -231,7 +277,8 @@ class ChangeService:
 def change_row(cr: Obj) -> Obj:
     meta, spec, st = cr.get("metadata") or {}, cr.get("spec") or {}, cr.get("status") or {}
     return {"namespace": meta.get("namespace"), "name": meta.get("name"), "created": meta.get("creationTimestamp"),
-            "operation": spec.get("operation"), "cluster": spec.get("cluster"), "author": st.get("author") or "",
+            "operation": spec.get("operation"), "author": st.get("author") or "",
+            "cluster": spec.get("cluster") or ", ".join((spec.get("targets") or [])[:3]),
             "phase": st.get("phase") or phase(st), "progress": st.get("progress") or "", "done": st.get("done", 0),
             "total": st.get("total", 0), "outcome": st.get("outcome") or "", "paused": bool(spec.get("paused")),
             "approvals": [a.get("user") for a in st.get("approvals") or []],
@@ -317,9 +364,13 @@ async def register(portal: Portal) -> None:
         row = change_row(cr)
         bar = _svg.progress([("done", row["done"], "#35a35a"), ("left", max(0, row["total"] - row["done"]),
                                                                 "#dde1ea")], width=420, height=18)
+        ref = rollout_of(cr.get("status") or {})
+        ro = portal.cache.get("Rollout", ref[1], ref[0] or ns) if ref is not None else None
         return web.render(request, "change.html", {"title": f"Change {name}", "cr": cr, "row": row, "bar": bar,
+                                                   "rollout": ref, "rollout_row": rollout_row(ro) if ro else None,
                                                    "closed": cond(cr, "Closed"), "executing": cond(cr, "Executing"),
-                                                   "watch": f"ChangeRequest/{ns}/{name}"}, caller=caller)
+                                                   "watch": f"ChangeRequest/{ns}/{name},Rollout/{ns}/{name}"},
+                          caller=caller)
 
     def action(kind: str) -> Any:
         async def run(request: Request, caller: Caller) -> Response:
@@ -335,7 +386,7 @@ async def register(portal: Portal) -> None:
                     out = await svc.reject(caller, ns, name, comment)
                 else:
                     flag, value = {"pause": ("paused", True), "resume": ("paused", False),
-                                   "abort": ("cancel", True)}[kind]
+                                   "abort": ("cancel", True), "undo": ("undo", True)}[kind]
                     out = await svc.set_flag(caller, ns, name, flag, value)
             except BadChange as e:
                 return bad(request, caller, e)
@@ -359,7 +410,7 @@ async def register(portal: Portal) -> None:
         Route("/changes/new", portal.page(new, read=read)),
         Route("/changes/{ns}/{name}", det), Route("/api/v1/changes/{ns}/{name}", det),
     ]
-    for kind in ("approve", "reject", "pause", "resume", "abort"):
+    for kind in ("approve", "reject", "pause", "resume", "abort", "undo"):
         ep = portal.page(action(kind), read=None, audit=f"changerequest.{kind}")
         portal.routes += [Route(f"/changes/{{ns}}/{{name}}/{kind}", ep, methods=["POST"]),
                           Route(f"/api/v1/changes/{{ns}}/{{name}}/{kind}", ep, methods=["POST"])]

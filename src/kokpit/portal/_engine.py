@@ -1,15 +1,19 @@
 """The change engine: carries approved ChangeRequests forward and closes them with their outcome.
 
 Level-triggered, like an operator: every pass reads each open request and its targets from the caches and
-does the one next thing — start the next batch of an upgrade when the batch before it is done and the
-request is neither paused nor aborted, stop starting when a target failed, close with the outcome when
-nothing is left in flight.  Progress lives in the request's status and in the targets themselves (a Machine
-already pointing at the new package is "started"), so a restarted portal picks up exactly where it was.
+does the one next thing, with everything it decides on read back from the API — so a restarted portal
+(or a second replica: every status write is guarded by the request's resourceVersion) picks up where it was.
 
-Changes to meta-cluster objects (a release, a new Cluster) were made with the approver's own token when
-they approved; the engine only watches those.  Changes to a business cluster's Machines are made here with
-the portal's access to that cluster — permitted because the request was created and approved by people the
-meta cluster's RBAC allowed to — and each Machine then asks the risk center before it disrupts anything.
+- A change run as a **Rollout** (component upgrades; releases of several Clusters — :mod:`._asrollout`):
+  the Rollout was created at approval with the approver's token; the engine copies its progress and closes
+  the request when the Rollout completed, aborted or rolled back.  Batching, analysis, pause and rollback are
+  the rollout controller's.
+- A **node operation** (reboot, reinstall, component restart): the engine reports the next nodes' repair
+  requests as NodeFaults (the portal's access to that business cluster — permitted because the request was
+  created and approved by people the meta cluster's RBAC allowed to) when the ones before are done, and the
+  maintenance flows ask the risk center before they disrupt anything.
+- A **single-target meta change** (a release of one Cluster, a new Cluster) was made with the approver's
+  token; the engine watches the Cluster.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import logging
 from typing import Any
 
 from kokpit.api import ChangeRequest
-from kokpit.api.change import ChangeOperation
 from kokpit.api.fault import SourceKind
 from kokpit.client import ApiError, Client, ConflictError, NotFoundError, TransportError
+from kokpit.portal._asrollout import rollout_of, rollout_progress
 from kokpit.portal._cache import BusinessCache, FleetCache
-from kokpit.portal._kinds import MACHINE, kind_of
+from kokpit.portal._kinds import kind_of
 from kokpit.portal._plan import NODE_OPERATIONS, Progress, progress, requested_fault
 from kokpit.runtime.faultreports import FaultReport, FaultReporter
 
@@ -146,6 +150,17 @@ class ChangeEngine:
                 pass  # changed or gone meanwhile: the next pass sees the new state
 
     async def _advance(self, spec: Obj, ns: str, name: str, st: Obj) -> None:
+        ref = rollout_of(st)
+        if ref is not None:
+            units = len(spec.get("targets") or [])
+            done, failed, total, outcome, message = rollout_progress(self.cache.get("Rollout", ref[1], ref[0] or ns),
+                                                                     units)
+            st["done"], st["total"] = done, total
+            st["progress"] = f"{done}/{total} done" + (f", {failed} failed" if failed else "") + \
+                ("" if outcome else f" (Rollout {ref[1]}: {message})")
+            if outcome:
+                close(st, outcome, message)
+            return
         cluster_name = str(spec.get("cluster") or "")
         cluster = self.cache.get("Cluster", cluster_name, ns)
         bc = self.cache.cluster_cache(ns, cluster_name)
@@ -164,9 +179,7 @@ class ChangeEngine:
         st["done"], st["total"] = p.done, p.total
         st["progress"] = f"{p.done}/{p.total} done" + (f", {len(p.failed)} failed" if p.failed else "") + \
             (f", {len(p.waiting)} waiting for a person" if p.waiting else "")
-        if op == ChangeOperation.COMPONENT_UPGRADE and machines is not None and bc is not None:
-            await self._next_batch(spec, st, machines, p.failed, bc)
-        elif op in NODE_OPERATIONS and machines is not None and bc is not None and bc.faults.has_synced:
+        if op in NODE_OPERATIONS and machines is not None and bc is not None and bc.faults.has_synced:
             await self._next_requests(spec, st, machines, p, bc, reporter)
         if p.finished:
             if p.failed:
@@ -199,34 +212,3 @@ class ChangeEngine:
                                                  "verb": "report"})
             st.setdefault("history", []).append({"time": now_iso(), "user": "kokpit-portal", "action": "started",
                                                  "message": f"{t}: {ftype} reported"})
-
-    async def _next_batch(self, spec: Obj, st: Obj, machines: dict[str, Obj], failed: list[str],
-                          bc: BusinessCache) -> None:
-        """Point the next Machines at the new package: at most batchSize in flight, none after a failure,
-        none while paused."""
-        comp, version = str(spec.get("component")), str(spec.get("version"))
-        targets = list(spec.get("targets") or [])
-        mpvs = {str((x.get("metadata") or {}).get("name")): x for x in bc.mpvs.store.list()}
-        started = [t for t in targets if version in ((machines.get(t) or {}).get("spec") or {}).get("packages", [])]
-        done = {t for t in targets if _upgraded(machines.get(t), comp, version)}
-        in_flight = [t for t in started if t not in done and t not in failed]
-        batch = int((st.get("plan") or {}).get("batchSize") or 1)
-        if failed or spec.get("paused"):
-            return
-        for t in [t for t in targets if t not in started][:max(0, batch - len(in_flight))]:
-            m = machines[t]
-            packages = [p for p in (m.get("spec") or {}).get("packages") or [] if _component(mpvs, p) != comp]
-            await bc.client.patch(MACHINE, t, {"spec": {"packages": [*packages, version]}})
-            st.setdefault("objects", []).append({"kind": "Machine", "name": t, "cluster": spec.get("cluster"),
-                                                 "verb": "patch"})
-            st.setdefault("history", []).append({"time": now_iso(), "user": "kokpit-portal", "action": "started",
-                                                 "message": f"{t}: {comp} → {version}"})
-
-
-def _component(mpvs: dict[str, Obj], name: str) -> str:
-    return str(((mpvs.get(name) or {}).get("spec") or {}).get("component") or "")
-
-
-def _upgraded(m: Obj | None, comp: str, version: str) -> bool:
-    row: Obj = next((c for c in ((m or {}).get("status") or {}).get("components") or [] if c.get("name") == comp), {})
-    return bool(row.get("packageVersion") == version and row.get("installState") == "Installed")

@@ -15,6 +15,7 @@ from kokpit.api import (
     MachinePackageVersion,
     MaintenanceFlow,
     NodeFault,
+    Rollout,
 )
 from kokpit.client import EVENT, NODE, POD, SECRET, Kind
 from kokpit.runtime.permits import PERMIT, RISK_POLICY
@@ -31,6 +32,7 @@ __all__ = [
     "PERMIT",
     "POD",
     "RISK_POLICY",
+    "ROLLOUT",
     "SECRET",
     "SELF_SUBJECT_REVIEW",
     "SSAR",
@@ -50,6 +52,7 @@ MACHINE: Final = kind_of(Machine)
 MPV: Final = kind_of(MachinePackageVersion)
 NODE_FAULT: Final = kind_of(NodeFault)  # business cluster (the event center's)
 FLOW: Final = kind_of(MaintenanceFlow)  # business cluster (the maintenance flows')
+ROLLOUT: Final = kind_of(Rollout)  # meta cluster (the rollout controller's)
 SSAR: Final = Kind("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
                    namespaced=False)
 SELF_SUBJECT_REVIEW: Final = Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",

@@ -74,7 +74,8 @@ def document() -> Obj:
     }
     for action, what in (("approve", "Approve (not the author; RBAC verb approve on changerequests)"),
                          ("reject", "Reject"), ("pause", "Hold: no new batch"), ("resume", "Go on"),
-                         ("abort", "Abort: nothing more starts; closes Aborted")):
+                         ("abort", "Abort: nothing more starts; closes Aborted (its Rollout aborts and rolls back)"),
+                         ("undo", "Roll every target of the change's Rollout back to its previous version")):
         paths[f"/api/v1/changes/{{ns}}/{{name}}/{action}"] = {"post": _op(what, body=comment, params=[_NS, _NAME])}
     paths["/api/v1/faults"] = {"get": _op("Open NodeFaults, MaintenanceFlows by step, ManualRequired nodes (filter "
                                           "cluster=NAMESPACE/NAME)", params=[

@@ -14,7 +14,7 @@ from kokpit.api.change import ChangeOperation
 from kokpit.api.fault import fault_name
 
 __all__ = ["DEFAULT_APPROVALS", "NODE_OPERATIONS", "RISK_OPERATION", "BadChange", "Progress", "approvals_required",
-           "plan", "progress", "requested_fault", "validate"]
+           "plan", "progress", "requested_fault", "upgraded_from", "validate"]
 
 Obj = dict[str, Any]
 
@@ -73,13 +73,39 @@ def _component_of(mpvs: dict[str, Obj], name: str) -> str:
     return str(((mpvs.get(name) or {}).get("spec") or {}).get("component") or "")
 
 
+def _listed_once_and_known(targets: list[str], known: dict[str, Obj], kind: str, where: str) -> None:
+    if len(set(targets)) != len(targets):
+        raise BadChange("spec.targets", "a target is listed twice")
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise BadChange("spec.targets", f"no {kind} {', '.join(missing[:5])} {where}")
+
+
+def _validate_wave(spec: Obj, clusters: dict[str, Obj], cpvs: set[str]) -> None:
+    """A release of several Clusters (``targets``: Cluster names in the change's namespace)."""
+    targets = list(spec.get("targets") or [])
+    if spec.get("cluster"):
+        raise BadChange("spec.cluster", "name the Clusters either in cluster (one) or in targets (several), "
+                        "not both")
+    _listed_once_and_known(targets, clusters, "Cluster", "in this namespace")
+    if spec.get("version") not in cpvs:
+        raise BadChange("spec.version", f"no ClusterPackageVersion {spec.get('version')!r}; releases: "
+                        + (", ".join(sorted(cpvs)) or "none"))
+    there = [t for t in targets if (clusters[t].get("spec") or {}).get("packageVersion") == spec.get("version")]
+    if len(there) == len(targets):
+        raise BadChange("spec.version", f"every Cluster listed already wants {spec.get('version')}")
+
+
 def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[str, Obj] | None,
-             mpvs: dict[str, Obj] | None) -> None:
+             mpvs: dict[str, Obj] | None, clusters: dict[str, Obj] | None = None) -> None:
     """Refuse what cannot be done, naming the field (the API server's CEL rules catch missing fields)."""
     op = str(spec.get("operation") or "")
     if op not in {o.value for o in ChangeOperation}:
         raise BadChange("spec.operation", f"unknown operation {op!r}; one of "
                         + ", ".join(o.value for o in ChangeOperation))
+    if op == ChangeOperation.CONTROL_PLANE_RELEASE and spec.get("targets"):
+        _validate_wave(spec, clusters or {}, cpvs)
+        return
     if op == ChangeOperation.CLUSTER_CREATE:
         if cluster is not None:
             raise BadChange("spec.cluster", f"Cluster {spec.get('cluster')!r} already exists")
@@ -97,11 +123,7 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
         if machines is None:
             raise BadChange("spec.cluster", f"the API server of Cluster {spec.get('cluster')} is not readable "
                             "yet: its Machines cannot be checked")
-        if len(set(targets)) != len(targets):
-            raise BadChange("spec.targets", "a target is listed twice")
-        missing = [t for t in targets if t not in machines]
-        if missing:
-            raise BadChange("spec.targets", f"no Machine {', '.join(missing[:5])} in Cluster {spec.get('cluster')}")
+        _listed_once_and_known(targets, machines, "Machine", f"in Cluster {spec.get('cluster')}")
     if op == ChangeOperation.COMPONENT_UPGRADE:
         assert mpvs is not None and machines is not None
         comp, version = str(spec.get("component") or ""), str(spec.get("version") or "")
@@ -116,6 +138,12 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
                                                  for p in (machines[t].get("spec") or {}).get("packages") or [])]
         if lacking:
             raise BadChange("spec.targets", f"{', '.join(lacking[:5])} run no {comp}: nothing to upgrade there")
+        olds = upgraded_from(spec, machines, mpvs)
+        if not olds:
+            raise BadChange("spec.version", f"every target already runs {version}: nothing to upgrade")
+        if len(olds) > 1:
+            raise BadChange("spec.targets", f"the targets run different {comp} packages ({', '.join(sorted(olds))}): "
+                            "a change replaces one package by another; plan one change per package")
     if op == ChangeOperation.COMPONENT_RESTART:
         assert machines is not None
         comp = str(spec.get("component") or "")
@@ -126,6 +154,14 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
                    | {_component_of(mpvs or {}, p) for p in (machines[t].get("spec") or {}).get("packages") or []}]
         if lacking:
             raise BadChange("spec.targets", f"{', '.join(lacking[:5])} run no {comp}: nothing to restart there")
+
+
+def upgraded_from(spec: Obj, machines: dict[str, Obj], mpvs: dict[str, Obj]) -> set[str]:
+    """The MachinePackageVersions of the component the targets run now (other than the one wanted)."""
+    comp, version = str(spec.get("component") or ""), str(spec.get("version") or "")
+    return {p for t in spec.get("targets") or [] if t in machines
+            for p in (machines[t].get("spec") or {}).get("packages") or []
+            if _component_of(mpvs, p) == comp and p != version}
 
 
 def _limit(value: Any, total: int) -> int | None:
@@ -146,6 +182,10 @@ def plan(spec: Obj, *, namespace: str, policies: list[Obj], nodes_in_cluster: in
     if op in _MACHINE_OPS:
         touches = [{"kind": "Machine", "name": t, "cluster": cluster} for t in targets]
         units, pool = len(targets), max(nodes_in_cluster, len(targets))
+    elif op == ChangeOperation.CONTROL_PLANE_RELEASE and targets:
+        touches = [{"kind": "Cluster", "name": t, "namespace": namespace} for t in targets]
+        units, pool = len(targets), len(targets)
+        cluster = f"{units} Clusters ({', '.join(targets[:3])}{', ...' if units > 3 else ''})"
     else:
         touches = [{"kind": "Cluster", "name": cluster, "namespace": namespace}]
         units, pool = 1, 1

@@ -14,14 +14,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from kokpit.client import Kind
 from kokpit.portal import _svg
 from kokpit.portal._app import Portal, json_response
+from kokpit.portal._kinds import ROLLOUT
 from kokpit.portal._web import Caller, security_headers
 
 __all__ = ["ROLLOUT", "register", "rollout_row"]
 
-ROLLOUT = Kind("kokpit.io", "v1alpha1", "Rollout", "rollouts")
 Obj = dict[str, Any]
 _COLOURS = {"Updated": "#35a35a", "Updating": "#2f6fdf", "Pending": "#dde1ea", "Failed": "#c43d3d",
             "RollingBack": "#d08a1e", "RolledBack": "#9b4dca", "Modified": "#777777"}
