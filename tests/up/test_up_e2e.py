@@ -283,16 +283,20 @@ def check_least_privilege(kubectl_bin: str, data_dir: Path) -> None:
     """The cluster operator ran the fleet up as its ServiceAccount, with the RBAC of the install manifests, the
     local kubelet as the node `system:node:local` (Node authorizer), and neither was ever refused anything (a
     missing permission shows up as a 403 in a log)."""
+    # `kokpit up` itself, once bootstrapped, only watches the fleet as its own ServiceAccount (the business
+    # clusters above were set up through it: it read their kubeconfig Secrets)
     for name, user in (("local-kubelet", "system:node:local"),
-                       ("cluster-operator", "system:serviceaccount:kokpit-system:kokpit-cluster-operator")):
+                       ("cluster-operator", "system:serviceaccount:kokpit-system:kokpit-cluster-operator"),
+                       ("up", "system:serviceaccount:kokpit-system:kokpit-up")):
         kc = data_dir / "identities" / f"{name}.kubeconfig"
         who = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "whoami", "-o", "json"],
                              capture_output=True, text=True, timeout=30)
         assert who.returncode == 0, who.stderr
         assert json.loads(who.stdout)["status"]["userInfo"]["username"] == user
-        for verb, what in (("create", "clusterrolebindings"), ("get", "secrets/used-by-no-pod")):
-            if name == "cluster-operator" and verb == "get":
-                continue  # it keeps the clusters' Secrets
+        for verb, what in (("create", "clusterrolebindings"), ("get", "secrets/used-by-no-pod"),
+                           ("create", "clusters"), ("list", "secrets")):
+            if (name == "cluster-operator" and verb != "create") or (name, what) == ("up", "secrets/used-by-no-pod"):
+                continue  # the operator keeps the clusters' Secrets and Clusters; `up` reads Secrets by name
             can = subprocess.run([kubectl_bin, "--kubeconfig", str(kc), "auth", "can-i", verb, what, "-n",
                                   "default"], capture_output=True, text=True, timeout=30)
             assert can.stdout.split()[:1] == ["no"], (name, verb, what, can.stdout, can.stderr)

@@ -183,6 +183,21 @@ COMPONENTS: tuple[Component, ...] = (
         deployed=False,
     ),
     Component(
+        "up",
+        "Embedded mode only: `kokpit up` itself once it has bootstrapped the fleet (CRDs, releases, these roles, "
+        "the first Clusters: the user's admin does that, as `kubectl apply` would).  From then on it only "
+        "watches: the fleet view, each business cluster reached through its kubeconfig Secret to create its "
+        "Machines, and a Warning Event when one of its processes exits.",
+        cluster_rules=(
+            rule((KOKPIT,), ("clusters",), _RO, "the fleet view: each Cluster's readiness and endpoint"),
+            rule(("",), ("secrets",), ("get",), "each business cluster's <cluster>-kubeconfig Secret, to create "
+                 "its MachinePackageVersions and Machines and to count its nodes (by name only: no list)"),
+            rule(("",), ("events",), ("list", "create", "patch"), "shows the fleet's recent Events; records a "
+                 "Warning on Node local when a process it runs exits (a repeat is a patch)"),
+        ),
+        deployed=False,
+    ),
+    Component(
         "meta-controller-manager",
         "Embedded mode only: the Deployment, ReplicaSet and disruption-budget controllers of the meta cluster "
         "(kokpit's controller-manager), so `kubectl apply -k deploy/` makes operator Pods by itself (a real meta "

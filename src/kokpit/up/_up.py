@@ -453,6 +453,12 @@ class Up:
         existing = [c["metadata"]["name"] for c in (await meta.list(CLUSTER, CLUSTER_NAMESPACE)).items]
         self.r.line(f"created {made} Clusters; {len(existing) - made} resumed"
                     if made else f"resuming {len(existing)} Clusters")
+        # bootstrapped: from here on `kokpit up` only watches, as its own least-privilege identity (component
+        # `up` of kokpit.manifests); the admin kubeconfig it printed is the user's alone
+        own = Client.from_kubeconfig(identities["up"], field_manager="kokpit-up")
+        self.events.bind(own)
+        await meta.close()
+        self.meta = meta = own
         self.fleet = Fleet(meta, d / "kubeconfigs")
         for n in existing:
             self.tasks.append(asyncio.create_task(self._business_setup(n), name=f"setup-{n}"))
