@@ -194,6 +194,22 @@ BODY_DEPTH = 4
 (generating a whole PodSpec costs seconds per case, and the server validates what it gets anyway)."""
 
 
+MAX_ITEMS = 2
+"""Generated arrays and maps hold at most this many entries (unless the schema needs more): each entry is
+drawn element by element, and what the server does with the third one it already did with the second."""
+
+
+def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with arrays and free-form maps capped at MAX_ITEMS entries."""
+    out = dict(schema)
+    if out.get("type") == "array":
+        out["maxItems"] = max(int(out.get("minItems", 0)), min(int(out.get("maxItems", MAX_ITEMS)), MAX_ITEMS))
+    elif out.get("type") == "object" and out.get("additionalProperties") not in (None, False):
+        low = max(int(out.get("minProperties", 0)), len(out.get("required") or ()))
+        out["maxProperties"] = max(low, min(int(out.get("maxProperties", MAX_ITEMS)), MAX_ITEMS))
+    return out
+
+
 def _pruned(schema: Any, components: dict[str, Any], depth: int) -> Any:
     if isinstance(schema, list):
         return [_pruned(s, components, depth) for s in schema]
@@ -204,8 +220,8 @@ def _pruned(schema: Any, components: dict[str, Any], depth: int) -> Any:
             return {"type": "object"}
         target = components.get(schema["$ref"].rpartition("/")[2], {})
         return _pruned(target, components, depth + 1)
-    return {k: (v if k in ("enum", "default", "example") else _pruned(v, components, depth))
-            for k, v in schema.items()}
+    return _bounded({k: (v if k in ("enum", "default", "example") else _pruned(v, components, depth))
+                     for k, v in schema.items()})
 
 
 def _api_version(gvk: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import shutil
 import sys
@@ -55,11 +56,24 @@ def _merge(parts: list[Report]) -> Report:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its waited-for children (the worker processes)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=20_000, help="cases to send (default 20,000)")
     ap.add_argument("--seed", type=int, default=13, help="Hypothesis seed (default 13, as the suite)")
-    ap.add_argument("--per-round", type=int, default=8, help="cases per operation per round (default 8)")
+    ap.add_argument("--per-round", type=int, default=24, help="cases per operation per round (default 24: "
+                    "each round of an operation starts a Hypothesis engine, a fixed cost per round)")
     ap.add_argument("--workers", type=int, default=1, help="client processes, each fuzzing every n-th "
                     "operation (generation is the client's CPU cost; default 1)")
     ap.add_argument("--minutes", type=float, help="stop sending at this deadline (the result says so)")
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         install_crds(server, crds())
         before = seed(server)
         docs = documents(server, GROUPS)
+        assert srv.proc is not None
+        server_cpu0, client_cpu0 = _cpu_seconds(srv.proc.pid), _own_cpu_seconds()
         deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
         if args.workers > 1:
             with ProcessPoolExecutor(args.workers) as pool:
@@ -87,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             report = run(server, docs, args.cases, args.seed, deadline=deadline, per_round=args.per_round,
                          progress=_say)
         alive = srv.proc is not None and srv.proc.poll() is None
+        server_cpu = _cpu_seconds(srv.proc.pid) - server_cpu0 if alive else float("nan")
+        client_cpu = _own_cpu_seconds() - client_cpu0
         intact = snapshot(server) == before if alive else False
         t0 = time.monotonic()
         srv.kill()
@@ -107,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'yes' if intact else 'NO'}; after kill -9 and restart ({restart_s:.1f} s): "
         f"{'yes' if intact_after else 'NO'}",
         f"- operations with nothing to generate in a mode (skipped there): {len(report.not_generated)}",
+        f"- CPU per case: client (generation, checks) {1000 * client_cpu / max(report.cases, 1):.0f} ms, "
+        f"server {1000 * server_cpu / max(report.cases, 1):.0f} ms",
     ]
     lines += [f"- finding: `{p[:300]}`" for p in problems[:20]]
     print("\n".join(lines))
