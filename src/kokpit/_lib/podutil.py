@@ -25,6 +25,7 @@ __all__ = [
     "ready_since",
     "required_node_terms",
     "selector_matches",
+    "slim_pod",
     "tolerates",
     "untolerated_taint",
 ]
@@ -201,3 +202,26 @@ def controller_ref(obj: Obj) -> Obj | None:
         if ref.get("controller"):
             return dict(ref)
     return None
+
+
+_SLIM_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "labels", "annotations",
+              "ownerReferences", "deletionTimestamp")
+
+
+def slim_pod(pod: Obj) -> Obj:
+    """An informer transform: what the node-level controllers of the machine operator's process read of a Pod.
+
+    The fault detector (pod-start failures: phase, reason, waiting reasons, whether a container started) and
+    the maintenance flows (owners, labels, annotations, deletion, phase) share one Pod informer in that
+    process, so they share one transform: whichever installs it first, the other finds what it reads.
+    A cluster's 100,000 full Pods would otherwise dominate the process's memory."""
+    meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    statuses = st.get("containerStatuses") or []
+    waiting = [str(((c.get("state") or {}).get("waiting") or {}).get("reason") or "") for c in statuses]
+    started = any((c.get("state") or {}).get("running") or (c.get("state") or {}).get("terminated")
+                  for c in statuses)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {k: meta[k] for k in _SLIM_META if k in meta},
+            "spec": {"nodeName": spec.get("nodeName")},
+            "status": {"phase": st.get("phase"), "reason": st.get("reason"), "waiting": waiting,
+                       "started": bool(started)}}

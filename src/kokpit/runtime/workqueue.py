@@ -121,6 +121,14 @@ class WorkQueue(Generic[K]):
         self._clock: Clock = clock or RealClock()
         self._limiter: RateLimiter[K] = rate_limiter or default_rate_limiter(self._clock)
         self._metrics = metrics
+        # the labelled children, looked up once: ``labels()`` on every add/get cost ~4% of a 2,000-node
+        # operator's start-up (a dict lookup under a lock per call)
+        if metrics is not None:
+            self._m_adds = metrics.queue_adds.labels(name)
+            self._m_depth = metrics.queue_depth.labels(name)
+            self._m_latency = metrics.queue_latency.labels(name)
+            self._m_work = metrics.work_duration.labels(name)
+            self._m_retries = metrics.retries.labels(name)
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
@@ -148,7 +156,7 @@ class WorkQueue(Generic[K]):
             return
         self._dirty.add(item)
         if self._metrics:
-            self._metrics.queue_adds.labels(self.name).inc()
+            self._m_adds.inc()
         if item in self._processing:
             return
         self._push(item)
@@ -161,7 +169,7 @@ class WorkQueue(Generic[K]):
 
     def _update_depth(self) -> None:
         if self._metrics:
-            self._metrics.queue_depth.labels(self.name).set(len(self._queue))
+            self._m_depth.set(len(self._queue))
 
     async def get(self) -> K:
         """The next item, marked as processing; raises ShutDownError when shut down and empty."""
@@ -177,7 +185,7 @@ class WorkQueue(Generic[K]):
         added = self._added_at.pop(item, now)
         self._started_at[item] = now
         if self._metrics:
-            self._metrics.queue_latency.labels(self.name).observe(now - added)
+            self._m_latency.observe(now - added)
         self._update_depth()
         return item
 
@@ -186,7 +194,7 @@ class WorkQueue(Generic[K]):
         self._processing.discard(item)
         started = self._started_at.pop(item, None)
         if self._metrics and started is not None:
-            self._metrics.work_duration.labels(self.name).observe(self._clock.monotonic() - started)
+            self._m_work.observe(self._clock.monotonic() - started)
         if item in self._dirty:
             self._push(item)
 
@@ -233,7 +241,7 @@ class WorkQueue(Generic[K]):
 
     def add_rate_limited(self, item: K) -> None:
         if self._metrics:
-            self._metrics.retries.labels(self.name).inc()
+            self._m_retries.inc()
         self.add_after(item, self._limiter.when(item))
 
     def forget(self, item: K) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from kokpit._lib.podutil import slim_pod
 from kokpit.api.fault import FaultSubscriptionSpec, FaultType
-from kokpit.operators.faults._business import PodStartRule, pod_start_failures, slim_pod
+from kokpit.operators.faults._business import PodStartRule, pod_start_failures
 from kokpit.operators.faults._center import machine_causes
 from kokpit.operators.faults._detector import desired_faults, event_time
 from kokpit.operators.faults._permits import permit_causes

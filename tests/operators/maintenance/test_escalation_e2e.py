@@ -55,10 +55,13 @@ async def test_escalation_to_manual_required_then_resolve_and_retry(
         assert "a person must finish it" in cond(flow_a, "ManualRequired")["message"]
         node = await fleet.node(a)  # the node stays isolated
         assert node["spec"].get("unschedulable") and [t for t in node["spec"]["taints"] if t["key"] == TAINT_KEY]
-        events = (await c.list(EVENT, "default", field_selector=f"involvedObject.name={flow_a['metadata']['name']}")
-                  ).items
-        reasons = {(e["type"], e["reason"]) for e in events}
-        assert ("Warning", "ManualRequired") in reasons and ("Warning", "Escalated") in reasons, reasons
+        async def reasons() -> set[tuple[str, str]] | None:  # Events are written after the status they tell of
+            events = (await c.list(EVENT, "default",
+                                   field_selector=f"involvedObject.name={flow_a['metadata']['name']}")).items
+            got = {(e["type"], e["reason"]) for e in events}
+            return got if {("Warning", "ManualRequired"), ("Warning", "Escalated")} <= got else None
+
+        await eventually(reasons, 30, "the Warning Events ManualRequired and Escalated")
         acts = await fleet.actions(a)
         assert acts.count("reboot-started") == 1 and acts.count("reinstall-started") == 1, acts
 

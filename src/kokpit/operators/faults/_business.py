@@ -20,7 +20,7 @@ from typing import Any
 
 from kokpit._lib.clock import parse_time
 
-__all__ = ["START_FAILURE_REASONS", "PodStartRule", "pod_start_failures", "slim_pod"]
+__all__ = ["START_FAILURE_REASONS", "PodStartRule", "pod_start_failures"]
 
 Obj = dict[str, Any]
 START_FAILURE_REASONS = frozenset({
@@ -37,21 +37,6 @@ class PodStartRule:
     min_failures: int = 5
     node_ratio: float = 0.5
     cluster_ratio: float = 0.1
-
-
-def slim_pod(pod: Obj) -> Obj:
-    """What the rule reads of a Pod (the cache keeps nothing else)."""
-    meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
-    waiting = [str(((c.get("state") or {}).get("waiting") or {}).get("reason") or "")
-               for c in st.get("containerStatuses") or []]
-    running = any((c.get("state") or {}).get("running") or (c.get("state") or {}).get("terminated")
-                  for c in st.get("containerStatuses") or [])
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in meta},
-            "spec": {"nodeName": spec.get("nodeName")},
-            "status": {"phase": st.get("phase"), "reason": st.get("reason"), "waiting": waiting,
-                       "started": bool(running)}}
 
 
 def _outcome(pod: Obj) -> str:

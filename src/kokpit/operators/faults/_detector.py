@@ -139,6 +139,9 @@ class NodeDetector:
     lease_grace: float = 40.0
     clock: Clock = field(default_factory=RealClock)
     pod_starts: Callable[[], dict[str, str]] | None = None  # the business signal's verdict per node
+    # True when a scan of the Lease cache wakes a node whose Lease goes stale (FaultCenter's): then a healthy
+    # node is not requeued at its lease deadline — at 10,000 nodes that requeue alone was ~300 reconciles/s
+    lease_scanned: bool = False
 
     def _machine(self, node: str) -> Obj | None:
         found = self.machines.by_index("node", node)
@@ -164,7 +167,7 @@ class NodeDetector:
                 rep = str(s.get("reporter") or "")
                 if _ours(rep) and not s.get("cleared"):
                     have[(str(spec.get("type")), str(spec.get("component") or ""), rep)] = s
-        requeue: list[float] = [stale_in + 0.05] if stale_in is not None else []
+        requeue: list[float] = [stale_in + 0.05] if stale_in is not None and not self.lease_scanned else []
         try:
             for d in want:
                 if d.type not in cat.types:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit._lib.clock import Clock, RealClock
+from kokpit._lib.podutil import slim_pod
 from kokpit.client import EVENT, LEASE, NODE, POD, ApiError, Client, Kind, TransportError
-from kokpit.operators.faults._business import PodStartRule, pod_start_failures, slim_pod
+from kokpit.operators.faults._business import PodStartRule, pod_start_failures
 from kokpit.operators.faults._center import CenterOptions, EventCenter
 from kokpit.operators.faults._detector import EventIngester, NodeDetector
 from kokpit.operators.faults._metrics import FaultMetrics
@@ -53,6 +54,7 @@ class FaultOptions:
     watch_pods: bool = True  # the business signal (pods failing to start on one node)
     pod_scan: float = 5.0  # seconds between evaluations of it
     pod_rule: PodStartRule = field(default_factory=PodStartRule)
+    catalog_debounce: float = 0.3  # seconds a burst of FaultType changes is gathered before waking every node
 
 
 def _spec_node(obj: Obj) -> list[str]:
@@ -109,6 +111,7 @@ class FaultCenter:
         if self.pod_informer is not None and self.pod_informer.transform in (None, strip_managed_fields):
             self.pod_informer.transform = slim_pod  # 100,000 full Pods would dominate the memory
         self._pod_starts: dict[str, str] = {}
+        self._wake_all_pending = False
         self._catalog: Catalog | None = None
         permit_lookup = None
         if meta is not None:
@@ -146,6 +149,7 @@ class FaultCenter:
         self.detector = NodeDetector(reporter, self.catalog, nodes, self.lease_informer.store
                                      if self.lease_informer else None, machines, faults, self.metrics,
                                      lease_grace=opts.lease_grace, clock=self.clock,
+                                     lease_scanned=self.lease_informer is not None,
                                      pod_starts=(lambda: self._pod_starts) if self.pod_informer else None)
         d = manager.controller("fault-detector", self.detector.reconcile, workers=opts.workers,
                                needs_leader_election=False)
@@ -192,8 +196,22 @@ class FaultCenter:
         return self._catalog
 
     def _catalog_changed(self, _obj: Obj) -> None:
+        """A new signal may match nodes already showing it: wake every node, once per burst of changes (the
+        default catalog's 15 creates would otherwise wake 15 × N nodes at start-up)."""
         self._catalog = None
-        for n in self.node_informer.store.list():  # a new signal may match nodes already showing it
+        if self._wake_all_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._wake_all()
+            return
+        self._wake_all_pending = True
+        loop.call_later(self.options.catalog_debounce, self._wake_all)
+
+    def _wake_all(self) -> None:
+        self._wake_all_pending = False
+        for n in self.node_informer.store.list():
             self._wake(n["metadata"]["name"])
 
     # ------------------------------------------------------------------ detector wiring
@@ -227,18 +245,25 @@ class FaultCenter:
         from kokpit._lib.clock import parse_time
 
         stale: set[str] = set()
+        parsed: dict[str, tuple[Any, Any]] = {}  # name → (renewTime text, its time): each text parsed once
         while True:
             now = self.clock.now()
             current: set[str] = set()
+            seen: dict[str, tuple[Any, Any]] = {}
             for lease in self.lease_informer.store.list():
-                spec = lease.get("spec") or {}
-                renewed = spec.get("renewTime")
-                try:
-                    t = parse_time(str(renewed)) if renewed else None
-                except ValueError:
-                    t = None
+                name = str(lease["metadata"]["name"])
+                renewed = (lease.get("spec") or {}).get("renewTime")
+                hit = parsed.get(name)
+                if hit is None or hit[0] != renewed:
+                    try:
+                        hit = (renewed, parse_time(str(renewed)) if renewed else None)
+                    except ValueError:
+                        hit = (renewed, None)
+                seen[name] = hit
+                t = hit[1]
                 if t is not None and (now - t).total_seconds() >= self.options.lease_grace:
-                    current.add(str(lease["metadata"]["name"]))
+                    current.add(name)
+            parsed = seen
             for n in current - stale:
                 self._wake(n)
             stale = current
@@ -271,8 +296,7 @@ class FaultCenter:
                     delay = min(delay * 2, 30.0)
         await self.node_informer.wait_synced()
         await self.type_informer.wait_synced()
-        for n in self.node_informer.store.list():
-            self._wake(n["metadata"]["name"])
+        self._wake_all()
 
     @staticmethod
     def node_ready(node: Obj) -> bool:

@@ -41,22 +41,11 @@ __all__ = [
     "isolate",
     "mark_pods",
     "movable_pods",
-    "slim_pod",
 ]
 
 Obj = dict[str, Any]
 CORDON_ANNOTATION = "kokpit.io/cordoned-by"  # the machine operator's; the flow takes the cordon over
 OWNER = "maintenance-flow"
-
-
-def slim_pod(pod: Obj) -> Obj:
-    """A cache transform: what the flow reads of a Pod (thousands per cluster)."""
-    meta = pod.get("metadata") or {}
-    keep = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
-                                 "deletionTimestamp", "resourceVersion") if k in meta}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": keep,
-            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
-            "status": {"phase": (pod.get("status") or {}).get("phase")}}
 
 
 def _controller(pod: Obj) -> Obj | None:

@@ -110,17 +110,36 @@ class StormWatch:
         self.flows, self.nodes, self.policies = flows, nodes, policies
         self.metrics = metrics
         self.clock: Clock = clock or RealClock()
+        self._flows_moved = 0  # bumped by every flow event that can change a count (see flow_event)
+        self._verdicts: dict[str, tuple[tuple[Any, ...], float, bool]] = {}
+
+    def flow_event(self, old: Obj | None, new: Obj | None) -> None:
+        """An informer handler on the flows: count the changes that can move the breaker (a flow created,
+        deleted, opened or closed — not the status writes of a flow at work)."""
+        if old is None or new is None or flow_is_open(old) != flow_is_open(new) or \
+                (old.get("spec") or {}).get("policy") != (new.get("spec") or {}).get("policy"):
+            self._flows_moved += 1
 
     def is_open(self, policy: str) -> bool:
         """The breaker as of now, from the caches (the flows ask right before isolating a node, so a storm
-        trips before its status is even written)."""
+        trips before its status is even written).  Every flow asks before isolating, so in a storm of N
+        nodes a fresh count each time is O(N²): the verdict is kept until a flow opens/closes/appears, the
+        policy or the node count changes, or a second passes (only arrivals ageing out of the window move
+        it then, which can only close the breaker later — the safe side)."""
         p = self.policies.get_by_name(policy)
         spec, _ = policy_spec(p)
         if p is None or spec is None:
             return False
+        key = (p["metadata"].get("resourceVersion"), self._flows_moved, len(self.nodes))
+        now_m = self.clock.monotonic()
+        hit = self._verdicts.get(policy)
+        if hit is not None and hit[0] == key and now_m - hit[1] < 1.0:
+            return hit[2]
         was = bool(((p.get("status") or {}).get("storm") or {}).get("open"))
         flows = [f for f in self.flows.list() if (f.get("spec") or {}).get("policy") == policy]
-        return storm(spec, flows, len(self.nodes), was, self.clock.now()).open
+        verdict = storm(spec, flows, len(self.nodes), was, self.clock.now()).open
+        self._verdicts[policy] = (key, now_m, verdict)
+        return verdict
 
     async def reconcile(self, req: Request) -> Result | None:
         policy = self.policies.get_by_name(req.name)
