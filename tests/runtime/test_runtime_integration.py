@@ -251,6 +251,33 @@ async def test_two_managers_one_leader_and_takeover_within_lease(
     await cb.close()
 
 
+async def test_leader_election_renews_over_a_client_of_its_own(apiserver: ApiServerProcess) -> None:
+    """A burst of writes queued behind the Manager's client (here its client-side rate limit: 1 request/s)
+    does not delay the Lease renewal, which goes over a sibling client with its own connections and no
+    limit: the leader stays leader through a queue far longer than its renew deadline."""
+    c = Client.from_kubeconfig(apiserver.kubeconfig, qps=1, burst=1)
+    le = LeaderElectionConfig("own-lease", "default", identity="a", lease_duration=2.0, renew_deadline=1.5,
+                              retry_period=0.2, release_on_cancel=False)
+    mgr = Manager(c, leader_election=le, http_port=None, handle_signals=False)
+    assert mgr.elector is not None and mgr.elector.client is not c
+    task = asyncio.create_task(mgr.run())
+    try:
+        await eventually(lambda: mgr.is_leader)
+        writes = asyncio.gather(*(c.create(CONFIGMAP, {"metadata": {"name": f"q{i}", "namespace": "default"}})
+                                  for i in range(6)))
+        end = time.monotonic() + 4.0  # the queue of 6 writes at 1/s outlasts the 1.5 s renew deadline
+        while time.monotonic() < end:
+            assert mgr.is_leader, "the Lease was lost while the Manager's client was busy"
+            await asyncio.sleep(0.05)
+        await writes
+        lease = await c.get(LEASE, "own-lease", "default")
+        assert lease["spec"]["holderIdentity"] == "a" and not lease["spec"].get("leaseTransitions")
+    finally:
+        mgr.stop()
+        await asyncio.wait_for(task, 10)
+        await c.close()
+
+
 async def _create_widget_crd(client: Client) -> None:
     crd = {
         "metadata": {"name": "widgets.example.io"},

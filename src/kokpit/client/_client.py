@@ -149,6 +149,8 @@ class Client:
         self._backoff = retry_backoff or ExponentialBackoff(base=0.1, cap=5.0, jitter=0.2)
         self._limiter = TokenBucket(qps, burst, self._clock) if qps else None
         self._timeout = timeout
+        self._transport = transport
+        self._lean_wanted = lean
         self._lk = LightkubeAsyncClient(
             config=config,
             timeout=httpx2.Timeout(timeout),
@@ -181,6 +183,15 @@ class Client:
     ) -> Client:
         """The Pod's own ServiceAccount (its folder: the usual one, or ``$KOKPIT_SERVICE_ACCOUNT_DIR``)."""
         return cls(load_config(in_cluster=True, service_account_dir=service_account_dir), **kwargs)
+
+    def sibling(self, *, field_manager: str | None = None, lean_connections: int = 2) -> Client:
+        """A client to the same server with the same credentials, retries and metrics but connections (and no
+        client-side rate limit) of its own: for the few requests that must not queue behind this client's
+        bulk writes — leader-election renewals.  The caller closes it."""
+        return Client(self.config, field_manager=field_manager or self.field_manager, timeout=self._timeout,
+                      max_retries=self.max_retries, retry_backoff=self._backoff, metrics=self.metrics,
+                      clock=self._clock, transport=self._transport, lean=self._lean_wanted,
+                      lean_connections=lean_connections)
 
     @property
     def lightkube(self) -> LightkubeAsyncClient:
