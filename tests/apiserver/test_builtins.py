@@ -56,6 +56,10 @@ EXPECTED = [
     ("policy", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), (), ALL_VERBS, ("status",)),
     ("", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), (), ALL_VERBS, ("status",)),
     ("scheduling.k8s.io", "priorityclasses", "PriorityClass", False, ("pc",), (), ALL_VERBS, ()),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False, (),
+     ("api-extensions",), ALL_VERBS, ("status",)),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False,
+     (), ("api-extensions",), ALL_VERBS, ()),
 ]
 
 

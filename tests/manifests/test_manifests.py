@@ -94,6 +94,19 @@ def test_least_privilege() -> None:
     assert all(r["kind"] == "Role" for r in leases)  # leader election stays in kokpit's namespace
 
 
+def test_the_permit_actor_policy_ships_with_its_binding() -> None:
+    """What RBAC cannot express (a risk actor writes only its own Cluster's Permits) ships as a
+    ValidatingAdmissionPolicy bound with Deny: the very objects `install_crds` gives the embedded server."""
+    from kokpit.api import admission_policies
+
+    objs = [o for o in _objects() if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert objs == admission_policies()
+    policy, binding = objs
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["permits", "permits/status"]
+
+
 def test_kustomize_builds_the_base(kubectl_bin: str, tmp_path: Path) -> None:
     out = subprocess.run([kubectl_bin, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -107,7 +120,7 @@ def test_other_namespace_and_image() -> None:
                                                                           "Service")} == {"fleet"}
     # Roles: leader election in kokpit's namespace, port records where Kubernetes keeps its own
     assert {o["metadata"]["namespace"] for o in objs if o["kind"] == "Role"} == {"fleet", "kube-system"}
-    subjects = [s for o in objs if o["kind"].endswith("Binding") for s in o["subjects"]]
+    subjects = [s for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o["subjects"]]
     assert {s["namespace"] for s in subjects} == {"fleet"}
     assert {o["spec"]["template"]["spec"]["containers"][0]["image"] for o in objs if o["kind"] == "Deployment"} == {
         "registry.example/kokpit:v9"}

@@ -93,6 +93,7 @@ __all__ = [
     "RolloutSpec",
     "RunState",
     "Severity",
+    "admission_policies",
     "crd_for",
     "crds",
     "install_crds",
@@ -110,6 +111,13 @@ KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPacka
 def crds() -> list[dict[str, Any]]:
     """The CustomResourceDefinitions of every kind in :data:`KINDS`."""
     return [crd_for(k) for k in KINDS]
+
+
+def admission_policies() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicies (and bindings) kokpit's kinds need beyond their CRDs' own rules."""
+    from kokpit.api.risk import permit_actor_policy
+
+    return permit_actor_policy()
 
 
 class _CRDClient(Protocol):
@@ -130,10 +138,17 @@ def _established(crd: dict[str, Any]) -> bool:
 
 async def install_crds(client: _CRDClient, *, timeout: float = 30.0,
                        field_manager: str = "kokpit-crds") -> list[dict[str, Any]]:
-    """Server-side apply every CRD and wait until each is Established; returns the applied CRDs."""
-    from kokpit.client import CRD  # the CRD Kind; imported late so kokpit.api stays importable alone
+    """Server-side apply every CRD and the admission policies that go with them (``admission_policies``),
+    and wait until each CRD is Established; returns the applied CRDs."""
+    from kokpit.client import CRD, Kind  # imported late so kokpit.api stays importable alone
 
     applied = [await client.apply(CRD, c, field_manager=field_manager, force=True) for c in crds()]
+    for obj in admission_policies():
+        group, version = obj["apiVersion"].split("/")
+        plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+                  "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings"}[obj["kind"]]
+        kind = Kind(group, version, obj["kind"], plural, namespaced=False)
+        await client.apply(kind, obj, field_manager=field_manager, force=True)
     deadline = time.monotonic() + timeout
     pending = [c["metadata"]["name"] for c in applied]
     delay = 0.02

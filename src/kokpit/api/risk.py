@@ -11,7 +11,7 @@ every rule here ends up in the generated CRD as OpenAPI or CEL, with the field n
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import Field, JsonValue
 
@@ -21,7 +21,9 @@ from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
 
 __all__ = [
     "DURATION_PATTERN",
+    "PERMIT_ACTOR_POLICY",
     "PERMIT_TARGETS_MAX",
+    "RISK_ACTOR_COMPONENTS",
     "SCHEDULE_PATTERN",
     "Blackout",
     "BreakerStatus",
@@ -54,6 +56,7 @@ __all__ = [
     "RiskPolicyStatus",
     "RiskReason",
     "TargetKind",
+    "permit_actor_policy",
 ]
 
 
@@ -80,6 +83,55 @@ class OperationType(StrEnum):
     @property
     def target_kind(self) -> TargetKind:
         return TargetKind.NODE if self.value.startswith(("node-", "component-")) else TargetKind.CLUSTER
+
+
+RISK_ACTOR_COMPONENTS: Final = ("machine-operator", "kube-controller-manager")
+"""The business-cluster components that ask the meta cluster's risk center as their Cluster's actor.  Each runs
+as the ServiceAccount ``<cluster>-<component>`` in the Cluster's namespace (provisioned by the cluster
+operator) and may only write Permits of that namespace that name that Cluster (``permit_actor_policy``)."""
+
+PERMIT_ACTOR_POLICY: Final = "kokpit-permit-actor"
+
+
+def permit_actor_policy() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy (and its binding) that keeps the risk actors of Clusters sharing a
+    namespace apart: RBAC's boundary is the namespace, so ``<cluster>-<component>`` may create, update,
+    patch (spec or status) and delete only Permits whose ``spec.cluster`` is ``<cluster>`` — before and after
+    the write.  Anyone else (people, the operators of the meta cluster) is not matched.  ``kokpit manifests``
+    renders it for a real meta cluster; the embedded API server evaluates these very CEL expressions."""
+    actors = ", ".join(f"'{a}'" for a in RISK_ACTOR_COMPONENTS)
+    sa = "'system:serviceaccount:' + request.namespace + ':'"
+
+    def own(o: str) -> str:
+        return (f"{o} == null || variables.actors.exists(c, "  # spec.cluster is required by the CRD
+                f"request.userInfo.username == {sa} + {o}.spec.cluster + '-' + c)")
+
+    message = ("'a risk actor may only write Permits of its own Cluster: ' + request.userInfo.username + "
+               "' may not write a Permit of Cluster ' + {o}.spec.cluster + ' (spec.cluster)'")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PERMIT_ACTOR_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                "resources": ["permits", "permits/status"]}]},
+            "matchConditions": [{"name": "risk-actor", "expression": (
+                "request.userInfo.username.startsWith('system:serviceaccount:') && "
+                f"[{actors}].exists(c, request.userInfo.username.endsWith('-' + c))")}],
+            "variables": [{"name": "actors", "expression": f"[{actors}]"}],
+            "validations": [
+                {"expression": own("object"), "messageExpression": message.format(o="object"),
+                 "reason": "Forbidden"},
+                {"expression": own("oldObject"), "messageExpression": message.format(o="oldObject"),
+                 "reason": "Forbidden"},
+            ],
+        },
+    }
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": PERMIT_ACTOR_POLICY},
+               "spec": {"policyName": PERMIT_ACTOR_POLICY, "validationActions": ["Deny"]}}
+    return [policy, binding]
 
 
 # ------------------------------------------------------------------------------------------------ patterns

@@ -453,6 +453,8 @@ def _default_crd(obj: _Obj) -> None:
 # ------------------------------------------------------------------------------------- catalogue
 
 _NO_COLLECTION = tuple(v for v in ALL_VERBS if v != "deletecollection")
+_ADMISSION = "admissionregistration.k8s.io"
+_ADMISSION_DEFS = "admissionregistration.v1.ValidatingAdmission"
 
 
 def _schema(definition: str) -> dict[str, Any]:
@@ -539,6 +541,13 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", True,
                      short_names=("pdb",), subresources=("status",), has_status=True, has_generation=True,
                      schema=_schema("io.k8s.api.policy.v1.PodDisruptionBudget")),
+        # evaluated in the admission chain (admission_policy.py)
+        ResourceType(_ADMISSION, "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies",
+                     "validatingadmissionpolicy", False, categories=("api-extensions",), subresources=("status",),
+                     has_status=True, has_generation=True, schema=_schema(f"io.k8s.api.{_ADMISSION_DEFS}Policy")),
+        ResourceType(_ADMISSION, "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings",
+                     "validatingadmissionpolicybinding", False, categories=("api-extensions",),
+                     schema=_schema(f"io.k8s.api.{_ADMISSION_DEFS}PolicyBinding")),
     ]
 
 

@@ -102,6 +102,8 @@ class Rest:
         self.on_crd_change: Callable[[dict[str, Any]], None] | None = None
         # admission (rbac_admission.Admission): may mutate or refuse an object before validation; old=None on create
         self.admit: Callable[[ResourceType, dict[str, Any], dict[str, Any] | None], None] | None = None
+        # admission of a delete (admission_policy.BuiltinPolicies.delete): may refuse, given the current object
+        self.admit_delete: Callable[[ResourceType, dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------------ helpers
     def now(self) -> str:
@@ -508,6 +510,8 @@ class Rest:
                 raise errors.not_found(rt.plural, name, rt.group)
             obj = self.to_view(rt, cur)
             meta = _meta(obj)
+            if self.admit_delete is not None:
+                self.admit_delete(rt, obj)
             if opts.precondition_uid and opts.precondition_uid != meta.get("uid"):
                 raise errors.conflict(rt.plural, name, rt.group,
                                       f"Precondition failed: UID in precondition: {opts.precondition_uid}, "

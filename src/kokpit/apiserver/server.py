@@ -27,6 +27,7 @@ from typing import IO, Any
 import uvicorn
 
 from kokpit.apiserver import builtins, schema, subresources
+from kokpit.apiserver.admission_policy import AdmissionPolicies
 from kokpit.apiserver.app import App, AppConfig
 from kokpit.apiserver.auth import Authenticator, load_token_file
 from kokpit.apiserver.controllers import Controllers
@@ -201,12 +202,19 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
     app.rbac = authorization
     service_accounts = Admission(store.get, authorizer, node_restriction=nodes is not None)
     priorities = PriorityAdmission(rest, registry)
+    vap = registry.get("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies")
+    vapb = registry.get("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings")
+    assert vap is not None and vapb is not None
+    policies = AdmissionPolicies(rest, vap, vapb)
+    store.listeners.append(policies.on_event)
 
     def admit(rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         priorities(rt, obj, old)
         service_accounts(rt, obj, old)
+        policies.admit(rt, obj, old)  # validating after the mutating steps, as kube orders them
 
     rest.admit = admit
+    rest.admit_delete = policies.delete
     if auth is not None:
         auth.service_accounts = issuer.authenticate
         authorization.authenticate = lambda token: auth.authenticate(f"Bearer {token}")

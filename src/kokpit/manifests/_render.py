@@ -6,7 +6,8 @@ gets a ServiceAccount, a ClusterRole and binding with exactly its rules, a Role 
 namespace for leader election, a Deployment (leader election on, probes on the Manager's /healthz and
 /readyz, resource requests, non-root, read-only root filesystem, no privilege escalation, all capabilities
 dropped, a RuntimeDefault seccomp profile), a PodDisruptionBudget and a metrics Service.  kokpit's kinds
-join kube's `view`/`edit`/`admin` roles through aggregated ClusterRoles.
+join kube's `view`/`edit`/`admin` roles through aggregated ClusterRoles.  ValidatingAdmissionPolicies hold
+what RBAC cannot express (a risk actor writes only its own Cluster's Permits).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
 def render(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> dict[str, list[Obj]]:
     """File name -> objects of the kustomize base (kustomization.yaml excluded)."""
     from kokpit.api import crds
+    from kokpit.api.risk import permit_actor_policy
 
     if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace):
         raise ManifestError(f"invalid namespace {namespace!r}: a namespace name must be a DNS-1123 label (at most "
@@ -148,6 +150,8 @@ def render(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> di
         "crds.yaml": crds(),
         "rbac-aggregated.yaml": _aggregated(),
         "metrics-reader.yaml": [metrics_reader_role()],
+        # risk actors of Clusters sharing a namespace write only their own Cluster's Permits (RBAC cannot)
+        "admission-policies.yaml": permit_actor_policy(),
     }
     for c in COMPONENTS:
         if not c.deployed:
