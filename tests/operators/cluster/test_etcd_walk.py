@@ -22,6 +22,7 @@ from kokpit.operators.cluster._upstream import UpstreamSpec, secret_key, upstrea
 from kokpit.runtime import FailureMemory, Store
 
 from .conftest import StoreClient
+from .test_risk import FakeGate
 
 Obj = dict[str, Any]
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -63,6 +64,7 @@ class World:
         self.ports = PortAllocator(self.client, Store(INDEXERS_PORTS), Store({"nodeport": lambda o: []}),
                                    OperatorOptions(port_range=(30000, 30999)), is_free=lambda p: True)
         self.etcd = FakeEtcd()
+        self.gate: FakeGate | None = None  # the risk center, when the operator asks it
         self.broken: set[str] = set()
         self.cluster: Obj = {"apiVersion": "kokpit.io/v1alpha1", "kind": "Cluster",
                              "metadata": {"name": "c1", "namespace": "team-a", "uid": "u"}, "status": {}}
@@ -89,8 +91,9 @@ class World:
 
     async def step(self, version: str, args: list[str], *, releasing: bool = False) -> Any:
         memory = FailureMemory(self.cluster, ExponentialBackoff(base=1, cap=10))
+        risk = (lambda ns, cluster: self.gate) if self.gate is not None else None
         out = await EtcdWalker(
-            self.client, OperatorOptions(unhealthy_timeout=30, release_timeout=60), self.etcd, names=NAMES,
+            self.client, OperatorOptions(unhealthy_timeout=30, release_timeout=60, risk=risk), self.etcd, names=NAMES,
             owner=self.cluster, spec=UpstreamSpec("c1", "team-a", "v1.37.0", (), "127.0.0.1"),
             component={"name": "etcd", "image": "registry.k8s.io/etcd:3.5", "replicas": 3, "args": args},
             target_name=version, pods=self.pods.list(), secret=self.secret(), nodes=self.nodes, ports=self.ports,
@@ -177,3 +180,43 @@ async def test_a_provisioned_member_etcd_never_heard_of_is_added_then_started() 
     await w.step("u1", [])
     assert w.etcd.calls == ["add"] and extra.member.peer_url in w.etcd.by_url
     assert w.pods.get_by_name(extra.name, "team-a") is not None
+
+
+async def test_a_release_changes_membership_only_with_control_plane_release_permits() -> None:
+    """Issue 14: each surge-then-remove of a release asks control-plane-release for the member it replaces
+    (the add and the removal under the same permit) before the roster is written; queued, etcd is untouched
+    and the outcome says why."""
+    w = World()
+    await _running(w)
+    first = sorted(read_roster(w.secret()))
+    w.gate = FakeGate(grant=False)
+    out = await w.step("u2", ["--heartbeat-interval=150"], releasing=True)
+    assert w.etcd.calls == [] and sorted(read_roster(w.secret())) == first
+    assert w.gate.asked == [("control-plane-release", (first[0],), "u2")]
+    assert out.risk is not None and out.risk[0] == "RiskQueued" and "waits for the risk center" in out.row["message"]
+    w.gate.grant = True
+    await w.converge("u2", ["--heartbeat-interval=150"], releasing=True)
+    assert w.etcd.calls == ["add", "remove"] * 3
+    assert sorted(set(w.gate.asked)) == [
+        ("control-plane-release", (m,), "u2") for m in first]
+    assert not any(r for r in w.gate.repair_flags)
+
+
+async def test_a_broken_member_is_replaced_only_with_a_control_plane_repair_permit() -> None:
+    """The repair of a broken member asks control-plane-repair (repair=True: its pre-check is the failure)
+    before it is marked for removal; the replacement added after the removal goes under the same permit."""
+    w = World()
+    await _running(w)
+    names = sorted(read_roster(w.secret()))
+    w.gate = FakeGate(grant=False)
+    w.broken = {names[0]}
+    w.kubelet()
+    await w.clock.advance(120)
+    out = await w.step("u1", [])
+    assert w.etcd.calls == [] and not read_roster(w.secret())[names[0]].removing
+    assert w.gate.asked == [("control-plane-repair", (names[0],), "repair-1")] and w.gate.repair_flags == [True]
+    assert out.risk is not None and out.risk[0] == "RiskQueued"
+    w.gate.grant = True
+    await w.converge("u1", [])
+    assert w.etcd.calls == ["remove", "add"] and len(read_roster(w.secret())) == 3
+    assert {a[0] for a in w.gate.asked} == {"control-plane-repair"}  # the replacement asked nothing more

@@ -11,7 +11,7 @@ from typing import Any
 from kokpit.api.risk import PermitOutcome
 from kokpit.runtime.permits import Admission, PermitGate, PermitView
 
-from .conftest import Harness
+from .conftest import CPV_COMPONENTS, Harness
 
 
 @dataclass
@@ -123,26 +123,40 @@ async def test_a_broken_pod_is_replaced_only_with_a_repair_permit() -> None:
     assert h.pods.get_by_name("c1-simulator-0", "default") is None
 
 
-async def test_the_machine_operator_gets_its_own_least_privilege_identity() -> None:
-    """With actors asking, the cluster operator provisions <cluster>-machine-operator (ServiceAccount, Role
-    on Permits only, RoleBinding; owned by the Cluster), runs the machine-operator Pod as it with in-cluster
-    risk flags, and puts back rules someone widened."""
+async def test_each_risk_actor_gets_its_own_least_privilege_identity() -> None:
+    """With actors asking, the cluster operator provisions <cluster>-machine-operator and
+    <cluster>-kube-controller-manager (ServiceAccount, Role on Permits only, RoleBinding; owned by the
+    Cluster), runs each actor's Pod as it with in-cluster risk flags (the controller-manager asks node-drain
+    before taint-based eviction), keeps every other component without a meta credential, and puts back
+    rules someone widened."""
     gate = FakeGate(grant=True)
     h = Harness(risk=lambda ns, cluster: gate)
-    h.cpv("v1", "v1.30.0")
+    h.cpv("v1", "v1.30.0", [*CPV_COMPONENTS, {"name": "kube-controller-manager", "args": ["controller-manager"]},
+                            {"name": "kube-scheduler", "args": ["scheduler"]}])
     h.cluster(cpv="v1", nodes=3)
     await h.converge()
-    sa = h.client.extra["serviceaccounts"].get_by_name("c1-machine-operator", "default")
+    for actor in ("machine-operator", "kube-controller-manager"):
+        name = f"c1-{actor}"
+        sa = h.client.extra["serviceaccounts"].get_by_name(name, "default")
+        role = h.client.extra["roles"].get_by_name(name, "default")
+        rb = h.client.extra["rolebindings"].get_by_name(name, "default")
+        assert sa is not None and role is not None and rb is not None
+        assert {r["resources"][0] for r in role["rules"]} == {"permits", "permits/status"}
+        assert rb["roleRef"]["name"] == name
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]
+        assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-c1" for o in (sa, role, rb))
+        pod = h.pods.get_by_name(f"c1-{actor}-0", "default")
+        assert pod is not None and pod["spec"]["serviceAccountName"] == name
+        assert "automountServiceAccountToken" not in pod["spec"]
+        args = pod["spec"]["containers"][0]["args"]
+        assert args[args.index("--risk-cluster") + 1] == "c1" and "--risk-in-cluster" in args
+        assert args[args.index("--risk-namespace") + 1] == "default"
+    for other in ("kube-apiserver", "kube-scheduler", "simulator"):
+        pod = h.pods.get_by_name(f"c1-{other}-0", "default")
+        assert pod is not None and pod["spec"]["automountServiceAccountToken"] is False
+        assert "serviceAccountName" not in pod["spec"] and "--risk-in-cluster" not in pod["spec"]["containers"][0]["args"]
     role = h.client.extra["roles"].get_by_name("c1-machine-operator", "default")
-    rb = h.client.extra["rolebindings"].get_by_name("c1-machine-operator", "default")
-    assert sa is not None and role is not None and rb is not None
-    assert {r["resources"][0] for r in role["rules"]} == {"permits", "permits/status"}
-    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "c1-machine-operator", "namespace": "default"}]
-    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-c1" for o in (sa, role, rb))
-    mo = h.pods.get_by_name("c1-machine-operator-0", "default")
-    assert mo is not None and mo["spec"]["serviceAccountName"] == "c1-machine-operator"
-    args = mo["spec"]["containers"][0]["args"]
-    assert args[args.index("--risk-cluster") + 1] == "c1" and "--risk-in-cluster" in args
+    assert role is not None
     role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
     h.client.extra["roles"].put(role)
     await h.run()

@@ -23,18 +23,19 @@ from kokpit.up._identities import _write_kubeconfig
 Obj = dict[str, Any]
 
 
-async def _as_actor(meta: Client, apiserver: ApiServerProcess, names: Names, tmp: Path) -> Client:
+async def _as_actor(meta: Client, apiserver: ApiServerProcess, names: Names, tmp: Path,
+                    component: str = "machine-operator") -> Client:
     owner = await meta.get(CLUSTER, names.cluster, names.namespace)
-    for kind, obj in actor_identity(names, owner):
+    for kind, obj in actor_identity(names, owner, (component,)):
         await meta.create(kind, obj, names.namespace)
-    sa = names.actor_service_account
+    sa = names.actor(component)
     answer = await meta.create_subresource(SERVICE_ACCOUNT, sa, "token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
         names.namespace)
     path = _write_kubeconfig(Path(apiserver.kubeconfig), tmp, sa,
                              f"system:serviceaccount:{names.namespace}:{sa}", answer["status"]["token"],
                              names.namespace)
-    return Client.from_kubeconfig(path, field_manager="machine-operator", max_retries=0)
+    return Client.from_kubeconfig(path, field_manager=component, max_retries=0)
 
 
 async def test_the_actor_identity_may_only_handle_permits_of_its_namespace(
@@ -89,3 +90,53 @@ async def test_the_actor_identity_may_only_handle_permits_of_its_namespace(
     finally:
         await pc.close()
         await actor.close()
+
+
+async def test_actors_of_clusters_sharing_a_namespace_write_only_their_own_permits(
+        meta: Client, apiserver: ApiServerProcess, tmp_path: Path) -> None:
+    """RBAC's boundary is the namespace; the ValidatingAdmissionPolicy kokpit-permit-actor (installed with the
+    CRDs, evaluated by the API server) keeps c1's and c2's actors — both in namespace default — apart: each
+    may create, renew, record checks on, release and delete only Permits whose spec.cluster is its own
+    Cluster; a person (the admin) is not restricted."""
+    await policy(meta, "anything", operations=["component-upgrade", "node-drain"], maxConcurrent=5)
+    mo1 = await _as_actor(meta, apiserver, Names("default", "c1"), tmp_path / "c1")
+    kcm2 = await _as_actor(meta, apiserver, Names("default", "c2"), tmp_path / "c2", "kube-controller-manager")
+    own1 = PermitClient(mo1, namespace="default", cluster="c1", holder="machine-operator/c1")
+    own2 = PermitClient(kcm2, namespace="default", cluster="c2", holder="controller-manager/c2")
+    forged = PermitClient(mo1, namespace="default", cluster="c2", holder="machine-operator/c1")
+    try:
+        mine = await own1.ensure("component-upgrade", ["n1"], intent="kubelet=1.31.0")
+        theirs = await own2.ensure("node-drain", ["n7"], intent="taints-1")
+        # c1's actor asks in c2's name: refused by the policy, with kube's wording
+        with pytest.raises(ApiError) as e:
+            await forged.ensure("node-drain", ["n7"], intent="x")
+        assert e.value.code == 403 and "ValidatingAdmissionPolicy 'kokpit-permit-actor' with binding " \
+            "'kokpit-permit-actor' denied request: a risk actor may only write Permits of its own Cluster: " \
+            "system:serviceaccount:default:c1-machine-operator may not write a Permit of Cluster c2" in str(e.value)
+        # nor touches c2's permit: renew (spec), release (status), withdraw (delete)
+        for call in (lambda: mo1.patch(PERMIT, theirs.name, {"spec": {"renewTime": None}}, "default"),
+                     lambda: mo1.patch(PERMIT, theirs.name, {"status": {"outcome": "Failed"}}, "default",
+                                       subresource="status"),
+                     lambda: mo1.delete(PERMIT, theirs.name, "default")):
+            with pytest.raises(ApiError) as e:
+                await call()
+            assert e.value.code == 403 and "kokpit-permit-actor" in str(e.value), e.value
+        # and the other way round (the controller-manager identity of c2 against c1's permit)
+        with pytest.raises(ApiError) as e:
+            await kcm2.delete(PERMIT, mine.name, "default")
+        assert e.value.code == 403 and "c2-kube-controller-manager may not write a Permit of Cluster c1" in str(e.value)
+        # nothing was changed by the refusals; each actor still handles its own
+        assert (await meta.get(PERMIT, theirs.name, "default"))["spec"]["cluster"] == "c2"
+        await own2.renew(theirs.name)
+        await own2.release(theirs.name, PermitOutcome.ABORTED)
+        await kcm2.delete(PERMIT, theirs.name, "default")
+        await own1.renew(mine.name)
+        await own1.release(mine.name, PermitOutcome.ABORTED)
+        # a person is not restricted by the policy
+        admin = PermitClient(meta, namespace="default", cluster="c2", holder="person")
+        await admin.ensure("node-drain", ["n8"], intent="by-hand")
+    finally:
+        for pc in (own1, own2, forged):
+            await pc.close()
+        await mo1.close()
+        await kcm2.close()

@@ -19,6 +19,16 @@ The order of changes is etcd's runtime-reconfiguration rule, as Cluster API's Ku
 
 The operator talks to etcd through its v3 JSON gateway over mutual TLS (the health-check client
 certificate of the cluster's etcd CA): member list, add, remove.
+
+When the cluster operator asks the risk center (issue 14), every membership change it starts takes a Permit
+first, granted (and so persisted) before the roster is written: the repair of a broken member a
+``control-plane-repair`` (target the member, ``repair: true``, one per attempt ``repair-<n>``; the replacement
+added after the removal goes under it), a release's surge-then-remove a ``control-plane-release`` (target the
+outdated member being replaced, intent the release), a change of the member count a
+``control-plane-release`` (target ``<cluster>-etcd``, intent ``scale-<n>``).  Finishing a change that is
+already in the roster (an add or a removal cut short by a kill -9) asks nothing: it was permitted when it
+began.  While a permit waits nothing changes and the outcome's ``risk`` says why; the operator releases the
+permits with the rest of the release's (``_settle_permits``).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from urllib.parse import urlsplit
 
 from kokpit._lib.pki import CertPair
 from kokpit.api.cluster import ClusterComponentStatus
+from kokpit.api.risk import OperationType
 from kokpit.client import (
     POD,
     SECRET,
@@ -215,6 +226,7 @@ class EtcdOutcome:
     rollback: str = ""
     client_urls: tuple[str, ...] = ()
     degraded: tuple[str, ...] = ()
+    risk: tuple[str, str] | None = None  # (RiskQueued | RiskDenied | RiskPending, why) while a change waits
 
 
 class EtcdWalker:
@@ -238,6 +250,7 @@ class EtcdWalker:
                            unb64(secret, secret_key("etcd/healthcheck-client.key")))
         self.actions: list[str] = []
         self.messages: list[str] = []
+        self.risk: tuple[str, str] | None = None
         self.port_key = f"{names.namespace}/{names.cluster}#etcd"
 
     # ------------------------------------------------------------------------------ rendering
@@ -325,6 +338,11 @@ class EtcdWalker:
                 self.messages.append(f"cannot replace {m.name}: {len(healthy)} healthy of {n} would not keep "
                                      "quorum")
                 return False, ""
+            f = self.memory.get(MEMBER_FAILURE + m.name)
+            if not await self._permitted(OperationType.CONTROL_PLANE_REPAIR, m.name,
+                                         f"repair-{(f.count if f is not None else 0) + 1}",
+                                         f"replace broken etcd member {m.name} of {self.names.cluster}"):
+                return False, ""
             self.memory.record(MEMBER_FAILURE + m.name, f"etcd member {m.name} broken", self.now)
             await self._begin_removal(m, f"broken: {self.messages[-1] if self.messages else ''}")
             await self._finish_removal(m, by_peer.get(m.member.peer_url))
@@ -346,16 +364,53 @@ class EtcdWalker:
         if unstarted:
             self.messages.append(f"{unstarted[0].name} not started in etcd yet")
             return False, ""
-        outdated = [m for m in self.roster.values() if self._outdated(m)]
+        outdated = sorted((m for m in self.roster.values() if self._outdated(m)), key=lambda m: m.name)
         if n < self.replicas or (outdated and n == self.replicas):
+            if not await self._change_permitted(outdated):
+                return False, ""
             await self._add()
             return False, ""
         if n > self.replicas:
-            victim = sorted(outdated or list(self.roster.values()), key=lambda m: m.name)[0]
+            victim = (outdated or sorted(self.roster.values(), key=lambda m: m.name))[0]
+            if not await self._change_permitted(outdated):
+                return False, ""
             await self._begin_removal(victim, "outdated" if outdated else "scale down")
             await self._finish_removal(victim, by_peer.get(victim.member.peer_url))
             return False, ""
         return True, ""
+
+    # ------------------------------------------------------------------------------ the risk center
+    async def _permitted(self, operation: OperationType, target: str, intent: str, why: str) -> bool:
+        """A Permit granted for this membership change (True at once without a risk center)."""
+        if self.opts.risk is None:
+            return True
+        gate = self.opts.risk(self.names.namespace, self.names.cluster)
+        adm = await gate.admit(operation, [target], intent, reason=why,
+                               repair=operation is OperationType.CONTROL_PLANE_REPAIR)
+        if adm.granted:
+            return True
+        self.risk = (adm.reason, adm.message)
+        self.messages.append(f"etcd: {target} waits for the risk center: {adm.message}")
+        return False
+
+    async def _change_permitted(self, outdated: list[RosterMember]) -> bool:
+        """The add or removal the member count asks for: a release replaces its first outdated member (the
+        surge and the removal ask the same permit); a replacement of a removed broken member goes under that
+        repair's permit (still open: released when the walk converges); anything else is a change of size."""
+        if outdated:
+            return await self._permitted(OperationType.CONTROL_PLANE_RELEASE, outdated[0].name, self.target_name,
+                                         f"release {self.target_name} of {self.names.cluster}: replace etcd "
+                                         f"member {outdated[0].name}")
+        if self.opts.risk is not None and len(self.roster) < self.replicas:
+            gate = self.opts.risk(self.names.namespace, self.names.cluster)
+            prefix = f"{self.names.cluster}-{ETCD_COMPONENT}-"
+            if any(v.granted and str(v.obj["spec"].get("operation")) == OperationType.CONTROL_PLANE_REPAIR
+                   and any(t.startswith(prefix) and t not in self.roster for t in v.obj["spec"].get("targets") or [])
+                   for v in gate.open_all()):
+                return True
+        return await self._permitted(OperationType.CONTROL_PLANE_RELEASE, f"{self.names.cluster}-{ETCD_COMPONENT}",
+                                     f"scale-{self.replicas}", f"etcd of {self.names.cluster} to {self.replicas} "
+                                     "member(s)")
 
     # ------------------------------------------------------------------------------ changes
     def _pick_node(self, roster: dict[str, RosterMember]) -> tuple[str, str] | None:
@@ -467,4 +522,5 @@ class EtcdWalker:
                          for f in self.memory.all(MEMBER_FAILURE + f"{self.names.cluster}-etcd-")
                          if f.count >= self.opts.max_failures)
         return EtcdOutcome(row, converged, not converged, self.actions, rollback,
-                           tuple(m.member.client_url for m in sorted(live, key=lambda m: m.name)), degraded)
+                           tuple(m.member.client_url for m in sorted(live, key=lambda m: m.name)), degraded,
+                           self.risk)

@@ -16,6 +16,7 @@ from typing import Any
 from kokpit._lib import pki
 from kokpit._lib.clock import parse_time
 from kokpit.api.cluster import APISERVER_COMPONENT, MACHINE_OPERATOR_COMPONENT, SIMULATOR_COMPONENT
+from kokpit.api.risk import RISK_ACTOR_COMPONENTS
 from kokpit.runtime import find_condition
 
 __all__ = [
@@ -109,7 +110,12 @@ class Names:
     @property
     def actor_service_account(self) -> str:
         """The machine operator's meta-cluster identity (only Permits; see ``_identity``)."""
-        return f"{self.cluster}-machine-operator"
+        return self.actor(MACHINE_OPERATOR_COMPONENT)
+
+    def actor(self, component: str) -> str:
+        """The meta-cluster identity of risk actor ``component`` (``RISK_ACTOR_COMPONENTS``): only its
+        Cluster's Permits (RBAC: the namespace; admission: ``spec.cluster``)."""
+        return f"{self.cluster}-{component}"
 
     def pod(self, component: str, index: int) -> str:
         return f"{self.cluster}-{component}-{index}"
@@ -139,7 +145,8 @@ class Wiring:
     pki_hash: str
     driver_hash: str = ""  # of the node driver's credentials: the Pods that mount them restart when they change
     metrics_ports: dict[str, int] = field(default_factory=dict)  # component -> its /metrics port
-    # the machine operator asks the risk center as its own ServiceAccount (Names.actor_service_account)
+    # the risk actors (machine operator: upgrades, cordons; controller-manager: taint-based eviction) ask the
+    # risk center, each as its own ServiceAccount (Names.actor)
     asks_risk_center: bool = False
 
 
@@ -239,7 +246,8 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
             mounts.append({"name": "driver-tls", "mountPath": DRIVER_TLS_MOUNT, "readOnly": True})
             volumes.append({"name": "driver-tls", "secret": {"secretName": names.pki_secret, "items": [
                 {"key": k, "path": f} for k, f in zip(keys, ("ca.crt", "tls.crt", "tls.key"), strict=True)]}})
-    if name == MACHINE_OPERATOR_COMPONENT and wiring.asks_risk_center:
+    actor = name in RISK_ACTOR_COMPONENTS and wiring.asks_risk_center
+    if actor:
         # the meta cluster through the Pod's own ServiceAccount token (in-cluster config), as that cluster's actor
         args = [*args, "--risk-in-cluster", "--risk-cluster", names.cluster, "--risk-namespace", names.namespace]
     container: Obj = {"name": name, "image": str(component["image"]), "args": args, "volumeMounts": mounts}
@@ -251,13 +259,13 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         container["readinessProbe"] = probe
     spec: Obj = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
                  "hostNetwork": True, "terminationGracePeriodSeconds": 10}
-    if name != MACHINE_OPERATOR_COMPONENT:
+    if name != MACHINE_OPERATOR_COMPONENT and not actor:
         # least privilege: a business component talks to its own cluster (the kubeconfig Secret), never to the
         # meta cluster, so its Pod gets no meta credential at all (not even the namespace's default
-        # ServiceAccount token); the machine operator's meta identity (Permits) is given to it explicitly
+        # ServiceAccount token); a risk actor's meta identity (Permits) is given to it explicitly
         spec["automountServiceAccountToken"] = False
-    if name == MACHINE_OPERATOR_COMPONENT and wiring.asks_risk_center:
-        spec["serviceAccountName"] = names.actor_service_account
+    if actor:
+        spec["serviceAccountName"] = names.actor(name)
     if name == APISERVER_COMPONENT:
         spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": {"matchLabels": {CLUSTER_LABEL: names.cluster, COMPONENT_LABEL: name}},

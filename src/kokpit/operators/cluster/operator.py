@@ -37,7 +37,7 @@ from kokpit.api.cluster import (
     DeletionPolicy,
 )
 from kokpit.api.machine import GROUP, VERSION
-from kokpit.api.risk import PermitOutcome
+from kokpit.api.risk import RISK_ACTOR_COMPONENTS, PermitOutcome
 from kokpit.client import CONFIGMAP, NODE, POD, SECRET, ApiError, Kind, ObjectClient, TransportError
 from kokpit.operators.cluster._etcd import ETCD_COMPONENT, EtcdApi, EtcdWalker, HttpEtcdApi
 from kokpit.operators.cluster._identity import IDENTITY_KINDS, ActorIdentity
@@ -203,7 +203,7 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
             Step("service_holds_recorded_ports", self.service_holds_recorded_ports),
             Step("kubeconfig_points_at_the_endpoint", self.kubeconfig_points_at_the_endpoint),
             Step("api_server_is_probed", self.api_server_is_probed),
-            Step("machine_operator_identity_exists", self.machine_operator_identity_exists),
+            Step("risk_actor_identities_exist", self.risk_actor_identities_exist),
             Step("components_run_the_target_release", self.components_run_the_target_release),
         ]
 
@@ -298,11 +298,14 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
             ctx.memory.since(PROBE_FAILURE, ctx.probe.message, ctx.now)
         return done()
 
-    async def machine_operator_identity_exists(self, ctx: ClusterCtx) -> StepResult:
-        """When actors ask the risk center: the machine operator's own ServiceAccount, allowed Permits only."""
-        if self.opts.risk is None:
-            return done()
-        wrote = await self.identity.ensure(ctx.names, ctx.obj)
+    async def risk_actor_identities_exist(self, ctx: ClusterCtx) -> StepResult:
+        """When actors ask the risk center: each risk actor's own ServiceAccount (machine operator,
+        controller-manager), allowed its Cluster's Permits only."""
+        if self.opts.risk is None or ctx.plane is not None or ctx.release is None:
+            return done()  # upstream components do not ask the risk center: no identity to hand them
+        names = {str(c.get("name")) for c in (ctx.release.target.get("spec") or {}).get("components") or []}
+        actors = tuple(a for a in RISK_ACTOR_COMPONENTS if a in names)
+        wrote = await self.identity.ensure(ctx.names, ctx.obj, actors)
         return act("Identity", "; ".join(wrote)) if wrote else done()
 
     async def components_run_the_target_release(self, ctx: ClusterCtx) -> StepResult:
@@ -366,6 +369,7 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         walk.converged &= etcd.converged
         walk.all_ready &= int(etcd.row.get("readyReplicas") or 0) >= int(etcd.row.get("replicas") or 0)
         walk.busy |= etcd.busy
+        walk.risk = walk.risk or etcd.risk
         return walk
 
     async def _settle_permits(self, ctx: ClusterCtx, walk: Walk) -> None:
