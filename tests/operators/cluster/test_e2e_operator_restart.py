@@ -85,14 +85,14 @@ KILL_POINTS: dict[str, tuple[Callable[[list[Obj]], bool], dict[str, set[str | No
 
 
 @contextlib.asynccontextmanager
-async def operator_process(kubeconfig: Path, ports: tuple[int, int], log: Path) -> AsyncIterator[
-        asyncio.subprocess.Process]:
+async def operator_process(kubeconfig: Path, ports: tuple[int, int], log: Path, *, unhealthy_timeout: float = 10,
+                           release_timeout: float = 20) -> AsyncIterator[asyncio.subprocess.Process]:
     """``kokpit cluster-operator`` as its own process group; SIGKILLed on the way out whatever happened."""
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kokpit", "cluster-operator", "--kubeconfig", str(kubeconfig),
-            "--data-root", "/clusters", "--port-range", f"{ports[0]}-{ports[1]}", "--unhealthy-timeout", "10",
-            "--release-timeout", "20", "--workers", "2",
+            "--data-root", "/clusters", "--port-range", f"{ports[0]}-{ports[1]}", "--unhealthy-timeout",
+            str(unhealthy_timeout), "--release-timeout", str(release_timeout), "--workers", "2",
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
