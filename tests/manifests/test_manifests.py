@@ -41,9 +41,23 @@ def test_crds_are_the_ones_kokpit_crds_prints() -> None:
     assert render()["crds.yaml"] == crds()
 
 
+PORTAL = "kokpit-portal"  # not a Manager: no /metrics, HTTPS on its own port, Secrets for TLS and sessions
+
+
 def test_deployments_are_hardened_and_highly_available() -> None:
-    deployments = [o for o in _objects() if o["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} == {f"kokpit-{c.name}" for c in COMPONENTS if c.deployed}
+    everything = [o for o in _objects() if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in everything} == {f"kokpit-{c.name}" for c in COMPONENTS if c.deployed} | {
+        PORTAL}
+    for d in everything:
+        spec = d["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] != 0
+        assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert "--leader-elect" in c["args"] and d["spec"]["replicas"] >= 2
+        assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+        assert c["image"] == DEFAULT_IMAGE and spec["serviceAccountName"] == d["metadata"]["name"]
+    deployments = [d for d in everything if d["metadata"]["name"] != PORTAL]
     for d in deployments:
         spec = d["spec"]["template"]["spec"]
         c = spec["containers"][0]
@@ -56,8 +70,28 @@ def test_deployments_are_hardened_and_highly_available() -> None:
         assert c["image"] == DEFAULT_IMAGE and spec["serviceAccountName"] == d["metadata"]["name"]
     pdbs = {o["metadata"]["name"] for o in _objects() if o["kind"] == "PodDisruptionBudget"}
     services = {o["metadata"]["name"] for o in _objects() if o["kind"] == "Service"}
-    assert pdbs == {d["metadata"]["name"] for d in deployments}
-    assert services == {d["metadata"]["name"] + "-metrics" for d in deployments}
+    assert pdbs == {d["metadata"]["name"] for d in everything}
+    assert services == {d["metadata"]["name"] + "-metrics" for d in deployments} | {PORTAL}
+
+
+def test_portal_deployment_runs_replicas_that_share_sessions() -> None:
+    """Two replicas behind a Service without session affinity: the session key and the TLS certificate come
+    from Secrets every replica mounts (never a key made per Pod), the change engine is leader-elected, and the
+    server binds the Pod's own address over HTTPS."""
+    objs = render()["portal.yaml"]
+    d = next(o for o in objs if o["kind"] == "Deployment")
+    svc = next(o for o in objs if o["kind"] == "Service")
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert d["spec"]["replicas"] >= 2 and "sessionAffinity" not in svc["spec"]
+    assert c["args"][0] == "portal" and "--leader-elect" in c["args"] and "--host=$(POD_IP)" in c["args"]
+    assert c["env"] == [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    secrets = {v["secret"]["secretName"] for v in d["spec"]["template"]["spec"]["volumes"] if v.get("secret")}
+    assert secrets == {"kokpit-portal-session", "kokpit-portal-tls"}
+    assert "--session-key-file=/etc/kokpit/portal-session/session.key" in c["args"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    assert svc["spec"]["ports"][0]["targetPort"] == "https"
+    lease_role = next(o for o in render()["portal-rbac.yaml"] if o["kind"] == "Role")
+    assert any("leases" in r["resources"] for r in lease_role["rules"])
 
 
 def test_least_privilege() -> None:
@@ -76,12 +110,14 @@ def test_least_privilege() -> None:
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), r
     secret_readers = {r["metadata"]["name"]: rule["verbs"] for r in roles for rule in r["rules"]
                       if "secrets" in rule["resources"]}
-    # the cluster operator makes the PKI; the rollout controller and the risk center only read a business
-    # cluster's kubeconfig Secret by name (no list, no write)
-    assert set(secret_readers) == {"kokpit:cluster-operator", "kokpit:rollout-controller", "kokpit:risk-center"}
+    # the cluster operator makes the PKI; the rollout controller, the risk center and the portal only read a
+    # business cluster's kubeconfig Secret by name (no list, no write)
+    assert set(secret_readers) == {"kokpit:cluster-operator", "kokpit:rollout-controller", "kokpit:risk-center",
+                                   "kokpit:portal"}
     assert secret_readers["kokpit:rollout-controller"] == ["get"] and secret_readers["kokpit:risk-center"] == ["get"]
+    assert secret_readers["kokpit:portal"] == ["get"]
     # /metrics is authorized by the API server: each Deployment's identity may ask it, and nothing more
-    for d in (o for o in _objects() if o["kind"] == "Deployment"):
+    for d in (o for o in _objects() if o["kind"] == "Deployment" and o["metadata"]["name"] != PORTAL):
         role = next(r for r in roles if r["kind"] == "ClusterRole" and r["metadata"]["name"] == "kokpit:"
                     + d["metadata"]["name"].removeprefix("kokpit-"))
         reviews = [rule for rule in role["rules"] if rule["apiGroups"][0].startswith("authori")

@@ -32,6 +32,9 @@ def portal(
                                                  help="32-byte key sealing session cookies (default: DATA_DIR/"
                                                       "session.key, made when missing)."),
     url_file: Path | None = typer.Option(None, "--url-file", help="Write the URL here once listening."),
+    leader_elect: bool = typer.Option(False, "--leader-elect/--no-leader-elect", help="Replicas > 1: carry "
+                                      "changes forward only while holding the Lease (every replica serves)."),
+    lease_namespace: str = typer.Option("kokpit-system", "--lease-namespace", help="Namespace of that Lease."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve the portal (HTTPS, or HTTP on 127.0.0.1 only)."""
@@ -51,7 +54,7 @@ def portal(
     setup_logging(verbose, quiet_http=True)
     opts = PortalOptions(kubeconfig=kubeconfig, host=host, port=port, data_dir=data_dir, tls_cert_file=tls_cert_file,
                          tls_key_file=tls_key_file, http=http, session_key_file=session_key_file, url_file=url_file,
-                         extensions=default_extensions())
+                         extensions=default_extensions(), leader_elect=leader_elect, lease_namespace=lease_namespace)
     try:
         asyncio.run(run_portal(opts, on_url=lambda url: typer.echo(f"portal: {url}", err=True)))
     except KeyboardInterrupt:

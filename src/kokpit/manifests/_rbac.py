@@ -169,8 +169,9 @@ COMPONENTS: tuple[Component, ...] = (
         "The web portal: shows the fleet from its own watches and records the change process; every change a "
         "person makes is sent with that person's own token, so their RBAC decides.",
         cluster_rules=(
-            rule((KOKPIT,), ("*",), _RO, "the pages: Clusters, releases, risk, change requests, audit (one watch "
-                 "per kind, not one list per page view)"),
+            rule((KOKPIT,), ("clusters", "clusterpackageversions", "riskpolicies", "permits", "changerequests",
+                             "auditrecords", "rollouts"), _RO, "the pages: Clusters, releases, risk, change "
+                 "requests, audit, rollouts (one watch per kind, not one list per page view)"),
             rule((KOKPIT,), ("changerequests/status",), ("get", "patch", "update"), "records the author, plan, "
                  "approvals, history and outcome of a change (users cannot write them)"),
             rule((KOKPIT,), ("auditrecords",), ("create",), "the audit log: one record per action of a person"),
@@ -179,7 +180,8 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("events",), ("create", "patch"), "Events on change requests for people"),
         ),
         namespace_rules=(rule(("",), ("configmaps",), ("get",), "the change policy (kokpit-change-policy: how many "
-                                                                 "approvals each operation needs)"),),
+                                                                 "approvals each operation needs)"),
+                         _LEADER_ELECTION),
         deployed=False,
     ),
     Component(

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from kokpit import __version__
-from kokpit.manifests._rbac import AGGREGATED, COMPONENTS, KOKPIT, Component
+from kokpit.manifests._portal import portal_objects
+from kokpit.manifests._rbac import AGGREGATED, COMPONENTS, KOKPIT, Component, component
 
 __all__ = ["DEFAULT_IMAGE", "DEFAULT_NAMESPACE", "METRICS_READER", "ManifestError", "component_rbac",
            "metrics_reader_role", "render", "render_files"]
@@ -158,6 +159,9 @@ def render(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> di
             continue
         files[f"{c.name}-rbac.yaml"] = component_rbac(c, namespace)
         files[f"{c.name}.yaml"] = _deployment(c, namespace, image)
+    portal = component("portal")  # not a Manager: its own Deployment shape (manifests/_portal.py)
+    files["portal-rbac.yaml"] = component_rbac(portal, namespace)
+    files["portal.yaml"] = portal_objects(namespace, image, _labels(portal), portal.service_account)
     return files
 
 

@@ -50,6 +50,7 @@ class Portal:
         self.on_start: list[Callable[[], None]] = []  # called once the caches are synced
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.changes: Any = None  # the ChangeService, once registered (the adapter uses it)
+        self.lease: Any = None  # LeaderElectionConfig for the change engine (replicas > 1), or None
 
     def page(self, fn: Handler, *, read: tuple[str, str] | None = ("list", "clusters"),
              audit: str = "") -> Callable[[Request], Awaitable[Response]]:

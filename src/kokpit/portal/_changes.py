@@ -288,7 +288,7 @@ def change_row(cr: Obj) -> Obj:
 async def register(portal: Portal) -> None:
     web = portal.web
     portal.cache.add_kind(CHANGE)
-    engine = ChangeEngine(portal.cache, portal.auditor.client)
+    engine = ChangeEngine(portal.cache, portal.auditor.client, lease=portal.lease)
     svc = ChangeService(portal, engine)
     portal.changes = svc
     portal.on_start.append(engine.start)

@@ -31,6 +31,7 @@ from kokpit.portal._cache import BusinessCache, FleetCache
 from kokpit.portal._kinds import kind_of
 from kokpit.portal._plan import NODE_OPERATIONS, Progress, progress, requested_fault
 from kokpit.runtime.faultreports import FaultReport, FaultReporter
+from kokpit.runtime.leaderelection import LeaderElectionConfig, LeaderElector
 
 __all__ = ["CHANGE", "ChangeEngine", "change_reporter", "now_iso", "set_cond"]
 
@@ -89,15 +90,25 @@ def close(st: Obj, outcome: str, message: str, user: str = "kokpit-portal") -> N
 class ChangeEngine:
     """One pass every ``interval`` seconds (and soon after any ChangeRequest or target changes)."""
 
-    def __init__(self, cache: FleetCache, client: Client, *, interval: float = 0.5) -> None:
+    def __init__(self, cache: FleetCache, client: Client, *, interval: float = 0.5,
+                 lease: LeaderElectionConfig | None = None) -> None:
         self.cache = cache
         self.client = client
         self.interval = interval
+        self.lease = lease
+        self.elector: LeaderElector | None = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="portal-change-engine")
+        """Run the passes — with ``lease``, only while this replica holds it: every replica serves pages and
+        takes changes, one carries them forward (two would each start "the next batch" from the same
+        cache before seeing the other's write)."""
+        if self.lease is None:
+            self._task = asyncio.create_task(self._run(), name="portal-change-engine")
+            return
+        self.elector = LeaderElector(self.client, self.lease)
+        self._task = asyncio.create_task(self.elector.run(self._run), name="portal-change-engine")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -29,6 +29,7 @@ from kokpit.portal._auth import UserClients
 from kokpit.portal._cache import FleetCache
 from kokpit.portal._session import SessionCodec, load_or_create_key
 from kokpit.portal._web import Web
+from kokpit.runtime.leaderelection import LeaderElectionConfig
 
 __all__ = ["PortalOptions", "PortalServer", "check_address", "run_portal"]
 
@@ -50,6 +51,10 @@ class PortalOptions:
     url_file: Path | None = None  # where to write the URL once listening (for kokpit up and tests)
     sweep_interval: float = 60.0  # idle user clients closed, long-lived cache objects frozen out of the GC
     extensions: list[Callable[[Portal], Awaitable[None]]] = field(default_factory=list)
+    # replicas > 1: the change engine runs only in the replica holding this Lease (every replica serves)
+    leader_elect: bool = False
+    lease_namespace: str = "kokpit-system"
+    lease_name: str = "kokpit-portal"
 
 
 def check_address(host: str, http: bool) -> None:
@@ -107,6 +112,8 @@ class PortalServer:
         key = load_or_create_key(o.session_key_file or o.data_dir / "session.key")
         web = Web(SessionCodec(key), UserClients(config), secure_cookies=not o.http)
         self.portal = portal = Portal(cache, web, Auditor(meta))
+        if o.leader_elect:
+            portal.lease = LeaderElectionConfig(name=o.lease_name, namespace=o.lease_namespace)
         for ext in o.extensions:
             await ext(portal)
         await cache.start()
