@@ -291,6 +291,10 @@ def _seconds(line: str) -> float:
     return float(line.split("|")[2].split(" s ")[0])
 
 
+def _ratio(what: str, speedup: float) -> str:
+    return f"{what} {speedup:.1f}x faster" if speedup >= 1 else f"{what} {1 / speedup:.1f}x slower"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=500)
@@ -329,7 +333,7 @@ def main() -> None:
         rows += [line.replace("| ", f"| {label} | ", 1) if len(results) > 1 else line for line in lines]
     if len(results) == 2:
         (_, before), (_, after) = results
-        ratios = ", ".join(f"{what} {_seconds(b) / _seconds(a):.1f}x faster"
+        ratios = ", ".join(_ratio(what, _seconds(b) / _seconds(a))
                            for what, b, a in zip(("DaemonSet", "Deployment", "drain"), before[:3], after[:3],
                                                      strict=True))
         rows.append(f"\nSame run, same machine load: after vs before — {ratios}.")

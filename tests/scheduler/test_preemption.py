@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from kokpit.runtime import Request
 from kokpit.scheduler._framework import PodView, Sampler, failure_message, schedule
 from kokpit.scheduler._preemption import (
     Budget,
@@ -12,6 +13,7 @@ from kokpit.scheduler._preemption import (
     victims_on,
     without_candidates,
 )
+from kokpit.scheduler.scheduler import _SchedulingController
 
 from .test_framework import cache_of, node, pod
 
@@ -70,3 +72,16 @@ def test_messages_say_why_preemption_did_not_help() -> None:
                    "helpful for scheduling.")
     assert postfilter_message(2, None) == "preemption: not eligible due to preemptionPolicy=Never."
     assert without_candidates(Counter({"Too many pods": 3})).reasons["No preemption victims found for incoming pod"] == 3
+
+
+async def test_active_queue_hands_out_the_highest_priority_first() -> None:
+    prio = {"low": 0, "high": 1000, "mid": 10, "high2": 1000}
+    c = _SchedulingController("t", None, lambda r: prio[r.name], workers=1)
+    for name in ("low", "high", "mid", "high2"):
+        c.queue.add(Request("ns", name))
+    got = []
+    for _ in range(4):
+        r = await c.queue.get()
+        got.append(r.name)
+        c.queue.done(r)
+    assert got == ["high", "high2", "mid", "low"]  # by priority, first come first among equals

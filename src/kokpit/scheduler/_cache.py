@@ -36,7 +36,6 @@ class PodInfo:
     priority: int = 0  # spec.priority (set by the API server's Priority admission)
     uid: str = ""
     created: str = ""  # creationTimestamp: among victims of equal priority the older is more important
-    obj: Obj | None = None  # the pod as last seen (preemption deletes it with a uid precondition)
 
     @property
     def wide_anti_affinity(self) -> bool:
@@ -62,7 +61,7 @@ class PodInfo:
                  .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
         return cls(key, str(meta.get("namespace") or ""), dict(meta.get("labels") or {}), cpu, mem,
                    str(ref.get("uid") or ""), list(terms), int((pod.get("spec") or {}).get("priority") or 0),
-                   str(meta.get("uid") or ""), str(meta.get("creationTimestamp") or ""), pod)
+                   str(meta.get("uid") or ""), str(meta.get("creationTimestamp") or ""))
 
 
 @dataclass

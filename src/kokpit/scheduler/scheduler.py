@@ -293,8 +293,10 @@ class Scheduler:
         uid = (pod.get("metadata") or {}).get("uid")
 
         async def one(victim: PodInfo) -> None:
-            obj = victim.obj or {}
-            meta = obj.get("metadata") or {}
+            obj = self.pods.store.get(victim.key)
+            meta = (obj or {}).get("metadata") or {}
+            if obj is None or meta.get("uid") != victim.uid:
+                return  # gone, or another pod under that name now
             name, ns = str(meta.get("name")), meta.get("namespace")
             conds = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"]
             cond = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
@@ -302,7 +304,7 @@ class Scheduler:
                     "lastTransitionTime": format_time(self._clock.now())}
             try:
                 await self.client.patch_status(POD, name, {"status": {"conditions": [*conds, cond]}}, ns)
-                await self.client.delete(POD, name, ns, precondition_uid=meta.get("uid"))
+                await self.client.delete(POD, name, ns, precondition_uid=victim.uid)
             except (NotFoundError, ConflictError):
                 return
             except (ApiError, TransportError) as e:
