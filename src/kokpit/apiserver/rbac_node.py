@@ -125,10 +125,18 @@ class NodeAuthorizer:
         # (node, kind, namespace, name) -> how many of the node's Pods use it; kind "pods" for the Pods
         self._edges: dict[tuple[str, str, str, str], int] = {}
         self._pods: dict[str, list[tuple[str, str, str, str]]] = {}  # pod key -> its edges
-        _rv, items = store.range(_PODS)
+        self._active = False
+
+    def _activate(self) -> None:
+        """Build the graph at the first request of a node and keep it current from then on: a server no kubelet
+        ever talks to (a business cluster of simulated nodes) pays nothing per Pod write (~10 µs otherwise)."""
+        if self._active:
+            return
+        _rv, items = self.store.range(_PODS)
         for key, e in items:
             self._add(_PODS + key, e.obj)
-        store.listeners.append(self._on_event)
+        self.store.listeners.append(self._on_event)  # synchronous: nothing written between is missed
+        self._active = True
 
     def close(self) -> None:
         if self._on_event in self.store.listeners:
@@ -160,6 +168,7 @@ class NodeAuthorizer:
             self._add(ev.key, ev.entry.obj)
 
     def related(self, node: str, kind: str, namespace: str, name: str) -> bool:
+        self._activate()
         return (node, kind, namespace, name) in self._edges
 
     def authorize(self, a: Attributes, node: str, field_selector: str = "") -> tuple[bool, str]:
