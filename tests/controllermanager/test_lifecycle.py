@@ -3,7 +3,9 @@ controller-manager, scheduler and API server, with the simulator playing kubelet
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -150,7 +152,8 @@ async def test_jobs_complete_and_fail_after_backoff_limit(plane: Callable[..., A
 
 
 async def test_statefulset_claims_follow_the_retention_policy(plane: Callable[..., Awaitable[ControlPlane]],
-                                                              namespace: str) -> None:
+                                                              namespace: str, kubectl_bin: str,
+                                                              shared_apiserver: Any) -> None:
     cp = await plane(nodes=2, controllers=["statefulset"])
     c, ns = cp.client, namespace
 
@@ -179,6 +182,12 @@ async def test_statefulset_claims_follow_the_retention_policy(plane: Callable[..
     assert not kept["data-keep-1"]["metadata"].get("ownerReferences")  # Retain: nothing owns them
     pod1 = await c.get(POD, "keep-1", ns)
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-keep-1"}} in pod1["spec"]["volumes"]
+    out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "--kubeconfig", str(shared_apiserver.kubeconfig),
+                                                   "get", "pvc", "-n", ns, "-l", "app=keep"],
+                                  capture_output=True, text=True, check=True)
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "STATUS", "VOLUME", "CAPACITY"]  # kube's printer columns
+    assert [r.split()[:2] for r in rows] == [["data-keep-0", "Pending"], ["data-keep-1", "Pending"]]  # no provisioner
     dropped = await claims("drop")
     assert [r["kind"] for r in dropped["data-drop-0"]["metadata"]["ownerReferences"]] == ["StatefulSet"]
     for app in ("keep", "drop"):
