@@ -97,6 +97,12 @@ def test_a_node_reads_only_what_its_pods_use(srv: ApiServerProcess) -> None:
             "user": "system:node:n1", "groups": ["system:nodes", "system:authenticated"],
             "resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": NS, "name": "s2"}}})
     assert review["status"]["allowed"] is False
+    # `kubectl auth can-i --list` as a node: the static node rules, marked incomplete (the graph is not listable)
+    rules = ok(srv, "POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": NS}},
+        token=N1)["status"]
+    assert rules["incomplete"] is True
+    assert {"verbs": ["update", "patch"], "apiGroups": [""], "resources": ["nodes/status"]} in rules["resourceRules"]
 
 
 def test_the_graph_follows_pods(srv: ApiServerProcess) -> None:

@@ -16,7 +16,7 @@ from kokpit.apiserver import errors
 from kokpit.apiserver.auth import ADMIN_GROUP, User, forbidden_error
 from kokpit.apiserver.rbac import RBAC_GROUP, Attributes, RBACAuthorizer
 from kokpit.apiserver.rbac_admission import current_user
-from kokpit.apiserver.rbac_node import NodeAuthorizer, node_identity, token_restriction
+from kokpit.apiserver.rbac_node import NODE_RULES, NodeAuthorizer, node_identity, token_restriction
 from kokpit.apiserver.rbac_tokens import TokenIssuer, token_request
 from kokpit.apiserver.resources import PrinterColumn, ResourceType
 
@@ -269,13 +269,16 @@ class Authorization:
             res.append({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
             non.append({"verbs": ["*"], "nonResourceURLs": ["*"]})
         rules = self.authorizer.raw_rules_for(user, namespace)
+        node = node_identity(user) if self.node is not None else None
+        if node is not None:  # kube's Node authorizer lists its static rules; the graph's are not listable
+            rules = [r.raw for r in NODE_RULES] + rules
         for r in rules:
             if r.get("nonResourceURLs"):
                 non.append({"verbs": r.get("verbs") or [], "nonResourceURLs": r["nonResourceURLs"]})
             else:
                 entry = {k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if r.get(k)}
                 res.append(entry)
-        return {"resourceRules": res, "nonResourceRules": non, "incomplete": False}
+        return {"resourceRules": res, "nonResourceRules": non, "incomplete": node is not None}
 
     def _token_review(self, spec: Obj) -> Obj:
         token = str(spec.get("token") or "")
