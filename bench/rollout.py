@@ -136,7 +136,8 @@ def phase_of(r: Obj) -> str:
 async def warm_up(client: Client, target: Obj, ns: str, timeout: float) -> float:
     """Seconds until the rollout controller judged a Rollout that selects nothing (Valid=False, NoTargets):
     its process is up, its meta caches are synced and — for a machine target — its caches of the business
-    cluster are too (the Rollout is kept, so they stay open), as the direct swap had its machine operator warm.
+    cluster are too (they linger after the warm-up Rollout is deleted), as the direct swap had its machine operator
+    warm.
     """
     body = rollout_body("warm-up", target, [{"canary": "100%"}])
     body["metadata"]["namespace"] = ns
@@ -147,7 +148,11 @@ async def warm_up(client: Client, target: Obj, ns: str, timeout: float) -> float
         return any(c["type"] == "Valid" and c["reason"] == "NoTargets" for c in (r.get("status") or {}).get(
             "conditions") or [])
 
-    return await poll(judged, timeout, "the rollout controller to judge a warm-up Rollout", 0.2)
+    took = await poll(judged, timeout, "the rollout controller to judge a warm-up Rollout", 0.2)
+    # gone again (an invalid Rollout is judged anew on every change of what it selects from); the caches of
+    # the business cluster linger for the next Rollout
+    await client.delete(ROLLOUT, "warm-up", ns)
+    return took
 
 
 async def business_is_meta(client: Client, api: ApiServerProcess, cluster: str = "c1") -> None:
@@ -215,11 +220,12 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         await client.create(ROLLOUT, rollout_body("swap", target, [{"canary": 1}, {"canary": "10%"},
                                                                    {"canary": "50%"}, {"canary": "100%"}]), NS)
         await poll(lambda: _done(client, "swap", "Completed"), args.timeout, "the rollout swap", 0.2)
+        completed = time.monotonic() - t0
         await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K1) >= n), args.timeout, "every Node on v1", 0.2)
         rolled = time.monotonic() - t0
         stop_profiles(spies)
         r = await client.get(ROLLOUT, "swap", NS)
-        steps = "; ".join(f"step {s['index']} {_secs(s)}" for s in r["status"].get("steps") or [])
+        steps = "; ".join(f"step {s['index']} {_secs(s)} ({_granted(r, s)})" for s in r["status"].get("steps") or [])
         print(f"rollout swap v2 → v1: {rolled:.1f}s ({steps})", flush=True)
         out += [f"**Machines: N={n}** (simulator, install latency 0, zero bake)", "",
                 "| phase | seconds |", "|---|---|",
@@ -227,6 +233,8 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
                 f"| rollout 1 → 10% → 50% → 100% (maxUnavailable unlimited), until Completed and every Node on v1 "
                 f"| {rolled:.1f} |",
                 f"| ratio rollout / direct (target ≤ 1.3) | **{rolled / direct:.2f}** |", "",
+                f"The Rollout was Completed (every target Updated in its own status) after {completed:.1f} s; "
+                f"the rest is the Nodes' kubeletVersion catching up.", "",
                 f"Per step: {steps}.", ""]
         await poll(lambda: _true(fb.tracker.converged(fleetbench.WANT1) >= n), args.timeout, "converged on v1", 0.5)
 
@@ -279,6 +287,17 @@ async def _aborted(client: Client, name: str) -> bool:
     r = await client.get(ROLLOUT, name, NS)
     return any(c["type"] == "Aborted" and c["status"] == "True" for c in (r.get("status") or {}).get("conditions")
                or [])
+
+
+def _granted(r: Obj, step: Obj) -> str:
+    """How long the step waited for its first permit: from its start until its first target was marked."""
+    from kokpit._lib.clock import parse_time
+
+    touched = [t["touchedAt"] for t in r["status"].get("targets") or [] if t.get("step") == step.get("index")
+               and t.get("touchedAt")]
+    if not touched or not step.get("startedAt"):
+        return "no permit"
+    return f"{(parse_time(min(touched)) - parse_time(step['startedAt'])).total_seconds():.0f}s to the first permit"
 
 
 def _secs(step: Obj) -> str:

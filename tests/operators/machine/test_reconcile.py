@@ -168,6 +168,35 @@ async def test_failure_is_recorded_and_retried_with_growing_backoff(harness: H) 
     assert h.cond("Ready")["status"] == "True"
 
 
+async def test_a_rollback_after_a_failed_upgrade_is_not_held_by_that_versions_backoff(harness: H) -> None:
+    h = harness
+    _stack(h)
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.converge()
+    h.driver.fail[("kubelet", "1.31.0")] = "kubelet 1.31.0 is broken"
+    h.machine(packages=["containerd-1.7", "kubelet-1.31"])
+    await h.converge()
+    for _ in range(3):  # a few failed attempts: the backoff of 1.31.0 grows
+        r = await h.run()
+        assert r is not None and r.requeue_after is not None
+        await h.clock.advance(r.requeue_after + 0.01)
+        await h.run()
+        h.driver.complete()
+    waiting = await h.run()
+    assert h.components()["kubelet"]["installState"] == "Failed"
+    assert waiting is not None and waiting.requeue_after is not None and waiting.requeue_after > 1.0
+    # back to 1.30 (a rollout's rollback): tried now, without waiting out 1.31.0's backoff
+    attempts = len([x for x in h.driver.log if x[2] == "kubelet"])
+    h.machine(packages=["containerd-1.7", "kubelet-1.30"])
+    await h.run()
+    assert h.driver.log[-1][2:] == ("kubelet", "1.30.0") and len([x for x in h.driver.log if x[2] == "kubelet"]) \
+        == attempts + 1
+    await h.converge()
+    assert h.components()["kubelet"]["installState"] == "Installed" and h.components()["kubelet"]["version"] == \
+        "1.30.0"
+    assert not [f for f in h.status().get("failures") or [] if f["name"] == "install/kubelet"]
+
+
 async def test_restart_mid_plan_neither_repeats_nor_loses_a_step(harness: H) -> None:
     h = harness
     _stack(h)

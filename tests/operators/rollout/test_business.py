@@ -7,6 +7,7 @@ are checked in every business cluster the rollout names, not only the first.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import subprocess
@@ -83,6 +84,32 @@ async def test_a_rotated_kubeconfig_reconnects_the_caches(apiserver: ApiServerPr
             assert await bc.ensure(f"{NS}/c1", "default/r1") is second
         finally:
             await bc.close()
+
+
+async def test_caches_nobody_needs_linger_then_close(apiserver: ApiServerProcess) -> None:
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as meta:
+        await _mpvs(meta, ("kubelet-a", "kubelet"))
+        await meta.create(SECRET, _secret("c1", Path(apiserver.kubeconfig)))
+        bc = BusinessClusters(meta, lambda _k: None, linger=1.0)
+        try:
+            async def reached() -> Business | None:
+                return await bc.ensure(f"{NS}/c1", "default/r1")
+
+            first: Business = await until(reached, "c1 reached", 30)
+            await bc.release("default/r1", set())
+            assert bc.get(f"{NS}/c1") is first  # still open: the next wave finds it warm
+            assert await bc.ensure(f"{NS}/c1", "default/r2") is first
+            await asyncio.sleep(1.5)
+            assert bc.get(f"{NS}/c1") is first  # asked for again before the linger ran out: kept
+            await bc.release("default/r2", set())
+            await until(lambda: _true(bc.get(f"{NS}/c1") is None and first.machines._task is None),
+                        "closed once nobody needed it", 10)
+        finally:
+            await bc.close()
+
+
+async def _true(v: bool) -> bool:
+    return v
 
 
 def _create(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -146,6 +146,19 @@ async def test_canary_promote_kill9_mid_batch_then_undo(meta: Meta) -> None:
         {("control-plane-release", "ca")}
     table = _kubectl(meta, "get", "rollouts", "-n", NS)
     assert "Clusters" in table and "Paused" in table and "1/3" in table and "v2" in table
+    # a second wave over a Cluster the first one holds is queued, saying by whom; it touches nothing
+    await c.create(ROLLOUT, {"metadata": {"name": "cp2", "namespace": NS}, "spec": {
+        "target": {"clusters": {"names": ["cb"], "packageVersion": "v2"}},
+        "strategy": {"steps": [{"canary": "100%"}]}}}, NS)
+
+    async def queued() -> Obj | None:
+        r2: Obj = await c.get(ROLLOUT, "cp2", NS)
+        return r2 if cond(r2, "Progressing").get("reason") == "Overlap" else None
+
+    r2 = await until(queued, "cp2 queued behind cp", 60)
+    assert "fleet/cp" in cond(r2, "Progressing")["message"] and not r2["status"].get("targets")
+    await c.delete(ROLLOUT, "cp2", NS)
+    assert await meta.versions() == {"ca": "v2", "cb": "v1", "cc": "v1"}
     # The cluster operator is down while the last batch starts, so the batch stays in flight however fast
     # the fake runtime releases (a poll could otherwise miss a window of a few hundred milliseconds).
     meta.procs["operator"].kill9()

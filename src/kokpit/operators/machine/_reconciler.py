@@ -364,7 +364,11 @@ class MachineReconciler(StepReconciler[MachineCtx]):
             return False, self.opts.progress_requeue
         if step.retry:
             f = ctx.failures.get(step.component)
-            if f is not None and f.retry_in(ctx.now) > 0:
+            # the backoff belongs to the version that failed: a spec that now wants another version (a
+            # rollback after a failed upgrade) is tried at once, not after the failed version's backoff
+            failed_version = f.signature.split("|", 1)[0] if f is not None else ""
+            if f is not None and f.retry_in(ctx.now) > 0 and (step.spec is None or
+                                                             failed_version == step.spec.version):
                 return False, f.retry_in(ctx.now)
         if self.opts.risk is not None and (later := await admit_step(self.opts.risk, ctx, step)) is not None:
             return False, later

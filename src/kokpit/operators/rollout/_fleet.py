@@ -121,7 +121,7 @@ class BusinessClusters:
     on the new kubeconfig (the controller may ``get`` Secrets, not watch them: least privilege)."""
 
     def __init__(self, meta: Client, on_change: Callable[[str], None], *, timeout: float = 10.0,
-                 recheck: float = 30.0, clock: Clock | None = None) -> None:
+                 recheck: float = 30.0, linger: float = 300.0, clock: Clock | None = None) -> None:
         self.meta = meta
         self.on_change = on_change
         self.timeout = timeout
@@ -131,6 +131,9 @@ class BusinessClusters:
         self._checked: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
+        self.linger = linger
+        self._idle: dict[str, asyncio.TimerHandle] = {}  # clusters nobody needs, closed when the timer fires
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def error(self, key: str) -> str:
         """Why ``key`` cannot be reached ("" when it can, or has not been tried)."""
@@ -156,17 +159,35 @@ class BusinessClusters:
             if b is None:
                 return None
             b.users.add(user)
+            idle = self._idle.pop(key, None)
+            if idle is not None:
+                idle.cancel()
         return b if b.synced else None
 
     async def release(self, user: str, keep: set[str]) -> None:
-        """``user`` no longer needs the clusters outside ``keep``; close those nobody needs."""
+        """``user`` no longer needs the clusters outside ``keep``; those nobody needs are closed ``linger``
+        seconds later unless a Rollout asks again (waves often follow each other: the next one finds the
+        caches of 10,000 Machines warm instead of listing them again)."""
         async with self._lock:
             for key, b in list(self._clusters.items()):
                 if key in keep:
                     continue
                 b.users.discard(user)
-                if not b.users:
-                    await self._close(key)
+                if not b.users and key not in self._idle:
+                    self._idle[key] = asyncio.get_running_loop().call_later(self.linger, self._start_close, key)
+
+    def _start_close(self, key: str) -> None:
+        task = asyncio.ensure_future(self._close_idle(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_idle(self, key: str) -> None:
+        async with self._lock:
+            self._idle.pop(key, None)
+            b = self._clusters.get(key)
+            if b is not None and not b.users:
+                log.info("business cluster %s: no Rollout needs it; closing its caches", key)
+                await self._close(key)
 
     async def _rotated(self, key: str, b: Business) -> bool:
         """Whether the kubeconfig Secret of ``key`` now says something else than what ``b`` was opened on."""
@@ -217,6 +238,9 @@ class BusinessClusters:
     async def _close(self, key: str) -> None:
         b = self._clusters.pop(key, None)
         self._checked.pop(key, None)
+        idle = self._idle.pop(key, None)
+        if idle is not None:
+            idle.cancel()
         if b is None:
             return
         for inf in (b.machines, b.mpvs, b.faults):
@@ -228,3 +252,5 @@ class BusinessClusters:
     async def close(self) -> None:
         for key in list(self._clusters):
             await self._close(key)
+        for t in list(self._tasks):
+            t.cancel()
