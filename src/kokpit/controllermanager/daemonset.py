@@ -242,8 +242,10 @@ class DaemonSetController:
         if self.pods.satisfied(key):
             if rolling and not create and surge:
                 more, victims = _surge(by_node, desired, h, now, min_ready, surge, delete)
-                create += more
-                delete += victims
+                if victims:  # retire old pods whose new one is available first; the next pass surges on
+                    delete += victims
+                else:
+                    create += more
             elif rolling and not create:
                 delete += self._rolling_victims(by_node, desired, h, now, min_ready, max_unavailable, delete)
             pods = []
