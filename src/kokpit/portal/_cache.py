@@ -138,9 +138,22 @@ class BusinessCache:
         self.faults = Informer(client, NODE_FAULT, transform=strip_managed_fields)
         self.flows = Informer(client, FLOW, transform=strip_managed_fields)
         self._counts: NodeCounts | None = None
+        self._order: list[str] | None = None  # Machine names, sorted (a page walks them in order)
+        self.hay: dict[str, tuple[Obj, str]] = {}  # Machine name -> (object, its filter text)
         for kind, inf in (("Machine", self.machines), ("Node", self.nodes), ("NodeFault", self.faults),
                           ("MaintenanceFlow", self.flows)):
             inf.add_event_handler(self._handler(kind))
+        self.machines.add_event_handler(Handlers(add=self._reorder, delete=self._reorder))
+
+    def _reorder(self, obj: Obj) -> None:
+        self._order = None
+        self.hay.pop(str((obj.get("metadata") or {}).get("name")), None)
+
+    def machine_order(self) -> list[str]:
+        """The Machines' names in order, sorted again only after one was added or deleted (not per page)."""
+        if self._order is None:
+            self._order = sorted(str((m.get("metadata") or {}).get("name")) for m in self.machines.store.list())
+        return self._order
 
     def _handler(self, kind: str) -> Handlers:
         def changed(obj: Obj) -> None:

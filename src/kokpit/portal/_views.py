@@ -201,11 +201,18 @@ def cluster_view(cache: FleetCache, namespace: str, name: str, *, q: str = "", p
     matched = 0
     if bc is not None:
         ql = q.lower()
-        for m in sorted(bc.machines.store.list(), key=lambda o: str(_meta(o).get("name"))):
+        store = bc.machines.store
+        for mname in bc.machine_order():
+            m = store.get_by_name(mname)
+            if m is None:
+                continue
             if ql:
-                hay = " ".join([str(_meta(m).get("name")), str((m.get("status") or {}).get("phase") or ""),
-                                *(f"{k}={v}" for k, v in (_meta(m).get("labels") or {}).items())]).lower()
-                if ql not in hay:
+                hit = bc.hay.get(mname)
+                if hit is None or hit[0] is not m:  # computed again only for a changed Machine
+                    hit = (m, " ".join([mname, str((m.get("status") or {}).get("phase") or ""),
+                                        *(f"{k}={v}" for k, v in (_meta(m).get("labels") or {}).items())]).lower())
+                    bc.hay[mname] = hit
+                if ql not in hit[1]:
                     continue
             matched += 1
             if (page - 1) * PAGE < matched <= page * PAGE:
