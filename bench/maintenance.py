@@ -41,9 +41,10 @@ from _common import bounded, cpu_seconds, machine_load, ok, replace_section, scr
 from kokpit.api import install_crds
 from kokpit.api.maintenance import TAINT_KEY, default_policy_spec
 from kokpit.apiserver.testing import ApiServerProcess, free_port
-from kokpit.client import CRD, NODE, SECRET, Client
+from kokpit.client import NODE, SECRET, Client
 from kokpit.nodes.mtls import TLSFiles
 from kokpit.nodes.simulator import SimulatorDriver
+from kokpit.operators.faults.catalog import install_defaults
 from kokpit.operators.machine import MACHINE, MPV
 from kokpit.operators.maintenance import FLOW, NODE_FAULT, POLICY
 from kokpit.operators.risk import CLUSTER
@@ -58,23 +59,6 @@ Obj = dict[str, Any]
 KINDS = (("component-restart", "kubelet-unhealthy", "component-stop", "kubelet"),
          ("reboot", "kernel-deadlock", "hang", ""),
          ("reinstall", "os-corrupted", "", ""))
-
-
-def nodefault_crd() -> Obj:
-    try:
-        from kokpit.api import fault  # type: ignore[attr-defined]
-        from kokpit.api.crdgen import crd_for
-        return crd_for(fault.NodeFault)
-    except ImportError:  # the event center's kind is not there yet: a stand-in of the same wire shape
-        any_obj = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": "nodefaults.kokpit.io"},
-                "spec": {"group": "kokpit.io", "scope": "Cluster",
-                         "names": {"kind": "NodeFault", "listKind": "NodeFaultList", "plural": "nodefaults",
-                                   "singular": "nodefault"},
-                         "versions": [{"name": "v1alpha1", "served": True, "storage": True,
-                                       "subresources": {"status": {}}, "schema": {"openAPIV3Schema": {
-                                           "type": "object", "properties": {"spec": any_obj, "status": any_obj}}}}]}}
 
 
 def _now() -> str:
@@ -167,7 +151,7 @@ class Bench:
     async def setup(self, c: Client) -> tuple[SimulatorDriver, list[str]]:
         a, kc = self.args, str(self.api.kubeconfig) if self.api else ""
         await install_crds(c)
-        await c.apply(CRD, nodefault_crd(), field_manager="bench", force=True)
+        await install_defaults(c)  # the API server refuses a NodeFault of a type not in the catalog
         await c.create(CLUSTER, {"metadata": {"name": "c1", "namespace": "default"}, "spec": {"packageVersion": "v1"}})
         raw = await asyncio.to_thread(Path(kc).read_bytes)
         await c.create(SECRET, {"metadata": {"name": "c1-kubeconfig", "namespace": "default"},

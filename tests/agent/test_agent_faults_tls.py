@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 from kokpit._lib import pki
+from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import EVENT, NODE, Client
+from kokpit.client import EVENT, NODE, Client, NotFoundError
 from kokpit.nodes.mtls import TLSFiles, client_context, write_files
+from kokpit.operators.faults.catalog import install_defaults
+from kokpit.runtime.faultreports import NODEFAULT
 
 
 class PlainAgent:
@@ -123,9 +126,29 @@ async def _wait(c: Client, node: str, want: dict[str, str], timeout: float = 60)
     raise AssertionError(f"Node conditions {got}, want {want}")
 
 
-async def test_faults_become_node_conditions_and_events(
+async def _fault(c: Client, name: str, ok: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    got: Any = None
+    while time.monotonic() < deadline:
+        try:
+            got = await c.get(NODEFAULT, name)
+        except NotFoundError:
+            got = None
+        if got is not None and ok(got):
+            return dict(got)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what}: NodeFault {name} is {got}")
+
+
+def _agent_source(f: dict[str, Any]) -> dict[str, Any]:
+    return next((s for s in f["status"].get("sources") or [] if s["reporter"] == "node-agent/fault-node"), {})
+
+
+async def test_faults_become_nodefaults_node_conditions_and_events(
         tmp_path: Path, apiserver: ApiServerProcess, driver_pki: tuple[TLSFiles, TLSFiles]) -> None:
     async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        await install_crds(c)
+        await install_defaults(c)  # the fault catalog (kokpit machine-operator installs it in a fleet)
         await c.create(NODE, {"metadata": {"name": "fault-node"}, "status": {"conditions": [
             {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}]}})
         agent = PlainAgent(tmp_path, driver_pki[0], ["--kubeconfig", str(apiserver.kubeconfig)])
@@ -133,10 +156,24 @@ async def test_faults_become_node_conditions_and_events(
             await _wait(c, "fault-node", {"DiskFull": "False", "ReadonlyFilesystem": "False", "Ready": "True"})
             agent.sh(f"dd if=/dev/zero of={agent.root}/fill bs=64k count=1000 2>/dev/null || true")
             await _wait(c, "fault-node", {"DiskFull": "True", "Ready": "True"})  # kubelet's condition kept
+            # the agent's own report to the event center, with its identity, refreshed while it lasts
+            full = await _fault(c, "fault-node.disk-pressure", lambda f: _agent_source(f).get("count", 0) >= 2,
+                                "reported and refreshed by the agent")
+            src = _agent_source(full)
+            assert full["status"]["state"] == "Active"
+            assert (full["spec"]["nodeName"], full["spec"]["type"]) == ("fault-node", "disk-pressure")
+            assert src["kind"] == "Agent" and src["reason"] == "DiskFull" and "MiB" in src["message"]
+            assert src["ttlSeconds"] >= 60 and not src.get("cleared")
             agent.sh(f"mount -o remount,ro {agent.root}")
             await _wait(c, "fault-node", {"DiskFull": "True", "ReadonlyFilesystem": "True"})
+            ro = await _fault(c, "fault-node.readonly-filesystem", lambda f: f["status"].get("state") == "Active",
+                              "a read-only filesystem reported")
+            assert _agent_source(ro)["reason"] == "FilesystemIsReadOnly"
             agent.sh(f"mount -o remount,rw {agent.root} && rm {agent.root}/fill")
             await _wait(c, "fault-node", {"DiskFull": "False", "ReadonlyFilesystem": "False"})
+            for name in ("fault-node.disk-pressure", "fault-node.readonly-filesystem"):
+                gone = await _fault(c, name, lambda f: f["status"].get("state") == "Resolved", "cleared by the agent")
+                assert gone["status"]["resolution"]["by"] == "node-agent/fault-node" and _agent_source(gone)["cleared"]
             events = (await c.list(EVENT, "default")).items
             reasons = {(e["reason"], e["type"]) for e in events
                        if e["involvedObject"].get("name") == "fault-node"}

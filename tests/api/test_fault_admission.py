@@ -5,6 +5,9 @@ columns are the ones the issue lists."""
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from kokpit.client import ApiError, Client, Kind
 
 NODEFAULT = Kind("kokpit.io", "v1alpha1", "NodeFault", "nodefaults", namespaced=False)
 FAULTTYPE = Kind("kokpit.io", "v1alpha1", "FaultType", "faulttypes", namespaced=False)
+NODE = Kind("", "v1", "Node", "nodes", namespaced=False)
 SUBSCRIPTION = Kind("kokpit.io", "v1alpha1", "FaultSubscription", "faultsubscriptions", namespaced=False)
 NOW = "2026-12-07T01:30:00.000000Z"
 
@@ -70,6 +74,7 @@ async def test_bad_faults_types_and_subscriptions_are_refused_naming_the_field(
                              "spec.nodeConditions[0].status")):
             await _refused(c, FAULTTYPE, ft, spec, field)
 
+        await c.create(NODE, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}})
         nf: dict[str, Any] = {"apiVersion": "kokpit.io/v1alpha1", "kind": "NodeFault",
                               "metadata": {"name": "node-1.kernel-deadlock",
                                            "labels": fault_labels("node-1", "kernel-deadlock")},
@@ -109,8 +114,59 @@ async def test_bad_faults_types_and_subscriptions_are_refused_naming_the_field(
                         "selector": {"matchLabels": {"kokpit.io/severity": "Critical"}}}}
         made = await c.create(SUBSCRIPTION, sub)
         assert made["spec"]["retry"]["maxAttempts"] == 10
-        assert made["spec"]["states"] == ["Active", "Resolved", "Expired"]
+        assert made["spec"]["states"] == ["Active", "Resolved", "Expired", "ManualRequired"]
         for spec, field in (({"url": "ftp://pager.example.com/x"}, "spec.url"), ({"url": "pager"}, "spec.url"),
                             ({"retry": {"maxAttempts": 0}}, "spec.retry.maxAttempts"),
-                            ({"minSeverity": "Huge"}, "spec.minSeverity")):
+                            ({"minSeverity": "Huge"}, "spec.minSeverity"),
+                            ({"states": ["Escalated"]}, "spec.states[0]")):
             await _refused(c, SUBSCRIPTION, sub, spec, field)
+
+
+def _kubectl(kubectl_bin: str, srv: ApiServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([kubectl_bin, "--kubeconfig", str(srv.kubeconfig), *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+async def test_a_report_naming_a_missing_node_or_type_is_refused_naming_the_field(
+        apiserver: ApiServerProcess, kubectl_bin: str, tmp_path: Path) -> None:
+    """What is certainly wrong when the report is written (the node or the type does not exist) is a 422
+    naming the field, through the API and kubectl; what turns wrong later (the Node deleted afterwards) never
+    blocks a write of the fault's status — the event center reports it as a condition."""
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        await install_crds(c)
+        await c.create(FAULTTYPE, {"apiVersion": "kokpit.io/v1alpha1", "kind": "FaultType",
+                                   "metadata": {"name": "disk-failure"},
+                                   "spec": {"category": "Hardware", "severity": "Critical", "flow": "hardware-repair"}})
+        await c.create(NODE, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+
+        def nf(node: str, ftype: str) -> dict[str, Any]:
+            return {"apiVersion": "kokpit.io/v1alpha1", "kind": "NodeFault",
+                    "metadata": {"name": fault_name(node, ftype), "labels": fault_labels(node, ftype)},
+                    "spec": {"nodeName": node, "type": ftype}}
+
+        for node, ftype, field, text in (("ghost", "disk-failure", "spec.nodeName", 'no Node named "ghost"'),
+                                         ("n1", "flux-capacitor", "spec.type",
+                                          'no FaultType named "flux-capacitor"')):
+            with pytest.raises(ApiError) as ei:
+                await c.create(NODEFAULT, nf(node, ftype))
+            assert ei.value.code == 422 and _fields(ei.value) == [field], ei.value.message
+            assert text in ei.value.message and ei.value.status["reason"] == "Invalid"
+            causes = ei.value.status["details"]["causes"]
+            assert causes[0]["reason"] == "FieldValueNotFound"
+            # kubectl shows the same refusal, naming the field
+            manifest = tmp_path / f"{node}-{ftype}.json"
+            manifest.write_text(json.dumps(nf(node, ftype)))
+            r = _kubectl(kubectl_bin, apiserver, "create", "-f", str(manifest))
+            assert r.returncode != 0 and f"{field}: Not found" in r.stderr, r.stderr
+            assert "is invalid" in r.stderr
+        assert [x["metadata"]["name"] for x in (await c.list(NODEFAULT)).items] == []  # nothing half-written
+
+        # both exist: accepted; the Node deleted later: status writes still pass (the condition path)
+        made = await c.create(NODEFAULT, nf("n1", "disk-failure"))
+        assert made["spec"]["nodeName"] == "n1"
+        await c.delete(NODE, "n1")
+        await c.patch(NODEFAULT, "n1.disk-failure", {"status": {"state": "Invalid"}}, patch_type="merge",
+                      subresource="status")
+        await c.patch(NODEFAULT, "n1.disk-failure", {"metadata": {"labels": {"kokpit.io/fault-state": "Invalid"}}},
+                      patch_type="merge")
+        assert (await c.get(NODEFAULT, "n1.disk-failure"))["status"]["state"] == "Invalid"

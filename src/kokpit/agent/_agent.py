@@ -20,7 +20,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from kokpit._lib.aio import cancel_and_wait
 from kokpit._lib.asgi import BodyError, Receive, Scope, Send, read_json, send_body
 from kokpit.agent._components import ComponentHost
-from kokpit.agent._faults import FAULT_TYPES, FaultChecker, NodeReporter
+from kokpit.agent._faults import (
+    FAULT_TYPES,
+    FaultChecker,
+    NodeFaultReporter,
+    NodeReporter,
+    fault_reports,
+    possible_reports,
+)
 from kokpit.agent._host import HostRoot
 from kokpit.nodes.driver import ComponentAction, ComponentSpec, DriverError
 from kokpit.nodes.repair import SiteRepair
@@ -40,9 +47,11 @@ class AgentConfig:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, reporter: NodeReporter | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, reporter: NodeReporter | None = None,
+                 fault_reporter: NodeFaultReporter | None = None) -> None:
         self.config = config
         self.reporter = reporter
+        self.fault_reporter = fault_reporter
         self.hosts = {node: ComponentHost(node, HostRoot(root, netns=config.netns))
                       for node, root in config.roots.items()}
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,6 +92,8 @@ class Agent:
             h.faults = self.config.fault_checker.observe(str(h.host.root), str(h.host.state_dir), h.cache)
             if self.reporter is not None:
                 await self.reporter.report(h.node, h.faults)
+            if self.fault_reporter is not None:
+                await self.fault_reporter.report(h.node, fault_reports(h.faults, h.cache), possible_reports(h.cache))
 
     def host(self, node: str) -> ComponentHost:
         h = self.hosts.get(node)

@@ -1,11 +1,18 @@
 """Faults the agent sees on its host (disk full, read-only filesystem, a component down) and how it reports
-them: as conditions on its own Node and Warning Events, the way node-problem-detector does.
+them — two ways, so both kinds of consumer work with no change:
 
-This is the agent's side of fault *discovery* (the seed's "agent reports"): until the fault self-recovery
-issue defines a NodeFault path, the report is the Node condition (one type per fault, True while it lasts,
-False with a "...Cleared" reason after) plus an Event on every change — both readable by any detector or
-person with ``kubectl describe node``.  An agent writes only its own Node's status and Events: no list, no
-watch (see docs/nodes.md).
+- **to the event center** (issue 15's agent reports): one NodeFault per fault through
+  :class:`kokpit.runtime.faultreports.FaultReporter`, as reporter ``node-agent/<node>`` (kind ``Agent``),
+  refreshed on every look at the host (reports are heartbeats with a TTL of a few looks) and cleared when the
+  fault is gone: ``DiskFull`` → ``disk-pressure``, ``ReadonlyFilesystem`` → ``readonly-filesystem``, a
+  component installed but not running → ``kubelet-unhealthy`` / ``container-runtime-unhealthy`` /
+  ``component-unhealthy`` for that component.  After a restart the first look clears what the agent may
+  have reported before and no longer sees (by name: the names are deterministic, no list);
+- **on its own Node**, the way node-problem-detector does: one condition per fault (True while it lasts,
+  False with a ``No...`` reason after) and an Event on every change, for ``kubectl describe node``.
+
+An agent writes only its own Node's status and Events and its own NodeFaults: no list, no watch (see
+docs/nodes.md).
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kokpit._lib.clock import Clock, RealClock, format_time
+from kokpit.api.fault import SourceKind, component_fault_type
 from kokpit.client import NODE, ApiError, Client, TransportError
 from kokpit.nodes.driver import InstallState, RunState
 from kokpit.runtime.events import EventRecorder
+from kokpit.runtime.faultreports import FaultReport, FaultReporter
 
-__all__ = ["COMPONENT_DOWN", "DISK_FULL", "FAULT_TYPES", "READONLY_FS", "FaultChecker", "NodeReporter"]
+__all__ = ["COMPONENT_DOWN", "DISK_FULL", "FAULT_TYPES", "READONLY_FS", "FaultChecker", "NodeFaultReporter",
+           "NodeReporter", "fault_reports", "possible_reports", "reporter_of"]
 
 log = logging.getLogger("kokpit.agent.faults")
 
@@ -30,6 +40,15 @@ READONLY_FS = "ReadonlyFilesystem"  # node-problem-detector's name for the same 
 COMPONENT_DOWN = "ComponentDown"
 FAULT_TYPES = (DISK_FULL, READONLY_FS, COMPONENT_DOWN)
 _REASON = {DISK_FULL: "DiskFull", READONLY_FS: "FilesystemIsReadOnly", COMPONENT_DOWN: "ComponentNotRunning"}
+_NODE_FAULT_TYPE = {DISK_FULL: "disk-pressure", READONLY_FS: "readonly-filesystem"}
+"""What the host-level faults are in the default fault catalog (``kokpit.operators.faults.catalog``)."""
+
+FaultKey = tuple[str, str]
+"""A NodeFault's identity on one node: (type, component)."""
+
+
+def reporter_of(node: str) -> str:
+    return f"node-agent/{node}"
 
 
 @dataclass(frozen=True)
@@ -109,3 +128,55 @@ class NodeReporter:
                 await self.recorder.normal(obj, f"No{t}", f"{t} cleared")
         self.reported[node] = dict(faults)
         return True
+
+
+def fault_reports(faults: dict[str, str], components: dict[str, Any]) -> dict[FaultKey, tuple[str, str]]:
+    """The NodeFaults the agent reports for what it sees: (type, component) → (reason, message)."""
+    out: dict[FaultKey, tuple[str, str]] = {}
+    for cond, ftype in _NODE_FAULT_TYPE.items():
+        if cond in faults:
+            out[(ftype, "")] = (_REASON[cond], faults[cond])
+    for name, c in sorted(components.items()):
+        if c.install_state == InstallState.INSTALLED and c.run_state == RunState.STOPPED:
+            out[(component_fault_type(name), name)] = (_REASON[COMPONENT_DOWN], f"{name} {c.version} is not running")
+    return out
+
+
+def possible_reports(components: dict[str, Any]) -> set[FaultKey]:
+    """Every NodeFault the agent could have reported for a host with these components."""
+    return {(t, "") for t in _NODE_FAULT_TYPE.values()} | {(component_fault_type(n), n) for n in components}
+
+
+class NodeFaultReporter:
+    """Reports a host's faults to the event center as NodeFaults (see the module docstring); never raises."""
+
+    def __init__(self, client: Client, *, ttl_seconds: int, clock: Clock | None = None) -> None:
+        self.reporter = FaultReporter(client, clock=clock)
+        self.ttl = ttl_seconds
+        self.reported: dict[str, set[FaultKey]] = {}  # node → what it last reported (absent: not since start)
+
+    async def report(self, node: str, faults: dict[FaultKey, tuple[str, str]], possible: set[FaultKey]) -> bool:
+        """Report (refresh) every fault in ``faults`` and clear what was reported before and is gone; True when
+        every write went through.  The first call after a start clears everything in ``possible`` not seen."""
+        ok = True
+        sent: set[FaultKey] = set()
+        for (ftype, component), (reason, message) in sorted(faults.items()):
+            try:
+                await self.reporter.report(FaultReport(node, ftype, reporter_of(node), message=message[:1024],
+                                                       reason=reason, component=component,
+                                                       kind=SourceKind.AGENT, ttl_seconds=self.ttl))
+                sent.add((ftype, component))
+            except (ApiError, TransportError) as e:  # e.g. the catalog lacks the type: a 422 naming it
+                ok = False
+                log.warning("cannot report %s%s of node %s: %s", ftype, f"/{component}" if component else "", node, e)
+        before = self.reported.get(node)
+        for ftype, component in sorted((possible if before is None else before) - faults.keys()):
+            try:
+                await self.reporter.clear(node, ftype, reporter_of(node), message="the agent no longer sees it",
+                                          component=component)
+            except (ApiError, TransportError) as e:
+                ok = False
+                sent.add((ftype, component))  # clear it again on the next look
+                log.warning("cannot clear %s of node %s: %s", ftype, node, e)
+        self.reported[node] = sent
+        return ok

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kokpit.agent._agent import Agent, AgentApp, AgentConfig
-from kokpit.agent._faults import FaultChecker, NodeReporter
+from kokpit.agent._faults import FaultChecker, NodeFaultReporter, NodeReporter
 from kokpit.nodes.mtls import DriverServer, TLSFiles
 from kokpit.nodes.repair import SiteRepair
 
@@ -50,12 +50,15 @@ async def run_agent(opts: AgentOptions, *, stop: asyncio.Event | None = None) ->
                          fault_checker=FaultChecker(opts.min_free_percent, opts.min_free_bytes), repair=repair)
     client = None
     reporter = None
+    fault_reporter = None
     if opts.kubeconfig is not None:
         from kokpit.client import Client
 
         client = Client.from_kubeconfig(opts.kubeconfig, field_manager="kokpit-node-agent")
         reporter = NodeReporter(client)
-    agent = Agent(config, reporter=reporter)
+        # NodeFaults are heartbeats refreshed on every look at the host: a TTL of three looks (at least 60 s)
+        fault_reporter = NodeFaultReporter(client, ttl_seconds=max(60, int(3 * opts.refresh_interval) + 1))
+    agent = Agent(config, reporter=reporter, fault_reporter=fault_reporter)
     server = DriverServer(AgentApp(agent), opts.host, opts.port, opts.tls, advertise=opts.advertise)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

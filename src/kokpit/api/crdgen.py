@@ -13,6 +13,7 @@ and free-form objects with :data:`PRESERVE_UNKNOWN`.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from pydantic import BaseModel
 
 __all__ = [
     "PRESERVE_UNKNOWN",
+    "REFERENCES_ANNOTATION",
+    "FieldReference",
     "KindInfo",
     "PrinterColumn",
     "crd_for",
@@ -31,6 +34,9 @@ __all__ = [
 Obj = dict[str, Any]
 
 PRESERVE_UNKNOWN: Obj = {"x-kubernetes-preserve-unknown-fields": True}
+REFERENCES_ANNOTATION = "kokpit.io/admission-references"
+"""The CRD annotation kokpit's API server reads for :class:`FieldReference` checks (a real kube-apiserver
+ignores it; the kind's controller reports a dangling reference as a condition there)."""
 """``json_schema_extra`` for a free-form object field (install parameters and the like)."""
 
 # JSON-schema keywords kube's OpenAPI v3.0 subset understands (everything else is dropped)
@@ -72,6 +78,20 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class FieldReference:
+    """A spec field that must name an existing cluster-scoped object when it is written: refused at
+    admission with a 422 naming the field (e.g. a NodeFault's ``.spec.nodeName`` → a Node)."""
+
+    json_path: str
+    resource: str
+    group: str = ""
+    kind: str = ""
+
+    def to_dict(self) -> Obj:
+        return {"jsonPath": self.json_path, "resource": self.resource, "group": self.group, "kind": self.kind}
+
+
+@dataclass(frozen=True)
 class KindInfo:
     """Names and serving options of one kind; a model's ``KIND_INFO``."""
 
@@ -86,6 +106,10 @@ class KindInfo:
     printer_columns: tuple[PrinterColumn, ...] = ()
     status_subresource: bool = True
     required: tuple[str, ...] = ("spec",)
+    selectable_fields: tuple[str, ...] = ()
+    """CRD ``selectableFields`` (JSON paths such as ``.spec.nodeName``, at most 8): what ``kubectl get
+    --field-selector`` and watches may filter on, as kube 1.32+ serves them for custom resources."""
+    references: tuple[FieldReference, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -238,9 +262,15 @@ def crd_for(model: type[BaseModel], info: KindInfo | None = None) -> Obj:
         version["subresources"] = {"status": {}}
     if ki.printer_columns:
         version["additionalPrinterColumns"] = [c.to_dict() for c in ki.printer_columns]
+    if ki.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": p} for p in ki.selectable_fields]
+    meta: Obj = {"name": ki.crd_name, "labels": {"app.kubernetes.io/part-of": "kokpit"}}
+    if ki.references:
+        meta["annotations"] = {REFERENCES_ANNOTATION: json.dumps([r.to_dict() for r in ki.references],
+                                                                 separators=(",", ":"))}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": ki.crd_name, "labels": {"app.kubernetes.io/part-of": "kokpit"}},
+        "metadata": meta,
         "spec": {"group": ki.group, "scope": ki.scope, "names": names, "versions": [version]},
     }

@@ -36,9 +36,13 @@ the delivery in flight.  Consumers inside the cluster simply watch NodeFaults wi
 
 Admission (OpenAPI and CEL in the generated CRDs) refuses malformed reports with a ``Status`` naming the field:
 a node or type that is not a name, a source without a reporter, an unknown state or severity, a time that is
-not RFC 3339, a non-http(s) webhook.  What needs a lookup (is the type in the catalog? does the node exist?)
-is decided by the event center and shown as condition ``Accepted=False`` (reason ``UnknownFaultType`` /
-``NodeNotFound``, the message naming ``spec.type`` / ``spec.nodeName``) plus a Warning Event.
+not RFC 3339, a non-http(s) webhook.  What needs a lookup is refused at write time too: the CRD declares
+``spec.nodeName`` → Node and ``spec.type`` → FaultType as references (:class:`~kokpit.api.crdgen.FieldReference`)
+and kokpit's API server answers a report naming a node or type that does not exist with a 422 naming the
+field.  What turns wrong *later* (the Node or FaultType deleted after the fault was accepted; on a real
+kube-apiserver, which ignores the annotation, everything) is decided by the event center and shown as
+condition ``Accepted=False`` (reason ``UnknownFaultType`` / ``NodeNotFound``, the message naming
+``spec.type`` / ``spec.nodeName``) plus a Warning Event.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from typing import Annotated, ClassVar, Final
 
 from pydantic import Field, JsonValue
 
-from kokpit.api.crdgen import KindInfo, PrinterColumn, list_map, list_set
+from kokpit.api.crdgen import FieldReference, KindInfo, PrinterColumn, list_map, list_set
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
 from kokpit.api.risk import DURATION_PATTERN, LabelSelector
@@ -58,6 +62,7 @@ __all__ = [
     "COMPONENT_LABEL",
     "FAULT_TYPE_PATTERN",
     "HISTORY_MAX",
+    "MANUAL_REQUIRED_LABEL",
     "NODE_LABEL",
     "NODE_NAME_PATTERN",
     "REPORTER_PATTERN",
@@ -67,6 +72,7 @@ __all__ = [
     "TIME_PATTERN",
     "TYPE_LABEL",
     "CauseRef",
+    "DeliveryState",
     "DeliveryStatus",
     "FaultCategory",
     "FaultConditionType",
@@ -80,6 +86,7 @@ __all__ = [
     "FaultType",
     "FaultTypeSpec",
     "FlowName",
+    "ManualRequiredRecord",
     "NodeConditionSignal",
     "NodeEventSignal",
     "NodeFault",
@@ -89,6 +96,7 @@ __all__ = [
     "RetryPolicy",
     "Severity",
     "SourceKind",
+    "component_fault_type",
     "fault_labels",
     "fault_name",
 ]
@@ -99,6 +107,8 @@ TYPE_LABEL: Final = "kokpit.io/fault-type"
 SEVERITY_LABEL: Final = "kokpit.io/severity"
 STATE_LABEL: Final = "kokpit.io/fault-state"
 COMPONENT_LABEL: Final = "kokpit.io/component"
+MANUAL_REQUIRED_LABEL: Final = "kokpit.io/manual-required"
+"""``"true"`` while a maintenance flow waits for a person to finish the repair of this fault's node."""
 
 NODE_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 FAULT_TYPE_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -141,7 +151,7 @@ def _label_value(value: str) -> str:
 
 
 def fault_labels(node: str, fault_type: str, component: str = "", *, severity: str = "",
-                 state: str = "") -> dict[str, str]:
+                 state: str = "", manual_required: bool = False) -> dict[str, str]:
     """The labels a NodeFault carries so consumers can watch with label selectors."""
     out = {NODE_LABEL: _label_value(node), TYPE_LABEL: fault_type}
     if component:
@@ -150,7 +160,21 @@ def fault_labels(node: str, fault_type: str, component: str = "", *, severity: s
         out[SEVERITY_LABEL] = severity
     if state:
         out[STATE_LABEL] = state
+    if manual_required:
+        out[MANUAL_REQUIRED_LABEL] = "true"
     return out
+
+
+_RUNTIMES: Final = ("containerd", "docker", "cri-o", "crio")
+
+
+def component_fault_type(component: str) -> str:
+    """The default catalog's type for a failing managed component (the node agent and the detector agree)."""
+    if component == "kubelet":
+        return "kubelet-unhealthy"
+    if component in _RUNTIMES:
+        return "container-runtime-unhealthy"
+    return "component-unhealthy"
 
 
 # ------------------------------------------------------------------------------------------------ vocabulary
@@ -192,6 +216,17 @@ class FaultState(StrEnum):
     RESOLVED = "Resolved"
     EXPIRED = "Expired"
     INVALID = "Invalid"
+
+
+class DeliveryState(StrEnum):
+    """What a FaultSubscription may ask to be told: a fault's state, or that the maintenance flow repairing
+    it gave up and handed the node to a person (``ManualRequired``, while the fault is still Active)."""
+
+    ACTIVE = "Active"
+    RESOLVED = "Resolved"
+    EXPIRED = "Expired"
+    INVALID = "Invalid"
+    MANUAL_REQUIRED = "ManualRequired"
 
 
 class SourceKind(StrEnum):
@@ -355,6 +390,16 @@ class Resolution(StatusModel):
     note: str = Field(default="", max_length=1024)
 
 
+class ManualRequiredRecord(StatusModel):
+    """Set on every fault a maintenance flow repairs when the flow gives up (``ManualRequired``): a person
+    must finish it (``kokpit fault resolve|retry``).  Subscriptions are told (state ``ManualRequired``); a
+    retry clears it, a new episode starts without it."""
+
+    maintenance_flow: str = Field(min_length=1, max_length=253)
+    since: _Time
+    message: str = Field(default="", max_length=1024)
+
+
 class FaultEpisode(StatusModel):
     """A past episode of the fault, kept in ``history``."""
 
@@ -385,6 +430,8 @@ class NodeFaultStatus(StatusModel):
     maintenance_flow: str = Field(default="", max_length=253,
                                   description="The MaintenanceFlow handling this episode (set by the flow).")
     resolution: Resolution | None = None
+    manual_required: ManualRequiredRecord | None = Field(
+        default=None, description="The maintenance flow gave up: a person must finish the repair.")
     history: list[FaultEpisode] = Field(default_factory=list, max_length=HISTORY_MAX)
     observed_episode: str = Field(default="", max_length=40, description="The event center's bookmark: the "
                                   "firstSeen of the episode it announced (Events, webhooks).")
@@ -412,6 +459,10 @@ class NodeFault(ResourceModel):
             PrinterColumn("Flow", ".status.maintenanceFlow", priority=1),
             PrinterColumn("Message", ".status.message", priority=1),
         ),
+        references=(FieldReference(".spec.nodeName", "nodes", kind="Node"),
+                    FieldReference(".spec.type", "faulttypes", GROUP, "FaultType")),
+        selectable_fields=(".spec.nodeName", ".spec.type", ".spec.component", ".status.state",
+                           ".status.severity", ".status.category", ".status.maintenanceFlow"),
     )
 
     spec: Annotated[NodeFaultSpec, Field(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})]
@@ -438,10 +489,11 @@ class FaultSubscriptionSpec(SpecModel):
     types: list[Annotated[str, Field(max_length=63, pattern=FAULT_TYPE_PATTERN)]] = Field(
         default_factory=list, json_schema_extra=list_set(), description="Only these fault types (empty: all).")
     min_severity: Severity | None = Field(default=None, description="Only this severe or worse.")
-    states: list[FaultState] = Field(
-        default_factory=lambda: [FaultState.ACTIVE, FaultState.RESOLVED, FaultState.EXPIRED],
-        json_schema_extra={**list_set(), "default": ["Active", "Resolved", "Expired"]},
-        description="Which transitions are delivered.")
+    states: list[DeliveryState] = Field(
+        default_factory=lambda: [DeliveryState.ACTIVE, DeliveryState.RESOLVED, DeliveryState.EXPIRED,
+                                 DeliveryState.MANUAL_REQUIRED],
+        json_schema_extra={**list_set(), "default": ["Active", "Resolved", "Expired", "ManualRequired"]},
+        description="Which transitions are delivered (ManualRequired: a flow handed the node to a person).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, json_schema_extra={"default": {}})
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     ca_bundle: str = Field(default="", max_length=65536, description="PEM CA(s) for an https URL (default: "

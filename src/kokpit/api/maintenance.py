@@ -428,6 +428,8 @@ class MaintenanceFlow(ResourceModel):
             PrinterColumn("Attempt", ".status.attempt", "integer", priority=1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
+        selectable_fields=(".spec.nodeName", ".spec.faultType", ".spec.flow", ".status.currentFlow",
+                           ".status.step", ".status.phase"),
     )
 
     spec: MaintenanceFlowSpec

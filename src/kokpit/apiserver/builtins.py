@@ -31,6 +31,7 @@ __all__ = [
     "default_service",
     "default_statefulset",
     "events_v1_to_core_event",
+    "path_getter",
     "pod_qos_class",
     "subresource_info",
 ]
@@ -41,7 +42,10 @@ _Getter = Callable[[_Obj], str]
 # ------------------------------------------------------------------------------------- field selectors
 
 
-def _path_getter(*path: str) -> _Getter:
+def path_getter(*path: str) -> _Getter:
+    """A field selector value: the scalar at ``path`` as kube formats it (booleans ``true``/``false``,
+    integers in decimal), ``""`` when absent (CRD selectableFields evaluate an absent field the same way)."""
+
     def get(obj: _Obj) -> str:
         cur: Any = obj
         for p in path:
@@ -58,7 +62,7 @@ def _path_getter(*path: str) -> _Getter:
 
 
 def _bool_getter(*path: str) -> _Getter:
-    inner = _path_getter(*path)
+    inner = path_getter(*path)
 
     def get(obj: _Obj) -> str:
         return inner(obj) or "false"
@@ -75,35 +79,35 @@ def _pod_ip(obj: _Obj) -> str:
 
 
 _POD_FIELDS: dict[str, _Getter] = {
-    "spec.nodeName": _path_getter("spec", "nodeName"),
-    "spec.restartPolicy": _path_getter("spec", "restartPolicy"),
-    "spec.schedulerName": _path_getter("spec", "schedulerName"),
-    "spec.serviceAccountName": _path_getter("spec", "serviceAccountName"),
+    "spec.nodeName": path_getter("spec", "nodeName"),
+    "spec.restartPolicy": path_getter("spec", "restartPolicy"),
+    "spec.schedulerName": path_getter("spec", "schedulerName"),
+    "spec.serviceAccountName": path_getter("spec", "serviceAccountName"),
     "spec.hostNetwork": _bool_getter("spec", "hostNetwork"),
-    "status.phase": _path_getter("status", "phase"),
+    "status.phase": path_getter("status", "phase"),
     "status.podIP": _pod_ip,
-    "status.nominatedNodeName": _path_getter("status", "nominatedNodeName"),
+    "status.nominatedNodeName": path_getter("status", "nominatedNodeName"),
 }
 
 
 def _core_event_source(obj: _Obj) -> str:
-    return _path_getter("source", "component")(obj) or str(obj.get("reportingComponent") or "")
+    return path_getter("source", "component")(obj) or str(obj.get("reportingComponent") or "")
 
 
 _INVOLVED_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
 
 _CORE_EVENT_FIELDS: dict[str, _Getter] = {
-    **{f"involvedObject.{f}": _path_getter("involvedObject", f) for f in _INVOLVED_FIELDS},
-    "reason": _path_getter("reason"),
-    "reportingComponent": _path_getter("reportingComponent"),
+    **{f"involvedObject.{f}": path_getter("involvedObject", f) for f in _INVOLVED_FIELDS},
+    "reason": path_getter("reason"),
+    "reportingComponent": path_getter("reportingComponent"),
     "source": _core_event_source,
-    "type": _path_getter("type"),
+    "type": path_getter("type"),
 }
 
 
 def _either(served: tuple[str, ...], stored: tuple[str, ...]) -> _Getter:
     """A getter for the events.k8s.io view that also works on the stored core/v1 form."""
-    a, b = _path_getter(*served), _path_getter(*stored)
+    a, b = path_getter(*served), path_getter(*stored)
 
     def get(obj: _Obj) -> str:
         return a(obj) if served[0] in obj else b(obj)
@@ -114,14 +118,14 @@ def _either(served: tuple[str, ...], stored: tuple[str, ...]) -> _Getter:
 # events.k8s.io/v1 accepts the same selectors under its own field names (kube's field label conversion).
 _EVENTS_V1_FIELDS: dict[str, _Getter] = {
     **{f"regarding.{f}": _either(("regarding", f), ("involvedObject", f)) for f in _INVOLVED_FIELDS},
-    "reason": _path_getter("reason"),
+    "reason": path_getter("reason"),
     "reportingController": _either(("reportingController",), ("reportingComponent",)),
-    "type": _path_getter("type"),
+    "type": path_getter("type"),
 }
 
 _SERVICE_FIELDS: dict[str, _Getter] = {
-    "spec.clusterIP": _path_getter("spec", "clusterIP"),
-    "spec.type": _path_getter("spec", "type"),
+    "spec.clusterIP": path_getter("spec", "clusterIP"),
+    "spec.type": path_getter("spec", "type"),
 }
 
 # ------------------------------------------------------------------------------------- events view
@@ -475,7 +479,7 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType("", "v1", "Namespace", "namespaces", "namespace", False, short_names=("ns",),
                      verbs=_NO_COLLECTION, subresources=("status",), has_status=True,
                      schema=_schema(core + "Namespace"),
-                     field_selectors={"status.phase": _path_getter("status", "phase")},
+                     field_selectors={"status.phase": path_getter("status", "phase")},
                      default_hook=default_namespace),
         ResourceType("", "v1", "Node", "nodes", "node", False, short_names=("no",), subresources=("status",),
                      has_status=True, schema=_schema(core + "Node"),
@@ -487,7 +491,7 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, short_names=("cm",),
                      schema=_schema(core + "ConfigMap")),
         ResourceType("", "v1", "Secret", "secrets", "secret", True, schema=_schema(core + "Secret"),
-                     field_selectors={"type": _path_getter("type")}, default_hook=default_secret),
+                     field_selectors={"type": path_getter("type")}, default_hook=default_secret),
         ResourceType("", "v1", "Service", "services", "service", True, short_names=("svc",),
                      categories=("all",), subresources=("status",), has_status=True,
                      schema=_schema(core + "Service"), field_selectors=dict(_SERVICE_FIELDS),

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kokpit.apiserver import admission
+from kokpit.apiserver.builtins import path_getter
 from kokpit.apiserver.errors import APIError
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import PrinterColumn, ResourceType
@@ -61,6 +63,7 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
     group = spec.get("group", "")
     versions = spec.get("versions") or []
     storage = next((v.get("name") for v in versions if v.get("storage")), None)
+    references = admission.parse_references(crd)
     out = []
     for v in versions:
         if not v.get("served", True):
@@ -76,6 +79,9 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
                                    description=c.get("description", ""), priority=int(c.get("priority", 0)))
                      for c in v.get("additionalPrinterColumns") or [])
         sch = ((v.get("schema") or {}).get("openAPIV3Schema")) or None
+        # CRD selectableFields (GA in kube 1.32): `.spec.nodeName` is field selector `spec.nodeName`
+        selectable = {str(f.get("jsonPath", "")).lstrip("."): path_getter(*str(f.get("jsonPath", "")).lstrip(
+            ".").split(".")) for f in v.get("selectableFields") or [] if isinstance(f, dict) and f.get("jsonPath")}
         out.append(ResourceType(
             group=group, version=v.get("name", ""), kind=names.get("kind", ""), plural=names.get("plural", ""),
             singular=names.get("singular") or names.get("kind", "").lower(),
@@ -83,7 +89,8 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             subresources=tuple(sub_names), schema=sch, printer_columns=cols, strategic_merge=False,
             crd_name=(crd.get("metadata") or {}).get("name"), storage_version=storage,
-            has_status="status" in subs, has_generation=True))
+            has_status="status" in subs, has_generation=True, field_selectors=selectable,
+            references=references))
     return out
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PrinterColumn", "ResourceType"]
+__all__ = ["PrinterColumn", "Reference", "ResourceType"]
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -27,6 +27,18 @@ class PrinterColumn:
     format: str = ""
     description: str = ""
     priority: int = 0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A field of a custom resource naming a cluster-scoped object that must exist when the field is written
+    (e.g. a NodeFault's ``spec.nodeName`` → a Node): declared by the CRD (annotation
+    :data:`kokpit.apiserver.admission.REFERENCES_ANNOTATION`), checked by admission."""
+
+    path: tuple[str, ...]
+    resource: str
+    group: str = ""
+    kind: str = ""
 
 
 @dataclass
@@ -70,6 +82,8 @@ class ResourceType:
     from_storage: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # extra per-kind validation/defaulting hooks (return causes)
     validate_hook: Callable[[dict[str, Any], dict[str, Any] | None], list[Any]] | None = None
+    # custom resources: fields that must name an existing object (validating admission)
+    references: tuple[Reference, ...] = ()
     default_hook: Callable[[dict[str, Any]], None] | None = None
 
     @property

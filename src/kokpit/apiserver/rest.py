@@ -232,6 +232,8 @@ class Rest:
                 f'unknown field "{c.field}"' for c in unknown), unknown)
         if rt.validate_hook is not None:
             causes.extend(rt.validate_hook(obj, old))
+        if not causes and rt.references and not opts.subresource:
+            causes = admission.check_references(rt, obj, old, lambda key: self.store.get(key) is not None)
         if causes:
             raise errors.invalid(rt.kind, name, causes, rt.group)
 

@@ -1095,10 +1095,57 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
             ctype = (col or {}).get("type")
             if ctype and ctype not in ("integer", "number", "string", "boolean", "date"):
                 out.append(_unsupported(f"{cp}.type", ctype, ["boolean", "date", "integer", "number", "string"]))
+        _selectable_fields(v.get("selectableFields"), schema, f"{vp}.selectableFields", out)
     if storage != 1:
         out.append(_invalid("spec.versions", f"{storage} storage versions" if storage else versions,
                             "must have exactly one version marked as storage version"))
     return out
+
+
+_SELECTABLE_MAX = 8
+_SELECTABLE_TYPES = ("string", "integer", "boolean")
+
+
+def _selectable_fields(fields: Any, schema: Any, path: str, out: list[Cause]) -> None:
+    """A version's ``selectableFields`` (kube 1.32): at most 8, each a simple ``.a.b`` path outside
+    metadata to a string, integer or boolean field of the schema, no path twice."""
+    if not fields:
+        return
+    if not isinstance(fields, list):
+        out.append(_invalid(path, fields, "must be a list"))
+        return
+    if len(fields) > _SELECTABLE_MAX:
+        out.append(Cause(path, f"Too many: {len(fields)}: must have at most {_SELECTABLE_MAX} items",
+                         "FieldValueTooMany"))
+    seen: set[str] = set()
+    for i, f in enumerate(fields):
+        jp_path = f"{path}[{i}].jsonPath"
+        jp = f.get("jsonPath") if isinstance(f, dict) else None
+        if not jp:
+            out.append(_required(jp_path))
+            continue
+        if not isinstance(jp, str) or not re.fullmatch(r"(\.[A-Za-z_][A-Za-z0-9_-]*)+", jp):
+            out.append(_invalid(jp_path, jp, "must be a simple JSON path without array notation, e.g. "
+                                             ".spec.field"))
+            continue
+        if jp in seen:
+            out.append(Cause(jp_path, f"Duplicate value: {_fmt(jp)}", "FieldValueDuplicate"))
+        seen.add(jp)
+        parts = jp[1:].split(".")
+        if parts[0] == "metadata":
+            out.append(_invalid(jp_path, jp, "must not point to metadata fields"))
+            continue
+        node: Any = schema
+        for part in parts:
+            props = node.get("properties") if isinstance(node, dict) else None
+            node = props.get(part) if isinstance(props, dict) else None
+            if node is None:
+                break
+        if node is None:
+            out.append(_invalid(jp_path, jp, "is an invalid path: no such field in the schema"))
+        elif node.get("type") not in _SELECTABLE_TYPES:
+            out.append(_invalid(jp_path, jp, "must point to a field of type string, boolean or integer. Enum "
+                                             "string fields and strings with formats are allowed."))
 
 
 def _prune_meta(meta: Any, path: str, removed: list[str]) -> None:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import NODE, Client
+from kokpit.operators.faults.catalog import install_defaults
 from kokpit.runtime.faultreports import FaultReport, FaultReporter
 
 
@@ -31,6 +32,7 @@ async def _seed(apiserver: ApiServerProcess) -> None:
     async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
         await install_crds(c)
         await c.create(NODE, {"metadata": {"name": "w1"}})
+        await install_defaults(c)  # a report of a type not in the catalog is refused
         rep = FaultReporter(c)
         await rep.report(FaultReport("w1", "disk-failure", "smartd/w1", message="sda failing", ttl_seconds=600))
         await rep.report(FaultReport("w1", "disk-failure", "kernel-monitor/w1", message="Buffer I/O error"))

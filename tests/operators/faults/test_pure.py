@@ -7,13 +7,13 @@ import datetime as dt
 from typing import Any
 
 from kokpit._lib.podutil import slim_pod
-from kokpit.api.fault import FaultSubscriptionSpec, FaultType
+from kokpit.api.fault import FaultSubscriptionSpec, FaultType, component_fault_type
 from kokpit.operators.faults._business import PodStartRule, pod_start_failures
 from kokpit.operators.faults._center import machine_causes
 from kokpit.operators.faults._detector import desired_faults, event_time
 from kokpit.operators.faults._permits import permit_causes
-from kokpit.operators.faults._webhooks import backoff_seconds, matches
-from kokpit.operators.faults.catalog import DEFAULT_TYPES, Catalog, component_fault_type, parse_duration
+from kokpit.operators.faults._webhooks import backoff_seconds, delivery_state, event_key, matches, payload
+from kokpit.operators.faults.catalog import DEFAULT_TYPES, Catalog, parse_duration
 
 NOW = dt.datetime(2026, 12, 7, 2, 0, 0, tzinfo=dt.UTC)
 Obj = dict[str, Any]
@@ -126,6 +126,25 @@ def test_subscriptions_match_by_selector_type_severity_and_state() -> None:
     spec = FaultSubscriptionSpec.model_validate({"url": "http://h/x", "selector": {"matchLabels": {"kokpit.io/node": "n2"}}})
     assert not matches(spec, fault())
     assert [backoff_seconds(a, 1, 10) for a in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 10]
+
+
+def test_an_escalation_to_a_person_is_delivered_as_its_own_transition() -> None:
+    escalated = fault()
+    escalated["status"]["firstSeen"] = "2026-12-07T01:00:00Z"
+    plain_key = event_key(escalated)
+    escalated["status"]["manualRequired"] = {"maintenanceFlow": "n1-abc", "since": "2026-12-07T01:05:00Z"}
+    assert delivery_state(escalated) == "ManualRequired"
+    assert event_key(escalated) == "ManualRequired@2026-12-07T01:00:00Z" != plain_key  # delivered again
+    assert payload("pager", escalated, event_key(escalated))["type"] == "ManualRequired"
+    default = FaultSubscriptionSpec.model_validate({"url": "http://h/x"})
+    assert matches(default, escalated)  # the default states include it
+    only_states = FaultSubscriptionSpec.model_validate({"url": "http://h/x", "states": ["Active", "Resolved"]})
+    assert not matches(only_states, escalated)
+    only_manual = FaultSubscriptionSpec.model_validate({"url": "http://h/x", "states": ["ManualRequired"]})
+    assert matches(only_manual, escalated) and not matches(only_manual, fault())
+    resolved = fault("Resolved")
+    resolved["status"]["manualRequired"] = escalated["status"]["manualRequired"]
+    assert delivery_state(resolved) == "Resolved"  # a person finished it: that is the news
 
 
 def test_event_time_prefers_the_latest_observation() -> None:

@@ -21,7 +21,8 @@ import pytest
 from kokpit._lib.clock import format_time
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import CRD, NODE, SECRET, Client, NotFoundError
+from kokpit.client import CRD, NODE, SECRET, AlreadyExistsError, Client, NotFoundError
+from kokpit.operators.faults.catalog import install_defaults
 from kokpit.operators.machine import MACHINE, MPV
 from kokpit.operators.maintenance import FLOW, NODE_FAULT, POLICY
 from kokpit.operators.risk import CLUSTER, CenterOptions, run_center
@@ -101,7 +102,8 @@ async def report_fault(c: Client, node: str, type_: str, flow: str, *, component
     body: Obj = {"apiVersion": NODE_FAULT.api_version, "kind": NODE_FAULT.kind, "metadata": {"name": name,
                  "labels": {"kokpit.io/node": node, "kokpit.io/fault-type": type_}},
                  "spec": {"nodeName": node, "type": type_, **({"component": component} if component else {})}}
-    with contextlib.suppress(Exception):
+    await install_defaults(c)  # the API server refuses a fault of a type not in the catalog (a 422)
+    with contextlib.suppress(AlreadyExistsError):
         await c.create(NODE_FAULT, body)
     status = {"state": "Active", "severity": "Major", "category": "System", "flow": flow, "count": 1,
               "firstSeen": now, "lastSeen": now, "reporter": reporter, "message": f"{type_} on {node}",

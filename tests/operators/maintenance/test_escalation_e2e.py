@@ -12,11 +12,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+from tests.operators.faults.test_e2e import Receiver, free_port
 from tests.operators.maintenance.conftest import Fleet, cond, eventually, fast_policy, report_fault
 
 from kokpit.api.maintenance import TAINT_KEY
 from kokpit.client import EVENT
 from kokpit.operators.machine import MACHINE
+from kokpit.operators.maintenance import NODE_FAULT
+from kokpit.runtime.faultreports import FAULTSUBSCRIPTION
 
 Obj = dict[str, Any]
 
@@ -31,6 +35,7 @@ async def manual(fleet: Fleet, node: str) -> Obj | None:
     return f if f is not None and cond(f, "ManualRequired").get("status") == "True" else None
 
 
+@pytest.mark.timeout(360)  # two escalations of 4 s timeouts, two people, a webhook: 120 s ran out at load 20
 async def test_escalation_to_manual_required_then_resolve_and_retry(
         fleet_factory: Callable[..., Awaitable[Fleet]]) -> None:
     policy = fast_policy(escalation=["reboot", "reinstall"])
@@ -44,6 +49,13 @@ async def test_escalation_to_manual_required_then_resolve_and_retry(
     c = fleet.c
     a, b = fleet.nodes[0], fleet.nodes[1]
     assert fleet.sim is not None and fleet.sim.book is not None
+    # the person on call subscribes to escalations only: a real local HTTP receiver
+    receiver = Receiver(free_port())
+    await receiver.start()
+    await c.create(FAULTSUBSCRIPTION, {"apiVersion": "kokpit.io/v1alpha1", "kind": "FaultSubscription",
+                                       "metadata": {"name": "on-call"},
+                                       "spec": {"url": f"http://127.0.0.1:{receiver.port}/page",
+                                                "states": ["ManualRequired"]}})
     try:
         for n in (a, b):  # a disk that is really broken: neither a reboot nor a reinstall helps
             fleet.sim.book.fault(n, "hardware")
@@ -64,6 +76,18 @@ async def test_escalation_to_manual_required_then_resolve_and_retry(
         await eventually(reasons, 30, "the Warning Events ManualRequired and Escalated")
         acts = await fleet.actions(a)
         assert acts.count("reboot-started") == 1 and acts.count("reinstall-started") == 1, acts
+        # ... and a webhook says so: the person learns it without watching the cluster
+        async def paged() -> list[Obj] | None:
+            got = [x for x in receiver.bodies if x["fault"]["spec"]["nodeName"] == a]
+            return got or None
+        page = (await eventually(paged, 30, f"the escalation of {a} POSTed to the subscription"))[0]
+        assert page["type"] == "ManualRequired" and page["id"].endswith(
+            f"/ManualRequired@{page['fault']['status']['firstSeen']}")
+        assert page["fault"]["status"]["manualRequired"]["maintenanceFlow"] == flow_a["metadata"]["name"]
+        assert "a person must finish it" in page["fault"]["status"]["manualRequired"]["message"]
+        assert {x["fault"]["spec"]["nodeName"] for x in receiver.bodies} <= {a, b}  # escalations only
+        marked = (await c.list(NODE_FAULT, label_selector={"kokpit.io/manual-required": "true"})).items
+        assert a in {f["spec"]["nodeName"] for f in marked}  # watchers can select them too
 
         # a person replaces the disk of `a` and says so: the flow verifies (the machine operator reinstalls
         # the components the OS reinstall wiped) and gives the node back
@@ -89,6 +113,9 @@ async def test_escalation_to_manual_required_then_resolve_and_retry(
         assert done_b["status"]["history"][-1]["flow"] == "reboot"
         assert done_b["status"]["history"][-1]["outcome"] == "Succeeded"
         assert (await fleet.actions(b)).count("reboot-started") == 2
+        fault_b = next(f for f in (await c.list(NODE_FAULT)).items if f["spec"]["nodeName"] == b)
+        assert fault_b["status"]["state"] == "Resolved"
+        assert not [x for x in receiver.bodies if x["type"] != "ManualRequired"]
 
         # bad input: a node without an open flow is refused with a message saying what to check
         res = await asyncio.to_thread(kokpit_fault, fleet, "resolve", fleet.nodes[2])
@@ -96,3 +123,5 @@ async def test_escalation_to_manual_required_then_resolve_and_retry(
     except BaseException:
         print(fleet.operator_log())
         raise
+    finally:
+        await receiver.stop()

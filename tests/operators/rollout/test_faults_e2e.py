@@ -10,6 +10,7 @@ import pytest
 from tests.operators.rollout.conftest import NS, Fleet, cond
 
 from kokpit.client import CRD, EVENT, Kind, NotFoundError
+from kokpit.operators.faults.catalog import install_defaults
 
 pytestmark = pytest.mark.timeout(900)  # real processes on a loaded, shared machine
 Obj = dict[str, Any]
@@ -38,6 +39,7 @@ async def _ensure_crd(fleet: Fleet) -> None:
 
     from tests.operators.rollout.conftest import until
     await until(established, "the NodeFault CRD established", 30)
+    await install_defaults(fleet.meta)  # kokpit's API server refuses a fault of a type not in the catalog
 
 
 async def test_a_fault_attributed_to_the_rollout_fails_the_canary_and_rolls_it_back(fleet: Fleet) -> None:
@@ -53,13 +55,13 @@ async def test_a_fault_attributed_to_the_rollout_fails_the_canary_and_rolls_it_b
     for name, on, cause in (("f-other-node", other, {"kind": "Rollout", "name": "kb", "namespace": NS}),
                             ("f-other-cause", node, {"kind": "Rollout", "name": "someone-else", "namespace": NS})):
         await fleet.meta.create(NODE_FAULT, {"metadata": {"name": name},
-                                             "spec": {"nodeName": on, "type": "component-down", "component": "kubelet"}})
+                                             "spec": {"nodeName": on, "type": "component-unhealthy", "component": "kubelet"}})
         await fleet.meta.patch(NODE_FAULT, name, {"status": {"state": "Active", "possiblyCausedBy": [cause]}},
                                subresource="status")
-    fault = {"metadata": {"name": f"{node}.component-down"},
-             "spec": {"nodeName": node, "type": "component-down", "component": "kubelet"}}
+    fault = {"metadata": {"name": f"{node}.component-unhealthy"},
+             "spec": {"nodeName": node, "type": "component-unhealthy", "component": "kubelet"}}
     await fleet.meta.create(NODE_FAULT, fault)
-    await fleet.meta.patch(NODE_FAULT, f"{node}.component-down", {"status": {
+    await fleet.meta.patch(NODE_FAULT, f"{node}.component-unhealthy", {"status": {
         "state": "Active", "message": "kubelet exits right after start",
         "possiblyCausedBy": [{"kind": "Rollout", "name": "kb", "namespace": NS, "operation": "component-upgrade"}]}},
         subresource="status")
@@ -70,5 +72,5 @@ async def test_a_fault_attributed_to_the_rollout_fails_the_canary_and_rolls_it_b
     assert cond(r, "Aborted")["reason"] == "FailureLimitExceeded" and node in cond(r, "Aborted")["message"]
     events = (await fleet.meta.list(EVENT, NS, field_selector="involvedObject.name=kb")).items
     attributed = [e for e in events if e["reason"] == "FaultAttributed"]
-    assert attributed and attributed[0]["type"] == "Warning" and "component-down" in attributed[0]["message"]
+    assert attributed and attributed[0]["type"] == "Warning" and "component-unhealthy" in attributed[0]["message"]
     assert all(p == ["containerd-1.7", "kubelet-1.30"] for p in (await fleet.packages()).values())

@@ -28,6 +28,7 @@ from typing import Any
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time_or_none
 from kokpit.api.fault import (
     COMPONENT_LABEL,
+    MANUAL_REQUIRED_LABEL,
     SEVERITY_LABEL,
     STATE_LABEL,
     FaultConditionType,
@@ -136,12 +137,13 @@ class EventCenter:
         else:
             reason, msg = FaultReason.ACCEPTED, "the node exists and the fault type is in the catalog"
         accepted = reason == FaultReason.ACCEPTED
-        old = find_condition(conds, FaultConditionType.ACCEPTED)
+        # read before set_condition, which updates the condition in place
+        old_reason = (find_condition(conds, FaultConditionType.ACCEPTED) or {}).get("reason")
         set_condition(conds, FaultConditionType.ACCEPTED, accepted, reason, msg, now=now,
                       observed_generation=(raw.get("metadata") or {}).get("generation"))
         if not accepted and state == FaultState.ACTIVE:
             status["state"], status["endedAt"] = FaultState.INVALID.value, ts
-            if (old or {}).get("reason") != reason:
+            if old_reason != reason:
                 events.append((raw, "Warning", reason, msg))
         elif accepted and state == FaultState.INVALID and not status.get("resolution"):
             status["state"] = FaultState.ACTIVE.value  # the node registered / the type was added: look again
@@ -233,10 +235,11 @@ class EventCenter:
             except NotFoundError:
                 return None
         want = fault_labels(node_name, ftype, component, severity=str(status.get("severity") or ""),
-                            state=str(status.get("state") or ""))
+                            state=str(status.get("state") or ""),
+                            manual_required=bool(status.get("manualRequired")) and state == FaultState.ACTIVE)
         have_labels = (raw.get("metadata") or {}).get("labels") or {}
         delta: dict[str, str | None] = {k: v for k, v in want.items() if have_labels.get(k) != v}
-        for k in (SEVERITY_LABEL, STATE_LABEL, COMPONENT_LABEL):
+        for k in (SEVERITY_LABEL, STATE_LABEL, COMPONENT_LABEL, MANUAL_REQUIRED_LABEL):
             if k in have_labels and k not in want:
                 delta[k] = None
         if delta:

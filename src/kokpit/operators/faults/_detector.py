@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit._lib.clock import Clock, RealClock, parse_time_or_none
-from kokpit.api.fault import FaultState, SourceKind
+from kokpit.api.fault import FaultState, SourceKind, component_fault_type
 from kokpit.client import ApiError, TransportError
 from kokpit.operators.faults._metrics import FaultMetrics
-from kokpit.operators.faults.catalog import Catalog, component_fault_type
+from kokpit.operators.faults.catalog import Catalog
 from kokpit.runtime import Request, Result, Store, find_condition
 from kokpit.runtime.faultreports import FaultReport, FaultReporter
 

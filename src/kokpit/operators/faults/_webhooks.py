@@ -1,7 +1,8 @@
 """FaultSubscription delivery: matching NodeFault transitions POSTed to a webhook, with retries and backoff.
 
 One reconcile per subscription.  The delivery state of every matching fault lives in the subscription's
-``status.deliveries`` (keyed by fault: which transition — ``<state>@<firstSeen>`` —, attempts, next attempt
+``status.deliveries`` (keyed by fault: which transition — ``<state>@<firstSeen>``, where the state may be
+``ManualRequired`` when a maintenance flow handed the node to a person —, attempts, next attempt
 time, delivered or given up), so a restarted deliverer resumes exactly where the API says it was: it delivers
 *at least once* (a kill -9 between a 2xx and the status write repeats that one delivery; the payload's
 ``id`` lets a receiver drop the repeat).  A receiver that is down costs one bounded POST per due attempt and
@@ -22,13 +23,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from kokpit._lib.clock import Clock, RealClock, format_micro_time, parse_time_or_none
-from kokpit.api.fault import FaultReason, FaultSubscriptionSpec, Severity
+from kokpit.api.fault import DeliveryState, FaultReason, FaultState, FaultSubscriptionSpec, Severity
 from kokpit.client import ApiError, ConflictError, JsonHttpClient, NotFoundError, TransportError
 from kokpit.operators.faults._metrics import FaultMetrics
 from kokpit.runtime import EventRecorder, Request, Result, Store, set_condition
 from kokpit.runtime.faultreports import FAULTSUBSCRIPTION
 
-__all__ = ["WebhookDeliverer", "backoff_seconds", "matches", "payload"]
+__all__ = ["WebhookDeliverer", "backoff_seconds", "delivery_state", "event_key", "matches", "payload"]
 
 log = logging.getLogger("kokpit.operators.faults.webhooks")
 
@@ -61,10 +62,20 @@ def _selector_matches(sel: Any, labels: dict[str, str]) -> bool:
     return True
 
 
+def delivery_state(fault: Obj) -> str:
+    """The state a subscriber is told: the fault's state, or ``ManualRequired`` while it is Active and the
+    maintenance flow repairing it waits for a person (the escalation is news of its own)."""
+    st = fault.get("status") or {}
+    state = str(st.get("state") or "")
+    if state == FaultState.ACTIVE and st.get("manualRequired"):
+        return DeliveryState.MANUAL_REQUIRED.value
+    return state
+
+
 def matches(spec: FaultSubscriptionSpec, fault: Obj) -> bool:
     """Whether a NodeFault's current state is one the subscription wants."""
     st = fault.get("status") or {}
-    state = st.get("state")
+    state = delivery_state(fault)
     if not state or state not in spec.states:
         return False
     if spec.types and (fault.get("spec") or {}).get("type") not in spec.types:
@@ -78,14 +89,14 @@ def matches(spec: FaultSubscriptionSpec, fault: Obj) -> bool:
 
 def event_key(fault: Obj) -> str:
     st = fault.get("status") or {}
-    return f"{st.get('state')}@{st.get('firstSeen') or ''}"
+    return f"{delivery_state(fault)}@{st.get('firstSeen') or ''}"
 
 
 def payload(sub: str, fault: Obj, key: str) -> Obj:
     meta = fault.get("metadata") or {}
     return {"apiVersion": "kokpit.io/v1alpha1", "kind": "NodeFaultEvent",
             "id": f"{meta.get('uid', meta.get('name'))}/{key}", "subscription": sub,
-            "type": (fault.get("status") or {}).get("state"),
+            "type": delivery_state(fault),
             "fault": {k: fault[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in fault}}
 
 

@@ -89,16 +89,6 @@ DEFAULT_TYPES: dict[str, Obj] = dict([
 ])
 """name → FaultType spec of every default type."""
 
-_RUNTIMES = ("containerd", "docker", "cri-o", "crio")
-
-
-def component_fault_type(component: str) -> str:
-    """The catalog type of a failing managed component."""
-    if component == "kubelet":
-        return "kubelet-unhealthy"
-    if component in _RUNTIMES:
-        return "container-runtime-unhealthy"
-    return "component-unhealthy"
 
 
 def parse_duration(text: str) -> float:

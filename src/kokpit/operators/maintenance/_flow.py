@@ -57,6 +57,7 @@ from kokpit.runtime import (
     act,
     derive_phase,
     done,
+    find_condition,
     is_true,
     wait,
 )
@@ -304,8 +305,10 @@ class FlowReconciler(StepReconciler[FlowCtx]):
         if not is_true(ctx.conditions, CT.COMPLETED):
             if is_true(ctx.conditions, CT.MANUAL_REQUIRED):
                 await self._renew_held(ctx)
+                await self._mark_manual_required(ctx, True)
                 return wait(R.MANUAL_REQUIRED, "a person must finish it: kokpit fault resolve|retry",
                             after=self.opts.poll * 6)
+            await self._mark_manual_required(ctx, False)
             return done()
         finished = ctx.status.get("completedAt")
         if finished:
@@ -690,6 +693,33 @@ class FlowReconciler(StepReconciler[FlowCtx]):
         if created and reason == R.COMPLETED:
             self.metrics.repair.observe(max(0.0, (ctx.now - parse_time(str(created))).total_seconds()))
         self.metrics.completed.labels(reason).inc()
+
+    async def _mark_manual_required(self, ctx: FlowCtx, on: bool) -> None:
+        """Level-triggered: while the flow waits for a person, every Active fault it repairs carries
+        ``status.manualRequired`` (FaultSubscriptions deliver it as ``ManualRequired``: the person learns it
+        without watching the cluster); once a person retried, the mark is gone again.  Read from the cache,
+        so a flow that is not escalated costs no request."""
+        assert ctx.spec is not None
+        msg = (find_condition(ctx.conditions, CT.MANUAL_REQUIRED) or {}).get("message", "")
+        for f in ctx.faults:
+            st = f.get("status") or {}
+            name = f["metadata"]["name"]
+            if (name not in ctx.spec.faults and st.get("maintenanceFlow") != ctx.flow_name) or st.get(
+                    "state") != ACTIVE:
+                continue
+            mark = (st.get("manualRequired") or {}).get("maintenanceFlow")
+            if on and mark != ctx.flow_name:
+                value: Obj | None = {"maintenanceFlow": ctx.flow_name, "since": format_time(ctx.now),
+                                     "message": str(msg)[:1024]}
+            elif not on and mark == ctx.flow_name:
+                value = None
+            else:
+                continue
+            try:
+                await self.client.patch(NODE_FAULT, name, {"status": {"manualRequired": value}},
+                                        subresource="status")
+            except Exception as e:  # the fault may be gone or rewritten meanwhile: the next pass looks again
+                log.info("marking NodeFault %s manualRequired=%s: %s", name, on, e)
 
     async def _resolve_fault(self, ctx: FlowCtx, fault: Obj, reason: str, message: str) -> None:
         """A fault this flow handled is Resolved with a resolution naming the flow (history keeps it)."""
