@@ -66,3 +66,20 @@ def test_reinstall_wipes_components_and_restart_runs_a_stopped_one() -> None:
         book.repair("n1", "format", "r4")
     assert book.repair("n1", "reinstall", "r5").state == "Succeeded"
     assert book.host("n1").components == {}
+
+
+def test_repairs_end_the_reported_faults_they_fix_and_leave_hardware() -> None:
+    """A host reporting an injected fault: a reboot ends a kernel deadlock but not a failing disk; a reinstall
+    ends a corrupted OS; the host's reporter clears what is gone (``reported`` is what it reports)."""
+    book = HostBook(["n1", "n2"], repair_seconds=0)
+    _installed(book, "n1")
+    for kind in ("kernel-deadlock", "disk-failure", "clock-skew"):
+        book.fault("n1", kind)
+    r = book.repair("n1", "reboot", "r1")
+    assert r.state == "Succeeded" and "clock-skew, kernel-deadlock gone" in r.message
+    assert set(book.host("n1").reported) == {"disk-failure"}  # a reboot does not replace a disk
+    book.fault("n2", "os-corrupted")
+    assert book.repair("n2", "reboot", "r2").state == "Succeeded"
+    assert set(book.host("n2").reported) == {"os-corrupted"}
+    assert book.repair("n2", "reinstall", "r3").state == "Succeeded"
+    assert book.host("n2").reported == {}

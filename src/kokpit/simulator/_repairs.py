@@ -11,6 +11,12 @@ unreachable).  Effects when it completes:
   stays (a reboot does not replace a disk);
 - ``reinstall``: a fresh OS: every component is gone (the machine operator installs each MachinePackageVersion
   again) and so is a hang; a hardware fault stays.
+
+Injected faults the host reports (``kokpit simulator fault --type kernel-deadlock``...) go the way they would
+on a real machine: a reboot ends the system-level ones a fresh boot clears (kernel deadlock, read-only
+remount, clock skew), a reinstall those and a corrupted OS; hardware faults (disk, memory, NIC, GPU) and a
+full disk stay until ``recover`` (someone replaced the part) — so a flow that reboots a broken disk times out
+and escalates, as it must.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ from kokpit.nodes.driver import RepairKind, RepairState, RunState
 if TYPE_CHECKING:
     from kokpit.simulator._hosts import Host, HostBook
 
-__all__ = ["REPAIRS_KEPT", "complete_repair", "repair_state", "start_repair"]
+__all__ = ["REBOOT_CLEARS", "REINSTALL_CLEARS", "REPAIRS_KEPT", "complete_repair", "repair_state", "start_repair"]
 
 REPAIRS_KEPT = 32  # repair records per host (the newest)
 _VERB = {RepairKind.RESTART_COMPONENT: "restart", RepairKind.REBOOT: "reboot", RepairKind.REINSTALL: "reinstall"}
+REBOOT_CLEARS = frozenset({"kernel-deadlock", "readonly-filesystem", "clock-skew"})
+"""Reported (injected) fault types a reboot ends."""
+REINSTALL_CLEARS = REBOOT_CLEARS | {"os-corrupted"}
+"""Reported (injected) fault types a reinstall ends."""
 
 
 def repair_state(rec: dict[str, Any]) -> RepairState:
@@ -105,6 +115,12 @@ def complete_repair(book: HostBook, host: Host, request_id: str) -> None:
                 if c.installed and not c.action and c.run_state == RunState.STOPPED:
                     c.run_state, c.message, c.last_transition = RunState.RUNNING, "", at
             message = "rebooted"
+        gone = sorted(t for t in host.reported
+                      if t in (REINSTALL_CLEARS if kind == RepairKind.REINSTALL else REBOOT_CLEARS))
+        for t in gone:
+            del host.reported[t]
+        if gone:
+            message += f"; {', '.join(gone)} gone"
         if host.hardware:
             message += f"; the hardware fault remains ({host.hardware})"
     rec.update(state=state, message=message, finishedAt=at)
