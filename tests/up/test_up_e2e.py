@@ -341,6 +341,15 @@ async def test_up_ready_refused_twice_stops_clean_and_resumes_after_kill(
         role = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "role", "-n", "default",
                             "cluster-1-machine-operator")
         assert {r for rule in role["rules"] for r in rule["resources"]} == {"permits", "permits/status"}
+        # ... and so does each controller-manager (node-drain before taint-based eviction), as its own
+        kcm = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "pod", "-n", "default",
+                           "cluster-1-kube-controller-manager-0")
+        assert kcm["spec"]["serviceAccountName"] == "cluster-1-kube-controller-manager"
+        assert "--risk-in-cluster" in kcm["spec"]["containers"][0]["args"]
+        # actors of Clusters sharing a namespace are kept apart by the policy installed with the CRDs
+        binding = kubectl_json(kubectl_bin, data_dir / "kubeconfig", "get", "validatingadmissionpolicybinding",
+                               "kokpit-permit-actor")
+        assert binding["spec"]["validationActions"] == ["Deny"]
 
         # a second `kokpit up` on the same data dir: refused in one line, non-zero, starts nothing
         second = run(kokpit("up", "--data-dir", str(data_dir), "--port", str(free_port())))
