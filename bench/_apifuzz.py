@@ -394,6 +394,7 @@ def run(server: Server, docs: dict[str, dict[str, Any]], cases: int, seed: int,
             if progress is not None:
                 progress(f"finding: {text}")
         if progress is not None and report.cases % 500 == 0:
+            report.seconds = time.monotonic() - started
             progress(f"{report.cases} cases, {time.monotonic() - started:.0f} s: {report.summary()}")
 
     rnd = 0

@@ -146,8 +146,10 @@ async def test_node_registration_and_lease(env: tuple[Client, KubeletRunner]) ->
     assert renewed
 
 
-def _ask_logs(port: int, cert: tuple[Path, Path] | None, host: str = "127.0.0.2") -> tuple[int, str]:
-    """The kubelet's containerLogs asked directly over TLS, with ``cert`` (file, key) or none."""
+def _ask_logs(port: int, cert: tuple[Path, Path] | None, host: str = "127.0.0.2",
+              token: str | None = None) -> tuple[int, str]:
+    """The kubelet's containerLogs asked directly over TLS, with ``cert`` (file, key) or none, and a bearer
+    ``token`` or none."""
     import http.client
     import ssl
 
@@ -157,7 +159,8 @@ def _ask_logs(port: int, cert: tuple[Path, Path] | None, host: str = "127.0.0.2"
         ctx.load_cert_chain(*cert)
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
     try:
-        conn.request("GET", "/containerLogs/default/nothing-here/c")
+        conn.request("GET", "/containerLogs/default/nothing-here/c",
+                     headers={"Authorization": f"Bearer {token}"} if token is not None else {})
         resp = conn.getresponse()
         return resp.status, resp.read().decode()
     finally:
@@ -177,8 +180,8 @@ def _client_cert(tmp: Path, ca_cert: Path, ca_key: Path, name: str) -> tuple[Pat
 async def test_kubelet_binds_and_advertises_its_address_and_authenticates_log_readers(
         apiserver: ApiServerProcess, tmp_path: Path) -> None:
     """Issue 13: `--address` is where the log endpoint listens and what the Node and its Pods advertise; the
-    endpoint serves the API server's kubelet client certificate only — none: 401, another identity of the
-    cluster CA: 403, another CA: no TLS session at all."""
+    endpoint serves the API server's kubelet client certificate — none: 401, another identity of the cluster
+    CA: 403, another CA: no TLS session at all — or a bearer token the API server says may get nodes/proxy."""
     import ssl
 
     from kokpit._lib import pki
@@ -213,6 +216,15 @@ async def test_kubelet_binds_and_advertises_its_address_and_authenticates_log_re
         forged = _client_cert(tmp_path, tmp_path / "f-ca.crt", tmp_path / "f-ca.key", pki.KUBELET_CLIENT_NAME)
         with pytest.raises((ssl.SSLError, ConnectionError)):
             await asyncio.to_thread(_ask_logs, port, forged)
+        # a bearer token instead, reviewed by the API server as kubelet's webhook authn/authz does: the admin
+        # may get nodes/proxy (authenticated: only the Pod is missing), the read-only viewer may not, and a
+        # string that is no token of the cluster is a 401
+        code, body = await asyncio.to_thread(_ask_logs, port, None, token=apiserver.admin_token)
+        assert code == 404 and "nothing-here" in body, body
+        code, body = await asyncio.to_thread(_ask_logs, port, None, token=apiserver.readonly_token)
+        assert code == 403 and "subresource=proxy" in body, body
+        code, body = await asyncio.to_thread(_ask_logs, port, None, token="x" * 40)
+        assert code == 401 and "bearer token" in body, body
         # and the API server, with its certificate, still reads through: a 400 naming the Pod, not a refusal
         status, body_b = await asyncio.to_thread(apiserver.request, "GET", f"/api/v1/namespaces/{NS}/pods/where/log")
         assert status in (200, 400) and b"Unauthorized" not in body_b and b"Forbidden" not in body_b, body_b

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from kokpit.cli._common import fail, setup_logging
+from kokpit.cli._common import (
+    METRICS_HOST,
+    METRICS_PORT,
+    METRICS_TOKEN_FILE,
+    fail,
+    metrics_tokens,
+    setup_logging,
+)
 
 __all__ = ["portal_app"]
 
@@ -35,6 +42,9 @@ def portal(
     leader_elect: bool = typer.Option(False, "--leader-elect/--no-leader-elect", help="Replicas > 1: carry "
                                       "changes forward only while holding the Lease (every replica serves)."),
     lease_namespace: str = typer.Option("kokpit-system", "--lease-namespace", help="Namespace of that Lease."),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+    metrics_token_file: Path | None = METRICS_TOKEN_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve the portal (HTTPS, or HTTP on 127.0.0.1 only)."""
@@ -54,7 +64,9 @@ def portal(
     setup_logging(verbose, quiet_http=True)
     opts = PortalOptions(kubeconfig=kubeconfig, host=host, port=port, data_dir=data_dir, tls_cert_file=tls_cert_file,
                          tls_key_file=tls_key_file, http=http, session_key_file=session_key_file, url_file=url_file,
-                         extensions=default_extensions(), leader_elect=leader_elect, lease_namespace=lease_namespace)
+                         extensions=default_extensions(), leader_elect=leader_elect, lease_namespace=lease_namespace,
+                         metrics_port=metrics_port, metrics_host=metrics_host,
+                         metrics_tokens=metrics_tokens(metrics_port, metrics_token_file) or [])
     try:
         asyncio.run(run_portal(opts, on_url=lambda url: typer.echo(f"portal: {url}", err=True)))
     except KeyboardInterrupt:

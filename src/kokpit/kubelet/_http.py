@@ -11,7 +11,11 @@ Logs hold secrets often enough that the endpoint authenticates, as kubelet's doe
 and anonymous access off: the caller must present a client certificate signed by the cluster CA (the CA of
 the kubelet's own kubeconfig, which signs the API server's kubelet client certificate) whose common name is
 :data:`~kokpit._lib.pki.KUBELET_CLIENT_NAME`.  No certificate → 401; another identity → 403; a certificate
-of another CA fails the handshake.  The serving certificate is self-signed at start (kubelet's default
+of another CA fails the handshake.  With ``authorize`` a caller without a certificate may instead present a
+bearer token, which the API server reviews, as kubelet's ``--authentication-token-webhook`` and
+``--authorization-mode=Webhook`` do (TokenReview, then SubjectAccessReview for ``get`` on ``nodes/proxy`` of
+this Node, the attributes kubelet gives ``/containerLogs``): not a token of the cluster → 401, a user
+without that permission → 403.  The serving certificate is self-signed at start (kubelet's default
 without ``--tls-cert-file``; kube-apiserver does not verify it either unless given
 ``--kubelet-certificate-authority``).
 """
@@ -23,7 +27,7 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -122,7 +126,7 @@ class LogServer:
 
     def __init__(self, lookup: Callable[[LogRequest], LogSource], *, host: str = "127.0.0.1", port: int = 0,
                  client_ca_pem: bytes | None = None, users: frozenset[str] = frozenset({KUBELET_CLIENT_NAME}),
-                 follow_poll: float = 0.2) -> None:
+                 follow_poll: float = 0.2, authorize: Callable[[str], Awaitable[int]] | None = None) -> None:
         if not host or host in ("0.0.0.0", "::"):
             raise ValueError("the kubelet's log endpoint binds to one address, not a wildcard")
         self.lookup = lookup
@@ -131,6 +135,7 @@ class LogServer:
         self.client_ca_pem = client_ca_pem
         self.users = users
         self.follow_poll = follow_poll
+        self.authorize = authorize  # bearer token -> 200, 401 or 403 (the API server's answer); None: no tokens
         self._server: asyncio.Server | None = None
 
     def _context(self) -> ssl.SSLContext:
@@ -165,22 +170,46 @@ class LogServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _refusal(self, writer: asyncio.StreamWriter) -> tuple[int, bytes] | None:
-        """(401, why) without a verified client certificate, (403, why) for another identity, else None."""
+    async def _refusal(self, writer: asyncio.StreamWriter, authorization: str) -> tuple[int, bytes] | None:
+        """(401, why) without a verified client certificate or an accepted bearer token, (403, why) for an
+        identity not allowed to read logs, else None."""
         cert = writer.get_extra_info("peercert") if self.client_ca_pem else None
+        scheme, _, token = authorization.partition(" ")
+        if not cert and self.authorize is not None and scheme.lower() == "bearer" and token.strip():
+            try:
+                answer = await self.authorize(token.strip())
+            except Exception as e:  # the API server did not answer the review: nobody is let in
+                log.warning("reviewing a bearer token failed: %s", e)
+                return 503, b"Service Unavailable: the API server could not review the bearer token\n"
+            if answer == 200:
+                return None
+            if answer == 403:
+                return 403, b"Forbidden (verb=get, resource=nodes, subresource=proxy): the API server does not " \
+                            b"allow this user to read this node's logs\n"
+            return 401, b"Unauthorized: the bearer token is not one of this cluster's\n"
         if not cert:
-            return 401, b"Unauthorized: a client certificate of the cluster CA is required\n"
+            return 401, (b"Unauthorized: a client certificate of the cluster CA" +
+                         (b" or a bearer token" if self.authorize is not None else b"") + b" is required\n")
         cn = next((v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"), "")
         if cn not in self.users:
             return 403, f"Forbidden (user={cn}, verb=get, resource=nodes, subresource=proxy)\n".encode()
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        authorization = ""
         async with asyncio.timeout(10):
             request_line = (await reader.readline()).decode("latin-1").split()
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-        refused = self._refusal(writer)
+            for _ in range(100):  # headers: only Authorization matters
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "authorization":
+                    authorization = value.strip()
+            else:
+                await _send(writer, 431, b"too many request header fields\n")
+                return
+        refused = await self._refusal(writer, authorization)
         if refused is not None:
             await _send(writer, *refused)
             return
@@ -245,7 +274,7 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 async def _send(writer: asyncio.StreamWriter, code: int, body: bytes) -> None:
     reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              405: "Method Not Allowed"}.get(code, "Error")
+              405: "Method Not Allowed", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}.get(code, "Error")
     writer.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
     await writer.drain()

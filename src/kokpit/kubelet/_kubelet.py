@@ -69,7 +69,10 @@ class Kubelet:
         self.records: dict[str, PodRecord] = {}
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self.log_server = LogServer(self._log_lookup, host=opts.address, port=opts.log_port,
-                                    client_ca_pem=opts.client_ca_pem or cluster_ca(client))
+                                    client_ca_pem=opts.client_ca_pem or cluster_ca(client),
+                                    authorize=DelegatedMetricsAuth(client, resource={
+                                        "verb": "get", "resource": "nodes", "subresource": "proxy",
+                                        "name": opts.node_name}))
         self.pods = Informer(client, POD, field_selector=f"spec.nodeName={self.node}",
                              transform=strip_managed_fields)
         self.node_reporter = NodeReporter(client, self.opts, lambda: self.log_server.port)

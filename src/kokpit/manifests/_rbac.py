@@ -178,6 +178,7 @@ COMPONENTS: tuple[Component, ...] = (
             rule(("",), ("secrets",), ("get",), "each business cluster's <cluster>-kubeconfig Secret, to watch "
                  "its Machines and Nodes and to apply approved changes there"),
             rule(("",), ("events",), ("create", "patch"), "Events on change requests for people"),
+            *_METRICS_AUTH,
         ),
         namespace_rules=(rule(("",), ("configmaps",), ("get",), "the change policy (kokpit-change-policy: how many "
                                                                  "approvals each operation needs)"),

@@ -4,6 +4,10 @@ HTTPS by default, with a certificate given on the command line (a real install m
 a CA and serving certificate kokpit makes once under the data dir (``pki/ca.crt`` is what a browser may be
 told to trust), like the API server's own.  Plain HTTP is accepted only on a loopback address, where no one
 else can read the cookies.  A wildcard address is refused: servers bind to the address they were asked for.
+
+With ``metrics_port`` the portal serves Prometheus metrics (its HTTP answers by method and code, its API calls)
+on an endpoint of its own, as every process `kokpit up` starts does (``kokpit._lib.metricsserver``): HTTPS,
+bearer tokens given, or else whom the meta API server allows (TokenReview, SubjectAccessReview on /metrics).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry, Counter
 
 from kokpit._lib import pki
+from kokpit._lib.metricsserver import MetricsServer
 from kokpit.client import Client, load_config
 from kokpit.portal._app import Portal, build_app
 from kokpit.portal._audit import Auditor
@@ -30,6 +37,7 @@ from kokpit.portal._cache import FleetCache
 from kokpit.portal._session import SessionCodec, load_or_create_key
 from kokpit.portal._web import Web
 from kokpit.runtime.leaderelection import LeaderElectionConfig
+from kokpit.runtime.metricsauth import DelegatedMetricsAuth
 
 __all__ = ["PortalOptions", "PortalServer", "check_address", "run_portal"]
 
@@ -55,6 +63,9 @@ class PortalOptions:
     leader_elect: bool = False
     lease_namespace: str = "kokpit-system"
     lease_name: str = "kokpit-portal"
+    metrics_port: int | None = None  # serve /metrics there (0: a free port); None: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+    metrics_tokens: list[str] = field(default_factory=list)  # empty: the meta API server decides who may scrape
 
 
 def check_address(host: str, http: bool) -> None:
@@ -90,6 +101,26 @@ def _tls_files(opts: PortalOptions) -> tuple[Path, Path]:
     return crt, key
 
 
+class _CountAnswers:
+    """ASGI middleware: every HTTP answer counted by method and status code."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.answers = Counter("kokpit_portal_http_requests", "HTTP requests the portal answered, by method and "
+                               "status code", ["method", "code"], registry=registry)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                self.answers.labels(str(scope.get("method", "")), str(message.get("status", ""))).inc()
+            await send(message)
+        await self.app(scope, receive, counted)
+
+
 class PortalServer:
     """The portal in this process: :meth:`start` returns its URL; :meth:`stop` ends it."""
 
@@ -102,6 +133,7 @@ class PortalServer:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> str:
         o = self.opts
@@ -119,7 +151,14 @@ class PortalServer:
         await cache.start()
         for begin in portal.on_start:
             begin()
-        app = build_app(portal)
+        app: Any = build_app(portal)
+        if o.metrics_port is not None:
+            registry = meta.metrics.registry
+            app = _CountAnswers(app, registry)
+            self.metrics = MetricsServer(registry, host=o.metrics_host,
+                                         port=o.metrics_port, tokens=o.metrics_tokens,
+                                         authorize=None if o.metrics_tokens else DelegatedMetricsAuth(meta))
+            await self.metrics.start()
         tls: dict[str, str] = {}
         if not o.http:
             crt, keyfile = await asyncio.to_thread(_tls_files, o)
@@ -155,6 +194,8 @@ class PortalServer:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.portal is not None:
             self.portal.cache.hub.close()
         if self._server is not None:

@@ -7,6 +7,10 @@ with RBAC — bind the ``kokpit:metrics-reader`` ClusterRole (or kube's ``system
 ServiceAccount — and no token Secret has to be made at install.  The component's own identity needs
 ``create`` on ``tokenreviews`` and ``subjectaccessreviews`` (what kube's ``system:auth-delegator`` grants).
 
+The same review guards other endpoints a component serves to API users: given ``resource`` attributes, the
+SubjectAccessReview asks about them instead (the local kubelet's log endpoint asks ``get`` on
+``nodes/proxy`` of its Node, as kubelet's ``--authorization-mode=Webhook`` does for ``/containerLogs``).
+
 Answers are cached per token (allowed for two minutes, refused for ten seconds, as kube-rbac-proxy's defaults
 are in that order), so a scrape every 15 seconds costs two API calls every two minutes.
 """
@@ -32,8 +36,9 @@ class DelegatedMetricsAuth:
     """``await auth(token)`` → 200 (may scrape), 401 (not a token of this cluster) or 403 (not allowed)."""
 
     def __init__(self, client: Client, *, clock: Clock | None = None, allowed_ttl: float = 120.0,
-                 denied_ttl: float = 10.0) -> None:
+                 denied_ttl: float = 10.0, resource: dict[str, str] | None = None) -> None:
         self.client = client
+        self.resource = resource  # SubjectAccessReview resourceAttributes; None: get on the URL /metrics
         self.clock: Clock = clock or RealClock()
         self.allowed_ttl = allowed_ttl
         self.denied_ttl = denied_ttl
@@ -61,7 +66,8 @@ class DelegatedMetricsAuth:
             return 401
         user: dict[str, Any] = status.get("user") or {}
         spec: dict[str, Any] = {"user": user.get("username") or "", "groups": user.get("groups") or [],
-                                "nonResourceAttributes": {"path": METRICS_PATH, "verb": "get"}}
+                                **({"resourceAttributes": dict(self.resource)} if self.resource else
+                                   {"nonResourceAttributes": {"path": METRICS_PATH, "verb": "get"}})}
         if user.get("uid"):
             spec["uid"] = user["uid"]
         if user.get("extra"):

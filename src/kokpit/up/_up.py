@@ -467,9 +467,12 @@ class Up:
         """The web portal as its own identity (issue 17); people log in with their own tokens."""
         o, d = self.opts, self.data_dir
         port = o.portal_port if _bindable(o.portal_port) else _free_port(o.host)
+        metrics = _free_port(o.host)
         await self._child("portal", _kokpit("portal", "--kubeconfig", str(identity), "--host", o.host, "--port",
                                             str(port), "--data-dir", str(d / "portal"),
-                                            "--url-file", str(d / "portal" / "url"))).start()
+                                            "--url-file", str(d / "portal" / "url"),
+                                            *self._metrics_args(metrics))).start()
+        record_endpoint(d, "portal", f"https://{_url_host(o.host)}:{metrics}/metrics")
         self.r.line(f"portal: https://{_url_host(o.host)}:{port} (CA: {d / 'portal' / 'pki' / 'ca.crt'}) — log in "
                     f"with the token `kokpit portal token --data-dir {d}` prints (read-only: add --viewer)")
 
