@@ -17,57 +17,35 @@ Service answer as they would from the real one (it does not use etcd: etcd is wh
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import NAMESPACE, SECRET, Client
+from kokpit.client import NAMESPACE, Client
 from kokpit.operators.cluster import CLUSTER, CPV
-from kokpit.operators.cluster._etcd import read_roster
 
 from ._e2e import cond, free_range, local_kubelet, until
-from .test_e2e_operator_restart import operator_process
-from .test_upstream_e2e import NS, Etcdctl, _converged, _cpv, _etcd_pods
+from ._etcd_e2e import (
+    ETCD,
+    ETCDCTL,
+    NS,
+    Etcdctl,
+    QuorumWatch,
+    converged,
+    cpv,
+    etcd_pods,
+    operator,
+    roster,
+    stand_in_apiserver,
+)
 
-Obj = dict[str, Any]
-ETCD, ETCDCTL = shutil.which("etcd"), shutil.which("etcdctl")
 pytestmark = [pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason="Debian's etcd-server and etcd-client "
                                  "are needed (.ci/run installs them)"), pytest.mark.timeout(900)]
-
-
-def operator(kubeconfig: Path, ports: tuple[int, int], log: Path) -> Any:
-    """The operator process with timeouts an etcd member meets on a loaded machine (a healthy member that is
-    slow to start must not be taken for a broken one; the bad release's member never starts at all)."""
-    return operator_process(kubeconfig, ports, log, unhealthy_timeout=90, release_timeout=45)
-
-
-async def _roster(c: Client) -> dict[str, Any]:
-    return read_roster(await c.get(SECRET, "c1-pki", NS))
-
-
-def _stand_in_apiserver(bin_dir: Path, data: Path) -> None:
-    """`kube-apiserver` for the local kubelet: kokpit's API server with the rendered flags it understands."""
-    bin_dir.mkdir()
-    script = bin_dir / "kube-apiserver"
-    script.write_text(f"""#!{sys.executable}
-import os, sys, tempfile
-flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
-os.makedirs({str(data)!r}, exist_ok=True)
-os.execv(sys.executable, [sys.executable, "-m", "kokpit.apiserver",
-                          "--data-dir", tempfile.mkdtemp(dir={str(data)!r}),
-                          "--host", flags["advertise-address"], "--port", flags["secure-port"],
-                          "--tls-cert-file", flags["tls-cert-file"], "--tls-private-key-file",
-                          flags["tls-private-key-file"], "--ca-file", flags["client-ca-file"]])
-""")
-    script.chmod(0o755)
 
 
 async def test_failed_etcd_release_rolls_back_one_member_at_a_time_through_a_kill_9(
@@ -77,15 +55,15 @@ async def test_failed_etcd_release_rolls_back_one_member_at_a_time_through_a_kil
         await install_crds(c)
         async with local_kubelet(c, tmp_path / "kubelet"):
             await c.create(NAMESPACE, {"metadata": {"name": NS}})
-            await c.create(CPV, _cpv("u1", []))
-            await c.create(CPV, _cpv("bad", ["--no-such-etcd-flag=1"]))
+            await c.create(CPV, cpv("u1", []))
+            await c.create(CPV, cpv("bad", ["--no-such-etcd-flag=1"]))
             await c.create(CLUSTER, {"metadata": {"name": "c1", "namespace": NS}, "spec": {"packageVersion": "u1"}},
                            NS)
             ctl = Etcdctl(c, tmp_path)
             log = tmp_path / "operator.log"
             async with operator(apiserver.kubeconfig, ports, log):
-                await until(lambda: _converged(c, ctl, "u1"), "3 etcd members of u1 healthy over mTLS", 240)
-            first = {p["metadata"]["name"] for p in await _etcd_pods(c)}
+                await until(lambda: converged(c, ctl, "u1"), "3 etcd members of u1 healthy over mTLS", 240)
+            first = {p["metadata"]["name"] for p in await etcd_pods(c)}
             eps = await ctl.refresh()
             assert ctl.run(eps, "put", "/registry/kokpit", "survives").returncode == 0
 
@@ -96,8 +74,7 @@ async def test_failed_etcd_release_rolls_back_one_member_at_a_time_through_a_kil
                         ready = cond(await c.get(CLUSTER, "c1", NS), "Ready")
                         return ready.get("status") == "False" and "ImageNotRunnable" in str(ready.get("message"))
                     await until(says_why, "Ready=False naming ImageNotRunnable for kube-apiserver", 120)
-                    _stand_in_apiserver(tmp_path / "bin", tmp_path / "kube-apiserver")
-                    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+                    assert stand_in_apiserver(tmp_path, monkeypatch)
 
                 async def ready() -> bool:
                     cl = await c.get(CLUSTER, "c1", NS)
@@ -105,23 +82,7 @@ async def test_failed_etcd_release_rolls_back_one_member_at_a_time_through_a_kil
                         cl["status"].get("lastGoodPackageVersion") == "u1"
                 await until(ready, "u1 Ready once an API server serves (its last good release)", 240)
 
-            sizes: set[int] = set()
-            violations: list[str] = []
-            stop = asyncio.Event()
-
-            async def watch_quorum() -> None:
-                while not stop.is_set():
-                    members = await asyncio.to_thread(ctl.members, await ctl.refresh())
-                    if members is not None:
-                        sizes.add(len(members))
-                        started = [m for m in members if m.get("name")]
-                        healthy = await asyncio.to_thread(ctl.healthy, [u for m in started for u in m["clientURLs"]])
-                        if healthy < len(members) // 2 + 1:
-                            violations.append(f"{healthy} healthy of {len(members)} members")
-                    await asyncio.sleep(0.3)
-
-            watcher = asyncio.create_task(watch_quorum())
-            try:
+            async with QuorumWatch(c, ctl) as watch:
                 async with operator(apiserver.kubeconfig, ports, log) as op:
                     await c.patch(CLUSTER, "c1", {"spec": {"packageVersion": "bad"}}, NS)
 
@@ -133,21 +94,18 @@ async def test_failed_etcd_release_rolls_back_one_member_at_a_time_through_a_kil
                     os.killpg(op.pid, signal.SIGKILL)
                     await op.wait()
                 # killed mid-rollback: the member added for the bad release is still provisioned
-                at_kill = await _roster(c)
+                at_kill = await roster(c)
                 cl = await c.get(CLUSTER, "c1", NS)
                 assert cond(cl, "Upgrading").get("reason") == "RollingBack", cl["status"]
                 assert set(at_kill) - first, f"the rollback had already finished at the kill: {sorted(at_kill)}"
                 async with operator(apiserver.kubeconfig, ports, log):
-                    await until(lambda: _converged(c, ctl, "u1"), "rolled back to the three members of u1", 300)
+                    await until(lambda: converged(c, ctl, "u1"), "rolled back to the three members of u1", 300)
                     cl = await c.get(CLUSTER, "c1", NS)
                     assert cl["status"].get("failedPackageVersion") == "bad", cl["status"]
                     assert cl["status"].get("lastGoodPackageVersion") == "u1", cl["status"]
-            finally:
-                stop.set()
-                await watcher
-            assert {p["metadata"]["name"] for p in await _etcd_pods(c)} == first  # the originals kept serving
-            assert set(await _roster(c)) == first
-            assert max(sizes) == 4 and min(sizes) >= 3, sizes  # one change at a time: surge of one, never fewer
-            assert not violations, violations
+            assert {p["metadata"]["name"] for p in await etcd_pods(c)} == first  # the originals kept serving
+            assert set(await roster(c)) == first
+            assert max(watch.sizes) == 4 and min(watch.sizes) >= 3, watch.sizes  # surge of one, never fewer
+            assert not watch.violations, watch.violations
             got = ctl.run(await ctl.refresh(), "get", "/registry/kokpit", "--print-value-only", "--consistency=l")
             assert got.stdout.strip() == "survives", got.stderr
