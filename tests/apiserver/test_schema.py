@@ -179,6 +179,9 @@ def test_labels_and_annotations() -> None:
     assert ("metadata.annotations", "Too long: may not be more than 262144 bytes") in msgs
     ok = {"name": "a", "labels": {"kokpit.io/node": "n-1", "empty": ""}, "annotations": {"x/y": "z"}}
     assert S.validate_object_meta(ok, namespaced=False) == []
+    nulls = {"name": "a", "labels": {"k": None, "j": "v"}, "annotations": {"a": None}}
+    assert S.validate_object_meta(nulls, namespaced=False) == []
+    assert nulls["labels"] == {"k": "", "j": "v"} and nulls["annotations"] == {"a": ""}  # as kube decodes null
 
 
 # --- CRDs ---------------------------------------------------------------------------------------------------

@@ -869,6 +869,12 @@ def validate_object_meta(meta: dict[str, Any], *, namespaced: bool,
     or "path" (only path-segment rules: RBAC roles and the like).
     """
     out: list[Cause] = []
+    for key in ("labels", "annotations"):
+        m = meta.get(key)
+        if isinstance(m, dict) and any(v is None for v in m.values()):
+            # kube decodes a JSON null in a map of strings as "" (Go's encoding/json): store that, not null,
+            # which no reader of map[string]string expects (the fuzzer found {"k": null} stored and served)
+            meta[key] = {k: "" if v is None else v for k, v in m.items()}
     check = _NAME_RULES.get(name_rule, is_dns1123_subdomain)
     name = meta.get("name")
     gen = meta.get("generateName")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kokpit._lib.clock import Clock, format_time, parse_time
+from kokpit._lib.clock import Clock, format_micro_time, format_time, parse_time
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.maintenance import (
     MIGRATE_LABEL,
@@ -649,6 +649,12 @@ class FlowReconciler(StepReconciler[FlowCtx]):
             st = f.get("status") or {}
             last = st.get("lastSeen")
             fresh = not since or not last or parse_time(str(last)) > parse_time(str(since))
+            sources = st.get("sources") or []
+            if since and sources:
+                # a source that reported after the repair but has cleared since (the detector saw the stopped
+                # component once more, then it ran again) is not "still reported": only live sources count
+                fresh = any(not s.get("cleared") and (not s.get("lastSeen") or parse_time(str(s["lastSeen"]))
+                                                      > parse_time(str(since))) for s in sources)
             quiet = since and (ctx.now - parse_time(str(since))).total_seconds() >= self.opts.verify_grace
             if fresh or not quiet:
                 problems.append(f"fault {f['metadata']['name']} is still reported")
@@ -681,8 +687,9 @@ class FlowReconciler(StepReconciler[FlowCtx]):
             await ops.give_back(self.client, ctx.node, ctx.flow_name)
         self._close_attempt(ctx, "Succeeded" if outcome == PermitOutcome.SUCCEEDED else "Superseded", message)
         await self._release(ctx, list(ctx.status.get("permits") or []), outcome, message)
-        for f in ctx.faults:
-            await self._resolve_fault(ctx, f, reason, message)
+        if reason != R.NODE_GONE:  # nothing was repaired: the event center invalidates a gone node's faults
+            for f in ctx.faults:
+                await self._resolve_fault(ctx, f, reason, message)
         ctx.status["completedAt"] = format_time(ctx.now)
         ctx.condition(CT.COMPLETED, True, reason, message)
         ctx.condition(CT.MANUAL_REQUIRED, False, reason, message) if condition_status(
@@ -730,7 +737,9 @@ class FlowReconciler(StepReconciler[FlowCtx]):
             return
         if st.get("state") != ACTIVE:
             return
-        body = {"status": {"state": RESOLVED, "maintenanceFlow": ctx.flow_name,
+        # endedAt now: the event center keeps history for its retention from there (without it, from the
+        # last report — a fault reported long ago was deleted the moment it was resolved)
+        body = {"status": {"state": RESOLVED, "maintenanceFlow": ctx.flow_name, "endedAt": format_micro_time(ctx.now),
                            "resolution": {"by": f"maintenance-flow/{ctx.flow_name}", "at": format_time(ctx.now),
                                           "reason": reason, "note": message[:1024]}}}
         try:
