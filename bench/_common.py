@@ -13,6 +13,8 @@ import datetime as dt
 import os
 import platform
 import re
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -167,6 +169,21 @@ def replace_section(path: Path, section: str, command: str, setup: str, lines: l
         text = text[: m.start()] + new + ("\n" if nxt else "") + text[end:]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes] | None], wait: float = 20.0) -> None:
+    """SIGTERM every process still running at once, then wait for each (SIGKILL after ``wait`` seconds): the
+    benches end every process they started, even on error."""
+    live = [p for p in procs if p is not None]
+    for p in live:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in live:
+        try:
+            p.wait(wait)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 def tail_file(path: Path, n: int = 3000) -> str:

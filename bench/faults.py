@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, machine_load, replace_section, tail_file
+from _common import cpu_seconds, machine_load, replace_section, stop_processes, tail_file
 from kokpit._lib.clock import parse_time
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
@@ -107,17 +106,7 @@ class Run:
         return url
 
     def stop(self) -> None:
-        for p in (self.op, self.sim):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (self.op, self.sim):
-            if p is None:
-                continue
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes([self.op, self.sim], wait=30)
         if self.api is not None:
             self.api.stop()
 

@@ -57,6 +57,7 @@ from _common import (
     replace_section,
     scrape_metrics,
     status_mb,
+    stop_processes,
     tail_file,
 )
 from _common import (
@@ -325,17 +326,7 @@ class Bench:
         return tail_file(self.tmp / name)
 
     def stop_all(self) -> None:
-        for p in (self.op, self.sim):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (self.op, self.sim):
-            if p is None:
-                continue
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes([self.op, self.sim])
         if self.api is not None:
             self.api.stop()
 
