@@ -350,6 +350,11 @@ def test_custom_resource_validation() -> None:
     no_node = machine()
     del no_node["spec"]["nodeName"]
     assert fields(S.validate(no_node, schema)[0]) == {"spec.nodeName": "FieldValueRequired"}
+    # a null list item is refused as kube refuses it (a null field is pruned instead, see above)
+    nulls = machine(tags=[None, "a"])
+    assert [(c.field, c.reason, c.message) for c in S.validate(nulls, schema)[0]] == [
+        ("spec.tags[0]", "FieldValueTypeInvalid",
+         'Invalid value: "null": spec.tags[0] in body must be of type string: "null"')]
     unknown = machine(extra={"free": 1})
     unknown["spec"]["zzz"] = 1
     assert fields(S.validate(unknown, schema)[0]) == {"spec.zzz": "FieldValueUnknown"}

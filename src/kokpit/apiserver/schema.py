@@ -306,7 +306,7 @@ class _Node:
     __slots__ = (
         "additional", "all_of", "any_of", "builtin", "enum", "excl_max", "excl_min", "expected", "format",
         "free_form", "int_or_string", "items", "list_map_keys", "max_items", "max_len", "max_props", "maximum",
-        "min_items", "min_len", "min_props", "minimum", "multiple_of", "not_", "one_of", "pattern",
+        "min_items", "min_len", "min_props", "minimum", "multiple_of", "not_", "nullable", "one_of", "pattern",
         "preserve", "props", "py_types", "required", "rules", "rules_below", "simple", "unique",
     )
 
@@ -320,6 +320,7 @@ class _Node:
         self.preserve = False
         self.free_form = False
         self.builtin = False
+        self.nullable = False
         self.items: _Node | None = None
         self.enum: list[Any] | None = None
         self.minimum: float | None = None
@@ -437,7 +438,15 @@ class _Node:
         if items is not None:
             s = items.simple
             for i, val in enumerate(v):
-                if val is None or (s is not None and type(val) in s):
+                if val is None:
+                    # kube prunes a null *field* that is not nullable but keeps a null list item, which a
+                    # custom resource's schema then refuses; a built-in list decodes null as the zero item
+                    if not (items.nullable or items.builtin or items.py_types is None):
+                        p = f"{path}[{i}]"
+                        ctx.errors.append(Cause(p, f'Invalid value: "null": {p} in body must be of type '
+                                                   f'{items.expected}: "null"', "FieldValueTypeInvalid"))
+                    continue
+                if s is not None and type(val) in s:
                     continue
                 o = None
                 if old_by_key is not None and type(val) is dict:
@@ -596,6 +605,7 @@ def _compile(schema: dict[str, Any], builtin: bool, root: bool, junction: bool =
         n.py_types = tuple(dict.fromkeys(py))
         n.expected = ",".join(dict.fromkeys(types))
     n.preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+    n.nullable = bool(schema.get("nullable"))
     props = schema.get("properties")
     if props is not None:
         n.props = {k: _compile(p, builtin, False, junction) for k, p in props.items()}
