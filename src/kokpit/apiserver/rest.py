@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from kokpit.apiserver import admission, errors, patch, schema
+from kokpit.apiserver import admission, errors, nulls, patch, schema
 from kokpit.apiserver.errors import APIError, Cause
 from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import ResourceType
@@ -239,12 +239,15 @@ class Rest:
 
     def _default(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
                  opts: WriteOptions) -> None:
+        if rt.crd_name is None:  # Go decodes a null in a built-in as the field's zero (`"spec": null`: absent)
+            if rt.schema is not None:
+                nulls.normalize(obj, rt.schema)
+            else:
+                for k in ("spec", "status"):
+                    if k in obj and obj[k] is None:
+                        del obj[k]
         if rt.default_hook is None:
             return
-        if rt.crd_name is None:  # Go decodes `"spec": null` of a built-in as an absent spec
-            for k in ("spec", "status"):
-                if k in obj and obj[k] is None:
-                    del obj[k]
         try:
             rt.default_hook(obj)
         except (AttributeError, TypeError, ValueError, KeyError, IndexError):

@@ -35,7 +35,9 @@ def _non_negative(value: Any, path: str, out: list[Cause]) -> None:
 
 
 def _port(path: str, value: Any, out: list[Cause]) -> None:
-    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
+    if value is None or value == 0:  # an int32 in Go: absent and null decode as 0, which kube calls missing
+        out.append(Cause(path, "Required value", "FieldValueRequired"))
+    elif isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
         out.append(_invalid(path, value, "must be between 1 and 65535, inclusive"))
 
 
