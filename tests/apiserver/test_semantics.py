@@ -39,3 +39,14 @@ def test_service_port_range() -> None:
 def test_negative_grace_period_names_the_pod_field() -> None:
     causes = HOOKS[("", "Pod")]({"spec": {"terminationGracePeriodSeconds": -5, "containers": []}}, None)
     assert [c.field for c in causes] == ["spec.terminationGracePeriodSeconds"]
+
+
+def test_ephemeral_containers_are_not_set_on_create_and_have_no_ports() -> None:
+    spec = {"containers": [{"name": "a", "image": "i"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox", "ports": [{"protocol": "TCP"}]}]}
+    causes = HOOKS[("", "Pod")]({"spec": spec}, None)
+    assert [(c.field, c.message) for c in causes] == [
+        ("spec.ephemeralContainers", "Forbidden: cannot be set on create"),
+        ("spec.ephemeralContainers[0].ports", "Forbidden: cannot be set for an Ephemeral Container")]
+    spec["ephemeralContainers"][0].pop("ports")
+    assert HOOKS[("", "Pod")]({"spec": spec}, {"spec": spec}) == []  # an update that keeps them

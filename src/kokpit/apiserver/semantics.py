@@ -56,7 +56,16 @@ def _pod_spec(spec: Any, path: str, out: list[Cause]) -> None:
 
 def _pod(obj: Obj, old: Obj | None) -> list[Cause]:
     out: list[Cause] = []
-    _pod_spec(obj.get("spec"), "spec", out)
+    spec = obj.get("spec")
+    _pod_spec(spec, "spec", out)
+    ephemeral = _dict(spec).get("ephemeralContainers")
+    if old is None and ephemeral:
+        # kube adds ephemeral containers only through the ephemeralcontainers subresource of a running Pod
+        out.append(Cause("spec.ephemeralContainers", "Forbidden: cannot be set on create", "FieldValueForbidden"))
+    for i, c in enumerate(ephemeral if isinstance(ephemeral, list) else []):
+        if isinstance(c, dict) and c.get("ports"):
+            out.append(Cause(f"spec.ephemeralContainers[{i}].ports",
+                             "Forbidden: cannot be set for an Ephemeral Container", "FieldValueForbidden"))
     return out
 
 
