@@ -237,3 +237,45 @@ async def test_release_of_several_clusters_runs_as_a_rollout(portal: Running) ->
             return got if got["status"].get("outcome") else None
         final = await eventually(closed, what="the change to close with the Rollout's outcome")
         assert final["status"]["outcome"] == "Failed" and "RolledBack" in final["status"]["history"][-1]["message"]
+
+
+async def test_change_form_namespace_default_and_validation(portal: Running) -> None:
+    """The new-change form has a namespace field, prefilled with where the fleet's Clusters live (all in
+    fleet here); a bad namespace is refused naming the field, in the form and in the JSON API; a release of
+    several Clusters (no NAMESPACE/ in a cluster field) lands in the namespace given."""
+    admin = portal.fleet.admin
+    alice = await person(admin, "alice")
+    async with portal.http() as browser, api(portal, alice) as a:
+        csrf = await login(browser, alice)
+        page = await browser.get("/changes/new")
+        assert page.status_code == 200
+        field = page.text.split('name="namespace"', 1)[1].split(">", 1)[0]
+        assert 'value="fleet"' in field, field
+        assert (await browser.get("/changes/new?namespace=team-a")).text.count('value="team-a"') == 1
+        # bad namespaces: not a DNS label, or disagreeing with the cluster's NAMESPACE/ prefix
+        for ns, cluster, words in (("Bad_NS", "c1", "not a namespace name"), ("x" * 64, "c1", "not a namespace"),
+                                   ("other", "fleet/c1", "make them agree")):
+            r = await browser.post("/changes", data={"csrf": csrf, "namespace": ns, "operation":
+                                                     "control-plane-release", "cluster": cluster, "version": "v2"})
+            assert r.status_code == 422 and "namespace" in r.text and words in r.text, (ns, r.text[:500])
+            r = await a.post("/api/v1/changes", json={"namespace": ns, "operation": "control-plane-release",
+                                                      "cluster": cluster, "version": "v2"})
+            assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "namespace", r.text
+        r = await a.post("/api/v1/changes", json={"namespace": 7, "operation": "control-plane-release",
+                                                  "cluster": "c1", "version": "v2"})
+        assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "namespace"
+        # a good form: the namespace field decides where the request lives
+        r = await browser.post("/changes", data={"csrf": csrf, "namespace": "fleet", "operation":
+                                                 "control-plane-release", "targets": "c1 c2", "version": "v2"})
+        assert r.status_code == 303, r.text[:500]
+        assert r.headers["location"].startswith("/changes/fleet/control-plane-release-fleet-")
+        name = r.headers["location"].rsplit("/", 1)[1]
+        cr = (await a.get(f"/api/v1/changes/fleet/{name}")).json()
+        assert cr["spec"]["targets"] == ["c1", "c2"] and cr["metadata"]["namespace"] == "fleet"
+        # and "fleet/c1" with the namespace field agreeing is the same request
+        r = await browser.post("/changes", data={"csrf": csrf, "namespace": "fleet", "operation":
+                                                 "control-plane-release", "cluster": "fleet/c1", "version": "v2"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/changes/fleet/"), r.text[:300]
+        assert (await a.post(f"/api/v1/changes/fleet/{name}/abort")).status_code == 200
+        second = r.headers["location"].rsplit("/", 1)[1]
+        assert (await a.post(f"/api/v1/changes/fleet/{second}/abort")).status_code == 200

@@ -37,7 +37,7 @@ from kokpit.portal._plan import BadChange, approvals_required, plan, upgraded_fr
 from kokpit.portal._rollouts import rollout_row
 from kokpit.portal._web import Caller, security_headers, status_doc
 
-__all__ = ["POLICY_CONFIGMAP", "ChangeService", "parse_change", "register"]
+__all__ = ["POLICY_CONFIGMAP", "ChangeService", "namespace_of", "parse_change", "register"]
 
 Obj = dict[str, Any]
 POLICY_CONFIGMAP = ("kokpit-system", "kokpit-change-policy")  # data: <operation>: <approvals needed>
@@ -85,8 +85,27 @@ def parse_change(data: Any) -> Obj:
                  "reason": text("reason", 1024)}
     if spec["cluster"] and not _NAME.match(spec["cluster"]):
         raise BadChange("spec.cluster", f"{spec['cluster']!r} is not a Cluster name")
-    return {"namespace": text("namespace", 63) or "default", "spec": {k: v for k, v in spec.items() if v or k ==
-                                                                     "operation"}}
+    return {"namespace": namespace_of(data), "spec": {k: v for k, v in spec.items() if v or k == "operation"}}
+
+
+def namespace_of(data: Any) -> str:
+    """The request's namespace (ChangeRequests, like the Clusters and Rollouts they touch, are namespaced):
+    the ``namespace`` field, else the one a form's ``cluster`` is written with (``NAMESPACE/NAME``), else
+    ``default`` as kubectl's; a DNS label, and the two spellings must agree (BadChange names ``namespace``)."""
+    raw = data.get("namespace")
+    if raw is not None and not isinstance(raw, str):
+        raise BadChange("namespace", "namespace must be a string")
+    given = (raw or "").strip()
+    written = str(data.get("cluster") or "").partition("/")[0].strip() if "/" in str(data.get("cluster") or "") \
+        else ""
+    if given and written and given != written:
+        raise BadChange("namespace", f"namespace is {given[:63]!r} but the cluster is written "
+                        f"{str(data.get('cluster'))[:130]!r}: make them agree, or write the cluster's name alone")
+    ns = given or written or "default"
+    if len(ns) > 63 or not _NAME.match(ns):
+        raise BadChange("namespace", f"{ns[:80]!r} is not a namespace name (lowercase letters, digits and '-', "
+                        "at most 63 characters, starting and ending with a letter or digit)")
+    return ns
 
 
 class ChangeService:
@@ -325,17 +344,22 @@ async def register(portal: Portal) -> None:
 
     async def new(request: Request, caller: Caller) -> Response:
         clusters = sorted(f"{c['metadata']['namespace']}/{c['metadata']['name']}" for c in portal.cache.objects("Cluster"))
+        namespaces = sorted({c.partition("/")[0] for c in clusters})
+        # the default: where the fleet's Clusters live when that is one namespace; else left to the cluster
+        # field's NAMESPACE/ prefix (and kubectl's "default" without one)
+        default_ns = request.query_params.get("namespace") or (namespaces[0] if len(namespaces) == 1 else "")
         return web.render(request, "change_new.html", {
             "title": "New change", "clusters": clusters, "operations": [o.value for o in ChangeOperation],
+            "namespaces": namespaces, "namespace": default_ns,
             "releases": sorted(c["metadata"]["name"] for c in portal.cache.objects("ClusterPackageVersion")),
             "q": dict(request.query_params)}, caller=caller)
 
     async def create(request: Request, caller: Caller) -> Response:
         try:
             data = await body(request)
-            if "/" in str(data.get("cluster") or "") and not data.get("namespace"):  # the form's ns/name
-                ns, _, cl = str(data["cluster"]).partition("/")
-                data = {**dict(data), "namespace": ns, "cluster": cl}
+            if "/" in str(data.get("cluster") or ""):  # the form's NAMESPACE/NAME
+                data = {**dict(data), "namespace": namespace_of(data),
+                        "cluster": str(data["cluster"]).partition("/")[2]}
             parsed = parse_change(data)
             request.state.audit.update(target=f"{parsed['namespace']}/{parsed['spec'].get('cluster', '')}",
                                        given=orjson.dumps(parsed["spec"]).decode()[:4096])

@@ -40,7 +40,10 @@ def _op(summary: str, *, body: Obj | None = None, params: list[Obj] | None = Non
 
 def document() -> Obj:
     change_input = {"type": "object", "required": ["operation"], "properties": {
-        "namespace": {"type": "string", "default": "default"},
+        "namespace": {"type": "string", "default": "default", "maxLength": 63,
+                      "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      "description": "Where the ChangeRequest (and its Rollout) lives: the Cluster's namespace; "
+                                     "a cluster written NAMESPACE/NAME gives it too (the two must agree)"},
         "operation": {"type": "string", "enum": [o.value for o in ChangeOperation]},
         "cluster": {"type": "string"}, "targets": {"type": "array", "items": {"type": "string"}},
         "component": {"type": "string"}, "version": {"type": "string"},
