@@ -101,7 +101,8 @@ def _overlay(out: Path) -> Path:
                      "metadata": {"name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"]},
                      "spec": {"replicas": 1, "template": {"spec": {"containers": [
                          {"name": c["name"], "args": args,
-                          "ports": [{**p, "containerPort": port} for p in c.get("ports") or []]}]}}}}
+                          "ports": [{**p, "containerPort": port} for p in c.get("ports") or []
+                                    if p["name"] == "metrics"]}]}}}}
             (out / f"{d['metadata']['name']}.yaml").write_text(yaml.safe_dump(patch))
             patches.append({"path": f"{d['metadata']['name']}.yaml"})
     (out / "kustomization.yaml").write_text(yaml.safe_dump({

@@ -41,7 +41,7 @@ def test_crds_are_the_ones_kokpit_crds_prints() -> None:
     assert render()["crds.yaml"] == crds()
 
 
-PORTAL = "kokpit-portal"  # not a Manager: no /metrics, HTTPS on its own port, Secrets for TLS and sessions
+PORTAL = "kokpit-portal"  # not a Manager: HTTPS on its own port, Secrets for TLS and sessions (and /metrics)
 
 
 def test_deployments_are_hardened_and_highly_available() -> None:
@@ -71,7 +71,7 @@ def test_deployments_are_hardened_and_highly_available() -> None:
     pdbs = {o["metadata"]["name"] for o in _objects() if o["kind"] == "PodDisruptionBudget"}
     services = {o["metadata"]["name"] for o in _objects() if o["kind"] == "Service"}
     assert pdbs == {d["metadata"]["name"] for d in everything}
-    assert services == {d["metadata"]["name"] + "-metrics" for d in deployments} | {PORTAL}
+    assert services == {d["metadata"]["name"] + "-metrics" for d in everything} | {PORTAL}
 
 
 def test_portal_deployment_runs_replicas_that_share_sessions() -> None:
@@ -80,7 +80,7 @@ def test_portal_deployment_runs_replicas_that_share_sessions() -> None:
     server binds the Pod's own address over HTTPS."""
     objs = render()["portal.yaml"]
     d = next(o for o in objs if o["kind"] == "Deployment")
-    svc = next(o for o in objs if o["kind"] == "Service")
+    svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "kokpit-portal")
     c = d["spec"]["template"]["spec"]["containers"][0]
     assert d["spec"]["replicas"] >= 2 and "sessionAffinity" not in svc["spec"]
     assert c["args"][0] == "portal" and "--leader-elect" in c["args"] and "--host=$(POD_IP)" in c["args"]
@@ -90,6 +90,17 @@ def test_portal_deployment_runs_replicas_that_share_sessions() -> None:
     assert "--session-key-file=/etc/kokpit/portal-session/session.key" in c["args"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
     assert svc["spec"]["ports"][0]["targetPort"] == "https"
+    # metrics as every Deployment serves them (port "metrics", a <name>-metrics Service), on the Pod's address
+    # so that Service reaches them; the API server decides who may scrape (the portal may ask it)
+    metrics_svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "kokpit-portal-metrics")
+    assert metrics_svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics",
+                                             "protocol": "TCP"}]
+    assert metrics_svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert "--metrics-port=8080" in c["args"] and "--metrics-host=$(POD_IP)" in c["args"]
+    assert not any(a.startswith("--metrics-token-file") for a in c["args"])  # delegated to the API server
+    role = next(o for o in render()["portal-rbac.yaml"] if o["kind"] == "ClusterRole")
+    assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in role["rules"]
     lease_role = next(o for o in render()["portal-rbac.yaml"] if o["kind"] == "Role")
     assert any("leases" in r["resources"] for r in lease_role["rules"])
 

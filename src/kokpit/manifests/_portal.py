@@ -6,7 +6,11 @@ CSRF token), and the change engine runs only in the replica holding the ``kokpit
 (``--leader-elect``).  Serving is HTTPS with the ``kokpit-portal-tls`` Secret (``kubectl create secret tls``, or
 cert-manager); both Secrets are made at install (docs/install.md) — without them the Pods wait, they never
 make a key of their own that the other replica would not share.  The server binds the Pod's own address
-(the downward API's ``status.podIP``), never a wildcard; probes hit ``/healthz`` over HTTPS.
+(the downward API's ``status.podIP``), never a wildcard; probes hit ``/healthz`` over HTTPS.  Prometheus
+metrics are served as every kokpit Deployment serves them: HTTPS on port ``metrics`` (8080) behind the
+``kokpit-portal-metrics`` Service, each scrape's bearer token judged by the API server (TokenReview, then a
+SubjectAccessReview for ``get /metrics``: bind ``kokpit:metrics-reader``) — bound to the Pod's address too, so
+the Service reaches it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ TLS_SECRET = "kokpit-portal-tls"
 SESSION_SECRET = "kokpit-portal-session"
 
 
-def portal_objects(namespace: str, image: str, labels: dict[str, str], service_account: str) -> list[Obj]:
+def portal_objects(namespace: str, image: str, labels: dict[str, str], service_account: str,
+                   metrics_port: int) -> list[Obj]:
     probe = {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"}, "periodSeconds": 10,
              "failureThreshold": 3}
     container = {
@@ -29,9 +34,10 @@ def portal_objects(namespace: str, image: str, labels: dict[str, str], service_a
         "args": ["portal", "--host=$(POD_IP)", f"--port={PORTAL_PORT}", "--data-dir=/var/run/kokpit-portal",
                  "--tls-cert-file=/etc/kokpit/portal-tls/tls.crt", "--tls-key-file=/etc/kokpit/portal-tls/tls.key",
                  "--session-key-file=/etc/kokpit/portal-session/session.key", "--leader-elect",
-                 f"--lease-namespace={namespace}"],
+                 f"--lease-namespace={namespace}", f"--metrics-port={metrics_port}", "--metrics-host=$(POD_IP)"],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-        "ports": [{"name": "https", "containerPort": PORTAL_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "https", "containerPort": PORTAL_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "livenessProbe": {**probe, "initialDelaySeconds": 30},
         "readinessProbe": {**probe, "periodSeconds": 5},
         "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
@@ -62,5 +68,9 @@ def portal_objects(namespace: str, image: str, labels: dict[str, str], service_a
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": service_account, "namespace": namespace, "labels": labels},
          "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https",
+                                                  "protocol": "TCP"}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": f"{service_account}-metrics", "namespace": namespace, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"name": "metrics", "port": metrics_port, "targetPort": "metrics",
                                                   "protocol": "TCP"}]}},
     ]

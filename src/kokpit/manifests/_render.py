@@ -161,7 +161,8 @@ def render(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> di
         files[f"{c.name}.yaml"] = _deployment(c, namespace, image)
     portal = component("portal")  # not a Manager: its own Deployment shape (manifests/_portal.py)
     files["portal-rbac.yaml"] = component_rbac(portal, namespace)
-    files["portal.yaml"] = portal_objects(namespace, image, _labels(portal), portal.service_account)
+    files["portal.yaml"] = portal_objects(namespace, image, _labels(portal), portal.service_account,
+                                          METRICS_PORT)
     return files
 
 
