@@ -1,6 +1,6 @@
 """Long API fuzzing run: schemathesis against a fresh `kokpit apiserver`'s own OpenAPI v3 documents.
 
-The suite runs the same thing bounded (tests/e2e/test_api_fuzz.py, ~2,000 cases); this runs >= 20,000 cases
+The suite runs the same thing bounded (tests/e2e/test_api_fuzz.py, ~3,000 cases); this runs >= 20,000 cases
 over the core kinds and every kokpit CRD with a fixed seed, then checks what the test checks (no 5xx, no
 response contradicting the schema, no dropped connection, the server alive, the seeded objects identical
 before and after a kill -9 and restart) and records the result in docs/benchmarks.md.

@@ -21,7 +21,7 @@ from kokpit.apiserver.testing import ApiServerProcess
 
 pytestmark = pytest.mark.e2e
 
-CASES = 2000
+CASES = 3000
 SEED = 13
 BUDGET_S = 150.0  # a run cut short by a loaded machine still covers every operation (round-robin)
 
