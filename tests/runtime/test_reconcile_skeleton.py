@@ -32,6 +32,7 @@ from kokpit.runtime import (
     derive_phase,
     done,
     find_condition,
+    named_steps,
     wait,
 )
 
@@ -77,8 +78,7 @@ class WidgetReconciler(StepReconciler[WidgetCtx]):
         return WidgetCtx(req, obj, now, mono, spec=spec)
 
     def steps(self, ctx: WidgetCtx) -> Sequence[Step[WidgetCtx]]:
-        return [Step("reference_resolves", self.reference_resolves), Step("parts_exist", self.parts_exist),
-                Step("widget_is_built", self.widget_is_built)]
+        return named_steps(self.reference_resolves, self.parts_exist, self.widget_is_built)
 
     async def reference_resolves(self, ctx: WidgetCtx) -> StepResult:
         assert ctx.spec is not None
@@ -254,6 +254,13 @@ def test_step_results_and_phase_table() -> None:
     assert derive_phase([{"type": "Ok", "status": "True", "reason": "Fine"}], rules, "NotReady") == "Ready"
     assert derive_phase([{"type": "Ok", "status": "False", "reason": "Broken"}], rules, "NotReady") == "Failed"
     assert derive_phase([{"type": "Ok", "status": "False", "reason": "Other"}], rules, "NotReady") == "NotReady"
+
+
+def test_named_steps_are_named_for_their_functions(make_fake_client: Any) -> None:
+    rec = WidgetReconciler(make_fake_client(), FakeClock())
+    steps = named_steps(rec.reference_resolves, rec.parts_exist)
+    assert [s.name for s in steps] == ["reference_resolves", "parts_exist"]
+    assert [s.run for s in steps] == [rec.reference_resolves, rec.parts_exist]
 
 
 def test_failure_memory_lives_in_status_and_survives_a_new_reader() -> None:

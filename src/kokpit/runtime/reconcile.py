@@ -51,6 +51,7 @@ __all__ = [
     "act",
     "derive_phase",
     "done",
+    "named_steps",
     "run_steps",
     "spec_error",
     "stamp_phase",
@@ -177,6 +178,12 @@ class Step(Generic[C]):
 
     name: str
     run: StepFn[C]
+
+
+def named_steps(*runs: StepFn[C]) -> list[Step[C]]:
+    """The steps that run ``runs`` in order, each named for its function: a step's function is already named
+    for what it holds true, so a second spelling of the name could only drift from it."""
+    return [Step(fn.__name__, fn) for fn in runs]
 
 
 async def run_steps(ctx: C, steps: Iterable[Step[C]]) -> None:

@@ -74,6 +74,7 @@ from kokpit.runtime import (
     find_condition,
     has_finalizer,
     is_deleting,
+    named_steps,
     wait,
 )
 from kokpit.runtime.protection import InUseProtector
@@ -196,16 +197,16 @@ class ClusterReconciler(StepReconciler[ClusterCtx]):
         return invalid_conditions(ctx, reason, message)
 
     def steps(self, ctx: ClusterCtx) -> Sequence[Step[ClusterCtx]]:
-        return [
-            Step("target_release_is_chosen", self.target_release_is_chosen),
-            Step("paused_cluster_is_left_alone", self.paused_cluster_is_left_alone),
-            Step("pki_secret_exists", self.pki_secret_exists),
-            Step("service_holds_recorded_ports", self.service_holds_recorded_ports),
-            Step("kubeconfig_points_at_the_endpoint", self.kubeconfig_points_at_the_endpoint),
-            Step("api_server_is_probed", self.api_server_is_probed),
-            Step("risk_actor_identities_exist", self.risk_actor_identities_exist),
-            Step("components_run_the_target_release", self.components_run_the_target_release),
-        ]
+        return named_steps(
+            self.target_release_is_chosen,
+            self.paused_cluster_is_left_alone,
+            self.pki_secret_exists,
+            self.service_holds_recorded_ports,
+            self.kubeconfig_points_at_the_endpoint,
+            self.api_server_is_probed,
+            self.risk_actor_identities_exist,
+            self.components_run_the_target_release,
+        )
 
     def observe(self, ctx: ClusterCtx) -> None:
         assert ctx.spec is not None and ctx.release is not None

@@ -69,6 +69,7 @@ from kokpit.runtime import (
     act,
     done,
     find_condition,
+    named_steps,
     remove_condition,
     stamp_phase,
     wait,
@@ -197,11 +198,11 @@ class MachineReconciler(StepReconciler[MachineCtx]):
         return ctx
 
     def steps(self, ctx: MachineCtx) -> Sequence[Step[MachineCtx]]:
-        return [
-            Step("node_report_is_read", self.node_report_is_read),
-            Step("packages_resolve", self.packages_resolve),
-            Step("node_runs_the_declared_components", self.node_runs_the_declared_components),
-        ]
+        return named_steps(
+            self.node_report_is_read,
+            self.packages_resolve,
+            self.node_runs_the_declared_components,
+        )
 
     def observe(self, ctx: MachineCtx) -> None:
         assert ctx.spec is not None

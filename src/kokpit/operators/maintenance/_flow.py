@@ -59,6 +59,7 @@ from kokpit.runtime import (
     done,
     find_condition,
     is_true,
+    named_steps,
     wait,
 )
 from kokpit.runtime.permits import PermitGate
@@ -181,18 +182,18 @@ class FlowReconciler(StepReconciler[FlowCtx]):
         return ctx
 
     def steps(self, ctx: FlowCtx) -> Sequence[Step[FlowCtx]]:
-        return [
-            Step("human_requests_are_recorded", self.human_requests_are_recorded),
-            Step("flow_is_open", self.flow_is_open),
-            Step("node_exists", self.node_exists),
-            Step("fault_is_still_present", self.fault_is_still_present),
-            Step("node_is_isolated", self.node_is_isolated),
-            Step("pods_are_marked_for_migration", self.pods_are_marked_for_migration),
-            Step("pods_are_drained", self.pods_are_drained),
-            Step("node_is_repaired", self.node_is_repaired),
-            Step("node_is_verified", self.node_is_verified),
-            Step("node_is_restored", self.node_is_restored),
-        ]
+        return named_steps(
+            self.human_requests_are_recorded,
+            self.flow_is_open,
+            self.node_exists,
+            self.fault_is_still_present,
+            self.node_is_isolated,
+            self.pods_are_marked_for_migration,
+            self.pods_are_drained,
+            self.node_is_repaired,
+            self.node_is_verified,
+            self.node_is_restored,
+        )
 
     def observe(self, ctx: FlowCtx) -> None:
         if ctx.risk is not None:

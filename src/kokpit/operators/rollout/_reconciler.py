@@ -53,6 +53,7 @@ from kokpit.runtime import (
     done,
     find_condition,
     is_true,
+    named_steps,
     wait,
 )
 
@@ -140,17 +141,17 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         return ctx
 
     def steps(self, ctx: RolloutCtx) -> Sequence[Step[RolloutCtx]]:
-        return [
-            Step("revision_is_current", self.revision_is_current),
-            Step("business_clusters_are_reached", self.business_clusters_are_reached),
-            Step("references_resolve", self.references_resolve),
-            Step("targets_are_frozen", self.targets_are_frozen),
-            Step("control_is_applied", self.control_is_applied),
-            Step("targets_in_flight_are_observed", self.progress.targets_in_flight_are_observed),
-            Step("marked_targets_run_the_change", self.progress.marked_targets_run_the_change),
-            Step("permits_are_settled", self.progress.permits_are_settled),
-            Step("the_direction_is_followed", self.the_direction_is_followed),
-        ]
+        return named_steps(
+            self.revision_is_current,
+            self.business_clusters_are_reached,
+            self.references_resolve,
+            self.targets_are_frozen,
+            self.control_is_applied,
+            self.progress.targets_in_flight_are_observed,
+            self.progress.marked_targets_run_the_change,
+            self.progress.permits_are_settled,
+            self.the_direction_is_followed,
+        )
 
     def observe(self, ctx: RolloutCtx) -> None:
         finish_status(ctx)
