@@ -17,7 +17,7 @@ from typing import Any
 from kokpit._lib.clock import Clock, RealClock, format_time
 from kokpit.api.maintenance import DEFAULT_POLICY
 from kokpit.client import AlreadyExistsError, NotFoundError
-from kokpit.operators.maintenance._flow import FLOW, NODE_FAULT, POLICY
+from kokpit.operators.maintenance._flowbase import FLOW, NODE_FAULT, POLICY
 from kokpit.operators.maintenance._metrics import FlowMetrics
 from kokpit.operators.maintenance._policy import (
     active_faults,
