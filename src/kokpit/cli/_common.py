@@ -3,13 +3,16 @@ and the metrics flags of every long-running command."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from kokpit._lib.cli import fail, setup_logging
 
-__all__ = ["METRICS_HOST", "METRICS_PORT", "METRICS_TOKEN_FILE", "fail", "metrics_tokens", "setup_logging"]
+__all__ = ["METRICS_HOST", "METRICS_PORT", "METRICS_TOKEN_FILE", "fail", "metrics_tokens", "serve", "setup_logging"]
 
 # HTTPS, bearer tokens of the cluster: kokpit._lib.metricsserver
 METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve /metrics (HTTPS, bearer token), /healthz and "
@@ -37,3 +40,17 @@ def metrics_tokens(port: int | None, token_file: Path | None, *, delegated: bool
         return load_tokens(token_file)
     except ValueError as e:
         fail(str(e))
+
+
+def serve(main: Callable[[], Coroutine[Any, Any, object]], kubeconfig: Path | None, verbose: bool) -> None:
+    """Run a long-running command's ``main()`` to its end: a ``--kubeconfig`` that is not there is refused
+    with a message saying so (not a traceback from inside the client), logging is set up, and Ctrl-C ends the
+    process quietly (``main`` has already shut down cleanly by then).  ``main`` is called only after the
+    checks, so a refused command creates no coroutine it never awaits."""
+    if kubeconfig is not None and not kubeconfig.is_file():
+        fail(f"kubeconfig {kubeconfig} not found")
+    setup_logging(verbose, quiet_http=True)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

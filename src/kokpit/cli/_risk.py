@@ -22,7 +22,7 @@ from kokpit.cli._common import (
     METRICS_TOKEN_FILE,
     fail,
     metrics_tokens,
-    setup_logging,
+    serve,
 )
 
 __all__ = ["PAUSE_POLICY", "register"]
@@ -229,16 +229,10 @@ def risk_center(
     """Run the risk center: decide Permits against the RiskPolicies (kill -9 safe: budgets live in the API)."""
     from kokpit.operators.risk import CenterOptions, run_center
 
-    if kubeconfig is not None and not kubeconfig.is_file():
-        fail(f"kubeconfig {kubeconfig} not found")
-    setup_logging(verbose, quiet_http=True)
     opts = CenterOptions(gate_interval=gate_interval, probe_interval=probe_interval)
-    try:
-        asyncio.run(run_center(kubeconfig, opts, http_port=metrics_port, http_host=metrics_host,
-                               leader_election=leader_elect, defaults=default_policies,
-                               metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
-    except KeyboardInterrupt:
-        pass
+    serve(lambda: run_center(kubeconfig, opts, http_port=metrics_port, http_host=metrics_host,
+                             leader_election=leader_elect, defaults=default_policies,
+                             metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)), kubeconfig, verbose)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ Every control command is a patch of the Rollout's spec (``paused``, ``promotedSt
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from kokpit.cli._common import (
     METRICS_TOKEN_FILE,
     fail,
     metrics_tokens,
-    setup_logging,
+    serve,
 )
 from kokpit.cli._risk import _kubeconfig, _run
 
@@ -380,16 +379,9 @@ def rollout_controller(
     center (kill -9 safe: progress lives in each Rollout's status)."""
     from kokpit.operators.rollout import RolloutOptions, run_controller
 
-    if kubeconfig is not None and not kubeconfig.is_file():
-        fail(f"kubeconfig {kubeconfig} not found")
-    setup_logging(verbose, quiet_http=True)
-    try:
-        asyncio.run(run_controller(kubeconfig, RolloutOptions(workers=workers), http_port=metrics_port,
-                                   http_host=metrics_host, leader_election=leader_elect,
-                                   lease_namespace=lease_namespace,
-                                   metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)))
-    except KeyboardInterrupt:
-        pass
+    serve(lambda: run_controller(kubeconfig, RolloutOptions(workers=workers), http_port=metrics_port,
+                                 http_host=metrics_host, leader_election=leader_elect, lease_namespace=lease_namespace,
+                                 metrics_tokens=metrics_tokens(metrics_port, metrics_token_file)), kubeconfig, verbose)
 
 
 def register(app: typer.Typer) -> None:
