@@ -82,6 +82,11 @@ BAD: list[tuple[dict[str, Any], str, Any, str]] = [
     (MACHINES, "spec.target.machines.clusterNames", [], "spec.target.machines"),
     (MACHINES, "spec.target.machines.machineSelector", {"matchLabels": {"bad key!": "x"}},
      "spec.target.machines.machineSelector.matchLabels"),
+    # an empty Cluster selector would select every Cluster of the namespace by accident
+    (CLUSTERS, "spec.target.clusters.selector", {}, "spec.target.clusters.selector"),
+    (CLUSTERS, "spec.target.clusters.selector", {"matchLabels": {}, "matchExpressions": []},
+     "spec.target.clusters.selector"),
+    (MACHINES, "spec.target.machines.clusterSelector", {}, "spec.target.machines.clusterSelector"),
 ]
 
 
@@ -90,9 +95,21 @@ def test_canary_sizes() -> None:
     assert canary_size("1%", 10) == 1 and canary_size("10%", 15) == 2 and canary_size("100%", 0) == 0
 
 
+CPV = Kind("kokpit.io", "v1alpha1", "ClusterPackageVersion", "clusterpackageversions", namespaced=False)
+
+
 async def test_bad_rollouts_are_refused_naming_the_field(apiserver: ApiServerProcess) -> None:
     async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
         await install_crds(c)
+        # a ClusterPackageVersion that does not exist: the API server's declared-reference admission
+        with pytest.raises(ApiError) as ei:
+            await c.create(ROLLOUT, CLUSTERS)
+        assert ei.value.code == 422 and ei.value.status.get("reason") == "Invalid"
+        causes = (ei.value.status.get("details") or {}).get("causes", [])
+        assert {"field": "spec.target.clusters.packageVersion", "reason": "FieldValueNotFound"}.items() <= \
+            causes[0].items() and '"v2"' in causes[0]["message"], causes
+        await c.create(CPV, {"metadata": {"name": "v2"}, "spec": {
+            "kubernetesVersion": "v1.31.0", "components": [{"name": "kube-apiserver", "image": "kokpit"}]}})
         made = await c.create(ROLLOUT, CLUSTERS)
         assert made["spec"]["failurePolicy"] == {"maxFailures": 0, "rollback": True}  # defaults
         assert made["spec"]["strategy"]["maxUnavailable"] == 1 and made["spec"]["paused"] is False
@@ -118,6 +135,11 @@ async def test_bad_rollouts_are_refused_naming_the_field(apiserver: ApiServerPro
             await c.patch(ROLLOUT, "cp", {"spec": {"strategy": {"steps": [{"canary": "200%"}]}}}, "default")
         assert ei.value.code == 422 and "spec.strategy.steps[0].canary" in ei.value.message
         assert (await c.get(ROLLOUT, "cp", "default"))["spec"]["strategy"]["steps"][0] == {"canary": 1}
+        # so is a patch to a release that does not exist; a patch that leaves it alone is not checked again
+        with pytest.raises(ApiError) as ei:
+            await c.patch(ROLLOUT, "cp", {"spec": {"target": {"clusters": {"packageVersion": "v9"}}}}, "default")
+        assert ei.value.code == 422 and "spec.target.clusters.packageVersion" in ei.value.message
+        await c.patch(ROLLOUT, "cp", {"spec": {"paused": True}}, "default")
 
 
 def test_good_specs_validate() -> None:

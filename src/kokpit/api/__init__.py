@@ -42,7 +42,7 @@ from kokpit.api.machine import (
 from kokpit.api.maintenance import MaintenanceFlow, MaintenancePolicy
 from kokpit.api.meta import Condition, ConditionStatus, FailureRecord, KokpitModel, ObjectMeta, ResourceModel
 from kokpit.api.risk import OperationType, Permit, PermitState, RiskLedger, RiskPolicy
-from kokpit.api.rollout import Rollout, RolloutSpec
+from kokpit.api.rollout import Rollout, RolloutSpec, RolloutTargetSet
 
 __all__ = [
     "KINDS",
@@ -91,6 +91,7 @@ __all__ = [
     "RiskPolicy",
     "Rollout",
     "RolloutSpec",
+    "RolloutTargetSet",
     "RunState",
     "Severity",
     "admission_policies",
@@ -103,7 +104,8 @@ __all__ = [
 ]
 
 KINDS: list[type[ResourceModel]] = [MachinePackageVersion, Machine, ClusterPackageVersion, Cluster, RiskPolicy,
-                                    Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout, FaultType, NodeFault,
+                                    Permit, RiskLedger, ChangeRequest, AuditRecord, Rollout, RolloutTargetSet,
+                                    FaultType, NodeFault,
                                     FaultSubscription, MaintenancePolicy, MaintenanceFlow]
 """Every top-level kokpit kind with a CRD (other issues append theirs here)."""
 

@@ -12,8 +12,17 @@ twice), per-step times and outcomes, counts and a bounded history of revisions. 
 Everything admission can know is checked here (OpenAPI and CEL in the generated CRD, the same rules as
 pydantic validators for the controller and the CLI): one of clusters/machines, steps with exactly one action,
 canary counts and percentages (at most 100%), non-negative pauses, steps that end at 100%, one entry per
-component in a package change.  What only the fleet knows (a ClusterPackageVersion or MachinePackageVersion
-that does not exist, a selector that selects nothing) is a ``Valid=False`` condition and a Warning Event.
+component in a package change, no empty Cluster selector (``{}`` would select every Cluster of the namespace
+by accident — as Deployment and Argo Rollouts refuse an empty selector; name the Clusters or give at least one
+requirement).  A ClusterPackageVersion that does not exist is refused by kokpit's API server as a declared
+reference (``FieldValueNotFound`` on ``spec.target.clusters.packageVersion``).  What only the fleet knows (a
+MachinePackageVersion lives in each business cluster; a selector that selects nothing at run time) is a
+``Valid=False`` condition and a Warning Event.
+
+The status stays small whatever the number of targets (etcd refuses a request over 1.5 MiB; 10,000 targets
+with their records were 2.4 MB): counts by state, per-step records and at most :data:`NAMED_TARGETS` targets
+worth naming.  The per-target records the controller decides on live in :class:`RolloutTargetSet` objects
+(at most :data:`TARGETS_PER_SET` targets each), owned by the Rollout.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ from typing import Annotated, ClassVar, Final
 
 from pydantic import Field, JsonValue, model_validator
 
-from kokpit.api.crdgen import KindInfo, PrinterColumn, list_map, list_set
+from kokpit.api.crdgen import FieldReference, KindInfo, PrinterColumn, list_map, list_set
 from kokpit.api.machine import COMPONENT_PATTERN, GROUP, VERSION
 from kokpit.api.meta import Condition, ResourceModel, SpecModel, StatusModel
 from kokpit.api.risk import DURATION_PATTERN, LabelSelector
 
 __all__ = [
     "CANARY_PATTERN",
+    "NAMED_TARGETS",
+    "TARGETS_PER_SET",
     "AnalysisStep",
     "ClusterTarget",
     "FailurePolicy",
@@ -46,6 +57,8 @@ __all__ = [
     "RolloutStatus",
     "RolloutStep",
     "RolloutTarget",
+    "RolloutTargetSet",
+    "RolloutTargetSetSpec",
     "StepStatus",
     "Strategy",
     "TargetOrder",
@@ -55,6 +68,10 @@ __all__ = [
 ]
 
 _NAME: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+NAMED_TARGETS: Final = 100
+"""At most this many targets are named in a Rollout's status (failed and in flight first); the rest are counted."""
+TARGETS_PER_SET: Final = 500
+"""Targets per :class:`RolloutTargetSet` (a record is ~300 bytes: ~150 KB an object, far below etcd's 1.5 MiB)."""
 CANARY_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
 _INT_OR_PERCENT: Final[list[JsonValue]] = [{
     "rule": "type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",
@@ -79,8 +96,21 @@ def canary_size(value: int | str, total: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ target
+def _not_empty_rule(field: str, what: str) -> list[JsonValue]:
+    return [{"rule": f"!has(self.{field}) || (has(self.{field}.matchLabels) && size(self.{field}.matchLabels) > 0)"
+                     f" || (has(self.{field}.matchExpressions) && size(self.{field}.matchExpressions) > 0)",
+             "message": f"an empty selector would select every {what} of the namespace: name them, or give at "
+                        "least one matchLabels or matchExpressions requirement",
+             "fieldPath": f".{field}", "reason": "FieldValueInvalid"}]
+
+
+def _empty(sel: LabelSelector | None) -> bool:
+    return sel is not None and not sel.match_labels and not sel.match_expressions
+
+
 class ClusterTarget(SpecModel):
-    """Clusters (in the Rollout's namespace) by name or label selector, released to one ClusterPackageVersion."""
+    """Clusters (in the Rollout's namespace) by name or label selector, released to one ClusterPackageVersion.
+    An empty selector is refused: a release to every Cluster must say so with a requirement."""
 
     names: list[Annotated[str, Field(min_length=1, max_length=253, pattern=_NAME)]] = Field(
         default_factory=list, json_schema_extra=list_set(), max_length=10_000, description="Clusters by name.")
@@ -136,8 +166,10 @@ _TARGET_RULES: Final[list[JsonValue]] = [
 
 
 class RolloutTarget(SpecModel):
-    clusters: ClusterTarget | None = None
-    machines: MachineTarget | None = None
+    clusters: ClusterTarget | None = Field(default=None, json_schema_extra={
+        "x-kubernetes-validations": _not_empty_rule("selector", "Cluster")})
+    machines: MachineTarget | None = Field(default=None, json_schema_extra={
+        "x-kubernetes-validations": _not_empty_rule("clusterSelector", "business Cluster")})
 
     @model_validator(mode="after")
     def _one_kind(self) -> RolloutTarget:
@@ -145,8 +177,14 @@ class RolloutTarget(SpecModel):
             raise ValueError("set exactly one of clusters or machines")
         if self.clusters is not None and not self.clusters.names and self.clusters.selector is None:
             raise ValueError("clusters: name the Clusters (names) or select them (selector)")
+        if self.clusters is not None and _empty(self.clusters.selector):
+            raise ValueError("clusters.selector: an empty selector would select every Cluster of the namespace: "
+                             "name them, or give at least one requirement")
         if self.machines is not None:
             m = self.machines
+            if _empty(m.cluster_selector):
+                raise ValueError("machines.clusterSelector: an empty selector would select every business Cluster "
+                                 "of the namespace: name them, or give at least one requirement")
             if not m.cluster_names and m.cluster_selector is None:
                 raise ValueError("machines: name the business Clusters (clusterNames) or select them "
                                  "(clusterSelector)")
@@ -399,9 +437,16 @@ class RolloutStatus(StatusModel):
     started_at: str | None = None
     finished_at: str | None = None
     updated: str | None = Field(default=None, description="updated/total, e.g. 3/10 (the UPDATED column).")
+    total: int = Field(default=0, description="Targets of this revision (frozen at its start).")
     counts: dict[str, int] = Field(default_factory=dict, description="Targets by state.")
     steps: list[StepStatus] = Field(default_factory=list, json_schema_extra=list_map("index"))
-    targets: list[TargetStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
+    targets: list[TargetStatus] = Field(default_factory=list, json_schema_extra=list_map("name"), max_length=NAMED_TARGETS,
+                                        description="The targets worth naming, at most 100: failed, rolling back, "
+                                                    "updating and modified first, then the rest in the order they "
+                                                    "are taken.  Every target's record is in the RolloutTargetSets.")
+    targets_omitted: int = Field(default=0, description="Targets not named in targets (counted in counts).")
+    target_sets: int = Field(default=0, description="RolloutTargetSets <name>-r<revision>-<i> holding this revision's "
+                                                    "per-target records (0: the targets are not frozen yet).")
     permits: list[str] = Field(default_factory=list, json_schema_extra=list_set(),
                                description="Open risk-center Permits (namespace/name) the rollout holds.")
     history: list[RolloutHistoryEntry] = Field(default_factory=list, json_schema_extra=list_map("revision"))
@@ -414,6 +459,8 @@ class Rollout(ResourceModel):
     KIND_INFO: ClassVar[KindInfo] = KindInfo(
         group=GROUP, version=VERSION, kind="Rollout", plural="rollouts", scope="Namespaced",
         singular="rollout", short_names=("kro",),
+        references=(FieldReference(".spec.target.clusters.packageVersion", "clusterpackageversions", GROUP,
+                                   "ClusterPackageVersion"),),
         printer_columns=(
             PrinterColumn("Target", ".status.targetKind", description="Clusters or Machines."),
             PrinterColumn("To", ".status.toVersion", description="The version rolled out."),
@@ -426,3 +473,34 @@ class Rollout(ResourceModel):
 
     spec: RolloutSpec
     status: RolloutStatus = Field(default_factory=RolloutStatus)
+
+
+class RolloutTargetSetSpec(StatusModel):
+    """A slice of one revision's frozen targets, in the order they are taken (slice ``index`` holds targets
+    ``index * TARGETS_PER_SET`` onwards).  Written by the rollout controller only — before any target it
+    names is touched, and again whenever a record changes — so a restarted controller knows exactly what it
+    marked and changed."""
+
+    rollout: str = Field(description="The owning Rollout's name.")
+    revision: int = Field(ge=1)
+    index: int = Field(ge=0)
+    targets: list[TargetStatus] = Field(default_factory=list, max_length=TARGETS_PER_SET)
+
+
+class RolloutTargetSet(ResourceModel):
+    """Per-target progress of a Rollout (namespaced, owned by the Rollout; the garbage collector deletes it
+    with its Rollout).  Keeps the Rollout's own status small: the way a Deployment's pods are counted in its
+    status while each pod's state lives in its ReplicaSets and Pods."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        group=GROUP, version=VERSION, kind="RolloutTargetSet", plural="rollouttargetsets", scope="Namespaced",
+        singular="rollouttargetset", short_names=("krots",), status_subresource=False,
+        printer_columns=(
+            PrinterColumn("Rollout", ".spec.rollout"),
+            PrinterColumn("Revision", ".spec.revision", "integer"),
+            PrinterColumn("Index", ".spec.index", "integer"),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    spec: RolloutTargetSetSpec
