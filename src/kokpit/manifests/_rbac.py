@@ -135,6 +135,8 @@ COMPONENTS: tuple[Component, ...] = (
         cluster_rules=(
             rule((KOKPIT,), ("rollouts",), _RO, "watches Rollouts"),
             rule((KOKPIT,), ("rollouts/status",), ("get", "patch", "update"), "keeps each Rollout's progress"),
+            rule((KOKPIT,), ("rollouttargetsets",), ("get", "create", "update", "delete"), "keeps each target's "
+                 "record (previous version, state, permit) in the Rollout's RolloutTargetSets, by name: no list"),
             rule((KOKPIT,), ("clusters",), (*_RO, "patch"), "selects target Clusters; sets spec.packageVersion"),
             rule((KOKPIT,), ("clusterpackageversions", "riskpolicies"), _RO, "checks the release exists; reads "
                  "the risk center's gate readings for analysis steps"),

@@ -6,14 +6,15 @@ Its steps, each idempotent and safe to repeat after a kill -9 at any line:
 2. ``references_resolve`` — the ClusterPackageVersion / MachinePackageVersions exist (per business cluster,
    with the component the change names) — until the targets are frozen;
 3. ``targets_are_frozen`` — the targets, in the order they will be taken, each with its previous version,
-   written to status *before* any is touched (selectors changing later move nothing); nothing selected is
-   an invalid spec; a target another active Rollout holds queues this one (``Overlap``);
+   written to RolloutTargetSets (``_sets.py``; the status only counts them and names a few) *before* any is
+   touched (selectors changing later move nothing); nothing selected is an invalid spec; a target another
+   active Rollout holds queues this one (``Overlap``);
 4. ``control_is_applied`` — failures over the limit, ``spec.abort`` and ``spec.undo`` decide the direction
    (forward, stopped, or rolling back), remembered in the ``Aborted`` / ``RolledBack`` conditions;
 5. ``targets_in_flight_are_observed`` — what each touched target reports (done, failed, a fault attributed
    to the rollout, changed by someone else, past its progress deadline);
-6. ``marked_targets_run_the_change`` — a target is marked in status first and changed only once that is
-   written (a later reconcile, or the same one after a checkpoint of the status), so a restarted controller
+6. ``marked_targets_run_the_change`` — a target is marked in its RolloutTargetSet first and changed only once
+   that is written (a later reconcile, or the same one after a checkpoint), so a restarted controller
    never changes a target it has not recorded (and never twice: a target whose spec already says the new
    value is not touched again);
 7. ``permits_are_settled`` — renew held permits, release those whose targets are all finished;
@@ -38,6 +39,7 @@ from kokpit.operators.rollout._fleet import Business, BusinessClusters
 from kokpit.operators.rollout._plan import change_hash, change_text, limit_of, selects_cluster
 from kokpit.operators.rollout._progress import Progress
 from kokpit.operators.rollout._select import Selection, select_targets
+from kokpit.operators.rollout._sets import LoadedTargets, TargetSets
 from kokpit.operators.rollout._status import finish_status, rollout_state
 from kokpit.operators.rollout._targets import ClusterTargets, MachineTargets, TargetKindOps
 from kokpit.runtime import (
@@ -88,11 +90,26 @@ class RolloutCtx(ReconcileContext):
     risk: tuple[bool, str, str] | None = None  # RiskPermitted (status, reason, message) when a permit was asked
     waiting_for: str = ""
     marked: int = 0  # targets marked (granted) in this reconcile, to be changed once that is written
+    sets: TargetSets | None = None
+    loaded: LoadedTargets = field(default_factory=lambda: LoadedTargets([], []))
 
     @property
     def targets(self) -> list[Obj]:
-        out: list[Obj] = self.status.setdefault("targets", [])
-        return out
+        """Every frozen target's record (read from the RolloutTargetSets at the start of the reconcile)."""
+        return self.loaded.targets
+
+    @property
+    def frozen(self) -> bool:
+        return int(self.status.get("targetSets") or 0) > 0
+
+    async def save_targets(self) -> None:
+        """Write the RolloutTargetSets whose records changed (before the status, before any target changes)."""
+        if self.sets is not None and self.loaded.written:
+            await self.sets.save(self.obj, self.loaded)
+
+    async def checkpoint(self) -> None:
+        await self.save_targets()
+        await super().checkpoint()
 
     def cond(self, t: str) -> Obj | None:
         return find_condition(self.conditions, t)
@@ -117,6 +134,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         self.opts = options or RolloutOptions()
         self.progress = Progress(client, permits, self.clock, metrics, policies)
         self.metrics = metrics
+        self.sets = TargetSets(client)
         self._freeze = asyncio.Lock()
         # targets frozen by this process but maybe not in the informer cache yet (a cache: a restart
         # rebuilds it from the Rollouts' status)
@@ -129,6 +147,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
     async def forget(self, req: Request) -> Result | None:
         key = f"{req.namespace}/{req.name}"
         self._claims.pop(key, None)
+        self.sets.forget(req.namespace or "", req.name)
         await self.business.release(key, set())
         if self.metrics is not None:
             self.metrics.forget(key)
@@ -138,6 +157,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         ctx = RolloutCtx(req, obj, now, mono, spec=spec)
         ctx.key = f"{req.namespace}/{req.name}"
         ctx.holder = f"rollout/{ctx.key}"
+        ctx.sets = self.sets
         return ctx
 
     def steps(self, ctx: RolloutCtx) -> Sequence[Step[RolloutCtx]]:
@@ -161,6 +181,10 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
     def phase(self, ctx: RolloutCtx) -> str:
         return rollout_state(ctx.conditions)
 
+    async def finish(self, ctx: RolloutCtx, helper: Any) -> Result | None:
+        await ctx.save_targets()  # the records first: the status only summarises them
+        return await super().finish(ctx, helper)
+
     async def after(self, ctx: RolloutCtx) -> None:
         if self.metrics is not None:
             self.metrics.observe(ctx.key, ctx.obj)
@@ -179,20 +203,26 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         text, to = change_text(ctx.spec)
         st["targetKind"] = ctx.spec.target.kind
         if st.get("changeHash") == h:
+            if st.get("targets") and not ctx.frozen:
+                # a status written before RolloutTargetSets held the records: move them there once
+                st["targetSets"] = await self.sets.freeze(ctx.obj, int(st.get("revision") or 1), st["targets"])
+            ctx.loaded = await self.sets.load(ctx.obj)
             return done()
         if st.get("changeHash"):
             await self.progress.release_all(ctx, PermitOutcome.ABORTED, "superseded by a new revision")
+            counts = st.get("counts") or {}
             entry = {"revision": int(st.get("revision") or 0), "change": st.get("change") or "",
-                     "outcome": rollout_state(ctx.conditions) if st.get("targets") else "NotStarted",
+                     "outcome": rollout_state(ctx.conditions) if ctx.frozen else "NotStarted",
                      "startedAt": st.get("startedAt"), "finishedAt": st.get("finishedAt") or format_time(ctx.now),
-                     "targets": len(st.get("targets") or []),
-                     "updated": sum(1 for t in st.get("targets") or [] if t.get("state") == S.UPDATED.value),
-                     "failed": sum(1 for t in st.get("targets") or [] if t.get("state") == S.FAILED.value)}
+                     "targets": int(st.get("total") or 0), "updated": int(counts.get(S.UPDATED.value) or 0),
+                     "failed": int(counts.get(S.FAILED.value) or 0)}
             st["history"] = ([*(st.get("history") or []), {k: v for k, v in entry.items() if v is not None}]
                              )[-self.opts.history_limit:]
             ctx.normal(R.NEW_REVISION, f"revision {int(st.get('revision') or 0) + 1}: {text} (revision "
                                        f"{entry['revision']} ended {entry['outcome']})")
-        for k in ("targets", "steps", "permits", "startedAt", "finishedAt", "counts"):
+            await self.sets.drop(ctx.obj, int(st.get("revision") or 0), int(st.get("targetSets") or 0))
+        for k in ("targets", "targetSets", "total", "targetsOmitted", "steps", "permits", "startedAt", "finishedAt",
+                  "counts"):
             st.pop(k, None)
         st["currentStep"] = 0
         st["conditions"] = [c for c in ctx.conditions if c.get("type") == CT.VALID]
@@ -210,7 +240,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
                                      ctx.spec.target.clusters.package_version if ctx.spec.target.clusters else "")
             return done()
         ns = ctx.request.namespace or ""
-        if ctx.status.get("targets"):
+        if ctx.frozen:
             names = {str(t["name"]).split("/", 1)[0] for t in ctx.targets}
         else:
             names = {str(c["metadata"]["name"]) for c in self.clusters.by_namespace(ns)
@@ -224,7 +254,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
                 ctx.business[name] = b
         await self.business.release(ctx.key, {f"{ns}/{n}" for n in names})
         ctx.ops = MachineTargets(ctx.spec, ctx.business)
-        if missing and not ctx.status.get("targets"):
+        if missing and not ctx.frozen:
             # before the targets are frozen an unreachable cluster's Machines cannot be listed: wait (and say
             # so) rather than freeze a target list that silently skips them
             return wait(R.CLUSTER_UNREACHABLE, "cannot reach business cluster(s) " + "; ".join(missing),
@@ -234,7 +264,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
     async def references_resolve(self, ctx: RolloutCtx) -> StepResult:
         """The package versions the change names exist (checked until the targets are frozen)."""
         assert ctx.spec is not None
-        if ctx.status.get("targets"):
+        if ctx.frozen:
             return done()
         t = ctx.spec.target
         if t.clusters is not None:
@@ -260,9 +290,10 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         return done()
 
     async def targets_are_frozen(self, ctx: RolloutCtx) -> StepResult:
-        """The target list with each target's previous version is in status before anything is touched."""
+        """The target list with each target's previous version is in RolloutTargetSets before anything is
+        touched; the status says how many sets there are."""
         assert ctx.spec is not None
-        if ctx.status.get("targets"):
+        if ctx.frozen:
             self._claims.setdefault(ctx.key, {t["name"] for t in ctx.targets}) if self._active(ctx.obj) else None
             return done()
         async with self._freeze:
@@ -270,13 +301,16 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
             if not sel.targets:
                 raise InvalidSpec(R.NO_TARGETS, f"spec.target selects nothing: {sel.why}")
             names = {t["name"] for t in sel.targets}
-            holder = self._overlap(ctx, names)
+            holder = await self._overlap(ctx, names)
             if holder:
                 other, sample = holder
                 return wait(R.OVERLAP, f"queued: {len(sample)} target(s) (e.g. {sorted(sample)[0]}) are being "
                                        f"changed by Rollout {other}; this one starts when that one is over",
                             after=self.opts.poll)
-            ctx.status["targets"] = sel.targets
+            ctx.status["targetSets"] = await self.sets.freeze(ctx.obj, int(ctx.status.get("revision") or 1),
+                                                              sel.targets)
+            ctx.status["total"] = len(sel.targets)
+            ctx.loaded = await self.sets.load(ctx.obj)
             ctx.status["startedAt"] = format_time(ctx.now)
             ctx.status["currentStep"] = 0
             ctx.condition(CT.VALID, True, R.VALID, f"{len(sel.targets)} target(s); {sel.why}".rstrip("; "))
@@ -288,7 +322,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
 
     def _active(self, obj: Obj) -> bool:
         conds = (obj.get("status") or {}).get("conditions")
-        if not (obj.get("status") or {}).get("targets"):
+        if not (obj.get("status") or {}).get("targetSets") and not (obj.get("status") or {}).get("targets"):
             return False
         if is_true(conds, CT.COMPLETED) or is_true(conds, CT.ROLLED_BACK):
             return False
@@ -297,15 +331,18 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         rollback = bool((spec.get("failurePolicy") or {}).get("rollback", True)) or bool(spec.get("undo"))
         return not aborted or rollback
 
-    def _overlap(self, ctx: RolloutCtx, names: set[str]) -> tuple[str, set[str]] | None:
+    async def _overlap(self, ctx: RolloutCtx, names: set[str]) -> tuple[str, set[str]] | None:
         ns = ctx.request.namespace or ""
         kind = ctx.status.get("targetKind")
         for other in self.rollouts.by_namespace(ns):
             okey = f"{ns}/{other['metadata']['name']}"
             if okey == ctx.key or (other.get("status") or {}).get("targetKind") != kind:
                 continue
-            theirs = {t["name"] for t in (other.get("status") or {}).get("targets") or []} \
-                if self._active(other) else set()
+            theirs: set[str] = set()
+            if self._active(other):
+                theirs = {t["name"] for t in (await self.sets.load(other)).targets} if \
+                    (other.get("status") or {}).get("targetSets") else \
+                    {t["name"] for t in (other.get("status") or {}).get("targets") or []}
             theirs |= self._claims.get(okey, set())
             both = names & theirs
             if both:

@@ -1,6 +1,10 @@
-"""A Rollout's status from what one reconcile found: counts, the UPDATED column, conditions, the state.
+"""A Rollout's status from what one reconcile found: counts, the UPDATED column, conditions, the state, and
+the few targets worth naming.
 
-Conditions decide (``Valid``, ``Progressing``, ``Paused``, ``Completed``, ``Aborted``, ``RolledBack``,
+The status is bounded whatever the number of targets — counts by state, per-step records, at most
+:data:`~kokpit.api.rollout.NAMED_TARGETS` named targets (failed, rolling back, updating, modified first: what a
+person must look at) and the number left out — as Argo Rollouts and a Cluster API MachineDeployment count
+replicas rather than list them; every target's record is in the RolloutTargetSets.  Conditions decide (``Valid``, ``Progressing``, ``Paused``, ``Completed``, ``Aborted``, ``RolledBack``,
 ``RiskPermitted``); the ``state`` column is derived last from them, for people (``kubectl get rollouts``).
 """
 
@@ -9,13 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from kokpit.api.rollout import RolloutConditionType, RolloutReason, RolloutState, TargetState
+from kokpit.api.rollout import NAMED_TARGETS, RolloutConditionType, RolloutReason, RolloutState, TargetState
 from kokpit.runtime import PhaseRule, derive_phase, find_condition, is_true
 
 if TYPE_CHECKING:
     from kokpit.operators.rollout._reconciler import RolloutCtx
 
-__all__ = ["STATE_RULES", "finish_status", "rollout_state"]
+__all__ = ["STATE_RULES", "finish_status", "named_targets", "rollout_state"]
 
 Obj = dict[str, Any]
 CT = RolloutConditionType
@@ -39,12 +43,30 @@ def rollout_state(conditions: list[Obj] | None) -> str:
 _PAUSE_REASONS = {R.PAUSED_BY_USER, R.WAITING_FOR_PROMOTION, R.PAUSE_STEP}
 
 
+# what a person should see first: trouble, then work in flight, then the rest in the order targets are taken
+_RANK = {TargetState.FAILED.value: 0, TargetState.ROLLING_BACK.value: 1, TargetState.UPDATING.value: 2,
+         TargetState.MODIFIED.value: 3, TargetState.ROLLED_BACK.value: 4, TargetState.UPDATED.value: 5}
+
+
+def named_targets(targets: list[Obj], limit: int = NAMED_TARGETS) -> list[Obj]:
+    """At most ``limit`` targets, those worth naming first (a failed rollback before everything); all of them
+    when there are no more than ``limit``."""
+    if len(targets) <= limit:
+        return targets
+    ranked = sorted(range(len(targets)), key=lambda i: (
+        -1 if targets[i].get("rollbackFailed") else _RANK.get(str(targets[i].get("state")), 6), i))
+    return [targets[i] for i in sorted(ranked[:limit])]
+
+
 def finish_status(ctx: RolloutCtx) -> None:
     st = ctx.status
-    targets = st.get("targets") or []
+    targets = ctx.targets
     counts = Counter(str(t.get("state") or TargetState.PENDING.value) for t in targets)
     st["counts"] = {s.value: counts.get(s.value, 0) for s in TargetState if counts.get(s.value)}
     st["updated"] = f"{counts.get(TargetState.UPDATED.value, 0)}/{len(targets)}"
+    st["total"] = len(targets)
+    st["targets"] = named_targets(targets)
+    st["targetsOmitted"] = len(targets) - len(st["targets"])
     waiting = ctx.results.get(ctx.waiting) if ctx.waiting else None
     reason, message = (waiting.reason, waiting.message) if waiting is not None else ("", "")
     if not targets:
