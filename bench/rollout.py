@@ -59,6 +59,7 @@ from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import NAMESPACE, NODE, SECRET, Client, Kind
 from kokpit.operators.machine import MACHINE, MPV
+from kokpit.operators.rollout._sets import read_targets
 from kokpit.simulator import node_names
 
 __all__ = ["main", "safety_run"]
@@ -225,7 +226,9 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         rolled = time.monotonic() - t0
         stop_profiles(spies)
         r = await client.get(ROLLOUT, "swap", NS)
-        steps = "; ".join(f"step {s['index']} {_secs(s)} ({_granted(r, s)})" for s in r["status"].get("steps") or [])
+        records = await read_targets(client, r)
+        steps = "; ".join(f"step {s['index']} {_secs(s)} ({_granted(records, s)})"
+                          for s in r["status"].get("steps") or [])
         print(f"rollout swap v2 → v1: {rolled:.1f}s ({steps})", flush=True)
         out += [f"**Machines: N={n}** (simulator, install latency 0, zero bake)", "",
                 "| phase | seconds |", "|---|---|",
@@ -257,7 +260,7 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K1) >= n), args.timeout, "every Node back on v1", 0.2)
         back = time.monotonic() - t0
         r = await client.get(ROLLOUT, "back", NS)
-        touched = sum(1 for x in r["status"]["targets"] if x.get("touchedAt"))
+        touched = sum(1 for x in await read_targets(client, r) if x.get("touchedAt"))
         print(f"rollback of {touched} touched Machines: {back:.1f}s", flush=True)
         out += [f"**Rollback: {touched} touched Machines of {n}**", "",
                 f"A Rollout to v2 whose first batch is {k} Machines (one fails to install v2), then an analysis "
@@ -289,11 +292,11 @@ async def _aborted(client: Client, name: str) -> bool:
                or [])
 
 
-def _granted(r: Obj, step: Obj) -> str:
+def _granted(records: list[Obj], step: Obj) -> str:
     """How long the step waited for its first permit: from its start until its first target was marked."""
     from kokpit._lib.clock import parse_time
 
-    touched = [t["touchedAt"] for t in r["status"].get("targets") or [] if t.get("step") == step.get("index")
+    touched = [t["touchedAt"] for t in records if t.get("step") == step.get("index")
                and t.get("touchedAt")]
     if not touched or not step.get("startedAt"):
         return "no permit"
@@ -394,7 +397,7 @@ async def safety_run(client: Client, sim: Any, nodes: list[str], seed: int, cont
     if how == "component-stop":
         async def victim_updated() -> bool:
             r = await client.get(ROLLOUT, name, NS)
-            return any(t["name"] == f"c1/{victim}" and t["state"] == "Updated" for t in (r.get("status") or {}).get("targets") or [])
+            return any(t["name"] == f"c1/{victim}" and t["state"] == "Updated" for t in await read_targets(client, r))
         await poll(victim_updated, timeout, f"{victim} updated")
         sim.book.fault(victim, "component-stop", "kubelet")
     await poll(lambda: _done(client, name, "RolledBack"), timeout, f"{name} rolled back")
@@ -402,7 +405,7 @@ async def safety_run(client: Client, sim: Any, nodes: list[str], seed: int, cont
     r = await client.get(ROLLOUT, name, NS)
     problems = []
     batch = set(order[:canary])
-    for t in r["status"]["targets"]:
+    for t in await read_targets(client, r):
         node = t["name"].split("/", 1)[1]
         if node not in batch and t["state"] != "Pending":
             problems.append(f"{node} outside the canary batch is {t['state']}")

@@ -166,6 +166,9 @@ def create(
     for r in replace:
         if "=" not in r or not all(r.split("=", 1)):
             fail(f"--replace {r!r}: use OLD_MPV=NEW_MPV")
+    if clusters is not None and not clusters.strip():
+        fail("--clusters '': an empty selector would select every Cluster of the namespace; name them with "
+             "--cluster NAME or give a requirement (e.g. --clusters env=prod)")
     sel = parse_selector(clusters) if clusters is not None else None
 
     def num(v: str) -> int | str:
@@ -336,6 +339,11 @@ def status_text(obj: Obj) -> str:
             lines.append(f"  {t['name']}: {t['state']} {t.get('message') or ''}".rstrip())
         if len(notable) > 50:
             lines.append(f"  ... {len(notable) - 50} more")
+    if st.get("targetsOmitted"):
+        lines.append(f"{st['targetsOmitted']} of {st.get('total')} target(s) are counted, not named, in the status; "
+                     "every record: kubectl get rollouttargetsets -n "
+                     f"{obj['metadata'].get('namespace')} -l kokpit.io/rollout-uid={obj['metadata'].get('uid')} "
+                     "-o yaml")
     return "\n".join(lines)
 
 
@@ -358,7 +366,7 @@ def history(name: str = _NAME, namespace: str = _NS, kubeconfig: Path | None = _
                    f"{h.get('failed', 0):>6}  {h.get('change', '')}")
     counts = st.get("counts") or {}
     typer.echo(f"{st.get('revision', 0):<9} {(st.get('phase') or 'Pending') + '*':<12} "
-               f"{len(st.get('targets') or []):>7} {counts.get('Updated', 0):>7} {counts.get('Failed', 0):>6}  "
+               f"{st.get('total') or len(st.get('targets') or []):>7} {counts.get('Updated', 0):>7} {counts.get('Failed', 0):>6}  "
                f"{st.get('change') or ''}")
 
 

@@ -97,7 +97,7 @@ def rollout_progress(rollout: Obj | None, units: int) -> tuple[int, int, int, st
         return 0, 0, units, "", "waiting for the Rollout to appear"
     st = rollout.get("status") or {}
     counts = {str(k): int(v) for k, v in (st.get("counts") or {}).items()}
-    total = len(st.get("targets") or []) or units
+    total = int(st.get("total") or 0) or len(st.get("targets") or []) or units
     done, failed = counts.get("Updated", 0), counts.get("Failed", 0)
     for kind, outcome in (("RolledBack", "Failed"), ("Aborted", "Failed"), ("Completed", "Succeeded")):
         c = _true(rollout, kind)

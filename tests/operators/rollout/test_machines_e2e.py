@@ -168,6 +168,8 @@ async def test_bad_input_is_refused_or_reported(fleet: Fleet) -> None:
     assert out.returncode != 0 and "kubelet-9 does not exist" in out.stderr + out.stdout
     out = fleet.cli("rollout", "create", "x", "-n", NS, "--cluster", "c1", "--package-version", "nope", check=False)
     assert out.returncode != 0 and "ClusterPackageVersion nope does not exist" in out.stderr + out.stdout
+    out = fleet.cli("rollout", "create", "x", "-n", NS, "--clusters", "", "--replace", f"{OLD}={NEW}", check=False)
+    assert out.returncode != 0 and "empty selector would select every Cluster" in out.stderr + out.stdout
     # through the API: admission names the field; nothing is created
     body = {"apiVersion": "kokpit.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "x", "namespace": NS},
             "spec": {"target": {"machines": {"clusterNames": ["c1"], "packages": [
@@ -191,7 +193,14 @@ async def test_bad_input_is_refused_or_reported(fleet: Fleet) -> None:
     await fleet.meta.create(ROLLOUT, body, NS)
     r = await fleet.wait_rollout("y", lambda r: cond(r, "Valid").get("status") == "False", "selects nothing")
     assert cond(r, "Valid")["reason"] == "NoTargets" and "selects nothing" in cond(r, "Valid")["message"]
-    await asyncio.sleep(0)
+    assert _phase(r) == "Invalid" and cond(r, "Progressing")["status"] == "False"
+    assert not cond(r, "Completed") and r["status"].get("total", 0) == 0  # never a silent Completed with 0 targets
+
+    async def warned() -> bool:
+        events = await fleet.meta.list(EVENT, NS, field_selector="involvedObject.name=y")
+        return any(e.get("type") == "Warning" and e["reason"] == "NoTargets" for e in events.items)
+
+    await until(warned, "a NoTargets Warning Event on the Rollout", 60)
     assert all(p == ["containerd-1.7", OLD] for p in (await fleet.packages()).values())
 
 

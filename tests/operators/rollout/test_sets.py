@@ -18,6 +18,7 @@ from tests.operators.rollout.conftest import NS, ROLLOUT, until
 from kokpit.api import install_crds
 from kokpit.api.rollout import NAMED_TARGETS, TARGETS_PER_SET, RolloutSpec, RolloutStatus
 from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.cli._rollout import status_text
 from kokpit.client import Client, ConflictError, NotFoundError
 from kokpit.operators.rollout._reconciler import RolloutCtx
 from kokpit.operators.rollout._sets import TARGET_SET, LoadedTargets, TargetSets, read_targets, set_name
@@ -87,6 +88,10 @@ def test_the_status_of_10000_targets_stays_small() -> None:
     assert {t["state"] for t in st["targets"]} == {"Failed"}
     assert [t["name"] for t in st["targets"]][:2] == ["cluster-00/machine-00000", "cluster-01/machine-00001"]
     RolloutStatus.model_validate(st)  # within the schema's maxItems
+    # kokpit rollout status says what is left out and where every record is
+    text = status_text(ctx.obj)
+    assert "Failed 300" in text and "9900 of 10000 target(s) are counted, not named" in text
+    assert "kubectl get rollouttargetsets -n default -l kokpit.io/rollout-uid=u-1" in text
     # a failed rollback is named before anything else
     targets[9_999] |= {"state": "Failed", "rollbackFailed": True}
     finish_status(ctx)
