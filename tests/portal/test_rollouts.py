@@ -67,3 +67,13 @@ async def test_rollout_pages_and_actions(portal: Running) -> None:
         recs = (await http.get("/api/v1/audit", headers=admin_h)).json()["records"]
         assert {("rollout.abort", "Forbidden"), ("rollout.promote", "Succeeded")} <= {
             (x["action"], x["outcome"]) for x in recs}
+        # a big rollout's status names only the targets worth naming and counts the rest (issue 16)
+        await admin.patch_status(ROLLOUT, "kubelet-wave", {"status": {
+            "updated": "4990/5000", "total": 5000, "counts": {"Updated": 4990, "Failed": 10},
+            "targets": [{"name": f"c1/f{i}", "state": "Failed", "message": "install failed"} for i in range(10)],
+            "targetsOmitted": 4990}}, "fleet")
+
+        async def counted() -> bool:
+            page = await http.get("/rollouts/fleet/kubelet-wave", headers=admin_h)
+            return "4990 more are counted" in page.text and "Failed (10)" in page.text and "c1/f9" in page.text
+        await eventually(counted, timeout=60, what="the rollout page to count the targets it does not name")

@@ -3,10 +3,11 @@ change over the Machines of business clusters — through the risk center, with 
 
 Argo Rollouts and Flagger do this for Pods; here the targets are control planes and nodes, and every batch is a
 risk-center Permit (``control-plane-release`` or ``component-upgrade``).  The spec is intent a person or a tool
-writes (and ``kubectl patch`` edits: ``paused``, ``promotedStep``, ``abort``, ``undo``); the status is the
-rollout controller's whole memory: the targets frozen at start with each one's previous version (recorded
-before the target is touched, so a rollback is exact and a restarted controller never touches a target
-twice), per-step times and outcomes, counts and a bounded history of revisions.  Conditions decide; the
+writes (and ``kubectl patch`` edits: ``paused``, ``promotedStep``, ``abort``, ``undo``); the status and the
+Rollout's RolloutTargetSets are the rollout controller's whole memory: the targets frozen at start with each
+one's previous version (recorded before the target is touched, so a rollback is exact and a restarted
+controller never touches a target twice), per-step times and outcomes, counts and a bounded history of
+revisions.  Conditions decide; the
 ``state`` column is derived from them for people.
 
 Everything admission can know is checked here (OpenAPI and CEL in the generated CRD, the same rules as

@@ -8,7 +8,6 @@ kill -9 of the controller mid-batch resumes without touching a target twice; bad
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys

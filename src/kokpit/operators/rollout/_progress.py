@@ -1,10 +1,11 @@
 """The moving parts of a rollout: observing touched targets, changing marked ones, permits, the steps
 forward and the rollback.
 
-Every decision reads the status the previous reconcile wrote and the targets' current state, so each
-function is safe to repeat after a crash at any line.  A target is first *marked* (state Updating or
-RollingBack, with the permit that covers it and ``touchedAt``) and only a later reconcile — after that status
-is durable — changes its spec; a target whose spec already says the wanted value is never changed again.
+Every decision reads the records the previous reconcile wrote (the RolloutTargetSets, ``ctx.targets``) and
+the targets' current state, so each function is safe to repeat after a crash at any line.  A target is first
+*marked* (state Updating or RollingBack, with the permit that covers it and ``touchedAt``) and its spec is
+changed only once that record is durable; a target whose spec already says the wanted value is never changed
+again.
 """
 
 from __future__ import annotations
