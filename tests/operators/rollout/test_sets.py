@@ -164,3 +164,26 @@ async def test_target_sets_through_the_api_server(apiserver: ApiServerProcess) -
             return False
 
         await until(gone, "the RolloutTargetSets deleted with their Rollout", 60)
+
+
+async def test_a_status_from_before_the_sets_is_moved_into_them(apiserver: ApiServerProcess) -> None:
+    """A Rollout whose status still lists every target (written by the controller before RolloutTargetSets
+    existed) is moved into sets once by its next reconcile, records unchanged, and read from them after."""
+    from kokpit.operators.rollout._plan import change_hash
+    from kokpit.operators.rollout._reconciler import RolloutReconciler
+
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        await install_crds(c)
+        ro = await c.create(ROLLOUT, {"metadata": {"name": "old", "namespace": NS}, "spec": SPEC}, NS)
+        legacy = [_target(i, "Updated" if i < 2 else "Pending") for i in range(3)]
+        spec = RolloutSpec.model_validate(SPEC)
+        ro["status"] = {"revision": 4, "changeHash": change_hash(spec), "targets": legacy}
+        none: Any = None  # revision_is_current reads no informer on this path
+        rec = RolloutReconciler(c, none, rollouts=none, clusters=none, cpvs=none, permits=none, business=none)
+        ctx = RolloutCtx(Request(NS, "old"), ro, dt.datetime(2026, 12, 7, 8, tzinfo=dt.UTC), 0.0, spec=spec)
+        ctx.sets = rec.sets
+        await rec.revision_is_current(ctx)
+        assert ctx.status["targetSets"] == 1 and ctx.frozen and ctx.targets == legacy
+        moved = await c.get(TARGET_SET, "old-r4-0", NS)
+        assert moved["spec"]["targets"] == legacy and moved["spec"]["revision"] == 4
+        assert await read_targets(c, ro) == legacy
