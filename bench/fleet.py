@@ -212,6 +212,7 @@ class Result:
     registration_cpu: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     steady_cpu: dict[str, float] = field(default_factory=dict)
+    steady_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     steady_window: float = 0.0
     rss: dict[str, tuple[float, float]] = field(default_factory=dict)
     leases_fresh: tuple[int, int] = (0, 0)
@@ -246,6 +247,13 @@ def request_totals(api: ApiServerProcess) -> Counter[tuple[str, str]]:
 
 
 
+
+
+def steady_rates(counts: Counter[tuple[str, str]], seconds: float) -> str:
+    """The requests of the steady window as rates, largest first: what the servers' steady CPU is spent on."""
+    if not counts or seconds <= 0:
+        return "-"
+    return ", ".join(f"{verb} {res} {n / seconds:,.0f}" for (verb, res), n in counts.most_common(8))
 
 
 class Bench:
@@ -427,15 +435,18 @@ class Bench:
             if a.steady > 0:
                 await asyncio.sleep(a.settle)
                 s0, w0 = self.procs.cpu(), time.monotonic()
+                sreq0 = request_totals(api)
                 self.profile("steady")
                 await asyncio.sleep(a.steady)
                 self.check_alive()
                 res.steady_window = time.monotonic() - w0
+                res.steady_requests = request_totals(api) - sreq0
                 res.steady_cpu = cores(s0, self.procs.cpu(), res.steady_window)
                 res.rss = self.procs.rss()
                 res.leases_fresh = await fresh_leases(client, a.lease_period)
                 print(f"steady: {res.steady_window:.0f}s cpu[{fmt_cores(res.steady_cpu)}] leases fresh "
-                      f"{res.leases_fresh[0]}/{res.leases_fresh[1]}", flush=True)
+                      f"{res.leases_fresh[0]}/{res.leases_fresh[1]}; requests/s "
+                      f"{steady_rates(res.steady_requests, res.steady_window)}", flush=True)
 
             # -- swap
             if not a.no_swap and secs_c is not None:
@@ -536,6 +547,7 @@ def report_lines(args: argparse.Namespace, res: Result) -> list[str]:
             rss, hwm = res.rss.get(k, (float("nan"), float("nan")))
             out.append(f"| {k} | {res.steady_cpu.get(k, float('nan')):.2f} | {rss:.0f} MB | {hwm:.0f} MB |")
         out.append(f"| **three together** | **{total:.2f}** | | |")
+        out += ["", f"API requests/s in the steady window: {steady_rates(res.steady_requests, res.steady_window)}."]
         out += ["", f"Leases renewed within one period (+10% +1 s) at the end of the window: "
                     f"{res.leases_fresh[0]:,}/{res.leases_fresh[1]:,}."]
     if res.requests:

@@ -67,3 +67,10 @@ def test_server_stores_no_null_and_refuses_what_kube_refuses(tmp_path: Path) -> 
         assert [(c["field"], c["reason"]) for c in st["details"]["causes"]] == [
             ("spec.containers[0].ports[0].containerPort", "FieldValueRequired")]
         assert srv.request("GET", "/api/v1/namespaces/default/pods/p")[0] == 404  # nothing stored
+        # YAML spells null without the word (`~`, an empty value): still read as kube reads it
+        body = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n  labels:\n    a: ~\ndata:\n  k:\n"
+        code, raw = srv.request("POST", "/api/v1/namespaces/default/configmaps", body,
+                                content_type="application/yaml")
+        cm = orjson.loads(raw)
+        assert code == 201, cm
+        assert cm["metadata"]["labels"] == {"a": ""} and cm["data"] == {"k": ""}, cm

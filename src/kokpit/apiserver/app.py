@@ -207,6 +207,7 @@ class App:
         if v == "list":
             return list_response(rest, self.store, rt, ns, query, accept)
         opts = write_options(info, query, headers)
+        opts.may_hold_null = b"null" in body or "json" not in headers.get("content-type", "json")  # YAML: `~`
         if v == "create":
             if self.rbac is not None and self.rbac.handles(rt, info.subresource):  # reviews, TokenRequest
                 return json_response(self.rbac.create(rt, ns, info.name, decode(body, headers), user), 201)
