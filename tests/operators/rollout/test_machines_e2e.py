@@ -18,6 +18,7 @@ from tests.operators.rollout.conftest import NS, ROLLOUT, Fleet, cond, until
 
 from kokpit.client import EVENT, ApiError
 from kokpit.operators.machine import MACHINE, MPV
+from kokpit.operators.rollout._sets import TARGET_SET
 from kokpit.runtime.permits import PERMIT
 
 pytestmark = pytest.mark.timeout(900)  # real processes on a loaded, shared machine
@@ -74,6 +75,18 @@ async def test_canary_pause_promote_complete_then_undo(fleet: Fleet) -> None:
     for n in fleet.nodes:  # one install of the new version per host, one of the old one back
         assert fleet.installs(n, "1.31.0") == 1
         assert fleet.installs(n, "1.30.0") == 2
+    # a new spec.target is a new revision: the old one's summary goes to history, its RolloutTargetSets go once
+    # the new revision is written, and the new one freezes its own
+    await fleet.meta.patch(ROLLOUT, "kb", {"spec": {"undo": False, "target": {"machines": {"machineSelector": {
+        "matchExpressions": [{"key": "kokpit.io/no-such-label", "operator": "DoesNotExist"}]}}}}}, NS)
+    r = await fleet.wait_rollout("kb", lambda r: r["status"].get("revision") == 2 and _phase(r) == "Completed",
+                                 "revision 2 completed", 180)
+    assert {k: r["status"]["history"][-1].get(k) for k in ("revision", "outcome", "targets")} == \
+        {"revision": 1, "outcome": "RolledBack", "targets": 4}
+    assert r["status"]["total"] == 4 and r["status"]["targetSets"] == 1 and r["status"]["updated"] == "4/4"
+    sets = {s["metadata"]["name"] for s in (await fleet.meta.list(TARGET_SET, NS)).items}
+    assert sets == {"kb-r2-0"}, sets
+    assert set((await fleet.kubelets()).values()) == {"1.31.0"}
 
 
 async def test_failing_canary_aborts_and_rolls_back_only_what_was_touched(fleet: Fleet) -> None:

@@ -92,6 +92,7 @@ class RolloutCtx(ReconcileContext):
     marked: int = 0  # targets marked (granted) in this reconcile, to be changed once that is written
     sets: TargetSets | None = None
     loaded: LoadedTargets = field(default_factory=lambda: LoadedTargets([], []))
+    superseded: tuple[int, int] | None = None  # (revision, sets) to delete once the new revision is written
 
     @property
     def targets(self) -> list[Obj]:
@@ -186,6 +187,10 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         return await super().finish(ctx, helper)
 
     async def after(self, ctx: RolloutCtx) -> None:
+        if ctx.superseded is not None:
+            # only now that the status names the new revision: until then a crash (or the old target put
+            # back) must still find the old revision's records
+            await self.sets.drop(ctx.obj, *ctx.superseded)
         if self.metrics is not None:
             self.metrics.observe(ctx.key, ctx.obj)
 
@@ -212,15 +217,16 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
             await self.progress.release_all(ctx, PermitOutcome.ABORTED, "superseded by a new revision")
             counts = st.get("counts") or {}
             entry = {"revision": int(st.get("revision") or 0), "change": st.get("change") or "",
-                     "outcome": rollout_state(ctx.conditions) if ctx.frozen else "NotStarted",
+                     "outcome": rollout_state(ctx.conditions) if ctx.frozen or st.get("targets") else "NotStarted",
                      "startedAt": st.get("startedAt"), "finishedAt": st.get("finishedAt") or format_time(ctx.now),
-                     "targets": int(st.get("total") or 0), "updated": int(counts.get(S.UPDATED.value) or 0),
+                     "targets": int(st.get("total") or len(st.get("targets") or [])), "updated": int(counts.get(S.UPDATED.value) or 0),
                      "failed": int(counts.get(S.FAILED.value) or 0)}
             st["history"] = ([*(st.get("history") or []), {k: v for k, v in entry.items() if v is not None}]
                              )[-self.opts.history_limit:]
             ctx.normal(R.NEW_REVISION, f"revision {int(st.get('revision') or 0) + 1}: {text} (revision "
                                        f"{entry['revision']} ended {entry['outcome']})")
-            await self.sets.drop(ctx.obj, int(st.get("revision") or 0), int(st.get("targetSets") or 0))
+            if ctx.frozen:
+                ctx.superseded = (int(st.get("revision") or 0), int(st.get("targetSets") or 0))
         for k in ("targets", "targetSets", "total", "targetsOmitted", "steps", "permits", "startedAt", "finishedAt",
                   "counts"):
             st.pop(k, None)
