@@ -4,10 +4,14 @@ Rollouts of both target kinds pass (with their defaults)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from kokpit.api import install_crds
@@ -147,3 +151,22 @@ def test_good_specs_validate() -> None:
         spec = RolloutSpec.model_validate(base["spec"])
         assert RolloutSpec.model_validate(spec.to_wire()) == spec
         assert spec.to_wire()["target"]["clusters" if "clusters" in base["spec"]["target"] else "machines"]
+
+
+async def test_kubectl_apply_shows_the_field(apiserver: ApiServerProcess, kubectl_bin: str, tmp_path: Path) -> None:
+    """What a person sees with kubectl: the API server's Status, naming the field, and nothing created."""
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        await install_crds(c)
+    cases = [(_with(CLUSTERS, "metadata.name", "no-release"), 'spec.target.clusters.packageVersion: Not found: "v2"'),
+             (_with(MACHINES, "spec.target.machines.clusterSelector", {}), "spec.target.machines.clusterSelector: "
+              "Invalid value"),
+             (_with(CLUSTERS, "spec.strategy.steps.4.canary", "90%"), "spec.strategy.steps: Invalid value")]
+    for obj, want in cases:
+        path = tmp_path / "rollout.yaml"
+        path.write_text(yaml.safe_dump(obj))
+        out = await asyncio.to_thread(subprocess.run, [kubectl_bin, "--kubeconfig", str(apiserver.kubeconfig),
+                                                       "apply", "-f", str(path)],
+                                      capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and want in out.stderr, (want, out.stderr)
+    async with Client.from_kubeconfig(apiserver.kubeconfig) as c:
+        assert (await c.list(ROLLOUT, "default")).items == []
