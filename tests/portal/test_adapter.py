@@ -102,3 +102,76 @@ async def test_commands_translate_refuse_and_audit(portal: Running) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err_b = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1 and "no release 'nothing'" in err_b.decode()
+
+
+async def test_restart_control_plane_becomes_a_restartedat_patch(portal: Running) -> None:
+    """"restart control-plane component C of cluster X" is a ChangeRequest that, once approved, sets the
+    Cluster's spec.controlPlane.restartedAt[C] to the change's creation time (with the approver's token); the
+    answer, the approval and the audit show that patch; an unknown component or cluster is refused naming
+    the field and listing what exists; the change closes when the cluster operator's row says every replica
+    runs the restart (the operator's part runs for real in test_restart_control_plane_e2e.py)."""
+    from kokpit.portal._kinds import CLUSTER
+
+    admin = portal.fleet.admin
+    alice, bob = await person(admin, "alice"), await person(admin, "bob")
+    async with api(portal, alice) as a, api(portal, bob) as b:
+        r = await a.post("/api/v1/legacy", json={"command": "restart control-plane component kube-scheduler of "
+                                                            "cluster c1"})
+        assert r.status_code == 422, r.text
+        assert r.json()["details"]["causes"][0]["field"] == "spec.component"
+        assert "runs no control-plane component 'kube-scheduler'" in r.json()["message"]
+        assert "kube-apiserver" in r.json()["message"]
+        r = await a.post("/api/v1/legacy/restart-control-plane", json={"component": "kube-apiserver",
+                                                                        "cluster": "ghost"})
+        assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "cluster"
+        assert "fleet/c1" in r.json()["message"]
+        r = await a.post("/api/v1/legacy", json={"command": "restart control-plane c1"})  # no component
+        assert r.status_code == 422, r.text
+
+        r = await a.post("/api/v1/legacy", json={"command": "restart control-plane component kube-apiserver of "
+                                                            "cluster fleet/c1"})
+        assert r.status_code == 201, r.text
+        out = r.json()
+        name = out["translation"]["changeRequest"]["name"]
+        assert out["translation"]["changeRequest"]["spec"] == {"operation": "control-plane-restart", "cluster": "c1",
+                                                               "component": "kube-apiserver"}
+        assert "spec.controlPlane.restartedAt.kube-apiserver" in out["message"]
+        assert out["plan"]["budget"].startswith("control-plane-release") and out["approvalsRequired"] == 1
+        before = (await admin.get(CLUSTER, "c1", "fleet"))["spec"].get("controlPlane", {}).get("restartedAt", {})
+        assert "kube-apiserver" not in before  # nothing happens before the approval
+
+        r = await b.post(f"/api/v1/changes/fleet/{name}/approve", json={"comment": "go"})
+        assert r.status_code == 200, r.text
+        created = r.json()["metadata"]["creationTimestamp"]
+        patched = [o for o in r.json()["status"]["objects"] if o["kind"] == "Cluster"]
+        assert [{k: v for k, v in o.items() if v} for o in patched] == [{"kind": "Cluster", "name": "c1", "namespace": "fleet", "verb": "patch", "patch": json.dumps(
+            {"spec": {"controlPlane": {"restartedAt": {"kube-apiserver": created}}}}, separators=(",", ":"))}]
+        c1 = await admin.get(CLUSTER, "c1", "fleet")
+        assert c1["spec"]["controlPlane"]["restartedAt"] == {"kube-apiserver": created}
+        assert "kokpit-portal" in {m["manager"] for m in c1["metadata"].get("managedFields") or []}
+
+        async def approval_audited() -> list[dict[str, object]] | None:
+            recs = [x for x in (await a.get("/api/v1/audit")).json()["records"]
+                    if x["action"] == "changerequest.approve" and x["target"].endswith(name)]
+            return recs or None
+        rec = (await eventually(approval_audited, what="the approval's audit record"))[0]
+        assert rec["outcome"] == "Succeeded" and rec["translation"] == patched
+
+        # the cluster operator reports the restart done (its row); the change closes with it
+        rows = [{**row, "restartedAt": created, "healthy": True} if row["name"] == "kube-apiserver" else row
+                for row in c1["status"]["components"]]
+        await admin.patch_status(CLUSTER, "c1", {"status": {"components": rows}}, "fleet")
+
+        async def closed() -> dict[str, object] | None:
+            cr = (await a.get(f"/api/v1/changes/fleet/{name}")).json()
+            return cr if cr["status"].get("outcome") else None
+        cr = await eventually(closed, what="the restart change to close")
+        assert cr["status"]["outcome"] == "Succeeded"
+
+    # written by hand (kubectl), a restartedAt that is not a component name and a time is refused, naming it
+    from kokpit.client import ApiError
+
+    for bad in ({"kube-apiserver": "yesterday"}, {"Kube_APIServer": "2026-12-07T08:00:00Z"}):
+        with pytest.raises(ApiError) as e:
+            await admin.patch(CLUSTER, "c2", {"spec": {"controlPlane": {"restartedAt": bad}}}, "fleet")
+        assert e.value.code == 422 and "spec.controlPlane.restartedAt" in str(e.value), str(e.value)

@@ -61,6 +61,8 @@ class ObjectRef(StatusModel):
     namespace: str = ""
     cluster: str = Field(default="", description="The business cluster, for objects not in the meta cluster.")
     verb: str = Field(default="", description="create, patch or delete.")
+    patch: str | None = Field(default=None, max_length=4096, description="For verb patch: the JSON merge patch "
+                              "sent, so the record shows the translation itself.")
 
 
 _RULES: Final[list[JsonValue]] = [

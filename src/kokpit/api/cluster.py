@@ -115,6 +115,21 @@ class DeletionPolicy(StrEnum):
 
 class ControlPlane(SpecModel):
     replicas: int = Field(default=1, ge=1, le=5, description="API server replicas.")
+    restarted_at: dict[str, str] = Field(
+        default_factory=dict, max_length=16,
+        description="Component name -> a time (RFC 3339) it was asked to restart. When an entry changes, that "
+                    "component's Pods are replaced one at a time (the next once the one before is healthy), each "
+                    "with a control-plane-release Permit of the risk center — as `kubectl rollout restart` sets "
+                    "kubectl.kubernetes.io/restartedAt on a Pod template. The component's status row says "
+                    "restartedAt once every replica runs it.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self.all(k, k.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(k) <= 63)",
+             "message": "restartedAt keys are component names (kube-apiserver, kube-scheduler, ...)",
+             "reason": "FieldValueInvalid"},
+            {"rule": "self.all(k, self[k].matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                     "([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$'))",
+             "message": "restartedAt values are RFC 3339 times (2026-12-07T08:00:00Z)", "reason": "FieldValueInvalid"},
+        ]})
 
 
 class Simulation(SpecModel):
@@ -191,6 +206,8 @@ class ClusterComponentStatus(StatusModel):
     restarts: int = 0
     healthy: bool = False
     message: str = ""
+    restarted_at: str | None = Field(default=None, description="The spec.controlPlane.restartedAt entry every "
+                                     "replica runs (absent while a restart replaces them, or when none was asked).")
 
 
 class ClusterStatus(StatusModel):

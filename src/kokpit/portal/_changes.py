@@ -33,7 +33,7 @@ from kokpit.portal._asrollout import (
 )
 from kokpit.portal._engine import CHANGE, ChangeEngine, close, cond, now_iso, phase, set_cond
 from kokpit.portal._kinds import CLUSTER, ROLLOUT
-from kokpit.portal._plan import BadChange, approvals_required, plan, upgraded_from, validate
+from kokpit.portal._plan import BadChange, approvals_required, plan, restart_patch, upgraded_from, validate
 from kokpit.portal._rollouts import rollout_row
 from kokpit.portal._web import Caller, security_headers, status_doc
 
@@ -134,14 +134,14 @@ class ChangeService:
         if bc is not None and bc.synced:
             machines = {str(m["metadata"]["name"]): m for m in bc.machines.store.list()}
             mpvs = {str(m["metadata"]["name"]): m for m in bc.mpvs.store.list()}
-        if spec["operation"] == ChangeOperation.CONTROL_PLANE_RESTART:
-            raise BadChange("spec.operation", "control-plane-restart is not offered: the cluster operator has no "
-                            "restart request to honour yet; release the Cluster, or delete the component's Pod "
-                            "(the cluster operator replaces it)")
         cpvs = {str(c["metadata"]["name"]) for c in cache.objects("ClusterPackageVersion")}
         clusters = {str(c["metadata"]["name"]): c for c in cache.objects("Cluster")
                     if c["metadata"].get("namespace") == namespace} if spec.get("targets") else None
-        validate(spec, cluster=cluster, cpvs=cpvs, machines=machines, mpvs=mpvs, clusters=clusters)
+        release = cache.get("ClusterPackageVersion", str(((cluster or {}).get("spec") or {}).get("packageVersion")))
+        components = {str(c.get("name")) for c in (release.get("spec") or {}).get("components") or []} \
+            if release is not None else None
+        validate(spec, cluster=cluster, cpvs=cpvs, machines=machines, mpvs=mpvs, clusters=clusters,
+                 components=components)
 
     async def create(self, caller: Caller, namespace: str, spec: Obj, *, via: str = "portal") -> Obj:
         """Validate, create as the author, then record author, plan and approvals needed (portal identity);
@@ -151,7 +151,7 @@ class ChangeService:
         body = {"apiVersion": "kokpit.io/v1alpha1", "kind": "ChangeRequest",
                 "metadata": {"name": name, "namespace": namespace, "labels": {"kokpit.io/via": via}},
                 "spec": spec}
-        await self.portal.web.users.client(caller.token).create(CHANGE, body, namespace)
+        made = await self.portal.web.users.client(caller.token).create(CHANGE, body, namespace)
         bc = self.portal.cache.cluster_cache(namespace, str(spec.get("cluster") or ""))
         nodes = bc.counts().total if bc is not None and bc.synced else 0
         required = approvals_required(spec["operation"], await self._policy())
@@ -162,7 +162,7 @@ class ChangeService:
                                 "message": spec.get("reason") or ""}]}
         set_cond(st, "Planned", "True", "Planned", st["plan"]["summary"])
         if required == 0:
-            await self._execute(caller, namespace, name, spec, st)
+            await self._execute(caller, namespace, name, spec, st, str(made["metadata"].get("creationTimestamp")))
         else:
             set_cond(st, "Approved", "False", "AwaitingApproval", f"{required} approval(s) by someone other than "
                      f"{caller.user}")
@@ -171,8 +171,9 @@ class ChangeService:
         self.engine.kick()
         return out
 
-    async def _execute(self, caller: Caller, namespace: str, name: str, spec: Obj, st: Obj) -> None:
-        """Make the change (meta-cluster parts with ``caller``'s token) and mark the request Executing."""
+    async def _execute(self, caller: Caller, namespace: str, name: str, spec: Obj, st: Obj, created: str) -> None:
+        """Make the change (meta-cluster parts with ``caller``'s token) and mark the request Executing;
+        ``created``: the request's creationTimestamp (when a restart was asked)."""
         c = self.portal.web.users.client(caller.token)
         op, cluster = spec["operation"], str(spec.get("cluster") or "")
         if runs_as_rollout(spec):
@@ -181,6 +182,11 @@ class ChangeService:
             await c.patch(CLUSTER, cluster, {"spec": {"packageVersion": spec["version"]}}, namespace)
             st.setdefault("objects", []).append({"kind": "Cluster", "name": cluster, "namespace": namespace,
                                                  "verb": "patch"})
+        elif op == ChangeOperation.CONTROL_PLANE_RESTART:
+            patch = restart_patch(str(spec.get("component")), str(created))
+            await c.patch(CLUSTER, cluster, patch, namespace)
+            st.setdefault("objects", []).append({"kind": "Cluster", "name": cluster, "namespace": namespace,
+                                                 "verb": "patch", "patch": orjson.dumps(patch).decode()})
         elif op == ChangeOperation.CLUSTER_CREATE:
             await c.create(CLUSTER, {"apiVersion": "kokpit.io/v1alpha1", "kind": "Cluster",
                                      "metadata": {"name": cluster, "namespace": namespace},
@@ -246,7 +252,8 @@ class ChangeService:
             st.setdefault("history", []).append({"time": now_iso(), "user": caller.user, "action": "approved",
                                                  "message": comment[:1024]})
             if len(st["approvals"]) >= int(st.get("approvalsRequired") or 0):
-                await self._execute(caller, namespace, name, cr.get("spec") or {}, st)
+                await self._execute(caller, namespace, name, cr.get("spec") or {}, st,
+                                    str(cr["metadata"].get("creationTimestamp")))
             st["phase"] = phase(st)
             try:
                 out = await self.own.patch_status(CHANGE, name, {"metadata": {"resourceVersion": cr["metadata"][

@@ -12,8 +12,8 @@ does the one next thing, with everything it decides on read back from the API â€
   requests as NodeFaults (the portal's access to that business cluster â€” permitted because the request was
   created and approved by people the meta cluster's RBAC allowed to) when the ones before are done, and the
   maintenance flows ask the risk center before they disrupt anything.
-- A **single-target meta change** (a release of one Cluster, a new Cluster) was made with the approver's
-  token; the engine watches the Cluster.
+- A **single-target meta change** (a release of one Cluster, a new Cluster, a control-plane component's
+  restart) was made with the approver's token; the engine watches the Cluster.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class ChangeEngine:
         if spec.get("cancel") and not st.get("outcome"):
             close(st, "Aborted", "aborted: nothing more is started")
         elif cond(cr, "Executing"):
-            await self._advance(spec, str(ns), str(name), st)
+            await self._advance(spec, str(ns), str(name), st, str(meta.get("creationTimestamp") or ""))
         if repr(st) != before:
             st["phase"] = phase(st)
             try:
@@ -160,7 +160,7 @@ class ChangeEngine:
             except (ConflictError, NotFoundError):
                 pass  # changed or gone meanwhile: the next pass sees the new state
 
-    async def _advance(self, spec: Obj, ns: str, name: str, st: Obj) -> None:
+    async def _advance(self, spec: Obj, ns: str, name: str, st: Obj, created: str) -> None:
         ref = rollout_of(st)
         if ref is not None:
             units = len(spec.get("targets") or [])
@@ -186,7 +186,7 @@ class ChangeEngine:
             flows = {str(f["metadata"]["name"]): f for f in bc.flows.store.list()}
         recorded = {str(o.get("name")) for o in st.get("objects") or [] if o.get("kind") == "NodeFault"}
         p = progress(spec, cluster=cluster, machines=machines, faults=faults, flows=flows, reporter=reporter,
-                     recorded=recorded)
+                     recorded=recorded, asked_at=created)
         st["done"], st["total"] = p.done, p.total
         st["progress"] = f"{p.done}/{p.total} done" + (f", {len(p.failed)} failed" if p.failed else "") + \
             (f", {len(p.waiting)} waiting for a person" if p.waiting else "")

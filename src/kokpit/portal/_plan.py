@@ -14,7 +14,7 @@ from kokpit.api.change import ChangeOperation
 from kokpit.api.fault import fault_name
 
 __all__ = ["DEFAULT_APPROVALS", "NODE_OPERATIONS", "RISK_OPERATION", "BadChange", "Progress", "approvals_required",
-           "plan", "progress", "requested_fault", "upgraded_from", "validate"]
+           "plan", "progress", "requested_fault", "restart_patch", "upgraded_from", "validate"]
 
 Obj = dict[str, Any]
 
@@ -24,7 +24,7 @@ DEFAULT_APPROVALS: dict[str, int] = {op.value: 1 for op in ChangeOperation} | {
 # the risk-center operation each change draws its budget from ("" for none)
 RISK_OPERATION: dict[str, str] = {
     ChangeOperation.CONTROL_PLANE_RELEASE.value: "control-plane-release",
-    ChangeOperation.CONTROL_PLANE_RESTART.value: "control-plane-repair",
+    ChangeOperation.CONTROL_PLANE_RESTART.value: "control-plane-release",  # what the cluster operator asks per Pod
     ChangeOperation.COMPONENT_UPGRADE.value: "component-upgrade",
     ChangeOperation.NODE_REBOOT.value: "node-reboot",
     ChangeOperation.NODE_REINSTALL.value: "node-reinstall",
@@ -96,9 +96,38 @@ def _validate_wave(spec: Obj, clusters: dict[str, Obj], cpvs: set[str]) -> None:
         raise BadChange("spec.version", f"every Cluster listed already wants {spec.get('version')}")
 
 
+def restart_patch(component: str, asked_at: str) -> Obj:
+    """The declarative form of "restart control-plane component C": the Cluster's
+    ``spec.controlPlane.restartedAt[C]``, which the cluster operator treats as kubectl treats a Pod template's
+    ``restartedAt`` — every replica outdated, replaced one at a time through the risk center.  The time is
+    the change's own creation time, so writing it again (a retried approval) restarts nothing twice."""
+    return {"spec": {"controlPlane": {"restartedAt": {component: asked_at}}}}
+
+
+def _validate_restart(spec: Obj, cluster: Obj, components: set[str] | None) -> None:
+    comp, name = str(spec.get("component") or ""), spec.get("cluster")
+    if not comp:
+        raise BadChange("spec.component", "say which control-plane component to restart (kube-apiserver, ...)")
+    if components is None:
+        raise BadChange("spec.cluster", f"the release Cluster {name} runs is not known to the portal yet: its "
+                        "components cannot be checked")
+    if comp not in components:
+        raise BadChange("spec.component", f"Cluster {name} runs no control-plane component {comp!r}; its "
+                        f"components: {', '.join(sorted(components)) or 'none'}")
+    if comp == "etcd":
+        raise BadChange("spec.component", "etcd members are replaced by the cluster operator's membership walk "
+                        "(remove and add, one at a time), not restarted; restart kube-apiserver or another "
+                        "component")
+    if (cluster.get("spec") or {}).get("paused"):
+        raise BadChange("spec.cluster", f"Cluster {name} is paused (spec.paused): the cluster operator would not "
+                        "act on the restart; resume it first")
+
+
 def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[str, Obj] | None,
-             mpvs: dict[str, Obj] | None, clusters: dict[str, Obj] | None = None) -> None:
-    """Refuse what cannot be done, naming the field (the API server's CEL rules catch missing fields)."""
+             mpvs: dict[str, Obj] | None, clusters: dict[str, Obj] | None = None,
+             components: set[str] | None = None) -> None:
+    """Refuse what cannot be done, naming the field (the API server's CEL rules catch missing fields);
+    ``components``: those of the release the Cluster wants (a control-plane restart names one)."""
     op = str(spec.get("operation") or "")
     if op not in {o.value for o in ChangeOperation}:
         raise BadChange("spec.operation", f"unknown operation {op!r}; one of "
@@ -118,6 +147,8 @@ def validate(spec: Obj, *, cluster: Obj | None, cpvs: set[str], machines: dict[s
         if op == ChangeOperation.CONTROL_PLANE_RELEASE and cluster is not None and \
                 (cluster.get("spec") or {}).get("packageVersion") == spec.get("version"):
             raise BadChange("spec.version", f"Cluster {spec.get('cluster')} already wants {spec.get('version')}")
+    if op == ChangeOperation.CONTROL_PLANE_RESTART and cluster is not None:
+        _validate_restart(spec, cluster, components)
     targets = list(spec.get("targets") or [])
     if op in _MACHINE_OPS:
         if machines is None:
@@ -202,7 +233,10 @@ def plan(spec: Obj, *, namespace: str, policies: list[Obj], nodes_in_cluster: in
             ChangeOperation.NODE_REBOOT: f"reboot {units} node(s) of {cluster}",
             ChangeOperation.NODE_REINSTALL: f"reinstall {units} node(s) of {cluster}",
             ChangeOperation.COMPONENT_RESTART: f"restart {spec.get('component')} on {units} node(s) of {cluster}",
-            ChangeOperation.CONTROL_PLANE_RESTART: f"restart {spec.get('component')} of Cluster {cluster}",
+            ChangeOperation.CONTROL_PLANE_RESTART: f"restart {spec.get('component')} of Cluster {cluster}: "
+                                                   f"spec.controlPlane.restartedAt.{spec.get('component')} set at "
+                                                   "approval; the cluster operator replaces its Pods one at a "
+                                                   "time, each with a control-plane-release permit",
             }.get(ChangeOperation(op), op)
     return {"touches": touches[:200], "batches": math.ceil(units / batch) if batch else (1 if units else 0),
             "batchSize": batch, "budget": f"{risk_op}: {names}" if risk_op else "none (not a risky operation)",
@@ -266,11 +300,31 @@ def _is(obj: Obj, type_: str) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
+def _restart_progress(spec: Obj, cluster: Obj | None, asked_at: str) -> Progress:
+    """Done once the component's status row says every replica runs a restart asked at (or after) this
+    change's time and is healthy: the cluster operator's own report, nothing remembered here."""
+    p = Progress(total=1)
+    if cluster is None:
+        p.messages.append("the Cluster does not exist")
+        return p
+    row: Obj = next((r for r in (cluster.get("status") or {}).get("components") or []
+                     if r.get("name") == spec.get("component")), {})
+    ran = str(row.get("restartedAt") or "")
+    if asked_at and ran >= asked_at and row.get("healthy"):
+        p.done = 1
+    elif row.get("message"):
+        p.messages.append(f"{spec.get('component')}: {row['message']}")
+    return p
+
+
 def progress(spec: Obj, *, cluster: Obj | None, machines: dict[str, Obj] | None,
              faults: dict[str, Obj] | None = None, flows: dict[str, Obj] | None = None, reporter: str = "",
-             recorded: set[str] | None = None) -> Progress:
-    """How far an executing change got, from the targets' own status (level-triggered: no memory needed)."""
+             recorded: set[str] | None = None, asked_at: str = "") -> Progress:
+    """How far an executing change got, from the targets' own status (level-triggered: no memory needed);
+    ``asked_at``: the change's creation time (a control-plane restart's stamp)."""
     op = str(spec["operation"])
+    if op == ChangeOperation.CONTROL_PLANE_RESTART:
+        return _restart_progress(spec, cluster, asked_at)
     if op in NODE_OPERATIONS:
         return _node_progress(spec, machines, faults or {}, flows or {}, reporter, recorded or set())
     if op in (ChangeOperation.CONTROL_PLANE_RELEASE, ChangeOperation.CLUSTER_CREATE):

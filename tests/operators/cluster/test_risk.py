@@ -171,3 +171,52 @@ async def test_without_the_risk_center_nothing_is_provisioned(harness: Harness) 
     assert harness.client.extra.get("serviceaccounts") is None or not harness.client.extra["serviceaccounts"].list()
     mo = harness.pods.get_by_name("c1-machine-operator-0", "default")
     assert mo is not None and "serviceAccountName" not in mo["spec"]
+
+
+async def test_a_restart_replaces_the_pods_one_at_a_time_each_with_a_permit() -> None:
+    """spec.controlPlane.restartedAt (what the portal's control-plane-restart change writes): every replica of
+    that component becomes outdated; each is replaced only with a control-plane-release permit (intent
+    restart-<time>), the next only once the one before is healthy again; other components are untouched; the
+    row says restartedAt once all run it, and the permits are released Succeeded.  Asking again with the same
+    time changes nothing."""
+    gate = FakeGate(grant=True)
+    h = Harness(risk=lambda ns, cluster: gate)
+    h.cpv("v1", "v1.30.0")
+    h.cluster(cpv="v1", nodes=3, replicas=2)
+    await h.converge()
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods.list()}
+    row = next(r for r in h.status()["components"] if r["name"] == "kube-apiserver")
+    assert "restartedAt" not in row
+    gate.grant = False
+    stamp = "2026-12-07T08:00:00Z"
+    c = h.clusters.get_by_name("c1", "default")
+    assert c is not None
+    c["spec"]["controlPlane"]["restartedAt"] = {"kube-apiserver": stamp}
+    h.clusters.put(c)
+    await h.run()
+    # queued: nothing replaced, the Cluster says why
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods.list()} == uids
+    assert gate.asked[-1] == ("control-plane-release", ("c1-kube-apiserver-0",), f"restart-{stamp}")
+    assert h.cond("RiskPermitted")["reason"] == "RiskQueued"
+    gate.grant = True
+    await h.run()
+    assert h.pods.get_by_name("c1-kube-apiserver-0", "default") is None  # replaced ...
+    assert h.pods.get_by_name("c1-kube-apiserver-1", "default")["metadata"]["uid"] == uids["c1-kube-apiserver-1"]
+    await h.run()  # ... recreated with the stamp, not ready yet: the other one waits
+    new0 = h.pods.get_by_name("c1-kube-apiserver-0", "default")
+    assert new0 is not None and new0["metadata"]["annotations"]["kokpit.io/restarted-at"] == stamp
+    await h.run()
+    assert h.pods.get_by_name("c1-kube-apiserver-1", "default")["metadata"]["uid"] == uids["c1-kube-apiserver-1"]
+    assert ("control-plane-release", ("c1-kube-apiserver-1",), f"restart-{stamp}") not in gate.asked
+    await h.converge()
+    now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods.list()}
+    assert {n for n in now if now[n] != uids[n]} == {"c1-kube-apiserver-0", "c1-kube-apiserver-1"}
+    assert ("control-plane-release", ("c1-kube-apiserver-1",), f"restart-{stamp}") in gate.asked
+    row = next(r for r in h.status()["components"] if r["name"] == "kube-apiserver")
+    assert row["restartedAt"] == stamp and row["healthy"]
+    assert {n for n, _ in gate.finished} == set(gate.granted)
+    assert {o for _, o in gate.finished} == {PermitOutcome.SUCCEEDED}
+    assert h.cond("Ready")["status"] == "True"
+    writes = len(h.client.writes("delete"))
+    await h.converge()
+    assert len(h.client.writes("delete")) == writes  # the same restart asks nothing more

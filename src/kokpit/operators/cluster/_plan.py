@@ -30,6 +30,7 @@ __all__ = [
     "KUBECONFIG_MOUNT",
     "METRICS_PORT_NAMES",
     "PKI_MOUNT",
+    "RESTARTED_ANNOTATION",
     "VERSION_LABEL",
     "Names",
     "PodHealth",
@@ -39,6 +40,7 @@ __all__ = [
     "desired_pod",
     "pod_health",
     "pod_ready",
+    "restarted",
     "validate_cpv",
 ]
 
@@ -48,6 +50,8 @@ CLUSTER_LABEL = "kokpit.io/cluster"
 COMPONENT_LABEL = "kokpit.io/component"
 VERSION_LABEL = "kokpit.io/package-version"
 HASH_ANNOTATION = "kokpit.io/pod-spec-hash"
+# the Cluster's spec.controlPlane.restartedAt entry a Pod was made for (kubectl.kubernetes.io/restartedAt's role)
+RESTARTED_ANNOTATION = "kokpit.io/restarted-at"
 KUBECONFIG_KEY = "value"  # the key Cluster API uses in <cluster>-kubeconfig Secrets
 PKI_MOUNT = "/etc/kokpit/pki"
 KUBECONFIG_MOUNT = "/etc/kokpit/kubeconfig"
@@ -285,6 +289,16 @@ def desired_pod(names: Names, cpv: Obj, component: Obj, index: int, wiring: Wiri
         },
         "spec": spec,
     }
+
+
+def restarted(pod: Obj, stamp: str) -> Obj:
+    """``pod`` as a restart asked at ``stamp`` wants it: the stamp annotated and folded into the spec hash, so
+    every replica made before it is outdated (and one made for it is not) — one comparison, as for a release."""
+    meta = pod.get("metadata") or {}
+    ann = dict(meta.get("annotations") or {})
+    ann[HASH_ANNOTATION] = _hash({"pod": ann.get(HASH_ANNOTATION), "restartedAt": stamp})
+    ann[RESTARTED_ANNOTATION] = stamp
+    return {**pod, "metadata": {**meta, "annotations": ann}}
 
 
 def cleanup_pod(names: Names, index: int, node: str, image: str, data_root: str, owner: Obj) -> Obj:

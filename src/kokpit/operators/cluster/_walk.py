@@ -27,6 +27,7 @@ from kokpit.operators.cluster._options import OperatorOptions
 from kokpit.operators.cluster._plan import (
     COMPONENT_LABEL,
     HASH_ANNOTATION,
+    RESTARTED_ANNOTATION,
     VERSION_LABEL,
     Names,
     PodHealth,
@@ -35,6 +36,7 @@ from kokpit.operators.cluster._plan import (
     desired_pod,
     pod_health,
     pod_ready,
+    restarted,
 )
 from kokpit.operators.cluster._probes import Probe
 from kokpit.runtime import FailureMemory
@@ -82,6 +84,10 @@ def _pod_hash(pod: Obj | None) -> str | None:
     return ((pod or {}).get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION)
 
 
+def _restart_of(pod: Obj | None) -> str:
+    return str(((pod or {}).get("metadata", {}).get("annotations") or {}).get(RESTARTED_ANNOTATION) or "")
+
+
 def _versions(pods: list[Obj]) -> str:
     return ",".join(sorted({_labels(p).get(VERSION_LABEL, "") for p in pods} - {""}))
 
@@ -118,6 +124,7 @@ class _Component:
     replicas: int
     mine: list[Obj]
     stale: set[str]
+    restart: str = ""  # spec.controlPlane.restartedAt of this component ("" when none was asked)
     ready: int = 0
     healthy: int = 0
     messages: list[str] = field(default_factory=list)
@@ -169,10 +176,14 @@ class Walker:
             replicas = replicas_of(comp, self.spec, driver)
             wants = {self.names.pod(name, i): desired_pod(self.names, self.target, comp, i, self.wiring, self.obj)
                      for i in range(replicas)}
-        # Pods of this component that run something else than wanted (an older release, a dropped replica)
+        stamp = self.spec.control_plane.restarted_at.get(name, "")
+        if stamp:  # a restart asked (spec.controlPlane.restartedAt): part of what every replica should be
+            wants = {n: restarted(w, stamp) if w is not None else None for n, w in wants.items()}
+        # Pods of this component that run something else than wanted (an older release, a dropped replica,
+        # a restart asked since it started)
         stale = {str(p["metadata"]["name"]) for p in mine
                  if _pod_hash(p) != _pod_hash(wants.get(str(p["metadata"]["name"])))}
-        c = _Component(name, replicas, mine, stale)
+        c = _Component(name, replicas, mine, stale, stamp)
         for pod_name, want in wants.items():
             self.wanted.add(pod_name)
             if not await self._pod(c, pod_name, want):
@@ -186,7 +197,9 @@ class Walker:
             self.may_act = False
         self.walk.rows.append(ClusterComponentStatus(
             name=name, version=_versions(c.mine) or self.target_name, replicas=replicas, ready_replicas=c.ready,
-            restarts=_restarts(c.mine), healthy=ok, message="; ".join(m for m in c.messages if m)).to_wire())
+            restarts=_restarts(c.mine), healthy=ok, message="; ".join(m for m in c.messages if m),
+            restarted_at=stamp if stamp and all(_restart_of(self.pods.get(n)) == stamp and n not in stale
+                                                for n in wants) else None).to_wire())
         return True
 
     async def _pod(self, c: _Component, pod_name: str, want: Obj | None) -> bool:
@@ -201,7 +214,7 @@ class Walker:
         elif cur["metadata"].get("deletionTimestamp"):
             self._wait(c, f"{pod_name} terminating")
         elif pod_name in c.stale:
-            await self._replace_outdated(c, pod_name, cur)
+            await self._replace_outdated(c, pod_name, cur, want)
         else:
             cur = await self._label_release(c, pod_name, cur)
             if not await self._judge(c, pod_name, cur):
@@ -229,25 +242,30 @@ class Walker:
         self.may_act = False  # one step at a time: the next waits for this one to be healthy
         self._wait(c, f"{pod_name} starting")
 
-    async def _replace_outdated(self, c: _Component, pod_name: str, cur: Obj) -> None:
-        """Outdated Pods are replaced one at a time (a broken one at once: it serves nothing anyway)."""
+    async def _replace_outdated(self, c: _Component, pod_name: str, cur: Obj, want: Obj) -> None:
+        """Outdated Pods are replaced one at a time (a broken one at once: it serves nothing anyway); a
+        release or a restart replaces a running one only with the risk center's permit."""
+        restart = c.restart if c.restart and _restart_of(cur) != c.restart and not self.releasing else ""
         if self.may_act or not pod_ready(cur):
-            if self.releasing and pod_ready(cur) and not await self._permitted(c, pod_name):
+            if (self.releasing or restart) and pod_ready(cur) and not await self._permitted(c, pod_name, restart):
                 return
             await self._delete(pod_name)
-            self.walk.actions.append(f"replacing {pod_name} with {self.target_name}")
+            self.walk.actions.append(f"replacing {pod_name} with {self.target_name}" + (
+                f" (restart asked at {restart})" if restart else ""))
             self.may_act = False
             self._wait(c, f"{pod_name} being replaced")
         else:
             self._wait(c, f"{pod_name} to be replaced")
 
-    async def _permitted(self, c: _Component, pod_name: str) -> bool:
-        """A release replaces a running component only with a control-plane-release Permit (issue 14)."""
+    async def _permitted(self, c: _Component, pod_name: str, restart: str = "") -> bool:
+        """A release replaces a running component only with a control-plane-release Permit (issue 14); so does
+        a restart (one permit per Pod and restart: intent ``restart-<time>``)."""
         if self.opts.risk is None:
             return True
         gate = self.opts.risk(self.names.namespace, self.names.cluster)
-        adm = await gate.admit(OperationType.CONTROL_PLANE_RELEASE, [pod_name], self.target_name,
-                               reason=f"release {self.target_name} of {self.names.cluster}")
+        intent, why = (f"restart-{restart}", f"restart {c.name} of {self.names.cluster} (asked at {restart})") \
+            if restart else (self.target_name, f"release {self.target_name} of {self.names.cluster}")
+        adm = await gate.admit(OperationType.CONTROL_PLANE_RELEASE, [pod_name], intent, reason=why)
         if adm.granted:
             return True
         self.walk.risk = (adm.reason, adm.message)
