@@ -133,7 +133,8 @@ def restart_control_plane(component: str = typer.Argument(..., help="kube-apiser
                           portal: str | None = _PORTAL, token: str | None = _TOKEN,
                           kubeconfig: Path | None = _KUBECONFIG, ca_file: Path | None = _CA,
                           data_dir: Path = _DATA_DIR) -> None:
-    """Restart a control-plane component of a cluster."""
+    """Restart a control-plane component of a cluster: once approved, its Pods are replaced one at a time
+    (the Cluster's spec.controlPlane.restartedAt), each with a risk-center permit."""
     _send("/api/v1/legacy/restart-control-plane", _verb("", component=component, cluster=cluster), portal, token,
           kubeconfig, ca_file, data_dir)
 

@@ -253,7 +253,8 @@ def cluster_operator(
                                              "benchmarks): no business API server runs, so judge it by its "
                                              "Pod's readiness instead of probing /readyz."),
     ask_risk_center: bool = typer.Option(False, "--ask-risk-center", help="Take a control-plane-release Permit "
-                                         "from the risk center before a release replaces a running component."),
+                                         "from the risk center before a release or a restart "
+                                         "(spec.controlPlane.restartedAt) replaces a running component."),
     leader_elect: bool = typer.Option(False, "--leader-elect", help="Reconcile only while holding the Lease "
                                       "kokpit-cluster-operator in the kubeconfig's (or Pod's) namespace, so "
                                       "several replicas can run."),

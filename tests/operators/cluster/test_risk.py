@@ -199,9 +199,15 @@ async def test_a_restart_replaces_the_pods_one_at_a_time_each_with_a_permit() ->
     assert gate.asked[-1] == ("control-plane-release", ("c1-kube-apiserver-0",), f"restart-{stamp}")
     assert h.cond("RiskPermitted")["reason"] == "RiskQueued"
     gate.grant = True
+    old0 = h.pods.get_by_name("c1-kube-apiserver-0", "default")
     await h.run()
     assert h.pods.get_by_name("c1-kube-apiserver-0", "default") is None  # replaced ...
     assert h.pods.get_by_name("c1-kube-apiserver-1", "default")["metadata"]["uid"] == uids["c1-kube-apiserver-1"]
+    # ... while it terminates (a real kubelet's graceful deletion) the next one waits
+    h.pods.put({**old0, "metadata": {**old0["metadata"], "deletionTimestamp": "2026-12-07T08:00:01Z"}})
+    await h.run()
+    assert h.pods.get_by_name("c1-kube-apiserver-1", "default")["metadata"]["uid"] == uids["c1-kube-apiserver-1"]
+    h.pods.delete("default/c1-kube-apiserver-0")
     await h.run()  # ... recreated with the stamp, not ready yet: the other one waits
     new0 = h.pods.get_by_name("c1-kube-apiserver-0", "default")
     assert new0 is not None and new0["metadata"]["annotations"]["kokpit.io/restarted-at"] == stamp

@@ -212,6 +212,7 @@ class Walker:
         elif cur is None:
             await self._start(c, pod_name, want)
         elif cur["metadata"].get("deletionTimestamp"):
+            self.may_act = False  # a replacement in flight (graceful deletion): the Pods after it wait for it
             self._wait(c, f"{pod_name} terminating")
         elif pod_name in c.stale:
             await self._replace_outdated(c, pod_name, cur, want)
