@@ -167,6 +167,8 @@ async def test_restart_control_plane_becomes_a_restartedat_patch(portal: Running
             return cr if cr["status"].get("outcome") else None
         cr = await eventually(closed, what="the restart change to close")
         assert cr["status"]["outcome"] == "Succeeded"
+        view = (await a.get("/api/v1/clusters/fleet/c1")).json()  # the Cluster page says when it restarted
+        assert next(x for x in view["components"] if x["name"] == "kube-apiserver")["restartedAt"] == created
 
     # written by hand (kubectl), a restartedAt that is not a component name and a time is refused, naming it
     from kokpit.client import ApiError

@@ -114,6 +114,7 @@ async def test_change_planned_approved_watched_paused_aborted(browser: Browser, 
     actx, apage = await session(browser, portal, alice)
     await apage.click('nav a[href="/changes"]')
     await apage.click("#new-change")
+    await expect(apage.locator("#namespace")).to_have_value("fleet")  # where the fleet's Clusters live
     await apage.select_option("#operation", "component-upgrade")
     await apage.fill("#cluster", "fleet/c1")
     await apage.fill("#targets", "n0 n1 n2")

@@ -172,7 +172,8 @@ def fleet_view(cache: FleetCache, query: FleetQuery) -> dict[str, Any]:
 def _component_rows(c: Obj) -> list[Obj]:
     return [{"name": x.get("name", ""), "version": x.get("version", ""), "replicas": x.get("replicas", 0),
              "readyReplicas": x.get("readyReplicas", 0), "restarts": x.get("restarts", 0),
-             "healthy": bool(x.get("healthy")), "message": x.get("message", "")}
+             "healthy": bool(x.get("healthy")), "message": x.get("message", ""),
+             "restartedAt": x.get("restartedAt", "")}
             for x in (c.get("status") or {}).get("components") or []]
 
 
