@@ -127,6 +127,15 @@ async def test_restart_control_plane_becomes_a_restartedat_patch(portal: Running
         assert "fleet/c1" in r.json()["message"]
         r = await a.post("/api/v1/legacy", json={"command": "restart control-plane c1"})  # no component
         assert r.status_code == 422, r.text
+        await admin.patch(CLUSTER, "c2", {"spec": {"paused": True}}, "fleet")
+        try:
+            async def paused_refused() -> bool:
+                r = await a.post("/api/v1/legacy", json={"command": "restart control-plane component kube-apiserver "
+                                                                    "of cluster c2"})
+                return r.status_code == 422 and "is paused" in r.json()["message"]
+            await eventually(paused_refused, what="a restart of a paused Cluster refused")
+        finally:
+            await admin.patch(CLUSTER, "c2", {"spec": {"paused": False}}, "fleet")
 
         r = await a.post("/api/v1/legacy", json={"command": "restart control-plane component kube-apiserver of "
                                                             "cluster fleet/c1"})
@@ -169,6 +178,15 @@ async def test_restart_control_plane_becomes_a_restartedat_patch(portal: Running
         assert cr["status"]["outcome"] == "Succeeded"
         view = (await a.get("/api/v1/clusters/fleet/c1")).json()  # the Cluster page says when it restarted
         assert next(x for x in view["components"] if x["name"] == "kube-apiserver")["restartedAt"] == created
+
+    # the CLI: the same refusal, said on stderr with exit code 1
+    assert portal.server.portal is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kokpit", "legacy", "restart-control-plane", "kube-nothing", "--cluster", "fleet/c1",
+        "--portal", portal.url, "--token", alice, "--ca-file", str(portal.server.opts.data_dir / "pki" / "ca.crt"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and "runs no control-plane component 'kube-nothing'" in err_b.decode(), err_b
 
     # written by hand (kubectl), a restartedAt that is not a component name and a time is refused, naming it
     from kokpit.client import ApiError
