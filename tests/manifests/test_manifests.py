@@ -66,6 +66,9 @@ def test_deployments_are_hardened_and_highly_available() -> None:
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert "--leader-elect" in c["args"] and d["spec"]["replicas"] >= 2
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # the probes and the metrics Service reach the Pod's IP, not 127.0.0.1 (the command's default bind)
+        assert "--metrics-port=8080" in c["args"] and "--metrics-host=$(POD_IP)" in c["args"]
+        assert c["env"] == [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
         assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
         assert c["image"] == DEFAULT_IMAGE and spec["serviceAccountName"] == d["metadata"]["name"]
     pdbs = {o["metadata"]["name"] for o in _objects() if o["kind"] == "PodDisruptionBudget"}

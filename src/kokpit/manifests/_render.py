@@ -106,7 +106,11 @@ def _deployment(c: Component, namespace: str, image: str) -> list[Obj]:
     probe = {"httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}, "periodSeconds": 10,
              "failureThreshold": 3}
     container = {
-        "name": c.name, "image": image, "imagePullPolicy": "IfNotPresent", "args": list(c.args),
+        # the endpoint binds to the Pod's IP: on 127.0.0.1 (the command's default) neither the kubelet's
+        # probes nor the metrics Service could reach it on a real cluster
+        "name": c.name, "image": image, "imagePullPolicy": "IfNotPresent",
+        "args": [*c.args, "--metrics-host=$(POD_IP)"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {**probe, "initialDelaySeconds": 15},
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}, "periodSeconds": 5},
