@@ -13,23 +13,27 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pytest
 
+from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
-from kokpit.client import POD, SECRET, Client
-from kokpit.operators.cluster import CLUSTER_LABEL, OperatorOptions
+from kokpit.client import NAMESPACE, POD, SECRET, Client
+from kokpit.operators.cluster import CLUSTER, CLUSTER_LABEL, CPV, OperatorOptions
 from kokpit.operators.cluster._etcd import RosterMember, read_roster
 from kokpit.operators.cluster._upstream import secret_key
 
-from ._e2e import free_range, operator_stack
+from ._e2e import free_range, local_kubelet, operator_stack
 from .test_e2e_operator_restart import operator_process
 
 Obj = dict[str, Any]
 ETCD, ETCDCTL = shutil.which("etcd"), shutil.which("etcdctl")
+NEEDS_ETCD = pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason="Debian's etcd-server and etcd-client are "
+                                "needed (.ci/run installs them)")
 
 
 NS = "team-up"
@@ -46,6 +50,23 @@ def cpv(name: str, etcd_args: list[str]) -> Obj:
         {"name": "etcd", "image": "registry.k8s.io/etcd:3.5.21-0", "replicas": 3, "args": etcd_args},
         {"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.37.0"}]}}
 
+
+
+@contextlib.asynccontextmanager
+async def upstream_cluster(apiserver: ApiServerProcess, tmp: Path, field_manager: str,
+                           versions: dict[str, list[str]]) -> AsyncIterator[tuple[Client, Etcdctl]]:
+    """Cluster ``c1`` in :data:`NS` on the first of ``versions`` (ClusterPackageVersion name → etcd args, each
+    created), the CRDs installed and a local kubelet running its Pods; yields the client and etcdctl for its
+    members.  No operator runs yet: each test starts its own, in-process or as a process it can kill."""
+    async with Client.from_kubeconfig(apiserver.kubeconfig, field_manager=field_manager) as c:
+        await install_crds(c)
+        async with local_kubelet(c, tmp / "kubelet"):
+            await c.create(NAMESPACE, {"metadata": {"name": NS}})
+            for name, etcd_args in versions.items():
+                await c.create(CPV, cpv(name, etcd_args))
+            await c.create(CLUSTER, {"metadata": {"name": "c1", "namespace": NS},
+                                     "spec": {"packageVersion": next(iter(versions))}}, NS)
+            yield c, Etcdctl(c, tmp)
 
 class Etcdctl:
     """etcdctl with the client certificate the operator keeps in the Cluster's PKI Secret."""

@@ -19,18 +19,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import NAMESPACE, POD
 from kokpit.operators.cluster import CLUSTER, CPV
 
 from ._e2e import cond, pids, until
-from ._etcd_e2e import ETCD, ETCDCTL, NS, Etcdctl, QuorumWatch, converged, cpv, etcd_pods, stack
+from ._etcd_e2e import ETCDCTL, NEEDS_ETCD, NS, Etcdctl, QuorumWatch, converged, cpv, etcd_pods, stack
 
 Obj = dict[str, Any]
-pytestmark = pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason="Debian's etcd-server and etcd-client "
-                                "are needed (.ci/run installs them)")
+pytestmark = NEEDS_ETCD
 
 
 async def test_upstream_etcd_runs_repairs_and_releases_one_member_at_a_time(

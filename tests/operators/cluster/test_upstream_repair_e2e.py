@@ -19,10 +19,9 @@ from kokpit.kubelet import hostpath_folder
 from kokpit.operators.cluster import CLUSTER, CPV
 
 from ._e2e import pids, until
-from ._etcd_e2e import ETCD, ETCDCTL, NS, Etcdctl, QuorumWatch, converged, cpv, etcd_pods, roster, stack
+from ._etcd_e2e import NEEDS_ETCD, NS, Etcdctl, QuorumWatch, converged, cpv, etcd_pods, roster, stack
 
-pytestmark = [pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason="Debian's etcd-server and etcd-client "
-                                 "are needed (.ci/run installs them)"), pytest.mark.timeout(900)]
+pytestmark = [NEEDS_ETCD, pytest.mark.timeout(900)]
 
 
 def _corrupt(folder: Path) -> list[Path]:
