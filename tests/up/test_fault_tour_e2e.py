@@ -9,10 +9,8 @@ node-reboot."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +23,8 @@ import pytest
 from kokpit.apiserver.testing import free_port
 from kokpit.client import Client, Kind
 
-from .test_up_e2e import NODES, procs_mentioning, wait_business_fleet
+from ._fleet import stop_fleet
+from .test_up_e2e import NODES, wait_business_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 assert NODES >= 8  # the step uses sim-00007 and sim-00008; wait_business_fleet counts NODES
@@ -61,15 +60,7 @@ def fleet_dir(tmp_path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for line in procs_mentioning(str(data)):
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+        stop_fleet(proc, data)
 
 
 def run_bash(script: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:

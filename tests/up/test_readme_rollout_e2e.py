@@ -5,11 +5,9 @@ cluster's nodes, paused for promotion; the canary broken; the rollout aborts and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,8 @@ import pytest
 
 from kokpit.apiserver.testing import free_port
 
-from .test_up_e2e import procs_mentioning, ready
+from ._fleet import stop_fleet
+from .test_up_e2e import ready
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 6
@@ -78,15 +77,7 @@ def up(tmp_path: Path) -> Iterator[_Up]:
     try:
         yield u
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            u.proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            u.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(u.proc.pid, signal.SIGKILL)
-        for line in procs_mentioning(str(u.data_dir)):
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+        stop_fleet(u.proc, u.data_dir)
 
 
 def _wait(fn: Any, what: str, up: _Up, timeout: float) -> None:

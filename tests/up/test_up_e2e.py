@@ -24,6 +24,8 @@ from kokpit.apiserver.testing import free_port
 from kokpit.client import ApiError, Client, TransportError
 from kokpit.operators.cluster import CLUSTER
 
+from ._fleet import kill_leftovers, procs_mentioning
+
 CLUSTERS, NODES = 2, 10
 READY_WITHIN = 240.0  # 90 s ran out under a load average of 20 before the second cluster was looked at
 # `kokpit up --host`: an address of this machine other than the default, so that a server that ignores
@@ -35,21 +37,6 @@ Obj = dict[str, Any]
 
 def kokpit(*args: str) -> list[str]:
     return [sys.executable, "-m", "kokpit.cli.main", *args]
-
-
-def procs_mentioning(text: str) -> list[str]:
-    """Command lines of live processes (other than this one) that mention ``text``."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            found.append(f"{d.name}: {cmd}")
-    return found
 
 
 class Up:
@@ -83,9 +70,7 @@ class Up:
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "fleet"
     yield d
-    for line in procs_mentioning(str(d)):  # whatever a failed test left behind
-        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-            os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+    kill_leftovers(d)  # whatever a failed test left behind
 
 
 def ready(obj: Obj) -> bool:

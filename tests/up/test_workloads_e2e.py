@@ -7,10 +7,8 @@ business cluster's API server, scheduler, controller-manager, simulator and mach
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,8 @@ import pytest
 
 from kokpit.apiserver.testing import free_port
 
-from .test_up_e2e import procs_mentioning, ready
+from ._fleet import stop_fleet
+from .test_up_e2e import ready
 
 Obj = dict[str, Any]
 NODES = 4
@@ -48,15 +47,7 @@ def up(tmp_path: Path) -> Iterator[_Up]:
     try:
         yield u
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            u.proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            u.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(u.proc.pid, signal.SIGKILL)
-        for line in procs_mentioning(str(u.data_dir)):
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(line.split(":")[0]), signal.SIGKILL)
+        stop_fleet(u.proc, u.data_dir)
 
 
 class Kubectl:
