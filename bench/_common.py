@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +171,19 @@ def replace_section(path: Path, section: str, command: str, setup: str, lines: l
     path.write_text(text)
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes] | None], wait: float = 20.0) -> None:
+def stop_processes(procs: Sequence[subprocess.Popen[bytes] | None], wait: float = 20.0, *,
+                   interrupt: Sequence[subprocess.Popen[bytes]] = ()) -> None:
     """SIGTERM every process still running at once, then wait for each (SIGKILL after ``wait`` seconds): the
-    benches end every process they started, even on error."""
+    benches end every process they started, even on error.  ``interrupt`` get SIGINT instead, first, and are
+    waited for last (py-spy writes its profile on SIGINT)."""
     live = [p for p in procs if p is not None]
+    for p in interrupt:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
     for p in live:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p in live:
+    for p in [*live, *interrupt]:
         try:
             p.wait(wait)
         except subprocess.TimeoutExpired:

@@ -61,6 +61,7 @@ from _common import (
     replace_section,
     scrape_metrics,
     status_mb,
+    stop_processes,
     tail_file,
 )
 from _common import (
@@ -278,19 +279,7 @@ class Bench:
         return tail_file(self.tmp / name)
 
     def stop_all(self) -> None:
-        for s in self.spies:
-            if s.poll() is None:
-                s.send_signal(signal.SIGINT)
-        procs = [p for p in (self.op, self.kubelet) if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in [*procs, *self.spies]:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes([self.op, self.kubelet], interrupt=self.spies)
         if self.api is not None:
             self.api.stop()
 

@@ -29,7 +29,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import bounded, cpu_seconds, machine_load, ok, replace_section, scrape_metrics, tail_file
+from _common import (
+    bounded,
+    cpu_seconds,
+    machine_load,
+    ok,
+    replace_section,
+    scrape_metrics,
+    stop_processes,
+    tail_file,
+)
 from kokpit.api import install_crds
 from kokpit.api.maintenance import TAINT_KEY, default_policy_spec
 from kokpit.apiserver.testing import ApiServerProcess, free_port
@@ -134,14 +142,7 @@ class Bench:
         return p
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(15)
-            if p.poll() is None:
-                p.kill()
+        stop_processes(list(self.procs.values()), wait=15)
         if self.api is not None:
             self.api.stop()
 

@@ -144,7 +144,7 @@ def test_missing_file_gets_a_page_head(common: ModuleType, tmp_path: Path) -> No
     assert "\n\n## Alpha (bench/alpha.py)\n\nCommand: `a`  \n" in text
 
 
-@pytest.mark.parametrize("script", ["apiserver", "runtime", "fleet", "clusters"])
+@pytest.mark.parametrize("script", ["apiserver", "runtime", "fleet", "clusters", "maintenance"])
 def test_scripts_import_and_parse_help(script: str) -> None:
     """Each script still imports (its `from _common import ...` included) and builds its argument parser."""
     proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--help"], capture_output=True,
@@ -168,3 +168,32 @@ def test_hand_written_notes_after_the_marker_survive_a_rerun(common: ModuleType,
     alpha = _block(text, "## Alpha (bench/alpha.py)")
     assert "| new | alpha |" in alpha and "| old | alpha |" not in alpha and alpha.rstrip().endswith("Alpha notes.")
     assert "Gamma stays." in text and "Hand-written beta notes." in text
+
+
+_SAY_SIGNAL = """
+import signal, sys, time
+def said(n, _):
+    print(signal.Signals(n).name, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, said)
+signal.signal(signal.SIGTERM, said)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_processes_terms_interrupts_and_kills_what_stays(common: ModuleType) -> None:
+    """SIGTERM to the processes, SIGINT to ``interrupt`` (py-spy writes its profile on SIGINT), SIGKILL after
+    the wait to one that ignores both; every one is ended and reaped."""
+    def start(code: str) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        return p
+
+    termed, spied = start(_SAY_SIGNAL), start(_SAY_SIGNAL)
+    stubborn = start("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                     "time.sleep(60)")
+    common.stop_processes([termed, None, stubborn], wait=1.0, interrupt=[spied])
+    assert termed.returncode == 0 and termed.stdout is not None and termed.stdout.read() == b"SIGTERM\n"
+    assert spied.returncode == 0 and spied.stdout is not None and spied.stdout.read() == b"SIGINT\n"
+    assert stubborn.returncode == -9
