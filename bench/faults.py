@@ -81,6 +81,9 @@ class Run:
         self.accepted: dict[str, float] = {}
         self.seen_obj: dict[str, dict[str, Any]] = {}
         self.cordoned: dict[str, float] = {}  # Node name → monotonic time first seen cordoned by a flow
+        # set once a follower's first list is read and its watch resumes from it: a fault injected before
+        # would be timed with that list's transfer (seconds for 10,000 Nodes), not with the system's reaction
+        self.synced: dict[str, asyncio.Event] = {"faults": asyncio.Event(), "nodes": asyncio.Event()}
 
     def start(self) -> str:
         a = self.args
@@ -133,6 +136,7 @@ class Run:
             lst = await c.list(kind)
             for o in lst.items:
                 see(o)
+            self.synced["faults" if kind is NODEFAULT else "nodes"].set()
             try:
                 async for ev in c.watch_resumable(kind, resource_version=lst.resource_version, timeout_seconds=300):
                     if ev.type in ("ADDED", "MODIFIED"):
@@ -165,6 +169,7 @@ async def main(args: argparse.Namespace) -> list[str]:
             print(f"steady: operator {steady:.3f} cores with {args.nodes} healthy nodes", flush=True)
             follower = asyncio.get_running_loop().create_task(r.follow(c))
             node_follower = asyncio.get_running_loop().create_task(r.follow(c, NODE))
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in r.synced.values())), args.timeout)
             flow_of = {t["metadata"]["name"]: t["spec"]["flow"] for t in (await c.list(FAULTTYPE)).items}
             tls = TLSFiles.in_dir(tmp / "sim" / "pki" / "client")
             drv = SimulatorDriver(url, tls=tls, timeout=30.0)
