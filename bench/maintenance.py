@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import os
 import re
 import subprocess
@@ -54,7 +53,7 @@ from kokpit.nodes.mtls import TLSFiles
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.faults.catalog import install_defaults
 from kokpit.operators.machine import MACHINE, MPV
-from kokpit.operators.maintenance import FLOW, NODE_FAULT, POLICY
+from kokpit.operators.maintenance import FLOW, POLICY
 from kokpit.operators.risk import CLUSTER
 from kokpit.runtime import is_true
 from kokpit.runtime.permits import RISK_POLICY
@@ -64,27 +63,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Maintenance flows (bench/maintenance.py)"
 PREFIX = "sim-"
 Obj = dict[str, Any]
+# (flow, fault type, what the simulator injects, component): the hosts report kernel-deadlock and os-corrupted
+# themselves and stop once a reboot / reinstall clears them, as agents do; a stopped kubelet is found by the
+# fault detector.  (Reports written by this script instead stayed live through the repair, or, written as a
+# bare status without sources, expired before their flow opened: a wave node without a flow at 10,000 nodes.)
 KINDS = (("component-restart", "kubelet-unhealthy", "component-stop", "kubelet"),
-         ("reboot", "kernel-deadlock", "hang", ""),
-         ("reinstall", "os-corrupted", "", ""))
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-async def report(c: Client, node: str, type_: str, flow: str, component: str = "") -> None:
-    """A NodeFault as the event center writes it for an agent's report (Active, Accepted)."""
-    name = f"{node}.{type_}" + (f".{component}" if component else "")
-    with contextlib.suppress(Exception):
-        await c.create(NODE_FAULT, {"metadata": {"name": name}, "spec": {
-            "nodeName": node, "type": type_, **({"component": component} if component else {})}})
-    now = _now()
-    await c.patch(NODE_FAULT, name, {"status": {
-        "state": "Active", "severity": "Major", "category": "System", "flow": flow, "count": 1, "firstSeen": now,
-        "lastSeen": now, "reporter": "bench/agent", "message": type_,
-        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
-                        "lastTransitionTime": now}]}}, subresource="status")
+         ("reboot", "kernel-deadlock", "kernel-deadlock", ""),
+         ("reinstall", "os-corrupted", "os-corrupted", ""))
 
 
 class Watcher:
@@ -206,9 +191,11 @@ class Bench:
     def flow_metrics(self) -> str:
         try:
             assert self.api is not None
-            _, text = scrape_metrics(self.metrics_port, self.api.data_dir / "tokens.json")
+            code, text = scrape_metrics(self.metrics_port, self.api.data_dir / "tokens.json")
         except OSError:
             return "metrics n/a"
+        if code != 200:
+            return f"metrics: HTTP {code}"
         vals = {}
         for line in text.splitlines():
             m = re.match(r"(kokpit_maintenance_time_to_(isolate|repair)_seconds_(sum|count)) (\S+)", line)
@@ -220,13 +207,18 @@ class Bench:
                 vals.get(f"kokpit_maintenance_time_to_{what}_seconds_count")
             if n:
                 out.append(f"mean time to {what} {s / n:.1f} s over {n:.0f}")
-        return "; ".join(out)
+        return "; ".join(out) or "flow histograms: no samples in the operator's /metrics (not explained yet)"
 
-    async def until_back(self, w: Watcher, nodes: set[str], flows_before: set[str]) -> float | None:
+    async def until_back(self, w: Watcher, nodes: set[str], flows_before: set[str],
+                         every_node_a_flow: bool = True) -> float | None:
+        """Until every new flow is done and none of `nodes` is isolated.  In a wave every faulty node gets a
+        flow; in a storm the breaker rightly opens none for nodes beyond its limit (`every_node_a_flow`
+        False), which a bench waiting for them would count as never back (seen at 10,000 nodes)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < self.args.timeout:
             new = {k: v for k, v in w.flows.items() if k not in flows_before}
-            done = all(d for _, d in new.values()) and {n for n, _ in new.values()} >= nodes
+            done = all(d for _, d in new.values()) and (
+                not every_node_a_flow or {n for n, _ in new.values()} >= nodes)
             if done and not (nodes & (w.tainted | w.unschedulable)):
                 return time.monotonic() - t0
             await asyncio.sleep(0.2)
@@ -252,10 +244,8 @@ class Bench:
                 c0, t0 = cpu_seconds(op), time.monotonic()
 
                 async def fault(i: int) -> None:
-                    flow, type_, sim, comp = KINDS[i % len(KINDS)]
-                    if sim:
-                        await driver.fault(wave[i], sim, comp)
-                    await report(c, wave[i], type_, flow, comp if flow == "component-restart" else "")
+                    _flow, _type, sim, comp = KINDS[i % len(KINDS)]
+                    await driver.fault(wave[i], sim, comp)
 
                 await bounded(len(wave), 16, fault)
                 secs = await self.until_back(w, set(wave), before)
@@ -280,8 +270,7 @@ class Bench:
 
                 async def storm_fault(i: int) -> None:
                     await asyncio.sleep(i * pace)
-                    await driver.fault(stormy[i], "hang")
-                    await report(c, stormy[i], "kernel-deadlock", "reboot")
+                    await driver.fault(stormy[i], "kernel-deadlock")  # the host reports it
 
                 await bounded(m, 64, storm_fault)
                 injected = time.monotonic() - t0
@@ -296,16 +285,14 @@ class Bench:
                 await asyncio.sleep(a.hold)  # the storm lasts a while
                 held = len(w.tainted)
                 t1 = time.monotonic()
-                await bounded(m, 32, lambda i: driver.fault(stormy[i], "recover"))
-                now = _now()
-                await bounded(m, 32, lambda i: c.patch(NODE_FAULT, f"{stormy[i]}.kernel-deadlock", {"status": {
-                    "state": "Resolved", "resolution": {"by": "bench/agent", "at": now, "reason": "ReportCleared"}}},
-                    subresource="status"))
-                secs = await self.until_back(w, set(stormy), before)
+                await bounded(m, 32, lambda i: driver.fault(stormy[i], "recover"))  # the hosts clear their reports
+                secs = await self.until_back(w, set(stormy), before, every_node_a_flow=False)
+                flowed = len({n for k, (n, _) in w.flows.items() if k not in before} & set(stormy))
                 self.lines += [
                     f"- **storm**: {m} nodes ({a.storm:.0%}) faulted within {injected:.1f} s: breaker "
                     f"{'tripped' if tripped else 'did NOT trip'} {ok(tripped is not None)}"
                     + (f" ({tripped.get('message', '')[:160]})" if tripped else ""),
+                    f"  - storm nodes that got a flow: {flowed} of {m} (the breaker opens none beyond its limit)",
                     f"  - most nodes isolated at any sample: {w.max_isolated} (node-isolate budget {budget}, "
                     f"{held} isolated when the storm cleared) {ok(w.max_isolated <= budget)}",
                     f"  - after the faults cleared every node was back in **{secs:.1f} s** {ok(True)}"
