@@ -67,6 +67,11 @@ def test_server_stores_no_null_and_refuses_what_kube_refuses(tmp_path: Path) -> 
         assert [(c["field"], c["reason"]) for c in st["details"]["causes"]] == [
             ("spec.containers[0].ports[0].containerPort", "FieldValueRequired")]
         assert srv.request("GET", "/api/v1/namespaces/default/pods/p")[0] == 404  # nothing stored
+        # a built-in time that is not a time (an empty string included) is refused, as kube's decoder does
+        code, st = _req(srv, "POST", "/api/v1/namespaces/default/events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"}, "eventTime": "",
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "R"})
+        assert code == 422 and [c["field"] for c in st["details"]["causes"]] == ["eventTime"], st
         # YAML spells null without the word (`~`, an empty value): still read as kube reads it
         body = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n  labels:\n    a: ~\ndata:\n  k:\n"
         code, raw = srv.request("POST", "/api/v1/namespaces/default/configmaps", body,

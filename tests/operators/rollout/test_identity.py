@@ -45,8 +45,15 @@ async def test_the_controller_works_as_its_service_account(apiserver: ApiServerP
                 await until(released, "the Cluster released by the controller", 120)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{ctl.tail()}") from None
-            r = await c.get(ROLLOUT, "r", "default")
-            assert r["status"]["targets"][0]["state"] == "Updating" and r["status"]["permits"]
+            async def updating() -> bool:
+                # the target's record and the Cluster are written before the status says so: wait for it
+                st = (await c.get(ROLLOUT, "r", "default")).get("status") or {}
+                return bool(st.get("targets")) and st["targets"][0]["state"] == "Updating" and bool(st.get("permits"))
+
+            try:
+                await until(updating, "the Rollout's status naming the target Updating under a permit", 60)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{ctl.tail()}") from None
             assert (await c.list(PERMIT, "default")).items[0]["spec"]["holder"] == "rollout/default/r"
             events = (await c.list(EVENT, "default", field_selector="involvedObject.name=r")).items
             assert any(e["reason"] == "Started" for e in events)
