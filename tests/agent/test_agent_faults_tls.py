@@ -141,7 +141,7 @@ async def _fault(c: Client, name: str, ok: Any, what: str, timeout: float = 60) 
 
 
 def _agent_source(f: dict[str, Any]) -> dict[str, Any]:
-    return next((s for s in f["status"].get("sources") or [] if s["reporter"] == "node-agent/fault-node"), {})
+    return next((s for s in (f.get("status") or {}).get("sources") or [] if s["reporter"] == "node-agent/fault-node"), {})
 
 
 async def test_faults_become_nodefaults_node_conditions_and_events(
@@ -166,13 +166,13 @@ async def test_faults_become_nodefaults_node_conditions_and_events(
             assert src["ttlSeconds"] >= 60 and not src.get("cleared")
             agent.sh(f"mount -o remount,ro {agent.root}")
             await _wait(c, "fault-node", {"DiskFull": "True", "ReadonlyFilesystem": "True"})
-            ro = await _fault(c, "fault-node.readonly-filesystem", lambda f: f["status"].get("state") == "Active",
+            ro = await _fault(c, "fault-node.readonly-filesystem", lambda f: (f.get("status") or {}).get("state") == "Active",
                               "a read-only filesystem reported")
             assert _agent_source(ro)["reason"] == "FilesystemIsReadOnly"
             agent.sh(f"mount -o remount,rw {agent.root} && rm {agent.root}/fill")
             await _wait(c, "fault-node", {"DiskFull": "False", "ReadonlyFilesystem": "False"})
             for name in ("fault-node.disk-pressure", "fault-node.readonly-filesystem"):
-                gone = await _fault(c, name, lambda f: f["status"].get("state") == "Resolved", "cleared by the agent")
+                gone = await _fault(c, name, lambda f: (f.get("status") or {}).get("state") == "Resolved", "cleared by the agent")
                 assert gone["status"]["resolution"]["by"] == "node-agent/fault-node" and _agent_source(gone)["cleared"]
             events = (await c.list(EVENT, "default")).items
             reasons = {(e["reason"], e["type"]) for e in events
