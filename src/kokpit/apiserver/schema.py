@@ -651,12 +651,9 @@ def _compile(schema: dict[str, Any], builtin: bool, root: bool, junction: bool =
         except re.error:
             n.pattern = None
     fmt = schema.get("format")
-    if fmt in ("date-time", "date", "byte") and not builtin:
-        n.format = fmt
-    elif fmt == "date-time":
-        # a built-in Time / MicroTime: kube's decoder refuses what time.Parse cannot read (an empty string
-        # too), so nothing else is ever stored or served where clients expect a date-time (the fuzzer found
-        # an Event stored with eventTime "")
+    # a built-in's date-time is a Time / MicroTime, which kube's decoder refuses unless time.Parse reads it
+    # (an empty string too: the fuzzer found an Event stored with eventTime "")
+    if fmt == "date-time" or (fmt in ("date", "byte") and not builtin):
         n.format = fmt
     n.unique = bool(schema.get("uniqueItems")) or schema.get("x-kubernetes-list-type") == "set"
     if schema.get("x-kubernetes-list-type") == "map":
