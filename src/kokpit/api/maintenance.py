@@ -145,8 +145,8 @@ class FaultRoute(SpecModel):
 
 
 class StormBreaker(SpecModel):
-    """More than ``maxFaulty`` of a cluster's nodes getting a flow within ``window`` trips the breaker: no new
-    node is isolated while it is open (flows already under way finish; the risk center's node-isolate
+    """More than ``maxFaulty`` of a cluster's nodes turning faulty within ``window`` (an Active fault in the
+    event center, or a flow opened) trips the breaker: no new node is isolated while it is open (flows already under way finish; the risk center's node-isolate
     budget holds as always).  It closes by itself once the share falls back (Cluster API MachineHealthCheck's
     maxUnhealthy short-circuit)."""
 
@@ -154,7 +154,8 @@ class StormBreaker(SpecModel):
         default="30%", json_schema_extra={"x-kubernetes-validations": [{
             "rule": "type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",
             "message": "must be a non-negative integer or a percentage between 0% and 100%"}]},
-        description="Nodes (or a percentage of the cluster's nodes) with a recent flow before it trips.")
+        description="Nodes (or a percentage of the cluster's nodes) turning faulty within the window "
+                    "before it trips.")
     window: str = Field(default="10m", pattern=DURATION_PATTERN)
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ breaker (trips on arrivals, closes on what is still open), and which faults a fl
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 from kokpit._lib.clock import format_time
@@ -20,10 +21,15 @@ def fault(name: str, type_: str, flow: str, state: str = "Active", accepted: boo
                 {"type": "Accepted", "status": "True" if accepted else "False"}]}}
 
 
+_IDS = itertools.count()
+
+
 def flow(age_s: float, completed: bool = False) -> Obj:
+    """A flow on a node of its own."""
     conds = [{"type": "Completed", "status": "True"}] if completed else []
-    return {"metadata": {"creationTimestamp": format_time(NOW - dt.timedelta(seconds=age_s))},
-            "spec": {"policy": "default"}, "status": {"conditions": conds}}
+    i = next(_IDS)
+    return {"metadata": {"name": f"flow-{i}", "creationTimestamp": format_time(NOW - dt.timedelta(seconds=age_s))},
+            "spec": {"policy": "default", "nodeName": f"node-{i}"}, "status": {"conditions": conds}}
 
 
 def test_the_strongest_fault_picks_the_flow_and_routes_override_the_catalog() -> None:
@@ -66,3 +72,32 @@ def test_storm_trips_on_arrivals_and_closes_when_few_remain_open() -> None:
     assert not storm(spec, old, 10, False, NOW).open
     assert storm(spec, old, 10, True, NOW).open
     assert not storm(spec, [flow(5, completed=True) for _ in range(3)] + [flow(5)], 10, True, NOW).open
+
+
+def node_fault(node: str, age_s: float, state: str = "Active", flow: str = "reboot") -> Obj:
+    f = fault(f"{node}-kernel-deadlock", "kernel-deadlock", flow, state=state)
+    f["spec"]["nodeName"] = node
+    f["status"]["firstSeen"] = format_time(NOW - dt.timedelta(seconds=age_s))
+    return f
+
+
+def test_storm_counts_faulty_nodes_from_the_event_center_before_their_flows_exist() -> None:
+    """In a storm flows are opened only as fast as they can be written: the breaker counts the faults the
+    event center holds, one per node however many faults and flows it has."""
+    spec = MaintenancePolicySpec.model_validate({**default_policy_spec().to_wire(),
+                                                 "storm": {"maxFaulty": "20%", "window": "10m"}})
+    faults = [node_fault(f"n{i}", 5) for i in range(3)]
+    s = storm(spec, [], 10, False, NOW, faults)
+    assert s.open and (s.arrivals, s.faulty) == (3, 3)
+    # the same three nodes with a flow each and a second fault each: still three nodes
+    flows = [{**flow(5), "spec": {"policy": "default", "nodeName": f"n{i}"}} for i in range(3)]
+    again = faults + [{**node_fault(f"n{i}", 5), "metadata": {"name": f"n{i}-disk"}} for i in range(3)]
+    s = storm(spec, flows, 10, False, NOW, again)
+    assert (s.arrivals, s.faulty) == (3, 3)
+    # faults that are over, observe-only or older than the window do not trip it
+    calm = [node_fault("a", 5, state="Resolved"), node_fault("b", 5, flow="none"), *[
+        node_fault(f"o{i}", 3600) for i in range(3)]]
+    s = storm(spec, [], 10, False, NOW, calm)
+    assert not s.open and s.arrivals == 0 and s.faulty == 3
+    # but once open, old faults still active hold it open (the fleet is not back)
+    assert storm(spec, [], 10, True, NOW, calm).open

@@ -69,12 +69,17 @@ async def test_policy_count_rewrites_wake_no_flow_but_a_spec_or_breaker_change_w
     assert len(q) == 2
 
 
-async def test_storm_verdict_is_kept_until_a_flow_opens_or_closes() -> None:
-    clock = FakeClock()
+def _four_nodes_limit_two(clock: FakeClock) -> MaintenanceOperator:
     mo = _operator(clock)
     for i in range(4):
         mo.node_informer.store.put({"metadata": {"name": f"n{i}", "namespace": "", "resourceVersion": "1"}})
     mo.policy_informer.store.put(_policy("1", max_faulty="50%"))  # limit 2 of 4 nodes
+    return mo
+
+
+async def test_storm_verdict_is_kept_until_a_flow_opens_or_closes() -> None:
+    clock = FakeClock()
+    mo = _four_nodes_limit_two(clock)
     now = format_time(clock.now())
     storm = mo.storm
     for i in range(2):
@@ -105,3 +110,42 @@ async def test_storm_verdict_is_kept_until_a_flow_opens_or_closes() -> None:
     # a second later the count is taken again even when nothing moved (arrivals age out of the window)
     clock._t += 1.5
     assert storm.is_open("default") is True and calls == 2
+
+
+def _fault(node: str, created: str, *, state: str = "Active", count: int = 1) -> Obj:
+    return {"metadata": {"name": f"{node}-kernel-deadlock", "namespace": "", "resourceVersion": str(count)},
+            "spec": {"nodeName": node, "type": "kernel-deadlock"},
+            "status": {"state": state, "flow": "reboot", "firstSeen": created, "count": count,
+                       "conditions": [{"type": "Accepted", "status": "True"}]}}
+
+
+async def test_storm_counts_faults_as_they_arrive_but_not_their_heartbeats() -> None:
+    clock = FakeClock()
+    mo = _four_nodes_limit_two(clock)
+    now = format_time(clock.now())
+    storm, sq = mo.storm, mo.storm_controller.queue
+    for i in range(3):  # three nodes faulty, no flow opened yet
+        f = _fault(f"n{i}", now)
+        mo.fault_informer.store.put(f)
+        mo.fault_informer._dispatch_add(f)
+    assert storm.is_open("default") is True
+    assert sq._waiting_ready  # the storm controller is woken (after its half-second debounce)
+    sq._waiting_ready.clear()
+    sq._waiting.clear()
+    # a heartbeat refresh of an active fault moves nothing: no wake-up
+    old = mo.fault_informer.store.get_by_name("n0-kernel-deadlock")
+    assert old is not None
+    new = _fault("n0", now, count=2)
+    mo.fault_informer.store.put(new)
+    mo.fault_informer._dispatch_update(old, new)
+    assert not sq._waiting_ready and len(sq) == 0
+    # two faults resolve: one node faulty of a limit of 2; the breaker closes once the count is taken again
+    for i in (1, 2):
+        old = mo.fault_informer.store.get_by_name(f"n{i}-kernel-deadlock")
+        new = _fault(f"n{i}", now, state="Resolved", count=3)
+        mo.fault_informer.store.put(new)
+        mo.fault_informer._dispatch_update(old, new)
+    assert sq._waiting_ready
+    clock._t += 0.3
+    mo.policy_informer.store.put(_policy("2", open_=True, max_faulty="50%"))
+    assert storm.is_open("default") is False

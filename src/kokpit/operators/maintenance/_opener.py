@@ -4,8 +4,9 @@
   MaintenanceFlow gets one, named deterministically from the fault's episode (``<node>-<hash>``), so a
   restarted opener finds the flow it made instead of making a second; faults that appear later on the same
   node join the open flow (``spec.faults``), and every fault names its flow (``status.maintenanceFlow``).
-- **Storm** (keyed by policy): counts flows and nodes and writes the breaker (``status.storm`` of the
-  MaintenancePolicy), with a Warning Event when it trips and a Normal one when it closes.
+- **Storm** (keyed by policy): counts faulty nodes (from the NodeFaults and the flows) against the cluster's
+  nodes and writes the breaker (``status.storm`` of the MaintenancePolicy), with a Warning Event when it trips
+  and a Normal one when it closes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kokpit.client import AlreadyExistsError, NotFoundError
 from kokpit.operators.maintenance._flowbase import FLOW, NODE_FAULT, POLICY
 from kokpit.operators.maintenance._metrics import FlowMetrics
 from kokpit.operators.maintenance._policy import (
+    Storm,
     active_faults,
     flow_is_open,
     policy_spec,
@@ -104,14 +106,18 @@ class StormWatch:
     """Keeps ``status.storm`` of each MaintenancePolicy (the breaker the flows read)."""
 
     def __init__(self, client: Any, recorder: EventRecorder, *, flows: Store, nodes: Store, policies: Store,
-                 metrics: FlowMetrics, clock: Clock | None = None) -> None:
+                 metrics: FlowMetrics, faults: Store | None = None, policy: str = DEFAULT_POLICY,
+                 clock: Clock | None = None) -> None:
+        """``faults`` (the NodeFaults) count toward ``policy``, the one the opener opens their flows under."""
         self.client = client
         self.recorder = recorder
-        self.flows, self.nodes, self.policies = flows, nodes, policies
+        self.flows, self.nodes, self.policies, self.faults = flows, nodes, policies, faults
+        self.policy = policy
         self.metrics = metrics
         self.clock: Clock = clock or RealClock()
         self._flows_moved = 0  # bumped by every flow event that can change a count (see flow_event)
-        self._verdicts: dict[str, tuple[tuple[Any, ...], float, bool]] = {}
+        self._faults_moved = 0  # bumped by every fault event that can (see fault_event)
+        self._verdicts: dict[str, tuple[tuple[Any, ...], float, bool, int]] = {}
 
     def flow_event(self, old: Obj | None, new: Obj | None) -> None:
         """An informer handler on the flows: count the changes that can move the breaker (a flow created,
@@ -120,12 +126,26 @@ class StormWatch:
                 (old.get("spec") or {}).get("policy") != (new.get("spec") or {}).get("policy"):
             self._flows_moved += 1
 
+    def fault_event(self, old: Obj | None, new: Obj | None) -> bool:
+        """An informer handler on the NodeFaults: count a fault appearing, going or turning (in)active — not
+        its heartbeat refreshes.  Returns whether it moved (the storm controller is woken only then)."""
+        if old is None or new is None or bool(active_faults([old])) != bool(active_faults([new])):
+            self._faults_moved += 1
+            return True
+        return False
+
+    def _count(self, policy: str, spec: Any, was_open: bool) -> Storm:
+        flows = [f for f in self.flows.list() if (f.get("spec") or {}).get("policy") == policy]
+        faults = self.faults.list() if self.faults is not None and policy == self.policy else []
+        return storm(spec, flows, len(self.nodes), was_open, self.clock.now(), faults)
+
     def is_open(self, policy: str) -> bool:
         """The breaker as of now, from the caches (the flows ask right before isolating a node, so a storm
         trips before its status is even written).  Every flow asks before isolating, so in a storm of N
         nodes a fresh count each time is O(N²): the verdict is kept until a flow opens/closes/appears, the
         policy or the node count changes, or a second passes (only arrivals ageing out of the window move
-        it then, which can only close the breaker later — the safe side)."""
+        it then, which can only close the breaker later — the safe side).  Faults arrive by thousands in a
+        storm: one that moved the count is taken into account within a quarter of a second, not at once."""
         p = self.policies.get_by_name(policy)
         spec, _ = policy_spec(p)
         if p is None or spec is None:
@@ -133,12 +153,12 @@ class StormWatch:
         key = (p["metadata"].get("resourceVersion"), self._flows_moved, len(self.nodes))
         now_m = self.clock.monotonic()
         hit = self._verdicts.get(policy)
-        if hit is not None and hit[0] == key and now_m - hit[1] < 1.0:
+        if hit is not None and hit[0] == key and now_m - hit[1] < 1.0 and (
+                hit[3] == self._faults_moved or now_m - hit[1] < 0.25):
             return hit[2]
         was = bool(((p.get("status") or {}).get("storm") or {}).get("open"))
-        flows = [f for f in self.flows.list() if (f.get("spec") or {}).get("policy") == policy]
-        verdict = storm(spec, flows, len(self.nodes), was, self.clock.now()).open
-        self._verdicts[policy] = (key, now_m, verdict)
+        verdict = self._count(policy, spec, was).open
+        self._verdicts[policy] = (key, now_m, verdict, self._faults_moved)
         return verdict
 
     async def reconcile(self, req: Request) -> Result | None:
@@ -150,8 +170,7 @@ class StormWatch:
             return None
         now = self.clock.now()
         prev = ((policy.get("status") or {}).get("storm") or {})
-        flows = [f for f in self.flows.list() if (f.get("spec") or {}).get("policy") == req.name]
-        s = storm(spec, flows, len(self.nodes), bool(prev.get("open")), now)
+        s = self._count(req.name, spec, bool(prev.get("open")))
         status: Obj = {"open": s.open, "faultyNodes": s.faulty, "nodes": s.nodes, "limit": s.limit,
                        "message": s.message}
         if s.open and not prev.get("open"):

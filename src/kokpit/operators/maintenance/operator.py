@@ -87,7 +87,8 @@ class MaintenanceOperator:
         self.recorder = EventRecorder(c, "maintenance-flow", clock=clock)
         flows = self.flow_informer.store
         self.storm = StormWatch(c, self.recorder, flows=flows, nodes=self.node_informer.store,
-                                policies=self.policy_informer.store, metrics=self.metrics, clock=clock)
+                                policies=self.policy_informer.store, metrics=self.metrics,
+                                faults=self.fault_informer.store, policy=policy, clock=clock)
         self.flow_informer.add_event_handler(Handlers(add=lambda o: self.storm.flow_event(None, o),
                                                       update=self.storm.flow_event,
                                                       delete=lambda o: self.storm.flow_event(o, None)))
@@ -120,9 +121,19 @@ class MaintenanceOperator:
         sc = manager.controller("maintenance-storm", self._storm, workers=1, needs_leader_election=False)
         sc.for_(self.policy_informer)
         sc.watches(self.flow_informer, lambda o: [Request("", str((o.get("spec") or {}).get("policy") or policy))])
+        # a fault turning (in)active moves the count of faulty nodes; its heartbeats do not
+        self.fault_informer.add_event_handler(Handlers(
+            add=lambda o: self._fault_moved(None, o), update=self._fault_moved,
+            delete=lambda o: self._fault_moved(o, None)))
         self.storm_controller = sc
         if install_default_policy:
             manager.add_runnable(self._install_policy)
+
+    def _fault_moved(self, old: Obj | None, new: Obj | None) -> None:
+        if self.storm.fault_event(old, new):
+            # at most every half second: in a storm thousands of faults arrive within seconds, and each pass
+            # counts them all (the flows read the breaker from the caches, not from this status)
+            self.storm_controller.queue.add_after(Request("", self.policy), 0.5)
 
     def _policy_changed(self, _policy: Obj) -> None:
         for f in self.fault_informer.store.list():
