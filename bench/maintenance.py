@@ -286,7 +286,7 @@ class Bench:
                 await bounded(m, 64, storm_fault)
                 injected = time.monotonic() - t0
                 reported_at_injected = len(w.faulty & set(stormy))
-                tripped, trip_s = None, None
+                tripped, trip_s, st = None, None, {}
                 while time.monotonic() - t0 < 60:
                     p = await c.get(POLICY, "default")
                     st = (p.get("status") or {}).get("storm") or {}
@@ -304,7 +304,8 @@ class Bench:
                 self.lines += [
                     f"- **storm**: {m} nodes ({a.storm:.0%}) faulted within {injected:.1f} s: breaker "
                     f"{'tripped' if tripped else 'did NOT trip'} {ok(tripped is not None)}"
-                    + (f" {trip_s:.1f} s after the storm began ({tripped.get('message', '')[:200]})" if tripped else ""),
+                    + (f" {trip_s:.1f} s after the storm began ({tripped.get('message', '')[:200]})" if tripped
+                       else f" (the policy's storm status after 60 s: {st.get('message', '')[:200]!r})"),
                     f"  - storm nodes with an Active NodeFault (event center): {reported_at_injected} when the "
                     f"injection ended, {reported_at_trip} when the breaker was read open (or after 60 s)",
                     f"  - storm nodes that got a flow: {flowed} of {m} (the breaker opens none beyond its limit)",
@@ -314,7 +315,7 @@ class Bench:
                     if secs is not None else f"  - NOT every node back within {a.timeout} s after the faults cleared",
                     f"  - total storm {time.monotonic() - t0:.0f} s (recovery started at {t1 - t0:.0f} s); "
                     f"{self.flow_metrics()}"]
-                self.say("\n".join(self.lines[-5:]))
+                self.say("\n".join(self.lines[-7:]))
             finally:
                 for t in tasks:
                     t.cancel()

@@ -57,7 +57,10 @@ def merge_patch(old: Any, new: Any) -> Any:
     return out
 
 
-_VIEW_META = ("name", "namespace", "uid", "generation", "resourceVersion", "labels", "annotations", "finalizers")
+# creationTimestamp: the flows' time-to-isolate / time-to-repair histograms are measured from it (without it
+# they never got a sample); deletionTimestamp: a reconcile may need to know its object is going
+_VIEW_META = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+              "labels", "annotations", "finalizers")
 
 
 def reconcile_view(obj: Obj, kind: Kind) -> Obj:

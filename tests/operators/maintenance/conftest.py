@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 
 from kokpit._lib.clock import format_time
 from kokpit.api import install_crds
-from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.apiserver.testing import ApiServerProcess, free_port
 from kokpit.client import CRD, NODE, SECRET, AlreadyExistsError, Client, NotFoundError
 from kokpit.operators.faults.catalog import install_defaults
 from kokpit.operators.machine import MACHINE, MPV
@@ -126,6 +129,7 @@ class Fleet:
         self.center_task: asyncio.Task[None] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "operator.log"
+        self.metrics_port = free_port()
 
     async def start(self, *, repair_seconds: float = 0.5, policy: Obj | None = None,
                     isolate_limit: Obj | None = None) -> Fleet:
@@ -177,7 +181,9 @@ class Fleet:
                 "--driver-client-certificate", str(tls.cert_file), "--driver-client-key", str(tls.key_file),
                 "--fast-poll", "0.1", "--slow-poll", "1", "--workers", "8",
                 "--risk-kubeconfig", kc, "--risk-cluster", "c1",
-                "--maintenance-verify-grace", "0.5", "--maintenance-poll", "0.3", "-v"]
+                "--maintenance-verify-grace", "0.5", "--maintenance-poll", "0.3", "-v",
+                "--metrics-port", str(self.metrics_port),
+                "--metrics-token-file", str(self.apiserver.data_dir / "tokens.json")]
         out = open(self.log, "ab")  # the child writes it until it ends
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -215,6 +221,22 @@ class Fleet:
             self.center_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.center_task
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's /metrics (HTTPS, the API server's read-only token) as ``{series: value}``."""
+        token = json.loads((self.apiserver.data_dir / "tokens.json").read_text())["readonly"]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        req = urllib.request.Request(f"https://127.0.0.1:{self.metrics_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                out[series] = float(value)
+        return out
 
     def operator_log(self) -> str:
         try:

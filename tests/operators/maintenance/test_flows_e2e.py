@@ -97,6 +97,13 @@ async def test_reboot_flow_isolates_migrates_drains_reboots_verifies_and_restore
 
         mine = await eventually(released, 30, "every permit of the flow released Succeeded")
         assert {p["spec"]["operation"] for p in mine} == {"node-isolate", "node-drain", "node-reboot"}
+        # the flow's times are in the operator's histograms (they were empty while the reconcile's view of the
+        # flow lacked its creationTimestamp)
+        m = await asyncio.to_thread(fleet.metrics)
+        assert m["kokpit_maintenance_time_to_isolate_seconds_count"] >= 1
+        assert m["kokpit_maintenance_time_to_repair_seconds_count"] >= 1
+        assert 0 < m["kokpit_maintenance_time_to_isolate_seconds_sum"] <= m[
+            "kokpit_maintenance_time_to_repair_seconds_sum"]
     except BaseException:
         print(fleet.operator_log())
         raise

@@ -94,7 +94,17 @@ def test_storm_counts_faulty_nodes_from_the_event_center_before_their_flows_exis
     again = faults + [{**node_fault(f"n{i}", 5), "metadata": {"name": f"n{i}-disk"}} for i in range(3)]
     s = storm(spec, flows, 10, False, NOW, again)
     assert (s.arrivals, s.faulty) == (3, 3)
+    # reports the event center has not judged yet count (a storm outruns it); one it refused does not
+    unjudged = [node_fault(f"u{i}", 5) for i in range(3)]
+    for f in unjudged:
+        f["status"]["conditions"] = []
+    s = storm(spec, [], 10, False, NOW, unjudged)
+    assert s.open and s.faulty == 3
+    refused = node_fault("r", 5)
+    refused["status"]["conditions"] = [{"type": "Accepted", "status": "False"}]
+    assert storm(spec, [], 10, False, NOW, [*unjudged[:2], refused]).arrivals == 2
     # faults that are over, observe-only or older than the window do not trip it
+
     calm = [node_fault("a", 5, state="Resolved"), node_fault("b", 5, flow="none"), *[
         node_fault(f"o{i}", 3600) for i in range(3)]]
     s = storm(spec, [], 10, False, NOW, calm)

@@ -50,7 +50,7 @@ class FaultOptions:
     watch_leases: bool = True
     ingest_events: bool = True
     install_catalog: bool = True
-    workers: int = 8
+    workers: int = 32  # the center writes four times per new fault: a storm of reports needs them in parallel
     watch_pods: bool = True  # the business signal (pods failing to start on one node)
     pod_scan: float = 5.0  # seconds between evaluations of it
     pod_rule: PodStartRule = field(default_factory=PodStartRule)

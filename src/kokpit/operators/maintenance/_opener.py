@@ -25,6 +25,7 @@ from kokpit.operators.maintenance._policy import (
     active_faults,
     flow_is_open,
     policy_spec,
+    reported_faults,
     starting_flow,
     storm,
 )
@@ -129,14 +130,15 @@ class StormWatch:
     def fault_event(self, old: Obj | None, new: Obj | None) -> bool:
         """An informer handler on the NodeFaults: count a fault appearing, going or turning (in)active — not
         its heartbeat refreshes.  Returns whether it moved (the storm controller is woken only then)."""
-        if old is None or new is None or bool(active_faults([old])) != bool(active_faults([new])):
+        if old is None or new is None or bool(reported_faults([old])) != bool(reported_faults([new])):
             self._faults_moved += 1
             return True
         return False
 
     def _count(self, policy: str, spec: Any, was_open: bool) -> Storm:
         flows = [f for f in self.flows.list() if (f.get("spec") or {}).get("policy") == policy]
-        faults = self.faults.list() if self.faults is not None and policy == self.policy else []
+        faults = [f for f in self.faults.list() if self.nodes.get_by_name(str(f["spec"].get("nodeName") or ""))] \
+            if self.faults is not None and policy == self.policy else []  # a report for no node is no node
         return storm(spec, flows, len(self.nodes), was_open, self.clock.now(), faults)
 
     def is_open(self, policy: str) -> bool:
