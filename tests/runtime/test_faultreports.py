@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from kokpit.api.fault import HISTORY_MAX, SOURCES_MAX, NodeFaultStatus, SourceKind
-from kokpit.runtime.faultreports import FaultReport, apply_report
+from kokpit.client import AlreadyExistsError, NotFoundError
+from kokpit.runtime.faultreports import FaultReport, FaultReporter, apply_report
 
 T0 = dt.datetime(2026, 12, 7, 1, 0, 0, tzinfo=dt.UTC)
 
@@ -82,3 +83,45 @@ def test_bad_reports_are_refused_before_any_request() -> None:
             FaultReport(**args)  # type: ignore[arg-type]
     assert FaultReport("n1", "component-unhealthy", "a/b", component="kubelet").name == \
         "n1.component-unhealthy.kubelet"
+
+
+class _CountingApi:
+    """get / create / update_status of NodeFaults, recording each request."""
+
+    def __init__(self) -> None:
+        self.objs: dict[str, dict[str, object]] = {}
+        self.calls: list[str] = []
+
+    async def get(self, kind: object, name: str) -> dict[str, object]:
+        self.calls.append("get")
+        if name not in self.objs:
+            raise NotFoundError(404, {"message": "not found"})
+        return self.objs[name]
+
+    async def create(self, kind: object, body: dict[str, object]) -> dict[str, object]:
+        self.calls.append("create")
+        name = body["metadata"]["name"]  # type: ignore[index]
+        if name in self.objs:
+            raise AlreadyExistsError(409, {"message": "exists", "reason": "AlreadyExists"})
+        self.objs[name] = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}  # type: ignore[dict-item]
+        return self.objs[name]
+
+    async def update_status(self, kind: object, body: dict[str, object]) -> dict[str, object]:
+        self.calls.append("update_status")
+        self.objs[body["metadata"]["name"]]["status"] = body["status"]  # type: ignore[index]
+        return self.objs[body["metadata"]["name"]]  # type: ignore[index]
+
+
+async def test_a_report_likely_new_is_created_without_a_read_and_an_existing_one_still_lands() -> None:
+    """A storm of new reports costs two requests each, not three (the simulator's hosts pass likely_new for a
+    fault they have not reported yet); a guess that was wrong costs one refused create and still counts."""
+    api = _CountingApi()
+    reporter = FaultReporter(api)
+    out = await reporter.report(rep(), likely_new=True)
+    assert api.calls == ["create", "update_status"] and out is not None and out["status"]["count"] == 1
+    api.calls.clear()
+    out = await reporter.report(rep(), likely_new=True)  # it exists already: refused create, read, write
+    assert api.calls == ["create", "get", "update_status"] and out is not None and out["status"]["count"] == 2
+    api.calls.clear()
+    await reporter.report(rep())
+    assert api.calls == ["get", "update_status"]

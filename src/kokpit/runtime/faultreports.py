@@ -173,18 +173,24 @@ class FaultReporter:
         self.clock: Clock = clock or RealClock()
         self.max_conflicts = max_conflicts
 
-    async def report(self, report: FaultReport) -> Obj | None:
-        """Apply one report; returns the NodeFault as written (None: a clear that changed nothing)."""
+    async def report(self, report: FaultReport, *, likely_new: bool = False) -> Obj | None:
+        """Apply one report; returns the NodeFault as written (None: a clear that changed nothing).
+        ``likely_new``: the reporter has not reported this fault before, so it is created without reading it
+        first (two requests instead of three; an existing one is read after the create is refused)."""
         name = report.name
-        for _ in range(self.max_conflicts):
-            try:
-                obj = await self.client.get(NODEFAULT, name)
-            except NotFoundError:
-                if report.cleared:
-                    return None
-                obj = await self._create(report)
-                if obj is None:
-                    continue  # someone else created it meanwhile: read theirs
+        for attempt in range(self.max_conflicts):
+            obj: Obj | None = None
+            if likely_new and attempt == 0 and not report.cleared:
+                obj = await self._create(report)  # None: it exists after all, read it below
+            if obj is None:
+                try:
+                    obj = await self.client.get(NODEFAULT, name)
+                except NotFoundError:
+                    if report.cleared:
+                        return None
+                    obj = await self._create(report)
+                    if obj is None:
+                        continue  # someone else created it meanwhile: read theirs
             status = apply_report(obj.get("status"), report, self.clock.now())
             if status is None:
                 return None

@@ -35,7 +35,10 @@ class HostFaultReporter:
     """Reports every host's injected faults as NodeFaults (see the module docstring)."""
 
     def __init__(self, client: Any, book: HostBook, *, ttl: int = 60, refresh: float = 20.0,
-                 workers: int = 8) -> None:
+                 workers: int = 64) -> None:
+        """``workers``: reports in flight at once.  Each simulated host stands for an agent of its own, so a
+        storm's reports go out in parallel as they would from real hosts; a pool of 8 took a minute to report
+        a 5,000-node storm at 10,000 nodes."""
         self.client = client
         self.book = book
         self.reporter = FaultReporter(client)
@@ -127,7 +130,7 @@ class HostFaultReporter:
                 continue
             await self.reporter.report(FaultReport(node, ftype, reporter_of(node), message=message,
                                                    reason="InjectedFault", kind=SourceKind.AGENT,
-                                                   ttl_seconds=self.ttl))
+                                                   ttl_seconds=self.ttl), likely_new=ftype not in sent)
             sent[ftype] = time.monotonic()
             self.reports += 1
         for ftype in [t for t in sent if t not in host.reported]:
