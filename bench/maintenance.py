@@ -196,7 +196,8 @@ class Bench:
                 raise RuntimeError(f"only {got}/{n} Machines Ready")
             await asyncio.sleep(2)
 
-    def flow_metrics(self) -> str:
+    def flow_sums(self) -> dict[str, float] | str:
+        """The flows' histogram sums and counts from the operator's /metrics, or why they cannot be read."""
         try:
             assert self.api is not None
             code, text = scrape_metrics(self.metrics_port, self.api.data_dir / "tokens.json")
@@ -209,13 +210,24 @@ class Bench:
             m = re.match(r"(kokpit_maintenance_time_to_(isolate|repair)_seconds_(sum|count)) (\S+)", line)
             if m:
                 vals[m.group(1)] = float(m.group(4))
+        return vals
+
+    def flow_metrics(self, before: dict[str, float] | str) -> str:
+        """Mean time to isolate / repair of the flows that finished since ``before`` (the histograms are the
+        process's own, cumulative: flows opened earlier — in a loaded setup, for nodes whose Lease lagged —
+        are not this phase's)."""
+        now = self.flow_sums()
+        if isinstance(now, str):
+            return now
+        base = before if isinstance(before, dict) else {}
         out = []
         for what in ("isolate", "repair"):
-            s, n = vals.get(f"kokpit_maintenance_time_to_{what}_seconds_sum"), \
-                vals.get(f"kokpit_maintenance_time_to_{what}_seconds_count")
+            key = f"kokpit_maintenance_time_to_{what}_seconds"
+            n = now.get(f"{key}_count", 0.0) - base.get(f"{key}_count", 0.0)
             if n:
-                out.append(f"mean time to {what} {s / n:.1f} s over {n:.0f}")
-        return "; ".join(out) or "flow histograms: no samples in the operator's /metrics (not explained yet)"
+                s = now.get(f"{key}_sum", 0.0) - base.get(f"{key}_sum", 0.0)
+                out.append(f"mean time to {what} {s / n:.1f} s over {n:.0f} flows")
+        return "; ".join(out) or "flow histograms: no samples in the operator's /metrics"
 
     async def until_back(self, w: Watcher, nodes: set[str], flows_before: set[str],
                          every_node_a_flow: bool = True) -> float | None:
@@ -250,6 +262,7 @@ class Bench:
                 wave = nodes[1::max(1, len(nodes) // k)][:k]
                 before = set(w.flows)
                 w.max_isolated = len(w.tainted)
+                sums = self.flow_sums()
                 c0, t0 = cpu_seconds(op), time.monotonic()
 
                 async def fault(i: int) -> None:
@@ -264,7 +277,7 @@ class Bench:
                     "each component-restart, reboot, reinstall: every flow completed and every node back in "
                     f"**{secs:.1f} s** {ok(secs is not None)}" if secs is not None else
                     f"- **wave**: {len(wave)} nodes NOT all back within {a.timeout} s",
-                    f"  - {self.flow_metrics()}",
+                    f"  - {self.flow_metrics(sums)}",
                     f"  - machine-operator process (machine operator + flows) CPU over the wave: {cpu:.2f} cores",
                     f"  - most nodes isolated at any sample: {w.max_isolated} (node-isolate budget {budget}) "
                     f"{ok(w.max_isolated <= budget)}"]
@@ -274,6 +287,7 @@ class Bench:
                 stormy = [n for n in nodes if n not in wave][:m]
                 before = set(w.flows)
                 w.max_isolated = len(w.tainted)
+                sums = self.flow_sums()
                 t0 = time.monotonic()
                 pace = a.storm_seconds / max(1, m)
 
@@ -286,7 +300,8 @@ class Bench:
                 await bounded(m, 64, storm_fault)
                 injected = time.monotonic() - t0
                 reported_at_injected = len(w.faulty & set(stormy))
-                tripped, trip_s, st = None, None, {}
+                tripped, trip_s = None, None
+                st: Obj = {}
                 while time.monotonic() - t0 < 60:
                     p = await c.get(POLICY, "default")
                     st = (p.get("status") or {}).get("storm") or {}
@@ -314,7 +329,7 @@ class Bench:
                     f"  - after the faults cleared every node was back in **{secs:.1f} s** {ok(True)}"
                     if secs is not None else f"  - NOT every node back within {a.timeout} s after the faults cleared",
                     f"  - total storm {time.monotonic() - t0:.0f} s (recovery started at {t1 - t0:.0f} s); "
-                    f"{self.flow_metrics()}"]
+                    f"{self.flow_metrics(sums)}"]
                 self.say("\n".join(self.lines[-7:]))
             finally:
                 for t in tasks:
