@@ -148,6 +148,20 @@ def _wire_builtins(registry: Registry) -> None:
         registry.add(rt)
 
 
+GC_THRESHOLDS = (10_000, 10, 10)
+"""The cyclic collector's thresholds in the server process (Python's default is (700, 10, 10)). A write
+allocates hundreds of short-lived dicts and lists (the request body, the patched object, its managedFields
+tree, the answer), so at 700 a young collection ran every few requests and every ~100th of them was a full
+one, scanning every object not yet frozen (all that was written since the last compaction's freeze): with 300
+Pods and 2,000 Pod writes per phase, 8 full collections took 0.58 s of the 2.1 s of CPU (pod delete 320 µs of
+CPU a request, 141 µs at 10,000). At 10,000 they run 14x less often; garbage without cycles is still freed at
+once by reference counting, so memory does not wait for them."""
+
+
+def _gc_tuning() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _freeze_heap() -> None:
     """Move everything alive now out of the cyclic GC's reach. The store holds tens of thousands of
     long-lived, cycle-free objects; scanning them in every full collection cost ~400 ms pauses at 50k
@@ -277,6 +291,7 @@ async def serve(opts: ServerOptions) -> None:
     except (OSError, ValueError) as e:
         raise RuntimeError(f"--token-auth-file: {e}") from None
     auth = Authenticator(tokens, extra=static)
+    _gc_tuning()
     built = await build(opts, auth, lock)
     ssl_kwargs: dict[str, Any] = {}
     ca_pem: bytes | None = None
