@@ -95,3 +95,43 @@ def test_expressions_get_only_the_fields_they_read() -> None:
     assert _pruned(obj, [("spec", "cluster"), ("spec",)]) == {"spec": obj["spec"]}  # the shorter path wins
     assert _pruned(obj, [("status", "x")]) == {} and _pruned(None, [("spec",)]) is None
     assert _pruned(obj, None) is obj
+
+
+def test_the_policies_matching_a_request_are_remembered_until_a_policy_or_binding_changes() -> None:
+    """Which policies match (group, resource, operation) is worked out once per recompile, not per write; a
+    change to a policy or a binding (a store event under their prefixes) makes the next write look again."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from kokpit.apiserver.admission_policy import AdmissionPolicies
+    from kokpit.apiserver.resources import ResourceType
+    from kokpit.apiserver.rest import Rest
+    from kokpit.apiserver.storage.store import Event
+
+    stored: dict[str, list[Obj]] = {"p": [], "b": []}
+    policy_rt = SimpleNamespace(store_prefix="/vap/", group="admissionregistration.k8s.io")
+    binding_rt = SimpleNamespace(store_prefix="/vapb/", group="admissionregistration.k8s.io")
+    rest = SimpleNamespace(list_entries=lambda rt, _ns: (1, [
+        (o["metadata"]["name"], SimpleNamespace(obj=o)) for o in stored["p" if rt is policy_rt else "b"]]))
+    policies = AdmissionPolicies(cast(Rest, rest), cast(ResourceType, policy_rt), cast(ResourceType, binding_rt))
+    cms = cast(ResourceType, SimpleNamespace(group="", plural="configmaps"))
+    secrets = cast(ResourceType, SimpleNamespace(group="", plural="secrets"))
+
+    def changed(key: str) -> None:
+        policies.on_event(cast(Event, SimpleNamespace(key=key)))
+
+    assert policies.matching(cms, "CREATE") == []
+    stored["p"].append(_policy("no-bad", "true"))
+    stored["b"].append(_binding("no-bad"))
+    assert policies.matching(cms, "CREATE") == []  # no event yet: nothing was recompiled
+    changed("/vapb/no-bad")
+    assert [p.name for p in policies.matching(cms, "CREATE")] == ["no-bad"]
+    assert policies.matching(cms, "DELETE") == [] and policies.matching(secrets, "CREATE") == []
+    first = policies.matching(cms, "CREATE")
+    assert policies.matching(cms, "CREATE") is first  # remembered
+    stored["p"][0]["spec"]["matchConstraints"]["resourceRules"][0]["resources"] = ["secrets"]
+    changed("/vap/no-bad")
+    assert policies.matching(cms, "CREATE") == []
+    assert [p.name for p in policies.matching(secrets, "UPDATE")] == ["no-bad"]
+    changed("/core/configmaps/default/x")  # other writes do not recompile
+    assert policies.matching(secrets, "UPDATE") is policies.matching(secrets, "UPDATE")

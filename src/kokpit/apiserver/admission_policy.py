@@ -210,6 +210,9 @@ class AdmissionPolicies:
         self._prefixes = (policy_rt.store_prefix, binding_rt.store_prefix)
         self._stale = True
         self.policies: list[CompiledPolicy] = []
+        # (group, resource, operation) → the policies whose rules match it, built on first use after each
+        # recompile: every write asked every policy's rules (sets built per rule) before
+        self._matching: dict[tuple[str, str, str], list[CompiledPolicy]] = {}
 
     def on_event(self, ev: Event) -> None:
         if ev.key.startswith(self._prefixes):
@@ -232,15 +235,24 @@ class AdmissionPolicies:
                     log.warning("ValidatingAdmissionPolicy %s does not compile: %s", policy["metadata"]["name"], err)
                     out.append(CompiledPolicy.broken(policy, str(e.obj["metadata"]["name"]), str(err)))
             self.policies = out
+            self._matching = {}
         return self.policies
+
+    def matching(self, rt: ResourceType, operation: str) -> list[CompiledPolicy]:
+        """The compiled policies whose match constraints cover ``operation`` on ``rt``."""
+        policies = self._compiled()  # recompiles (and forgets the matches) after a policy or binding changed
+        key = (rt.group, rt.plural, operation)
+        found = self._matching.get(key)
+        if found is None:
+            found = self._matching[key] = [p for p in policies if p.matches(rt, operation)]
+        return found
 
     def _run(self, rt: ResourceType, operation: str, obj: Obj | None, old: Obj | None) -> None:
         user = current_user.get()
         if user is None:
             return
-        for p in self._compiled():
-            if p.matches(rt, operation):
-                p.check(rt, operation, obj, old, user.name, user.groups)
+        for p in self.matching(rt, operation):
+            p.check(rt, operation, obj, old, user.name, user.groups)
 
     def admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         """Rest's admission hook on create (``old`` None) and update."""
