@@ -9,7 +9,7 @@ in-server controllers (namespaces, garbage collection, CRDs) reuse the same path
 from __future__ import annotations
 
 import datetime as dt
-import secrets
+import random
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -294,7 +294,9 @@ class Rest:
         if not meta.get("name"):
             gen = meta.get("generateName")
             if gen and isinstance(gen, str):
-                meta["name"] = gen + "".join(secrets.choice(_GEN_CHARS) for _ in range(5))
+                # kube's utilrand.String(5) (math/rand): a generated name is no secret, and it is checked
+                # for uniqueness by the create itself
+                meta["name"] = gen + "".join(random.choices(_GEN_CHARS, k=5))
         self._admit_namespace(rt, namespace, str(meta.get("name") or ""))
         if ((rt.group, rt.kind) in _RESET_STATUS_ON_CREATE
                 or (rt.crd_name is not None and rt.has_status)):
