@@ -122,3 +122,31 @@ async def test_high_priority_pod_preempts_and_the_victim_waits(plane: Callable[.
     row = next(r for r in rows if r.startswith("urgent "))
     assert row[col:].split()[0] == target
     assert json.dumps(urgent["spec"]).count('"priority": 1000') == 1
+
+
+async def test_the_global_default_class_is_followed_as_classes_change(apiserver: Any) -> None:
+    """Admission remembers the global default PriorityClass between Pod creates and forgets it on any
+    PriorityClass write: a default created, refused a second time, deleted and replaced is each seen by
+    the very next Pod."""
+    c = Client.from_kubeconfig(apiserver.kubeconfig)
+
+    async def pod(name: str) -> Obj:
+        created: Obj = await c.create(POD, {"metadata": {"name": name}, "spec": {
+            "containers": [{"name": "c", "image": "x"}]}}, "default")
+        return created
+
+    try:
+        assert (await pod("gd-0"))["spec"]["priority"] == 0  # remembered: no default
+        await _class(c, "gd-one", 300, globalDefault=True)
+        spec = (await pod("gd-1"))["spec"]
+        assert spec["priority"] == 300 and spec["priorityClassName"] == "gd-one"
+        with pytest.raises(ApiError) as e:
+            await _class(c, "gd-two", 100, globalDefault=True)
+        assert e.value.code == 403 and "gd-one is already marked as default" in str(e.value)
+        await c.delete(PC, "gd-one")
+        spec = (await pod("gd-2"))["spec"]
+        assert spec["priority"] == 0 and "priorityClassName" not in spec
+        await _class(c, "gd-two", 100, globalDefault=True)
+        assert (await pod("gd-3"))["spec"]["priority"] == 100
+    finally:
+        await c.close()

@@ -20,6 +20,7 @@ from kokpit.apiserver.registry import Registry
 from kokpit.apiserver.resources import ResourceType
 from kokpit.apiserver.rest import Rest, WriteOptions
 from kokpit.apiserver.semantics import HIGHEST_USER_PRIORITY, SYSTEM_PRIORITY_CLASSES
+from kokpit.apiserver.storage.store import Event
 
 __all__ = [
     "HIGHEST_USER_PRIORITY",
@@ -37,6 +38,20 @@ class PriorityAdmission:
     def __init__(self, rest: Rest, registry: Registry) -> None:
         self.rest = rest
         self.registry = registry
+        # the global default PriorityClass (or None), found once per change of the PriorityClasses: a Pod
+        # create without priorityClassName listed and parsed every class for it. on_event, a store
+        # listener, forgets it on any PriorityClass write.
+        self._default: tuple[Obj | None] | None = None
+        self._prefix: str | None = None
+
+    def on_event(self, ev: Event) -> None:
+        if self._prefix is None:
+            pc_rt = self._classes()
+            if pc_rt is None:
+                return
+            self._prefix = pc_rt.store_prefix
+        if ev.key.startswith(self._prefix):
+            self._default = None
 
     def _classes(self) -> ResourceType | None:
         return self.registry.get("scheduling.k8s.io", "v1", "priorityclasses")
@@ -55,6 +70,11 @@ class PriorityAdmission:
         return entry.obj if entry is not None else None
 
     def _global_default(self) -> Obj | None:
+        if self._default is None:
+            self._default = (self._find_global_default(),)
+        return self._default[0]
+
+    def _find_global_default(self) -> Obj | None:
         pc_rt = self._classes()
         if pc_rt is None:
             return None

@@ -216,6 +216,7 @@ async def build(opts: ServerOptions, auth: Authenticator | None, lock: IO[str] |
     app.rbac = authorization
     service_accounts = Admission(store.get, authorizer, node_restriction=nodes is not None)
     priorities = PriorityAdmission(rest, registry)
+    store.listeners.append(priorities.on_event)
     vap = registry.get("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies")
     vapb = registry.get("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings")
     assert vap is not None and vapb is not None
