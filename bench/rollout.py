@@ -332,7 +332,8 @@ async def clusters_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         procs.append(spawn(["risk-center", "--kubeconfig", kc, "--no-leader-elect"], tmp / "risk-center.log"))
 
         async def create(i: int) -> None:
-            await client.create(CLUSTER, {"metadata": {"name": f"c{i:05d}", "namespace": "fleet"},
+            await client.create(CLUSTER, {"metadata": {"name": f"c{i:05d}", "namespace": "fleet",
+                                                       "labels": {"kokpit.io/wave": "bench"}},
                                           "spec": {"packageVersion": "v1", "simulation": {"nodes": 0}}}, "fleet")
 
         await bounded(m, 32, create)
@@ -347,7 +348,9 @@ async def clusters_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         procs.append(spawn(["rollout-controller", "--kubeconfig", kc, "--no-leader-elect", "--lease-namespace",
                             "fleet"], tmp / "rollout-controller.log"))
         await warm_up(client, {"clusters": {"names": ["nothing"], "packageVersion": "v2"}}, "fleet", args.timeout)
-        body = rollout_body("cp", {"clusters": {"selector": {}, "packageVersion": "v2"}},
+        # an empty selector is refused (it would take every Cluster of the namespace): the bench's are labelled
+        body = rollout_body("cp", {"clusters": {"selector": {"matchLabels": {"kokpit.io/wave": "bench"}},
+                                                "packageVersion": "v2"}},
                             [{"canary": 1}, {"canary": "5%"}, {"canary": "100%"}])
         body["metadata"]["namespace"] = "fleet"
         t0 = time.monotonic()
