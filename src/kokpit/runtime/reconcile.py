@@ -379,7 +379,11 @@ class StepReconciler(Generic[C]):
         writes = helper.writes
         out = await helper.patch()
         if helper.writes > writes and isinstance(out, dict) and (out.get("metadata") or {}).get("resourceVersion"):
-            self._written[ctx.request] = out
+            # kept until the cache catches up, which for a Machine that is then left alone is until its next
+            # reconcile: without managedFields (the cache drops them too, reconciles never read them), a
+            # patch response's largest part
+            meta = out["metadata"]
+            self._written[ctx.request] = {**out, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         if events:
             for type_, reason, message in ctx.events:
                 await self.record(ctx.obj, type_, reason, message)
