@@ -330,7 +330,7 @@ class Bench:
                     if secs is not None else f"  - NOT every node back within {a.timeout} s after the faults cleared",
                     f"  - total storm {time.monotonic() - t0:.0f} s (recovery started at {t1 - t0:.0f} s); "
                     f"{self.flow_metrics(sums)}"]
-                self.say("\n".join(self.lines[-7:]))
+                self.say("\n".join(self.lines[-6:]))  # the storm's lines
             finally:
                 for t in tasks:
                     t.cancel()

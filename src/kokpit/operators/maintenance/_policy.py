@@ -53,17 +53,7 @@ def policy_spec(policy: Obj | None) -> tuple[MaintenancePolicySpec | None, str]:
 
 def active_faults(faults: Iterable[Obj]) -> list[Obj]:
     """NodeFaults a flow acts on: Active, accepted by the event center, and not observe-only."""
-    out = []
-    for f in faults:
-        st = f.get("status") or {}
-        if st.get("state") != ACTIVE:
-            continue
-        if not is_true(st.get("conditions"), ACCEPTED):
-            continue
-        if st.get("flow") == OBSERVE_ONLY:
-            continue
-        out.append(f)
-    return out
+    return [f for f in reported_faults(faults) if is_true((f.get("status") or {}).get("conditions"), ACCEPTED)]
 
 
 def reported_faults(faults: Iterable[Obj]) -> list[Obj]:
@@ -130,8 +120,7 @@ def storm(spec: MaintenancePolicySpec, flows: Iterable[Obj], nodes: int, was_ope
 
     A node is faulty on a reporter's word (an Active fault a flow acts on or will once judged, see
     :func:`reported_faults`; its episode's ``firstSeen`` is its arrival) or while a flow of this policy is open
-    on it.  Counting faults, not only
-    flows, is what lets the breaker trip *during* a storm: flows are opened only as fast as the controllers
+    on it.  Counting faults, not only flows, is what lets the breaker trip *during* a storm: flows are opened only as fast as the controllers
     write them, so in a 5,000-node storm a count of flows saw 981 in the first minute and never reached its
     limit of 3,000 (bench/maintenance.py at 10,000 nodes) while every one of those nodes was known faulty.
     A node counts once however many faults and flows it has."""
