@@ -9,14 +9,17 @@ stops the wave before the next batch every time (the safety run).
 What happens, all on 127.0.0.1 in temporary directories (every process is stopped at the end, even on error):
 1. **machines** (``--machines N``): bench/fleet.py's setup — API server, ``kokpit simulator --install-seconds 0``,
    ``kokpit machine-operator``, N Machines converged on kubelet v1 — then
-   a. **direct swap**: merge-patch every Machine to kubelet v2, until every Node reports v2 (bench/fleet.py's swap);
+   a. **direct swap**: merge-patch every Machine to kubelet v2, until every Node reports v2 (bench/fleet.py's swap),
+      and back to v1 the same way (timed too: a downgrade is not the same work as an upgrade, so the rollout is
+      compared with the direct swap in its own direction);
    b. **rollout swap**: the meta server doubles as business cluster ``c1`` (its kubeconfig Secret points back
       at it), ``kokpit risk-center`` (no policy: every permit is granted at once) and ``kokpit rollout-controller``
       run — warm, as the machine operator was for a.: a warm-up Rollout over ``c1`` that selects nothing is
       judged first, so the controller's process and its caches of ``c1`` are up — and a Rollout replaces
-      kubelet v2 by v1 with steps 1 → 10% → 50% → 100%, zero bake, no maxUnavailable limit inside a batch,
-      until it is Completed and every Node reports v1; the ratio b/a;
-   c. **rollback**: a Rollout to v2 whose first batch is ``--rollback-targets`` Machines (one of them fails
+      kubelet v1 by v2 with steps 1 → 10% → 50% → 100%, zero bake, no maxUnavailable limit inside a batch,
+      until it is Completed and every Node reports v2; the ratio to the direct swap v1 → v2; then the direct
+      swap v2 → v1 once more with those two processes up and idle (what their watches alone cost);
+   c. **rollback**: a Rollout v1 → v2 whose first batch is ``--rollback-targets`` Machines (one of them fails
       to install v2: a simulator fault) followed by an analysis step with failureLimit 0 — the batch
       finishes, the analysis fails, the rollout aborts and rolls back: the time from the abort until every
       touched Machine runs v1 again;
@@ -53,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import fleet as fleetbench
-from _common import bounded, machine_load, replace_section, tail_file
+from _common import bounded, cores, fmt_cores, machine_load, replace_section, tail_file
 from _common import follow as _follow
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
@@ -118,6 +121,28 @@ def profile(args: argparse.Namespace, phase: str, pids: dict[str, int | None]) -
     return [subprocess.Popen([spy, "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o",
                               str(args.profile / f"{phase}-{role}.raw")], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for role, pid in pids.items() if pid is not None]
+
+
+def timeline(args: argparse.Namespace, tracker: Any, want: dict[str, str], kubelet: str, t0: float
+             ) -> asyncio.Task[None] | None:
+    """With --timeline: every second, how many Machines were patched (generation moved), converged, and how
+    many Nodes report ``kubelet`` — to see where a swap spends its time."""
+    if not args.timeline:
+        return None
+    gen0 = {name: m[1] for name, m in tracker.machines.items()}
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            patched = sum(1 for name, m in tracker.machines.items() if m[1] > gen0.get(name, 0))
+            print(f"  t={time.monotonic() - t0:5.1f}s patched {patched:6d} converged {tracker.converged(want):6d} "
+                  f"nodes {tracker.kubelets(kubelet):6d}", flush=True)
+
+    return asyncio.create_task(run())
+
+
+def requests_of(counts: Any) -> str:
+    return ", ".join(f"{verb} {res} {n:,}" for (verb, res), n in counts.most_common(14))
 
 
 def stop_profiles(spies: list[subprocess.Popen[bytes]]) -> None:
@@ -193,15 +218,30 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         t = await poll(lambda: _true(fb.tracker.converged(fleetbench.WANT1) >= n), args.timeout, "convergence", 0.5)
         print(f"machines: {n} converged on kubelet v1 in {t:.1f}s", flush=True)
 
-        # a. direct swap (bench/fleet.py's)
-        t0 = time.monotonic()
-        await bounded(n, 32, lambda i: client.patch(MACHINE, names[i], {"spec": {"packages": fleetbench.SWAPPED}}))
-        await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K2) >= n), args.timeout, "the direct swap", 0.2)
-        direct = time.monotonic() - t0
-        print(f"direct swap v1 → v2: {direct:.1f}s", flush=True)
-        await poll(lambda: _true(fb.tracker.converged(fleetbench.WANT2) >= n), args.timeout, "converged on v2", 0.5)
+        async def direct_swap(packages: list[str], kubelet: str, want: dict[str, str], label: str
+                              ) -> tuple[float, dict[str, float]]:
+            """bench/fleet.py's swap: every Machine patched at once, until every Node reports ``kubelet``."""
+            t0, c0, q0 = time.monotonic(), fb.procs.cpu(), fleetbench.request_totals(api)
+            line = timeline(args, fb.tracker, want, kubelet, t0)
+            await bounded(n, 32, lambda i: client.patch(MACHINE, names[i], {"spec": {"packages": packages}}))
+            await poll(lambda: _true(fb.tracker.kubelets(kubelet) >= n), args.timeout, label, 0.2)
+            took = time.monotonic() - t0
+            cpu = cores(c0, fb.procs.cpu(), took)
+            if line is not None:
+                line.cancel()
+            print(f"{label}: {took:.1f}s cpu[{fmt_cores(cpu)}]", flush=True)
+            if args.timeline:
+                print(f"  requests: {requests_of(fleetbench.request_totals(api) - q0)}", flush=True)
+            await poll(lambda: _true(fb.tracker.converged(want) >= n), args.timeout, f"converged ({label})", 0.5)
+            return took, cpu
 
-        # b. the same swap (back) through a rollout
+        # a. direct swap (bench/fleet.py's)
+        direct, direct_cpu = await direct_swap(fleetbench.SWAPPED, fleetbench.K2, fleetbench.WANT2,
+                                               "direct swap v1 → v2")
+        # and back: the two directions differ (a downgrade is not an upgrade); the rollout goes v1 → v2 too
+        direct_back, _ = await direct_swap(fleetbench.BASE, fleetbench.K1, fleetbench.WANT1, "direct swap v2 → v1")
+
+        # b. the same swap through a rollout
         await business_is_meta(client, api)
         extra.append(spawn(["risk-center", "--kubeconfig", str(api.kubeconfig), "--no-leader-elect"],
                            tmp / "risk-center.log"))
@@ -213,33 +253,52 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         print(f"rollout controller warm: {warm:.1f}s until a Rollout over c1 was judged (business cluster "
               f"caches synced)", flush=True)
         target = {"machines": {"clusterNames": ["c1"], "packages": [
-            {"component": "kubelet", "from": "kubelet-v2", "to": "kubelet-v1"}]}}
+            {"component": "kubelet", "from": "kubelet-v1", "to": "kubelet-v2"}]}}
         spies = profile(args, "swap", {"rollout-controller": extra[1].pid, "risk-center": extra[0].pid,
                                        "machine-operator": fb.op.pid if fb.op else None,
                                        "apiserver": api.proc.pid if api.proc else None})
-        t0 = time.monotonic()
+        fb.procs.pids |= {"risk-center": extra[0].pid, "rollout-controller": extra[1].pid}
+        t0, c0, q0 = time.monotonic(), fb.procs.cpu(), fleetbench.request_totals(api)
+        line = timeline(args, fb.tracker, fleetbench.WANT2, fleetbench.K2, t0)
         await client.create(ROLLOUT, rollout_body("swap", target, [{"canary": 1}, {"canary": "10%"},
                                                                    {"canary": "50%"}, {"canary": "100%"}]), NS)
         await poll(lambda: _done(client, "swap", "Completed"), args.timeout, "the rollout swap", 0.2)
         completed = time.monotonic() - t0
-        await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K1) >= n), args.timeout, "every Node on v1", 0.2)
+        await poll(lambda: _true(fb.tracker.kubelets(fleetbench.K2) >= n), args.timeout, "every Node on v2", 0.2)
         rolled = time.monotonic() - t0
+        rolled_cpu = cores(c0, fb.procs.cpu(), rolled)
+        if line is not None:
+            line.cancel()
         stop_profiles(spies)
         r = await client.get(ROLLOUT, "swap", NS)
         records = await read_targets(client, r)
         steps = "; ".join(f"step {s['index']} {_secs(s)} ({_granted(records, s)})"
                           for s in r["status"].get("steps") or [])
-        print(f"rollout swap v2 → v1: {rolled:.1f}s ({steps})", flush=True)
+        print(f"rollout swap v1 → v2: {rolled:.1f}s ({steps}) cpu[{fmt_cores(rolled_cpu)}]", flush=True)
+        if args.timeline:
+            print(f"  requests: {requests_of(fleetbench.request_totals(api) - q0)}", flush=True)
         out += [f"**Machines: N={n}** (simulator, install latency 0, zero bake)", "",
                 "| phase | seconds |", "|---|---|",
-                f"| direct swap: every Machine patched at once, until every Node reports v2 | {direct:.1f} |",
-                f"| rollout 1 → 10% → 50% → 100% (maxUnavailable unlimited), until Completed and every Node on v1 "
-                f"| {rolled:.1f} |",
+                f"| direct swap v1 → v2: every Machine patched at once, until every Node reports v2 | {direct:.1f} |",
+                f"| (direct swap v2 → v1, for comparison) | {direct_back:.1f} |",
+                f"| rollout v1 → v2, steps 1 → 10% → 50% → 100% (maxUnavailable unlimited), until Completed and every "
+                f"Node on v2 | {rolled:.1f} |",
                 f"| ratio rollout / direct (target ≤ 1.3) | **{rolled / direct:.2f}** |", "",
                 f"The Rollout was Completed (every target Updated in its own status) after {completed:.1f} s; "
                 f"the rest is the Nodes' kubeletVersion catching up.", "",
-                f"Per step: {steps}.", ""]
-        await poll(lambda: _true(fb.tracker.converged(fleetbench.WANT1) >= n), args.timeout, "converged on v1", 0.5)
+                f"Per step: {steps}.", "",
+                f"CPU (cores over the phase): direct swap {fmt_cores(direct_cpu)}; rollout swap "
+                f"{fmt_cores(rolled_cpu)}.", ""]
+        await poll(lambda: _true(fb.tracker.converged(fleetbench.WANT2) >= n), args.timeout, "converged on v2", 0.5)
+        # the direct swap v2 → v1 again, with the risk center and the (idle) rollout controller up: what their
+        # watches alone cost the API server, apart from going through a Rollout
+        idle, idle_cpu = await direct_swap(fleetbench.BASE, fleetbench.K1, fleetbench.WANT1,
+                                           "direct swap v2 → v1, controllers up (idle)")
+        out[-1:] = ["",
+                    f"The direct swap v2 → v1 again in the same run with the risk center and the rollout controller up "
+                    f"(idle, caches warm): **{idle:.1f} s** against {direct_back:.1f} s without them "
+                    f"(**{idle / direct_back:.2f}×**: their watches' cost to the API server). CPU {fmt_cores(idle_cpu)}.",
+                    ""]
 
         # c. rollback of the touched Machines after a failing analysis
         k = min(args.rollback_targets, n)
@@ -263,7 +322,7 @@ async def machines_phase(args: argparse.Namespace, tmp: Path, out: list[str]) ->
         touched = sum(1 for x in await read_targets(client, r) if x.get("touchedAt"))
         print(f"rollback of {touched} touched Machines: {back:.1f}s", flush=True)
         out += [f"**Rollback: {touched} touched Machines of {n}**", "",
-                f"A Rollout to v2 whose first batch is {k} Machines (one fails to install v2), then an analysis "
+                f"A Rollout v1 → v2 whose first batch is {k} Machines (one fails to install v2), then an analysis "
                 "step with failureLimit 0: the batch completes, the analysis fails, the rollout aborts.", "",
                 f"- from the abort until the rollout is RolledBack and every Node reports v1 again: **{back:.1f} s**",
                 f"- untouched Machines: {n - touched} (never patched)", ""]
@@ -468,6 +527,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--docs-file", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--note", action="append", help="a line of notes for the docs section (repeatable)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--timeline", action="store_true", help="print patched/converged counts every second of the swaps")
     p.add_argument("--profile", type=Path, help="py-spy every process of the rollout swap into DIR (raw stacks)")
     return p.parse_args(argv)
 

@@ -117,6 +117,7 @@ async def serve_watch(rest: Rest, store: Store, rt: ResourceType, ns: str | None
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 disconnected.set()
+                watcher.queue.put_nowait(None)  # wakes the loop below, which stops at a None
                 return
 
     dtask = asyncio.create_task(wait_disconnect())
@@ -139,21 +140,22 @@ async def serve_watch(rest: Rest, store: Store, rt: ResourceType, ns: str | None
             now = time.monotonic()
             if now >= deadline:
                 break
-            wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-            get = asyncio.ensure_future(watcher.next())
-            done, _ = await asyncio.wait({get, dtask}, timeout=max(wait, 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
-                if disconnected.is_set():
-                    break
-                if bookmarks and time.monotonic() >= next_bookmark and watcher.queue.empty():
-                    await send({"type": "http.response.body", "body": bookmark(), "more_body": True})
-                    next_bookmark = time.monotonic() + bookmark_interval
-                continue
-            ev0 = get.result()
+            if not watcher.queue.empty():
+                ev0 = watcher.queue.get_nowait()
+            else:
+                # one timer per wait, no task: this loop runs once per burst of events for every watch the
+                # server holds (a task and asyncio.wait per burst cost more than sending the burst)
+                wait = min(deadline, next_bookmark if bookmarks else deadline) - now
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        ev0 = await watcher.queue.get()
+                except TimeoutError:
+                    if disconnected.is_set():
+                        break
+                    if bookmarks and time.monotonic() >= next_bookmark and watcher.queue.empty():
+                        await send({"type": "http.response.body", "body": bookmark(), "more_body": True})
+                        next_bookmark = time.monotonic() + bookmark_interval
+                    continue
             if ev0 is None:
                 break
             out: list[bytes] = []

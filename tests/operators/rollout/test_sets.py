@@ -137,6 +137,14 @@ async def test_target_sets_through_the_api_server(apiserver: ApiServerProcess) -
         after = {s["metadata"]["name"]: s["metadata"]["resourceVersion"] for s in (await c.list(TARGET_SET, NS)).items}
         assert [k for k in after if after[k] != before[k]] == ["kubelet-r1-1"]
         assert (await read_targets(c, ro))[600]["state"] == "Updated"
+        # what a reconcile that wrote everything holds is handed to the next one as it is (no JSON parsed
+        # again), once: records changed by a reconcile that then failed (never saved) are not reused
+        sets.keep(ro, loaded)
+        again = await sets.load(ro)
+        assert again.targets[600] is loaded.targets[600] and again.targets == await read_targets(c, ro)
+        again.targets[601]["state"] = "Failed"
+        fresh = await sets.load(ro)
+        assert fresh.targets[601]["state"] == "Pending" and fresh.targets[600] is not loaded.targets[600]
         # a crashed freeze is redone over what it left
         assert await TargetSets(c).freeze(ro, 1, targets) == 3
         assert (await read_targets(c, ro))[600]["state"] == "Pending"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ Obj = dict[str, Any]
 MACHINE = Kind(GROUP, VERSION, "Machine", "machines", namespaced=False)
 MPV = Kind(GROUP, VERSION, "MachinePackageVersion", "machinepackageversions", namespaced=False)
 NODE_FAULT = Kind(GROUP, VERSION, "NodeFault", "nodefaults", namespaced=False)
+_OPENED = itertools.count(1)
 
 
 def _slim_machine(obj: Obj) -> Obj:
@@ -67,15 +69,41 @@ class Business:
     mpvs: Informer
     faults: Informer | None = None
     users: set[str] = field(default_factory=set)  # Rollout keys that asked for it
+    # What changed here, in order: ``seq`` counts every event of the cluster's caches; each Machine, each
+    # node's NodeFaults and the MachinePackageVersions keep the count at their last event.  A reconcile that
+    # looked at every target at count N need look again only at those changed after N (see changed_since).
+    opened: int = field(default_factory=lambda: next(_OPENED))  # tells a reopened connection from this one
+    seq: int = 0
+    machine_seq: dict[str, int] = field(default_factory=dict, repr=False)
+    fault_seq: dict[str, int] = field(default_factory=dict, repr=False)
+    mpv_seq: int = 0
+
+    def saw_machine(self, *objs: Obj) -> None:
+        self.seq += 1
+        for o in objs:
+            self.machine_seq[str(o["metadata"]["name"])] = self.seq
+
+    def saw_fault(self, *objs: Obj) -> None:
+        self.seq += 1
+        for o in objs:
+            for node in _fault_node(o):
+                self.fault_seq[node] = self.seq
+
+    def saw_mpv(self) -> None:
+        self.seq += 1
+        self.mpv_seq = self.seq
+        self._mpv_maps = None
+
+    def changed_since(self, seq: int, machine: str, node: str) -> bool:
+        """Whether anything a target's observation reads (its Machine, its node's NodeFaults, the
+        MachinePackageVersions) had an event after count ``seq``."""
+        return self.mpv_seq > seq or self.machine_seq.get(machine, 0) > seq or self.fault_seq.get(node, 0) > seq
 
     @property
     def synced(self) -> bool:
         return self.machines.has_synced and self.mpvs.has_synced
 
     _mpv_maps: tuple[dict[str, str], dict[str, str]] | None = field(default=None, repr=False)
-
-    def mpvs_changed(self) -> None:
-        self._mpv_maps = None
 
     def _maps(self) -> tuple[dict[str, str], dict[str, str]]:
         """MPV name → component and → version, built once per change of the MPVs (asked per target, per
@@ -222,8 +250,12 @@ class BusinessClusters:
         with contextlib.suppress(ApiError, TransportError):  # NodeFaults, where that kind is installed
             await client.get(CRD, f"{NODE_FAULT.plural}.{NODE_FAULT.group}")
             b.faults = Informer(client, NODE_FAULT, indexers={"node": _fault_node})
-        mpvs.add_event_handler(Handlers(add=lambda _o: b.mpvs_changed(), update=lambda _a, _b: b.mpvs_changed(),
-                                        delete=lambda _o: b.mpvs_changed()))
+        # the change counters first, so the wake-up below always finds them moved
+        machines.add_event_handler(Handlers(add=b.saw_machine, update=b.saw_machine, delete=b.saw_machine))
+        mpvs.add_event_handler(Handlers(add=lambda _o: b.saw_mpv(), update=lambda _a, _b: b.saw_mpv(),
+                                        delete=lambda _o: b.saw_mpv()))
+        if b.faults is not None:
+            b.faults.add_event_handler(Handlers(add=b.saw_fault, update=b.saw_fault, delete=b.saw_fault))
         for inf in (machines, mpvs, b.faults):
             if inf is None:
                 continue

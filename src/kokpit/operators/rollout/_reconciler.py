@@ -41,7 +41,7 @@ from kokpit.operators.rollout._progress import Progress
 from kokpit.operators.rollout._select import Selection, select_targets
 from kokpit.operators.rollout._sets import LoadedTargets, TargetSets
 from kokpit.operators.rollout._status import finish_status, rollout_state
-from kokpit.operators.rollout._targets import ClusterTargets, MachineTargets, TargetKindOps
+from kokpit.operators.rollout._targets import ClusterTargets, MachineTargets, Mark, TargetKindOps
 from kokpit.runtime import (
     EventRecorder,
     InvalidSpec,
@@ -93,6 +93,14 @@ class RolloutCtx(ReconcileContext):
     sets: TargetSets | None = None
     loaded: LoadedTargets = field(default_factory=lambda: LoadedTargets([], []))
     superseded: tuple[int, int] | None = None  # (revision, sets) to delete once the new revision is written
+    # the last complete reconcile's (identity, mark), when of this revision and direction; this one's
+    since: tuple[tuple[Any, ...], Mark] | None = None
+    looking: tuple[tuple[Any, ...], Mark] | None = None
+
+    def stale(self, t: Obj) -> bool:
+        """Whether ``t`` must be looked at again: nothing says its caches stood still since the last look."""
+        assert self.ops is not None
+        return self.since is None or self.ops.changed_since(t, self.since[1])
 
     @property
     def targets(self) -> list[Obj]:
@@ -149,6 +157,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         key = f"{req.namespace}/{req.name}"
         self._claims.pop(key, None)
         self.sets.forget(req.namespace or "", req.name)
+        self.progress.forget(key)
         await self.business.release(key, set())
         if self.metrics is not None:
             self.metrics.forget(key)
@@ -191,6 +200,9 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
             # only now that the status names the new revision: until then a crash (or the old target put
             # back) must still find the old revision's records
             await self.sets.drop(ctx.obj, *ctx.superseded)
+        self.progress.looked_through(ctx)
+        if ctx.frozen and ctx.loaded.written:
+            self.sets.keep(ctx.obj, ctx.loaded)
         if self.metrics is not None:
             self.metrics.observe(ctx.key, ctx.obj)
 

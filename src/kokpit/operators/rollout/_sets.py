@@ -11,7 +11,9 @@ durable before the change it allows (kill -9 at any line loses no mark and repea
 What a process has read or written is kept (the object and its records as JSON) and reused while it is the
 only writer: every write is guarded by the resourceVersion it read, so a write by anyone else makes the next
 write a 409 — the cached copy is dropped and the reconcile fails, to start again from the API.  A restarted
-controller starts with nothing cached and reads every slice from the API.
+controller starts with nothing cached and reads every slice from the API.  After a reconcile that wrote
+everything it changed, its record objects are kept too (:meth:`TargetSets.keep`) and handed to the next
+reconcile instead of parsing the JSON again — once: a reconcile that fails leaves nothing to reuse.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class LoadedTargets:
 class _Cached:
     obj: Obj  # metadata and spec without targets
     raw: bytes  # spec.targets as JSON
+    parsed: list[Obj] | None = None  # the same records as objects, kept by keep(), handed out by load() once
 
 
 class TargetSets:
@@ -83,24 +86,35 @@ class TargetSets:
         ns, name = str(meta.get("namespace") or ""), str(meta["name"])
         slots = asyncio.Semaphore(IO_CONCURRENCY)
 
-        async def one(i: int) -> bytes:
+        async def one(i: int) -> tuple[bytes, list[Obj] | None]:
             key = (ns, set_name(name, revision, i))
             hit = self._cache.get(key)
             if hit is not None and hit.obj["metadata"].get("ownerReferences", [{}])[0].get("uid") == meta.get("uid"):
-                return hit.raw
+                parsed, hit.parsed = hit.parsed, None  # whoever takes them may change them
+                return hit.raw, parsed
             async with slots:
                 try:
                     obj = await self.client.get(TARGET_SET, key[1], ns)
                 except NotFoundError:
                     raise RuntimeError(f"RolloutTargetSet {ns}/{key[1]} is missing: the per-target records of "
                                        f"revision {revision} of Rollout {ns}/{name} are lost") from None
-            return self._remember(obj)
+            return self._remember(obj), None
 
-        raws = await asyncio.gather(*(one(i) for i in range(count)))
+        got = await asyncio.gather(*(one(i) for i in range(count)))
         targets: list[Obj] = []
-        for raw in raws:
-            targets += orjson.loads(raw)
-        return LoadedTargets(targets, list(raws))
+        for raw, parsed in got:
+            targets += parsed if parsed is not None else orjson.loads(raw)
+        return LoadedTargets(targets, [raw for raw, _ in got])
+
+    def keep(self, rollout: Obj, loaded: LoadedTargets) -> None:
+        """``loaded`` is written (every slice as it is in memory): keep its objects for the next load."""
+        st = rollout.get("status") or {}
+        revision = int(st.get("revision") or 0)
+        ns, name = str(rollout["metadata"].get("namespace") or ""), str(rollout["metadata"]["name"])
+        for i, raw in enumerate(loaded.written):
+            hit = self._cache.get((ns, set_name(name, revision, i)))
+            if hit is not None and hit.raw == raw:  # else the server stored something else: parse what it has
+                hit.parsed = loaded.targets[i * TARGETS_PER_SET:(i + 1) * TARGETS_PER_SET]
 
     def _remember(self, obj: Obj) -> bytes:
         spec = dict(obj.get("spec") or {})

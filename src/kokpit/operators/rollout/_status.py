@@ -50,12 +50,20 @@ _RANK = {TargetState.FAILED.value: 0, TargetState.ROLLING_BACK.value: 1, TargetS
 
 def named_targets(targets: list[Obj], limit: int = NAMED_TARGETS) -> list[Obj]:
     """At most ``limit`` targets, those worth naming first (a failed rollback before everything); all of them
-    when there are no more than ``limit``."""
+    when there are no more than ``limit``.  One pass into buckets by rank (no sort of 10,000 targets on every
+    reconcile), then the first ``limit`` by rank, in the order they are taken."""
     if len(targets) <= limit:
         return targets
-    ranked = sorted(range(len(targets)), key=lambda i: (
-        -1 if targets[i].get("rollbackFailed") else _RANK.get(str(targets[i].get("state")), 6), i))
-    return [targets[i] for i in sorted(ranked[:limit])]
+    buckets: list[list[int]] = [[] for _ in range(8)]
+    rank = _RANK.get
+    for i, t in enumerate(targets):
+        buckets[0 if t.get("rollbackFailed") else 1 + rank(str(t.get("state")), 6)].append(i)
+    chosen: list[int] = []
+    for b in buckets:
+        chosen += b[:limit - len(chosen)]
+        if len(chosen) >= limit:
+            break
+    return [targets[i] for i in sorted(chosen)]
 
 
 def finish_status(ctx: RolloutCtx) -> None:

@@ -28,9 +28,10 @@ from kokpit.operators.rollout._plan import (
     machine_verdict,
 )
 
-__all__ = ["CLUSTER", "CPV", "ClusterTargets", "MachineTargets", "Observed", "TargetKindOps"]
+__all__ = ["CLUSTER", "CPV", "ClusterTargets", "MachineTargets", "Mark", "Observed", "TargetKindOps"]
 
 Obj = dict[str, Any]
+Mark = dict[str, tuple[int, int]] | None  # business cluster -> (its connection, its change count)
 CLUSTER = Kind(GROUP, VERSION, "Cluster", "clusters")
 CPV = Kind(GROUP, VERSION, "ClusterPackageVersion", "clusterpackageversions", namespaced=False)
 
@@ -54,6 +55,13 @@ class TargetKindOps(Protocol):
     async def change(self, target: Obj, obj: Obj, back: bool) -> None: ...
 
     def permit_scope(self, target: Obj) -> tuple[str, str]: ...
+
+    def mark(self) -> Mark:
+        """Where the caches stand now, for :meth:`changed_since` in a later reconcile."""
+
+    def changed_since(self, target: Obj, mark: Mark) -> bool:
+        """Whether what :meth:`observe` reads of ``target`` may have changed since ``mark`` (True when it
+        cannot tell)."""
 
     def health(self, target: Obj) -> str | None:
         """The analysis' health check of an updated target: "" healthy, why not, or None (no verdict yet)."""
@@ -91,6 +99,12 @@ class ClusterTargets:
 
     def permit_scope(self, target: Obj) -> tuple[str, str]:
         return target["name"], "control-plane"
+
+    def mark(self) -> Mark:
+        return None
+
+    def changed_since(self, target: Obj, mark: Mark) -> bool:
+        return True  # a few thousand Clusters at most: each is looked at on every reconcile
 
     def health(self, target: Obj) -> str | None:
         obj = self.clusters.get_by_name(target["name"], self.namespace)
@@ -142,6 +156,17 @@ class MachineTargets:
     def permit_scope(self, target: Obj) -> tuple[str, str]:
         cluster, machine = self._where(target)
         return cluster, str(target.get("node") or machine)
+
+    def mark(self) -> Mark:
+        return {name: (b.opened, b.seq) for name, b in self.business.items()}
+
+    def changed_since(self, target: Obj, mark: Mark) -> bool:
+        cluster, machine = self._where(target)
+        b = self.business.get(cluster)
+        at = None if mark is None else mark.get(cluster)
+        if b is None or at is None or at[0] != b.opened:
+            return True  # unreachable, or a connection (and caches) other than the one the mark was taken on
+        return b.changed_since(at[1], machine, str(target.get("node") or machine))
 
     def health(self, target: Obj) -> str | None:
         cluster, machine = self._where(target)

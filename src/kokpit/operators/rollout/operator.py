@@ -3,7 +3,11 @@ the business clusters machine Rollouts reach, one controller and :class:`Rollout
 
 Any change that can move a Rollout wakes it: its own object, a Cluster or ClusterPackageVersion of its
 namespace, a Permit it holds (by ``spec.holder``), and every Machine, MachinePackageVersion or NodeFault change
-in a business cluster it reaches.
+in a business cluster it reaches.  The changes that come by the thousand — the Machines of a batch reporting
+their progress, and the Rollout's own status writes — wake it at most every :data:`COALESCE` seconds: every
+reconcile looks at the whole batch, so one look per burst sees everything a look per event would (kube's Job
+and EndpointSlice controllers batch Pod updates the same way).  A change of the Rollout's spec or metadata
+wakes it at once.
 """
 
 from __future__ import annotations
@@ -12,19 +16,45 @@ import logging
 from typing import Any
 
 from kokpit._lib.clock import Clock
+from kokpit.api.rollout import RolloutConditionType as CT
 from kokpit.operators.rollout._fleet import BusinessClusters
 from kokpit.operators.rollout._metrics import RolloutMetrics
 from kokpit.operators.rollout._reconciler import ROLLOUT, RolloutOptions, RolloutReconciler
 from kokpit.operators.rollout._targets import CLUSTER, CPV
-from kokpit.runtime import Controller, EventRecorder, Manager, Request, Result
+from kokpit.runtime import Controller, EventRecorder, Manager, Request, Result, is_true
 from kokpit.runtime.permits import PERMIT, RISK_POLICY
 
-__all__ = ["RolloutController"]
+__all__ = ["RolloutController", "moves_with_business"]
 
 log = logging.getLogger("kokpit.operators.rollout")
 
 Obj = dict[str, Any]
 HOLDER_PREFIX = "rollout/"
+COALESCE = 0.5  # seconds
+
+
+def _own_write_delay(old: Obj, new: Obj) -> float:
+    """At once for a change of spec or metadata; a status write (the controller's own) is batched."""
+    o, n = old.get("metadata") or {}, new.get("metadata") or {}
+    same = all(o.get(k) == n.get(k) for k in ("generation", "deletionTimestamp", "labels", "annotations"))
+    return COALESCE if same and old.get("spec") == new.get("spec") else 0.0
+
+
+def moves_with_business(rollout: Obj) -> bool:
+    """Whether a change in a business cluster can move this machine Rollout: one that has not frozen its
+    targets (what it selects from changed), or one still going forward or rolling back — not one that is over
+    (Completed without spec.undo, RolledBack, Aborted without a rollback), which the fleet's churn after it
+    would otherwise wake twice a second for nothing."""
+    st, spec = rollout.get("status") or {}, rollout.get("spec") or {}
+    if not st.get("targetSets") and not st.get("targets"):
+        return True
+    conds = st.get("conditions")
+    back = bool((spec.get("failurePolicy") or {}).get("rollback", True)) or bool(spec.get("undo"))
+    if is_true(conds, CT.ROLLED_BACK):
+        return False
+    if is_true(conds, CT.COMPLETED):
+        return bool(spec.get("undo"))
+    return not is_true(conds, CT.ABORTED) or back
 
 
 class RolloutController:
@@ -47,7 +77,7 @@ class RolloutController:
             cpvs=self.cpvs.store, permits=self.permits.store, business=self.business, options=self.options,
             clock=clock, metrics=self.metrics, policies=self.policies.store)
         self.controller: Controller = manager.controller("rollout", self._reconcile, workers=self.options.workers)
-        self.controller.for_(self.rollouts)
+        self.controller.watches(self.rollouts, lambda o: [Request.for_object(o)], update_delay=_own_write_delay)
         self.controller.watches(self.clusters, lambda o: self._in_namespace(str(o["metadata"].get("namespace"))))
         self.controller.watches(self.cpvs, lambda _o: [Request.for_object(r) for r in self.rollouts.objects()])
         self.controller.watches(self.permits, self._holder)
@@ -76,8 +106,8 @@ class RolloutController:
     def _business_changed(self, cluster_key: str) -> None:
         ns = cluster_key.split("/", 1)[0]
         for r in self.rollouts.store.by_namespace(ns):
-            if ((r.get("spec") or {}).get("target") or {}).get("machines") is not None:
-                self.controller.queue.add(Request.for_object(r))
+            if ((r.get("spec") or {}).get("target") or {}).get("machines") is not None and moves_with_business(r):
+                self.controller.queue.add_after(Request.for_object(r), COALESCE)
 
     async def _reconcile(self, req: Request) -> Result | None:
         return await self.reconciler.reconcile(req)
