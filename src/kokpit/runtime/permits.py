@@ -205,6 +205,11 @@ class PermitClient:
         self._watch_task: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
         self._latest: dict[str, Obj] = {}  # the watch's view of this cluster's permits
+        # this holder's permits by target (names, in the order first seen): open_permits is asked on every
+        # reconcile of every object an actor acts on — scanning every permit of the cluster there made a
+        # 10,000-Machine swap quadratic (the machine operator's CPU went to it)
+        self._mine: dict[str, dict[str, None]] = {}
+        self._mine_all: dict[str, None] = {}
         self._listeners: list[Callable[[Obj], None]] = []
 
     def now(self) -> Any:
@@ -271,7 +276,7 @@ class PermitClient:
                         if ev.type in ("ADDED", "MODIFIED"):
                             self._deliver(ev.object)
                         elif ev.type == "DELETED":
-                            self._latest.pop(str(ev.object["metadata"]["name"]), None)
+                            self._forget(ev.object)
             except asyncio.CancelledError:
                 raise
             except (ApiError, TransportError, OSError) as e:
@@ -302,14 +307,34 @@ class PermitClient:
     def open_permits(self, target: str | None = None) -> list[PermitView]:
         """This holder's permits that are not released, optionally only those covering ``target``."""
         out = []
-        for obj in self._latest.values():
-            v = PermitView(obj)
-            spec = obj.get("spec") or {}
-            if spec.get("holder") != self.holder or v.released:
+        for name in list(self._mine_all if target is None else self._mine.get(target, ())):
+            obj = self._latest.get(name)
+            if obj is None:
                 continue
-            if target is None or target in (spec.get("targets") or ()):
+            v = PermitView(obj)
+            if (obj.get("spec") or {}).get("holder") == self.holder and not v.released:
                 out.append(v)
         return out
+
+    def _index(self, obj: Obj) -> None:
+        spec = obj.get("spec") or {}
+        if spec.get("holder") != self.holder:
+            return
+        name = str(obj["metadata"]["name"])
+        self._mine_all[name] = None
+        for t in spec.get("targets") or ():
+            self._mine.setdefault(str(t), {})[name] = None
+
+    def _forget(self, obj: Obj) -> None:
+        name = str(obj["metadata"]["name"])
+        self._latest.pop(name, None)
+        self._mine_all.pop(name, None)
+        for t in (obj.get("spec") or {}).get("targets") or ():
+            names = self._mine.get(str(t))
+            if names is not None:
+                names.pop(name, None)
+                if not names:
+                    del self._mine[str(t)]
 
     def add_listener(self, fn: Callable[[Obj], None]) -> None:
         """Call ``fn(permit)`` for every permit the shared watch sees change: a level-triggered actor enqueues
@@ -319,6 +344,7 @@ class PermitClient:
     def _deliver(self, obj: Obj) -> None:
         name = str(obj["metadata"]["name"])
         self._latest[name] = obj
+        self._index(obj)
         for w in self._waiters.get(name, ()):
             w.latest = obj
             w.event.set()
