@@ -46,6 +46,12 @@ _DOCS_PREAMBLE = ("# Benchmarks\n\nFigures measured by the scripts under `bench/
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stop_children_on_sigterm() -> None:
+    """``kill <bench>`` (SIGTERM) ends a run the way Ctrl-C does, so its ``finally`` blocks stop every process
+    it started (Python's default for SIGTERM exits at once and leaves them running)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -61,6 +61,7 @@ from _common import (
     replace_section,
     scrape_metrics,
     status_mb,
+    stop_children_on_sigterm,
     stop_processes,
     tail_file,
 )
@@ -518,6 +519,7 @@ def _interrupt(_sig: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_children_on_sigterm()
     args = parse_args(argv)
     command = shlex.join([".venv/bin/python", "bench/clusters.py", *(sys.argv[1:] if argv is None else argv)])
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the run like Ctrl-C: every process is stopped

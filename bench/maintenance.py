@@ -42,6 +42,7 @@ from _common import (
     ok,
     replace_section,
     scrape_metrics,
+    stop_children_on_sigterm,
     stop_processes,
     tail_file,
 )
@@ -338,6 +339,7 @@ class Bench:
 
 
 def main() -> None:
+    stop_children_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--fraction", type=float, default=0.01, help="Share of nodes in the wave.")

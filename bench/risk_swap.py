@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import follow, log_issues, machine_load, ok, replace_section, tail_file
+from _common import follow, log_issues, machine_load, ok, replace_section, stop_children_on_sigterm, tail_file
 from fleet import BASE, K1, K2, PREFIX, SWAPPED, WANT1, WANT2, Tracker, mpvs
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
@@ -304,6 +304,7 @@ class SwapBench:
 
 
 def main() -> int:
+    stop_children_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=10_000)
     p.add_argument("--kills", type=int, default=5, help="kill -9 of each process during the limited swap")

@@ -56,7 +56,15 @@ from pathlib import Path
 from typing import Any
 
 import fleet as fleetbench
-from _common import bounded, cores, fmt_cores, machine_load, replace_section, tail_file
+from _common import (
+    bounded,
+    cores,
+    fmt_cores,
+    machine_load,
+    replace_section,
+    stop_children_on_sigterm,
+    tail_file,
+)
 from _common import follow as _follow
 from kokpit.api import install_crds
 from kokpit.apiserver.testing import ApiServerProcess
@@ -537,6 +545,7 @@ def _interrupt(_sig: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_children_on_sigterm()
     args = parse_args(argv)
     command = shlex.join([".venv/bin/python", "bench/rollout.py", *(sys.argv[1:] if argv is None else argv)])
     signal.signal(signal.SIGTERM, _interrupt)
