@@ -314,3 +314,10 @@ def test_ledger_lines_round_trip_and_old_ledgers_still_read() -> None:
     assert "managedFields" not in written["metadata"] and "entries" not in written["status"]
     assert entries(written) == [e, done]
     assert entries({"status": {"entries": [e], "grants": [encode(done)]}}) == [e, done]
+    # a line is decoded once and remembered (every decision pass reads every grant again), yet each caller
+    # gets a dict of its own: changing one never changes what the next pass reads
+    first = decode(encode(e))
+    assert first is not None
+    first["releasedAt"] = "2026-12-07T02:00:00.000000Z"
+    first["targets"].append("n9")
+    assert decode(encode(e)) == e
