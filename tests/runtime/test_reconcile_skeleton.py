@@ -363,6 +363,6 @@ async def test_kept_writes_the_cache_caught_up_with_are_forgotten_without_anothe
         _widget(rec, client, n, size=2)
         rec.cache[n]["metadata"]["resourceVersion"] = "0"
         await rec.reconcile(Request("default", n))
-    assert sorted(r.name for r in rec._written) == names[10:] + ["x0", "x1", "x2"]
+    assert sorted(r.name for r in rec._written) == [*names[10:], "x0", "x1", "x2"]
     # the ones still ahead of the cache keep standing in for it
     assert rec._freshest(Request("default", "w15"), rec.cache["w15"]) is rec._written[Request("default", "w15")]
