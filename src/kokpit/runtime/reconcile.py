@@ -256,6 +256,12 @@ def _newer(a: Obj, b: Obj) -> bool:
         return False
 
 
+def _ahead(mine: Obj, cached: Obj) -> bool:
+    """Whether a kept write still stands in for the cache: the same object, newer than the cache's copy."""
+    return (cached.get("metadata") or {}).get("uid") == (mine.get("metadata") or {}).get("uid") and \
+        _newer(mine, cached)
+
+
 class StepReconciler(Generic[C]):
     """The skeleton: subclasses say how to read, which spec model, which steps, how to observe and phase.
 
@@ -370,8 +376,7 @@ class StepReconciler(Generic[C]):
         mine = self._written.get(req)
         if mine is None:
             return raw
-        if (raw.get("metadata") or {}).get("uid") != (mine.get("metadata") or {}).get("uid") or \
-                not _newer(mine, raw):
+        if not _ahead(mine, raw):
             del self._written[req]  # the cache caught up (or the object was replaced)
             return raw
         return mine
@@ -382,9 +387,8 @@ class StepReconciler(Generic[C]):
         poll, so in steady state a second copy of every object the operator wrote (at 10,000 Machines the
         largest part of the operator's memory).  A few per write: the kept ones stay about those in flight."""
         for req in list(itertools.islice(self._written, look)):
-            mine, cached = self._written[req], self.get(req)
-            if cached is not None and (cached.get("metadata") or {}).get("uid") == \
-                    (mine.get("metadata") or {}).get("uid") and _newer(mine, cached):
+            cached = self.get(req)
+            if cached is not None and _ahead(self._written[req], cached):
                 return  # the oldest is still ahead of the cache: so, most likely, are the newer ones
             del self._written[req]
 

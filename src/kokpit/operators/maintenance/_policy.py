@@ -120,9 +120,9 @@ def storm(spec: MaintenancePolicySpec, flows: Iterable[Obj], nodes: int, was_ope
 
     A node is faulty on a reporter's word (an Active fault a flow acts on or will once judged, see
     :func:`reported_faults`; its episode's ``firstSeen`` is its arrival) or while a flow of this policy is open
-    on it.  Counting faults, not only flows, is what lets the breaker trip *during* a storm: flows are opened only as fast as the controllers
-    write them, so in a 5,000-node storm a count of flows saw 981 in the first minute and never reached its
-    limit of 3,000 (bench/maintenance.py at 10,000 nodes) while every one of those nodes was known faulty.
+    on it.  Counting faults, not only flows, is what lets the breaker trip *during* a storm: flows are opened
+    only as fast as the controllers write them, so in a 5,000-node storm a count of flows saw 981 in the first
+    minute and never reached its limit of 3,000 (bench/maintenance.py at 10,000 nodes) while every one of those nodes was known faulty.
     A node counts once however many faults and flows it has."""
     window = parse_duration(spec.storm.window)
     limit = resolve_limit(spec.storm.max_faulty, nodes)

@@ -40,7 +40,7 @@ from kokpit.operators.rollout._plan import change_hash, change_text, limit_of, s
 from kokpit.operators.rollout._progress import Progress
 from kokpit.operators.rollout._select import Selection, select_targets
 from kokpit.operators.rollout._sets import LoadedTargets, TargetSets
-from kokpit.operators.rollout._status import finish_status, rollout_state
+from kokpit.operators.rollout._status import finish_status, holds_targets, rollout_state
 from kokpit.operators.rollout._targets import ClusterTargets, MachineTargets, Mark, TargetKindOps
 from kokpit.runtime import (
     EventRecorder,
@@ -312,7 +312,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         touched; the status says how many sets there are."""
         assert ctx.spec is not None
         if ctx.frozen:
-            self._claims.setdefault(ctx.key, {t["name"] for t in ctx.targets}) if self._active(ctx.obj) else None
+            self._claims.setdefault(ctx.key, {t["name"] for t in ctx.targets}) if holds_targets(ctx.obj) else None
             return done()
         async with self._freeze:
             sel: Selection = select_targets(ctx.spec, ctx.request.namespace or "", self.clusters, ctx.business)
@@ -338,17 +338,6 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
         # written before the next reconcile touches anything
         return wait(R.STARTED, "targets frozen", after=0)
 
-    def _active(self, obj: Obj) -> bool:
-        conds = (obj.get("status") or {}).get("conditions")
-        if not (obj.get("status") or {}).get("targetSets") and not (obj.get("status") or {}).get("targets"):
-            return False
-        if is_true(conds, CT.COMPLETED) or is_true(conds, CT.ROLLED_BACK):
-            return False
-        aborted = is_true(conds, CT.ABORTED)
-        spec = obj.get("spec") or {}
-        rollback = bool((spec.get("failurePolicy") or {}).get("rollback", True)) or bool(spec.get("undo"))
-        return not aborted or rollback
-
     async def _overlap(self, ctx: RolloutCtx, names: set[str]) -> tuple[str, set[str]] | None:
         ns = ctx.request.namespace or ""
         kind = ctx.status.get("targetKind")
@@ -357,7 +346,7 @@ class RolloutReconciler(StepReconciler[RolloutCtx]):
             if okey == ctx.key or (other.get("status") or {}).get("targetKind") != kind:
                 continue
             theirs: set[str] = set()
-            if self._active(other):
+            if holds_targets(other):
                 theirs = {t["name"] for t in (await self.sets.load(other)).targets} if \
                     (other.get("status") or {}).get("targetSets") else \
                     {t["name"] for t in (other.get("status") or {}).get("targets") or []}

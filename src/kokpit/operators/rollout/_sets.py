@@ -48,6 +48,12 @@ def set_name(rollout: str, revision: int, index: int) -> str:
     return f"{rollout[:253 - len(tail) - 11].rstrip('-.')}-{digest}{tail}"
 
 
+def _place(rollout: Obj) -> tuple[str, str, int]:
+    """(namespace, name, revision in its status) of a Rollout: where its current sets are."""
+    meta = rollout["metadata"]
+    return str(meta.get("namespace") or ""), str(meta["name"]), int((rollout.get("status") or {}).get("revision") or 0)
+
+
 def _dump(targets: list[Obj]) -> bytes:
     return orjson.dumps(targets)
 
@@ -108,9 +114,7 @@ class TargetSets:
 
     def keep(self, rollout: Obj, loaded: LoadedTargets) -> None:
         """``loaded`` is written (every slice as it is in memory): keep its objects for the next load."""
-        st = rollout.get("status") or {}
-        revision = int(st.get("revision") or 0)
-        ns, name = str(rollout["metadata"].get("namespace") or ""), str(rollout["metadata"]["name"])
+        ns, name, revision = _place(rollout)
         for i, raw in enumerate(loaded.written):
             hit = self._cache.get((ns, set_name(name, revision, i)))
             if hit is not None and hit.raw == raw:  # else the server stored something else: parse what it has
@@ -158,9 +162,7 @@ class TargetSets:
 
     async def save(self, rollout: Obj, loaded: LoadedTargets) -> int:
         """Write the slices whose records changed since they were read; how many were written."""
-        st = rollout.get("status") or {}
-        revision = int(st.get("revision") or 0)
-        ns, name = str(rollout["metadata"].get("namespace") or ""), str(rollout["metadata"]["name"])
+        ns, name, revision = _place(rollout)
         slots = asyncio.Semaphore(IO_CONCURRENCY)
         todo: list[tuple[int, list[Obj], bytes]] = []
         for i, old in enumerate(loaded.written):

@@ -19,7 +19,7 @@ from kokpit.runtime import PhaseRule, derive_phase, find_condition, is_true
 if TYPE_CHECKING:
     from kokpit.operators.rollout._reconciler import RolloutCtx
 
-__all__ = ["STATE_RULES", "finish_status", "named_targets", "rollout_state"]
+__all__ = ["STATE_RULES", "finish_status", "holds_targets", "named_targets", "rollout_state"]
 
 Obj = dict[str, Any]
 CT = RolloutConditionType
@@ -38,6 +38,19 @@ STATE_RULES = (
 
 def rollout_state(conditions: list[Obj] | None) -> str:
     return derive_phase(conditions, STATE_RULES, RolloutState.PENDING)
+
+
+def holds_targets(rollout: Obj) -> bool:
+    """Whether the Rollout's frozen targets are still its own: going forward, or to be rolled back — not once
+    it is Completed or RolledBack, or Aborted without a rollback (another Rollout may then take them)."""
+    st, spec = rollout.get("status") or {}, rollout.get("spec") or {}
+    if not st.get("targetSets") and not st.get("targets"):
+        return False
+    conds = st.get("conditions")
+    if is_true(conds, CT.COMPLETED) or is_true(conds, CT.ROLLED_BACK):
+        return False
+    rollback = bool((spec.get("failurePolicy") or {}).get("rollback", True)) or bool(spec.get("undo"))
+    return not is_true(conds, CT.ABORTED) or rollback
 
 
 _PAUSE_REASONS = {R.PAUSED_BY_USER, R.WAITING_FOR_PROMOTION, R.PAUSE_STEP}

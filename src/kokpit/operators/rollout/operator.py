@@ -20,6 +20,7 @@ from kokpit.api.rollout import RolloutConditionType as CT
 from kokpit.operators.rollout._fleet import BusinessClusters
 from kokpit.operators.rollout._metrics import RolloutMetrics
 from kokpit.operators.rollout._reconciler import ROLLOUT, RolloutOptions, RolloutReconciler
+from kokpit.operators.rollout._status import holds_targets
 from kokpit.operators.rollout._targets import CLUSTER, CPV
 from kokpit.runtime import Controller, EventRecorder, Manager, Request, Result, is_true
 from kokpit.runtime.permits import PERMIT, RISK_POLICY
@@ -42,19 +43,16 @@ def _own_write_delay(old: Obj, new: Obj) -> float:
 
 def moves_with_business(rollout: Obj) -> bool:
     """Whether a change in a business cluster can move this machine Rollout: one that has not frozen its
-    targets (what it selects from changed), or one still going forward or rolling back — not one that is over
-    (Completed without spec.undo, RolledBack, Aborted without a rollback), which the fleet's churn after it
-    would otherwise wake twice a second for nothing."""
-    st, spec = rollout.get("status") or {}, rollout.get("spec") or {}
+    targets (what it selects from changed), one that still holds them (forward, or rolling back), or an undo
+    of a completed one — not one that is over, which the fleet's churn after it would otherwise wake twice a
+    second for nothing."""
+    st = rollout.get("status") or {}
     if not st.get("targetSets") and not st.get("targets"):
         return True
     conds = st.get("conditions")
-    back = bool((spec.get("failurePolicy") or {}).get("rollback", True)) or bool(spec.get("undo"))
-    if is_true(conds, CT.ROLLED_BACK):
-        return False
-    if is_true(conds, CT.COMPLETED):
-        return bool(spec.get("undo"))
-    return not is_true(conds, CT.ABORTED) or back
+    undoing = is_true(conds, CT.COMPLETED) and bool((rollout.get("spec") or {}).get("undo")) \
+        and not is_true(conds, CT.ROLLED_BACK)
+    return holds_targets(rollout) or undoing
 
 
 class RolloutController:
