@@ -55,3 +55,14 @@ def test_open_permits_read_only_what_covers_the_target(monkeypatch: pytest.Monke
         pc._forget(_permit(f"p{i}", "machine-operator", [f"node-{i}"]))
     pc._forget(_permit("p-done", "machine-operator", ["node-7"]))
     assert pc._mine == {} and pc._mine_all == {}
+
+
+def test_a_relist_forgets_permits_deleted_while_the_watch_was_broken() -> None:
+    """After a broken watch the list is the whole truth: a permit deleted meanwhile (its DELETED event never
+    arrived) must not stay open in the holder's view."""
+    pc = PermitClient(None, namespace="default", cluster="c1", holder="machine-operator")  # type: ignore[arg-type]
+    pc._relisted([_permit("p1", "machine-operator", ["node-1"]), _permit("p2", "machine-operator", ["node-2"])])
+    assert [v.name for v in pc.open_permits()] == ["p1", "p2"]
+    pc._relisted([_permit("p2", "machine-operator", ["node-2"])])
+    assert pc.open_permits("node-1") == [] and [v.name for v in pc.open_permits()] == ["p2"]
+    assert pc.cached("p1") is None and "node-1" not in pc._mine

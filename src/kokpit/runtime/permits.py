@@ -266,8 +266,7 @@ class PermitClient:
         while True:
             try:
                 listed = await self.client.list(PERMIT, self.namespace, label_selector=selector)
-                for o in listed.items:
-                    self._deliver(o)
+                self._relisted(listed.items)
                 self._watching.set()
                 stream = self.client.watch(PERMIT, self.namespace, resource_version=listed.resource_version,
                                            label_selector=selector, timeout_seconds=300)
@@ -324,6 +323,16 @@ class PermitClient:
         self._mine_all[name] = None
         for t in spec.get("targets") or ():
             self._mine.setdefault(str(t), {})[name] = None
+
+    def _relisted(self, items: list[Obj]) -> None:
+        """A fresh list is the whole truth: a permit deleted while the watch was broken is forgotten too (else
+        it would stay open in this holder's view until the process restarts)."""
+        listed = {str(o["metadata"]["name"]) for o in items}
+        for name, obj in list(self._latest.items()):
+            if name not in listed:
+                self._forget(obj)
+        for o in items:
+            self._deliver(o)
 
     def _forget(self, obj: Obj) -> None:
         name = str(obj["metadata"]["name"])
