@@ -465,6 +465,12 @@ class PermitStatus(StatusModel):
     post_check: CheckRecord | None = None
     outcome: PermitOutcome | None = None
     message: str = ""
+    target_outcomes: dict[str, PermitOutcome] = Field(
+        default_factory=dict, max_length=PERMIT_TARGETS_MAX,
+        description="The holder's outcome per granted target, written as each one finishes (a merge patch "
+                    "adds keys): the risk center frees those targets' budget at once, and the permit is "
+                    "released when every granted target has one.  A target given one before it was granted is "
+                    "withdrawn (never granted).  ``outcome`` still releases all that is left.")
 
 
 class Permit(ResourceModel):

@@ -212,6 +212,10 @@ class PermitClient:
         self._mine_all: dict[str, None] = {}
         self._listeners: list[Callable[[Obj], None]] = []
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def now(self) -> Any:
         return self._clock.now()
 

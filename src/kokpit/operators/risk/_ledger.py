@@ -21,7 +21,7 @@ from kokpit.client import AlreadyExistsError, Kind, NotFoundError
 from kokpit.operators.risk._decide import Usage
 
 __all__ = ["LEDGER", "LEDGER_NAME", "decode", "encode", "entries", "entry_of", "fmt", "load_ledger", "released",
-           "ts", "usage_of", "with_entries"]
+           "split_finished", "ts", "usage_of", "with_entries"]
 
 Obj = dict[str, Any]
 LEDGER = Kind(GROUP, VERSION, "RiskLedger", "riskledgers", namespaced=False)
@@ -71,6 +71,29 @@ def released(e: Obj, at: float, outcome: str | None) -> Obj:
     if outcome:
         out["outcome"] = outcome
     return out
+
+
+def split_finished(e: Obj, outcomes: Any, at: float) -> list[Obj]:
+    """An in-flight entry whose holder reported some targets finished (``status.targetOutcomes``): one released
+    entry per outcome for those targets, then the entry itself, last, with what is still in flight — or, when
+    every target is finished, released with the last outcome's targets (``[]``: nothing finished).  Each
+    outcome stays an entry of its own, so a breaker counts the failures, not the permits they shared.  A
+    split-off entry's uid is the entry's with ``~`` and its first target: unique, and no Permit's uid."""
+    if not isinstance(outcomes, dict) or not outcomes:
+        return []
+    targets = list(e.get("targets") or ())
+    groups: dict[str, list[str]] = {}
+    for t in targets:
+        if t in outcomes:
+            groups.setdefault(str(outcomes[t]), []).append(t)
+    if not groups:
+        return []
+    rest = [t for t in targets if t not in outcomes]
+    parts = [released({**e, "uid": f"{e['uid']}~{ts_[0]}", "targets": ts_}, at, o) for o, ts_ in groups.items()]
+    if rest:
+        return [*parts, {**e, "targets": rest}]
+    last = parts.pop()
+    return [*parts, {**last, "uid": e["uid"]}]
 
 
 async def load_ledger(client: Any) -> Obj:

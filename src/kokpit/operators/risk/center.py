@@ -47,6 +47,7 @@ from kokpit.operators.risk._ledger import (
     fmt,
     load_ledger,
     released,
+    split_finished,
     ts,
     usage_of,
     with_entries,
@@ -259,6 +260,11 @@ class RiskCenter:
                     e, changed = released(e, now, R.EXPIRED), True
                 else:
                     out.wake(exp)
+                    parts = split_finished(e, ((p or {}).get("status") or {}).get("targetOutcomes"), now)
+                    if parts:
+                        *done, e = parts
+                        kept += done
+                        changed = True
             rel = ts(e.get("releasedAt"))
             if rel is not None and rel < now - retention:
                 changed = True
@@ -286,8 +292,12 @@ class RiskCenter:
                 op = OperationType(spec["operation"])
             except (ValueError, KeyError):
                 continue
+            withdrawn = (p.get("status") or {}).get("targetOutcomes") or {}
+            targets = tuple(t for t in spec.get("targets") or () if t not in withdrawn)
+            if not targets:
+                continue  # every target withdrawn before a grant: nothing to decide (the holder releases it)
             ask = Ask(str(p["metadata"]["uid"]), op, f"{p['metadata'].get('namespace')}/{spec.get('cluster')}",
-                      tuple(spec.get("targets") or ()), bool(spec.get("partial")), name=_key(p))
+                      targets, bool(spec.get("partial")), name=_key(p))
             d = decide(ask, w)
             decisions.append((p, d))
             if d.state is PermitState.GRANTED:
@@ -307,6 +317,10 @@ class RiskCenter:
                 self._announce(p, e, out)
         for p, d in decisions:
             self._answer(p, d, now, out)
+        for uid, p in permits.items():  # withdrawn by its holder before any grant: over, without one
+            if uid not in in_ledger and self._withdrawn(p):
+                out.patches.append((p, {"state": PermitState.RELEASED.value, "releasedAt": fmt(now),
+                                        "retryAfter": None}))
         await self._write(out.patches)
         self._collect(permits.values(), in_ledger, now)
         await self.status.maybe_publish(policy_objs, w, force=self.status.breakers_changed)
@@ -351,6 +365,16 @@ class RiskCenter:
         st = p.get("status") or {}
         return not st.get("outcome") and st.get("state") not in (PermitState.RELEASED, PermitState.EXPIRED)
 
+    @staticmethod
+    def _withdrawn(p: Obj) -> bool:
+        """Not over yet, but its holder released it (``outcome``) or every target (``targetOutcomes``)."""
+        st = p.get("status") or {}
+        if st.get("state") in (PermitState.RELEASED.value, PermitState.EXPIRED.value):
+            return False
+        done = st.get("targetOutcomes") or {}
+        return bool(st.get("outcome")) or (bool(done) and all(t in done for t in (p.get("spec") or {}).get(
+            "targets") or ()))
+
     def _announce(self, p: Obj, e: Obj, out: _Pass) -> None:
         """The status a permit with a ledger entry must show: Granted while in flight, then Released/Expired."""
         sig = (str(p["metadata"].get("resourceVersion")), e.get("releasedAt"))
@@ -361,8 +385,12 @@ class RiskCenter:
         rel = e.get("releasedAt")
         if rel is None:
             exp = self._expires(p)
-            patch: Obj = {"state": PermitState.GRANTED.value, "grantedTargets": list(e.get("targets") or []),
-                          "targetSummary": _summary(list(e.get("targets") or [])), "grantedAt": e["grantedAt"],
+            granted = list(e.get("targets") or [])
+            if st.get("state") == PermitState.GRANTED.value and st.get("grantedAt") == e["grantedAt"]:
+                # targets released one by one leave the entry, not the grant the holder was told of
+                granted = list(st.get("grantedTargets") or granted)
+            patch: Obj = {"state": PermitState.GRANTED.value, "grantedTargets": granted,
+                          "targetSummary": _summary(granted), "grantedAt": e["grantedAt"],
                           "expiresAt": fmt(exp) if exp is not None else None, "reasons": [], "retryAfter": None}
         else:
             state = PermitState.EXPIRED if e.get("outcome") == R.EXPIRED else PermitState.RELEASED

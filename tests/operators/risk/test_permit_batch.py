@@ -1,0 +1,142 @@
+"""Coalesced permits against a real API server and risk center: concurrent asks of one holder go out as few
+Permits, each target is answered and released on its own (its budget freed at once), a partial grant's rest
+is asked again, a withdrawn target is never granted, and the limit holds throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tests.operators.risk.conftest import Center, eventually, permits, policy
+
+from kokpit.api.risk import OperationType, PermitOutcome, PermitState
+from kokpit.apiserver.testing import ApiServerProcess
+from kokpit.client import Client
+from kokpit.operators.risk._ledger import LEDGER, entries
+from kokpit.runtime.permit_batch import PermitBatcher
+from kokpit.runtime.permits import PERMIT, PermitClient, PermitDenied
+
+DRAIN = OperationType.NODE_DRAIN
+Obj = dict[str, Any]
+
+
+def _inflight(ledger: Obj) -> list[str]:
+    return [t for e in entries(ledger) if not e.get("releasedAt") for t in e["targets"]]
+
+
+@contextlib.asynccontextmanager
+async def batching(meta: Client, apiserver: ApiServerProcess, limit: int) -> AsyncIterator[
+        tuple[PermitClient, PermitBatcher]]:
+    """A drain policy of maxConcurrent ``limit``, a risk center, and one holder's batcher (all ended after)."""
+    await policy(meta, f"drain-{limit}", operations=["node-drain"], maxConcurrent=limit)
+    center = Center(apiserver.kubeconfig).start()
+    pc = permits(meta)
+    batch = PermitBatcher(pc)
+    try:
+        yield pc, batch
+    finally:
+        await batch.close()
+        await pc.close()
+        await center.stop()
+
+
+async def test_concurrent_asks_share_permits_and_release_target_by_target(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    async with batching(meta, apiserver, 500) as (pc, batch):
+        grants = await asyncio.gather(*(batch.acquire(DRAIN, f"n{i}", timeout=60) for i in range(200)))
+        assert sorted(g.target for g in grants) == sorted(f"n{i}" for i in range(200))
+        created = (await meta.list(PERMIT, "default")).items
+        # every ask was runnable in the same loop iteration: one create carried them all
+        assert batch.creates == len(created) == 1, [p["spec"]["targets"][:3] for p in created]
+        assert created[0]["spec"]["partial"] is True and len(created[0]["spec"]["targets"]) == 200
+        name = grants[0].permit
+        assert len(_inflight(await meta.get(LEDGER, "default"))) == 200
+
+        # the first half finishes: their budget is free at once, while the permit still holds the rest
+        await asyncio.gather(*(batch.release(g, PermitOutcome.SUCCEEDED) for g in grants[:100]))
+
+        async def half_free() -> bool:
+            return len(_inflight(await meta.get(LEDGER, "default"))) == 100
+
+        await eventually(half_free, timeout=30, what="the released half out of the ledger's in-flight count")
+        view = await pc.get(name)
+        assert view.state is PermitState.GRANTED and len(view.granted_targets) == 200  # the grant stays as told
+        ledger = entries(await meta.get(LEDGER, "default"))
+        done = [e for e in ledger if e.get("releasedAt")]
+        assert sum(len(e["targets"]) for e in done) == 100 and all(e["outcome"] == "Succeeded" for e in done)
+
+        # one of the rest fails: the permit is released once every granted target is, and says Failed
+        await asyncio.gather(*(batch.release(g, PermitOutcome.FAILED if g is grants[150] else
+                                             PermitOutcome.SUCCEEDED) for g in grants[100:]))
+        final = await pc.wait(name, timeout=30, until=lambda v: v.state is PermitState.RELEASED)
+        assert final.status["targetOutcomes"][grants[150].target] == "Failed"
+        ledger = entries(await meta.get(LEDGER, "default"))
+        assert not _inflight(await meta.get(LEDGER, "default"))
+        failed = [e for e in ledger if e.get("outcome") == "Failed"]
+        assert [e["targets"] for e in failed] == [[grants[150].target]]  # a failure of its own for the breaker
+
+
+async def test_partial_grants_are_asked_again_and_the_limit_holds(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """60 concurrent asks against maxConcurrent 5: Permits are granted a prefix, the rest asked again, targets
+    freed one by one; never more than 5 in flight, and every ask is granted in the end."""
+    worst = 0
+    holding: set[str] = set()
+    stop = asyncio.Event()
+    rng = random.Random(14)
+
+    async def sample() -> None:
+        nonlocal worst
+        listed = await meta.list(LEDGER)
+        async for ev in meta.watch(LEDGER, resource_version=listed.resource_version, timeout_seconds=120):
+            worst = max(worst, len(_inflight(ev.object)))
+            if stop.is_set():
+                return
+
+    async def actor(i: int) -> None:
+        await asyncio.sleep(rng.random() * 0.2)
+        g = await batch.acquire(DRAIN, f"n{i}", timeout=90)
+        holding.add(g.target)
+        assert len(holding) <= 5, holding
+        await asyncio.sleep(rng.random() * 0.05)
+        holding.discard(g.target)
+        await batch.release(g, PermitOutcome.SUCCEEDED)
+
+    async with batching(meta, apiserver, 5) as (_pc, batch):
+        sampler = asyncio.create_task(sample())
+        try:
+            await asyncio.gather(*(actor(i) for i in range(60)))
+        finally:
+            stop.set()
+            sampler.cancel()
+    assert 2 <= worst <= 5, worst  # the budget was used concurrently and never overshot
+    assert batch.creates < 60  # asks were coalesced (each create covered more than one)
+
+
+async def test_a_withdrawn_target_is_never_granted_and_its_permit_ends_released(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    async with batching(meta, apiserver, 1) as (pc, batch):
+        first = await batch.acquire(DRAIN, "n1", timeout=30)
+        try:
+            await batch.acquire(DRAIN, "n2", timeout=1.0)
+            raise AssertionError("n2 was granted past maxConcurrent 1")
+        except PermitDenied as e:
+            queued = e.permit
+        assert queued.state is PermitState.QUEUED, queued.status
+
+        async def withdrawn() -> bool:
+            v = await pc.get(queued.name)
+            return v.status.get("targetOutcomes") == {"n2": "Aborted"} and v.state is PermitState.RELEASED
+
+        await eventually(withdrawn, timeout=30, what="n2 withdrawn and its permit Released")
+        await batch.release(first, PermitOutcome.SUCCEEDED)
+        await eventually(lambda: _ledger_idle(meta), timeout=30, what="n1's budget free")
+        again = await pc.get(queued.name)
+        assert again.granted_targets == [] and again.state is PermitState.RELEASED  # freed budget: still not n2
+
+
+async def _ledger_idle(meta: Client) -> bool:
+    return not _inflight(await meta.get(LEDGER, "default"))
