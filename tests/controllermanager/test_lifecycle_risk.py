@@ -21,7 +21,8 @@ from kokpit.controllermanager._common import DEPLOYMENT
 from kokpit.controllermanager.nodelifecycle import NodeLifecycleOptions
 from kokpit.nodes.simulator import SimulatorDriver
 from kokpit.operators.risk import CLUSTER
-from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitClient, PermitGate
+from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permits import PERMIT, RISK_POLICY, PermitClient
 
 from .conftest import ControlPlane, eventually
 from .test_workloads import deployment, running_pods

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from kokpit._lib.groupcommit import GroupCommit
 from kokpit.operators.risk._ledger import split_finished
-from kokpit.runtime.permit_batch import GroupCommit
 
 
 async def test_items_added_while_a_write_is_in_flight_go_out_together_next() -> None:

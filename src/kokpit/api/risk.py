@@ -471,6 +471,10 @@ class PermitStatus(StatusModel):
                     "adds keys): the risk center frees those targets' budget at once, and the permit is "
                     "released when every granted target has one.  A target given one before it was granted is "
                     "withdrawn (never granted).  ``outcome`` still releases all that is left.")
+    target_checks: dict[str, CheckRecord] = Field(
+        default_factory=dict, max_length=PERMIT_TARGETS_MAX,
+        description="The holder's post-check of each finished target (or, for one that failed without a "
+                    "check, why), beside its ``targetOutcomes`` entry.")
 
 
 class Permit(ResourceModel):

@@ -19,7 +19,8 @@ from kokpit.nodes import NodeDriver
 from kokpit.operators.machine.run import AddOn
 from kokpit.operators.maintenance import FlowOptions, MaintenanceOperator
 from kokpit.runtime import Manager
-from kokpit.runtime.permits import PermitClient, PermitGate
+from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permits import PermitClient
 
 __all__ = ["maintenance_add_ons"]
 

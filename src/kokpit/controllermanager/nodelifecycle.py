@@ -38,7 +38,7 @@ from kokpit.api.risk import OperationType, PermitOutcome
 from kokpit.client import LEASE, NODE, POD, NotFoundError
 from kokpit.runtime import EventRecorder, Handlers, Manager, Request, Result
 from kokpit.runtime.informer import Informer
-from kokpit.runtime.permits import PermitGate
+from kokpit.runtime.permit_gate import PermitGate
 
 __all__ = ["NodeLifecycleController", "NodeLifecycleOptions", "zone_state"]
 

@@ -22,7 +22,8 @@ from kokpit.controllermanager.replicaset import ReplicaSetController
 from kokpit.controllermanager.statefulset import StatefulSetController
 from kokpit.runtime import Manager
 from kokpit.runtime.component import ComponentConfig, run_component
-from kokpit.runtime.permits import PermitClient, PermitGate
+from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permits import PermitClient
 
 __all__ = ["CONTROLLERS", "ControllerManagerOptions", "RiskAccess", "build", "run_controller_manager"]
 

@@ -26,81 +26,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+from kokpit._lib.groupcommit import GroupCommit
 from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.client import ApiError, NotFoundError, TransportError
-from kokpit.runtime.permits import FINAL, PERMIT, PermitClient, PermitDenied, PermitView
+from kokpit.runtime.permits import FINAL, PermitClient, PermitDenied, PermitView, SharedAsk
 
-__all__ = ["Grant", "GroupCommit", "PermitBatcher"]
+__all__ = ["Grant", "PermitBatcher"]
 
 log = logging.getLogger("kokpit.runtime.permit_batch")
-
-K = TypeVar("K", bound=Hashable)
-I = TypeVar("I")  # noqa: E741 - an item
-R = TypeVar("R")
-
-
-class GroupCommit(Generic[K, I, R]):
-    """Items added under one key while that key's previous write is in flight go out together in the next
-    write (at most ``max_items`` a write).  ``write(key, items)`` returns one result per item, or raises: then
-    every item of that write gets the exception."""
-
-    def __init__(self, write: Callable[[K, list[I]], Awaitable[list[R]]], max_items: int = 1000) -> None:
-        self._write = write
-        self.max_items = max_items
-        self._forming: dict[K, list[tuple[I, asyncio.Future[R]]]] = {}
-        self._flushing: dict[K, asyncio.Task[None]] = {}
-        self.writes = 0  # how many writes went out (for tests and benchmarks)
-
-    async def add(self, key: K, item: I) -> R:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._forming.setdefault(key, []).append((item, fut))
-        if key not in self._flushing:
-            # a task, not a direct write: every ask already runnable in this loop iteration joins the batch
-            self._flushing[key] = asyncio.get_running_loop().create_task(self._flush(key))
-        return await fut
-
-    async def _flush(self, key: K) -> None:
-        try:
-            while self._forming.get(key):
-                queued = self._forming.pop(key)
-                batch, rest = queued[:self.max_items], queued[self.max_items:]
-                if rest:
-                    self._forming[key] = rest + self._forming.get(key, [])
-                live = [(i, f) for i, f in batch if not f.done()]  # a cancelled caller is not written
-                if not live:
-                    continue
-                self.writes += 1
-                try:
-                    results = await self._write(key, [i for i, _ in live])
-                except Exception as e:
-                    for _, f in live:
-                        if not f.done():
-                            f.set_exception(e)
-                    continue
-                except BaseException:  # closed mid-write: no caller may wait for ever
-                    for _, f in live:
-                        f.cancel()
-                    raise
-                for (_, f), r in zip(live, results, strict=True):
-                    if not f.done():
-                        f.set_result(r)
-        finally:
-            del self._flushing[key]
-
-    async def close(self) -> None:
-        for t in list(self._flushing.values()):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for items in self._forming.values():
-            for _, f in items:
-                f.cancel()
-        self._forming.clear()
-
+Obj = dict[str, Any]
 
 @dataclass(frozen=True)
 class Grant:
@@ -109,14 +46,6 @@ class Grant:
     permit: str
     target: str
     operation: str
-
-
-@dataclass(frozen=True)
-class _AskKey:
-    operation: str
-    intent: str
-    repair: bool
-    reason: str
 
 
 @dataclass
@@ -132,8 +61,9 @@ class PermitBatcher:
 
     def __init__(self, permits: PermitClient, *, max_targets: int = 1000) -> None:
         self.permits = permits
-        self._asks: GroupCommit[_AskKey, str, str] = GroupCommit(self._create, max_targets)
-        self._releases: GroupCommit[str, tuple[str, PermitOutcome], None] = GroupCommit(self._report, max_targets)
+        self._asks: GroupCommit[SharedAsk, str, str] = GroupCommit(self._create, max_targets)
+        self._releases: GroupCommit[str, tuple[str, PermitOutcome, Obj | None], None] = GroupCommit(
+            permits.report_finished, max_targets)
         self._open: dict[str, _Open] = {}
         self._renewer: asyncio.Task[None] | None = None
 
@@ -143,20 +73,12 @@ class PermitBatcher:
         return self._asks.writes
 
     # ------------------------------------------------------------------ the writes
-    async def _create(self, key: _AskKey, targets: list[str]) -> list[str]:
-        unique = list(dict.fromkeys(targets))  # a Permit's targets are a set
-        view = await self.permits.request(key.operation, unique, partial=True, repair=key.repair,
-                                          reason=key.reason, intent=key.intent)
-        self._open.setdefault(view.name, _Open()).live.update(unique)
-        self._start_renewing()
-        return [view.name] * len(targets)
-
-    async def _report(self, name: str, items: list[tuple[str, PermitOutcome]]) -> list[None]:
-        outcomes = {t: o.value for t, o in items}
-        with contextlib.suppress(NotFoundError):  # deleted meanwhile: nothing is held any more
-            await self.permits.client.patch(PERMIT, name, {"status": {"targetOutcomes": outcomes}},
-                                            self.permits.namespace, subresource="status")
-        return [None] * len(items)
+    async def _create(self, ask: SharedAsk, targets: list[str]) -> list[str]:
+        names = await self.permits.create_shared(ask, targets)
+        if names:
+            self._open.setdefault(names[0], _Open()).live.update(targets)
+            self._start_renewing()
+        return names
 
     # ------------------------------------------------------------------ asking and releasing
     async def acquire(self, operation: OperationType | str, target: str, *, intent: str = "",
@@ -165,7 +87,7 @@ class PermitBatcher:
         :class:`PermitDenied` with the last answer when ``timeout`` passes or the Permit ends ungranted
         (released or expired); the target is withdrawn then."""
         op = OperationType(operation).value
-        key = _AskKey(op, intent, repair, reason)
+        key = SharedAsk(op, intent, repair, reason)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             name = await self._asks.add(key, target)
@@ -181,17 +103,19 @@ class PermitBatcher:
             if view.state in FINAL:
                 raise PermitDenied(view)
 
-    async def release(self, grant: Grant, outcome: PermitOutcome) -> None:
+    async def release(self, grant: Grant, outcome: PermitOutcome, post_check: Obj | None = None) -> None:
         """Report ``grant``'s target finished: the risk center frees its budget (Failed counts for the
-        breaker); the Permit is released once every target granted by it is."""
-        await self._releases.add(grant.permit, (grant.target, outcome))
+        breaker); the Permit is released once every target granted by it is.  ``post_check`` (a CheckRecord)
+        is kept on the Permit in ``targetChecks``."""
+        await self._releases.add(grant.permit, (grant.target, outcome, post_check))
         self._drop(grant.permit, grant.target)
 
     def _withdraw(self, name: str, target: str) -> None:
         """The caller stopped waiting: mark the target Aborted (never granted after that, or freed at once if
         the grant crossed the withdrawal) in the background."""
         self._drop(name, target)
-        task = asyncio.get_running_loop().create_task(self._releases.add(name, (target, PermitOutcome.ABORTED)))
+        task = asyncio.get_running_loop().create_task(self._releases.add(name, (target, PermitOutcome.ABORTED,
+                                                                                  None)))
         task.add_done_callback(_log_failure)
 
     def _drop(self, name: str, target: str) -> None:

@@ -3,7 +3,8 @@
 An actor (the machine operator, the cluster operator, fault flows, rollouts, a benchmark) names an
 operation type and a batch of targets; the risk center answers on the Permit's status.  Two styles:
 
-- **level-triggered actors** call :meth:`PermitClient.ensure` in every reconcile: it creates the Permit
+- **level-triggered actors** call :meth:`PermitClient.ensure` in every reconcile (through
+  :class:`kokpit.runtime.permit_gate.PermitGate`): it creates the Permit
   under a deterministic name the first time and returns its current answer afterwards, so a restarted actor
   finds its permit again instead of asking twice; the actor proceeds only while it is Granted and shows
   ``RiskQueued``/``RiskDenied`` otherwise, then :meth:`release` with the outcome;
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time, parse_time
+from kokpit._lib.clock import Clock, RealClock, format_micro_time, format_time
 from kokpit.api.machine import GROUP, VERSION
 from kokpit.api.risk import OperationType, PermitOutcome, PermitState
 from kokpit.client import (
@@ -36,6 +37,7 @@ from kokpit.client import (
     CanGet,
     CanPatch,
     Kind,
+    NotFoundError,
     TransportError,
 )
 from kokpit.runtime.conditions import is_true
@@ -46,14 +48,13 @@ __all__ = [
     "OPERATION_LABEL",
     "PERMIT",
     "RISK_POLICY",
-    "Admission",
     "CheckHook",
     "PermitApi",
     "PermitClient",
     "PermitDenied",
-    "PermitGate",
     "PermitView",
     "PreCheckFailed",
+    "SharedAsk",
     "check_record",
     "node_ready_check",
 ]
@@ -116,6 +117,16 @@ class PermitView:
     @property
     def granted_targets(self) -> list[str]:
         return list(self.status.get("grantedTargets") or [])
+
+    @property
+    def target_outcomes(self) -> dict[str, str]:
+        """The holder's outcome per finished target (targets of a shared permit finish one by one)."""
+        return dict(self.status.get("targetOutcomes") or {})
+
+    def grants(self, target: str) -> bool:
+        """Granted for ``target``, and ``target`` not finished yet."""
+        return self.granted and target in (self.status.get("grantedTargets") or ()) and \
+            target not in (self.status.get("targetOutcomes") or {})
 
     @property
     def released(self) -> bool:
@@ -182,6 +193,16 @@ def node_ready_check(business: CanGet, clock: Clock | None = None) -> CheckHook:
         return check_record(results, clock)
 
     return check
+
+
+@dataclass(frozen=True)
+class SharedAsk:
+    """What asks may share one Permit: the same operation, intent, repair flag and reason."""
+
+    operation: str
+    intent: str = ""
+    repair: bool = False
+    reason: str = ""
 
 
 @dataclass
@@ -308,14 +329,16 @@ class PermitClient:
         return PermitView(obj) if obj is not None else None
 
     def open_permits(self, target: str | None = None) -> list[PermitView]:
-        """This holder's permits that are not released, optionally only those covering ``target``."""
+        """This holder's permits that are not released, optionally only those covering ``target`` (and not
+        finished for it: a shared permit's targets finish one by one)."""
         out = []
         for name in list(self._mine_all if target is None else self._mine.get(target, ())):
             obj = self._latest.get(name)
             if obj is None:
                 continue
             v = PermitView(obj)
-            if (obj.get("spec") or {}).get("holder") == self.holder and not v.released:
+            if (obj.get("spec") or {}).get("holder") == self.holder and not v.released and \
+                    (target is None or target not in (v.status.get("targetOutcomes") or {})):
                 out.append(v)
         return out
 
@@ -431,6 +454,29 @@ class PermitClient:
             status["postCheck"] = post_check
         await self.client.patch(PERMIT, name, {"status": status}, self.namespace, subresource="status")
 
+    async def report_targets(self, name: str, outcomes: dict[str, PermitOutcome],
+                             checks: dict[str, Obj] | None = None) -> None:
+        """Report targets finished (a merge patch adds them to ``status.targetOutcomes``, and their post-checks
+        to ``targetChecks``): the risk center frees their budget at once and releases the permit when every
+        granted target is finished."""
+        status: Obj = {"targetOutcomes": {t: o.value for t, o in outcomes.items()}}
+        if checks:
+            status["targetChecks"] = checks
+        await self.client.patch(PERMIT, name, {"status": status}, self.namespace, subresource="status")
+
+    async def create_shared(self, ask: SharedAsk, targets: list[str]) -> list[str]:
+        """One partial Permit for the targets of several asks (a GroupCommit write: one name per ask)."""
+        view = await self.request(ask.operation, list(dict.fromkeys(targets)), partial=True, repair=ask.repair,
+                                  reason=ask.reason, intent=ask.intent)
+        return [view.name] * len(targets)
+
+    async def report_finished(self, name: str, items: list[tuple[str, PermitOutcome, Obj | None]]) -> list[None]:
+        """Targets of a shared Permit finished, with their post-checks (a GroupCommit write)."""
+        checks = {t: c for t, _, c in items if c is not None}
+        with contextlib.suppress(NotFoundError):  # deleted meanwhile: nothing is held any more
+            await self.report_targets(name, {t: o for t, o, _ in items}, checks)
+        return [None] * len(items)
+
     async def _renew_loop(self, name: str) -> None:
         period = max(self.ttl_seconds / 3.0, 0.05)
         while True:
@@ -478,72 +524,3 @@ class PermitClient:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-
-
-@dataclass(frozen=True)
-class Admission:
-    """A level-triggered actor's answer: act now, or show ``reason`` (RiskQueued / RiskDenied / RiskPending)
-    with ``message`` and look again after ``retry_after`` seconds."""
-
-    granted: bool
-    reason: str
-    message: str
-    permit: str
-    retry_after: float | None = None
-
-
-class PermitGate:
-    """Permits for level-triggered actors: :meth:`admit` in every reconcile before a risky step (creates the
-    permit the first time under a name derived from the operation, targets and ``intent``; renews it while
-    granted), :meth:`finish` when the step's outcome is known.  Reads come from the client's shared watch, so a
-    reconcile that waits costs no API call."""
-
-    def __init__(self, permits: PermitClient, *, poll: float = 5.0) -> None:
-        self.permits = permits
-        self.poll = poll  # safety net: the actor looks again this often while it waits
-
-    async def admit(self, operation: OperationType | str, targets: Sequence[str], intent: str, *,
-                    repair: bool = False, reason: str = "") -> Admission:
-        pc = self.permits
-        pc.start_watch()
-        name = pc.name_for(operation, targets, intent)
-        view = pc.cached(name)
-        try:
-            if view is None or view.released:
-                if view is not None:  # an earlier attempt of the same change is over: ask anew
-                    with contextlib.suppress(ApiError):
-                        await pc.client.delete(PERMIT, name, pc.namespace)
-                view = await pc.ensure(operation, targets, intent=intent, repair=repair, reason=reason)
-                if view.released:
-                    return Admission(False, "RiskPending", f"permit {name} is being replaced", name, 0.5)
-            # the actor is alive and still wants it: renew while waiting too, or a long queue would expire it
-            renewed = (view.obj.get("spec") or {}).get("renewTime")
-            age = (pc.now() - parse_time(renewed)).total_seconds() if renewed else float("inf")
-            if age > pc.ttl_seconds / 3:
-                await pc.renew(name)
-            if view.granted:
-                return Admission(True, "Granted", view.summary(), name)
-        except (ApiError, TransportError) as e:
-            return Admission(False, "RiskPending", f"cannot reach the risk center's API: {e}", name, self.poll)
-        state = view.state
-        why = {PermitState.QUEUED: "RiskQueued", PermitState.DENIED: "RiskDenied"}.get(state, "RiskPending") \
-            if state is not None else "RiskPending"
-        msg = view.summary() if state is not None else f"permit {name} is waiting for the risk center"
-        return Admission(False, why, msg, name, self.poll)
-
-    def open_for(self, target: str) -> list[PermitView]:
-        return self.permits.open_permits(target)
-
-    def open_all(self) -> list[PermitView]:
-        return self.permits.open_permits()
-
-    async def finish(self, view: PermitView, outcome: PermitOutcome, message: str = "",
-                     post_check: Obj | None = None) -> None:
-        with contextlib.suppress(ApiError, TransportError):
-            await self.permits.release(view.name, outcome, message, post_check)
-            # the watch will show it released; until then do not release it twice
-            view.obj.setdefault("status", {})["outcome"] = outcome.value
-
-    @staticmethod
-    def intent(view: PermitView) -> str:
-        return str(((view.obj.get("metadata") or {}).get("annotations") or {}).get(INTENT_ANNOTATION) or "")

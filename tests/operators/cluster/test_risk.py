@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit.api.risk import PermitOutcome
-from kokpit.runtime.permits import Admission, PermitGate, PermitView
+from kokpit.runtime.permit_gate import Admission, PermitGate
+from kokpit.runtime.permits import PermitView
 
 from .conftest import CPV_COMPONENTS, Harness
 

@@ -17,6 +17,7 @@ from kokpit.apiserver.testing import ApiServerProcess
 from kokpit.client import Client
 from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime.permit_batch import PermitBatcher
+from kokpit.runtime.permit_gate import PermitGate
 from kokpit.runtime.permits import PERMIT, PermitClient, PermitDenied
 
 DRAIN = OperationType.NODE_DRAIN
@@ -140,3 +141,61 @@ async def test_a_withdrawn_target_is_never_granted_and_its_permit_ends_released(
 
 async def _ledger_idle(meta: Client) -> bool:
     return not _inflight(await meta.get(LEDGER, "default"))
+
+
+async def test_a_gate_shares_permits_and_a_restarted_actor_finds_its_grants_by_target(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """PermitGate(coalesce=...) as a level-triggered actor uses it: 20 concurrent reconciles ask through one
+    Permit; a fresh process (new client and gate, same holder) finds each node's grant by target without asking
+    again, finishes nodes one by one (the budget follows), and the Permit ends Released."""
+    up = OperationType.COMPONENT_UPGRADE
+    await policy(meta, "upgrades", operations=["component-upgrade"], maxConcurrent=100)
+    center = Center(apiserver.kubeconfig).start()
+    nodes = [f"n{i}" for i in range(20)]
+    first = PermitGate(permits(meta, holder="machine-operator/c1"), poll=0.2, coalesce=[up])
+    try:
+        await first.permits.synced()
+        answers = await asyncio.gather(*(first.admit(up, [n], "kubelet=1.31") for n in nodes))
+        assert {a.reason for a in answers} == {"RiskPending"} and len({a.permit for a in answers}) == 1
+        # a reconcile before the watch saw the new permit does not ask a second time
+        again = await first.admit(up, [nodes[0]], "kubelet=1.31")
+        assert again.permit == answers[0].permit
+        await eventually(lambda: _all_granted(first, up, nodes), timeout=30, what="every node granted")
+        assert len((await meta.list(PERMIT, "default")).items) == 1
+    finally:
+        await first.close()
+        await first.permits.close()  # the actor "dies": only the API remembers
+    second = PermitGate(permits(meta, holder="machine-operator/c1"), poll=0.2, coalesce=[up])
+    try:
+        await second.permits.synced()
+        answers = await asyncio.gather(*(second.admit(up, [n], "kubelet=1.31") for n in nodes))
+        assert all(a.granted for a in answers) and {a.permit for a in answers} == {answers[0].permit}
+        for n in nodes[:5]:
+            [view] = second.open_for(n)
+            await second.finish(view, PermitOutcome.SUCCEEDED, "", {"passed": True, "results": []}, target=n)
+            assert second.open_for(n) == []  # finished for this node, still open for the others
+        assert second.open_for(nodes[5])
+
+        async def fifteen() -> bool:
+            return len(_inflight(await meta.get(LEDGER, "default"))) == 15
+
+        await eventually(fifteen, timeout=30, what="five nodes' budget freed")
+        for n in nodes[5:]:
+            [view] = second.open_for(n)
+            await second.finish(view, PermitOutcome.FAILED if n == "n7" else PermitOutcome.SUCCEEDED,
+                                "kubelet 1.31 failed", target=n)
+        done = await second.permits.wait(answers[0].permit, timeout=30,
+                                         until=lambda v: v.state is PermitState.RELEASED)
+        assert done.target_outcomes["n7"] == "Failed" and len(done.target_outcomes) == 20
+        assert done.status["targetChecks"]["n7"]["results"][0]["message"] == "kubelet 1.31 failed"
+        assert done.status["targetChecks"]["n0"]["passed"] is True
+        assert len((await meta.list(PERMIT, "default")).items) == 1  # nothing was asked twice
+    finally:
+        await second.close()
+        await second.permits.close()
+        await center.stop()
+
+
+async def _all_granted(gate: PermitGate, op: OperationType, nodes: list[str]) -> bool:
+    answers = [await gate.admit(op, [n], "kubelet=1.31") for n in nodes]
+    return all(a.granted for a in answers)

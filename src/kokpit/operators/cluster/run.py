@@ -15,7 +15,8 @@ from kokpit.operators.cluster.operator import ClusterOperator, OperatorOptions, 
 from kokpit.runtime import Manager, Request
 from kokpit.runtime.informer import strip_managed_fields
 from kokpit.runtime.leaderelection import LeaderElectionConfig
-from kokpit.runtime.permits import PermitClient, PermitGate
+from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permits import PermitClient
 
 __all__ = ["run_operator"]
 

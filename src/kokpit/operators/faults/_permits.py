@@ -31,7 +31,7 @@ def permit_causes(permits: Iterable[Obj], cluster: str, node: str) -> list[Obj]:
         if not op.startswith(("node-", "component-")):
             continue
         targets = st.get("grantedTargets") or spec.get("targets") or []
-        if node not in targets:
+        if node not in targets or node in (st.get("targetOutcomes") or {}):  # (finished: no longer changing)
             continue
         meta = p.get("metadata") or {}
         cause: Obj = {"kind": "Permit", "name": str(meta.get("name")), "namespace": str(meta.get("namespace") or ""),

@@ -74,7 +74,7 @@ from kokpit.runtime import (
     stamp_phase,
     wait,
 )
-from kokpit.runtime.permits import PermitGate
+from kokpit.runtime.permit_gate import PermitGate
 
 __all__ = [
     "CORDON_ANNOTATION",

@@ -1,13 +1,16 @@
 """The machine operator asks the risk center before it changes a component that already runs.
 
 Upgrades, rollbacks (an upgrade to an older version) and uninstalls of a component on a node take a
-``component-upgrade`` Permit for that node first (while it waits the node is not cordoned for the change it
-has not started: it runs what it ran) (first installs on a new node disrupt nothing and do not
-ask).  The permit is named after the change (``<component>=<version>``, or ``=-`` for an uninstall), so every
-reconcile finds the same one; while it is Queued or Denied the step waits and the Machine's ``RiskPermitted``
-condition says why, naming the policies.  When the node reports the change done, the permit is released with
-the post-check's outcome: installed, running and healthy is Succeeded, a failed install or a failing health
-check is Failed (and counts for the policies' failure breakers).
+``component-upgrade`` Permit for that node first (first installs on a new node disrupt nothing and do not
+ask; while it waits, the node is not cordoned for the change it has not started: it runs what it ran).  The
+permit is shared: the asks of concurrent reconciles for the same change go out as one partial Permit
+(:class:`~kokpit.runtime.permit_gate.PermitGate` ``coalesce``), and each reconcile finds its node in it by
+target and the change in its intent (``<component>=<version>``, or ``=-`` for an uninstall).  While it is
+Queued or Denied the step waits and the Machine's ``RiskPermitted`` condition says why, naming the policies.
+When the node reports the change done, the node's part of the permit is released with the post-check's
+outcome (``status.targetOutcomes``): installed, running and healthy is Succeeded, a failed install or a
+failing health check is Failed (and counts for the policies' failure breakers); the risk center frees that
+node's budget at once.
 
 Cordons of its own (a Machine that was Ready and is not) take a ``node-isolate`` Permit first (a person's
 ``spec.unschedulable`` does not ask: that is the person's decision; nor does holding a new node that never
@@ -26,11 +29,17 @@ from kokpit.nodes import InstallState, NodeState
 from kokpit.operators.machine._plan import IN_FLIGHT, Step, StepKind
 from kokpit.operators.machine._status import MachineCtx
 from kokpit.runtime import find_condition
-from kokpit.runtime.permits import PermitGate, PermitView
+from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permits import PermitClient, PermitView
 
-__all__ = ["CORDON_INTENT", "admit_cordon", "admit_step", "cordoned", "settle"]
+__all__ = ["CORDON_INTENT", "admit_cordon", "admit_step", "cordoned", "machine_gate", "settle"]
 
 CORDON_INTENT = "cordon"
+
+
+def machine_gate(permits: PermitClient, *, poll: float = 5.0) -> PermitGate:
+    """The machine operator's gate to the risk center: component upgrades asked per node share Permits."""
+    return PermitGate(permits, poll=poll, coalesce=(OperationType.COMPONENT_UPGRADE,))
 
 
 def _isolations(gate: PermitGate, node: str) -> list[PermitView]:
@@ -48,8 +57,9 @@ async def admit_step(gate: PermitGate, ctx: MachineCtx, step: Step) -> float | N
     """None when the step may start now; else seconds until the operator should look again."""
     if step.kind == StepKind.INSTALL:
         return None
+    # the reason names no node: the asks of one change on many nodes share Permits (PermitGate coalesce)
     adm = await gate.admit(OperationType.COMPONENT_UPGRADE, [ctx.node], _intent(step),
-                           reason=f"{step.kind.lower()} {step.component} on node {ctx.node}")
+                           reason=f"{step.kind.lower()} {_intent(step)}")
     if adm.granted:
         return None
     ctx.risk = (adm.reason, adm.message)
@@ -76,7 +86,7 @@ async def admit_cordon(gate: PermitGate, ctx: MachineCtx, *, want_cordon: bool, 
         return True
     if not was_ready and not _isolations(gate, ctx.node):
         return True
-    if any(v.granted for v in gate.open_for(ctx.node)
+    if any(v.grants(ctx.node) for v in gate.open_for(ctx.node)
            if (v.obj.get("spec") or {}).get("operation") == OperationType.COMPONENT_UPGRADE.value):
         return True  # the node is out for a change the risk center granted: the cordon is part of it
     adm = await gate.admit(OperationType.NODE_ISOLATE, [ctx.node], CORDON_INTENT,
@@ -107,18 +117,20 @@ async def cordoned(gate: PermitGate, ctx: MachineCtx) -> None:
 async def settle(gate: PermitGate, ctx: MachineCtx, state: NodeState) -> None:
     """Release the node's granted permits whose change the node reports finished, with its outcome."""
     for view in gate.open_for(ctx.node):
-        if not view.granted:
+        if not view.grants(ctx.node):
             continue
         comp, _, version = PermitGate.intent(view).partition("=")
         cur = state.components.get(comp)
         if version == "-":
             if cur is None:
-                await gate.finish(view, PermitOutcome.SUCCEEDED, f"{comp} uninstalled from {ctx.node}")
+                await gate.finish(view, PermitOutcome.SUCCEEDED, f"{comp} uninstalled from {ctx.node}",
+                                  target=ctx.node)
             continue
         if cur is None or (cur.target_version or cur.version) != version:
             continue
         if cur.install_state == InstallState.FAILED:
-            await gate.finish(view, PermitOutcome.FAILED, f"{comp} {version} failed on {ctx.node}: {cur.message}")
+            await gate.finish(view, PermitOutcome.FAILED, f"{comp} {version} failed on {ctx.node}: {cur.message}",
+                              target=ctx.node)
             continue
         if cur.install_state != InstallState.INSTALLED or cur.version != version:
             continue
@@ -128,7 +140,8 @@ async def settle(gate: PermitGate, ctx: MachineCtx, state: NodeState) -> None:
         check = {"passed": h.healthy, "results": [{"target": ctx.node, "check": f"component/{comp}",
                                                     "passed": h.healthy, "message": h.message}]}
         if h.healthy:
-            await gate.finish(view, PermitOutcome.SUCCEEDED, f"{comp} {version} healthy on {ctx.node}", check)
+            await gate.finish(view, PermitOutcome.SUCCEEDED, f"{comp} {version} healthy on {ctx.node}", check,
+                              target=ctx.node)
         else:
             await gate.finish(view, PermitOutcome.FAILED, f"post-check of {comp} {version} on {ctx.node} failed: "
-                              f"{h.message}", check)
+                              f"{h.message}", check, target=ctx.node)

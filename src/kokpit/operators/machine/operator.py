@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from kokpit._lib.clock import Clock
+from kokpit.api.risk import PermitState
 from kokpit.client import CONFIGMAP, NODE, ApiError, TransportError
 from kokpit.nodes import DriverError, NodeDriver
 from kokpit.operators.machine._poller import NodeStatePoller
@@ -141,6 +142,7 @@ class MachineOperator:
             delete=lambda o: self._wake_node(o["metadata"]["name"])))
         manager.add_runnable(self.poller.run)
         if self.options.risk is not None:  # a permit's answer wakes the Machines of its nodes at once
+            self._answers: dict[str, tuple[Any, ...]] = {}
             self.options.risk.permits.add_listener(self._wake_targets)
         # a MachinePackageVersion a Machine asks for or still runs cannot be deleted under it
         mpvs = self.mpv_informer.store
@@ -178,6 +180,17 @@ class MachineOperator:
                 self.poller.track(node, active=False)
 
     def _wake_targets(self, permit: Obj) -> None:
+        """Wake the permit's nodes when its answer changed — not when only finished targets were added (this
+        operator wrote those itself; a shared permit of 1,000 nodes gets one such change per node)."""
+        name = str(permit["metadata"]["name"])
+        st = permit.get("status") or {}
+        answer = (st.get("state"), len(st.get("grantedTargets") or ()), repr(st.get("reasons")), st.get("retryAfter"))
+        if self._answers.get(name) == answer:
+            return
+        if st.get("state") in (PermitState.RELEASED.value, PermitState.EXPIRED.value):
+            self._answers.pop(name, None)
+        else:
+            self._answers[name] = answer
         for node in (permit.get("spec") or {}).get("targets") or ():
             self._wake_node(str(node))
 

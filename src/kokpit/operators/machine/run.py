@@ -14,10 +14,11 @@ from pathlib import Path
 
 from kokpit.client import Client
 from kokpit.nodes import NodeDriver
+from kokpit.operators.machine._risk import machine_gate
 from kokpit.operators.machine.operator import MachineOperator, OperatorOptions
 from kokpit.runtime import Manager
 from kokpit.runtime.informer import strip_managed_fields
-from kokpit.runtime.permits import PermitClient, PermitGate
+from kokpit.runtime.permits import PermitClient
 
 __all__ = ["AddOn", "run_operator"]
 
@@ -57,7 +58,7 @@ async def run_operator(
             if risk_kubeconfig is not None else Client.in_cluster(field_manager="kokpit-machine-operator")
         permits = PermitClient(meta, namespace=risk_namespace, cluster=risk_cluster,
                                holder=f"machine-operator/{risk_cluster}")
-        options = dataclasses.replace(options or OperatorOptions(), risk=PermitGate(permits))
+        options = dataclasses.replace(options or OperatorOptions(), risk=machine_gate(permits))
     try:
         manager = Manager(client, http_port=http_port, handle_signals=handle_signals,
                           cache_transform=strip_managed_fields, http_host=http_host, metrics_tokens=metrics_tokens)
@@ -72,6 +73,8 @@ async def run_operator(
     finally:
         await driver.close()
         await client.close()
+        if options is not None and options.risk is not None:
+            await options.risk.close()
         if permits is not None:
             await permits.close()
         if meta is not None:

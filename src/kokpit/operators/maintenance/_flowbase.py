@@ -32,7 +32,7 @@ from kokpit.runtime import (
     StepReconciler,
     Store,
 )
-from kokpit.runtime.permits import PermitGate
+from kokpit.runtime.permit_gate import PermitGate
 
 __all__ = ["CT", "FLOW", "NODE_FAULT", "PERSON", "POLICY", "FlowBase", "FlowCtx", "FlowOptions", "Obj", "R"]
 
