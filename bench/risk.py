@@ -37,6 +37,7 @@ from kokpit.client import CONFIGMAP, Client
 from kokpit.operators.risk import CLUSTER
 from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime.permit_batch import Grant, PermitBatcher
+from kokpit.runtime.permit_watch import PermitWatch
 from kokpit.runtime.permits import RISK_POLICY, PermitClient
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -204,8 +205,9 @@ async def main() -> None:
                 t1 = time.monotonic()
                 cpu1 = {"server": cpu_seconds(server_pid), "risk": cpu_seconds(proc.pid)}
                 await idle_ledger(c)  # the burst's releases decided: the coalesced burst starts empty
-                holders = [PermitClient(c, namespace="default", cluster=f"c{h}", holder="bench", ttl_seconds=600)
-                           for h in range(1, max(1, args.holders) + 1)]
+                shared = PermitWatch(c, "default")  # one watch for every holder (as the cluster operator has)
+                holders = [PermitClient(c, namespace="default", cluster=f"c{h}", holder="bench", ttl_seconds=600,
+                                        shared_watch=shared) for h in range(1, max(1, args.holders) + 1)]
                 batchers = [PermitBatcher(h) for h in holders]
                 for h in holders:
                     await h.synced(30)
@@ -213,6 +215,7 @@ async def main() -> None:
                 for b, h in zip(batchers, holders, strict=True):
                     await b.close()
                     await h.close()
+                await shared.close()
                 sus_rate, worst, samples = await sustained(c, pc, args.sustained, args.actors, args.limit)
                 await pc.close()
                 writes_after = await write_rate(c, args.writes, offset=args.writes)

@@ -55,6 +55,7 @@ __all__ = [
     "PermitView",
     "PreCheckFailed",
     "SharedAsk",
+    "SharedWatch",
     "check_record",
     "node_ready_check",
 ]
@@ -71,6 +72,14 @@ FINAL = (PermitState.RELEASED, PermitState.EXPIRED)
 
 CheckHook = Callable[[Sequence[str]], Awaitable[Obj]]
 """A health check of targets: returns a CheckRecord dict (``passed``, ``results``; see :func:`check_record`)."""
+
+
+class SharedWatch(Protocol):
+    """What a PermitClient needs of :class:`kokpit.runtime.permit_watch.PermitWatch`."""
+
+    def attach(self, permits: PermitClient) -> None: ...
+
+    def detach(self, permits: PermitClient) -> None: ...
 
 
 class PermitApi(CanGet, CanCreate, CanPatch, CanDelete, Protocol):
@@ -215,8 +224,9 @@ class PermitClient:
     """Requests, waits for, renews and releases the Permits of one holder acting on one Cluster."""
 
     def __init__(self, client: PermitApi, *, namespace: str, cluster: str, holder: str,
-                 ttl_seconds: int = 300, clock: Clock | None = None) -> None:
+                 ttl_seconds: int = 300, clock: Clock | None = None, shared_watch: SharedWatch | None = None) -> None:
         self.client = client
+        self.shared_watch = shared_watch  # one watch for the PermitClients of many Clusters (PermitWatch)
         self.namespace = namespace
         self.cluster = cluster
         self.holder = holder
@@ -291,16 +301,12 @@ class PermitClient:
         while True:
             try:
                 listed = await self.client.list(PERMIT, self.namespace, label_selector=selector)
-                self._relisted(listed.items)
-                self._watching.set()
+                self.listed(listed.items)
                 stream = self.client.watch(PERMIT, self.namespace, resource_version=listed.resource_version,
                                            label_selector=selector, timeout_seconds=300)
                 async with contextlib.aclosing(stream):
                     async for ev in stream:
-                        if ev.type in ("ADDED", "MODIFIED"):
-                            self._deliver(ev.object)
-                        elif ev.type == "DELETED":
-                            self._forget(ev.object)
+                        self.delivered(ev.type, ev.object)
             except asyncio.CancelledError:
                 raise
             except (ApiError, TransportError, OSError) as e:
@@ -309,6 +315,9 @@ class PermitClient:
 
     def start_watch(self) -> None:
         """Start the shared watch of this cluster's permits (idempotent)."""
+        if self.shared_watch is not None:
+            self.shared_watch.attach(self)
+            return
         if self._watch_task is None or self._watch_task.done():
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
 
@@ -429,7 +438,22 @@ class PermitClient:
             if not self._waiters[name]:
                 del self._waiters[name]
 
+    def listed(self, items: list[Obj]) -> None:
+        """A list of this cluster's permits (from a shared watch): the whole truth, and the cache is ready."""
+        self._relisted(items)
+        self._watching.set()
+
+    def delivered(self, event_type: str, obj: Obj) -> None:
+        """One watch event of this cluster's permits (from a shared watch)."""
+        if event_type in ("ADDED", "MODIFIED"):
+            self._deliver(obj)
+        elif event_type == "DELETED":
+            self._forget(obj)
+
     async def close(self) -> None:
+        if self.shared_watch is not None:
+            self.shared_watch.detach(self)
+            self._watching.clear()
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

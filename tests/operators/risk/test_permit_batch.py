@@ -18,6 +18,7 @@ from kokpit.client import Client
 from kokpit.operators.risk._ledger import LEDGER, entries
 from kokpit.runtime.permit_batch import PermitBatcher
 from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permit_watch import PermitWatch
 from kokpit.runtime.permits import PERMIT, PermitClient, PermitDenied
 
 DRAIN = OperationType.NODE_DRAIN
@@ -199,3 +200,38 @@ async def test_a_gate_shares_permits_and_a_restarted_actor_finds_its_grants_by_t
 async def _all_granted(gate: PermitGate, op: OperationType, nodes: list[str]) -> bool:
     answers = [await gate.admit(op, [n], "kubelet=1.31") for n in nodes]
     return all(a.granted for a in answers)
+
+
+async def test_the_permit_clients_of_many_clusters_share_one_watch(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """150 Clusters' PermitClients on one API client (as the cluster operator holds them) wait through one
+    watch stream — 150 streams of their own would be past the client's connection pool — and each sees only
+    its own Cluster's permits, a late one included."""
+    from kokpit.operators.risk import CLUSTER
+
+    clusters = [f"w{i}" for i in range(150)]
+    for name in clusters:
+        await meta.create(CLUSTER, {"metadata": {"name": name, "namespace": "default"},
+                                    "spec": {"packageVersion": "v1"}})
+    await policy(meta, "drain", operations=["node-drain"], maxConcurrent=5)
+    center = Center(apiserver.kubeconfig).start()
+    async with Client.from_kubeconfig(apiserver.kubeconfig, field_manager="actor") as actor:
+        shared = PermitWatch(actor, "default")
+        pcs = [PermitClient(actor, namespace="default", cluster=c, holder="cluster-operator", shared_watch=shared)
+               for c in clusters]
+        try:
+            views = await asyncio.gather(*(pc.request(DRAIN, ["n1"]) for pc in pcs))
+            got = await asyncio.gather(*(pc.wait(v.name, timeout=60) for pc, v in zip(pcs, views, strict=True)))
+            assert all(g.granted for g in got)
+            assert all([p.name for p in pc.open_permits()] == [v.name] for pc, v in zip(pcs, views, strict=True))
+            late = PermitClient(actor, namespace="default", cluster=clusters[7], holder="cluster-operator",
+                                shared_watch=shared)
+            assert await late.synced(10) and [p.name for p in late.open_permits("n1")] == [views[7].name]
+            watches = sum(s.value for m in actor.metrics.requests.collect() for s in m.samples
+                          if s.name.endswith("_total") and s.labels.get("verb") == "watch")
+            assert watches == 1, watches  # one stream for 150 Clusters
+        finally:
+            for pc in pcs:
+                await pc.close()
+            await shared.close()
+            await center.stop()

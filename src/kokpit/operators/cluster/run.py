@@ -16,6 +16,7 @@ from kokpit.runtime import Manager, Request
 from kokpit.runtime.informer import strip_managed_fields
 from kokpit.runtime.leaderelection import LeaderElectionConfig
 from kokpit.runtime.permit_gate import PermitGate
+from kokpit.runtime.permit_watch import PermitWatch
 from kokpit.runtime.permits import PermitClient
 
 __all__ = ["run_operator"]
@@ -40,13 +41,15 @@ async def run_operator(
     Lease name, reconcile only while holding it (in the client's namespace: the Pod's, in-cluster)."""
     client = Client.from_kubeconfig(kubeconfig, field_manager="kokpit-cluster-operator")
     gates: dict[tuple[str, str], PermitGate] = {}
+    watches: dict[str, PermitWatch] = {}  # one watch of the Permits per namespace, not one per Cluster
     op: ClusterOperator | None = None
     if ask_risk_center:
         def gate(namespace: str, cluster: str) -> PermitGate:
             g = gates.get((namespace, cluster))
             if g is None:
+                shared = watches.get(namespace) or watches.setdefault(namespace, PermitWatch(client, namespace))
                 g = gates[(namespace, cluster)] = PermitGate(PermitClient(
-                    client, namespace=namespace, cluster=cluster, holder="cluster-operator"))
+                    client, namespace=namespace, cluster=cluster, holder="cluster-operator", shared_watch=shared))
                 if op is not None:  # a permit's answer wakes its Cluster at once
                     queue = op.controller.queue
                     g.permits.add_listener(lambda _p: queue.add(Request(namespace, cluster)))
@@ -65,4 +68,6 @@ async def run_operator(
     finally:
         for g in gates.values():
             await g.permits.close()
+        for w in watches.values():
+            await w.close()
         await client.close()
