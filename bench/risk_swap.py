@@ -33,6 +33,7 @@ import contextlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,7 +281,8 @@ class SwapBench:
                      f"**{len(f.over)} budget violations**" + (f" (first: {f.over[0]})" if f.over else ""))
             issues = {c.name: log_issues(c.log) for c in self.children}
             self.say("- errors/warnings in the logs: " + "; ".join(
-                f"{k}: {sum(v.values())}" for k, v in issues.items()))
+                f"{k}: {sum(v.values())}" + (" (" + "; ".join(f"{n}× {m}" for m, n in v.most_common(3)) + ")"
+                                             if v else "") for k, v in issues.items()))
             self.say(f"- Targets (issue 14): never over {limit:,} in flight: {ok(not f.over)}; ≤ 1.3× the unlimited "
                      f"swap: {ok(limited is not None and ratio <= 1.3)} ({ratio:.2f}×); ≥ 5 kills of each: "
                      f"{ok(center.kills >= 5 and op.kills >= 5)}; swap completes: {ok(limited is not None)}")
@@ -314,6 +316,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--docs", action="store_true", help="record the run in docs/benchmarks.md")
+    p.add_argument("--keep-logs", help="copy the processes' logs into this directory at the end")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="risk-swap-") as tmp:
         bench = SwapBench(a, Path(tmp))
@@ -322,6 +325,11 @@ def main() -> int:
         except RuntimeError as e:
             print(f"FAILED: {e}", file=sys.stderr)
             return 1
+        finally:
+            if a.keep_logs:
+                Path(a.keep_logs).mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, Path(a.keep_logs) / log.name)
     if a.docs:
         cmd = f".venv/bin/python bench/risk_swap.py --nodes {a.nodes} --kills {a.kills} --install-seconds " \
               f"{a.install_seconds:g}"
