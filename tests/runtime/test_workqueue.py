@@ -117,6 +117,27 @@ async def test_dedupe_and_readd_during_processing() -> None:
     assert await q.get() == "a"
 
 
+async def test_urgent_items_go_first_once_and_nothing_is_lost() -> None:
+    q: WorkQueue[str] = WorkQueue("t", metrics=RuntimeMetrics())
+    for k in ("a", "b", "c", "d"):
+        q.add(k)
+    q.add_urgent("c")  # already queued: moves ahead, still one item
+    q.add_urgent("e")  # new
+    assert len(q) == 5
+    got = [await q.get() for _ in range(2)]
+    assert got == ["c", "e"]
+    q.add_urgent("c")  # while processing: queued again when done, like add
+    assert await q.get() == "a" and await q.get() == "b"
+    q.done("c")
+    assert len(q) == 2
+    assert sorted([await q.get(), await q.get()]) == ["c", "d"]  # c once more, then no stale copy of it
+    q.done("c")
+    q.done("d")
+    assert len(q) == 0
+    q.add("z")
+    assert await q.get() == "z"
+
+
 async def test_add_after_uses_clock() -> None:
     clock = FakeClock()
     q: WorkQueue[str] = WorkQueue("t", clock=clock)

@@ -130,6 +130,9 @@ class WorkQueue(Generic[K]):
             self._m_work = metrics.work_duration.labels(name)
             self._m_retries = metrics.retries.labels(name)
         self._queue: deque[K] = deque()
+        # items added with add_urgent go first; an item can then sit in both deques: whichever copy comes out
+        # first is processed, the other is skipped (it is no longer dirty)
+        self._urgent: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._added_at: dict[K, float] = {}
@@ -145,7 +148,8 @@ class WorkQueue(Generic[K]):
 
     # ------------------------------------------------------------------ basic queue
     def __len__(self) -> int:
-        return len(self._queue)
+        """Items waiting for a worker (an item queued both urgently and not counts once)."""
+        return sum(1 for i in self._dirty if i not in self._processing)
 
     @property
     def shutting_down(self) -> bool:
@@ -161,6 +165,23 @@ class WorkQueue(Generic[K]):
             return
         self._push(item)
 
+    def add_urgent(self, item: K) -> None:
+        """Like :meth:`add`, but ahead of every item added without urgency (e.g. a Machine that holds a
+        granted permit: the budget stays spent while it waits behind 10,000 others after a restart)."""
+        if self._shutting_down:
+            return
+        if item in self._processing:
+            self.add(item)  # queued again when its worker is done
+            return
+        if item not in self._dirty:
+            self._dirty.add(item)
+            if self._metrics:
+                self._m_adds.inc()
+        self._urgent.append(item)
+        self._added_at.setdefault(item, self._clock.monotonic())
+        self._update_depth()
+        self._nonempty.set()
+
     def _push(self, item: K) -> None:
         self._queue.append(item)
         self._added_at.setdefault(item, self._clock.monotonic())
@@ -169,16 +190,24 @@ class WorkQueue(Generic[K]):
 
     def _update_depth(self) -> None:
         if self._metrics:
-            self._m_depth.set(len(self._queue))
+            self._m_depth.set(len(self._queue) + len(self._urgent))
+
+    def _next(self) -> K | None:
+        """The next dirty item not being processed, urgent ones first (skipping copies already handled)."""
+        for q in (self._urgent, self._queue):
+            while q:
+                item = q.popleft()
+                if item in self._dirty and item not in self._processing:
+                    return item
+        return None
 
     async def get(self) -> K:
         """The next item, marked as processing; raises ShutDownError when shut down and empty."""
-        while not self._queue:
+        while (item := self._next()) is None:
             if self._shutting_down:
                 raise ShutDownError(self.name)
             self._nonempty.clear()
             await self._nonempty.wait()
-        item = self._queue.popleft()
         self._processing.add(item)
         self._dirty.discard(item)
         now = self._clock.monotonic()
@@ -259,6 +288,7 @@ class WorkQueue(Generic[K]):
         """Stop accepting items and wake every waiting worker (they get ShutDownError once empty)."""
         self._shutting_down = True
         self._queue.clear()
+        self._urgent.clear()
         self._update_depth()
         if self._delay_task is not None:
             self._delay_task.cancel()
