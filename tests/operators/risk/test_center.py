@@ -311,3 +311,33 @@ async def test_finished_permits_are_deleted_but_their_window_still_counts(
     finally:
         await pc.close()
         await center.stop()
+
+
+async def test_a_starting_risk_center_answers_once_it_sees_the_nodes_instead_of_denying(
+        meta: Client, apiserver: ApiServerProcess) -> None:
+    """Requests waiting when the risk center starts, under a limit that needs the cluster's Nodes, are
+    Granted when the Nodes are listed — not Denied (ScopeUnknown, with a Warning Event each) a moment before."""
+    await business_is_meta(meta, apiserver, "c1", nodes=20)
+    await policy(meta, "unavailable", operations=["node-drain"], maxUnavailable="50%")
+    pc = permits(meta)
+    asked = [await pc.request(DRAIN, [f"n{i}"]) for i in range(5)]
+    states: list[str] = []
+    listed = await meta.list(PERMIT, "default")
+
+    async def record() -> None:
+        async for ev in meta.watch(PERMIT, "default", resource_version=listed.resource_version,
+                                   timeout_seconds=60):
+            if (s := (ev.object.get("status") or {}).get("state")) is not None:
+                states.append(s)
+
+    recorder = asyncio.create_task(record())
+    center = Center(apiserver.kubeconfig).start()
+    try:
+        for v in asked:
+            assert (await pc.wait(v.name, timeout=30)).granted
+        assert "Denied" not in states, states
+        assert not await _events(meta, "PermitDenied")
+    finally:
+        recorder.cancel()
+        await pc.close()
+        await center.stop()

@@ -50,3 +50,20 @@ def test_only_a_change_decisions_read_wakes_the_center_and_passes_share_one_snap
     obs._gone(b, _node("n0"))
     assert wakes == 6 and set(obs.nodes("ns/c1") or {}) == {"n1", "n2"}
     assert obs.nodes("ns/other") is None
+
+
+class _Unsynced:
+    has_synced = False
+
+
+def test_a_cluster_is_warming_until_its_first_look_and_first_list_but_not_for_ever() -> None:
+    now = [100.0]
+    obs = ClusterObserver(None, lambda: None, warmup=30.0, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert obs.warming("ns/any")  # nothing looked at yet: nobody is known to be unobservable
+    obs._looked = True
+    assert not obs.warming("ns/missing")  # no kubeconfig after the first look: unobservable, denied as before
+    obs._clusters["ns/slow"] = _Business("d", None, _Unsynced(), started=95.0)  # type: ignore[arg-type]
+    obs._clusters["ns/ok"] = _Business("d", None, _SyncedInformer(), started=95.0)  # type: ignore[arg-type]
+    assert obs.warming("ns/slow") and not obs.warming("ns/ok")
+    now[0] = 125.1  # its first list did not finish within warmup: unobservable after all
+    assert not obs.warming("ns/slow")

@@ -4,7 +4,10 @@
 create Pods there, so the risk center keeps one slim Node informer per business cluster, reached through the
 cluster's ``<name>-kubeconfig`` Secret in the meta cluster (:func:`kokpit.client.read_business_kubeconfig`, as the
 rollout controller reaches it).
-A cluster whose nodes are not observed yet reports ``None``: limits that need them then deny (never guess).
+A cluster whose nodes are not observed yet reports ``None``: limits that need them then deny (never guess) —
+except while the observer is still warming up (its first look, or a cluster's first Node list within
+``warmup`` seconds): a restarted risk center must not deny, with a Warning Event each, what it will grant a
+second later; those requests simply wait for their answer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,6 +49,7 @@ class _Business:
     digest: str
     client: Client
     nodes: Informer
+    started: float = 0.0  # monotonic: when its Node informer started
     infos: dict[str, NodeInfo] = field(default_factory=dict)
     snapshot: dict[str, NodeInfo] | None = None  # a copy handed to passes; dropped when infos change
 
@@ -57,11 +62,15 @@ def node_info(o: Obj) -> NodeInfo:
 class ClusterObserver:
     """One client and one Node informer per business cluster, (re)started as kubeconfig Secrets appear."""
 
-    def __init__(self, meta: Client, on_change: Callable[[], None], *, timeout: float = 10.0) -> None:
+    def __init__(self, meta: Client, on_change: Callable[[], None], *, timeout: float = 10.0,
+                 warmup: float = 30.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.meta = meta
         self.on_change = on_change
         self.timeout = timeout
+        self.warmup = warmup
+        self._monotonic = monotonic
         self._clusters: dict[str, _Business] = {}
+        self._looked = False  # the first sync has run (until then no cluster is known to be unobservable)
 
     async def sync(self, keys: set[str]) -> None:
         """Observe exactly the clusters ``keys`` (namespace/name)."""
@@ -82,11 +91,23 @@ class ClusterObserver:
                 await self._stop(key)
             client = kc.client(field_manager="kokpit-risk-center", timeout=self.timeout, max_retries=1)
             inf = Informer(client, NODE, transform=_slim_node)
-            b = _Business(kc.digest, client, inf)
+            b = _Business(kc.digest, client, inf, self._monotonic())
             inf.add_event_handler(Handlers(add=partial(self._seen, b), update=partial(self._updated, b),
                                            delete=partial(self._gone, b)))
             inf.start()
             self._clusters[key] = b
+        if not self._looked:
+            self._looked = True
+            self.on_change()  # what waited for the first look is decided now
+
+    def warming(self, key: str) -> bool:
+        """Whether ``key``'s Nodes may still arrive soon: before the first sync, or while its first Node
+        list runs (at most ``warmup`` seconds).  A cluster without a kubeconfig after the first sync, or one
+        whose Nodes could not be listed in time, is not warming: it is unobservable."""
+        if not self._looked:
+            return True
+        b = self._clusters.get(key)
+        return b is not None and not b.nodes.has_synced and self._monotonic() - b.started < self.warmup
 
     def _seen(self, b: _Business, obj: Obj) -> None:
         """A Node added or updated: only a change of what decisions read (labels, Ready, cordoned) wakes the

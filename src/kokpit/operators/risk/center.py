@@ -130,7 +130,7 @@ class RiskCenter:
         self.metrics = RiskMetrics(manager.registry)
         self.probe_metrics = ProbeMetrics(manager.registry)
         self.recorder = EventRecorder(self.client, "kokpit-risk-center", clock=self._clock)
-        self.observer = ClusterObserver(self.client, self.wake)
+        self.observer = ClusterObserver(self.client, self.wake, monotonic=self._clock.monotonic)
         self.status = PolicyStatusWriter(self.client, self.metrics, self.recorder, self._clock)
         self.readings: dict[tuple[str, str, str], GateReading] = {}
         self.probers: dict[str, tuple[PodProber, asyncio.Task[None]]] = {}
@@ -299,6 +299,10 @@ class RiskCenter:
             ask = Ask(str(p["metadata"]["uid"]), op, f"{p['metadata'].get('namespace')}/{spec.get('cluster')}",
                       targets, bool(spec.get("partial")), name=_key(p))
             d = decide(ask, w)
+            if d.state is PermitState.DENIED and d.refusals and self.observer.warming(ask.cluster) and \
+                    all(r.reason == R.SCOPE_UNKNOWN for r in d.refusals):
+                out.wake(now + 1.0)  # its nodes are being listed (a restart): answered once they are
+                continue
             decisions.append((p, d))
             if d.state is PermitState.GRANTED:
                 u = w.usages[-1]
