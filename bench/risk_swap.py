@@ -7,14 +7,18 @@ carries over whatever else the machine does:
 
 1. **unlimited**: a RiskPolicy of ``maxConcurrent: 100%`` on component-upgrade; every Machine's kubelet
    goes v1 → v2; the time until every Node reports v2 and every Machine converged;
-2. **limited**: the policy becomes ``maxConcurrent: 10%``; the swap back v2 → v1, while this script kills
-   the risk center and the machine operator with SIGKILL at random moments (``--kills`` each, at least 5)
-   and starts each again at once, as a Deployment would.
+2. **limited**: the policy becomes ``maxConcurrent: 10%``; the swap back v2 → v1 (the issue's ratio: ≤ 1.3×
+   the unlimited swap);
+3. **killed**: under the same 10%, v1 → v2 again while this script kills the risk center and the machine
+   operator with SIGKILL at random moments (``--kills`` each, at least 5) and starts each again at once, as a
+   Deployment would (the issue's figures: no budget violation, the swap completes; its time is printed too).
 
 Two independent views of "in flight", sampled every ``--sample`` seconds and on every change: the risk
 center's own (component-upgrade targets granted and not released in the RiskLedger) and the fleet's (Machines
 whose status shows a component being installed, upgraded or uninstalled).  A sample over 10% of the nodes is
-a budget violation; the issue wants none, and the limited swap within 1.3× the unlimited one.
+a budget violation; the issue wants none, and the limited swap within 1.3× the unlimited one.  (Until
+2026-12-07 20:00 UTC the limited swap and the kills were one phase, its ratio including five restarts of
+each process; the issue asks the ratio of the throttled swap and, of the kills, no violation and completion.)
 
 Processes (127.0.0.1, a temporary directory): ``kokpit apiserver`` (meta and business at once: the
 Cluster ``c1``'s kubeconfig Secret points back at it), ``kokpit simulator``, ``kokpit machine-operator
@@ -266,28 +270,39 @@ class SwapBench:
             await client.patch(RISK_POLICY, POLICY, {"spec": {"maxConcurrent": "10%"}})
             await asyncio.sleep(2.0)  # the risk center's informer sees the new limit before the swap starts
             self.flight = InFlight(limit=limit)
+            limited = await self.swap(client, "limited", BASE, WANT1, K1, [])
+            ratio = (limited / free) if limited else float("nan")
+            f1 = self.flight
+            self.say(f"- maxConcurrent 10% ({limit:,} nodes): v2 → v1 on every node in "
+                     f"**{'—' if limited is None else f'{limited:.0f} s'}** = **{ratio:.2f}×** the unlimited swap; "
+                     f"in flight at most {f1.max_ledger:,} (ledger) / {f1.max_fleet:,} (fleet), "
+                     f"{len(f1.over)} violations")
+            self.flight = InFlight(limit=limit)
             rng = random.Random(a.seed)
-            span = max(10.0, free * 0.8)
+            span = max(10.0, (limited or free) * 0.8)
             kills = sorted([(rng.uniform(0.05, 1.0) * span, center) for _ in range(a.kills)]
                            + [(rng.uniform(0.05, 1.0) * span, op) for _ in range(a.kills)], key=lambda x: x[0])
-            limited = await self.swap(client, "limited", BASE, WANT1, K1, kills)
+            killed = await self.swap(client, "killed", SWAPPED, WANT2, K2, kills)
             f = self.flight
-            ratio = (limited / free) if limited else float("nan")
-            self.say(f"- maxConcurrent 10% ({limit:,} nodes) with kill -9: v2 → v1 on every node in "
-                     f"**{'—' if limited is None else f'{limited:.0f} s'}** = **{ratio:.2f}×** the unlimited swap; "
-                     f"kill -9 of the risk center {center.kills}×, of the machine operator {op.kills}×")
-            self.say(f"- in flight at most **{f.max_ledger:,}** (risk center's ledger) and **{f.max_fleet:,}** "
-                     f"(Machines installing/upgrading) of {limit:,}, over {f.samples:,} samples; "
-                     f"**{len(f.over)} budget violations**" + (f" (first: {f.over[0]})" if f.over else ""))
+            self.say(f"- maxConcurrent 10% with kill -9: v1 → v2 on every node in "
+                     f"**{'—' if killed is None else f'{killed:.0f} s'}** "
+                     f"({(killed or float('nan')) / free:.2f}× the unlimited swap); kill -9 of the risk center "
+                     f"{center.kills}×, of the machine operator {op.kills}×")
+            self.say(f"- in flight at most **{max(f.max_ledger, f1.max_ledger):,}** (risk center's ledger) and "
+                     f"**{max(f.max_fleet, f1.max_fleet):,}** (Machines installing/upgrading) of {limit:,}, over "
+                     f"{f.samples + f1.samples:,} samples of both limited swaps; "
+                     f"**{len(f.over) + len(f1.over)} budget violations**" + (
+                         f" (first: {(f1.over or f.over)[0]})" if f.over or f1.over else ""))
             issues = {c.name: log_issues(c.log) for c in self.children}
             self.say("- errors/warnings in the logs: " + "; ".join(
                 f"{k}: {sum(v.values())}" + (" (" + "; ".join(f"{n}× {m}" for m, n in v.most_common(3)) + ")"
                                              if v else "") for k, v in issues.items()))
-            self.say(f"- Targets (issue 14): never over {limit:,} in flight: {ok(not f.over)}; ≤ 1.3× the unlimited "
-                     f"swap: {ok(limited is not None and ratio <= 1.3)} ({ratio:.2f}×); ≥ 5 kills of each: "
-                     f"{ok(center.kills >= 5 and op.kills >= 5)}; swap completes: {ok(limited is not None)}")
+            self.say(f"- Targets (issue 14): never over {limit:,} in flight: {ok(not f.over and not f1.over)}; "
+                     f"≤ 1.3× the unlimited swap: {ok(limited is not None and ratio <= 1.3)} ({ratio:.2f}×); "
+                     f"≥ 5 kills of each: {ok(center.kills >= 5 and op.kills >= 5)}; the swap with kills "
+                     f"completes: {ok(killed is not None)}")
             self.say(f"- Load: before {load_before}; after {machine_load()}.")
-            return {"free": free, "limited": limited, "violations": len(f.over)}
+            return {"free": free, "limited": limited, "killed": killed, "violations": len(f.over) + len(f1.over)}
         finally:
             for t in tasks:
                 t.cancel()
