@@ -17,7 +17,7 @@ What survives a kill -9 is what the API holds: the Permits.  The batcher's bookk
 for which target of which Permit — lives in memory on purpose and needs nothing after a restart: a dead
 holder stops renewing, and its Permits expire after their TTL, counting against every budget until then, as
 any Permit does.  A level-triggered actor that must find its grants again after a restart keeps using
-:class:`~kokpit.runtime.permits.PermitGate`.
+:class:`~kokpit.runtime.permit_gate.PermitGate`.
 """
 
 from __future__ import annotations

@@ -35,5 +35,5 @@ class OperatorOptions:
     # the kokpit image of the Pods that remove a deleted cluster's data folder on its nodes
     tools_image: str = f"kokpit:{__version__}"
     # ask the risk center before a release replaces a running component (issue 14): (namespace, cluster) ->
-    # that Cluster's kokpit.runtime.permits.PermitGate; None: do not ask
+    # that Cluster's kokpit.runtime.permit_gate.PermitGate; None: do not ask
     risk: Callable[[str, str], Any] | None = None

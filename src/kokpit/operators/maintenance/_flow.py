@@ -7,7 +7,7 @@ all the **repair intent** — ``status.repair`` with its ``requestId`` is writte
 driver is called, and the driver is idempotent by that id, so a controller killed mid-reboot asks about the
 same reboot after its restart instead of starting a second one.
 
-Permits come from the risk center through :class:`kokpit.runtime.permits.PermitGate` (``node-isolate``
+Permits come from the risk center through :class:`kokpit.runtime.permit_gate.PermitGate` (``node-isolate``
 before the cordon, ``node-drain`` before pods are marked, the repair's own operation before the repair);
 they are held (renewed on every reconcile) until the node is given back, and a refusal is shown on the
 ``RiskPermitted`` condition with the refusing policies.
