@@ -61,9 +61,8 @@ async def test_policy_count_rewrites_wake_no_flow_but_a_spec_or_breaker_change_w
     assert len(q) == 0
     mo.policy_informer._dispatch_update(_policy("2", faulty=2), _policy("3", open_=True, faulty=2))
     assert sorted(r.name for r in q._queue) == ["f0", "f1"]  # the open flows, not the finished one
-    while len(q):
-        q._queue.popleft()
-    q._dirty.clear()
+    while len(q):  # drained as workers would
+        q.done(await q.get())
     changed = _policy("4", open_=True, faulty=2, max_faulty="10%")
     mo.policy_informer._dispatch_update(_policy("3", open_=True, faulty=2), changed)
     assert len(q) == 2
