@@ -66,6 +66,7 @@ class PermitBatcher:
             permits.report_finished, max_targets)
         self._open: dict[str, _Open] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def creates(self) -> int:
@@ -116,6 +117,8 @@ class PermitBatcher:
         self._drop(name, target)
         task = asyncio.get_running_loop().create_task(self._releases.add(name, (target, PermitOutcome.ABORTED,
                                                                                   None)))
+        self._background.add(task)  # held: the loop keeps only a weak reference to a task
+        task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
 
     def _drop(self, name: str, target: str) -> None:
