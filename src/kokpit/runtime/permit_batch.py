@@ -39,6 +39,7 @@ __all__ = ["Grant", "PermitBatcher"]
 log = logging.getLogger("kokpit.runtime.permit_batch")
 Obj = dict[str, Any]
 
+
 @dataclass(frozen=True)
 class Grant:
     """One granted target of a (possibly shared) Permit; hand it back to :meth:`PermitBatcher.release`."""

@@ -47,7 +47,9 @@ async def run_operator(
         def gate(namespace: str, cluster: str) -> PermitGate:
             g = gates.get((namespace, cluster))
             if g is None:
-                shared = watches.get(namespace) or watches.setdefault(namespace, PermitWatch(client, namespace))
+                shared = watches.get(namespace)
+                if shared is None:
+                    shared = watches[namespace] = PermitWatch(client, namespace)
                 g = gates[(namespace, cluster)] = PermitGate(PermitClient(
                     client, namespace=namespace, cluster=cluster, holder="cluster-operator", shared_watch=shared))
                 if op is not None:  # a permit's answer wakes its Cluster at once
