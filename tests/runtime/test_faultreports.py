@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
+from kokpit._lib.backoff import ExponentialBackoff
 from kokpit.api.fault import HISTORY_MAX, SOURCES_MAX, NodeFaultStatus, SourceKind
-from kokpit.client import AlreadyExistsError, NotFoundError
+from kokpit.client import AlreadyExistsError, ConflictError, NotFoundError
 from kokpit.runtime.faultreports import FaultReport, FaultReporter, apply_report
 
 T0 = dt.datetime(2026, 12, 7, 1, 0, 0, tzinfo=dt.UTC)
@@ -88,9 +89,10 @@ def test_bad_reports_are_refused_before_any_request() -> None:
 class _CountingApi:
     """get / create / update_status of NodeFaults, recording each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, conflicts: int = 0) -> None:
         self.objs: dict[str, dict[str, object]] = {}
         self.calls: list[str] = []
+        self.conflicts = conflicts  # how many status writes to refuse with 409 first
 
     async def get(self, kind: object, name: str) -> dict[str, object]:
         self.calls.append("get")
@@ -108,6 +110,9 @@ class _CountingApi:
 
     async def update_status(self, kind: object, body: dict[str, object]) -> dict[str, object]:
         self.calls.append("update_status")
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ConflictError(409, {"message": "the object has been modified", "reason": "Conflict"})
         self.objs[body["metadata"]["name"]]["status"] = body["status"]  # type: ignore[index]
         return self.objs[body["metadata"]["name"]]  # type: ignore[index]
 
@@ -125,3 +130,26 @@ async def test_a_report_likely_new_is_created_without_a_read_and_an_existing_one
     api.calls.clear()
     await reporter.report(rep())
     assert api.calls == ["get", "update_status"]
+
+
+async def test_a_conflicting_write_is_retried_after_a_growing_backoff_and_gives_up_with_a_conflict() -> None:
+    """Writers of one NodeFault that retry at once collide again: each retry waits a little longer, the
+    report still lands, and a write that keeps conflicting ends in a 409 naming the fault."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    api = _CountingApi(conflicts=3)
+    reporter = FaultReporter(api, backoff=ExponentialBackoff(base=0.01, factor=2.0, cap=0.5), sleep=sleep)
+    out = await reporter.report(rep(), likely_new=True)
+    assert out is not None and out["status"]["count"] == 1
+    assert slept == [0.01, 0.02, 0.04], slept
+    assert api.calls == ["create", "update_status"] + ["get", "update_status"] * 3
+
+    slept.clear()
+    api.conflicts = 100
+    reporter = FaultReporter(api, max_conflicts=4, sleep=sleep)  # the default backoff: jittered, capped
+    with pytest.raises(ConflictError, match="still conflicting after 4 attempts"):
+        await reporter.report(rep())
+    assert len(slept) == 3 and all(0 < s <= 1.0 for s in slept) and slept[0] < slept[2], slept

@@ -19,11 +19,14 @@ Expiry (no report within the TTL) and retention are the event center's decisions
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kokpit._lib.backoff import ExponentialBackoff
 from kokpit._lib.clock import Clock, RealClock, format_micro_time
 from kokpit.api.fault import (
     HISTORY_MAX,
@@ -166,12 +169,22 @@ def apply_report(status: Obj | None, report: FaultReport, now: dt.datetime) -> O
 class FaultReporter:
     """Writes :class:`FaultReport` s as NodeFaults (create the first time, then status updates guarded by
     resourceVersion).  Raises the client's ``ApiError`` for what the server refuses (a malformed report is
-    a 422 naming the field) and ``TransportError`` when the server cannot be reached."""
+    a 422 naming the field) and ``TransportError`` when the server cannot be reached.
 
-    def __init__(self, client: Any, *, clock: Clock | None = None, max_conflicts: int = 8) -> None:
+    A conflicting write is read and applied again after a short jittered backoff (client-go's
+    ``retry.RetryOnConflict``): writers of one NodeFault — reporters of the same fault on several hosts, the
+    event center's own status changes — that retry at once collide again and again (eight in a row were seen
+    under load).  The backoff sleeps on ``sleep`` (the event loop's by default), not on ``clock``: a few
+    milliseconds between requests to a server are no decision a test's clock should have to drive."""
+
+    def __init__(self, client: Any, *, clock: Clock | None = None, max_conflicts: int = 8,
+                 backoff: ExponentialBackoff | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.client = client
         self.clock: Clock = clock or RealClock()
         self.max_conflicts = max_conflicts
+        self.backoff = backoff or ExponentialBackoff(base=0.01, factor=2.0, cap=0.5, jitter=1.0)
+        self._sleep = sleep
 
     async def report(self, report: FaultReport, *, likely_new: bool = False) -> Obj | None:
         """Apply one report; returns the NodeFault as written (None: a clear that changed nothing).
@@ -179,6 +192,8 @@ class FaultReporter:
         first (two requests instead of three; an existing one is read after the create is refused)."""
         name = report.name
         for attempt in range(self.max_conflicts):
+            if attempt:
+                await self._sleep(self.backoff.delay(attempt - 1))
             obj: Obj | None = None
             if likely_new and attempt == 0 and not report.cleared:
                 obj = await self._create(report)  # None: it exists after all, read it below
