@@ -59,8 +59,10 @@ async def test_taint_eviction_waits_for_a_node_drain_permit(plane: Callable[...,
     await policy(meta, "hold-drains", operations=["node-drain"], paused=True)
     center = Center(apiserver.kubeconfig).start()
     clients: list[Client] = []
+    gates: list[PermitGate] = []
     meta_cm, gate = _gate(apiserver)
     clients.append(meta_cm)
+    gates.append(gate)
     opts = NodeLifecycleOptions(grace_period=3.0, monitor_period=0.5, risk=gate)
     cp = await plane(nodes=3, node_lifecycle=opts)
     c, ns = cp.client, namespace
@@ -95,6 +97,7 @@ async def test_taint_eviction_waits_for_a_node_drain_permit(plane: Callable[...,
         assert cp.restart_cm is not None
         meta_cm2, gate2 = _gate(apiserver)
         clients.append(meta_cm2)
+        gates.append(gate2)
         await cp.restart_cm(NodeLifecycleOptions(grace_period=3.0, monitor_period=0.5, risk=gate2))
         await eventually(lambda: _node_events(c, broken), lambda es: sum(
             e.get("count", 1) for e in es if e["reason"] == "RiskDenied") >= 2 and any(
@@ -113,6 +116,8 @@ async def test_taint_eviction_waits_for_a_node_drain_permit(plane: Callable[...,
     finally:
         await driver.close()
         await center.stop()
+        for g in gates:  # their permit watches before the clients they use
+            await g.permits.close()
         for cl in clients:
             await cl.close()
 

@@ -13,13 +13,13 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kokpit._lib.backoff import ExponentialBackoff
 from kokpit._lib.clock import Clock, RealClock
-from kokpit.client import ApiError, Client, Kind, ResourceExpiredError, TransportError, WatchEvent
+from kokpit.client import ApiError, Client, Kind, ObjectList, ResourceExpiredError, TransportError, WatchEvent
 
 __all__ = [
     "EventHandler",
@@ -27,6 +27,7 @@ __all__ = [
     "IndexFunc",
     "Informer",
     "InformerFactory",
+    "ListWatch",
     "Source",
     "Store",
     "Transform",
@@ -212,6 +213,18 @@ class Source(Protocol):
     def objects(self) -> list[Obj]: ...
 
 
+class ListWatch(Protocol):
+    """What an informer needs of :class:`kokpit.client.Client`: paginated lists and a resumable watch."""
+
+    def list_pages(self, kind: Kind, namespace: str | None = None, *,
+                   label_selector: Mapping[str, str] | str | None = None, field_selector: str | None = None,
+                   limit: int | None = 500, resource_version: str | None = None) -> AsyncGenerator[ObjectList, None]: ...
+
+    def watch_resumable(self, kind: Kind, namespace: str | None = None, *, resource_version: str,
+                        label_selector: Mapping[str, str] | str | None = None, field_selector: str | None = None,
+                        timeout_seconds: int = 300) -> AsyncGenerator[WatchEvent, None]: ...
+
+
 def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -221,7 +234,7 @@ class Informer:
 
     def __init__(
         self,
-        client: Client,
+        client: ListWatch,
         kind: Kind,
         *,
         namespace: str | None = None,

@@ -1,29 +1,47 @@
-"""One watch of a namespace's Permits for the PermitClients of many Clusters.
+"""The watch of Permits that answers a PermitClient's waiters: one per Cluster, or one per namespace shared
+by the PermitClients of many Clusters.
 
-Why: a PermitClient watches its own Cluster's Permits, which is right for an actor of one Cluster (the
-machine operator, the controller-manager).  An actor of many Clusters — the cluster operator asks for every
-Cluster it releases, thousands of them in one namespace — would hold one watch stream per Cluster: thousands
-of long-lived connections, past any client's connection pool (the streams beyond it wait for a free
-connection, and their actors for answers they cannot see).  :class:`PermitWatch` lists and watches the
-namespace's Permits once and hands each Cluster's share to its PermitClient; a PermitClient that attaches
-later is given the last list's view of its Cluster at once.
+Why: a PermitClient learns every answer from a watch, never by polling.  An actor of one Cluster (the
+machine operator, the controller-manager) watches its Cluster's Permits.  An actor of many Clusters — the
+cluster operator asks for every Cluster it releases, thousands of them in one namespace — would hold one
+watch stream per Cluster: thousands of long-lived connections, past any client's connection pool (the
+streams beyond it wait for a free connection, and their actors for answers they cannot see).  A
+:class:`PermitWatch` of the namespace lists and watches its Permits once and hands each Cluster's share to
+its PermitClient; a PermitClient that attaches later is given its Cluster's share of the cache at once.
+
+The list → watch → resume / re-list loop is the shared :class:`kokpit.runtime.informer.Informer`'s
+(backoff, bookmarks, a re-list on 410 that tells each client only what changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from typing import Any
+from typing import Any, Protocol
 
-from kokpit.client import ApiError, TransportError
-from kokpit.runtime.permits import CLUSTER_LABEL, PERMIT, PermitApi, PermitClient
+from kokpit.api.machine import GROUP, VERSION
+from kokpit.client import Kind
+from kokpit.runtime.informer import Handlers, Informer, ListWatch
 
-__all__ = ["PermitWatch"]
-
-log = logging.getLogger("kokpit.runtime.permit_watch")
+__all__ = ["CLUSTER_LABEL", "PERMIT", "PermitWatch", "Watched"]
 
 Obj = dict[str, Any]
+PERMIT = Kind(GROUP, VERSION, "Permit", "permits")
+CLUSTER_LABEL = "kokpit.io/cluster"
+
+
+class Watched(Protocol):
+    """What a PermitWatch feeds: :class:`kokpit.runtime.permits.PermitClient`."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def cluster(self) -> str: ...
+
+    def listed(self, items: list[Obj]) -> None: ...
+
+    def delivered(self, event_type: str, obj: Obj) -> None: ...
 
 
 def _cluster(obj: Obj) -> str:
@@ -31,60 +49,55 @@ def _cluster(obj: Obj) -> str:
 
 
 class PermitWatch:
-    """The Permits of ``namespace`` (those labelled with a Cluster), watched once, dispatched by Cluster."""
+    """The Permits of ``namespace`` labelled with a Cluster (with ``cluster``: that Cluster's only), watched
+    once, dispatched by Cluster."""
 
-    def __init__(self, client: PermitApi, namespace: str) -> None:
-        self.client = client
+    def __init__(self, client: ListWatch, namespace: str, *, cluster: str | None = None) -> None:
         self.namespace = namespace
-        self._clients: dict[str, PermitClient] = {}
-        self._known: dict[str, Obj] = {}  # name -> the latest of every permit: what a late attach starts from
-        self._listed = False
+        self._informer = Informer(client, PERMIT, namespace=namespace,
+                                  label_selector=CLUSTER_LABEL if cluster is None else f"{CLUSTER_LABEL}={cluster}")
+        self._informer.add_event_handler(Handlers(add=lambda o: self._changed("ADDED", o),
+                                                  update=lambda _old, o: self._changed("MODIFIED", o),
+                                                  delete=lambda o: self._changed("DELETED", o)))
+        self._clients: dict[str, Watched] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def attach(self, permits: PermitClient) -> None:
+    def attach(self, permits: Watched) -> None:
         """Feed ``permits`` (idempotent); starts the watch the first time."""
         if permits.namespace != self.namespace:
             raise ValueError(f"a PermitWatch of namespace {self.namespace} cannot feed permits of "
                              f"{permits.namespace}")
         if self._clients.get(permits.cluster) is not permits:
             self._clients[permits.cluster] = permits
-            if self._listed:
-                permits.listed([o for o in self._known.values() if _cluster(o) == permits.cluster])
+            if self._informer.has_synced:
+                permits.listed(self._share(permits.cluster))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"permit-watch-{self.namespace}")
 
-    def detach(self, permits: PermitClient) -> None:
+    def detach(self, permits: Watched) -> None:
         if self._clients.get(permits.cluster) is permits:
             del self._clients[permits.cluster]
 
+    def _share(self, cluster: str) -> list[Obj]:
+        return self._informer.store.by_label(CLUSTER_LABEL, cluster)
+
+    def _changed(self, event_type: str, obj: Obj) -> None:
+        # the first list is handed over whole once it is complete (each client's cache is then ready); after
+        # it, a re-list reaches here as the differences it found
+        if self._informer.has_synced:
+            pc = self._clients.get(_cluster(obj))
+            if pc is not None:
+                pc.delivered(event_type, obj)
+
     async def _run(self) -> None:
-        while True:
-            try:
-                listed = await self.client.list(PERMIT, self.namespace, label_selector=CLUSTER_LABEL)
-                self._known = {str(o["metadata"]["name"]): o for o in listed.items}
-                self._listed = True
-                by_cluster: dict[str, list[Obj]] = {}
-                for o in listed.items:
-                    by_cluster.setdefault(_cluster(o), []).append(o)
-                for cluster, each in list(self._clients.items()):
-                    each.listed(by_cluster.get(cluster, []))
-                stream = self.client.watch(PERMIT, self.namespace, resource_version=listed.resource_version,
-                                           label_selector=CLUSTER_LABEL, timeout_seconds=300)
-                async with contextlib.aclosing(stream):
-                    async for ev in stream:
-                        name = str(ev.object["metadata"]["name"])
-                        if ev.type in ("ADDED", "MODIFIED"):
-                            self._known[name] = ev.object
-                        elif ev.type == "DELETED":
-                            self._known.pop(name, None)
-                        pc = self._clients.get(_cluster(ev.object))
-                        if pc is not None:
-                            pc.delivered(ev.type, ev.object)
-            except asyncio.CancelledError:
-                raise
-            except (ApiError, TransportError, OSError) as e:
-                log.info("permit watch of namespace %s broke (%s); re-listing", self.namespace, e)
-                await asyncio.sleep(0.2)
+        informer = self._informer.start()
+        try:
+            await self._informer.wait_synced()
+            for cluster, each in list(self._clients.items()):
+                each.listed(self._share(cluster))
+            await informer
+        finally:
+            await self._informer.stop()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -92,4 +105,3 @@ class PermitWatch:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        self._listed = False

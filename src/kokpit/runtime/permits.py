@@ -8,8 +8,8 @@ operation type and a batch of targets; the risk center answers on the Permit's s
   under a deterministic name the first time and returns its current answer afterwards, so a restarted actor
   finds its permit again instead of asking twice; the actor proceeds only while it is Granted and shows
   ``RiskQueued``/``RiskDenied`` otherwise, then :meth:`release` with the outcome;
-- **imperative actors** use :meth:`PermitClient.hold`: request, wait for the decision (one shared watch per
-  client, never polling), renew in the background, run the pre-check, yield, run the post-check, release.
+- **imperative actors** use :meth:`PermitClient.hold`: request, wait for the decision (one watch per client,
+  or one per namespace shared by many: :mod:`kokpit.runtime.permit_watch`; never polling), renew in the background, run the pre-check, yield, run the post-check, release.
 
 A granted permit is held until released and counts against every budget until then; a holder that dies
 stops renewing and the risk center expires its permits after ``ttlSeconds``.
@@ -41,6 +41,8 @@ from kokpit.client import (
     TransportError,
 )
 from kokpit.runtime.conditions import is_true
+from kokpit.runtime.informer import ListWatch
+from kokpit.runtime.permit_watch import CLUSTER_LABEL, PERMIT, PermitWatch
 
 __all__ = [
     "CLUSTER_LABEL",
@@ -55,7 +57,6 @@ __all__ = [
     "PermitView",
     "PreCheckFailed",
     "SharedAsk",
-    "SharedWatch",
     "check_record",
     "node_ready_check",
 ]
@@ -63,9 +64,7 @@ __all__ = [
 log = logging.getLogger("kokpit.runtime.permits")
 
 Obj = dict[str, Any]
-PERMIT = Kind(GROUP, VERSION, "Permit", "permits")
 RISK_POLICY = Kind(GROUP, VERSION, "RiskPolicy", "riskpolicies", namespaced=False)
-CLUSTER_LABEL = "kokpit.io/cluster"
 INTENT_ANNOTATION = "kokpit.io/intent"
 OPERATION_LABEL = "kokpit.io/operation"
 FINAL = (PermitState.RELEASED, PermitState.EXPIRED)
@@ -74,23 +73,8 @@ CheckHook = Callable[[Sequence[str]], Awaitable[Obj]]
 """A health check of targets: returns a CheckRecord dict (``passed``, ``results``; see :func:`check_record`)."""
 
 
-class SharedWatch(Protocol):
-    """What a PermitClient needs of :class:`kokpit.runtime.permit_watch.PermitWatch`."""
-
-    def attach(self, permits: PermitClient) -> None: ...
-
-    def detach(self, permits: PermitClient) -> None: ...
-
-
-class PermitApi(CanGet, CanCreate, CanPatch, CanDelete, Protocol):
-    """What the permit client needs of :class:`kokpit.client.Client` (plus ``watch`` for waiting)."""
-
-    def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str | None = None,
-              label_selector: Any = None, field_selector: str | None = None,
-              timeout_seconds: int | None = None, bookmarks: bool = True) -> Any: ...
-
-    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: Any = None,
-                   field_selector: str | None = None) -> Any: ...
+class PermitApi(CanGet, CanCreate, CanPatch, CanDelete, ListWatch, Protocol):
+    """What the permit client needs of :class:`kokpit.client.Client` (lists and watches for waiting)."""
 
 
 @dataclass
@@ -224,16 +208,18 @@ class PermitClient:
     """Requests, waits for, renews and releases the Permits of one holder acting on one Cluster."""
 
     def __init__(self, client: PermitApi, *, namespace: str, cluster: str, holder: str,
-                 ttl_seconds: int = 300, clock: Clock | None = None, shared_watch: SharedWatch | None = None) -> None:
+                 ttl_seconds: int = 300, clock: Clock | None = None, shared_watch: PermitWatch | None = None) -> None:
         self.client = client
-        self.shared_watch = shared_watch  # one watch for the PermitClients of many Clusters (PermitWatch)
+        # the namespace's watch shared with the PermitClients of other Clusters, else one of this Cluster's
+        # own, made when first needed
+        self.shared_watch = shared_watch
+        self._own_watch: PermitWatch | None = None
         self.namespace = namespace
         self.cluster = cluster
         self.holder = holder
         self.ttl_seconds = ttl_seconds
         self._clock: Clock = clock or RealClock()
         self._waiters: dict[str, list[_Waiter]] = {}
-        self._watch_task: asyncio.Task[None] | None = None
         self._watching = asyncio.Event()
         self._latest: dict[str, Obj] = {}  # the watch's view of this cluster's permits
         # this holder's permits by target (names, in the order first seen): open_permits is asked on every
@@ -295,31 +281,13 @@ class PermitClient:
         return PermitView(await self.client.get(PERMIT, name, self.namespace))
 
     # ------------------------------------------------------------------ waiting
-    async def _watch(self) -> None:
-        """One watch of this cluster's permits feeding every waiter (re-listing after any break)."""
-        selector = f"{CLUSTER_LABEL}={self.cluster}"
-        while True:
-            try:
-                listed = await self.client.list(PERMIT, self.namespace, label_selector=selector)
-                self.listed(listed.items)
-                stream = self.client.watch(PERMIT, self.namespace, resource_version=listed.resource_version,
-                                           label_selector=selector, timeout_seconds=300)
-                async with contextlib.aclosing(stream):
-                    async for ev in stream:
-                        self.delivered(ev.type, ev.object)
-            except asyncio.CancelledError:
-                raise
-            except (ApiError, TransportError, OSError) as e:
-                log.info("permit watch of %s/%s broke (%s); re-listing", self.namespace, self.cluster, e)
-                await asyncio.sleep(0.2)
-
     def start_watch(self) -> None:
-        """Start the shared watch of this cluster's permits (idempotent)."""
-        if self.shared_watch is not None:
-            self.shared_watch.attach(self)
-            return
-        if self._watch_task is None or self._watch_task.done():
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="permit-watch")
+        """Start the watch of this cluster's permits (idempotent)."""
+        watch = self.shared_watch
+        if watch is None:
+            watch = self._own_watch = self._own_watch or PermitWatch(self.client, self.namespace,
+                                                                     cluster=self.cluster)
+        watch.attach(self)
 
     async def synced(self, timeout: float = 10.0) -> bool:
         """Start the shared watch and wait (at most ``timeout``) until it has listed this cluster's permits,
@@ -439,12 +407,12 @@ class PermitClient:
                 del self._waiters[name]
 
     def listed(self, items: list[Obj]) -> None:
-        """A list of this cluster's permits (from a shared watch): the whole truth, and the cache is ready."""
+        """A list of this cluster's permits (from its PermitWatch): the whole truth, and the cache is ready."""
         self._relisted(items)
         self._watching.set()
 
     def delivered(self, event_type: str, obj: Obj) -> None:
-        """One watch event of this cluster's permits (from a shared watch)."""
+        """One watch event of this cluster's permits (from its PermitWatch)."""
         if event_type in ("ADDED", "MODIFIED"):
             self._deliver(obj)
         elif event_type == "DELETED":
@@ -453,13 +421,10 @@ class PermitClient:
     async def close(self) -> None:
         if self.shared_watch is not None:
             self.shared_watch.detach(self)
-            self._watching.clear()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
-            self._watch_task = None
-            self._watching.clear()
+        if self._own_watch is not None:
+            await self._own_watch.close()
+            self._own_watch = None
+        self._watching.clear()
 
     # ------------------------------------------------------------------ holding
     async def renew(self, name: str) -> PermitView:
