@@ -9,7 +9,8 @@ operation type and a batch of targets; the risk center answers on the Permit's s
   finds its permit again instead of asking twice; the actor proceeds only while it is Granted and shows
   ``RiskQueued``/``RiskDenied`` otherwise, then :meth:`release` with the outcome;
 - **imperative actors** use :meth:`PermitClient.hold`: request, wait for the decision (one watch per client,
-  or one per namespace shared by many: :mod:`kokpit.runtime.permit_watch`; never polling), renew in the background, run the pre-check, yield, run the post-check, release.
+  or one per namespace shared by many: :mod:`kokpit.runtime.permit_watch`; never polling), renew in the
+  background, run the pre-check, yield, run the post-check, release.
 
 A granted permit is held until released and counts against every budget until then; a holder that dies
 stops renewing and the risk center expires its permits after ``ttlSeconds``.
