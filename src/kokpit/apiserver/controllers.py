@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kokpit._lib.deadlines import Deadlines
 from kokpit.apiserver import admission
 from kokpit.apiserver.builtins import path_getter
 from kokpit.apiserver.errors import APIError
@@ -107,7 +108,7 @@ class Controllers:
         self._queued: set[tuple[str, str]] = set()
         self._owners: dict[str, set[str]] = {}  # owner uid -> dependent keys
         self._uids: dict[str, str] = {}  # uid -> key
-        self._event_expiry: dict[str, float] = {}
+        self._event_expiry = Deadlines()  # Event key -> when it expires (an hour after its last change)
         self._tasks: list[asyncio.Task[None]] = []
         rest.on_crd_change = self._crd_changed
 
@@ -127,7 +128,7 @@ class Controllers:
                 meta = e.obj.get("metadata") or {}
                 t = (_parse_time(e.obj.get("lastTimestamp")) or _parse_time(e.obj.get("eventTime"))
                      or _parse_time(meta.get("creationTimestamp")) or now)
-                self._event_expiry[key] = t + self.event_ttl
+                self._event_expiry.set(key, t + self.event_ttl)
         for key, e in self.store.all_entries():
             self._consider(key, e.obj)
         self._tasks = [asyncio.create_task(self._worker(), name="kokpit-controllers"),
@@ -176,7 +177,7 @@ class Controllers:
             self._unindex(ev.key, ev.prev.obj)
         if ev.type == DELETED:
             self._unindex(ev.key, ev.entry.obj)
-            self._event_expiry.pop(ev.key, None)
+            self._event_expiry.discard(ev.key)
             uid = (ev.entry.obj.get("metadata") or {}).get("uid")
             if uid and uid in self._owners:
                 self._enqueue("orphaned", uid)
@@ -191,7 +192,7 @@ class Controllers:
             return
         self._index(ev.key, ev.entry.obj)
         if ev.key.startswith(EVENT_BUCKET):
-            self._event_expiry[ev.key] = self.clock() + self.event_ttl
+            self._event_expiry.set(ev.key, self.clock() + self.event_ttl)
         self._consider(ev.key, ev.entry.obj)
 
     def _enqueue_namespace_of(self, key: str) -> None:
@@ -446,9 +447,7 @@ class Controllers:
         while True:
             await asyncio.sleep(1.0)
             now = self.clock()
-            expired = [k for k, t in self._event_expiry.items() if t <= now]
-            for key in expired:
-                self._event_expiry.pop(key, None)
+            for key in self._event_expiry.pop_due(now):
                 e = self.store.get(key)
                 if e is None:
                     continue
