@@ -218,7 +218,8 @@ class ListWatch(Protocol):
 
     def list_pages(self, kind: Kind, namespace: str | None = None, *,
                    label_selector: Mapping[str, str] | str | None = None, field_selector: str | None = None,
-                   limit: int | None = 500, resource_version: str | None = None) -> AsyncGenerator[ObjectList, None]: ...
+                   limit: int | None = 500,
+                   resource_version: str | None = None) -> AsyncGenerator[ObjectList, None]: ...
 
     def watch_resumable(self, kind: Kind, namespace: str | None = None, *, resource_version: str,
                         label_selector: Mapping[str, str] | str | None = None, field_selector: str | None = None,

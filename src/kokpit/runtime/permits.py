@@ -291,7 +291,7 @@ class PermitClient:
         watch.attach(self)
 
     async def synced(self, timeout: float = 10.0) -> bool:
-        """Start the shared watch and wait (at most ``timeout``) until it has listed this cluster's permits,
+        """Start the watch and wait (at most ``timeout``) until it has listed this cluster's permits,
         so :meth:`cached` and :meth:`open_permits` answer from the API's state, not from an empty cache."""
         self.start_watch()
         try:

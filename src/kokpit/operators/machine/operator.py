@@ -199,11 +199,9 @@ class MachineOperator:
             self._wake_node(str(node), urgent=node in granted and node not in finished)
 
     def _wake_node(self, node: str, *, urgent: bool = False) -> None:
+        add = self.controller.queue.add_urgent if urgent else self.controller.queue.add
         for m in self.machine_informer.store.by_index("node", node):
-            if urgent:
-                self.controller.queue.add_urgent(Request.for_object(m))
-            else:
-                self.controller.queue.add(Request.for_object(m))
+            add(Request.for_object(m))
 
     async def run(self) -> None:
         await self.manager.run()
